@@ -1,0 +1,40 @@
+//! The event half of Seed: the [`Event`] model, [`Topic`] names and
+//! [`TopicPattern`]s, the [`EventStore`] trait every backend implements, the
+//! shared [`Error`] type, and (with the `conformance` feature) the suite that
+//! every store passes.
+//!
+//! ```
+//! use seed_event::{Event, EventStore, MemoryStore, Query, Topic, TopicPattern};
+//!
+//! let store = MemoryStore::new();
+//! let topic = Topic::new("task.completed")?;
+//! let payload = seed_event::parse_json_object("payload", r#"{"task_id": "abc"}"#)?;
+//! let stored = store.append(Event::new(topic, "fenrir", payload))?;
+//!
+//! let pattern = TopicPattern::new("task.*")?;
+//! let events = store.query(&Query::pattern(pattern))?;
+//! assert_eq!(events, vec![stored]);
+//! # Ok::<(), seed_event::Error>(())
+//! ```
+
+mod cursor;
+mod error;
+mod event;
+pub mod memory;
+mod store;
+mod timestamp;
+mod topic;
+
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
+
+pub use cursor::Cursor;
+pub use error::{Error, ErrorKind, Result};
+pub use event::{json_type_name, parse_json_object, Event, JsonObject};
+pub use memory::MemoryStore;
+pub use store::{
+    apply_limit, merge_by_timestamp, Clear, ConsumerName, EventStore, EventStream, FollowFrom,
+    Follower, Limit, Query, Start, StoredEvent, TopicStats,
+};
+pub use timestamp::Timestamp;
+pub use topic::{Topic, TopicPattern, MAX_TOPIC_BYTES};

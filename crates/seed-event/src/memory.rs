@@ -1,0 +1,266 @@
+//! [`MemoryStore`]: the in-memory reference implementation of [`EventStore`].
+//!
+//! It keeps everything in one process and loses it on exit. It exists so the
+//! conformance suite has a plainly correct store to run against, and so the
+//! bus can be unit-tested without a disk.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::store::{apply_limit, merge_by_timestamp};
+use crate::{
+    Clear, ConsumerName, Cursor, Error, Event, EventStore, EventStream, FollowFrom, Follower,
+    Query, Result, Start, StoredEvent, Topic, TopicPattern, TopicStats,
+};
+
+#[derive(Default)]
+struct TopicLog {
+    events: Vec<StoredEvent>,
+    /// The sequence number of the last event ever appended (survives clears).
+    last_seq: u64,
+    bytes: u64,
+}
+
+#[derive(Default)]
+struct State {
+    topics: BTreeMap<Topic, TopicLog>,
+    consumers: BTreeMap<ConsumerName, BTreeMap<Topic, Cursor>>,
+}
+
+#[derive(Default)]
+struct Shared {
+    state: Mutex<State>,
+    appended: Condvar,
+}
+
+/// An [`EventStore`] in memory; clones share the same events.
+///
+/// ```
+/// use seed_event::{Event, EventStore, MemoryStore, Query, Topic};
+/// let store = MemoryStore::new();
+/// let topic = Topic::new("task.done").unwrap();
+/// store.append(Event::new(topic.clone(), "me", Default::default())).unwrap();
+/// assert_eq!(store.query(&Query::topic(&topic)).unwrap().len(), 1);
+/// ```
+#[derive(Clone, Default)]
+pub struct MemoryStore {
+    shared: Arc<Shared>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> MemoryStore {
+        MemoryStore::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.shared.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn push(state: &mut State, event: Event) -> StoredEvent {
+    let log = state.topics.entry(event.topic.clone()).or_default();
+    log.last_seq += 1;
+    log.bytes += event.to_json_line().len() as u64 + 1;
+    let stored = StoredEvent { cursor: Cursor::new(log.last_seq, 0), event };
+    log.events.push(stored.clone());
+    stored
+}
+
+impl EventStore for MemoryStore {
+    fn describe(&self) -> String {
+        "memory store".to_string()
+    }
+
+    fn append(&self, event: Event) -> Result<StoredEvent> {
+        let stored = push(&mut self.lock(), event);
+        self.shared.appended.notify_all();
+        Ok(stored)
+    }
+
+    fn append_batch(&self, topic: &Topic, events: Vec<Event>) -> Result<Vec<StoredEvent>> {
+        if let Some((i, e)) = events.iter().enumerate().find(|(_, e)| e.topic != *topic) {
+            return Err(Error::invalid(
+                "batch",
+                format!(
+                    "event {i} has topic {:?}, every event of the batch must have topic {topic:?}",
+                    e.topic.as_str()
+                ),
+            ));
+        }
+        let mut state = self.lock();
+        let stored = events.into_iter().map(|e| push(&mut state, e)).collect();
+        drop(state);
+        self.shared.appended.notify_all();
+        Ok(stored)
+    }
+
+    fn append_expecting(&self, event: Event, expected: Option<Cursor>) -> Result<StoredEvent> {
+        let mut state = self.lock();
+        let actual = state.topics.get(&event.topic).and_then(|l| l.events.last()).map(|e| e.cursor);
+        if actual != expected {
+            let show = |c: Option<Cursor>| c.map_or("none".to_string(), |c| c.to_string());
+            return Err(Error::Conflict {
+                topic: event.topic.to_string(),
+                expected: show(expected),
+                actual: show(actual),
+            });
+        }
+        let stored = push(&mut state, event);
+        drop(state);
+        self.shared.appended.notify_all();
+        Ok(stored)
+    }
+
+    fn last_cursor(&self, topic: &Topic) -> Result<Option<Cursor>> {
+        Ok(self.lock().topics.get(topic).and_then(|l| l.events.last()).map(|e| e.cursor))
+    }
+
+    fn read(&self, query: &Query) -> Result<EventStream<'_>> {
+        query.validate()?;
+        let state = self.lock();
+        let mut streams: Vec<EventStream<'_>> = Vec::new();
+        for (topic, log) in &state.topics {
+            if !query.selects_topic(topic) {
+                continue;
+            }
+            let q = query.clone();
+            let events: Vec<StoredEvent> =
+                log.events.iter().filter(|e| q.matches(e.cursor, &e.event)).cloned().collect();
+            streams.push(Box::new(events.into_iter().map(Ok)));
+        }
+        drop(state);
+        apply_limit(merge_by_timestamp(streams), query.limit)
+    }
+
+    fn count_after(&self, topic: &Topic, cursor: Cursor) -> Result<u64> {
+        let state = self.lock();
+        Ok(state
+            .topics
+            .get(topic)
+            .map_or(0, |l| l.events.iter().filter(|e| e.cursor > cursor).count() as u64))
+    }
+
+    fn follow(&self, pattern: &TopicPattern, from: FollowFrom) -> Result<Box<dyn Follower>> {
+        let state = self.lock();
+        let mut snapshot = BTreeMap::new();
+        for (topic, log) in &state.topics {
+            if pattern.matches(topic) {
+                snapshot.insert(topic.clone(), Cursor::new(log.last_seq, 0));
+            }
+        }
+        let mut positions = from.positions;
+        if from.start == Start::New {
+            for (topic, head) in &snapshot {
+                positions.entry(topic.clone()).or_insert(*head);
+            }
+        }
+        Ok(Box::new(MemoryFollower {
+            store: self.clone(),
+            pattern: pattern.clone(),
+            positions,
+            since: match from.start {
+                Start::Since(t) => Some((t, snapshot)),
+                _ => None,
+            },
+        }))
+    }
+
+    fn load_consumer(&self, name: &ConsumerName) -> Result<BTreeMap<Topic, Cursor>> {
+        Ok(self.lock().consumers.get(name).cloned().unwrap_or_default())
+    }
+
+    fn commit_consumer(&self, name: &ConsumerName, topic: &Topic, cursor: Cursor) -> Result<()> {
+        self.lock().consumers.entry(name.clone()).or_default().insert(topic.clone(), cursor);
+        Ok(())
+    }
+
+    fn consumers(&self) -> Result<Vec<ConsumerName>> {
+        Ok(self.lock().consumers.keys().cloned().collect())
+    }
+
+    fn topics(&self) -> Result<Vec<TopicStats>> {
+        let state = self.lock();
+        Ok(state
+            .topics
+            .iter()
+            .map(|(topic, log)| TopicStats {
+                topic: topic.clone(),
+                events: log.events.len() as u64,
+                bytes: log.bytes,
+                first: log.events.first().map(|e| e.event.timestamp),
+                last: log.events.last().map(|e| e.event.timestamp),
+                last_cursor: log.events.last().map(|e| e.cursor),
+            })
+            .collect())
+    }
+
+    fn clear(&self, what: &Clear) -> Result<u64> {
+        let mut state = self.lock();
+        let mut removed = 0;
+        for (topic, log) in state.topics.iter_mut() {
+            if what.topic.as_ref().is_some_and(|t| t != topic) {
+                continue;
+            }
+            let before = log.events.len();
+            log.events.retain(|e| what.before.is_some_and(|b| e.event.timestamp >= b));
+            removed += (before - log.events.len()) as u64;
+            log.bytes = log.events.iter().map(|e| e.event.to_json_line().len() as u64 + 1).sum();
+        }
+        Ok(removed)
+    }
+}
+
+struct MemoryFollower {
+    store: MemoryStore,
+    pattern: TopicPattern,
+    positions: BTreeMap<Topic, Cursor>,
+    /// For [`Start::Since`]: the time, and each topic's last cursor when following began.
+    since: Option<(crate::Timestamp, BTreeMap<Topic, Cursor>)>,
+}
+
+impl Follower for MemoryFollower {
+    fn next_batch(&mut self, max: usize, timeout: Duration) -> Result<Vec<StoredEvent>> {
+        let deadline = Instant::now() + timeout;
+        let mut state = self.store.lock();
+        loop {
+            let mut out = Vec::new();
+            for (topic, log) in &state.topics {
+                if out.len() >= max || !self.pattern.matches(topic) {
+                    continue;
+                }
+                let pos = self.positions.get(topic).copied().unwrap_or(Cursor::ZERO);
+                let start = log.events.partition_point(|e| e.cursor <= pos);
+                for e in &log.events[start..] {
+                    if out.len() >= max {
+                        break;
+                    }
+                    self.positions.insert(topic.clone(), e.cursor);
+                    if let Some((t, heads)) = &self.since {
+                        if heads.get(topic).is_some_and(|h| e.cursor <= *h)
+                            && e.event.timestamp < *t
+                        {
+                            continue;
+                        }
+                    }
+                    out.push(e.clone());
+                }
+            }
+            if !out.is_empty() || max == 0 {
+                return Ok(out);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(out);
+            }
+            state = self
+                .store
+                .shared
+                .appended
+                .wait_timeout(state, deadline - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+}
