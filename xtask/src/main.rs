@@ -1,1 +1,83 @@
-fn main() {}
+//! `cargo xtask`: the project's chores as code.
+//!
+//! - `cargo xtask test`: installs what the tests need (redis-server), then runs
+//!   `cargo fmt --check`, `cargo clippy -D warnings` and `cargo test --workspace`.
+//! - `cargo xtask release`: builds the `seed` binary in release mode into `target/dist`.
+
+mod ensure;
+mod tidy;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use anyhow::{bail, Context, Result};
+
+const USAGE: &str = "usage: cargo xtask <command>
+
+commands:
+  test        fmt check, clippy -D warnings and every test (installs redis-server if needed)
+  release     build the seed binary in release mode into target/dist";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &[String]) -> Result<()> {
+    let root = project_root();
+    match args.first().map(String::as_str) {
+        Some("test") => test(&root),
+        Some("release") => release(&root),
+        Some("help" | "--help" | "-h") | None => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        Some(other) => bail!("unknown command {other:?}\n{USAGE}"),
+    }
+}
+
+/// The workspace root (the parent of this crate's folder).
+pub fn project_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+/// Runs `cargo` with `args` in `root`, failing with the command line if it fails.
+pub fn cargo(root: &Path, args: &[&str]) -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    eprintln!("$ cargo {}", args.join(" "));
+    let status = Command::new(&cargo)
+        .args(args)
+        .current_dir(root)
+        .status()
+        .with_context(|| format!("could not run {cargo}"))?;
+    if !status.success() {
+        bail!("`cargo {}` failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+fn test(root: &Path) -> Result<()> {
+    ensure::redis_server()?;
+    cargo(root, &["fmt", "--all", "--", "--check"])?;
+    cargo(root, &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
+    cargo(root, &["test", "--workspace", "--no-fail-fast"])?;
+    Ok(())
+}
+
+fn release(root: &Path) -> Result<()> {
+    cargo(root, &["build", "--release", "--package", "cli", "--bin", "seed"])?;
+    let dist = root.join("target/dist");
+    std::fs::create_dir_all(&dist).with_context(|| format!("creating {}", dist.display()))?;
+    let from = root.join("target/release/seed");
+    let to = dist.join("seed");
+    std::fs::copy(&from, &to)
+        .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
+    println!("{}", to.display());
+    Ok(())
+}

@@ -1,0 +1,117 @@
+//! Repository rules, checked by ordinary `#[test]`s so `cargo test` enforces them.
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+    use std::path::{Path, PathBuf};
+
+    use crate::project_root;
+
+    /// Every file under `dir` whose name ends with `ext`, skipping `target` and hidden folders.
+    fn files(dir: &Path, ext: &str) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        let Ok(entries) = fs::read_dir(dir) else { return out };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().to_string();
+            if name == "target" || name.starts_with('.') {
+                continue;
+            }
+            if path.is_dir() {
+                out.extend(files(&path, ext));
+            } else if name.ends_with(ext) {
+                out.push(path);
+            }
+        }
+        out
+    }
+
+    fn read(path: &Path) -> String {
+        fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+    }
+
+    fn manifests() -> Vec<PathBuf> {
+        let root = project_root();
+        files(&root, "Cargo.toml").into_iter().filter(|p| p != &root.join("Cargo.toml")).collect()
+    }
+
+    #[test]
+    fn every_crate_opts_into_workspace_lints() {
+        for manifest in manifests() {
+            let text = read(&manifest);
+            assert!(
+                text.contains("[lints]\nworkspace = true"),
+                "{} must opt into the workspace lints with `[lints] workspace = true`",
+                manifest.display()
+            );
+        }
+    }
+
+    #[test]
+    fn no_stubs_or_hidden_tests() {
+        let banned = [
+            concat!("todo", "!("),
+            concat!("unimplemented", "!("),
+            concat!("#[", "ignore", "]"),
+            concat!("#[", "should_panic"),
+            concat!("dbg", "!("),
+        ];
+        for file in files(&project_root(), ".rs") {
+            let text = read(&file);
+            for needle in banned {
+                assert!(!text.contains(needle), "{} contains {needle}", file.display());
+            }
+        }
+    }
+
+    #[test]
+    fn every_library_opens_with_docs_and_an_example() {
+        for manifest in manifests() {
+            let dir = manifest.parent().unwrap();
+            let lib = [dir.join("src/lib.rs"), dir.join("lib.rs")].into_iter().find(|p| p.exists());
+            let Some(lib) = lib else { continue };
+            let text = read(&lib);
+            assert!(
+                text.starts_with("//!"),
+                "{} must open with a `//!` doc saying what it is for",
+                lib.display()
+            );
+            let docs: String =
+                text.lines().take_while(|l| l.starts_with("//!")).collect::<Vec<_>>().join("\n");
+            assert!(docs.contains("```"), "{} must open with an example that runs", lib.display());
+        }
+    }
+
+    #[test]
+    fn readme_opens_with_the_two_commands_and_ci_runs_the_test_one() {
+        let root = project_root();
+        let readme = read(&root.join("README.md"));
+        let head: String = readme.lines().take(40).collect::<Vec<_>>().join("\n");
+        assert!(
+            head.contains("cargo run -p cli --"),
+            "README must open with the command that runs Seed on the file store"
+        );
+        assert!(head.contains("cargo xtask test"), "README must open with `cargo xtask test`");
+        let ci = read(&root.join(".ci/run"));
+        assert!(ci.contains("cargo xtask test"), ".ci/run must call the README's test command");
+    }
+
+    #[test]
+    fn architecture_names_every_crate() {
+        let root = project_root();
+        let arch = read(&root.join("ARCHITECTURE.md"));
+        for manifest in manifests() {
+            let dir = manifest
+                .parent()
+                .unwrap()
+                .strip_prefix(&root)
+                .unwrap()
+                .to_string_lossy()
+                .to_string();
+            assert!(
+                arch.contains(&format!("`{dir}`")),
+                "ARCHITECTURE.md must describe `{dir}` in its code map"
+            );
+        }
+    }
+}
