@@ -1,1 +1,584 @@
-//! placeholder
+//! The Seed event bus: publish, query, subscribe (plain or durable) and replay
+//! over any [`EventStore`], chosen at run time as an `Arc<dyn EventStore>`.
+//!
+//! The bus has no backend-specific code. Each subscription runs on its own
+//! thread, following the store ([`EventStore::follow`]) and calling its
+//! handler once per event, in append order per topic; durable consumers
+//! commit their position in the store after the handler returns `Ok`.
+//!
+//! ```
+//! use std::sync::{mpsc, Arc};
+//! use bus::{EventBus, PublishOptions, StartAt};
+//! use seed_event::{MemoryStore, Query, Topic, TopicPattern};
+//!
+//! let bus = EventBus::new(Arc::new(MemoryStore::new()));
+//! let (tx, rx) = mpsc::channel();
+//! let pattern = TopicPattern::new("task.*")?;
+//! let sub = bus.subscribe(&pattern, StartAt::New, move |e| {
+//!     tx.send(e.event.payload["task_id"].clone())?;
+//!     Ok(())
+//! })?;
+//!
+//! let topic = Topic::new("task.completed")?;
+//! let payload = seed_event::parse_json_object("payload", r#"{"task_id": "abc"}"#)?;
+//! bus.publish(&topic, "fenrir", payload, PublishOptions::default())?;
+//!
+//! let got = rx.recv_timeout(std::time::Duration::from_secs(10))?;
+//! assert_eq!(got, "abc");
+//! assert_eq!(bus.query(&Query::topic(&topic))?.len(), 1);
+//! sub.unsubscribe()?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod error;
+mod lease;
+mod replay;
+mod subscription;
+
+use std::collections::btree_map::Entry;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use seed_event::{
+    Clear, ConsumerName, Cursor, ErrorKind, Event, EventStore, EventStream, FollowFrom, JsonObject,
+    Limit, Query, Start, StoredEvent, Timestamp, Topic, TopicPattern, TopicStats,
+};
+use serde::Serialize;
+use uuid::Uuid;
+
+pub use error::{Error, HandlerError, HandlerResult, Result};
+pub use replay::{ReplayConfig, ReplayEstimate, ReplayReport};
+pub use subscription::{Subscription, Summary};
+
+use subscription::{BoxHandler, Durable, Shared, Worker};
+
+/// How many of a topic's newest events [`EventBus::publish_event`] checks for
+/// the event's id, by default.
+pub const DEFAULT_IDEMPOTENCY_WINDOW: usize = 1000;
+
+/// How often a failing durable handler or store read is retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Attempts in all (the first one included) before the subscription stops.
+    pub attempts: u32,
+    /// The wait before the first retry; it doubles with each retry, up to 2 s.
+    pub backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> RetryPolicy {
+        RetryPolicy { attempts: 5, backoff: Duration::from_millis(50) }
+    }
+}
+
+impl RetryPolicy {
+    /// The wait before retry number `attempt` (1 = the first retry).
+    pub fn backoff_for(&self, attempt: u32) -> Duration {
+        let factor = 1u32 << attempt.saturating_sub(1).min(16);
+        self.backoff.saturating_mul(factor).min(Duration::from_secs(2))
+    }
+}
+
+/// How a bus behaves; [`BusConfig::default`] suits most uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BusConfig {
+    /// How many of a topic's newest events are checked for a duplicate id when
+    /// an event with a given id is published (see [`EventBus::publish_event`]).
+    pub idempotency_window: usize,
+    /// How long a durable consumer's lease lasts without renewal (it is
+    /// renewed every fifth of this): after a crash, another subscriber can
+    /// take the consumer over once this has passed.
+    pub lease_ttl: Duration,
+    /// Retries of failing durable handlers and store reads.
+    pub retry: RetryPolicy,
+}
+
+impl Default for BusConfig {
+    fn default() -> BusConfig {
+        BusConfig {
+            idempotency_window: DEFAULT_IDEMPOTENCY_WINDOW,
+            lease_ttl: Duration::from_secs(5),
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+/// Where a subscription starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartAt {
+    /// Only events appended after `subscribe` returns (every event of topics created later).
+    New,
+    /// Every stored event.
+    Beginning,
+    /// Stored events with `timestamp >= t`, then every new one.
+    Since(Timestamp),
+    /// Events after this cursor; the pattern must name one exact topic.
+    After(Cursor),
+}
+
+/// The optional parts of a published event.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PublishOptions {
+    /// Ties requests and responses together.
+    pub correlation_id: Option<String>,
+    /// Extra data, as a JSON object.
+    pub metadata: JsonObject,
+    /// A given id makes the publish idempotent (see [`EventBus::publish_event`]);
+    /// `None` gets a fresh UUID v7.
+    pub id: Option<Uuid>,
+    /// The event's time; `None` is now (other times are for imports and tests).
+    pub timestamp: Option<Timestamp>,
+}
+
+/// A subscription's settings; [`SubscribeConfig::new`] gives the defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscribeConfig {
+    /// The topics to follow, also those created later.
+    pub pattern: TopicPattern,
+    /// Where to start (for a durable consumer: only when it is new).
+    pub start: StartAt,
+    /// Makes the subscription a durable consumer with this name.
+    pub consumer: Option<ConsumerName>,
+    /// Ends the subscription after this many delivered events.
+    pub max_events: Option<u64>,
+    /// How long a durable subscription waits for another holder of the
+    /// consumer to let go before failing with [`Error::ConsumerBusy`].
+    pub lease_wait: Duration,
+}
+
+impl SubscribeConfig {
+    /// A plain subscription to `pattern` from `start`.
+    pub fn new(pattern: TopicPattern, start: StartAt) -> SubscribeConfig {
+        SubscribeConfig {
+            pattern,
+            start,
+            consumer: None,
+            max_events: None,
+            lease_wait: Duration::ZERO,
+        }
+    }
+}
+
+/// A durable consumer's position in one topic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConsumerPosition {
+    /// The topic.
+    pub topic: Topic,
+    /// The last event it handled there.
+    pub cursor: Cursor,
+    /// How many events of the topic come after it.
+    pub lag: u64,
+}
+
+/// A durable consumer and its positions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConsumerStats {
+    /// Its name.
+    pub name: ConsumerName,
+    /// Its committed positions, by topic.
+    pub positions: Vec<ConsumerPosition>,
+}
+
+/// What [`EventBus::stats`] reports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Stats {
+    /// Per topic: events, bytes, first and last timestamp.
+    pub topics: Vec<TopicStats>,
+    /// Per durable consumer: its positions and lag.
+    pub consumers: Vec<ConsumerStats>,
+}
+
+/// The event bus over one store.
+pub struct EventBus {
+    store: Arc<dyn EventStore>,
+    config: BusConfig,
+    closed: AtomicBool,
+    subscriptions: Mutex<Vec<Weak<Shared>>>,
+}
+
+impl std::fmt::Debug for EventBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventBus")
+            .field("store", &self.store.describe())
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+fn check_source(source: &str) -> Result<()> {
+    if source.is_empty() {
+        return Err(seed_event::Error::invalid("source", "must not be empty").into());
+    }
+    if let Some(c) = source.chars().find(|c| c.is_control()) {
+        return Err(seed_event::Error::invalid(
+            "source",
+            format!("{source:?} contains the control character {c:?}"),
+        )
+        .into());
+    }
+    Ok(())
+}
+
+fn new_event(topic: &Topic, source: &str, payload: JsonObject, options: &PublishOptions) -> Event {
+    let mut event =
+        Event::new(topic.clone(), source, payload).with_metadata(options.metadata.clone());
+    event.correlation_id = options.correlation_id.clone();
+    if let Some(t) = options.timestamp {
+        event.timestamp = t;
+    }
+    event
+}
+
+impl EventBus {
+    /// A bus over `store` with the default [`BusConfig`].
+    pub fn new(store: Arc<dyn EventStore>) -> EventBus {
+        EventBus::with_config(store, BusConfig::default())
+    }
+
+    /// A bus over `store` with `config`.
+    pub fn with_config(store: Arc<dyn EventStore>, config: BusConfig) -> EventBus {
+        EventBus {
+            store,
+            config,
+            closed: AtomicBool::new(false),
+            subscriptions: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The store underneath.
+    pub fn store(&self) -> &Arc<dyn EventStore> {
+        &self.store
+    }
+
+    fn open(&self) -> Result<()> {
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(Error::Closed);
+        }
+        Ok(())
+    }
+
+    /// Publishes a new event and returns it as stored.
+    ///
+    /// With `options.id` set it is idempotent, as [`EventBus::publish_event`].
+    pub fn publish(
+        &self,
+        topic: &Topic,
+        source: &str,
+        payload: JsonObject,
+        options: PublishOptions,
+    ) -> Result<StoredEvent> {
+        let mut event = new_event(topic, source, payload, &options);
+        match options.id {
+            Some(id) => {
+                event.id = id;
+                self.publish_event(event)
+            }
+            None => {
+                self.open()?;
+                check_source(source)?;
+                Ok(self.store.append(event)?)
+            }
+        }
+    }
+
+    /// Publishes `event` as it is, idempotently: if one of the newest
+    /// [`BusConfig::idempotency_window`] events of its topic (1000 by default)
+    /// already has its id, nothing is written and that stored event is returned.
+    ///
+    /// The check and the append are one step (a conditional append, retried on
+    /// a race), so two processes publishing the same event at once store it
+    /// once. An older duplicate, outside the window, is stored again.
+    pub fn publish_event(&self, event: Event) -> Result<StoredEvent> {
+        self.open()?;
+        check_source(&event.source)?;
+        let window = self.config.idempotency_window;
+        if window == 0 {
+            return Ok(self.store.append(event)?);
+        }
+        let query = Query { limit: Some(Limit::Last(window)), ..Query::topic(&event.topic) };
+        let mut attempts = 0;
+        loop {
+            let recent = self.store.query(&query)?;
+            if let Some(found) = recent.iter().find(|e| e.event.id == event.id) {
+                log::debug!("event {} is already in topic {}", event.id, event.topic);
+                return Ok(found.clone());
+            }
+            let expected = recent.last().map(|e| e.cursor);
+            match self.store.append_expecting(event.clone(), expected) {
+                Err(e) if e.kind() == ErrorKind::Conflict && attempts < 100 => attempts += 1,
+                other => return Ok(other?),
+            }
+        }
+    }
+
+    /// Publishes one new event per payload to `topic`, atomically (all or none).
+    ///
+    /// Every event gets a fresh id, so `options.id` must be `None`.
+    pub fn publish_batch(
+        &self,
+        topic: &Topic,
+        source: &str,
+        payloads: Vec<JsonObject>,
+        options: &PublishOptions,
+    ) -> Result<Vec<StoredEvent>> {
+        self.open()?;
+        check_source(source)?;
+        if options.id.is_some() {
+            return Err(seed_event::Error::invalid(
+                "publish options",
+                "a batch gives each event a fresh id; publish events with given ids one by one",
+            )
+            .into());
+        }
+        let events = payloads.into_iter().map(|p| new_event(topic, source, p, options)).collect();
+        Ok(self.store.append_batch(topic, events)?)
+    }
+
+    /// The events matching `query`, collected.
+    pub fn query(&self, query: &Query) -> Result<Vec<StoredEvent>> {
+        self.open()?;
+        Ok(self.store.query(query)?)
+    }
+
+    /// The events matching `query`, streamed.
+    pub fn read(&self, query: &Query) -> Result<EventStream<'_>> {
+        self.open()?;
+        Ok(self.store.read(query)?)
+    }
+
+    /// Hands the stored events that `config` selects to `handler`, paced by
+    /// their original gaps divided by `config.speed`; returns the count.
+    ///
+    /// A failing (or panicking) handler call is logged and counted, and the
+    /// replay goes on, as the original did.
+    pub fn replay<F>(&self, config: &ReplayConfig, handler: F) -> Result<ReplayReport>
+    where
+        F: FnMut(&StoredEvent) -> HandlerResult + Send + 'static,
+    {
+        self.open()?;
+        replay::run(self.store.as_ref(), config, Box::new(handler))
+    }
+
+    /// How many events a replay of `config` hands out and how long it will take.
+    pub fn replay_estimate(&self, config: &ReplayConfig) -> Result<ReplayEstimate> {
+        self.open()?;
+        replay::estimate(self.store.as_ref(), config)
+    }
+
+    /// Calls `handler` on every event of the topics matching `pattern` from
+    /// `start` on, on a thread of its own, until the [`Subscription`] is dropped.
+    ///
+    /// Returns once the subscription is positioned: with [`StartAt::New`]
+    /// every event appended after this returns is delivered. A failing or
+    /// panicking handler call is logged and counted, and delivery goes on.
+    pub fn subscribe<F>(
+        &self,
+        pattern: &TopicPattern,
+        start: StartAt,
+        handler: F,
+    ) -> Result<Subscription>
+    where
+        F: FnMut(&StoredEvent) -> HandlerResult + Send + 'static,
+    {
+        self.subscribe_with(SubscribeConfig::new(pattern.clone(), start), handler)
+    }
+
+    /// As [`EventBus::subscribe`], as the durable consumer `name`: it resumes
+    /// after its last committed event (`start` applies only when it is new).
+    ///
+    /// The position is committed after the handler returns `Ok`; a failing
+    /// or panicking call is retried ([`BusConfig::retry`]), and after the last
+    /// attempt the subscription stops with [`Error::HandlerFailed`] without
+    /// committing that event. Only one subscriber at a time holds a consumer;
+    /// if another does, this fails at once with [`Error::ConsumerBusy`] (set
+    /// [`SubscribeConfig::lease_wait`] to wait instead).
+    pub fn subscribe_durable<F>(
+        &self,
+        name: &ConsumerName,
+        pattern: &TopicPattern,
+        start: StartAt,
+        handler: F,
+    ) -> Result<Subscription>
+    where
+        F: FnMut(&StoredEvent) -> HandlerResult + Send + 'static,
+    {
+        let config = SubscribeConfig {
+            consumer: Some(name.clone()),
+            ..SubscribeConfig::new(pattern.clone(), start)
+        };
+        self.subscribe_with(config, handler)
+    }
+
+    /// Subscribes with every setting of [`SubscribeConfig`].
+    pub fn subscribe_with<F>(&self, config: SubscribeConfig, handler: F) -> Result<Subscription>
+    where
+        F: FnMut(&StoredEvent) -> HandlerResult + Send + 'static,
+    {
+        self.open()?;
+        let after_topic = match config.start {
+            StartAt::After(_) => Some(config.pattern.exact().ok_or_else(|| {
+                seed_event::Error::invalid(
+                    "start",
+                    format!(
+                        "starting after a cursor needs one exact topic, not the pattern {}",
+                        config.pattern
+                    ),
+                )
+            })?),
+            _ => None,
+        };
+        let handler: BoxHandler = Box::new(handler);
+        let (follower, durable, label) = match &config.consumer {
+            None => {
+                let from = match config.start {
+                    StartAt::New => FollowFrom::start(Start::New),
+                    StartAt::Beginning => FollowFrom::start(Start::Beginning),
+                    StartAt::Since(t) => FollowFrom::start(Start::Since(t)),
+                    StartAt::After(c) => match after_topic {
+                        Some(topic) => FollowFrom::after(topic, c),
+                        None => FollowFrom::start(Start::Beginning),
+                    },
+                };
+                (self.store.follow(&config.pattern, from)?, None, config.pattern.to_string())
+            }
+            Some(name) => {
+                lease::meta_name(name)?;
+                let lease = lease::Lease::acquire(
+                    self.store.clone(),
+                    name,
+                    self.config.lease_ttl,
+                    config.lease_wait,
+                )?;
+                let from = self.durable_start(name, &config, after_topic)?;
+                let follower = self.store.follow(&config.pattern, from)?;
+                (follower, Some(Durable { name: name.clone(), lease }), name.to_string())
+            }
+        };
+        let worker = Worker {
+            store: self.store.clone(),
+            follower,
+            handler,
+            durable,
+            max_events: config.max_events,
+            retry: self.config.retry,
+        };
+        let (subscription, shared) = subscription::spawn(label, worker)?;
+        let mut subs = self.subscriptions.lock().unwrap_or_else(|p| p.into_inner());
+        subs.retain(|w| w.strong_count() > 0);
+        subs.push(Arc::downgrade(&shared));
+        Ok(subscription)
+    }
+
+    /// Where a durable consumer (whose lease we hold) starts following.
+    fn durable_start(
+        &self,
+        name: &ConsumerName,
+        config: &SubscribeConfig,
+        after_topic: Option<Topic>,
+    ) -> Result<FollowFrom> {
+        let store = self.store.as_ref();
+        let meta_name = lease::meta_name(name)?;
+        let meta = lease::load_meta(store, &meta_name)?;
+        let mut positions = store.load_consumer(name)?;
+        if meta.created {
+            // Topics it has no position in: from the beginning, or from its `since`.
+            let start = meta.since.map_or(Start::Beginning, Start::Since);
+            return Ok(FollowFrom { start, positions });
+        }
+        // A new consumer: commit where it starts, so a restart does not lose
+        // what was published while it was away.
+        let mut since = None;
+        let start = match config.start {
+            StartAt::Beginning => Start::Beginning,
+            StartAt::Since(t) => {
+                since = Some(t);
+                Start::Since(t)
+            }
+            StartAt::New => {
+                let mut heads = BTreeMap::new();
+                for stats in store.topics()? {
+                    if config.pattern.matches(&stats.topic) {
+                        if let Some(cursor) = store.last_cursor(&stats.topic)? {
+                            heads.insert(stats.topic, cursor);
+                        }
+                    }
+                }
+                for (topic, cursor) in heads {
+                    if let Entry::Vacant(slot) = positions.entry(topic) {
+                        store.commit_consumer(name, slot.key(), cursor)?;
+                        slot.insert(cursor);
+                    }
+                }
+                Start::Beginning
+            }
+            StartAt::After(cursor) => {
+                if let Some(Entry::Vacant(slot)) = after_topic.map(|t| positions.entry(t)) {
+                    store.commit_consumer(name, slot.key(), cursor)?;
+                    slot.insert(cursor);
+                }
+                Start::Beginning
+            }
+        };
+        lease::mark_created(store, &meta_name, since)?;
+        Ok(FollowFrom { start, positions })
+    }
+
+    /// Every topic's exact name, sorted.
+    pub fn list_topics(&self) -> Result<Vec<Topic>> {
+        self.open()?;
+        Ok(self.store.topics()?.into_iter().map(|s| s.topic).collect())
+    }
+
+    /// Statistics per topic and per durable consumer (only `topic`, if given).
+    pub fn stats(&self, topic: Option<&Topic>) -> Result<Stats> {
+        self.open()?;
+        let topics: Vec<TopicStats> = self
+            .store
+            .topics()?
+            .into_iter()
+            .filter(|s| topic.is_none_or(|t| *t == s.topic))
+            .collect();
+        let mut consumers = Vec::new();
+        for name in self.store.consumers()? {
+            if name.as_str().ends_with(lease::META_SUFFIX) {
+                continue;
+            }
+            let mut positions = Vec::new();
+            for (t, cursor) in self.store.load_consumer(&name)? {
+                if topic.is_some_and(|only| *only != t) {
+                    continue;
+                }
+                let lag = self.store.count_after(&t, cursor)?;
+                positions.push(ConsumerPosition { topic: t, cursor, lag });
+            }
+            if topic.is_none() || !positions.is_empty() {
+                consumers.push(ConsumerStats { name, positions });
+            }
+        }
+        Ok(Stats { topics, consumers })
+    }
+
+    /// Removes events (see [`EventStore::clear`]); returns how many.
+    /// Running subscriptions go on with the events published afterwards.
+    pub fn clear(&self, what: &Clear) -> Result<u64> {
+        self.open()?;
+        Ok(self.store.clear(what)?)
+    }
+
+    /// Stops every subscription of this bus and waits for their threads; later
+    /// calls fail with [`Error::Closed`]. Calling it again does nothing.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        let subs =
+            std::mem::take(&mut *self.subscriptions.lock().unwrap_or_else(|p| p.into_inner()));
+        let live: Vec<Arc<Shared>> = subs.iter().filter_map(Weak::upgrade).collect();
+        for shared in &live {
+            shared.request_stop();
+        }
+        for shared in &live {
+            shared.join();
+        }
+    }
+}

@@ -1,0 +1,72 @@
+//! The bus's error type: the store's errors plus what only the bus can report.
+
+use std::time::Duration;
+
+use seed_event::{ConsumerName, ErrorKind, Topic};
+use uuid::Uuid;
+
+/// What a handler returns when it could not handle an event.
+pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What a handler returns: `Ok` once the event is handled.
+pub type HandlerResult = Result<(), HandlerError>;
+
+/// Everything that can go wrong in the bus.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The store failed or rejected the input (see [`seed_event::Error`]).
+    #[error(transparent)]
+    Store(#[from] seed_event::Error),
+    /// Another subscriber holds the durable consumer's lease.
+    #[error(
+        "consumer {name} is in use by another subscriber (its lease expires in {}s unless renewed)",
+        expires_in.as_secs_f64().ceil()
+    )]
+    ConsumerBusy {
+        /// The consumer asked for.
+        name: ConsumerName,
+        /// How long the current holder's lease still runs.
+        expires_in: Duration,
+    },
+    /// Another subscriber took the durable consumer's lease; this one stopped.
+    #[error("consumer {name} lost its lease to another subscriber and stopped")]
+    LeaseLost {
+        /// The consumer whose lease was lost.
+        name: ConsumerName,
+    },
+    /// A durable consumer's handler failed on the same event too many times.
+    #[error(
+        "handler failed {attempts} times on event {event_id} of topic {topic}, stopped: {reason}"
+    )]
+    HandlerFailed {
+        /// The event the handler kept failing on (it stays uncommitted).
+        event_id: Uuid,
+        /// The event's topic.
+        topic: Topic,
+        /// How many times it was tried.
+        attempts: u32,
+        /// The last failure (an error's message or a panic's).
+        reason: String,
+    },
+    /// The bus was closed; nothing more can be done with it.
+    #[error("the event bus is closed")]
+    Closed,
+}
+
+impl Error {
+    /// Whether the caller passed something invalid (nothing was written).
+    pub fn is_invalid_input(&self) -> bool {
+        matches!(self, Error::Store(e) if e.kind() == ErrorKind::InvalidInput)
+    }
+
+    /// The store error's kind, when this is a store error.
+    pub fn store_kind(&self) -> Option<ErrorKind> {
+        match self {
+            Error::Store(e) => Some(e.kind()),
+            _ => None,
+        }
+    }
+}
+
+/// The result type of the bus.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
