@@ -1,0 +1,466 @@
+//! The log line format and the readers that walk a log forwards, backwards and by bisection.
+//!
+//! A line is `{"seq":N,"hwm":H,` (plus `"more":true,` inside a batch) followed
+//! by the rest of the event's JSON exactly as `Event` writes it, and `\n`.
+//! `seq` is the event's position in its topic; `hwm` is the largest timestamp
+//! (Unix microseconds) of this line and every earlier one in the file, so it
+//! never decreases and can be bisected even when timestamps are out of order.
+//! The store fields come first so that a probe in the middle of a file reads
+//! them from the first bytes after a newline, whatever the size of the event.
+
+use std::fs::File;
+use std::io::{self, Write as _};
+use std::os::unix::fs::FileExt;
+
+use seed_event::Event;
+
+/// How much a forward reader reads at once.
+const CHUNK: usize = 64 * 1024;
+/// How much a backward reader or a probe reads at once.
+const BLOCK: usize = 8 * 1024;
+/// More bytes than any prefix takes.
+const PREFIX_MAX: usize = 96;
+/// Below this span, bisection turns into a forward scan.
+const LINEAR_SPAN: u64 = 16 * 1024;
+
+/// The store fields at the start of a line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Prefix {
+    /// The event's sequence number in its topic.
+    pub seq: u64,
+    /// The running maximum timestamp (Unix microseconds) up to this line.
+    pub hwm: i64,
+    /// Whether this line is followed by more lines of the same batch.
+    pub more: bool,
+}
+
+/// Appends one line for `event` to `out`; `scratch` is reused for the event's JSON.
+pub(crate) fn encode_line(out: &mut Vec<u8>, scratch: &mut Vec<u8>, prefix: Prefix, event: &Event) {
+    scratch.clear();
+    // Serializing plain data into memory cannot fail.
+    let _ = serde_json::to_writer(&mut *scratch, event);
+    let _ = write!(out, "{{\"seq\":{},\"hwm\":{},", prefix.seq, prefix.hwm);
+    if prefix.more {
+        out.extend_from_slice(b"\"more\":true,");
+    }
+    out.extend_from_slice(scratch.get(1..).unwrap_or_default());
+    out.push(b'\n');
+}
+
+/// Reads the store fields at the start of `line`; `None` if they are not there.
+pub(crate) fn parse_prefix(line: &[u8]) -> Option<Prefix> {
+    let rest = line.strip_prefix(b"{\"seq\":")?;
+    let (seq, rest) = parse_digits(rest)?;
+    let rest = rest.strip_prefix(b",\"hwm\":")?;
+    let (negative, rest) = match rest.strip_prefix(b"-") {
+        Some(r) => (true, r),
+        None => (false, rest),
+    };
+    let (hwm, rest) = parse_digits(rest)?;
+    let hwm = i64::try_from(hwm).ok()?;
+    let hwm = if negative { -hwm } else { hwm };
+    let more = rest.starts_with(b",\"more\":true,");
+    let rest = if more { &rest[12..] } else { rest };
+    if !rest.starts_with(b",\"") || seq == 0 {
+        return None;
+    }
+    Some(Prefix { seq, hwm, more })
+}
+
+fn parse_digits(s: &[u8]) -> Option<(u64, &[u8])> {
+    let n = s.iter().take_while(|b| b.is_ascii_digit()).count();
+    if n == 0 || n > 19 {
+        return None;
+    }
+    let mut v: u64 = 0;
+    for b in &s[..n] {
+        v = v.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+    }
+    Some((v, &s[n..]))
+}
+
+/// Reads `len` bytes at `offset`, fewer only at the end of the file.
+fn read_at(file: &File, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0; len];
+    let mut got = 0;
+    while got < len {
+        match file.read_at(&mut buf[got..], offset + got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    buf.truncate(got);
+    Ok(buf)
+}
+
+/// Walks the complete lines of a file forwards, never past a limit and never
+/// returning a line without its newline.
+pub(crate) struct LineReader {
+    buf: Vec<u8>,
+    /// File offset of `buf[0]`.
+    buf_off: u64,
+    /// Index in `buf` of the next line.
+    start: usize,
+    /// Bytes at or after this offset are not read.
+    limit: u64,
+}
+
+impl LineReader {
+    /// A reader starting at `pos` (a line start) that reads nothing at or past `limit`.
+    pub(crate) fn new(pos: u64, limit: u64) -> LineReader {
+        LineReader { buf: Vec::new(), buf_off: pos, start: 0, limit }
+    }
+
+    /// Moves the limit (it may grow as a file grows).
+    pub(crate) fn set_limit(&mut self, limit: u64) {
+        self.limit = limit;
+    }
+
+    /// Continues at `pos` (a line start).
+    pub(crate) fn seek(&mut self, pos: u64) {
+        if pos >= self.buf_off && pos <= self.buf_off + self.buf.len() as u64 {
+            self.start = (pos - self.buf_off) as usize;
+        } else {
+            self.buf.clear();
+            self.buf_off = pos;
+            self.start = 0;
+        }
+    }
+
+    /// The next complete line (without its `\n`) and its offset.
+    pub(crate) fn next_line(&mut self, file: &File) -> io::Result<Option<(u64, &[u8])>> {
+        let mut searched = self.start;
+        loop {
+            if let Some(i) = memchr::memchr(b'\n', &self.buf[searched..]) {
+                let s = self.start;
+                let nl = searched + i;
+                self.start = nl + 1;
+                return Ok(Some((self.buf_off + s as u64, &self.buf[s..nl])));
+            }
+            let file_end = self.buf_off + self.buf.len() as u64;
+            if file_end >= self.limit {
+                return Ok(None);
+            }
+            if self.start > 0 {
+                self.buf.drain(..self.start);
+                self.buf_off += self.start as u64;
+                self.start = 0;
+            }
+            searched = self.buf.len();
+            let want = (CHUNK.max(self.buf.len())).min((self.limit - file_end) as usize);
+            let old = self.buf.len();
+            self.buf.resize(old + want, 0);
+            let n = loop {
+                match file.read_at(&mut self.buf[old..], file_end) {
+                    Ok(n) => break n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        self.buf.truncate(old);
+                        return Err(e);
+                    }
+                }
+            };
+            self.buf.truncate(old + n);
+            if n == 0 {
+                return Ok(None);
+            }
+        }
+    }
+}
+
+/// Walks the complete lines of a file backwards from its last newline.
+pub(crate) struct RevLines<'f> {
+    file: &'f File,
+    lo: u64,
+    buf: Vec<u8>,
+    /// File offset of `buf[0]`.
+    buf_off: u64,
+    /// The next line returned ends just before `end - 1` (its newline); `end == lo` when done.
+    end: u64,
+}
+
+impl<'f> RevLines<'f> {
+    /// Lines in `[lo, size)`, from the last one ending in a newline; `lo` is a line start.
+    pub(crate) fn new(file: &'f File, lo: u64, size: u64) -> io::Result<RevLines<'f>> {
+        let mut rev = RevLines { file, lo, buf: Vec::new(), buf_off: size, end: size };
+        // Find the last newline: bytes after it belong to a line still being written.
+        loop {
+            if let Some(i) = memchr::memrchr(b'\n', &rev.buf) {
+                rev.end = rev.buf_off + i as u64 + 1;
+                break;
+            }
+            if rev.buf_off <= lo {
+                rev.end = lo;
+                break;
+            }
+            rev.extend()?;
+        }
+        Ok(rev)
+    }
+
+    /// The offset just past the last complete line.
+    pub(crate) fn end(&self) -> u64 {
+        self.end
+    }
+
+    fn extend(&mut self) -> io::Result<()> {
+        let want = (BLOCK.max(self.buf.len()) as u64).min(self.buf_off - self.lo);
+        let off = self.buf_off - want;
+        let mut block = read_at(self.file, off, want as usize)?;
+        if block.len() as u64 != want {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the file shrank while read"));
+        }
+        block.extend_from_slice(&self.buf);
+        self.buf = block;
+        self.buf_off = off;
+        Ok(())
+    }
+
+    /// The previous complete line (without its `\n`) and its offset.
+    pub(crate) fn next_line(&mut self) -> io::Result<Option<(u64, &[u8])>> {
+        if self.end <= self.lo {
+            return Ok(None);
+        }
+        let nl = self.end - 1;
+        if self.buf_off + (self.buf.len() as u64) > self.end {
+            self.buf.truncate((self.end - self.buf_off) as usize);
+        }
+        loop {
+            if self.buf_off <= nl {
+                let upto = (nl - self.buf_off) as usize;
+                let found = memchr::memrchr(b'\n', &self.buf[..upto]);
+                if found.is_some() || self.buf_off <= self.lo {
+                    let s = found.map_or(0, |i| i + 1);
+                    let start = self.buf_off + s as u64;
+                    self.end = start;
+                    return Ok(Some((start, &self.buf[s..upto])));
+                }
+            }
+            self.extend()?;
+        }
+    }
+}
+
+/// The complete, committed part of a log and its last valid line.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Tail {
+    /// Just past the last line of the last complete append: what readers may read.
+    pub end: u64,
+    /// The store fields of the last valid line before `end`.
+    pub last: Option<Prefix>,
+}
+
+/// Finds where the committed lines of a `size`-byte log end: before a line
+/// without its newline and before the lines of a batch whose last line is missing.
+pub(crate) fn inspect_tail(file: &File, size: u64) -> io::Result<Tail> {
+    let mut rev = RevLines::new(file, 0, size)?;
+    let mut end = rev.end();
+    let mut trailing = true;
+    while let Some((start, line)) = rev.next_line()? {
+        let prefix = parse_prefix(line);
+        if trailing {
+            if prefix.is_some_and(|p| p.more) {
+                end = start;
+                continue;
+            }
+            trailing = false;
+        }
+        if let Some(p) = prefix {
+            return Ok(Tail { end, last: Some(p) });
+        }
+    }
+    Ok(Tail { end, last: None })
+}
+
+/// The offset of the first line in `[lo, hi)` whose store fields satisfy
+/// `pred`, or `hi` if none does. `pred` must be false then true along the
+/// file (e.g. `seq > n` or `hwm >= t`); lines without store fields are passed
+/// over. `lo` and `hi` are line starts; `limit` is the committed end.
+pub(crate) fn search(
+    file: &File,
+    lo: u64,
+    hi: u64,
+    limit: u64,
+    pred: impl Fn(&Prefix) -> bool,
+) -> io::Result<u64> {
+    let (mut lo, mut hi) = (lo, hi);
+    while hi.saturating_sub(lo) > LINEAR_SPAN {
+        let mid = lo + (hi - lo) / 2;
+        match probe(file, mid, hi)? {
+            Some((s, p)) if pred(&p) => hi = s,
+            Some((s, _)) => lo = s + 1,
+            None => break,
+        }
+    }
+    // `lo` may be inside a line: start one byte earlier and drop the first
+    // (possibly empty) piece, which ends at the first newline at or after `lo - 1`.
+    let mut reader = LineReader::new(lo.saturating_sub(1), limit);
+    if lo > 0 {
+        let _ = reader.next_line(file)?;
+    }
+    while let Some((s, line)) = reader.next_line(file)? {
+        if s >= hi {
+            break;
+        }
+        if parse_prefix(line).is_some_and(|p| pred(&p)) {
+            return Ok(s);
+        }
+    }
+    Ok(hi)
+}
+
+/// The first line at or after `pos` (starting before `hi`) that has store fields.
+fn probe(file: &File, pos: u64, hi: u64) -> io::Result<Option<(u64, Prefix)>> {
+    let mut at = pos.saturating_sub(1);
+    // Find the first newline at or after `pos - 1`: the line after it starts at or after `pos`.
+    let mut skip_to_newline = pos > 0;
+    loop {
+        if at >= hi {
+            return Ok(None);
+        }
+        let block = read_at(file, at, BLOCK)?;
+        if block.is_empty() {
+            return Ok(None);
+        }
+        let mut i = 0;
+        loop {
+            if skip_to_newline {
+                match memchr::memchr(b'\n', &block[i..]) {
+                    Some(j) => {
+                        i += j + 1;
+                    }
+                    None => break,
+                }
+            }
+            let s = at + i as u64;
+            if s >= hi {
+                return Ok(None);
+            }
+            let prefix = if block.len() - i >= PREFIX_MAX {
+                parse_prefix(&block[i..])
+            } else {
+                parse_prefix(&read_at(file, s, PREFIX_MAX)?)
+            };
+            if let Some(p) = prefix {
+                return Ok(Some((s, p)));
+            }
+            skip_to_newline = true;
+            if i >= block.len() {
+                break;
+            }
+        }
+        at += block.len() as u64;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use seed_event::{JsonObject, Timestamp, Topic};
+    use std::io::Write;
+
+    fn line(seq: u64, hwm: i64, more: bool) -> Vec<u8> {
+        let e = Event::new(Topic::new("t").unwrap(), "s", JsonObject::new())
+            .with_timestamp(Timestamp::from_unix_micros(hwm));
+        let (mut out, mut scratch) = (Vec::new(), Vec::new());
+        encode_line(&mut out, &mut scratch, Prefix { seq, hwm, more }, &e);
+        out
+    }
+
+    #[test]
+    fn prefix_round_trips_and_the_event_still_parses() {
+        for (seq, hwm, more) in [(1, 0, false), (u64::MAX / 2, -5, true), (7, i64::MAX, false)] {
+            let l = line(seq, hwm, more);
+            assert_eq!(parse_prefix(&l), Some(Prefix { seq, hwm, more }));
+            let text = std::str::from_utf8(&l[..l.len() - 1]).unwrap();
+            assert_eq!(Event::from_json_line(text).unwrap().topic.as_str(), "t");
+        }
+        for bad in
+            [&b""[..], b"{\"seq\":0,\"hwm\":1,\"id\"", b"{\"seq\":1,\"hwm\":,", b"{\"id\":1}"]
+        {
+            assert_eq!(parse_prefix(bad), None);
+        }
+    }
+
+    fn file_with(lines: &[Vec<u8>], extra: &[u8]) -> File {
+        let mut f = tempfile::tempfile().unwrap();
+        for l in lines {
+            f.write_all(l).unwrap();
+        }
+        f.write_all(extra).unwrap();
+        f
+    }
+
+    #[test]
+    fn tail_stops_before_torn_lines_and_incomplete_batches() {
+        let lines: Vec<_> = (1..=5).map(|n| line(n, n as i64, false)).collect();
+        let full: u64 = lines.iter().map(|l| l.len() as u64).sum();
+        let f = file_with(&lines, b"{\"seq\":6,\"hw");
+        let tail = inspect_tail(&f, f.metadata().unwrap().len()).unwrap();
+        assert_eq!((tail.end, tail.last.map(|p| p.seq)), (full, Some(5)));
+        let mut with_batch = lines.clone();
+        with_batch.push(line(6, 6, true));
+        with_batch.push(line(7, 7, true));
+        let f = file_with(&with_batch, b"");
+        let tail = inspect_tail(&f, f.metadata().unwrap().len()).unwrap();
+        assert_eq!((tail.end, tail.last.map(|p| p.seq)), (full, Some(5)));
+        with_batch.push(line(8, 8, false));
+        let f = file_with(&with_batch, b"");
+        let tail = inspect_tail(&f, f.metadata().unwrap().len()).unwrap();
+        assert_eq!(tail.last.map(|p| p.seq), Some(8));
+    }
+
+    #[test]
+    fn search_finds_first_match_over_corrupt_and_big_lines() {
+        let mut lines = Vec::new();
+        for n in 1..=3000u64 {
+            if n % 97 == 0 {
+                lines.push(b"garbage line\n".to_vec());
+            }
+            let mut l = line(n, (n / 3) as i64, false);
+            if n % 500 == 0 {
+                // A big line to make probes cross blocks.
+                let big = format!(
+                    "{{\"seq\":{n},\"hwm\":{},\"pad\":\"{}\"}}\n",
+                    n / 3,
+                    "x".repeat(40_000)
+                );
+                l = big.into_bytes();
+            }
+            lines.push(l);
+        }
+        let f = file_with(&lines, b"");
+        let size = f.metadata().unwrap().len();
+        let mut offsets = Vec::new();
+        let mut reader = LineReader::new(0, size);
+        while let Some((off, l)) = reader.next_line(&f).unwrap() {
+            if let Some(p) = parse_prefix(l) {
+                offsets.push((off, p));
+            }
+        }
+        for target in [0u64, 1, 2, 3, 499, 500, 501, 1500, 2999, 3000, 3001] {
+            let got = search(&f, 0, size, size, |p| p.seq > target).unwrap();
+            let want = offsets.iter().find(|(_, p)| p.seq > target).map_or(size, |(o, _)| *o);
+            assert_eq!(got, want, "seq > {target}");
+            let t = target as i64 / 3;
+            let got = search(&f, 0, size, size, |p| p.hwm >= t).unwrap();
+            let want = offsets.iter().find(|(_, p)| p.hwm >= t).map_or(size, |(o, _)| *o);
+            assert_eq!(got, want, "hwm >= {t}");
+        }
+    }
+
+    #[test]
+    fn backward_lines_match_forward_lines() {
+        let lines: Vec<_> = (1..=200).map(|n| line(n, n as i64, false)).collect();
+        let f = file_with(&lines, b"torn");
+        let size = f.metadata().unwrap().len();
+        let mut rev = RevLines::new(&f, 0, size).unwrap();
+        let mut seqs = Vec::new();
+        while let Some((_, l)) = rev.next_line().unwrap() {
+            seqs.push(parse_prefix(l).unwrap().seq);
+        }
+        assert_eq!(seqs, (1..=200).rev().collect::<Vec<_>>());
+    }
+}

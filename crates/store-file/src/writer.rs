@@ -1,0 +1,318 @@
+//! Appending to a topic's log under its lock, repairing what a killed writer left.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter, Write as _};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use fs2::FileExt as _;
+use seed_event::{Cursor, Error, Event, Result, Topic};
+
+use crate::format::{encode_line, inspect_tail, LineReader, Prefix};
+use crate::meta::{self, Meta};
+use crate::names;
+
+/// Where a topic's files are.
+#[derive(Debug, Clone)]
+pub(crate) struct Paths {
+    /// The log, `<stem>.jsonl`.
+    pub log: PathBuf,
+    /// The sidecar, `<stem>.meta`.
+    pub meta: PathBuf,
+    /// Whether the stem is hashed (then the sidecar names the topic).
+    pub hashed: bool,
+}
+
+impl Paths {
+    /// The files of `topic` in `dir`.
+    pub(crate) fn new(dir: &Path, topic: &str) -> Paths {
+        let stem = names::encode(topic);
+        Paths {
+            log: dir.join(format!("{stem}.jsonl")),
+            meta: dir.join(format!("{stem}.meta")),
+            hashed: names::is_hashed(&stem),
+        }
+    }
+}
+
+/// The append side of one topic in this process: an open log and what is known of its tail.
+pub(crate) struct TopicWriter {
+    topic: Topic,
+    paths: Paths,
+    file: Option<File>,
+    /// Device and inode of `file`.
+    id: (u64, u64),
+    /// The log's length after our last append, if nothing else may have changed it since.
+    cached_len: Option<u64>,
+    /// The last sequence number ever used in the topic.
+    seq: u64,
+    /// The sequence number of the last event in the log.
+    last_event: Option<u64>,
+    /// The running maximum timestamp of the log.
+    hwm: i64,
+    meta_checked: bool,
+    buf: Vec<u8>,
+    scratch: Vec<u8>,
+}
+
+/// What a rewrite does with one line.
+pub(crate) enum Keep {
+    /// Keep the line.
+    Yes,
+    /// Drop it; `true` if it was a readable event (counted as removed).
+    No(bool),
+}
+
+impl TopicWriter {
+    /// A writer for `topic` in `dir`; opens nothing yet.
+    pub(crate) fn new(dir: &Path, topic: Topic) -> TopicWriter {
+        let paths = Paths::new(dir, topic.as_str());
+        TopicWriter {
+            topic,
+            paths,
+            file: None,
+            id: (0, 0),
+            cached_len: None,
+            seq: 0,
+            last_event: None,
+            hwm: i64::MIN,
+            meta_checked: false,
+            buf: Vec::new(),
+            scratch: Vec::new(),
+        }
+    }
+
+    fn io(&self, what: &str, e: io::Error) -> Error {
+        Error::io(format!("{what} {}", self.paths.log.display()), e)
+    }
+
+    /// Takes the topic's lock on the file its path names now, with the tail repaired and known.
+    pub(crate) fn lock(&mut self) -> Result<Locked<'_>> {
+        loop {
+            if self.file.is_none() {
+                let file = OpenOptions::new()
+                    .read(true)
+                    .append(true)
+                    .create(true)
+                    .mode(0o600)
+                    .open(&self.paths.log)
+                    .map_err(|e| self.io("opening", e))?;
+                self.file = Some(file);
+                self.cached_len = None;
+            }
+            let Some(file) = self.file.as_ref() else { continue };
+            file.lock_exclusive().map_err(|e| self.io("locking", e))?;
+            let stat = match file.metadata() {
+                Ok(m) => m,
+                Err(e) => {
+                    let _ = fs2::FileExt::unlock(file);
+                    return Err(self.io("inspecting", e));
+                }
+            };
+            if stat.nlink() == 0 {
+                // A clear or retention run replaced the log: follow the path to the new one.
+                let _ = fs2::FileExt::unlock(file);
+                self.file = None;
+                continue;
+            }
+            let id = (stat.dev(), stat.ino());
+            if id != self.id {
+                self.id = id;
+                self.cached_len = None;
+            }
+            let mut locked = Locked { w: self };
+            if locked.w.cached_len != Some(stat.len()) {
+                locked.refresh(stat.len())?;
+            }
+            return Ok(locked);
+        }
+    }
+}
+
+/// A topic writer holding the log's exclusive lock; dropping it unlocks.
+pub(crate) struct Locked<'a> {
+    w: &'a mut TopicWriter,
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        if let Some(f) = &self.w.file {
+            let _ = fs2::FileExt::unlock(f);
+        }
+    }
+}
+
+impl Locked<'_> {
+    fn file(&self) -> &File {
+        // `lock` only hands out a `Locked` with an open file.
+        self.w.file.as_ref().unwrap_or_else(|| unreachable!("a locked writer has a file"))
+    }
+
+    /// Rereads the tail after another process wrote, cutting off an interrupted append.
+    fn refresh(&mut self, len: u64) -> Result<()> {
+        let tail =
+            inspect_tail(self.file(), len).map_err(|e| self.w.io("reading the tail of", e))?;
+        if tail.end < len {
+            log::warn!(
+                "topic {}: removing {} bytes of an interrupted append at byte {} of {}",
+                self.w.topic,
+                len - tail.end,
+                tail.end,
+                self.w.paths.log.display()
+            );
+            self.file().set_len(tail.end).map_err(|e| self.w.io("repairing", e))?;
+        }
+        let w = &mut *self.w;
+        let need_meta = tail.last.is_none() || (w.paths.hashed && !w.meta_checked);
+        let sidecar = if need_meta { meta::read(&w.paths.meta)? } else { None };
+        if w.paths.hashed && !w.meta_checked {
+            match &sidecar {
+                Some(m) if m.topic != w.topic.as_str() => {
+                    return Err(Error::corrupt(
+                        w.paths.meta.display().to_string(),
+                        format!(
+                            "the file name of topic {:?} is taken by topic {:?} (hash collision)",
+                            w.topic.as_str(),
+                            m.topic
+                        ),
+                    ))
+                }
+                Some(_) => {}
+                None => {
+                    let m = Meta { topic: w.topic.to_string(), ..Meta::default() };
+                    meta::write(&w.paths.meta, &m, true)?;
+                }
+            }
+            w.meta_checked = true;
+        }
+        let base = sidecar.map_or(0, |m| m.seq_base);
+        w.seq = tail.last.map_or(base, |p| p.seq.max(base));
+        w.last_event = tail.last.map(|p| p.seq);
+        w.hwm = tail.last.map_or(i64::MIN, |p| p.hwm);
+        w.cached_len = Some(tail.end);
+        Ok(())
+    }
+
+    /// The cursor of the last event in the log.
+    pub(crate) fn last_cursor(&self) -> Option<Cursor> {
+        self.w.last_event.map(|s| Cursor::new(s, 0))
+    }
+
+    /// Appends `events` in one write; returns the first sequence number used.
+    pub(crate) fn append(&mut self, events: &[Event], sync: bool) -> Result<u64> {
+        let w = &mut *self.w;
+        let first = w.seq + 1;
+        w.buf.clear();
+        let mut hwm = w.hwm;
+        let n = events.len();
+        for (i, e) in events.iter().enumerate() {
+            hwm = hwm.max(e.timestamp.unix_micros());
+            let prefix = Prefix { seq: first + i as u64, hwm, more: i + 1 < n };
+            encode_line(&mut w.buf, &mut w.scratch, prefix, e);
+        }
+        let Some(file) = w.file.as_ref() else {
+            return Err(Error::io("appending", io::Error::other("the log is not open")));
+        };
+        let before = w.cached_len.unwrap_or(0);
+        if let Err(e) = (&*file).write_all(&w.buf) {
+            // Take back a partial write, so the next event is not glued to it.
+            let _ = file.set_len(before);
+            w.cached_len = None;
+            return Err(Error::io(format!("appending to {}", w.paths.log.display()), e));
+        }
+        if sync {
+            if let Err(e) = file.sync_data() {
+                w.cached_len = None;
+                return Err(Error::io(
+                    format!(
+                        "syncing {} (the events were written, not synced)",
+                        w.paths.log.display()
+                    ),
+                    e,
+                ));
+            }
+        }
+        w.cached_len = Some(before + w.buf.len() as u64);
+        w.seq += n as u64;
+        w.last_event = Some(w.seq);
+        w.hwm = hwm;
+        if w.buf.capacity() > 1 << 20 {
+            w.buf = Vec::new();
+            w.scratch = Vec::new();
+        }
+        Ok(first)
+    }
+
+    /// How many lines with store fields the log holds.
+    pub(crate) fn count_lines(&self) -> Result<u64> {
+        let mut reader = LineReader::new(0, self.w.cached_len.unwrap_or(0));
+        let mut n = 0;
+        while let Some((_, line)) =
+            reader.next_line(self.file()).map_err(|e| self.w.io("reading", e))?
+        {
+            n += u64::from(crate::format::parse_prefix(line).is_some());
+        }
+        Ok(n)
+    }
+
+    /// Rewrites the log without the lines `keep` rejects; returns how many
+    /// events were removed. The new log replaces the old one by a rename, so
+    /// readers holding the old one keep a consistent view and followers notice.
+    pub(crate) fn rewrite(&mut self, mut keep: impl FnMut(u64, &[u8]) -> Keep) -> Result<u64> {
+        let end = self.w.cached_len.unwrap_or(0);
+        let mut reader = LineReader::new(0, end);
+        let tmp = meta::temp_path(&self.w.paths.log);
+        let mut removed = 0u64;
+        let mut dropped_lines = 0u64;
+        let mut kept: Vec<u64> = Vec::new();
+        let mut kept_lines = 0u64;
+        let result = (|| -> io::Result<()> {
+            let mut out = BufWriter::with_capacity(64 * 1024, meta::create_private(&tmp)?);
+            while let Some((off, line)) = reader.next_line(self.file())? {
+                match keep(off, line) {
+                    Keep::Yes => {
+                        out.write_all(line)?;
+                        out.write_all(b"\n")?;
+                        kept_lines += 1;
+                        if let Some(p) = crate::format::parse_prefix(line) {
+                            if kept.is_empty() {
+                                kept.push(p.seq);
+                            }
+                            kept.truncate(1);
+                            kept.push(p.seq);
+                        }
+                    }
+                    Keep::No(event) => {
+                        dropped_lines += 1;
+                        removed += u64::from(event);
+                    }
+                }
+            }
+            let file = out.into_inner().map_err(|e| e.into_error())?;
+            file.sync_all()
+        })();
+        if let Err(e) = result {
+            let _ = fs::remove_file(&tmp);
+            return Err(self.w.io("rewriting", e));
+        }
+        if dropped_lines == 0 {
+            let _ = fs::remove_file(&tmp);
+            return Ok(0);
+        }
+        let w = &mut *self.w;
+        let gaps = match (kept.first(), kept.last()) {
+            (Some(first), Some(last)) => (last - first + 1).saturating_sub(kept_lines),
+            _ => 0,
+        };
+        let sidecar = Meta { topic: w.topic.to_string(), seq_base: w.seq, gaps };
+        let done = meta::write(&w.paths.meta, &sidecar, true).and_then(|()| {
+            fs::rename(&tmp, &w.paths.log)
+                .map_err(|e| Error::io(format!("replacing {}", w.paths.log.display()), e))
+        });
+        if done.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        w.cached_len = None;
+        done.map(|()| removed)
+    }
+}
