@@ -1,1 +1,574 @@
-//! placeholder
+//! The [`EventStore`] on Redis Streams: the same bus across machines.
+//!
+//! [`RedisStore`] keeps each topic in one Redis stream and passes the same
+//! conformance suite as the file store, so the CLI and the bus can pick either
+//! at run time (`Arc<dyn EventStore>`). It uses the synchronous `redis` client
+//! (no async runtime).
+//!
+//! ```
+//! use seed_event::{Event, EventStore, Query, Topic};
+//! use store_redis::{RedisStore, testing::RedisServer};
+//!
+//! let server = RedisServer::start(); // a throwaway redis-server on a free port
+//! let store = RedisStore::open(&server.url())?;
+//! let topic = Topic::new("task.completed")?;
+//! let payload = seed_event::parse_json_object("payload", r#"{"task_id": "abc"}"#)?;
+//! let stored = store.append(Event::new(topic.clone(), "fenrir", payload))?;
+//! assert_eq!(store.query(&Query::topic(&topic))?, vec![stored]);
+//! # Ok::<(), seed_event::Error>(())
+//! ```
+//!
+//! # Layout in Redis
+//!
+//! Keys live under a prefix (default `seed:`); every key of a topic carries
+//! the topic as its Cluster hash tag, so they share one slot:
+//!
+//! | key | type | holds |
+//! | --- | --- | --- |
+//! | `seed:{<topic>}:s` | stream | one entry per event, field `e` = the event's JSON line |
+//! | `seed:{<topic>}:m` | hash | `bytes`: the size of the topic's stored JSON lines |
+//! | `seed:topics` | set | every topic ever appended to, named exactly |
+//! | `seed:topics:new` | stream | one entry per topic created, so followers learn of new topics |
+//! | `seed:consumers` | set | every consumer with a committed position |
+//! | `seed:consumer:<name>` | hash | the consumer's position per topic |
+//!
+//! # Cursors and time
+//!
+//! An event's [`Cursor`] is its stream id `ms-seq`. A Lua script gives each
+//! entry the id `max(event ms, last id ms)-<next seq>`, so ids grow
+//! strictly (also across clears: trimming keeps a stream's last id) and are
+//! never below the event's own time, even when events arrive with
+//! out-of-order timestamps. `since` therefore becomes an id range
+//! (`XRANGE key <since ms>-0 +`) filtered by timestamp, which is exact; `until`
+//! cannot bound ids (a late event may carry a later id), so it filters. Last-N
+//! of one topic reads backwards (`XREVRANGE … COUNT`) and touches only what it
+//! returns; last-N across several topics merges every selected topic from the
+//! start and keeps a ring of N, which is exact under the merge order of
+//! [`seed_event::merge_by_timestamp`] but reads everything selected.
+//!
+//! # Writes
+//!
+//! Appends, batches and conditional appends are one Lua script each
+//! (atomic and one round trip): the script registers the topic (`SADD`; when
+//! it is new, an entry in `seed:topics:new`), optionally compares the
+//! stream's last entry with the expected cursor (returning the trait's
+//! [`seed_event::Error::Conflict`] with both positions), adds the entries and
+//! counts their bytes. The scripts touch the topic set besides the topic's own
+//! keys, so they need a single Redis server (or a primary with replicas), not
+//! Redis Cluster. Clearing a topic trims its stream to nothing (the stream and
+//! its last id stay, so cursors keep growing); clearing what is older than a
+//! time deletes exactly the entries whose event timestamp is older, among those
+//! stored when the clear began. Topics stay listed after a clear, with zero events.
+//!
+//! # Connections and failures
+//!
+//! The URL carries host, port, db, user and password
+//! (`redis://user:pass@host:6379/2`); [`redact_url`] hides the password, and
+//! no error or log line carries it. Opening a connection first sends a bare
+//! `PING` with the connect timeout, so an unreachable or silent server fails
+//! with [`seed_event::Error::Unavailable`] within about twice
+//! [`RedisConfig::connect_timeout`]; commands have a read/write timeout of
+//! [`RedisConfig::command_timeout`]. Connections are pooled; one idle for more
+//! than a second is checked with `PING` before use, and reads are retried once
+//! on a fresh connection. Writes are not retried (Redis cannot tell whether a
+//! command on a dropped connection ran), so a write that fails this way
+//! returns `Unavailable`.
+//!
+//! A follower reads with `XREAD BLOCK` on a connection of its own (read timeout
+//! longer than the block). When the connection drops it reconnects with
+//! backoff and resumes after the last id it returned, so nothing is lost or
+//! repeated; while the server stays unreachable `next_batch` returns
+//! `Unavailable` once its timeout is spent, and the next call tries again. A
+//! server restarted *without* its data restarts its ids; followers cannot
+//! detect that, so run Redis with persistence (AOF) for the bus.
+//!
+//! Retention limits (`MAXLEN`/`MINID` on append) are not implemented: the
+//! trait has no per-topic limits yet.
+
+mod codec;
+mod conn;
+mod follow;
+mod read;
+mod scripts;
+
+#[cfg(feature = "testing")]
+pub mod testing;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::Value;
+use seed_event::{
+    Clear, ConsumerName, Cursor, Error, Event, EventStore, EventStream, FollowFrom, Follower,
+    Query, Result, StoredEvent, Timestamp, Topic, TopicPattern, TopicStats,
+};
+
+use crate::codec::{array, decode, first_id, int, raw_entries, strings, text, Keys};
+use crate::conn::Shared;
+
+/// How to reach Redis and where the store's keys live.
+///
+/// ```
+/// use std::time::Duration;
+/// let config = store_redis::RedisConfig {
+///     url: "redis://127.0.0.1:6380/1".to_string(),
+///     prefix: "tests:".to_string(),
+///     connect_timeout: Duration::from_millis(500),
+///     ..store_redis::RedisConfig::default()
+/// };
+/// assert_eq!(config.command_timeout, Duration::from_secs(10));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisConfig {
+    /// `redis://[user][:password@]host[:port][/db]` or `redis+unix:///path`.
+    pub url: String,
+    /// Prepended to every key; default `seed:`. Stores with different
+    /// prefixes on one server do not see each other.
+    pub prefix: String,
+    /// How long to wait for a connection and the server's first answer.
+    pub connect_timeout: Duration,
+    /// How long one command may take before the server counts as unavailable.
+    pub command_timeout: Duration,
+    /// At most this many idle connections are kept for reuse.
+    pub max_idle_connections: usize,
+}
+
+impl Default for RedisConfig {
+    fn default() -> RedisConfig {
+        RedisConfig {
+            url: "redis://127.0.0.1:6379/0".to_string(),
+            prefix: "seed:".to_string(),
+            connect_timeout: Duration::from_secs(2),
+            command_timeout: Duration::from_secs(10),
+            max_idle_connections: 16,
+        }
+    }
+}
+
+impl RedisConfig {
+    /// The defaults with another URL.
+    pub fn new(url: impl Into<String>) -> RedisConfig {
+        RedisConfig { url: url.into(), ..RedisConfig::default() }
+    }
+
+    fn validate(&self) -> Result<()> {
+        let prefix = &self.prefix;
+        if prefix.is_empty() {
+            return Err(Error::invalid("key prefix", "must not be empty, e.g. seed:"));
+        }
+        if let Some(c) =
+            prefix.chars().find(|c| c.is_whitespace() || c.is_control() || *c == '{' || *c == '}')
+        {
+            return Err(Error::invalid(
+                "key prefix",
+                format!(
+                    "{prefix:?} contains {c:?}; whitespace, control characters and braces \
+                     (which would change the keys' Cluster hash tag) are not allowed"
+                ),
+            ));
+        }
+        if self.connect_timeout.is_zero() || self.command_timeout.is_zero() {
+            return Err(Error::invalid("redis timeouts", "must be longer than zero"));
+        }
+        Ok(())
+    }
+}
+
+/// Hides the password of a Redis URL: `redis://user:secret@host/2` becomes
+/// `redis://user:***@host/2` (also `password=`/`pass=` query parameters).
+///
+/// ```
+/// assert_eq!(store_redis::redact_url("redis://u:secret@h:6379/2"), "redis://u:***@h:6379/2");
+/// assert_eq!(store_redis::redact_url("redis://:secret@h"), "redis://:***@h");
+/// assert_eq!(store_redis::redact_url("redis://h:6379"), "redis://h:6379");
+/// ```
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_string();
+    };
+    let (head, rest) = url.split_at(scheme_end + 3);
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let mut out = head.to_string();
+    match authority.rfind('@') {
+        Some(at) => {
+            let userinfo = &authority[..at];
+            match userinfo.find(':') {
+                Some(colon) => {
+                    out.push_str(&userinfo[..colon]);
+                    out.push_str(":***");
+                }
+                None => out.push_str(userinfo),
+            }
+            out.push_str(&authority[at..]);
+        }
+        None => out.push_str(authority),
+    }
+    match tail.split_once('?') {
+        Some((path, query)) => {
+            out.push_str(path);
+            out.push('?');
+            let params: Vec<String> = query
+                .split('&')
+                .map(|p| match p.split_once('=') {
+                    Some((k, _)) if k.to_ascii_lowercase().contains("pass") => format!("{k}=***"),
+                    _ => p.to_string(),
+                })
+                .collect();
+            out.push_str(&params.join("&"));
+        }
+        None => out.push_str(tail),
+    }
+    out
+}
+
+/// An [`EventStore`] on a Redis server; clones share the connection pool.
+#[derive(Clone)]
+pub struct RedisStore {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
+/// How many entries one page of a read fetches.
+const PAGE: usize = 512;
+
+impl RedisStore {
+    /// Connects to the server at `url` with the default prefix and timeouts.
+    pub fn open(url: &str) -> Result<RedisStore> {
+        RedisStore::open_with(RedisConfig::new(url))
+    }
+
+    /// Connects with `config`; fails with [`Error::Unavailable`] (naming the
+    /// URL without its password) when the server does not answer in time.
+    pub fn open_with(config: RedisConfig) -> Result<RedisStore> {
+        config.validate()?;
+        let shared = Shared::new(config)?;
+        let _: String = shared.run(true, |con| redis::cmd("PING").query(con))?;
+        Ok(RedisStore { shared: Arc::new(shared) })
+    }
+
+    /// The configuration this store was opened with.
+    pub fn config(&self) -> &RedisConfig {
+        &self.shared.config
+    }
+
+    fn keys(&self) -> &Keys {
+        &self.shared.keys
+    }
+
+    /// Runs the append script; `expected` is `""` (unconditional), `"none"` or a cursor.
+    fn append_events(
+        &self,
+        topic: &Topic,
+        events: Vec<Event>,
+        expected: Option<Option<Cursor>>,
+    ) -> Result<Vec<StoredEvent>> {
+        let keys = self.keys();
+        let mut invocation = scripts::APPEND.prepare_invoke();
+        invocation
+            .key(keys.stream(topic.as_str()))
+            .key(keys.meta(topic.as_str()))
+            .key(&keys.topics)
+            .key(&keys.new_topics)
+            .arg(topic.as_str());
+        let show = |c: Option<Cursor>| c.map_or("none".to_string(), |c| c.to_string());
+        match expected {
+            None => invocation.arg(""),
+            Some(c) => invocation.arg(show(c)),
+        };
+        for event in &events {
+            invocation.arg(event.timestamp.unix_millis().max(0)).arg(event.to_json_line());
+        }
+        let reply: Value = self.shared.run(false, |con| invocation.invoke(con))?;
+        let bad = |what: &str| {
+            Error::corrupt(format!("the append script on {}", self.shared.redacted), what)
+        };
+        let mut items = array(reply).ok_or_else(|| bad("expected a list"))?.into_iter();
+        match items.next().as_ref().and_then(int) {
+            Some(1) => {}
+            Some(0) => {
+                let actual = items.next().and_then(text).unwrap_or_else(|| "none".to_string());
+                return Err(Error::Conflict {
+                    topic: topic.to_string(),
+                    expected: show(expected.flatten()),
+                    actual,
+                });
+            }
+            _ => return Err(bad("expected a status")),
+        }
+        let ids: Vec<Cursor> = items
+            .map(|v| text(v).and_then(|t| t.parse().ok()))
+            .collect::<Option<_>>()
+            .ok_or_else(|| bad("expected stream ids"))?;
+        if ids.len() != events.len() {
+            return Err(bad("returned another number of ids than events sent"));
+        }
+        Ok(ids
+            .into_iter()
+            .zip(events)
+            .map(|(cursor, event)| StoredEvent { cursor, event })
+            .collect())
+    }
+
+    /// Every registered topic, sorted; a name that is not a valid topic is corrupt data.
+    fn registered_topics(&self) -> Result<Vec<Topic>> {
+        let key = &self.keys().topics;
+        let reply: Value =
+            self.shared.run(true, |con| redis::cmd("SMEMBERS").arg(key).query(con))?;
+        let mut topics = strings(reply, &format!("Redis key {key}"))?
+            .into_iter()
+            .map(|name| {
+                Topic::new(name.as_str()).map_err(|e| {
+                    Error::corrupt(format!("Redis key {key}"), format!("member {name:?}: {e}"))
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        topics.sort();
+        Ok(topics)
+    }
+
+    fn clear_topic(&self, topic: &Topic, before: Option<Timestamp>) -> Result<u64> {
+        let stream = self.keys().stream(topic.as_str());
+        let meta = self.keys().meta(topic.as_str());
+        let Some(before) = before else {
+            let n: i64 = self
+                .shared
+                .run(false, |con| scripts::CLEAR_TOPIC.key(&stream).key(&meta).invoke(con))?;
+            return Ok(n.max(0) as u64);
+        };
+        // Only what was stored when the clear began; late events may sit anywhere, so scan.
+        let Some(end) = self.last_cursor(topic)? else {
+            return Ok(0);
+        };
+        let mut start = "-".to_string();
+        let mut removed = 0u64;
+        loop {
+            let reply: Value = self.shared.run(true, |con| {
+                redis::cmd("XRANGE")
+                    .arg(&stream)
+                    .arg(&start)
+                    .arg(end.to_string())
+                    .arg("COUNT")
+                    .arg(PAGE)
+                    .query(con)
+            })?;
+            let page = raw_entries(reply, &stream)?;
+            let full = page.len() == PAGE;
+            let Some(last) = page.last().map(|e| e.cursor) else {
+                break;
+            };
+            let mut doomed = Vec::new();
+            for raw in page {
+                let cursor = raw.cursor;
+                let size = raw.line.as_ref().map_or(0, |l| l.len() + 1);
+                match decode(raw, topic, &stream) {
+                    Ok(e) if e.event.timestamp < before => doomed.push((cursor, size)),
+                    Ok(_) => {}
+                    Err(e) => log::warn!("clear skips an entry it cannot read: {e}"),
+                }
+            }
+            if !doomed.is_empty() {
+                let n: i64 = self.shared.run(false, |con| {
+                    let mut invocation = scripts::DELETE_ENTRIES.prepare_invoke();
+                    invocation.key(&stream).key(&meta);
+                    for (cursor, size) in &doomed {
+                        invocation.arg(cursor.to_string()).arg(*size);
+                    }
+                    invocation.invoke(con)
+                })?;
+                removed += n.max(0) as u64;
+            }
+            if !full || last >= end {
+                break;
+            }
+            start = format!("({last}");
+        }
+        Ok(removed)
+    }
+}
+
+impl EventStore for RedisStore {
+    fn describe(&self) -> String {
+        format!("Redis store at {} (prefix {})", self.shared.redacted, self.shared.config.prefix)
+    }
+
+    fn append(&self, event: Event) -> Result<StoredEvent> {
+        let topic = event.topic.clone();
+        let mut stored = self.append_events(&topic, vec![event], None)?;
+        stored.pop().ok_or_else(|| Error::corrupt("the append script", "returned no id"))
+    }
+
+    fn append_batch(&self, topic: &Topic, events: Vec<Event>) -> Result<Vec<StoredEvent>> {
+        if let Some((i, e)) = events.iter().enumerate().find(|(_, e)| e.topic != *topic) {
+            return Err(Error::invalid(
+                "batch",
+                format!(
+                    "event {i} has topic {:?}, every event of the batch must have topic {:?}",
+                    e.topic.as_str(),
+                    topic.as_str()
+                ),
+            ));
+        }
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.append_events(topic, events, None)
+    }
+
+    fn append_expecting(&self, event: Event, expected: Option<Cursor>) -> Result<StoredEvent> {
+        let topic = event.topic.clone();
+        let mut stored = self.append_events(&topic, vec![event], Some(expected))?;
+        stored.pop().ok_or_else(|| Error::corrupt("the append script", "returned no id"))
+    }
+
+    fn last_cursor(&self, topic: &Topic) -> Result<Option<Cursor>> {
+        let key = self.keys().stream(topic.as_str());
+        let reply: Value = self.shared.run(true, |con| {
+            redis::cmd("XREVRANGE").arg(&key).arg("+").arg("-").arg("COUNT").arg(1).query(con)
+        })?;
+        first_id(reply, &key)
+    }
+
+    fn read(&self, query: &Query) -> Result<EventStream<'_>> {
+        read::read(self, query)
+    }
+
+    fn count_after(&self, topic: &Topic, cursor: Cursor) -> Result<u64> {
+        const CHUNK: usize = 10_000;
+        let key = self.keys().stream(topic.as_str());
+        if cursor == Cursor::new(u64::MAX, u64::MAX) {
+            return Ok(0);
+        }
+        let mut start = format!("({cursor}");
+        let mut total = 0u64;
+        loop {
+            let reply: Value = self.shared.run(true, |con| {
+                scripts::COUNT_FROM.key(&key).arg(&start).arg(CHUNK).invoke(con)
+            })?;
+            let mut items = array(reply).unwrap_or_default().into_iter();
+            let n = items.next().as_ref().and_then(int).unwrap_or(0).max(0) as u64;
+            total += n;
+            match items.next().and_then(text) {
+                Some(last) if n == CHUNK as u64 => start = format!("({last}"),
+                _ => return Ok(total),
+            }
+        }
+    }
+
+    fn follow(&self, pattern: &TopicPattern, from: FollowFrom) -> Result<Box<dyn Follower>> {
+        Ok(Box::new(follow::RedisFollower::start(self.shared.clone(), pattern.clone(), from)?))
+    }
+
+    fn load_consumer(&self, name: &ConsumerName) -> Result<BTreeMap<Topic, Cursor>> {
+        let key = self.keys().consumer(name.as_str());
+        let pairs: Vec<(String, String)> =
+            self.shared.run(true, |con| redis::cmd("HGETALL").arg(&key).query(con))?;
+        pairs
+            .into_iter()
+            .map(|(topic, cursor)| {
+                let bad = |e: Error| {
+                    Error::corrupt(format!("Redis key {key}, field {topic:?}"), e.to_string())
+                };
+                Ok((Topic::new(topic.as_str()).map_err(bad)?, cursor.parse().map_err(bad)?))
+            })
+            .collect()
+    }
+
+    fn commit_consumer(&self, name: &ConsumerName, topic: &Topic, cursor: Cursor) -> Result<()> {
+        let keys = self.keys();
+        let key = keys.consumer(name.as_str());
+        self.shared.run(true, |con| {
+            redis::pipe()
+                .atomic()
+                .cmd("HSET")
+                .arg(&key)
+                .arg(topic.as_str())
+                .arg(cursor.to_string())
+                .ignore()
+                .cmd("SADD")
+                .arg(&keys.consumers)
+                .arg(name.as_str())
+                .ignore()
+                .query::<()>(con)
+        })
+    }
+
+    fn consumers(&self) -> Result<Vec<ConsumerName>> {
+        let key = &self.keys().consumers;
+        let reply: Value =
+            self.shared.run(true, |con| redis::cmd("SMEMBERS").arg(key).query(con))?;
+        let mut names = strings(reply, &format!("Redis key {key}"))?
+            .into_iter()
+            .map(|n| {
+                ConsumerName::new(n.as_str())
+                    .map_err(|e| Error::corrupt(format!("Redis key {key}"), e.to_string()))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        names.sort();
+        Ok(names)
+    }
+
+    fn topics(&self) -> Result<Vec<TopicStats>> {
+        let topics = self.registered_topics()?;
+        if topics.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys = self.keys();
+        let replies: Vec<Value> = self.shared.run(true, |con| {
+            let mut pipe = redis::pipe();
+            for topic in &topics {
+                let stream = keys.stream(topic.as_str());
+                pipe.cmd("XLEN").arg(&stream);
+                pipe.cmd("XRANGE").arg(&stream).arg("-").arg("+").arg("COUNT").arg(1);
+                pipe.cmd("XREVRANGE").arg(&stream).arg("+").arg("-").arg("COUNT").arg(1);
+                pipe.cmd("HGET").arg(keys.meta(topic.as_str())).arg("bytes");
+            }
+            pipe.query(con)
+        })?;
+        let mut replies = replies.into_iter();
+        let mut out = Vec::with_capacity(topics.len());
+        for topic in topics {
+            let stream = keys.stream(topic.as_str());
+            let mut next = || replies.next().unwrap_or(Value::Nil);
+            let events = int(&next()).unwrap_or(0).max(0) as u64;
+            let edge = |reply: Value| -> Result<Option<StoredEvent>> {
+                raw_entries(reply, &stream)?
+                    .into_iter()
+                    .next()
+                    .map(|raw| decode(raw, &topic, &stream))
+                    .transpose()
+            };
+            let first = edge(next())?;
+            let last = edge(next())?;
+            let bytes_reply = next();
+            let bytes = if events == 0 { 0 } else { int(&bytes_reply).unwrap_or(0).max(0) as u64 };
+            out.push(TopicStats {
+                topic: topic.clone(),
+                events,
+                bytes,
+                first: first.as_ref().map(|e| e.event.timestamp),
+                last: last.as_ref().map(|e| e.event.timestamp),
+                last_cursor: last.map(|e| e.cursor),
+            });
+        }
+        Ok(out)
+    }
+
+    fn clear(&self, what: &Clear) -> Result<u64> {
+        let topics = match &what.topic {
+            Some(t) => vec![t.clone()],
+            None => self.registered_topics()?,
+        };
+        let mut removed = 0;
+        for topic in &topics {
+            removed += self.clear_topic(topic, what.before)?;
+        }
+        Ok(removed)
+    }
+}

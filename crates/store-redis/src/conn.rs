@@ -1,0 +1,232 @@
+//! Connections: opening them within a bounded time, a small pool, and the
+//! mapping of the `redis` crate's errors to [`seed_event::Error`].
+
+use std::io::{Read, Write};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use redis::{ConnectionAddr, ConnectionLike, RedisError};
+use seed_event::{Error, Result};
+
+use crate::{redact_url, Keys, RedisConfig};
+
+/// Pooled connections idle longer than this are checked with `PING` before use,
+/// so a server restart costs a reconnect instead of a failed command.
+const CHECK_IDLE_AFTER: Duration = Duration::from_secs(1);
+
+struct Idle {
+    con: redis::Connection,
+    since: Instant,
+}
+
+/// What every handle on one store shares: the client, the key names and the pool.
+pub(crate) struct Shared {
+    client: redis::Client,
+    pub(crate) config: RedisConfig,
+    /// The URL without its password, for messages.
+    pub(crate) redacted: String,
+    /// The password, to scrub from any message that might echo it.
+    password: Option<String>,
+    pub(crate) keys: Keys,
+    pool: Mutex<Vec<Idle>>,
+}
+
+impl Shared {
+    pub(crate) fn new(config: RedisConfig) -> Result<Shared> {
+        let redacted = redact_url(&config.url);
+        let client = redis::Client::open(config.url.as_str()).map_err(|e| {
+            Error::invalid(
+                "redis URL",
+                format!(
+                    "{redacted} is not a Redis URL like redis://user:password@host:6379/2 ({})",
+                    e
+                ),
+            )
+        })?;
+        let password = client.get_connection_info().redis.password.clone();
+        let keys = Keys::new(&config.prefix);
+        Ok(Shared { client, config, redacted, password, keys, pool: Mutex::new(Vec::new()) })
+    }
+
+    fn pool(&self) -> MutexGuard<'_, Vec<Idle>> {
+        self.pool.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Opens a new connection, failing with [`Error::Unavailable`] within about
+    /// twice the connect timeout when the server does not answer.
+    pub(crate) fn connect(&self) -> Result<redis::Connection> {
+        let timeout = self.config.connect_timeout.max(Duration::from_millis(1));
+        // The `redis` crate waits without a deadline for the answer to its
+        // hand-shake, so first check with a bare PING that the server answers at all.
+        self.probe(timeout)?;
+        let con = self.client.get_connection_with_timeout(timeout).map_err(|e| self.error(e))?;
+        let command = Some(self.config.command_timeout.max(Duration::from_millis(1)));
+        con.set_read_timeout(command).map_err(|e| self.error(e))?;
+        con.set_write_timeout(command).map_err(|e| self.error(e))?;
+        Ok(con)
+    }
+
+    fn probe(&self, timeout: Duration) -> Result<()> {
+        let unavailable = |what: String| {
+            Error::Unavailable(format!(
+                "cannot reach Redis at {} within {timeout:?}: {what}",
+                self.redacted
+            ))
+        };
+        let answered = match &self.client.get_connection_info().addr {
+            ConnectionAddr::Tcp(host, port) => {
+                use std::net::ToSocketAddrs;
+                let addrs = (host.as_str(), *port)
+                    .to_socket_addrs()
+                    .map_err(|e| unavailable(format!("cannot resolve {host}: {e}")))?;
+                let mut last = None;
+                let mut stream = None;
+                for addr in addrs {
+                    match std::net::TcpStream::connect_timeout(&addr, timeout) {
+                        Ok(s) => {
+                            stream = Some(s);
+                            break;
+                        }
+                        Err(e) => last = Some(e),
+                    }
+                }
+                let Some(mut s) = stream else {
+                    return Err(unavailable(last.map_or_else(
+                        || format!("{host} resolves to no address"),
+                        |e| e.to_string(),
+                    )));
+                };
+                ping_raw(&mut s, |s| {
+                    s.set_read_timeout(Some(timeout))?;
+                    s.set_write_timeout(Some(timeout))
+                })
+            }
+            ConnectionAddr::Unix(path) => {
+                let mut s = std::os::unix::net::UnixStream::connect(path)
+                    .map_err(|e| unavailable(e.to_string()))?;
+                ping_raw(&mut s, |s| {
+                    s.set_read_timeout(Some(timeout))?;
+                    s.set_write_timeout(Some(timeout))
+                })
+            }
+            _ => Ok(()),
+        };
+        answered.map_err(|e| {
+            if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) {
+                unavailable("no answer to PING".to_string())
+            } else {
+                unavailable(e.to_string())
+            }
+        })
+    }
+
+    /// Takes a connection from the pool (checking it if it sat idle) or opens one.
+    fn take(&self) -> Result<(redis::Connection, bool)> {
+        loop {
+            let idle = self.pool().pop();
+            let Some(idle) = idle else {
+                return Ok((self.connect()?, false));
+            };
+            let mut con = idle.con;
+            if idle.since.elapsed() < CHECK_IDLE_AFTER
+                || redis::cmd("PING").query::<String>(&mut con).is_ok()
+            {
+                return Ok((con, true));
+            }
+        }
+    }
+
+    fn give_back(&self, con: redis::Connection) {
+        let mut pool = self.pool();
+        if pool.len() < self.config.max_idle_connections {
+            pool.push(Idle { con, since: Instant::now() });
+        }
+    }
+
+    /// Runs `f` on a pooled connection. When `retry` is set (reads and other
+    /// commands that may safely run twice), a failure of a reused connection is
+    /// retried once on a fresh one.
+    pub(crate) fn run<T>(
+        &self,
+        retry: bool,
+        mut f: impl FnMut(&mut redis::Connection) -> redis::RedisResult<T>,
+    ) -> Result<T> {
+        let (mut con, reused) = self.take()?;
+        match f(&mut con) {
+            Ok(v) => {
+                self.give_back(con);
+                Ok(v)
+            }
+            Err(e) if is_connection_error(&e) => {
+                drop(con);
+                if retry && reused {
+                    let mut con = self.connect()?;
+                    let v = f(&mut con).map_err(|e| self.error(e))?;
+                    self.give_back(con);
+                    Ok(v)
+                } else {
+                    Err(self.error(e))
+                }
+            }
+            Err(e) => {
+                // A server error leaves the connection usable.
+                if con.is_open() {
+                    self.give_back(con);
+                }
+                Err(self.error(e))
+            }
+        }
+    }
+
+    /// Maps a `redis` error to Seed's, without the password.
+    pub(crate) fn error(&self, e: RedisError) -> Error {
+        let text = self.scrub(&e.to_string());
+        if is_connection_error(&e) {
+            return Error::Unavailable(format!("Redis at {}: {text}", self.redacted));
+        }
+        match e.kind() {
+            redis::ErrorKind::AuthenticationFailed => Error::Unavailable(format!(
+                "Redis at {} refused the credentials: {text}",
+                self.redacted
+            )),
+            redis::ErrorKind::TypeError => {
+                Error::corrupt(format!("Redis at {}", self.redacted), text)
+            }
+            redis::ErrorKind::ResponseError if e.code() == Some("WRONGTYPE") => Error::corrupt(
+                format!("Redis at {} (prefix {:?})", self.redacted, self.config.prefix),
+                format!("a key of the store holds another type: {text}"),
+            ),
+            _ => Error::Unavailable(format!("Redis at {} failed: {text}", self.redacted)),
+        }
+    }
+
+    fn scrub(&self, text: &str) -> String {
+        match &self.password {
+            Some(p) if !p.is_empty() => text.replace(p.as_str(), "***"),
+            _ => text.to_string(),
+        }
+    }
+}
+
+/// Whether `e` means the connection is gone or timed out (and so must not be reused).
+pub(crate) fn is_connection_error(e: &RedisError) -> bool {
+    e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal()
+}
+
+/// Sends `PING` on a raw stream and waits for the first byte of any answer
+/// (`+PONG`, or `-NOAUTH` from a server that wants a password: both prove it is alive).
+fn ping_raw<S: Read + Write>(
+    s: &mut S,
+    set_timeouts: impl FnOnce(&S) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    set_timeouts(s)?;
+    s.write_all(b"*1\r\n$4\r\nPING\r\n")?;
+    let mut byte = [0u8; 1];
+    match s.read(&mut byte)? {
+        0 => Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "the server closed the connection without answering PING",
+        )),
+        _ => Ok(()),
+    }
+}

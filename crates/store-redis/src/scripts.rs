@@ -1,0 +1,108 @@
+//! The Lua scripts that make appends, conditional appends and clears atomic on the server.
+
+use std::sync::LazyLock;
+
+use redis::Script;
+
+/// Appends events to one topic, atomically, optionally only if the stream's
+/// last entry is the expected one.
+///
+/// KEYS: stream, meta hash, topic set, new-topic stream.
+/// ARGV: topic, expected last id (`""`: unconditional, `"none"`: empty topic),
+/// then pairs of (event milliseconds, event JSON line).
+/// Returns `{1, id…}` on success, `{0, actual}` on a conflict.
+///
+/// Each entry gets the id `max(event ms, last id ms)-<next seq>`: ids keep
+/// growing (also across clears: the stream keeps its last id) and never fall
+/// below the event's own time, so an id range starting at `since` misses no
+/// event with `timestamp >= since`. Milliseconds are compared as decimal
+/// strings, so they never go through Lua's floating-point numbers.
+pub(crate) static APPEND: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local stream = KEYS[1]
+local expected = ARGV[2]
+if expected ~= '' then
+  local last = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
+  local actual = 'none'
+  if #last > 0 then actual = last[1][1] end
+  if actual ~= expected then return {0, actual} end
+end
+if redis.call('SADD', KEYS[3], ARGV[1]) == 1 then
+  redis.call('XADD', KEYS[4], 'MAXLEN', '~', 1000, '*', 't', ARGV[1])
+end
+local function less(a, b) return #a < #b or (#a == #b and a < b) end
+local function ms_of(id) return string.match(id, '^(%d+)-') end
+local out = {1}
+local floor = nil
+local bytes = 0
+for i = 3, #ARGV, 2 do
+  local ms = ARGV[i]
+  if floor ~= nil and less(ms, floor) then ms = floor end
+  local id = redis.pcall('XADD', stream, ms .. '-*', 'e', ARGV[i + 1])
+  if type(id) == 'table' and id.err then
+    -- The event is older than the stream's top: continue from the top's time.
+    local info = redis.call('XINFO', 'STREAM', stream)
+    local top = nil
+    for j = 1, #info, 2 do
+      if info[j] == 'last-generated-id' then top = info[j + 1] end
+    end
+    if top == nil then return redis.error_reply('stream without last-generated-id') end
+    id = redis.call('XADD', stream, ms_of(top) .. '-*', 'e', ARGV[i + 1])
+  end
+  floor = ms_of(id)
+  out[#out + 1] = id
+  bytes = bytes + #ARGV[i + 1] + 1
+end
+redis.call('HINCRBY', KEYS[2], 'bytes', bytes)
+return out
+"#,
+    )
+});
+
+/// Removes every entry of a stream but keeps the stream (and so its last id).
+///
+/// KEYS: stream, meta hash. Returns how many entries were removed.
+pub(crate) static CLEAR_TOPIC: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local n = redis.call('XLEN', KEYS[1])
+if n > 0 then redis.call('XTRIM', KEYS[1], 'MAXLEN', 0) end
+if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('HSET', KEYS[2], 'bytes', 0) end
+return n
+"#,
+    )
+});
+
+/// Deletes the given entries and subtracts their sizes from the topic's bytes.
+///
+/// KEYS: stream, meta hash. ARGV: pairs of (id, size). Returns how many were deleted
+/// (entries already gone, e.g. by a concurrent clear, are not counted).
+pub(crate) static DELETE_ENTRIES: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local n = 0
+local bytes = 0
+for i = 1, #ARGV, 2 do
+  if redis.call('XDEL', KEYS[1], ARGV[i]) == 1 then
+    n = n + 1
+    bytes = bytes + tonumber(ARGV[i + 1])
+  end
+end
+if bytes > 0 then redis.call('HINCRBY', KEYS[2], 'bytes', -bytes) end
+return n
+"#,
+    )
+});
+
+/// Counts up to ARGV[2] entries of KEYS[1] from ARGV[1] (an XRANGE start) on,
+/// without sending them. Returns `{count, last id counted}`.
+pub(crate) static COUNT_FROM: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local r = redis.call('XRANGE', KEYS[1], ARGV[1], '+', 'COUNT', ARGV[2])
+if #r == 0 then return {0, ''} end
+return {#r, r[#r][1]}
+"#,
+    )
+});
