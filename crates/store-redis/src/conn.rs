@@ -143,30 +143,26 @@ impl Shared {
         }
     }
 
-    /// Runs `f` on a pooled connection. When `retry` is set (reads and other
-    /// commands that may safely run twice), a failure of a reused connection is
-    /// retried once on a fresh one.
+    /// Runs `f` on a pooled connection. When the connection fails (dropped,
+    /// timed out), `f` runs once more on a fresh connection with its second
+    /// argument `true`, so writes can make the retry idempotent.
     pub(crate) fn run<T>(
         &self,
-        retry: bool,
-        mut f: impl FnMut(&mut redis::Connection) -> redis::RedisResult<T>,
+        mut f: impl FnMut(&mut redis::Connection, bool) -> redis::RedisResult<T>,
     ) -> Result<T> {
-        let (mut con, reused) = self.take()?;
-        match f(&mut con) {
+        let (mut con, _) = self.take()?;
+        match f(&mut con, false) {
             Ok(v) => {
                 self.give_back(con);
                 Ok(v)
             }
             Err(e) if is_connection_error(&e) => {
                 drop(con);
-                if retry && reused {
-                    let mut con = self.connect()?;
-                    let v = f(&mut con).map_err(|e| self.error(e))?;
-                    self.give_back(con);
-                    Ok(v)
-                } else {
-                    Err(self.error(e))
-                }
+                log::debug!("retrying on a fresh connection: {}", self.error(e));
+                let mut con = self.connect()?;
+                let v = f(&mut con, true).map_err(|e| self.error(e))?;
+                self.give_back(con);
+                Ok(v)
             }
             Err(e) => {
                 // A server error leaves the connection usable.

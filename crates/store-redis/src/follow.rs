@@ -44,7 +44,7 @@ impl RedisFollower {
     ) -> Result<RedisFollower> {
         let keys = shared.keys.clone();
         // One atomic snapshot: a topic created after it shows up in the new-topic stream.
-        let (notice, members): (Value, Value) = shared.run(true, |con| {
+        let (notice, members): (Value, Value) = shared.run(|con, _| {
             redis::pipe()
                 .atomic()
                 .cmd("XREVRANGE")
@@ -69,7 +69,7 @@ impl RedisFollower {
             Start::Beginning => BTreeMap::new(),
             Start::New | Start::Since(_) if matching.is_empty() => BTreeMap::new(),
             Start::New | Start::Since(_) => {
-                let replies: Vec<Value> = shared.run(true, |con| {
+                let replies: Vec<Value> = shared.run(|con, _| {
                     let mut pipe = redis::pipe();
                     for t in &matching {
                         pipe.cmd("XREVRANGE")

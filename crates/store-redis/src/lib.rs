@@ -249,7 +249,7 @@ impl RedisStore {
     pub fn open_with(config: RedisConfig) -> Result<RedisStore> {
         config.validate()?;
         let shared = Shared::new(config)?;
-        let _: String = shared.run(true, |con| redis::cmd("PING").query(con))?;
+        let _: String = shared.run(|con, _| redis::cmd("PING").query(con))?;
         Ok(RedisStore { shared: Arc::new(shared) })
     }
 
@@ -270,22 +270,29 @@ impl RedisStore {
         expected: Option<Option<Cursor>>,
     ) -> Result<Vec<StoredEvent>> {
         let keys = self.keys();
-        let mut invocation = scripts::APPEND.prepare_invoke();
-        invocation
-            .key(keys.stream(topic.as_str()))
-            .key(keys.meta(topic.as_str()))
-            .key(&keys.topics)
-            .key(&keys.new_topics)
-            .arg(topic.as_str());
+        let (stream, meta) = (keys.stream(topic.as_str()), keys.meta(topic.as_str()));
         let show = |c: Option<Cursor>| c.map_or("none".to_string(), |c| c.to_string());
-        match expected {
-            None => invocation.arg(""),
-            Some(c) => invocation.arg(show(c)),
-        };
-        for event in &events {
-            invocation.arg(event.timestamp.unix_millis().max(0)).arg(event.to_json_line());
-        }
-        let reply: Value = self.shared.run(false, |con| invocation.invoke(con))?;
+        let expected_arg = expected.map_or(String::new(), show);
+        let lines: Vec<(i64, String)> =
+            events.iter().map(|e| (e.timestamp.unix_millis().max(0), e.to_json_line())).collect();
+        let first_id = events.first().map(|e| e.id.to_string()).unwrap_or_default();
+        let first_ms = lines.first().map_or(0, |l| l.0);
+        let reply: Value = self.shared.run(|con, retry| {
+            let mut invocation = scripts::APPEND.prepare_invoke();
+            invocation
+                .key(&stream)
+                .key(&meta)
+                .key(&keys.topics)
+                .key(&keys.new_topics)
+                .arg(topic.as_str())
+                .arg(&expected_arg)
+                .arg(if retry { first_id.as_str() } else { "" })
+                .arg(first_ms);
+            for (ms, line) in &lines {
+                invocation.arg(*ms).arg(line);
+            }
+            invocation.invoke(con)
+        })?;
         let bad = |what: &str| {
             Error::corrupt(format!("the append script on {}", self.shared.redacted), what)
         };
@@ -319,8 +326,7 @@ impl RedisStore {
     /// Every registered topic, sorted; a name that is not a valid topic is corrupt data.
     fn registered_topics(&self) -> Result<Vec<Topic>> {
         let key = &self.keys().topics;
-        let reply: Value =
-            self.shared.run(true, |con| redis::cmd("SMEMBERS").arg(key).query(con))?;
+        let reply: Value = self.shared.run(|con, _| redis::cmd("SMEMBERS").arg(key).query(con))?;
         let mut topics = strings(reply, &format!("Redis key {key}"))?
             .into_iter()
             .map(|name| {
@@ -339,7 +345,7 @@ impl RedisStore {
         let Some(before) = before else {
             let n: i64 = self
                 .shared
-                .run(false, |con| scripts::CLEAR_TOPIC.key(&stream).key(&meta).invoke(con))?;
+                .run(|con, _| scripts::CLEAR_TOPIC.key(&stream).key(&meta).invoke(con))?;
             return Ok(n.max(0) as u64);
         };
         // Only what was stored when the clear began; late events may sit anywhere, so scan.
@@ -349,7 +355,7 @@ impl RedisStore {
         let mut start = "-".to_string();
         let mut removed = 0u64;
         loop {
-            let reply: Value = self.shared.run(true, |con| {
+            let reply: Value = self.shared.run(|con, _| {
                 redis::cmd("XRANGE")
                     .arg(&stream)
                     .arg(&start)
@@ -374,7 +380,7 @@ impl RedisStore {
                 }
             }
             if !doomed.is_empty() {
-                let n: i64 = self.shared.run(false, |con| {
+                let n: i64 = self.shared.run(|con, _| {
                     let mut invocation = scripts::DELETE_ENTRIES.prepare_invoke();
                     invocation.key(&stream).key(&meta);
                     for (cursor, size) in &doomed {
@@ -429,7 +435,7 @@ impl EventStore for RedisStore {
 
     fn last_cursor(&self, topic: &Topic) -> Result<Option<Cursor>> {
         let key = self.keys().stream(topic.as_str());
-        let reply: Value = self.shared.run(true, |con| {
+        let reply: Value = self.shared.run(|con, _| {
             redis::cmd("XREVRANGE").arg(&key).arg("+").arg("-").arg("COUNT").arg(1).query(con)
         })?;
         first_id(reply, &key)
@@ -448,9 +454,9 @@ impl EventStore for RedisStore {
         let mut start = format!("({cursor}");
         let mut total = 0u64;
         loop {
-            let reply: Value = self.shared.run(true, |con| {
-                scripts::COUNT_FROM.key(&key).arg(&start).arg(CHUNK).invoke(con)
-            })?;
+            let reply: Value = self
+                .shared
+                .run(|con, _| scripts::COUNT_FROM.key(&key).arg(&start).arg(CHUNK).invoke(con))?;
             let mut items = array(reply).unwrap_or_default().into_iter();
             let n = items.next().as_ref().and_then(int).unwrap_or(0).max(0) as u64;
             total += n;
@@ -468,7 +474,7 @@ impl EventStore for RedisStore {
     fn load_consumer(&self, name: &ConsumerName) -> Result<BTreeMap<Topic, Cursor>> {
         let key = self.keys().consumer(name.as_str());
         let pairs: Vec<(String, String)> =
-            self.shared.run(true, |con| redis::cmd("HGETALL").arg(&key).query(con))?;
+            self.shared.run(|con, _| redis::cmd("HGETALL").arg(&key).query(con))?;
         pairs
             .into_iter()
             .map(|(topic, cursor)| {
@@ -483,7 +489,7 @@ impl EventStore for RedisStore {
     fn commit_consumer(&self, name: &ConsumerName, topic: &Topic, cursor: Cursor) -> Result<()> {
         let keys = self.keys();
         let key = keys.consumer(name.as_str());
-        self.shared.run(true, |con| {
+        self.shared.run(|con, _| {
             redis::pipe()
                 .atomic()
                 .cmd("HSET")
@@ -501,8 +507,7 @@ impl EventStore for RedisStore {
 
     fn consumers(&self) -> Result<Vec<ConsumerName>> {
         let key = &self.keys().consumers;
-        let reply: Value =
-            self.shared.run(true, |con| redis::cmd("SMEMBERS").arg(key).query(con))?;
+        let reply: Value = self.shared.run(|con, _| redis::cmd("SMEMBERS").arg(key).query(con))?;
         let mut names = strings(reply, &format!("Redis key {key}"))?
             .into_iter()
             .map(|n| {
@@ -520,7 +525,7 @@ impl EventStore for RedisStore {
             return Ok(Vec::new());
         }
         let keys = self.keys();
-        let replies: Vec<Value> = self.shared.run(true, |con| {
+        let replies: Vec<Value> = self.shared.run(|con, _| {
             let mut pipe = redis::pipe();
             for topic in &topics {
                 let stream = keys.stream(topic.as_str());

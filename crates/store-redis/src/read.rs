@@ -80,7 +80,7 @@ impl<'a> Pages<'a> {
             false => ("XRANGE", &self.from, &self.to),
             true => ("XREVRANGE", &self.from, &self.to),
         };
-        let reply: Value = self.store.shared.run(true, |con| {
+        let reply: Value = self.store.shared.run(|con, _| {
             redis::cmd(command).arg(&self.key).arg(a).arg(b).arg("COUNT").arg(self.page).query(con)
         })?;
         let entries = raw_entries(reply, &self.key)?;

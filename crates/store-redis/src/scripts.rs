@@ -9,7 +9,13 @@ use redis::Script;
 ///
 /// KEYS: stream, meta hash, topic set, new-topic stream.
 /// ARGV: topic, expected last id (`""`: unconditional, `"none"`: empty topic),
-/// then pairs of (event milliseconds, event JSON line).
+/// the first event's id when this is a retry (else `""`), the first event's
+/// milliseconds, then pairs of (event milliseconds, event JSON line).
+///
+/// A retry (the reply to the first try was lost with its connection) first
+/// looks for the first event among the newest 10,000 entries from its
+/// millisecond on; if the batch landed, it returns the batch's ids instead of
+/// appending it twice. This makes appends safe to retry.
 /// Returns `{1, id…}` on success, `{0, actual}` on a conflict.
 ///
 /// Each entry gets the id `max(event ms, last id ms)-<next seq>`: ids keep
@@ -22,6 +28,22 @@ pub(crate) static APPEND: LazyLock<Script> = LazyLock::new(|| {
         r#"
 local stream = KEYS[1]
 local expected = ARGV[2]
+local count = (#ARGV - 4) / 2
+if ARGV[3] ~= '' then
+  -- A retry after a lost reply: if the batch landed, answer with its ids.
+  local head = '{"id":"' .. ARGV[3] .. '"'
+  local recent = redis.call('XREVRANGE', stream, '+', ARGV[4] .. '-0', 'COUNT', 10000)
+  for j = 1, #recent do
+    local fields = recent[j][2]
+    for f = 1, #fields, 2 do
+      if fields[f] == 'e' and string.sub(fields[f + 1], 1, #head) == head and j >= count then
+        local out = {1}
+        for k = j, j - count + 1, -1 do out[#out + 1] = recent[k][1] end
+        return out
+      end
+    end
+  end
+end
 if expected ~= '' then
   local last = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
   local actual = 'none'
@@ -36,7 +58,7 @@ local function ms_of(id) return string.match(id, '^(%d+)-') end
 local out = {1}
 local floor = nil
 local bytes = 0
-for i = 3, #ARGV, 2 do
+for i = 5, #ARGV, 2 do
   local ms = ARGV[i]
   if floor ~= nil and less(ms, floor) then ms = floor end
   local id = redis.pcall('XADD', stream, ms .. '-*', 'e', ARGV[i + 1])

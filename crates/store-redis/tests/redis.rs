@@ -1,0 +1,438 @@
+//! Redis-specific behaviour beyond the conformance suite: server restarts,
+//! lost replies, prefixes, unreachable servers, passwords and bad input.
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use seed_event::{
+    Clear, ConsumerName, Cursor, ErrorKind, Event, EventStore, FollowFrom, JsonObject, Query,
+    Start, StoredEvent, Topic, TopicPattern,
+};
+use store_redis::testing::{RedisServer, ServerOptions};
+use store_redis::{redact_url, RedisConfig, RedisStore};
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+fn topic(name: &str) -> Topic {
+    Topic::new(name).unwrap()
+}
+
+fn event(t: &Topic, n: u64) -> Event {
+    let payload: JsonObject =
+        serde_json::json!({ "n": n }).as_object().cloned().unwrap_or_default();
+    Event::new(t.clone(), "redis-tests", payload)
+}
+
+fn numbers(events: &[StoredEvent]) -> Vec<u64> {
+    events.iter().map(|e| e.event.payload["n"].as_u64().unwrap_or(u64::MAX)).collect()
+}
+
+fn store(url: &str, prefix: &str) -> RedisStore {
+    RedisStore::open_with(RedisConfig { prefix: prefix.to_string(), ..RedisConfig::new(url) })
+        .unwrap()
+}
+
+/// Runs `f` on a thread and fails the test if it has not returned within `DEADLINE`.
+fn bounded<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(DEADLINE)
+        .unwrap_or_else(|_| panic!("{what} did not return within {DEADLINE:?}"))
+}
+
+/// A raw connection for writing what the store never would.
+fn raw(server: &RedisServer) -> redis::Connection {
+    redis::Client::open(server.url()).unwrap().get_connection().unwrap()
+}
+
+#[test]
+fn follower_survives_a_server_restart_losing_and_repeating_nothing() {
+    let mut server =
+        RedisServer::start_with(ServerOptions { persistent: true, ..ServerOptions::default() });
+    let url = server.url();
+    let t = topic("restart.events");
+    let publisher = store(&url, "seed:");
+    let subscriber = store(&url, "seed:");
+    let mut follower = subscriber
+        .follow(&TopicPattern::new("restart.>").unwrap(), FollowFrom::start(Start::Beginning))
+        .unwrap();
+
+    // The follower runs on its own thread the whole time, reporting what it gets.
+    let (tx, rx) = mpsc::channel::<Vec<u64>>();
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let stop = stop.clone();
+        thread::spawn(move || {
+            let mut errors = 0;
+            while !stop.load(Ordering::SeqCst) {
+                match follower.next_batch(100, Duration::from_millis(100)) {
+                    Ok(batch) if !batch.is_empty() => {
+                        let _ = tx.send(numbers(&batch));
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+                        errors += 1;
+                    }
+                }
+            }
+            errors
+        })
+    };
+    let mut seen = Vec::new();
+    let wait_for = |n: usize, seen: &mut Vec<u64>| {
+        let deadline = Instant::now() + DEADLINE;
+        while seen.len() < n && Instant::now() < deadline {
+            if let Ok(batch) = rx.recv_timeout(Duration::from_millis(100)) {
+                seen.extend(batch);
+            }
+        }
+    };
+
+    for n in 0..30 {
+        publisher.append(event(&t, n)).unwrap();
+    }
+    wait_for(30, &mut seen);
+    assert_eq!(seen, (0..30).collect::<Vec<_>>());
+
+    // Events published just before the kill are persisted (appendfsync always).
+    for n in 30..40 {
+        publisher.append(event(&t, n)).unwrap();
+    }
+    server.stop();
+    let err = publisher.append(event(&t, 999)).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    assert!(err.to_string().contains(&format!("127.0.0.1:{}", server.port())), "{err}");
+    // The follower keeps trying while the server is down.
+    thread::sleep(Duration::from_millis(300));
+    server.restart();
+
+    for n in 40..70 {
+        publisher.append(event(&t, n)).unwrap();
+    }
+    publisher.append_batch(&t, (70..80).map(|n| event(&t, n)).collect()).unwrap();
+    wait_for(80, &mut seen);
+    stop.store(true, Ordering::SeqCst);
+    reader.join().unwrap();
+    assert_eq!(seen, (0..80).collect::<Vec<_>>(), "every event once, in order");
+    let stored = publisher.query(&Query::topic(&t)).unwrap();
+    assert_eq!(numbers(&stored), (0..80).collect::<Vec<_>>(), "nothing lost by the restart");
+}
+
+/// A TCP proxy that can swallow the server's next reply and cut the connection,
+/// as a network failure after the server ran a command would.
+struct Proxy {
+    port: u16,
+    drop_next_reply: Arc<AtomicBool>,
+}
+
+impl Proxy {
+    fn start(target: u16) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let drop_next_reply = Arc::new(AtomicBool::new(false));
+        let flag = drop_next_reply.clone();
+        thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else { return };
+                let (mut c_in, mut s_out) =
+                    (client.try_clone().unwrap(), server.try_clone().unwrap());
+                thread::spawn(move || {
+                    let mut buf = [0u8; 65536];
+                    while let Ok(n) = c_in.read(&mut buf) {
+                        if n == 0 || s_out.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = s_out.shutdown(Shutdown::Both);
+                });
+                let flag = flag.clone();
+                let (mut s_in, mut c_out) = (server, client);
+                thread::spawn(move || {
+                    let mut buf = [0u8; 65536];
+                    while let Ok(n) = s_in.read(&mut buf) {
+                        if n == 0 || flag.swap(false, Ordering::SeqCst) {
+                            break;
+                        }
+                        if c_out.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = c_out.shutdown(Shutdown::Both);
+                    let _ = s_in.shutdown(Shutdown::Both);
+                });
+            }
+        });
+        Proxy { port, drop_next_reply }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    fn lose_next_reply(&self) {
+        self.drop_next_reply.store(true, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn a_lost_reply_is_retried_without_writing_twice() {
+    let server = RedisServer::start();
+    let proxy = Proxy::start(server.port());
+    let store = store(&proxy.url(), "seed:");
+    let t = topic("lost.replies");
+
+    proxy.lose_next_reply();
+    let one = store.append(event(&t, 0)).unwrap();
+
+    proxy.lose_next_reply();
+    let batch = store.append_batch(&t, (1..6).map(|n| event(&t, n)).collect()).unwrap();
+
+    let expected = Some(batch[4].cursor);
+    proxy.lose_next_reply();
+    let conditional = store.append_expecting(event(&t, 6), expected).unwrap();
+
+    let stored = store.query(&Query::topic(&t)).unwrap();
+    assert_eq!(numbers(&stored), (0..7).collect::<Vec<_>>(), "each event stored once");
+    let mut returned = vec![one];
+    returned.extend(batch);
+    returned.push(conditional);
+    assert_eq!(returned, stored, "the retries answer with the stored cursors");
+    assert_eq!(store.topics().unwrap()[0].events, 7);
+}
+
+#[test]
+fn stores_with_different_prefixes_do_not_see_each_other() {
+    let server = RedisServer::start();
+    let (a, b) = (store(&server.url(), "alpha:"), store(&server.url(), "beta:"));
+    let shared = topic("shared.name");
+    let only_b = topic("only.beta");
+    let mut a_follower =
+        a.follow(&TopicPattern::new(">").unwrap(), FollowFrom::start(Start::Beginning)).unwrap();
+    a.append(event(&shared, 1)).unwrap();
+    b.append(event(&shared, 2)).unwrap();
+    b.append(event(&only_b, 3)).unwrap();
+    let consumer = ConsumerName::new("worker").unwrap();
+    b.commit_consumer(&consumer, &shared, Cursor::new(5, 0)).unwrap();
+
+    let names = |s: &RedisStore| -> Vec<String> {
+        s.topics().unwrap().into_iter().map(|t| t.topic.to_string()).collect()
+    };
+    assert_eq!(names(&a), vec!["shared.name"]);
+    assert_eq!(names(&b), vec!["only.beta", "shared.name"]);
+    assert_eq!(numbers(&a.query(&Query::default()).unwrap()), vec![1]);
+    assert_eq!(numbers(&b.query(&Query::default()).unwrap()), vec![2, 3]);
+    assert!(a.consumers().unwrap().is_empty());
+    assert!(a.load_consumer(&consumer).unwrap().is_empty());
+    assert_eq!(b.consumers().unwrap(), vec![consumer]);
+
+    let deadline = Instant::now() + DEADLINE;
+    let mut got = Vec::new();
+    while got.is_empty() && Instant::now() < deadline {
+        got = a_follower.next_batch(10, Duration::from_millis(100)).unwrap();
+    }
+    assert_eq!(numbers(&got), vec![1]);
+    assert!(a_follower.next_batch(10, Duration::from_millis(150)).unwrap().is_empty());
+
+    assert_eq!(a.clear(&Clear::default()).unwrap(), 1);
+    assert_eq!(numbers(&b.query(&Query::default()).unwrap()), vec![2, 3], "b untouched");
+}
+
+/// A command expected to fail, for a table of them.
+type Check = Box<dyn FnOnce(&RedisStore) -> seed_event::Error + Send>;
+
+#[test]
+fn an_unreachable_server_is_unavailable_within_bounded_time_without_the_password() {
+    let config = |url: String| RedisConfig {
+        connect_timeout: Duration::from_millis(300),
+        ..RedisConfig::new(url)
+    };
+    // Nobody listens.
+    let closed = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    // Someone listens but never answers.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    for port in [closed, silent_port] {
+        let url = format!("redis://admin:hunter2@127.0.0.1:{port}/3");
+        let cfg = config(url.clone());
+        let err = bounded("open", move || RedisStore::open_with(cfg)).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+        let text = err.to_string();
+        assert!(text.contains(&format!("redis://admin:***@127.0.0.1:{port}/3")), "{text}");
+        assert!(!text.contains("hunter2"), "{text}");
+    }
+    drop(silent);
+
+    // A server that goes away after the store opened.
+    let mut server = RedisServer::start_with(ServerOptions {
+        password: Some("s3cret-pass".to_string()),
+        ..ServerOptions::default()
+    });
+    let store = RedisStore::open_with(config(server.url())).unwrap();
+    let t = topic("gone");
+    store.append(event(&t, 0)).unwrap();
+    let mut follower =
+        store.follow(&TopicPattern::from(t.clone()), FollowFrom::start(Start::New)).unwrap();
+    server.stop();
+    let checks: Vec<Check> = vec![
+        Box::new(|s| s.append(event(&topic("gone"), 1)).unwrap_err()),
+        Box::new(|s| s.query(&Query::default()).unwrap_err()),
+        Box::new(|s| s.topics().unwrap_err()),
+        Box::new(|s| {
+            s.follow(&TopicPattern::new("gone").unwrap(), FollowFrom::start(Start::New))
+                .err()
+                .unwrap()
+        }),
+    ];
+    for check in checks {
+        let s = store.clone();
+        let err = bounded("a command", move || check(&s));
+        assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+        assert!(!err.to_string().contains("s3cret-pass"), "{err}");
+        assert!(err.to_string().contains(&format!(":{}", server.port())), "{err}");
+    }
+    let err = bounded("a follower", move || {
+        follower.next_batch(10, Duration::from_millis(200)).unwrap_err()
+    });
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    assert!(!err.to_string().contains("s3cret-pass"), "{err}");
+
+    // A wrong password is refused, and not shown either.
+    server.restart();
+    let wrong = format!("redis://:wrong-pass@127.0.0.1:{}/0", server.port());
+    let err = RedisStore::open(&wrong).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    assert!(!err.to_string().contains("wrong-pass"), "{err}");
+    assert!(RedisStore::open(&server.url()).is_ok());
+}
+
+#[test]
+fn bad_urls_and_prefixes_are_rejected_with_the_password_hidden() {
+    for url in [
+        "http://127.0.0.1:6380/",
+        "redis://user:pw-123@127.0.0.1:notaport/",
+        "not a url",
+        "redis://user:pw-123@127.0.0.1:1/notadb",
+    ] {
+        let err = RedisStore::open(url).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput, "{url}: {err}");
+        assert!(err.to_string().contains("redis URL"), "{err}");
+        assert!(!err.to_string().contains("pw-123"), "{err}");
+    }
+    let server = RedisServer::start();
+    for prefix in ["", "a b", "x{y}:", "tab\t"] {
+        let config = RedisConfig { prefix: prefix.to_string(), ..RedisConfig::new(server.url()) };
+        let err = RedisStore::open_with(config).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput, "{prefix:?}: {err}");
+        assert!(err.to_string().contains("prefix"), "{err}");
+    }
+    assert_eq!(redact_url("redis://:p@h/0?password=x&db=1"), "redis://:***@h/0?password=***&db=1");
+    assert_eq!(
+        redact_url("redis+unix:///run/redis.sock?pass=x"),
+        "redis+unix:///run/redis.sock?pass=***"
+    );
+}
+
+#[test]
+fn a_rejected_batch_writes_nothing_not_even_the_topic() {
+    let server = RedisServer::start();
+    let store = store(&server.url(), "seed:");
+    let (a, b) = (topic("batch.a"), topic("batch.b"));
+    let err = store.append_batch(&a, vec![event(&a, 0), event(&b, 1)]).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    assert!(err.to_string().contains("batch.b"), "{err}");
+    assert!(store.topics().unwrap().is_empty());
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut raw(&server)).unwrap();
+    assert!(keys.is_empty(), "{keys:?}");
+    let err = store.append_expecting(event(&a, 2), Some(Cursor::new(1, 0))).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Conflict);
+    assert!(err.to_string().contains("expected last position 1-0, found none"), "{err}");
+}
+
+#[test]
+fn corrupt_entries_are_reported_with_their_key_and_id() {
+    let server = RedisServer::start();
+    let store = store(&server.url(), "seed:");
+    let t = topic("corrupt.one");
+    store.append(event(&t, 0)).unwrap();
+    let mut con = raw(&server);
+    let bad_id: String = redis::cmd("XADD")
+        .arg("seed:{corrupt.one}:s")
+        .arg("*")
+        .arg("e")
+        .arg("{not json")
+        .query(&mut con)
+        .unwrap();
+    let err = store.query(&Query::topic(&t)).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+    assert!(err.to_string().contains(&format!("seed:{{corrupt.one}}:s, entry {bad_id}")), "{err}");
+
+    // An event filed under another topic is corrupt too.
+    let other = event(&topic("corrupt.other"), 1).to_json_line();
+    let _: String = redis::cmd("XADD")
+        .arg("seed:{corrupt.two}:s")
+        .arg("*")
+        .arg("e")
+        .arg(other)
+        .query(&mut con)
+        .unwrap();
+    let err = store.query(&Query::topic(&topic("corrupt.two"))).unwrap_err();
+    assert!(err.to_string().contains("expected \"corrupt.two\""), "{err}");
+
+    // A follower reports the bad entry once, then goes on.
+    let mut follower =
+        store.follow(&TopicPattern::from(t.clone()), FollowFrom::start(Start::Beginning)).unwrap();
+    store.append(event(&t, 2)).unwrap();
+    let mut good = Vec::new();
+    let mut errors = 0;
+    let deadline = Instant::now() + DEADLINE;
+    while good.len() < 2 && Instant::now() < deadline {
+        match follower.next_batch(10, Duration::from_millis(100)) {
+            Ok(batch) => good.extend(numbers(&batch)),
+            Err(e) => {
+                assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
+                errors += 1;
+            }
+        }
+    }
+    assert_eq!((good, errors), (vec![0, 2], 1));
+
+    // A member of the topic set that is not a topic name.
+    let _: i64 = redis::cmd("SADD").arg("seed:topics").arg("bad name").query(&mut con).unwrap();
+    let err = store.topics().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Corrupt);
+    assert!(err.to_string().contains("\"bad name\""), "{err}");
+}
+
+#[test]
+fn cursors_keep_growing_after_clears_and_late_events() {
+    let server = RedisServer::start();
+    let store = store(&server.url(), "seed:");
+    let t = topic("ids");
+    let now = store.append(event(&t, 0)).unwrap();
+    // An event from the past still gets a greater cursor, never below its own time.
+    let late = store
+        .append(event(&t, 1).with_timestamp(seed_event::Timestamp::from_unix_micros(1_000_000)))
+        .unwrap();
+    assert!(late.cursor > now.cursor);
+    store.clear(&Clear { topic: Some(t.clone()), before: None }).unwrap();
+    let after = store.append(event(&t, 2)).unwrap();
+    assert!(after.cursor > late.cursor);
+    // Far-future and pre-1970 timestamps are accepted too.
+    let future = event(&t, 3).with_timestamp(seed_event::Timestamp::from_unix_micros(i64::MAX / 2));
+    let past = event(&t, 4).with_timestamp(seed_event::Timestamp::from_unix_micros(-5_000_000));
+    let stored = store.append_batch(&t, vec![future, past]).unwrap();
+    assert!(stored[0].cursor > after.cursor && stored[1].cursor > stored[0].cursor);
+    let all: BTreeSet<u64> =
+        numbers(&store.query(&Query::topic(&t)).unwrap()).into_iter().collect();
+    assert_eq!(all, BTreeSet::from([2, 3, 4]));
+    assert_eq!(store.count_after(&t, after.cursor).unwrap(), 2);
+}
