@@ -67,6 +67,7 @@ pub struct Variant {
     /// Memory needed to serve it, per precision.
     pub memory: Vec<Memory>,
     /// The least GPU memory that can serve it at all (at the smallest precision).
+    #[serde(serialize_with = "whole_as_integer")]
     pub minimum_vram_gb: f64,
     /// GPUs that can serve it, each with the precision it fits.
     pub recommended_hardware: Vec<Hardware>,
@@ -255,6 +256,7 @@ pub struct Memory {
     /// The precision.
     pub precision: Precision,
     /// Approximate GPU memory in GB (10^9 bytes).
+    #[serde(serialize_with = "whole_as_integer")]
     pub gb: f64,
     /// Why this figure, where the source disagreed with itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -268,6 +270,7 @@ pub struct Hardware {
     /// The GPU, e.g. `NVIDIA H100 80GB`.
     pub gpu: String,
     /// Its memory in GB.
+    #[serde(serialize_with = "whole_as_integer")]
     pub vram_gb: f64,
     /// The widest precision the variant fits in it at.
     pub precision: Precision,
@@ -293,6 +296,7 @@ pub struct Score {
     /// The benchmark, e.g. `MMLU`.
     pub name: String,
     /// The score.
+    #[serde(serialize_with = "whole_as_integer")]
     pub score: f64,
     /// What the score is measured in.
     pub unit: Unit,
@@ -436,6 +440,15 @@ pub struct Comparison {
     pub baseline_scores: OrderedMap<f64>,
     /// Per variant id: its score minus the baseline's, by benchmark name.
     pub improvements: OrderedMap<OrderedMap<f64>>,
+}
+
+/// Writes a whole number without a fraction (`1342`, not `1342.0`), as the card's JSON does.
+fn whole_as_integer<S: serde::Serializer>(value: &f64, s: S) -> Result<S::Ok, S::Error> {
+    if value.fract() == 0.0 && value.abs() < 9.0e15 {
+        s.serialize_i64(*value as i64)
+    } else {
+        s.serialize_f64(*value)
+    }
 }
 
 /// A JSON object read into a list of pairs, keeping the order it was written in.

@@ -133,7 +133,7 @@ fn the_rust_model_reads_the_card_losslessly() {
     changed["variants"][0]["memory"][0]["gb"] = json!(52.5);
     assert_eq!(
         first_difference(&written, &changed, "").as_deref(),
-        Some("/variants/0/memory/0/gb: 52.0 vs 52.5")
+        Some("/variants/0/memory/0/gb: 52 vs 52.5")
     );
 }
 
