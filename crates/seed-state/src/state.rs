@@ -355,7 +355,7 @@ impl State {
                 format!("is missing; a state has all of {}", FIELDS.join(", ")),
             ));
         }
-        let field = |name: &str| &obj[name];
+        let field = |name: &str| obj.get(name).unwrap_or(&Value::Null);
         let created_at = timestamp_field("created_at", field("created_at"))?;
         let updated_at = timestamp_field("updated_at", field("updated_at"))?;
         let state = State {
