@@ -2,9 +2,11 @@
 //!
 //! - `cargo xtask test`: installs what the tests need (redis-server), then runs
 //!   `cargo fmt --check`, `cargo clippy -D warnings` and `cargo test --workspace`.
+//! - `cargo xtask model-cards`: renders the model-card docs from their data.
 //! - `cargo xtask release`: builds the `seed` binary in release mode into `target/dist`.
 
 mod ensure;
+mod model_cards;
 mod tidy;
 
 use std::path::{Path, PathBuf};
@@ -16,7 +18,8 @@ const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
   test        fmt check, clippy -D warnings and every test (installs redis-server if needed)
-  release     build the seed binary in release mode into target/dist";
+  release     build the seed binary in release mode into target/dist
+  model-cards regenerate model-cards/gemma-4.md and MODEL_CARD.md from the card data";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -34,6 +37,7 @@ fn run(args: &[String]) -> Result<()> {
     match args.first().map(String::as_str) {
         Some("test") => test(&root),
         Some("release") => release(&root),
+        Some("model-cards") => model_cards::generate(&root),
         Some("help" | "--help" | "-h") | None => {
             println!("{USAGE}");
             Ok(())
@@ -64,6 +68,7 @@ pub fn cargo(root: &Path, args: &[&str]) -> Result<()> {
 
 fn test(root: &Path) -> Result<()> {
     ensure::redis_server()?;
+    model_cards::check(root)?;
     cargo(root, &["fmt", "--all", "--", "--check"])?;
     cargo(root, &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
     cargo(root, &["test", "--workspace", "--no-fail-fast"])?;
