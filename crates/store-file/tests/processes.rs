@@ -1,0 +1,389 @@
+//! Many real processes on one events directory: racing writers, writers killed
+//! mid-append, clears racing appends, followers across processes.
+//!
+//! Child processes are this test binary itself, run again with
+//! `STORE_FILE_CHILD=<role>` so that only [`child_process_entry`] runs and
+//! plays the role; every failure prints the child's command and output.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use seed_event::{
+    Clear, Event, EventStore, FollowFrom, JsonObject, Query, Start, StoredEvent, Topic,
+    TopicPattern,
+};
+use serde_json::json;
+use store_file::FileStore;
+
+const CHILD_ROLE: &str = "STORE_FILE_CHILD";
+const DEADLINE: Duration = Duration::from_secs(60);
+
+fn topic(name: &str) -> Topic {
+    Topic::new(name).unwrap()
+}
+
+fn obj(v: serde_json::Value) -> JsonObject {
+    v.as_object().cloned().unwrap_or_default()
+}
+
+/// A command that runs this binary as a child playing `role`.
+fn child(role: &str, dir: &Path, vars: &[(&str, String)]) -> Command {
+    let exe = std::env::current_exe().unwrap();
+    let mut cmd = Command::new(exe);
+    cmd.args(["child_process_entry", "--exact", "--nocapture", "--test-threads", "1", "-q"])
+        .env(CHILD_ROLE, role)
+        .env("STORE_FILE_DIR", dir);
+    for (k, v) in vars {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+/// Waits for a child and panics with its command and output if it failed.
+fn expect_success(what: &str, cmd: &Command, out: Output) -> Output {
+    if !out.status.success() {
+        panic!(
+            "\n{what} failed ({})\ncommand: {cmd:?}\n--- stdout\n{}\n--- stderr\n{}\n",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    out
+}
+
+fn var<T: std::str::FromStr>(name: &str) -> T {
+    let v = std::env::var(name).unwrap_or_else(|_| panic!("child needs ${name}"));
+    v.parse().unwrap_or_else(|_| panic!("${name}={v:?} does not parse"))
+}
+
+/// The entry point of child processes; does nothing in a normal test run.
+#[test]
+fn child_process_entry() {
+    let Ok(role) = std::env::var(CHILD_ROLE) else { return };
+    let dir: String = var("STORE_FILE_DIR");
+    let store = FileStore::open(&dir).unwrap();
+    let t = topic(&var::<String>("STORE_FILE_TOPIC"));
+    match role.as_str() {
+        // Appends COUNT events, one per call, tagged with WRITER and their index.
+        "append" => {
+            let (w, count, big): (u64, u64, bool) =
+                (var("STORE_FILE_WRITER"), var("STORE_FILE_COUNT"), var("STORE_FILE_BIG"));
+            for i in 0..count {
+                let payload = if big {
+                    let len = big_len(w, i);
+                    json!({"w": w, "i": i, "fill": fill(w, i, len)})
+                } else {
+                    json!({"w": w, "i": i})
+                };
+                store.append(Event::new(t.clone(), format!("writer-{w}"), obj(payload))).unwrap();
+            }
+        }
+        // Appends big events and batches until killed, printing `ack <id>` after each call returns.
+        "append-until-killed" => {
+            let mut out = std::io::stdout().lock();
+            for round in 0u64.. {
+                let (n, pad) = if round % 3 == 0 { (1, 300_000) } else { (20, 30_000) };
+                let events: Vec<Event> = (0..n)
+                    .map(|i| {
+                        let payload = json!({"round": round, "i": i, "pad": "z".repeat(pad)});
+                        Event::new(t.clone(), "victim", obj(payload))
+                    })
+                    .collect();
+                let stored = if n == 1 {
+                    vec![store.append(events.into_iter().next().unwrap()).unwrap()]
+                } else {
+                    store.append_batch(&t, events).unwrap()
+                };
+                for s in stored {
+                    writeln!(out, "ack {}", s.event.id).unwrap();
+                }
+                out.flush().unwrap();
+            }
+        }
+        other => panic!("unknown child role {other:?}"),
+    }
+}
+
+/// The payload size of event `i` of writer `w` in the big-payload test: 64 KiB to 1 MiB.
+fn big_len(w: u64, i: u64) -> usize {
+    let spread = (w * 7919 + i * 104_729) % 961;
+    (64 + spread as usize) * 1024
+}
+
+fn fill(w: u64, i: u64, len: usize) -> String {
+    let c = (b'a' + ((w * 31 + i) % 26) as u8) as char;
+    std::iter::repeat_n(c, len).collect()
+}
+
+/// Runs `writers` processes appending `count` events each, then checks every event once, intact.
+fn race(writers: u64, count: u64, big: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let t = topic("race.procs");
+    let mut running = Vec::new();
+    for w in 0..writers {
+        let mut cmd = child(
+            "append",
+            dir.path(),
+            &[
+                ("STORE_FILE_TOPIC", t.to_string()),
+                ("STORE_FILE_WRITER", w.to_string()),
+                ("STORE_FILE_COUNT", count.to_string()),
+                ("STORE_FILE_BIG", big.to_string()),
+            ],
+        );
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let spawned = cmd.spawn().unwrap();
+        running.push((cmd, spawned));
+    }
+    for (cmd, spawned) in running {
+        expect_success("a writer", &cmd, spawned.wait_with_output().unwrap());
+    }
+    let store = FileStore::open(dir.path()).unwrap();
+    assert_eq!(store.verify().unwrap(), vec![], "no corrupt line");
+    let all = store.query(&Query::topic(&t)).unwrap();
+    assert_eq!(all.len() as u64, writers * count, "0 lost, 0 duplicated");
+    let mut seen = BTreeSet::new();
+    let mut last_per_writer = BTreeMap::new();
+    for e in &all {
+        let (w, i) =
+            (e.event.payload["w"].as_u64().unwrap(), e.event.payload["i"].as_u64().unwrap());
+        assert!(seen.insert((w, i)), "event {w}/{i} twice");
+        if let Some(prev) = last_per_writer.insert(w, i) {
+            assert!(prev < i, "writer {w}: {i} after {prev}");
+        }
+        assert_eq!(e.event.source, format!("writer-{w}"));
+        if big {
+            let fill_text = e.event.payload["fill"].as_str().unwrap();
+            assert_eq!(fill_text.len(), big_len(w, i), "event {w}/{i} has its whole payload");
+            assert!(
+                fill_text == fill(w, i, big_len(w, i)),
+                "event {w}/{i} is not mixed with another"
+            );
+        }
+    }
+    assert!(all.windows(2).all(|p| p[0].cursor < p[1].cursor));
+    let stats = store.topics().unwrap();
+    assert_eq!(stats[0].events, writers * count);
+}
+
+#[test]
+fn eight_processes_append_20000_events_each() {
+    race(8, 20_000, false);
+}
+
+#[test]
+fn eight_processes_append_64k_to_1m_payloads() {
+    race(8, 6, true);
+}
+
+/// Reads `ack <id>` lines of a child into a channel.
+fn ack_reader(child: &mut Child) -> mpsc::Receiver<String> {
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(id) = line.strip_prefix("ack ") {
+                if id.len() == 36 && tx.send(id.to_string()).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    rx
+}
+
+/// Whether the log's last byte is not a newline: a write is under way (or was cut).
+fn mid_line(log: &Path, size: u64) -> bool {
+    use std::os::unix::fs::FileExt;
+    let Ok(file) = std::fs::File::open(log) else { return false };
+    let mut last = [0u8];
+    size > 0 && file.read_at(&mut last, size - 1).is_ok_and(|n| n == 1) && last[0] != b'\n'
+}
+
+#[test]
+fn writer_killed_mid_append_50_times() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = topic("crash.victim");
+    let log = dir.path().join("crash.victim.jsonl");
+    let mut acked: BTreeSet<String> = BTreeSet::new();
+    let mut torn_tails = 0;
+    let mut parent_events = BTreeSet::new();
+    for round in 0..50u64 {
+        let start = FileStore::open(dir.path()).unwrap().last_cursor(&t).unwrap();
+        let mut cmd =
+            child("append-until-killed", dir.path(), &[("STORE_FILE_TOPIC", t.to_string())]);
+        cmd.stdout(Stdio::piped()).stderr(Stdio::null());
+        let mut victim = cmd.spawn().unwrap();
+        let acks = ack_reader(&mut victim);
+        // Let it acknowledge an append or two, then kill it as soon as the log
+        // ends inside a line, that is while it writes (or after a short while).
+        let wanted = 1 + round % 3;
+        let deadline = Instant::now() + DEADLINE;
+        let mut got = 0;
+        while got < wanted {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match acks.recv_timeout(left) {
+                Ok(id) => {
+                    acked.insert(id);
+                    got += 1;
+                }
+                Err(e) => {
+                    panic!("round {round}: the victim acknowledged {got} events: {e} ({cmd:?})")
+                }
+            }
+        }
+        let give_up = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < give_up {
+            let size = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
+            if mid_line(&log, size) {
+                break;
+            }
+        }
+        victim.kill().unwrap();
+        victim.wait().unwrap();
+        // Acknowledgements printed before the kill.
+        while let Ok(id) = acks.recv_timeout(Duration::from_millis(500)) {
+            acked.insert(id);
+        }
+        let bytes = std::fs::read(&log).unwrap();
+        let last_line = bytes.strip_suffix(b"\n").and_then(|b| b.rsplit(|c| *c == b'\n').next());
+        let in_batch = last_line.is_some_and(|l| l.windows(12).any(|w| w == b"\"more\":true,"));
+        if !bytes.ends_with(b"\n") || in_batch {
+            torn_tails += 1;
+        }
+        let store = FileStore::open(dir.path()).unwrap();
+        let stored = store.query(&Query { after: start, ..Query::topic(&t) }).unwrap();
+        let ids: BTreeSet<String> = stored.iter().map(|e| e.event.id.to_string()).collect();
+        assert_eq!(ids.len(), stored.len(), "round {round}: no event twice");
+        let missing: Vec<_> =
+            acked.iter().filter(|id| !ids.contains(*id) && !parent_events.contains(*id)).collect();
+        assert!(
+            missing.is_empty() || round > 0 && start.is_none(),
+            "round {round}: lost {missing:?}"
+        );
+        assert!(stored.windows(2).all(|p| p[0].cursor < p[1].cursor));
+        assert!(stored.iter().all(|e| e.event.source == "victim"), "round {round}");
+        // The log takes appends again, and they are not glued to the torn line.
+        let next =
+            store.append(Event::new(t.clone(), "parent", obj(json!({"round": round})))).unwrap();
+        parent_events.insert(next.event.id.to_string());
+        let last = Query { limit: Some(seed_event::Limit::Last(1)), ..Query::topic(&t) };
+        assert_eq!(store.query(&last).unwrap(), vec![next], "round {round}");
+        let tail = std::fs::read(&log).unwrap();
+        assert!(tail.ends_with(b"\n"), "round {round}: the repaired log ends with a whole line");
+        // Only this round's acknowledgements are checked above; the rest at the end.
+        acked.retain(|id| !ids.contains(id));
+    }
+    let store = FileStore::open(dir.path()).unwrap();
+    assert_eq!(store.verify().unwrap(), vec![], "no torn line was ever taken for an event");
+    let all = store.query(&Query::topic(&t)).unwrap();
+    let ids: BTreeSet<String> = all.iter().map(|e| e.event.id.to_string()).collect();
+    assert_eq!(ids.len(), all.len());
+    assert!(acked.is_empty(), "acknowledged events lost: {acked:?}");
+    assert!(parent_events.is_subset(&ids));
+    eprintln!("{torn_tails} of 50 kills left a torn line or an incomplete batch behind");
+}
+
+#[test]
+fn clear_racing_appends_from_other_processes_loses_nothing_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = topic("clear.race");
+    let writers = 3u64;
+    let count = 3000u64;
+    let mut running = Vec::new();
+    for w in 0..writers {
+        let mut cmd = child(
+            "append",
+            dir.path(),
+            &[
+                ("STORE_FILE_TOPIC", t.to_string()),
+                ("STORE_FILE_WRITER", w.to_string()),
+                ("STORE_FILE_COUNT", count.to_string()),
+                ("STORE_FILE_BIG", "false".to_string()),
+            ],
+        );
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let spawned = cmd.spawn().unwrap();
+        running.push((cmd, spawned));
+    }
+    let store = FileStore::open(dir.path()).unwrap();
+    // Clear once some events are there, while the writers go on.
+    let deadline = Instant::now() + DEADLINE;
+    while store.last_cursor(&t).unwrap().is_none_or(|c| c.major() < 500) {
+        assert!(Instant::now() < deadline, "the writers did not start");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let removed = store.clear(&Clear { topic: Some(t.clone()), before: None }).unwrap();
+    for (cmd, spawned) in running {
+        expect_success("a writer", &cmd, spawned.wait_with_output().unwrap());
+    }
+    let rest = store.query(&Query::topic(&t)).unwrap();
+    let total = writers * count;
+    assert_eq!(removed + rest.len() as u64, total, "every event was either cleared or kept");
+    let seqs: Vec<u64> = rest.iter().map(|e| e.cursor.major()).collect();
+    let expected: Vec<u64> = (removed + 1..=total).collect();
+    assert_eq!(seqs, expected, "exactly the events up to the clear went, every later one stayed");
+}
+
+#[test]
+fn follower_in_another_process_sees_appends_clears_and_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = topic("follow.procs");
+    let store = FileStore::open(dir.path()).unwrap();
+    let mut follower =
+        store.follow(&TopicPattern::from(t.clone()), FollowFrom::start(Start::Beginning)).unwrap();
+    let mut seen: Vec<StoredEvent> = Vec::new();
+    let collect = |follower: &mut Box<dyn seed_event::Follower>, n: usize| {
+        let mut got = Vec::new();
+        let deadline = Instant::now() + DEADLINE;
+        while got.len() < n && Instant::now() < deadline {
+            got.extend(follower.next_batch(n - got.len(), Duration::from_millis(200)).unwrap());
+        }
+        got
+    };
+    for step in 0..4u64 {
+        let mut cmd = child(
+            "append",
+            dir.path(),
+            &[
+                ("STORE_FILE_TOPIC", t.to_string()),
+                ("STORE_FILE_WRITER", step.to_string()),
+                ("STORE_FILE_COUNT", "50".to_string()),
+                ("STORE_FILE_BIG", "false".to_string()),
+            ],
+        );
+        let out = cmd.output().unwrap();
+        expect_success("a writer", &cmd, out);
+        let got = collect(&mut follower, 50);
+        assert_eq!(got.len(), 50, "step {step}");
+        assert!(got.iter().all(|e| e.event.payload["w"] == step), "step {step}: only new events");
+        seen.extend(got);
+        // Alternately clear the topic and apply a retention limit, from another store.
+        let other = FileStore::open_with(
+            dir.path(),
+            store_file::FileStoreConfig {
+                retention: store_file::Retention {
+                    default: store_file::Limits { max_events: Some(7), max_age: None },
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        if step % 2 == 0 {
+            other.clear(&Clear { topic: Some(t.clone()), before: None }).unwrap();
+        } else {
+            assert!(other.enforce_retention().unwrap() > 0);
+            assert_eq!(other.query(&Query::topic(&t)).unwrap().len(), 7);
+        }
+        let extra = follower.next_batch(100, Duration::from_millis(100)).unwrap();
+        assert!(extra.is_empty(), "step {step}: reread after a clear: {extra:?}");
+    }
+    assert!(seen.windows(2).all(|p| p[0].cursor < p[1].cursor), "in order, nothing twice");
+}
