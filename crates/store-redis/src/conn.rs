@@ -121,7 +121,7 @@ impl Shared {
     }
 
     /// Takes a connection from the pool (checking it if it sat idle) or opens one.
-    fn take(&self) -> Result<(redis::Connection, bool)> {
+    pub(crate) fn take(&self) -> Result<(redis::Connection, bool)> {
         loop {
             let idle = self.pool().pop();
             let Some(idle) = idle else {
@@ -136,7 +136,7 @@ impl Shared {
         }
     }
 
-    fn give_back(&self, con: redis::Connection) {
+    pub(crate) fn give_back(&self, con: redis::Connection) {
         let mut pool = self.pool();
         if pool.len() < self.config.max_idle_connections {
             pool.push(Idle { con, since: Instant::now() });
@@ -194,6 +194,11 @@ impl Shared {
             ),
             _ => Error::Unavailable(format!("Redis at {} failed: {text}", self.redacted)),
         }
+    }
+
+    /// The text of a `redis` error, without the password.
+    pub(crate) fn error_text(&self, e: &RedisError) -> String {
+        self.scrub(&e.to_string())
     }
 
     fn scrub(&self, text: &str) -> String {

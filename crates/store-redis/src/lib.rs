@@ -85,6 +85,7 @@
 //! Retention limits (`MAXLEN`/`MINID` on append) are not implemented: the
 //! trait has no per-topic limits yet.
 
+mod append;
 mod codec;
 mod conn;
 mod follow;
@@ -104,6 +105,7 @@ use seed_event::{
     Query, Result, StoredEvent, Timestamp, Topic, TopicPattern, TopicStats,
 };
 
+use crate::append::Attempt;
 use crate::codec::{array, decode, first_id, int, raw_entries, strings, text, Keys};
 use crate::conn::Shared;
 
@@ -227,6 +229,7 @@ pub fn redact_url(url: &str) -> String {
 #[derive(Clone)]
 pub struct RedisStore {
     shared: Arc<Shared>,
+    appender: Arc<append::Appender>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -250,7 +253,7 @@ impl RedisStore {
         config.validate()?;
         let shared = Shared::new(config)?;
         let _: String = shared.run(|con, _| redis::cmd("PING").query(con))?;
-        Ok(RedisStore { shared: Arc::new(shared) })
+        Ok(RedisStore { shared: Arc::new(shared), appender: Arc::default() })
     }
 
     /// The configuration this store was opened with.
@@ -260,67 +263,6 @@ impl RedisStore {
 
     fn keys(&self) -> &Keys {
         &self.shared.keys
-    }
-
-    /// Runs the append script; `expected` is `""` (unconditional), `"none"` or a cursor.
-    fn append_events(
-        &self,
-        topic: &Topic,
-        events: Vec<Event>,
-        expected: Option<Option<Cursor>>,
-    ) -> Result<Vec<StoredEvent>> {
-        let keys = self.keys();
-        let (stream, meta) = (keys.stream(topic.as_str()), keys.meta(topic.as_str()));
-        let show = |c: Option<Cursor>| c.map_or("none".to_string(), |c| c.to_string());
-        let expected_arg = expected.map_or(String::new(), show);
-        let lines: Vec<(i64, String)> =
-            events.iter().map(|e| (e.timestamp.unix_millis().max(0), e.to_json_line())).collect();
-        let first_id = events.first().map(|e| e.id.to_string()).unwrap_or_default();
-        let first_ms = lines.first().map_or(0, |l| l.0);
-        let reply: Value = self.shared.run(|con, retry| {
-            let mut invocation = scripts::APPEND.prepare_invoke();
-            invocation
-                .key(&stream)
-                .key(&meta)
-                .key(&keys.topics)
-                .key(&keys.new_topics)
-                .arg(topic.as_str())
-                .arg(&expected_arg)
-                .arg(if retry { first_id.as_str() } else { "" })
-                .arg(first_ms);
-            for (ms, line) in &lines {
-                invocation.arg(*ms).arg(line);
-            }
-            invocation.invoke(con)
-        })?;
-        let bad = |what: &str| {
-            Error::corrupt(format!("the append script on {}", self.shared.redacted), what)
-        };
-        let mut items = array(reply).ok_or_else(|| bad("expected a list"))?.into_iter();
-        match items.next().as_ref().and_then(int) {
-            Some(1) => {}
-            Some(0) => {
-                let actual = items.next().and_then(text).unwrap_or_else(|| "none".to_string());
-                return Err(Error::Conflict {
-                    topic: topic.to_string(),
-                    expected: show(expected.flatten()),
-                    actual,
-                });
-            }
-            _ => return Err(bad("expected a status")),
-        }
-        let ids: Vec<Cursor> = items
-            .map(|v| text(v).and_then(|t| t.parse().ok()))
-            .collect::<Option<_>>()
-            .ok_or_else(|| bad("expected stream ids"))?;
-        if ids.len() != events.len() {
-            return Err(bad("returned another number of ids than events sent"));
-        }
-        Ok(ids
-            .into_iter()
-            .zip(events)
-            .map(|(cursor, event)| StoredEvent { cursor, event })
-            .collect())
     }
 
     /// Every registered topic, sorted; a name that is not a valid topic is corrupt data.
@@ -405,9 +347,7 @@ impl EventStore for RedisStore {
     }
 
     fn append(&self, event: Event) -> Result<StoredEvent> {
-        let topic = event.topic.clone();
-        let mut stored = self.append_events(&topic, vec![event], None)?;
-        stored.pop().ok_or_else(|| Error::corrupt("the append script", "returned no id"))
+        self.appender.append(&self.shared, event)
     }
 
     fn append_batch(&self, topic: &Topic, events: Vec<Event>) -> Result<Vec<StoredEvent>> {
@@ -424,13 +364,28 @@ impl EventStore for RedisStore {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        self.append_events(topic, events, None)
+        let ids = append::script_append(&self.shared, topic, &events, None, Attempt::Fresh)?;
+        Ok(ids
+            .into_iter()
+            .zip(events)
+            .map(|(cursor, event)| StoredEvent { cursor, event })
+            .collect())
     }
 
     fn append_expecting(&self, event: Event, expected: Option<Cursor>) -> Result<StoredEvent> {
-        let topic = event.topic.clone();
-        let mut stored = self.append_events(&topic, vec![event], Some(expected))?;
-        stored.pop().ok_or_else(|| Error::corrupt("the append script", "returned no id"))
+        let single = std::slice::from_ref(&event);
+        let ids = append::script_append(
+            &self.shared,
+            &event.topic,
+            single,
+            Some(expected),
+            Attempt::Fresh,
+        )?;
+        let cursor = ids
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::corrupt("the append script", "returned no id"))?;
+        Ok(StoredEvent { cursor, event })
     }
 
     fn last_cursor(&self, topic: &Topic) -> Result<Option<Cursor>> {

@@ -10,7 +10,8 @@ use redis::Script;
 /// KEYS: stream, meta hash, topic set, new-topic stream.
 /// ARGV: topic, expected last id (`""`: unconditional, `"none"`: empty topic),
 /// the first event's id when this is a retry (else `""`), the first event's
-/// milliseconds, then pairs of (event milliseconds, event JSON line).
+/// milliseconds, `1` to add the events' sizes to the byte counter (`0` when the
+/// fast path already did), then pairs of (event milliseconds, event JSON line).
 ///
 /// A retry (the reply to the first try was lost with its connection) first
 /// looks for the first event among the newest 10,000 entries from its
@@ -28,7 +29,7 @@ pub(crate) static APPEND: LazyLock<Script> = LazyLock::new(|| {
         r#"
 local stream = KEYS[1]
 local expected = ARGV[2]
-local count = (#ARGV - 4) / 2
+local count = (#ARGV - 5) / 2
 if ARGV[3] ~= '' then
   -- A retry after a lost reply: if the batch landed, answer with its ids.
   local head = '{"id":"' .. ARGV[3] .. '"'
@@ -54,29 +55,36 @@ if redis.call('SADD', KEYS[3], ARGV[1]) == 1 then
   redis.call('XADD', KEYS[4], 'MAXLEN', '~', 1000, '*', 't', ARGV[1])
 end
 local function less(a, b) return #a < #b or (#a == #b and a < b) end
-local function ms_of(id) return string.match(id, '^(%d+)-') end
 local out = {1}
 local floor = nil
 local bytes = 0
-for i = 5, #ARGV, 2 do
+for i = 6, #ARGV, 2 do
   local ms = ARGV[i]
-  if floor ~= nil and less(ms, floor) then ms = floor end
-  local id = redis.pcall('XADD', stream, ms .. '-*', 'e', ARGV[i + 1])
-  if type(id) == 'table' and id.err then
-    -- The event is older than the stream's top: continue from the top's time.
-    local info = redis.call('XINFO', 'STREAM', stream)
-    local top = nil
-    for j = 1, #info, 2 do
-      if info[j] == 'last-generated-id' then top = info[j + 1] end
+  local line = ARGV[i + 1]
+  local id
+  if floor == nil then
+    id = redis.pcall('XADD', stream, ms .. '-*', 'e', line)
+    if type(id) == 'table' and id.err then
+      -- The event is older than the stream's top: continue from the top's time.
+      local info = redis.call('XINFO', 'STREAM', stream)
+      local top = nil
+      for j = 1, #info, 2 do
+        if info[j] == 'last-generated-id' then top = info[j + 1] end
+      end
+      if top == nil then return redis.error_reply('stream without last-generated-id') end
+      ms = string.match(top, '^(%d+)-')
+      id = redis.call('XADD', stream, ms .. '-*', 'e', line)
     end
-    if top == nil then return redis.error_reply('stream without last-generated-id') end
-    id = redis.call('XADD', stream, ms_of(top) .. '-*', 'e', ARGV[i + 1])
+  else
+    -- Never below the previous entry's time, so this cannot fail.
+    if less(ms, floor) then ms = floor end
+    id = redis.call('XADD', stream, ms .. '-*', 'e', line)
   end
-  floor = ms_of(id)
+  floor = ms
   out[#out + 1] = id
-  bytes = bytes + #ARGV[i + 1] + 1
+  bytes = bytes + #line + 1
 end
-redis.call('HINCRBY', KEYS[2], 'bytes', bytes)
+if ARGV[5] == '1' then redis.call('HINCRBY', KEYS[2], 'bytes', bytes) end
 return out
 "#,
     )

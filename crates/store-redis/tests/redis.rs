@@ -32,6 +32,11 @@ fn numbers(events: &[StoredEvent]) -> Vec<u64> {
     events.iter().map(|e| e.event.payload["n"].as_u64().unwrap_or(u64::MAX)).collect()
 }
 
+/// What the store's byte count of `events` must be: their JSON lines and newlines.
+fn line_bytes(events: &[StoredEvent]) -> u64 {
+    events.iter().map(|e| e.event.to_json_line().len() as u64 + 1).sum()
+}
+
 fn store(url: &str, prefix: &str) -> RedisStore {
     RedisStore::open_with(RedisConfig { prefix: prefix.to_string(), ..RedisConfig::new(url) })
         .unwrap()
@@ -193,6 +198,10 @@ fn a_lost_reply_is_retried_without_writing_twice() {
     proxy.lose_next_reply();
     let one = store.append(event(&t, 0)).unwrap();
 
+    // The pipelined path (the store has appended to the topic before).
+    proxy.lose_next_reply();
+    let two = store.append(event(&t, 100)).unwrap();
+
     proxy.lose_next_reply();
     let batch = store.append_batch(&t, (1..6).map(|n| event(&t, n)).collect()).unwrap();
 
@@ -201,12 +210,15 @@ fn a_lost_reply_is_retried_without_writing_twice() {
     let conditional = store.append_expecting(event(&t, 6), expected).unwrap();
 
     let stored = store.query(&Query::topic(&t)).unwrap();
-    assert_eq!(numbers(&stored), (0..7).collect::<Vec<_>>(), "each event stored once");
-    let mut returned = vec![one];
+    let mut expected_numbers = vec![0, 100];
+    expected_numbers.extend(1..7);
+    assert_eq!(numbers(&stored), expected_numbers, "each event stored once");
+    let mut returned = vec![one, two];
     returned.extend(batch);
     returned.push(conditional);
     assert_eq!(returned, stored, "the retries answer with the stored cursors");
-    assert_eq!(store.topics().unwrap()[0].events, 7);
+    assert_eq!(store.topics().unwrap()[0].events, 8);
+    assert_eq!(store.topics().unwrap()[0].bytes, line_bytes(&stored));
 }
 
 #[test]
@@ -435,4 +447,75 @@ fn cursors_keep_growing_after_clears_and_late_events() {
         numbers(&store.query(&Query::topic(&t)).unwrap()).into_iter().collect();
     assert_eq!(all, BTreeSet::from([2, 3, 4]));
     assert_eq!(store.count_after(&t, after.cursor).unwrap(), 2);
+
+    // Late events through the pipelined path still count their bytes once.
+    let skew = topic("ids.skew");
+    for (n, secs) in [(0, 50), (1, 10), (2, 30), (3, 5)] {
+        let at = seed_event::Timestamp::from_unix_micros(1_700_000_000_000_000 + secs * 1_000_000);
+        store.append(event(&skew, n).with_timestamp(at)).unwrap();
+    }
+    let stored = store.query(&Query::topic(&skew)).unwrap();
+    assert_eq!(numbers(&stored), vec![0, 1, 2, 3]);
+    let stats = store.topics().unwrap().into_iter().find(|s| s.topic == skew).unwrap();
+    assert_eq!(stats.bytes, line_bytes(&stored));
+}
+
+#[test]
+fn threads_sharing_one_store_lose_and_repeat_nothing_even_when_replies_are_lost() {
+    let server = RedisServer::start();
+    let proxy = Arc::new(Proxy::start(server.port()));
+    let store = Arc::new(store(&proxy.url(), "seed:"));
+    let t = topic("shared.store");
+    store.append(event(&t, 1_000_000)).unwrap();
+    let (threads, per) = (8u64, 250u64);
+    let done = Arc::new(AtomicBool::new(false));
+    let saboteur = {
+        let (proxy, done) = (proxy.clone(), done.clone());
+        thread::spawn(move || {
+            let mut cuts = 0;
+            while !done.load(Ordering::SeqCst) && cuts < 20 {
+                proxy.lose_next_reply();
+                cuts += 1;
+                thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+    let writers: Vec<_> = (0..threads)
+        .map(|w| {
+            let (store, t) = (store.clone(), t.clone());
+            thread::spawn(move || {
+                (0..per)
+                    .map(|i| (w * per + i, store.append(event(&t, w * per + i))))
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let results: Vec<_> = writers.into_iter().flat_map(|h| h.join().unwrap()).collect();
+    done.store(true, Ordering::SeqCst);
+    saboteur.join().unwrap();
+
+    // An append that failed (its retry's reply was cut too) may or may not have
+    // landed; every acknowledged one landed once, and none landed twice.
+    let stored = store.query(&Query::topic(&t)).unwrap();
+    let got = numbers(&stored[1..]);
+    assert_eq!(got.iter().collect::<BTreeSet<_>>().len(), got.len(), "nothing twice");
+    for w in 0..threads {
+        let mine: Vec<_> = got.iter().filter(|n| **n / per == w).collect();
+        assert!(mine.windows(2).all(|p| p[0] < p[1]), "writer {w} kept its order");
+    }
+    let by_cursor: std::collections::BTreeMap<Cursor, u64> =
+        stored.iter().map(|e| (e.cursor, e.event.payload["n"].as_u64().unwrap())).collect();
+    let mut failed = 0;
+    for (n, result) in &results {
+        match result {
+            Ok(r) => assert_eq!(by_cursor.get(&r.cursor), Some(n), "acknowledged means stored"),
+            Err(e) => {
+                assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+                failed += 1;
+            }
+        }
+    }
+    assert!(failed < results.len() / 10, "{failed} of {} appends failed", results.len());
+    let stats = store.topics().unwrap();
+    assert_eq!(stats[0].bytes, line_bytes(&stored), "bytes counted once per event");
 }

@@ -1,0 +1,284 @@
+//! Appending: the Lua script for batches, conditional appends and first
+//! appends to a topic, and a pipelined fast path for single appends that
+//! combines the appends of concurrent threads into one round trip.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+use redis::{ConnectionLike, Value};
+use seed_event::{Cursor, Error, Event, Result, StoredEvent, Topic};
+
+use crate::codec::{array, int, parse_id, text};
+use crate::conn::{is_connection_error, Shared};
+use crate::scripts;
+
+/// How an append must treat the topic's byte counter and a possible earlier try.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Attempt {
+    /// The first try: count the bytes.
+    Fresh,
+    /// The fast path already counted the bytes but the id was too low (a late event).
+    Counted,
+    /// The fast path's connection failed: it may have landed, so look before appending.
+    Lost,
+}
+
+/// Runs the append script for `events` of `topic`; `expected` makes it conditional.
+pub(crate) fn script_append(
+    shared: &Shared,
+    topic: &Topic,
+    events: &[Event],
+    expected: Option<Option<Cursor>>,
+    attempt: Attempt,
+) -> Result<Vec<Cursor>> {
+    let keys = &shared.keys;
+    let (stream, meta) = (keys.stream(topic.as_str()), keys.meta(topic.as_str()));
+    let show = |c: Option<Cursor>| c.map_or("none".to_string(), |c| c.to_string());
+    let expected_arg = expected.map_or(String::new(), show);
+    let first_id = events.first().map(|e| e.id.to_string()).unwrap_or_default();
+    let first_ms = events.first().map_or(0, millis);
+    let count_bytes = if attempt == Attempt::Counted { "0" } else { "1" };
+    let reply: Value = shared.run(|con, retry| {
+        let mut invocation = scripts::APPEND.prepare_invoke();
+        invocation.key(&stream).key(&meta).key(&keys.topics).key(&keys.new_topics);
+        invocation.arg(topic.as_str()).arg(&expected_arg);
+        // On a retry, or after a lost fast path, the script first looks for the events.
+        let dedup = retry || attempt == Attempt::Lost;
+        invocation.arg(if dedup { first_id.as_str() } else { "" });
+        invocation.arg(first_ms).arg(count_bytes);
+        for event in events {
+            invocation.arg(millis(event)).arg(event.to_json_line());
+        }
+        invocation.invoke(con)
+    })?;
+    let bad =
+        |what: &str| Error::corrupt(format!("the append script on {}", shared.redacted), what);
+    let mut items = array(reply).ok_or_else(|| bad("expected a list"))?.into_iter();
+    match items.next().as_ref().and_then(int) {
+        Some(1) => {}
+        Some(0) => {
+            let actual = items.next().and_then(text).unwrap_or_else(|| "none".to_string());
+            return Err(Error::Conflict {
+                topic: topic.to_string(),
+                expected: show(expected.flatten()),
+                actual,
+            });
+        }
+        _ => return Err(bad("expected a status")),
+    }
+    let ids: Vec<Cursor> = items
+        .map(|v| text(v).and_then(|t| t.parse().ok()))
+        .collect::<Option<_>>()
+        .ok_or_else(|| bad("expected stream ids"))?;
+    if ids.len() != events.len() {
+        return Err(bad("returned another number of ids than events sent"));
+    }
+    Ok(ids)
+}
+
+/// The event's time in whole milliseconds, at least 0 (stream ids are unsigned).
+pub(crate) fn millis(event: &Event) -> i64 {
+    event.timestamp.unix_millis().max(0)
+}
+
+/// One single append waiting for a round trip.
+struct Request {
+    topic: Topic,
+    ms: i64,
+    line: String,
+    outcome: Mutex<Option<Outcome>>,
+}
+
+/// What the round trip did with a request.
+enum Outcome {
+    /// Stored at this id; `true` when the topic was missing from the topic set.
+    Stored(Cursor, bool),
+    /// The stream's top is above the event's time; the bytes were counted.
+    TooLow,
+    /// The connection failed mid-way: the event may or may not be stored.
+    Lost,
+    /// Nothing was sent (e.g. no connection could be opened).
+    Failed(Error),
+}
+
+#[derive(Default)]
+struct Queue {
+    pending: Vec<Arc<Request>>,
+    /// Whether some thread is doing a round trip for the queue right now.
+    busy: bool,
+}
+
+/// Combines concurrent single appends into pipelines (group commit).
+///
+/// A thread queues its append; if no round trip is in flight it becomes the
+/// leader, sends everything queued as one pipeline of `SADD` (the topic set),
+/// `XADD <ms>-*` and `HINCRBY` (bytes) per event, hands each waiting thread
+/// its reply and wakes them. Alone, a thread pays one round trip as before;
+/// under load, one round trip carries many appends.
+#[derive(Default)]
+pub(crate) struct Appender {
+    queue: Mutex<Queue>,
+    turn: Condvar,
+    /// Topics this store has appended to (so they are in the topic set).
+    known: Mutex<HashSet<Topic>>,
+}
+
+impl Appender {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn is_known(&self, topic: &Topic) -> bool {
+        self.known.lock().unwrap_or_else(|p| p.into_inner()).contains(topic)
+    }
+
+    fn learn(&self, topic: &Topic) {
+        self.known.lock().unwrap_or_else(|p| p.into_inner()).insert(topic.clone());
+    }
+
+    /// Appends one event.
+    pub(crate) fn append(&self, shared: &Shared, event: Event) -> Result<StoredEvent> {
+        let topic = event.topic.clone();
+        if !self.is_known(&topic) {
+            // The first append of this store to a topic goes through the script,
+            // which registers the topic and announces it to followers atomically.
+            let ids =
+                script_append(shared, &topic, std::slice::from_ref(&event), None, Attempt::Fresh)?;
+            self.learn(&topic);
+            return stored(ids, event);
+        }
+        let request = Arc::new(Request {
+            topic: topic.clone(),
+            ms: millis(&event),
+            line: event.to_json_line(),
+            outcome: Mutex::new(None),
+        });
+        let outcome = self.wait_for(shared, &request);
+        let single = std::slice::from_ref(&event);
+        match outcome {
+            Outcome::Stored(cursor, missing) => {
+                if missing {
+                    // The topic set lost this topic (e.g. flushed): announce it again.
+                    let notice = &shared.keys.new_topics;
+                    let _ = shared.run(|con, _| {
+                        redis::cmd("XADD")
+                            .arg(notice)
+                            .arg("MAXLEN")
+                            .arg("~")
+                            .arg(1000)
+                            .arg("*")
+                            .arg("t")
+                            .arg(topic.as_str())
+                            .query::<Value>(con)
+                    });
+                }
+                Ok(StoredEvent { cursor, event })
+            }
+            Outcome::TooLow => {
+                stored(script_append(shared, &topic, single, None, Attempt::Counted)?, event)
+            }
+            Outcome::Lost => {
+                stored(script_append(shared, &topic, single, None, Attempt::Lost)?, event)
+            }
+            Outcome::Failed(e) => Err(e),
+        }
+    }
+
+    /// Queues `request` and returns its outcome, leading round trips while needed.
+    fn wait_for(&self, shared: &Shared, request: &Arc<Request>) -> Outcome {
+        let mut queue = self.lock();
+        queue.pending.push(request.clone());
+        loop {
+            if let Some(outcome) = request.outcome.lock().unwrap_or_else(|p| p.into_inner()).take()
+            {
+                return outcome;
+            }
+            if queue.busy {
+                queue = self.turn.wait(queue).unwrap_or_else(|p| p.into_inner());
+                continue;
+            }
+            queue.busy = true;
+            let batch = std::mem::take(&mut queue.pending);
+            drop(queue);
+            round_trip(shared, &batch);
+            queue = self.lock();
+            queue.busy = false;
+            self.turn.notify_all();
+        }
+    }
+}
+
+fn stored(ids: Vec<Cursor>, event: Event) -> Result<StoredEvent> {
+    let cursor = ids
+        .into_iter()
+        .next()
+        .ok_or_else(|| Error::corrupt("the append script", "returned no id"))?;
+    Ok(StoredEvent { cursor, event })
+}
+
+/// Sends every request of `batch` in one pipeline and records each outcome.
+fn round_trip(shared: &Shared, batch: &[Arc<Request>]) {
+    let set = |r: &Request, o: Outcome| {
+        *r.outcome.lock().unwrap_or_else(|p| p.into_inner()) = Some(o);
+    };
+    let keys = &shared.keys;
+    let mut pipe = redis::pipe();
+    for r in batch {
+        let t = r.topic.as_str();
+        pipe.cmd("SADD").arg(&keys.topics).arg(t);
+        pipe.cmd("XADD").arg(keys.stream(t)).arg(format!("{}-*", r.ms)).arg("e").arg(&r.line);
+        pipe.cmd("HINCRBY").arg(keys.meta(t)).arg("bytes").arg(r.line.len() + 1);
+    }
+    let mut con = match shared.take() {
+        Ok((con, _)) => con,
+        Err(e) => {
+            let text = e.to_string();
+            for r in batch {
+                set(r, Outcome::Failed(Error::Unavailable(text.clone())));
+            }
+            return;
+        }
+    };
+    let replies = con.req_packed_commands(&pipe.get_packed_pipeline(), 0, batch.len() * 3);
+    let replies = match replies {
+        Ok(replies) if replies.len() == batch.len() * 3 => {
+            shared.give_back(con);
+            replies
+        }
+        Ok(_) | Err(_) => {
+            if let Err(e) = &replies {
+                if !is_connection_error(e) {
+                    log::warn!("a pipelined append failed: {}", shared.error_text(e));
+                }
+            }
+            for r in batch {
+                set(r, Outcome::Lost);
+            }
+            return;
+        }
+    };
+    for (r, replies) in batch.iter().zip(replies.chunks(3)) {
+        let missing = int(&replies[0]) == Some(1);
+        let outcome = match &replies[1] {
+            Value::BulkString(id) => match parse_id(id) {
+                Some(cursor) => Outcome::Stored(cursor, missing),
+                None => {
+                    Outcome::Failed(Error::corrupt("XADD", "returned an id that is not ms-seq"))
+                }
+            },
+            Value::ServerError(e)
+                if e.details().is_some_and(|d| d.contains("equal or smaller")) =>
+            {
+                Outcome::TooLow
+            }
+            Value::ServerError(e) => Outcome::Failed(Error::Unavailable(format!(
+                "Redis at {} refused an append: {} {}",
+                shared.redacted,
+                e.code(),
+                e.details().unwrap_or_default()
+            ))),
+            other => Outcome::Failed(Error::corrupt("XADD", format!("unexpected reply {other:?}"))),
+        };
+        set(r, outcome);
+    }
+}
