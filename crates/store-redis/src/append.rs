@@ -2,7 +2,7 @@
 //! appends to a topic, and a pipelined fast path for single appends that
 //! combines the appends of concurrent threads into one round trip.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use redis::{ConnectionLike, Value};
@@ -37,7 +37,20 @@ pub(crate) fn script_append(
     let expected_arg = expected.map_or(String::new(), show);
     let first_id = events.first().map(|e| e.id.to_string()).unwrap_or_default();
     let first_ms = events.first().map_or(0, millis);
-    let count_bytes = if attempt == Attempt::Counted { "0" } else { "1" };
+    // Milliseconds that never decrease along the batch, as the ids will have them.
+    let mut floor = 0;
+    let ms: Vec<i64> = events
+        .iter()
+        .map(|e| {
+            floor = floor.max(millis(e));
+            floor
+        })
+        .collect();
+    let lines: Vec<String> = events.iter().map(Event::to_json_line).collect();
+    let bytes: usize = match attempt {
+        Attempt::Counted => 0,
+        Attempt::Fresh | Attempt::Lost => lines.iter().map(|l| l.len() + 1).sum(),
+    };
     let reply: Value = shared.run(|con, retry| {
         let mut invocation = scripts::APPEND.prepare_invoke();
         invocation.key(&stream).key(&meta).key(&keys.topics).key(&keys.new_topics);
@@ -45,31 +58,43 @@ pub(crate) fn script_append(
         // On a retry, or after a lost fast path, the script first looks for the events.
         let dedup = retry || attempt == Attempt::Lost;
         invocation.arg(if dedup { first_id.as_str() } else { "" });
-        invocation.arg(first_ms).arg(count_bytes);
-        for event in events {
-            invocation.arg(millis(event)).arg(event.to_json_line());
+        invocation.arg(first_ms).arg(bytes);
+        for (ms, line) in ms.iter().zip(&lines) {
+            invocation.arg(format!("{ms}-*")).arg(line);
         }
         invocation.invoke(con)
     })?;
     let bad =
         |what: &str| Error::corrupt(format!("the append script on {}", shared.redacted), what);
     let mut items = array(reply).ok_or_else(|| bad("expected a list"))?.into_iter();
-    match items.next().as_ref().and_then(int) {
-        Some(1) => {}
-        Some(0) => {
-            let actual = items.next().and_then(text).unwrap_or_else(|| "none".to_string());
-            return Err(Error::Conflict {
-                topic: topic.to_string(),
-                expected: show(expected.flatten()),
-                actual,
-            });
-        }
-        _ => return Err(bad("expected a status")),
+    let status = items.next().as_ref().and_then(int);
+    if status == Some(0) {
+        return Err(Error::Conflict {
+            topic: topic.to_string(),
+            expected: show(expected.flatten()),
+            actual: items.next().and_then(text).unwrap_or_else(|| "none".to_string()),
+        });
     }
-    let ids: Vec<Cursor> = items
+    let mut ids: Vec<Cursor> = items
         .map(|v| text(v).and_then(|t| t.parse().ok()))
         .collect::<Option<_>>()
         .ok_or_else(|| bad("expected stream ids"))?;
+    match status {
+        Some(1) => {
+            // Only the first id came back; the others follow from the milliseconds.
+            let mut last = *ids.first().ok_or_else(|| bad("returned no id"))?;
+            for w in ms.windows(2) {
+                last = if w[1] == w[0] {
+                    Cursor::new(last.major(), last.minor() + 1)
+                } else {
+                    Cursor::new(w[1] as u64, 0)
+                };
+                ids.push(last);
+            }
+        }
+        Some(2) => {}
+        _ => return Err(bad("expected a status")),
+    }
     if ids.len() != events.len() {
         return Err(bad("returned another number of ids than events sent"));
     }
@@ -112,15 +137,16 @@ struct Queue {
 ///
 /// A thread queues its append; if no round trip is in flight it becomes the
 /// leader, sends everything queued as one pipeline of `SADD` (the topic set),
-/// `XADD <ms>-*` and `HINCRBY` (bytes) per event, hands each waiting thread
+/// `XADD <ms>-*` per event and `HINCRBY` (bytes) per topic, hands each waiting thread
 /// its reply and wakes them. Alone, a thread pays one round trip as before;
 /// under load, one round trip carries many appends.
 #[derive(Default)]
 pub(crate) struct Appender {
     queue: Mutex<Queue>,
     turn: Condvar,
-    /// Topics this store has appended to (so they are in the topic set).
-    known: Mutex<HashSet<Topic>>,
+    /// Topics this store has appended to (so they are in the topic set), with
+    /// the highest id milliseconds it has seen in each.
+    known: Mutex<HashMap<Topic, i64>>,
 }
 
 impl Appender {
@@ -129,11 +155,14 @@ impl Appender {
     }
 
     fn is_known(&self, topic: &Topic) -> bool {
-        self.known.lock().unwrap_or_else(|p| p.into_inner()).contains(topic)
+        self.known.lock().unwrap_or_else(|p| p.into_inner()).contains_key(topic)
     }
 
-    fn learn(&self, topic: &Topic) {
-        self.known.lock().unwrap_or_else(|p| p.into_inner()).insert(topic.clone());
+    /// Records that `topic` is in the topic set and holds an entry at `id`.
+    pub(crate) fn learn(&self, topic: &Topic, id: Cursor) {
+        let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+        let floor = known.entry(topic.clone()).or_insert(0);
+        *floor = (*floor).max(i64::try_from(id.major()).unwrap_or(i64::MAX));
     }
 
     /// Appends one event.
@@ -144,8 +173,9 @@ impl Appender {
             // which registers the topic and announces it to followers atomically.
             let ids =
                 script_append(shared, &topic, std::slice::from_ref(&event), None, Attempt::Fresh)?;
-            self.learn(&topic);
-            return stored(ids, event);
+            let stored = stored(ids, event)?;
+            self.learn(&topic, stored.cursor);
+            return Ok(stored);
         }
         let request = Arc::new(Request {
             topic: topic.clone(),
@@ -175,10 +205,17 @@ impl Appender {
                 Ok(StoredEvent { cursor, event })
             }
             Outcome::TooLow => {
-                stored(script_append(shared, &topic, single, None, Attempt::Counted)?, event)
+                // Another writer is ahead: the script continues from its top.
+                let ids = script_append(shared, &topic, single, None, Attempt::Counted)?;
+                let stored = stored(ids, event)?;
+                self.learn(&topic, stored.cursor);
+                Ok(stored)
             }
             Outcome::Lost => {
-                stored(script_append(shared, &topic, single, None, Attempt::Lost)?, event)
+                let ids = script_append(shared, &topic, single, None, Attempt::Lost)?;
+                let stored = stored(ids, event)?;
+                self.learn(&topic, stored.cursor);
+                Ok(stored)
             }
             Outcome::Failed(e) => Err(e),
         }
@@ -200,7 +237,7 @@ impl Appender {
             queue.busy = true;
             let batch = std::mem::take(&mut queue.pending);
             drop(queue);
-            round_trip(shared, &batch);
+            self.round_trip(shared, &batch);
             queue = self.lock();
             queue.busy = false;
             self.turn.notify_all();
@@ -216,69 +253,111 @@ fn stored(ids: Vec<Cursor>, event: Event) -> Result<StoredEvent> {
     Ok(StoredEvent { cursor, event })
 }
 
-/// Sends every request of `batch` in one pipeline and records each outcome.
-fn round_trip(shared: &Shared, batch: &[Arc<Request>]) {
-    let set = |r: &Request, o: Outcome| {
-        *r.outcome.lock().unwrap_or_else(|p| p.into_inner()) = Some(o);
-    };
-    let keys = &shared.keys;
-    let mut pipe = redis::pipe();
-    for r in batch {
-        let t = r.topic.as_str();
-        pipe.cmd("SADD").arg(&keys.topics).arg(t);
-        pipe.cmd("XADD").arg(keys.stream(t)).arg(format!("{}-*", r.ms)).arg("e").arg(&r.line);
-        pipe.cmd("HINCRBY").arg(keys.meta(t)).arg("bytes").arg(r.line.len() + 1);
-    }
-    let mut con = match shared.take() {
-        Ok((con, _)) => con,
-        Err(e) => {
-            let text = e.to_string();
-            for r in batch {
-                set(r, Outcome::Failed(Error::Unavailable(text.clone())));
-            }
-            return;
-        }
-    };
-    let replies = con.req_packed_commands(&pipe.get_packed_pipeline(), 0, batch.len() * 3);
-    let replies = match replies {
-        Ok(replies) if replies.len() == batch.len() * 3 => {
-            shared.give_back(con);
-            replies
-        }
-        Ok(_) | Err(_) => {
-            if let Err(e) = &replies {
-                if !is_connection_error(e) {
-                    log::warn!("a pipelined append failed: {}", shared.error_text(e));
-                }
-            }
-            for r in batch {
-                set(r, Outcome::Lost);
-            }
-            return;
-        }
-    };
-    for (r, replies) in batch.iter().zip(replies.chunks(3)) {
-        let missing = int(&replies[0]) == Some(1);
-        let outcome = match &replies[1] {
-            Value::BulkString(id) => match parse_id(id) {
-                Some(cursor) => Outcome::Stored(cursor, missing),
-                None => {
-                    Outcome::Failed(Error::corrupt("XADD", "returned an id that is not ms-seq"))
-                }
-            },
-            Value::ServerError(e)
-                if e.details().is_some_and(|d| d.contains("equal or smaller")) =>
-            {
-                Outcome::TooLow
-            }
-            Value::ServerError(e) => Outcome::Failed(Error::Unavailable(format!(
-                "Redis at {} refused an append: {} {}",
-                shared.redacted,
-                e.code(),
-                e.details().unwrap_or_default()
-            ))),
-            other => Outcome::Failed(Error::corrupt("XADD", format!("unexpected reply {other:?}"))),
+impl Appender {
+    /// Sends every request of `batch` in one transaction and records each outcome.
+    ///
+    /// `MULTI`/`EXEC` makes the round all or nothing, also when the connection
+    /// drops mid-way, so a lost round is either wholly stored (the retry finds
+    /// its events) or not at all (the retry appends them), and the byte
+    /// counter stays exact. Each event's id milliseconds are raised to the
+    /// highest this store has used in the topic, so its own appends never
+    /// fall below the stream's top; only another writer can put it higher.
+    fn round_trip(&self, shared: &Shared, batch: &[Arc<Request>]) {
+        let set = |r: &Request, o: Outcome| {
+            *r.outcome.lock().unwrap_or_else(|p| p.into_inner()) = Some(o);
         };
-        set(r, outcome);
+        let keys = &shared.keys;
+        // Per distinct topic one SADD (keeps the topic set whole) and one HINCRBY
+        // (the bytes of all its events), around one XADD per event.
+        let mut topics: Vec<(&Topic, usize)> = Vec::new();
+        for r in batch {
+            match topics.iter_mut().find(|(t, _)| *t == &r.topic) {
+                Some((_, bytes)) => *bytes += r.line.len() + 1,
+                None => topics.push((&r.topic, r.line.len() + 1)),
+            }
+        }
+        let mut pipe = redis::pipe();
+        pipe.cmd("MULTI");
+        for (t, _) in &topics {
+            pipe.cmd("SADD").arg(&keys.topics).arg(t.as_str());
+        }
+        {
+            let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+            for r in batch {
+                let floor = known.entry(r.topic.clone()).or_insert(0);
+                *floor = (*floor).max(r.ms);
+                let t = r.topic.as_str();
+                pipe.cmd("XADD")
+                    .arg(keys.stream(t))
+                    .arg(format!("{floor}-*"))
+                    .arg("e")
+                    .arg(&r.line);
+            }
+        }
+        for (t, bytes) in &topics {
+            pipe.cmd("HINCRBY").arg(keys.meta(t.as_str())).arg("bytes").arg(*bytes);
+        }
+        pipe.cmd("EXEC");
+        let queued = topics.len() * 2 + batch.len();
+        let mut con = match shared.take() {
+            Ok((con, _)) => con,
+            Err(e) => {
+                let text = e.to_string();
+                for r in batch {
+                    set(r, Outcome::Failed(Error::Unavailable(text.clone())));
+                }
+                return;
+            }
+        };
+        // Skip MULTI's OK and the QUEUED replies: the EXEC reply holds the results.
+        let replies = con.req_packed_commands(&pipe.get_packed_pipeline(), queued + 1, 1);
+        let replies = match replies.map(|mut v| v.pop().and_then(array)) {
+            Ok(Some(replies)) if replies.len() == queued => {
+                shared.give_back(con);
+                replies
+            }
+            replies => {
+                if let Err(e) = &replies {
+                    if !is_connection_error(e) {
+                        log::warn!("a pipelined append failed: {}", shared.error_text(e));
+                    }
+                }
+                for r in batch {
+                    set(r, Outcome::Lost);
+                }
+                return;
+            }
+        };
+        let missing: Vec<&Topic> = topics
+            .iter()
+            .zip(&replies)
+            .filter(|(_, reply)| int(reply) == Some(1))
+            .map(|((t, _), _)| *t)
+            .collect();
+        for (r, reply) in batch.iter().zip(&replies[topics.len()..]) {
+            let outcome = match reply {
+                Value::BulkString(id) => match parse_id(id) {
+                    Some(cursor) => Outcome::Stored(cursor, missing.contains(&&r.topic)),
+                    None => {
+                        Outcome::Failed(Error::corrupt("XADD", "returned an id that is not ms-seq"))
+                    }
+                },
+                Value::ServerError(e)
+                    if e.details().is_some_and(|d| d.contains("equal or smaller")) =>
+                {
+                    Outcome::TooLow
+                }
+                Value::ServerError(e) => Outcome::Failed(Error::Unavailable(format!(
+                    "Redis at {} refused an append: {} {}",
+                    shared.redacted,
+                    e.code(),
+                    e.details().unwrap_or_default()
+                ))),
+                other => {
+                    Outcome::Failed(Error::corrupt("XADD", format!("unexpected reply {other:?}")))
+                }
+            };
+            set(r, outcome);
+        }
     }
 }

@@ -365,6 +365,9 @@ impl EventStore for RedisStore {
             return Ok(Vec::new());
         }
         let ids = append::script_append(&self.shared, topic, &events, None, Attempt::Fresh)?;
+        if let Some(last) = ids.last() {
+            self.appender.learn(topic, *last);
+        }
         Ok(ids
             .into_iter()
             .zip(events)
@@ -385,6 +388,7 @@ impl EventStore for RedisStore {
             .into_iter()
             .next()
             .ok_or_else(|| Error::corrupt("the append script", "returned no id"))?;
+        self.appender.learn(&event.topic, cursor);
         Ok(StoredEvent { cursor, event })
     }
 

@@ -10,20 +10,27 @@ use redis::Script;
 /// KEYS: stream, meta hash, topic set, new-topic stream.
 /// ARGV: topic, expected last id (`""`: unconditional, `"none"`: empty topic),
 /// the first event's id when this is a retry (else `""`), the first event's
-/// milliseconds, `1` to add the events' sizes to the byte counter (`0` when the
-/// fast path already did), then pairs of (event milliseconds, event JSON line).
+/// milliseconds, the bytes to add to the topic's counter, then pairs of
+/// (`<ms>-*`, event JSON line) where the milliseconds never decrease along the
+/// batch (the client raises a late event's to its predecessor's).
 ///
-/// A retry (the reply to the first try was lost with its connection) first
-/// looks for the first event among the newest 10,000 entries from its
-/// millisecond on; if the batch landed, it returns the batch's ids instead of
-/// appending it twice. This makes appends safe to retry.
-/// Returns `{1, id…}` on success, `{0, actual}` on a conflict.
+/// Returns `{0, actual}` on a conflict; `{1, first id}` when every entry got
+/// its own milliseconds (the client derives the other ids: the sequence
+/// restarts at 0 when the milliseconds grow and counts up while they stay);
+/// `{2, id…}` otherwise.
 ///
 /// Each entry gets the id `max(event ms, last id ms)-<next seq>`: ids keep
 /// growing (also across clears: the stream keeps its last id) and never fall
 /// below the event's own time, so an id range starting at `since` misses no
-/// event with `timestamp >= since`. Milliseconds are compared as decimal
-/// strings, so they never go through Lua's floating-point numbers.
+/// event with `timestamp >= since`. Only the first `XADD` can meet a higher
+/// top (a late event, or another writer ahead); then the batch continues
+/// from the top's milliseconds. Milliseconds are compared as decimal strings,
+/// never as Lua's floating-point numbers.
+///
+/// A retry (the reply to an earlier try was lost with its connection) first
+/// looks for the first event among the newest 10,000 entries from its
+/// millisecond on; if the batch landed, it answers with the batch's ids
+/// instead of appending it twice. This makes appends safe to retry.
 pub(crate) static APPEND: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
@@ -31,14 +38,13 @@ local stream = KEYS[1]
 local expected = ARGV[2]
 local count = (#ARGV - 5) / 2
 if ARGV[3] ~= '' then
-  -- A retry after a lost reply: if the batch landed, answer with its ids.
   local head = '{"id":"' .. ARGV[3] .. '"'
   local recent = redis.call('XREVRANGE', stream, '+', ARGV[4] .. '-0', 'COUNT', 10000)
   for j = 1, #recent do
     local fields = recent[j][2]
     for f = 1, #fields, 2 do
       if fields[f] == 'e' and string.sub(fields[f + 1], 1, #head) == head and j >= count then
-        local out = {1}
+        local out = {2}
         for k = j, j - count + 1, -1 do out[#out + 1] = recent[k][1] end
         return out
       end
@@ -54,37 +60,26 @@ end
 if redis.call('SADD', KEYS[3], ARGV[1]) == 1 then
   redis.call('XADD', KEYS[4], 'MAXLEN', '~', 1000, '*', 't', ARGV[1])
 end
-local function less(a, b) return #a < #b or (#a == #b and a < b) end
-local out = {1}
-local floor = nil
-local bytes = 0
-for i = 6, #ARGV, 2 do
-  local ms = ARGV[i]
-  local line = ARGV[i + 1]
-  local id
-  if floor == nil then
-    id = redis.pcall('XADD', stream, ms .. '-*', 'e', line)
-    if type(id) == 'table' and id.err then
-      -- The event is older than the stream's top: continue from the top's time.
-      local info = redis.call('XINFO', 'STREAM', stream)
-      local top = nil
-      for j = 1, #info, 2 do
-        if info[j] == 'last-generated-id' then top = info[j + 1] end
-      end
-      if top == nil then return redis.error_reply('stream without last-generated-id') end
-      ms = string.match(top, '^(%d+)-')
-      id = redis.call('XADD', stream, ms .. '-*', 'e', line)
-    end
-  else
-    -- Never below the previous entry's time, so this cannot fail.
-    if less(ms, floor) then ms = floor end
-    id = redis.call('XADD', stream, ms .. '-*', 'e', line)
-  end
-  floor = ms
-  out[#out + 1] = id
-  bytes = bytes + #line + 1
+if ARGV[5] ~= '0' then redis.call('HINCRBY', KEYS[2], 'bytes', ARGV[5]) end
+local first = redis.pcall('XADD', stream, ARGV[6], 'e', ARGV[7])
+if not (type(first) == 'table' and first.err) then
+  for i = 8, #ARGV, 2 do redis.call('XADD', stream, ARGV[i], 'e', ARGV[i + 1]) end
+  return {1, first}
 end
-if ARGV[5] == '1' then redis.call('HINCRBY', KEYS[2], 'bytes', bytes) end
+-- The stream's top is above the first event's time: go on from the top's.
+local info = redis.call('XINFO', 'STREAM', stream)
+local top = nil
+for j = 1, #info, 2 do
+  if info[j] == 'last-generated-id' then top = info[j + 1] end
+end
+if top == nil then return redis.error_reply('stream without last-generated-id') end
+local floor = string.match(top, '^(%d+)-')
+local out = {2}
+for i = 6, #ARGV, 2 do
+  local ms = string.sub(ARGV[i], 1, -3)
+  if #ms < #floor or (#ms == #floor and ms < floor) then ms = floor end
+  out[#out + 1] = redis.call('XADD', stream, ms .. '-*', 'e', ARGV[i + 1])
+end
 return out
 "#,
     )

@@ -454,10 +454,33 @@ fn cursors_keep_growing_after_clears_and_late_events() {
         let at = seed_event::Timestamp::from_unix_micros(1_700_000_000_000_000 + secs * 1_000_000);
         store.append(event(&skew, n).with_timestamp(at)).unwrap();
     }
+    // A batch that starts below the stream's top continues from the top.
+    let late: Vec<Event> = [(4, 1), (5, 40), (6, 2)]
+        .into_iter()
+        .map(|(n, secs)| {
+            let at =
+                seed_event::Timestamp::from_unix_micros(1_700_000_000_000_000 + secs * 1_000_000);
+            event(&skew, n).with_timestamp(at)
+        })
+        .collect();
+    let returned = store.append_batch(&skew, late).unwrap();
     let stored = store.query(&Query::topic(&skew)).unwrap();
-    assert_eq!(numbers(&stored), vec![0, 1, 2, 3]);
+    assert_eq!(numbers(&stored), vec![0, 1, 2, 3, 4, 5, 6]);
+    assert_eq!(returned, stored[4..].to_vec());
     let stats = store.topics().unwrap().into_iter().find(|s| s.topic == skew).unwrap();
     assert_eq!(stats.bytes, line_bytes(&stored));
+
+    // Another writer ahead in time: this store's pipelined append falls back to the script.
+    let other = self::store(&server.url(), "seed:");
+    let ahead = seed_event::Timestamp::from_unix_micros(1_900_000_000_000_000);
+    let far = other.append(event(&skew, 7).with_timestamp(ahead)).unwrap();
+    let behind = store.append(event(&skew, 8)).unwrap();
+    assert!(behind.cursor > far.cursor);
+    let stored = store.query(&Query::topic(&skew)).unwrap();
+    assert_eq!(numbers(&stored), vec![0, 1, 2, 3, 4, 5, 6, 7, 8]);
+    assert_eq!(stored.last(), Some(&behind));
+    let stats = store.topics().unwrap().into_iter().find(|s| s.topic == skew).unwrap();
+    assert_eq!(stats.bytes, line_bytes(&stored), "the fallback does not count twice");
 }
 
 #[test]
