@@ -131,46 +131,68 @@ fn throughput(n: u64, f: impl FnOnce()) -> f64 {
     n as f64 / start.elapsed().as_secs_f64()
 }
 
+/// The median of `values` (NaN when empty).
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(|a, b| a.total_cmp(b));
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// Our throughput beside `redis-benchmark`'s, measured in alternation
+/// (`ROUNDS` times each, medians reported) so both see the same machine load.
 fn ratios(server: &RedisServer, store: &RedisStore) {
+    const ROUNDS: usize = 3;
     let port = server.port();
     let value = "x".repeat(EVENT_BYTES);
     let topic = Topic::new("bench.ratio").unwrap();
     let event = sample_event(&topic);
-    let n = 100_000u64;
-
-    let rb_plain = redis_benchmark(port, &["-n", "100000", "XADD", "bench:rb", "*", "f", &value]);
-    let rb_c1 =
-        redis_benchmark(port, &["-n", "100000", "-c", "1", "XADD", "bench:rb", "*", "f", &value]);
-    let rb_p16 =
-        redis_benchmark(port, &["-n", "1000000", "-P", "16", "XADD", "bench:rb", "*", "f", &value]);
-    let one = throughput(n, || {
-        for _ in 0..n {
-            store.append(event.clone()).unwrap();
-        }
-    });
-    let fifty = throughput(n, || {
-        parallel_appends(store, &event, 50, n);
-    });
+    let n = 50_000u64;
+    let xadd = ["XADD", "bench:rb", "*", "f", value.as_str()];
+    let with = |extra: &[&'static str]| -> Vec<String> {
+        extra.iter().map(|s| s.to_string()).chain(xadd.iter().map(|s| s.to_string())).collect()
+    };
+    let (plain_args, c1_args, p16_args) = (
+        with(&["-n", "100000"]),
+        with(&["-n", "100000", "-c", "1"]),
+        with(&["-n", "1000000", "-P", "16"]),
+    );
+    let run = |args: &[String]| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        redis_benchmark(port, &args)
+    };
     let batch: Vec<Event> = (0..1000).map(|_| sample_event(&topic)).collect();
-    let batches = throughput(n, || {
-        for _ in 0..n / 1000 {
-            store.append_batch(&topic, batch.clone()).unwrap();
-        }
-    });
+    let mut m: [Vec<f64>; 6] = Default::default();
+    for _ in 0..ROUNDS {
+        m[0].extend(run(&plain_args));
+        m[1].push(throughput(n, || {
+            parallel_appends(store, &event, 50, n);
+        }));
+        m[2].extend(run(&c1_args));
+        m[3].push(throughput(n, || {
+            for _ in 0..n {
+                store.append(event.clone()).unwrap();
+            }
+        }));
+        m[4].extend(run(&p16_args));
+        let batches: Vec<Vec<Event>> = (0..n / 1000).map(|_| batch.clone()).collect();
+        m[5].push(throughput(n, || {
+            for events in batches {
+                store.append_batch(&topic, events).unwrap();
+            }
+        }));
+    }
+    let [rb_plain, fifty, rb_c1, one, rb_p16, batches] = m.map(median);
     let (p50, p99) = follow_latency(server).unwrap_or((f64::NAN, f64::NAN));
 
-    let ratio = |ours: f64, theirs: Option<f64>| match theirs {
-        Some(t) if t > 0.0 => format!("{:.2}x", ours / t),
-        _ => "n/a (redis-benchmark missing)".to_string(),
-    };
-    let rate = |r: Option<f64>| r.map_or("n/a".to_string(), |r| format!("{r:.0}/s"));
-    println!("\n== store-redis vs redis-benchmark (same server, port {port}, ~{EVENT_BYTES}-byte events) ==");
-    println!("redis-benchmark -n 100000 XADD (50 clients):        {}", rate(rb_plain));
-    println!("redis-benchmark -n 100000 -c 1 XADD:                {}", rate(rb_c1));
-    println!("redis-benchmark -n 1000000 -P 16 XADD:              {}", rate(rb_p16));
-    println!("append, 1 thread:   {one:.0}/s = {} of -c 1", ratio(one, rb_c1));
-    println!("append, 50 threads: {fifty:.0}/s = {} of 50 clients", ratio(fifty, rb_plain));
-    println!("append_batch 1000:  {batches:.0}/s = {} of -P 16", ratio(batches, rb_p16));
+    println!(
+        "\n== store-redis vs redis-benchmark: same server (port {port}), ~{EVENT_BYTES}-byte \
+         events, medians of {ROUNDS} alternating rounds =="
+    );
+    println!("redis-benchmark -n 100000 XADD (50 clients): {rb_plain:.0}/s");
+    println!("redis-benchmark -n 100000 -c 1 XADD:         {rb_c1:.0}/s");
+    println!("redis-benchmark -n 1000000 -P 16 XADD:       {rb_p16:.0}/s");
+    println!("append, 50 threads: {fifty:.0}/s = {:.2}x of 50 clients", fifty / rb_plain);
+    println!("append, 1 thread:   {one:.0}/s = {:.2}x of -c 1", one / rb_c1);
+    println!("append_batch 1000:  {batches:.0}/s = {:.2}x of -P 16", batches / rb_p16);
     println!("cross-process follow latency: p50 {p50:.3} ms, p99 {p99:.3} ms");
 }
 

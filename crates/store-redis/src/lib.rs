@@ -48,17 +48,33 @@
 //!
 //! # Writes
 //!
-//! Appends, batches and conditional appends are one Lua script each
-//! (atomic and one round trip): the script registers the topic (`SADD`; when
-//! it is new, an entry in `seed:topics:new`), optionally compares the
-//! stream's last entry with the expected cursor (returning the trait's
+//! Batches, conditional appends and a store's first append to a topic run one
+//! Lua script each (atomic, one round trip): it registers the topic (`SADD`;
+//! when the topic is new, an entry in `seed:topics:new`, atomically, so no
+//! pattern follower misses it), optionally compares the stream's last entry
+//! with the expected cursor (returning the trait's
 //! [`seed_event::Error::Conflict`] with both positions), adds the entries and
-//! counts their bytes. The scripts touch the topic set besides the topic's own
-//! keys, so they need a single Redis server (or a primary with replicas), not
-//! Redis Cluster. Clearing a topic trims its stream to nothing (the stream and
-//! its last id stay, so cursors keep growing); clearing what is older than a
-//! time deletes exactly the entries whose event timestamp is older, among those
-//! stored when the clear began. Topics stay listed after a clear, with zero events.
+//! counts their bytes. Other single appends take a fast path without Lua:
+//! concurrent `append` calls on one store are combined (group commit) into one
+//! `MULTI`/`SADD`/`XADD <ms>-*`…/`HINCRBY`/`EXEC` round trip, so many threads
+//! publishing one event per call share round trips like pipelined clients.
+//! The store raises each id's milliseconds to the highest it has used in the
+//! topic; if another writer is ahead (`XADD` refuses the id), that append
+//! falls back to the script. Scripts touch the topic set besides the topic's
+//! own keys, so the store needs a single Redis server (or a primary with
+//! replicas), not Redis Cluster.
+//!
+//! Every append is safe to retry: when a connection fails before the reply
+//! arrives, the store retries once on a fresh connection with the script,
+//! which first looks for the event's id among the newest entries and answers
+//! with the stored cursor if the first try landed. Nothing is stored twice.
+//!
+//! Clearing a topic trims its stream to nothing (the stream and its last id
+//! stay, so cursors keep growing); clearing what is older than a time deletes
+//! exactly the entries whose event timestamp is older, among those stored when
+//! the clear began. Topics stay listed after a clear, with zero events.
+//! `bytes` in [`TopicStats`] counts the stored JSON lines plus a newline each,
+//! like the file store.
 //!
 //! # Connections and failures
 //!
@@ -69,10 +85,11 @@
 //! with [`seed_event::Error::Unavailable`] within about twice
 //! [`RedisConfig::connect_timeout`]; commands have a read/write timeout of
 //! [`RedisConfig::command_timeout`]. Connections are pooled; one idle for more
-//! than a second is checked with `PING` before use, and reads are retried once
-//! on a fresh connection. Writes are not retried (Redis cannot tell whether a
-//! command on a dropped connection ran), so a write that fails this way
-//! returns `Unavailable`.
+//! than a second is checked with `PING` before use. A command whose connection
+//! fails is retried once on a fresh one (appends as described above; a clear
+//! retried so may report fewer removals than it made). A command that fails
+//! twice returns `Unavailable`; an append that failed so may or may not have
+//! landed.
 //!
 //! A follower reads with `XREAD BLOCK` on a connection of its own (read timeout
 //! longer than the block). When the connection drops it reconnects with
