@@ -1,0 +1,127 @@
+//! `cargo xtask bench [--quick]`: measures Seed against the targets of its
+//! issues and against the limits of the machine, in one command.
+//!
+//! 1. Builds the scenario runner: this crate in release mode with the
+//!    `bench-runner` feature (`target/release/xtask bench-scenario …`), so no
+//!    scenario runs unoptimised although `cargo xtask` itself is a dev build.
+//! 2. Runs the scenarios criterion cannot express (several processes,
+//!    cross-process latency, peak memory, Redis beside `redis-benchmark`) and
+//!    the machine limits they are compared with, on the file system of
+//!    `target/seed-bench/work`.
+//! 3. Runs the crates' criterion benches and reads their medians.
+//! 4. Prints one table on stdout and writes `target/seed-bench/summary.json`.
+//!
+//! A missed target is reported, never a failed command: timings on a shared
+//! machine are noisy. A scenario that cannot run is reported as skipped.
+
+mod criterion;
+pub mod report;
+#[cfg(feature = "bench-runner")]
+pub mod runner;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+
+use report::{Row, Summary, SUMMARY_VERSION};
+
+/// The whole `--quick` run should finish within this.
+const QUICK_BUDGET: Duration = Duration::from_secs(160);
+/// The criterion benches of a full run are stopped after this.
+const FULL_CRITERION_BUDGET: Duration = Duration::from_secs(600);
+
+/// The usage of `cargo xtask bench`.
+pub const USAGE: &str = "cargo xtask bench [--quick] [--no-criterion]";
+
+fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|p| if p.is_absolute() { p } else { root.join(p) })
+        .unwrap_or_else(|| root.join("target"))
+}
+
+/// `cargo xtask bench`: see the module documentation.
+pub fn run(root: &Path, args: &[String]) -> Result<()> {
+    let mut quick = false;
+    let mut criterion = true;
+    for a in args {
+        match a.as_str() {
+            "--quick" => quick = true,
+            "--no-criterion" => criterion = false,
+            other => bail!("unknown bench option {other:?}\nusage: {USAGE}"),
+        }
+    }
+    let started = Instant::now();
+    let started_unix =
+        SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let target = target_dir(root);
+    let out_dir = target.join("seed-bench");
+    let work = out_dir.join("work");
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
+
+    let build = Instant::now();
+    crate::cargo(
+        root,
+        &["build", "--release", "--package", "xtask", "--features", "bench-runner"],
+    )?;
+    eprintln!("bench: scenario runner built in {:.1}s", build.elapsed().as_secs_f64());
+
+    let mut rows = scenarios(&target.join("release/xtask"), &work, &out_dir, quick);
+
+    if criterion {
+        let budget = if quick {
+            QUICK_BUDGET.saturating_sub(started.elapsed()).max(Duration::from_secs(20))
+        } else {
+            FULL_CRITERION_BUDGET
+        };
+        rows.extend(criterion::run(root, &target, &work.join("criterion"), quick, budget));
+    }
+    let _ = std::fs::remove_dir_all(&work);
+
+    let summary = Summary {
+        version: SUMMARY_VERSION,
+        quick,
+        started_unix,
+        duration_s: started.elapsed().as_secs_f64(),
+        work_dir: work.display().to_string(),
+        scenarios: rows,
+    };
+    let path = out_dir.join("summary.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&summary)?)
+        .with_context(|| format!("writing {}", path.display()))?;
+    print!("{}", report::table(&summary.scenarios));
+    let (pass, fail, info, skipped) = summary.counts();
+    eprintln!(
+        "bench: {pass} passed, {fail} missed their target, {info} for information, {skipped} skipped, in {:.0}s{}; wrote {}",
+        summary.duration_s,
+        if quick { " (--quick: smaller sizes)" } else { "" },
+        path.display()
+    );
+    Ok(())
+}
+
+/// Runs the optimised runner; its rows, or one skipped row saying why there are none.
+fn scenarios(runner: &Path, work: &Path, out_dir: &Path, quick: bool) -> Vec<Row> {
+    let out = out_dir.join("scenarios.json");
+    let _ = std::fs::remove_file(&out);
+    let mut cmd = Command::new(runner);
+    cmd.arg("bench-scenario").arg("all").arg("--work").arg(work).arg("--out").arg(&out);
+    if quick {
+        cmd.arg("--quick");
+    }
+    eprintln!("$ {cmd:?}");
+    let result =
+        cmd.status().with_context(|| format!("running {}", runner.display())).and_then(|status| {
+            if !status.success() {
+                bail!("the scenario runner failed ({status})");
+            }
+            let text = std::fs::read_to_string(&out)
+                .with_context(|| format!("reading {}", out.display()))?;
+            serde_json::from_str::<Vec<Row>>(&text)
+                .with_context(|| format!("parsing {}", out.display()))
+        });
+    result.unwrap_or_else(|e| vec![Row::skipped("scenarios", "-", None, format!("{e:#}"))])
+}
