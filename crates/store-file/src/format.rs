@@ -10,6 +10,7 @@
 
 use std::fs::File;
 use std::io::{self, Write as _};
+
 use std::os::unix::fs::FileExt;
 
 use seed_event::Event;
@@ -34,17 +35,118 @@ pub(crate) struct Prefix {
     pub more: bool,
 }
 
-/// Appends one line for `event` to `out`; `scratch` is reused for the event's JSON.
-pub(crate) fn encode_line(out: &mut Vec<u8>, scratch: &mut Vec<u8>, prefix: Prefix, event: &Event) {
-    scratch.clear();
-    // Serializing plain data into memory cannot fail.
-    let _ = serde_json::to_writer(&mut *scratch, event);
-    let _ = write!(out, "{{\"seq\":{},\"hwm\":{},", prefix.seq, prefix.hwm);
+/// Appends one line for `event` to `out`: the store fields, then the event's
+/// JSON byte for byte as `Event`'s `Serialize` writes it (a test checks this),
+/// without going through a generic serializer for the fixed fields.
+pub(crate) fn encode_line(out: &mut Vec<u8>, prefix: Prefix, event: &Event) {
+    out.extend_from_slice(b"{\"seq\":");
+    push_u64(out, prefix.seq);
+    out.extend_from_slice(b",\"hwm\":");
+    push_i64(out, prefix.hwm);
     if prefix.more {
-        out.extend_from_slice(b"\"more\":true,");
+        out.extend_from_slice(b",\"more\":true");
     }
-    out.extend_from_slice(scratch.get(1..).unwrap_or_default());
-    out.push(b'\n');
+    out.extend_from_slice(b",\"id\":\"");
+    let mut id = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    out.extend_from_slice(event.id.hyphenated().encode_lower(&mut id).as_bytes());
+    out.extend_from_slice(b"\",\"topic\":");
+    push_json_str(out, event.topic.as_str());
+    out.extend_from_slice(b",\"payload\":");
+    // Serializing plain data into memory cannot fail.
+    let _ = serde_json::to_writer(&mut *out, &event.payload);
+    out.extend_from_slice(b",\"source\":");
+    push_json_str(out, &event.source);
+    out.extend_from_slice(b",\"timestamp\":\"");
+    push_timestamp(out, event.timestamp);
+    out.extend_from_slice(b"\",\"correlation_id\":");
+    match &event.correlation_id {
+        Some(c) => push_json_str(out, c),
+        None => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(b",\"metadata\":");
+    let _ = serde_json::to_writer(&mut *out, &event.metadata);
+    out.extend_from_slice(b"}\n");
+}
+
+fn push_u64(out: &mut Vec<u8>, mut v: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[i..]);
+}
+
+fn push_i64(out: &mut Vec<u8>, v: i64) {
+    if v < 0 {
+        out.push(b'-');
+    }
+    push_u64(out, v.unsigned_abs());
+}
+
+/// A JSON string as serde_json writes it; plain text takes the fast path.
+fn push_json_str(out: &mut Vec<u8>, s: &str) {
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\' && b != 0x7f) {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        let _ = serde_json::to_writer(&mut *out, s);
+    }
+}
+
+fn push_2(out: &mut Vec<u8>, v: u32) {
+    out.extend_from_slice(&[b'0' + (v / 10) as u8, b'0' + (v % 10) as u8]);
+}
+
+/// `Timestamp`'s text form (`2026-04-16T12:00:00.123456+00:00`) without a formatter.
+fn push_timestamp(out: &mut Vec<u8>, t: seed_event::Timestamp) {
+    let micros = t.unix_micros();
+    let secs = micros.div_euclid(1_000_000);
+    let frac = micros.rem_euclid(1_000_000) as u32;
+    let days = secs.div_euclid(86_400);
+    let sod = secs.rem_euclid(86_400) as u32;
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    if !(0..=9999).contains(&year) {
+        let _ = write!(out, "{t}");
+        return;
+    }
+    let year = year as u32;
+    push_2(out, year / 100);
+    push_2(out, year % 100);
+    out.push(b'-');
+    push_2(out, month);
+    out.push(b'-');
+    push_2(out, day);
+    out.push(b'T');
+    push_2(out, sod / 3600);
+    out.push(b':');
+    push_2(out, sod / 60 % 60);
+    out.push(b':');
+    push_2(out, sod % 60);
+    out.push(b'.');
+    let mut digits = [b'0'; 6];
+    let mut f = frac;
+    for d in digits.iter_mut().rev() {
+        *d = b'0' + (f % 10) as u8;
+        f /= 10;
+    }
+    out.extend_from_slice(&digits);
+    out.extend_from_slice(b"+00:00");
 }
 
 /// Reads the store fields at the start of `line`; `None` if they are not there.
@@ -255,6 +357,23 @@ pub(crate) struct Tail {
 /// Finds where the committed lines of a `size`-byte log end: before a line
 /// without its newline and before the lines of a batch whose last line is missing.
 pub(crate) fn inspect_tail(file: &File, size: u64) -> io::Result<Tail> {
+    // The common case in one small read: the log ends with a whole line that ends a batch.
+    let quick = (size.min(1024)) as usize;
+    if quick > 0 {
+        let block = read_at(file, size - quick as u64, quick)?;
+        if block.len() == quick && block.last() == Some(&b'\n') {
+            let body = &block[..quick - 1];
+            if let Some(nl) = memchr::memrchr(b'\n', body) {
+                if let Some(p) = parse_prefix(&body[nl + 1..]).filter(|p| !p.more) {
+                    return Ok(Tail { end: size, last: Some(p) });
+                }
+            } else if quick as u64 == size {
+                if let Some(p) = parse_prefix(body).filter(|p| !p.more) {
+                    return Ok(Tail { end: size, last: Some(p) });
+                }
+            }
+        }
+    }
     let mut rev = RevLines::new(file, 0, size)?;
     let mut end = rev.end();
     let mut trailing = true;
@@ -364,8 +483,8 @@ mod tests {
     fn line(seq: u64, hwm: i64, more: bool) -> Vec<u8> {
         let e = Event::new(Topic::new("t").unwrap(), "s", JsonObject::new())
             .with_timestamp(Timestamp::from_unix_micros(hwm));
-        let (mut out, mut scratch) = (Vec::new(), Vec::new());
-        encode_line(&mut out, &mut scratch, Prefix { seq, hwm, more }, &e);
+        let mut out = Vec::new();
+        encode_line(&mut out, Prefix { seq, hwm, more }, &e);
         out
     }
 
@@ -381,6 +500,38 @@ mod tests {
             [&b""[..], b"{\"seq\":0,\"hwm\":1,\"id\"", b"{\"seq\":1,\"hwm\":,", b"{\"id\":1}"]
         {
             assert_eq!(parse_prefix(bad), None);
+        }
+    }
+
+    #[test]
+    fn lines_hold_exactly_the_events_serde_form() {
+        let t = Topic::new("service/api.health").unwrap();
+        let payload =
+            serde_json::json!({"ü": "\"quoted\"\n", "n": [1, 2.5, null], "o": {"b": 1, "a": 2}});
+        let base = Event::new(t, "src\u{7f}\u{1}", payload.as_object().unwrap().clone());
+        let times = [
+            0,
+            -1,
+            1_776_340_800_123_456,
+            951_782_400_000_000,
+            -62_135_596_800_000_000 - 1,
+            253_402_300_799_999_999,
+            253_402_300_800_000_000,
+            4_107_542_400_000_001,
+        ];
+        for (i, micros) in times.into_iter().enumerate() {
+            let mut e = base.clone().with_timestamp(Timestamp::from_unix_micros(micros));
+            if i % 2 == 0 {
+                e = e
+                    .with_correlation_id("c\"1")
+                    .with_metadata(payload.as_object().unwrap().clone());
+            }
+            let mut out = Vec::new();
+            encode_line(&mut out, Prefix { seq: 3, hwm: micros, more: i % 3 == 0 }, &e);
+            let more = if i % 3 == 0 { "\"more\":true," } else { "" };
+            let expected =
+                format!("{{\"seq\":3,\"hwm\":{micros},{more}{}\n", &e.to_json_line()[1..]);
+            assert_eq!(String::from_utf8(out).unwrap(), expected);
         }
     }
 

@@ -262,17 +262,14 @@ impl FileStore {
         Paths::new(&self.dir, topic.as_str())
     }
 
-    /// Appends under the topic's lock; `expected` makes it conditional.
+    /// Appends under the topic's lock; `expected` makes it conditional. Returns the first seq.
     fn write(
         &self,
         topic: &Topic,
-        events: Vec<Event>,
+        events: &[Event],
         expected: Option<Option<Cursor>>,
         sync: bool,
-    ) -> Result<Vec<StoredEvent>> {
-        if events.is_empty() {
-            return Ok(Vec::new());
-        }
+    ) -> Result<u64> {
         let slot = self.writer(topic);
         let mut guard = lock(&slot);
         let (writer, since_check) = &mut *guard;
@@ -289,7 +286,7 @@ impl FileStore {
                     });
                 }
             }
-            locked.append(&events, sync)?
+            locked.append(events, sync)?
         };
         *since_check += events.len() as u64;
         if *since_check >= RETENTION_CHECK_EVERY && !self.config.retention.is_unlimited() {
@@ -299,12 +296,7 @@ impl FileStore {
                 log::warn!("retention of topic {topic} failed: {e}");
             }
         }
-        drop(guard);
-        Ok(events
-            .into_iter()
-            .enumerate()
-            .map(|(i, event)| StoredEvent { cursor: Cursor::new(first + i as u64, 0), event })
-            .collect())
+        Ok(first)
     }
 
     /// Applies the configured retention limits to every topic now; returns how many events went.
@@ -601,10 +593,9 @@ impl EventStore for FileStore {
     }
 
     fn append(&self, event: Event) -> Result<StoredEvent> {
-        let topic = event.topic.clone();
         let sync = self.config.sync == SyncPolicy::Always;
-        let mut stored = self.write(&topic, vec![event], None, sync)?;
-        stored.pop().ok_or_else(|| Error::io("appending", io::Error::other("nothing was stored")))
+        let first = self.write(&event.topic, std::slice::from_ref(&event), None, sync)?;
+        Ok(StoredEvent { cursor: Cursor::new(first, 0), event })
     }
 
     fn append_batch(&self, topic: &Topic, events: Vec<Event>) -> Result<Vec<StoredEvent>> {
@@ -618,15 +609,22 @@ impl EventStore for FileStore {
                 ),
             ));
         }
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
         let sync = self.config.sync != SyncPolicy::Never;
-        self.write(topic, events, None, sync)
+        let first = self.write(topic, &events, None, sync)?;
+        Ok(events
+            .into_iter()
+            .enumerate()
+            .map(|(i, event)| StoredEvent { cursor: Cursor::new(first + i as u64, 0), event })
+            .collect())
     }
 
     fn append_expecting(&self, event: Event, expected: Option<Cursor>) -> Result<StoredEvent> {
-        let topic = event.topic.clone();
         let sync = self.config.sync == SyncPolicy::Always;
-        let mut stored = self.write(&topic, vec![event], Some(expected), sync)?;
-        stored.pop().ok_or_else(|| Error::io("appending", io::Error::other("nothing was stored")))
+        let first = self.write(&event.topic, std::slice::from_ref(&event), Some(expected), sync)?;
+        Ok(StoredEvent { cursor: Cursor::new(first, 0), event })
     }
 
     fn last_cursor(&self, topic: &Topic) -> Result<Option<Cursor>> {

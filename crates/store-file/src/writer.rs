@@ -52,7 +52,6 @@ pub(crate) struct TopicWriter {
     hwm: i64,
     meta_checked: bool,
     buf: Vec<u8>,
-    scratch: Vec<u8>,
 }
 
 /// What a rewrite does with one line.
@@ -78,7 +77,6 @@ impl TopicWriter {
             hwm: i64::MIN,
             meta_checked: false,
             buf: Vec::new(),
-            scratch: Vec::new(),
         }
     }
 
@@ -208,7 +206,7 @@ impl Locked<'_> {
         for (i, e) in events.iter().enumerate() {
             hwm = hwm.max(e.timestamp.unix_micros());
             let prefix = Prefix { seq: first + i as u64, hwm, more: i + 1 < n };
-            encode_line(&mut w.buf, &mut w.scratch, prefix, e);
+            encode_line(&mut w.buf, prefix, e);
         }
         let Some(file) = w.file.as_ref() else {
             return Err(Error::io("appending", io::Error::other("the log is not open")));
@@ -238,7 +236,6 @@ impl Locked<'_> {
         w.hwm = hwm;
         if w.buf.capacity() > 1 << 20 {
             w.buf = Vec::new();
-            w.scratch = Vec::new();
         }
         Ok(first)
     }
