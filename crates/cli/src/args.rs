@@ -1,0 +1,371 @@
+//! The command line: clap definitions and the parsers of its values.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use seed_event::{parse_json_object, ConsumerName, JsonObject, Timestamp, Topic, TopicPattern};
+
+const MAIN_EXAMPLES: &str = "\
+Examples:
+  seed publish --topic task.completed --source fenrir --payload '{\"task_id\": \"abc\"}'
+  seed subscribe --topic 'task.>' --from beginning
+  seed history --topic task.completed --last 10
+  seed replay --topic task.completed --since 1h --speed 10
+  seed topics";
+
+/// Seed: an event bus for cooperating agent processes.
+#[derive(Debug, Parser)]
+#[command(name = "seed", version, after_help = MAIN_EXAMPLES, propagate_version = true)]
+pub struct Cli {
+    /// Events directory of the file store [default: $XDG_DATA_HOME/seed/events]
+    #[arg(long, global = true, value_name = "DIR", env = "SEED_EVENTS_DIR")]
+    pub events_dir: Option<PathBuf>,
+
+    /// Use the Redis store at this URL instead of the file store (redis://[:password@]host:port/db)
+    #[arg(long, global = true, value_name = "URL", env = "SEED_REDIS_URL", hide_env_values = true)]
+    pub redis: Option<String>,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Publish an event (or one per line of standard input)
+    #[command(after_help = "\
+Examples:
+  seed publish --topic task.completed --source fenrir --payload '{\"task_id\": \"abc\"}'
+  producer | seed publish --topic metrics.cpu --source probe --payload -")]
+    Publish(PublishArgs),
+
+    /// Print events as they are published, one JSON line each
+    #[command(after_help = "\
+Examples:
+  seed subscribe --topic 'task.>'
+  seed subscribe --topic 'task.*' --from 15m --count 10 --timeout 30s
+  seed subscribe --topic orders.created --group billing")]
+    Subscribe(SubscribeArgs),
+
+    /// Query stored events
+    #[command(after_help = "\
+Examples:
+  seed history --topic task.completed --limit 10
+  seed history --topic 'task.>' --since 2026-04-16T00:00:00Z --until 2h --json
+  seed history --source fenrir --last 5")]
+    History(HistoryArgs),
+
+    /// Print stored events again, paced as they were published
+    #[command(after_help = "\
+Examples:
+  seed replay --topic task.completed --since 2026-04-16T00:00:00Z
+  seed replay --topic 'task.>' --since 1h --speed 0")]
+    Replay(ReplayArgs),
+
+    /// List every topic
+    #[command(after_help = "Example:\n  seed topics --json")]
+    Topics(JsonFlag),
+
+    /// Show events, bytes and time span per topic, and the position and lag of durable consumers
+    #[command(after_help = "Examples:\n  seed stats\n  seed stats --topic task.completed --json")]
+    Stats(StatsArgs),
+
+    /// Remove events (asks first unless --confirm is given)
+    #[command(after_help = "\
+Examples:
+  seed clear --topic task.completed
+  seed clear --before 7d --confirm")]
+    Clear(ClearArgs),
+
+    /// Print a shell completion script
+    #[command(
+        after_help = "Example:\n  seed completions bash > ~/.local/share/bash-completion/completions/seed"
+    )]
+    Completions {
+        /// The shell to complete for.
+        shell: clap_complete::Shell,
+    },
+
+    /// Import an events directory written by the original Python implementation
+    #[command(after_help = "Example:\n  seed import /tmp/electra-events")]
+    Import {
+        /// The directory of `<topic>.jsonl` files.
+        legacy_dir: PathBuf,
+    },
+}
+
+/// Options of `publish`.
+#[derive(Debug, Args)]
+pub struct PublishArgs {
+    /// The topic to publish to, e.g. task.completed
+    #[arg(long, value_parser = parse_topic)]
+    pub topic: Topic,
+    /// Who publishes it (an archon or component name)
+    #[arg(long)]
+    pub source: String,
+    /// The payload, a JSON object; `-` reads one object per line from standard input
+    #[arg(long, value_parser = parse_payload, allow_hyphen_values = true)]
+    pub payload: PayloadArg,
+    /// Ties requests and responses together
+    #[arg(long, value_name = "ID")]
+    pub correlation_id: Option<String>,
+    /// Extra data, a JSON object
+    #[arg(long, value_name = "JSON", value_parser = parse_metadata)]
+    pub metadata: Option<JsonObject>,
+    /// Print each stored event as one JSON line
+    #[arg(long)]
+    pub json: bool,
+    /// The event's time instead of now (for imports and tests)
+    #[arg(long, hide = true, value_parser = parse_time)]
+    pub timestamp: Option<Timestamp>,
+    /// The event's id; publishing an id the topic already holds does nothing
+    #[arg(long, hide = true)]
+    pub id: Option<uuid::Uuid>,
+}
+
+/// Where `--payload` comes from.
+#[derive(Debug, Clone)]
+pub enum PayloadArg {
+    /// One JSON object per line of standard input.
+    Stdin,
+    /// This object.
+    Json(JsonObject),
+}
+
+/// Options of `subscribe`.
+#[derive(Debug, Args)]
+pub struct SubscribeArgs {
+    /// The topic or pattern: `task.*` (one token), `task.>` (one or more), or an exact topic
+    #[arg(long, value_name = "PATTERN", value_parser = parse_pattern)]
+    pub topic: TopicPattern,
+    /// Where to start: new, beginning, an RFC 3339 time, or a duration ago such as 15m
+    #[arg(long, default_value = "new", value_parser = parse_from)]
+    pub from: FromArg,
+    /// Consume as this durable group: resume where it left off (--from applies only when new)
+    #[arg(long, value_name = "NAME", value_parser = parse_group)]
+    pub group: Option<ConsumerName>,
+    /// Exit after this many events
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
+    /// Exit after this long, e.g. 30s, 500ms, 2m
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+}
+
+/// Where a subscription starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FromArg {
+    /// Only events published from now on.
+    New,
+    /// Every stored event.
+    Beginning,
+    /// Events since this time.
+    Since(Timestamp),
+}
+
+/// Options of `history`.
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// Only these topics or patterns (repeatable)
+    #[arg(long, value_name = "T", value_parser = parse_pattern)]
+    pub topic: Vec<TopicPattern>,
+    /// Only events from this source
+    #[arg(long)]
+    pub source: Option<String>,
+    /// Only events with this correlation id
+    #[arg(long, value_name = "ID")]
+    pub correlation_id: Option<String>,
+    /// Only events at or after this time (RFC 3339, or a duration ago such as 2h)
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub since: Option<Timestamp>,
+    /// Only events before this time (RFC 3339, or a duration ago such as 2h)
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub until: Option<Timestamp>,
+    /// Keep the first N events
+    #[arg(long, value_name = "N", conflicts_with = "last")]
+    pub limit: Option<usize>,
+    /// Keep the newest N events (still printed oldest first)
+    #[arg(long, value_name = "N")]
+    pub last: Option<usize>,
+    /// Print a JSON array
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Options of `replay`.
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// The topic or pattern to replay
+    #[arg(long, value_name = "PATTERN", value_parser = parse_pattern)]
+    pub topic: TopicPattern,
+    /// Replay events at or after this time (RFC 3339, or a duration ago such as 2h)
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub since: Timestamp,
+    /// Replay events before this time
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub until: Option<Timestamp>,
+    /// Playback speed: original gaps are divided by it; 0 replays as fast as possible
+    #[arg(long, default_value_t = 1.0, value_parser = parse_speed)]
+    pub speed: f64,
+}
+
+/// A lone `--json` flag.
+#[derive(Debug, Args)]
+pub struct JsonFlag {
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Options of `stats`.
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// Only this topic
+    #[arg(long, value_parser = parse_topic)]
+    pub topic: Option<Topic>,
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Options of `clear`.
+#[derive(Debug, Args)]
+pub struct ClearArgs {
+    /// Only this topic (all topics if omitted)
+    #[arg(long, value_parser = parse_topic)]
+    pub topic: Option<Topic>,
+    /// Only events older than this time (RFC 3339, or a duration ago such as 7d)
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub before: Option<Timestamp>,
+    /// Do not ask
+    #[arg(long)]
+    pub confirm: bool,
+}
+
+fn parse_topic(s: &str) -> Result<Topic, String> {
+    Topic::new(s).map_err(|e| e.to_string())
+}
+
+fn parse_pattern(s: &str) -> Result<TopicPattern, String> {
+    TopicPattern::new(s).map_err(|e| e.to_string())
+}
+
+fn parse_group(s: &str) -> Result<ConsumerName, String> {
+    ConsumerName::new(s).map_err(|e| e.to_string().replace("consumer name", "group name"))
+}
+
+fn parse_payload(s: &str) -> Result<PayloadArg, String> {
+    if s == "-" {
+        return Ok(PayloadArg::Stdin);
+    }
+    parse_json_object("payload", s).map(PayloadArg::Json).map_err(|e| e.to_string())
+}
+
+fn parse_metadata(s: &str) -> Result<JsonObject, String> {
+    parse_json_object("metadata", s).map_err(|e| e.to_string())
+}
+
+fn parse_speed(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(x) if x.is_finite() && x >= 0.0 => Ok(x),
+        _ => Err(format!("{s:?} is not a speed; expected a number >= 0 (0 = as fast as possible)")),
+    }
+}
+
+/// Parses `90s`, `15m`, `2h`, `7d`, `500ms`, or a plain number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let text = s.trim();
+    let bad = || {
+        format!("{s:?} is not a duration; expected a number with a unit such as 500ms, 90s, 15m, 2h or 7d")
+    };
+    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number.parse().map_err(|_| bad())?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "" | "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        "d" => value * 86400.0,
+        _ => return Err(bad()),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|_| bad())
+}
+
+/// Parses an RFC 3339 time or a duration ago (`90s`, `15m`, `2h`, `7d`).
+pub fn parse_time(s: &str) -> Result<Timestamp, String> {
+    let text = s.trim();
+    if text.starts_with(|c: char| c.is_ascii_digit()) && !text.contains('-') {
+        let ago = parse_duration(text).map_err(|_| time_error(s))?;
+        let micros = i64::try_from(ago.as_micros()).map_err(|_| time_error(s))?;
+        return Ok(Timestamp::now().add_micros(-micros));
+    }
+    Timestamp::parse(text).map_err(|_| time_error(s))
+}
+
+fn time_error(s: &str) -> String {
+    format!(
+        "{s:?} is not a time; expected RFC 3339 such as 2026-04-16T00:00:00Z or a duration ago such as 90s, 15m, 2h or 7d"
+    )
+}
+
+fn parse_from(s: &str) -> Result<FromArg, String> {
+    match s.trim() {
+        "new" => Ok(FromArg::New),
+        "beginning" => Ok(FromArg::Beginning),
+        other => parse_time(other).map(FromArg::Since).map_err(|_| {
+            format!(
+                "{s:?} is not a start; expected new, beginning, an RFC 3339 time or a duration ago such as 15m"
+            )
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("15m").unwrap(), Duration::from_secs(900));
+        assert_eq!(parse_duration("2h").unwrap(), Duration::from_secs(7200));
+        assert_eq!(parse_duration("7d").unwrap(), Duration::from_secs(7 * 86400));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("1.5").unwrap(), Duration::from_millis(1500));
+        for bad in ["", "s", "5x", "-1s", "1e400s", "ten"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn times() {
+        let t = parse_time("2026-04-16T02:00:00+02:00").unwrap();
+        assert_eq!(t.to_string(), "2026-04-16T00:00:00.000000+00:00");
+        let before = Timestamp::now();
+        let ago = parse_time("15m").unwrap();
+        let after = Timestamp::now();
+        assert!(ago >= before.add_micros(-900_000_000) && ago <= after.add_micros(-900_000_000));
+        for bad in ["yesterday", "2026-04-16", "15x", "", "-5m"] {
+            let err = parse_time(bad).unwrap_err();
+            assert!(err.contains("RFC 3339") && err.contains("duration ago"), "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn starts() {
+        assert_eq!(parse_from("new").unwrap(), FromArg::New);
+        assert_eq!(parse_from("beginning").unwrap(), FromArg::Beginning);
+        assert!(matches!(parse_from("2026-04-16T00:00:00Z").unwrap(), FromArg::Since(_)));
+        assert!(matches!(parse_from("1h").unwrap(), FromArg::Since(_)));
+        assert!(parse_from("old").unwrap_err().contains("beginning"));
+    }
+}

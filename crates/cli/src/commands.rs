@@ -1,0 +1,489 @@
+//! What each command does: parse, call the libraries, print.
+
+use std::io::{self, BufRead, IsTerminal, Write};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use bus::{EventBus, HandlerResult, PublishOptions, ReplayConfig, StartAt, SubscribeConfig};
+use clap::CommandFactory;
+use seed_event::{parse_json_object, Clear, EventStore, Limit, Query, StoredEvent};
+
+use crate::args::{
+    ClearArgs, Cli, Command, FromArg, HistoryArgs, PayloadArg, PublishArgs, ReplayArgs, StatsArgs,
+    SubscribeArgs,
+};
+use crate::output::{history_line, python_isoformat, JsonArray};
+use crate::signal;
+
+/// Invalid input found by the command itself: exit status 2.
+#[derive(Debug)]
+pub struct Usage(pub String);
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Usage {}
+
+/// How many stdin lines go into one batch at most.
+const STDIN_BATCH: usize = 1000;
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> Result<()> {
+    // Not locked here: a subscription's handler thread prints too.
+    let out = &mut io::stdout();
+    match &cli.command {
+        Command::Completions { shell } => {
+            clap_complete::generate(*shell, &mut Cli::command(), "seed", out);
+            Ok(())
+        }
+        Command::Import { legacy_dir } => import(&cli, legacy_dir, out),
+        command => {
+            let bus = EventBus::new(open_store(&cli)?);
+            match command {
+                Command::Publish(args) => publish(&bus, args, out),
+                Command::Subscribe(args) => subscribe(&bus, args),
+                Command::History(args) => history(&bus, args, out),
+                Command::Replay(args) => replay(&bus, args, out),
+                Command::Topics(args) => topics(&bus, args.json, out),
+                Command::Stats(args) => stats(&bus, args, out),
+                Command::Clear(args) => clear(&bus, args, out),
+                Command::Completions { .. } | Command::Import { .. } => Ok(()),
+            }
+        }
+    }
+}
+
+fn events_dir(cli: &Cli) -> std::path::PathBuf {
+    cli.events_dir.clone().unwrap_or_else(store_file::default_events_dir)
+}
+
+/// The Redis store if `--redis` is given (never falling back to files), else the file store.
+fn open_store(cli: &Cli) -> Result<Arc<dyn EventStore>> {
+    if let Some(url) = &cli.redis {
+        let store = store_redis::RedisStore::open(url)
+            .with_context(|| format!("cannot use Redis at {}", store_redis::redact_url(url)))?;
+        return Ok(Arc::new(store));
+    }
+    let dir = events_dir(cli);
+    let store = store_file::FileStore::open(&dir)
+        .with_context(|| format!("cannot open the events directory {}", dir.display()))?;
+    Ok(Arc::new(store))
+}
+
+fn publish(bus: &EventBus, args: &PublishArgs, out: &mut dyn Write) -> Result<()> {
+    let options = PublishOptions {
+        correlation_id: args.correlation_id.clone(),
+        metadata: args.metadata.clone().unwrap_or_default(),
+        id: args.id,
+        timestamp: args.timestamp,
+    };
+    let payload = match &args.payload {
+        PayloadArg::Json(payload) => payload.clone(),
+        PayloadArg::Stdin => return publish_stdin(bus, args, &options, out),
+    };
+    let stored = bus.publish(&args.topic, &args.source, payload, options)?;
+    if args.json {
+        writeln!(out, "{}", stored.event.to_json_line())?;
+    } else {
+        writeln!(out, "Published event {} to topic {}", stored.event.id, args.topic)?;
+    }
+    Ok(())
+}
+
+/// Reads stdin on a thread of its own, so every line that has arrived can be
+/// published at once while the next one is still on its way.
+fn stdin_lines() -> mpsc::Receiver<(u64, io::Result<Vec<u8>>)> {
+    let (tx, rx) = mpsc::sync_channel(4 * STDIN_BATCH);
+    thread::spawn(move || {
+        let mut stdin = io::stdin().lock();
+        for number in 1.. {
+            let mut line = Vec::new();
+            let read = stdin.read_until(b'\n', &mut line);
+            let item = match read {
+                Ok(0) => return,
+                Ok(_) => Ok(line),
+                Err(e) => Err(e),
+            };
+            let failed = item.is_err();
+            if tx.send((number, item)).is_err() || failed {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+fn publish_stdin(
+    bus: &EventBus,
+    args: &PublishArgs,
+    options: &PublishOptions,
+    out: &mut dyn Write,
+) -> Result<()> {
+    if options.id.is_some() {
+        return Err(Usage("--id needs a single --payload, not -".to_string()).into());
+    }
+    // Checks the topic and source before reading anything.
+    bus.publish_batch(&args.topic, &args.source, Vec::new(), options)?;
+    let lines = stdin_lines();
+    let mut total = 0u64;
+    let mut bad = None;
+    while bad.is_none() {
+        let Ok(first) = lines.recv() else { break };
+        let mut batch = vec![first];
+        while batch.len() < STDIN_BATCH {
+            match lines.try_recv() {
+                Ok(item) => batch.push(item),
+                Err(_) => break,
+            }
+        }
+        let mut payloads = Vec::with_capacity(batch.len());
+        for (number, line) in batch {
+            let parsed = line
+                .map_err(|e| format!("cannot be read ({e})"))
+                .and_then(|bytes| {
+                    String::from_utf8(bytes).map_err(|_| "is not valid UTF-8".to_string())
+                })
+                .and_then(|text| {
+                    if text.trim().is_empty() {
+                        return Ok(None);
+                    }
+                    parse_json_object("payload", text.trim_end_matches(['\n', '\r']))
+                        .map(Some)
+                        .map_err(|e| e.to_string())
+                });
+            match parsed {
+                Ok(Some(payload)) => payloads.push(payload),
+                Ok(None) => {}
+                Err(reason) => {
+                    bad = Some(format!("line {number} of standard input: {reason}"));
+                    break;
+                }
+            }
+        }
+        if payloads.is_empty() {
+            continue;
+        }
+        let stored = bus.publish_batch(&args.topic, &args.source, payloads, options)?;
+        total += stored.len() as u64;
+        if args.json {
+            for e in &stored {
+                writeln!(out, "{}", e.event.to_json_line())?;
+            }
+            out.flush()?;
+        }
+    }
+    if !args.json {
+        writeln!(out, "Published {total} events to topic {}", args.topic)?;
+    }
+    match bad {
+        Some(message) => {
+            Err(Usage(format!("{message}; the {total} lines before it were published, none after"))
+                .into())
+        }
+        None => Ok(()),
+    }
+}
+
+fn start_of(from: FromArg) -> StartAt {
+    match from {
+        FromArg::New => StartAt::New,
+        FromArg::Beginning => StartAt::Beginning,
+        FromArg::Since(t) => StartAt::Since(t),
+    }
+}
+
+/// A handler that prints each event as its JSON line, flushed.
+fn printer(broken: Arc<AtomicBool>) -> impl FnMut(&StoredEvent) -> HandlerResult + Send + 'static {
+    move |e: &StoredEvent| {
+        let mut out = io::stdout().lock();
+        let written = writeln!(out, "{}", e.event.to_json_line()).and_then(|()| out.flush());
+        if let Err(err) = written {
+            if err.kind() == io::ErrorKind::BrokenPipe {
+                broken.store(true, Ordering::SeqCst);
+            }
+            return Err(err.into());
+        }
+        Ok(())
+    }
+}
+
+fn subscribe(bus: &EventBus, args: &SubscribeArgs) -> Result<()> {
+    signal::catch_stop_signals();
+    let deadline = args.timeout.map(|t| Instant::now() + t);
+    let past_deadline = || deadline.is_some_and(|d| Instant::now() >= d);
+    let broken = Arc::new(AtomicBool::new(false));
+    let mut config = SubscribeConfig {
+        consumer: args.group.clone(),
+        max_events: args.count,
+        ..SubscribeConfig::new(args.topic.clone(), start_of(args.from))
+    };
+    let mut announced = false;
+    let subscription = loop {
+        match bus.subscribe_with(config.clone(), printer(broken.clone())) {
+            Ok(subscription) => break subscription,
+            Err(bus::Error::ConsumerBusy { name, expires_in }) => {
+                if !announced {
+                    eprintln!(
+                        "Waiting for group {name}: another subscriber holds it (for up to {}s more unless it is alive)",
+                        expires_in.as_secs_f64().ceil()
+                    );
+                    announced = true;
+                }
+                if signal::stop_requested() {
+                    return Ok(());
+                }
+                if past_deadline() {
+                    bail!("group {name} is still held by another subscriber");
+                }
+                config.lease_wait = Duration::from_millis(300);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    eprintln!("Listening on {}", args.topic);
+    loop {
+        if subscription.wait_timeout(Duration::from_millis(20)) {
+            break;
+        }
+        if signal::stop_requested() || broken.load(Ordering::SeqCst) || past_deadline() {
+            break;
+        }
+    }
+    // Stops after the event being printed and commits everything printed.
+    let result = subscription.unsubscribe();
+    if broken.load(Ordering::SeqCst) {
+        return Ok(());
+    }
+    result?;
+    Ok(())
+}
+
+fn history(bus: &EventBus, args: &HistoryArgs, out: &mut dyn Write) -> Result<()> {
+    let limit = match (args.limit, args.last) {
+        (Some(n), _) => Some(Limit::First(n)),
+        (None, Some(n)) => Some(Limit::Last(n)),
+        (None, None) => None,
+    };
+    let query = Query {
+        topics: args.topic.clone(),
+        source: args.source.clone(),
+        correlation_id: args.correlation_id.clone(),
+        since: args.since,
+        until: args.until,
+        after: None,
+        limit,
+    };
+    let events = bus.read(&query)?;
+    let out = &mut io::BufWriter::new(out);
+    if args.json {
+        let mut array = JsonArray::new(&mut *out);
+        for item in events {
+            array.push(&item?.event)?;
+        }
+        array.finish()?;
+    } else {
+        for item in events {
+            writeln!(out, "{}", history_line(&item?.event))?;
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
+
+fn replay(bus: &EventBus, args: &ReplayArgs, out: &mut dyn Write) -> Result<()> {
+    let config = ReplayConfig {
+        since: Some(args.since),
+        until: args.until,
+        speed: args.speed,
+        ..ReplayConfig::new(args.topic.clone())
+    };
+    // A progress bar only for a person watching a replay that takes a while.
+    let mut progress = None;
+    if io::stderr().is_terminal() {
+        let estimate = bus.replay_estimate(&config)?;
+        if estimate.duration > Duration::from_secs(2) {
+            progress = Some(estimate.events);
+        }
+    }
+    let done = Arc::new(AtomicU64::new(0));
+    let counter = done.clone();
+    let report = bus.replay(&config, move |e: &StoredEvent| {
+        let mut stdout = io::stdout().lock();
+        let written =
+            writeln!(stdout, "[REPLAY] {}", e.event.to_json_line()).and_then(|()| stdout.flush());
+        if let Err(err) = written {
+            if err.kind() == io::ErrorKind::BrokenPipe {
+                // Nobody reads any more: stop, as a pipeline expects.
+                std::process::exit(0);
+            }
+            return Err(err.into());
+        }
+        let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+        if let Some(total) = progress {
+            draw_progress(n, total);
+        }
+        Ok(())
+    })?;
+    if progress.is_some() {
+        eprint!("\r\x1b[K");
+    }
+    writeln!(out, "\nReplayed {} events.", report.delivered)?;
+    if report.failed > 0 {
+        bail!("{} events could not be printed", report.failed);
+    }
+    Ok(())
+}
+
+fn draw_progress(done: u64, total: u64) {
+    const WIDTH: u64 = 30;
+    let filled = (done * WIDTH).checked_div(total).unwrap_or(WIDTH).min(WIDTH) as usize;
+    let bar = format!("{}{}", "#".repeat(filled), "-".repeat(WIDTH as usize - filled));
+    eprint!("\r[{bar}] {done}/{total}");
+}
+
+fn topics(bus: &EventBus, json: bool, out: &mut dyn Write) -> Result<()> {
+    let topics = bus.list_topics()?;
+    if json {
+        let names: Vec<&str> = topics.iter().map(|t| t.as_str()).collect();
+        writeln!(out, "{}", serde_json::to_string(&names)?)?;
+    } else if topics.is_empty() {
+        eprintln!("No topics found.");
+    } else {
+        for t in &topics {
+            writeln!(out, "{t}")?;
+        }
+    }
+    Ok(())
+}
+
+fn stats(bus: &EventBus, args: &StatsArgs, out: &mut dyn Write) -> Result<()> {
+    let stats = bus.stats(args.topic.as_ref())?;
+    if args.json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&stats)?)?;
+        return Ok(());
+    }
+    let time = |t: Option<seed_event::Timestamp>| t.map_or("-".to_string(), python_isoformat);
+    let rows: Vec<Vec<String>> = stats
+        .topics
+        .iter()
+        .map(|s| {
+            vec![
+                s.topic.to_string(),
+                s.events.to_string(),
+                s.bytes.to_string(),
+                time(s.first),
+                time(s.last),
+            ]
+        })
+        .collect();
+    write_table(out, &["TOPIC", "EVENTS", "BYTES", "FIRST", "LAST"], &rows)?;
+    let rows: Vec<Vec<String>> = stats
+        .consumers
+        .iter()
+        .flat_map(|c| {
+            c.positions.iter().map(|p| {
+                vec![
+                    c.name.to_string(),
+                    p.topic.to_string(),
+                    p.cursor.to_string(),
+                    p.lag.to_string(),
+                ]
+            })
+        })
+        .collect();
+    if !rows.is_empty() {
+        writeln!(out)?;
+        write_table(out, &["CONSUMER", "TOPIC", "POSITION", "LAG"], &rows)?;
+    }
+    Ok(())
+}
+
+/// Left-aligned columns, two spaces apart.
+fn write_table(out: &mut dyn Write, header: &[&str], rows: &[Vec<String>]) -> io::Result<()> {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let padded: Vec<String> =
+            cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        padded.join("  ").trim_end().to_string()
+    };
+    writeln!(out, "{}", line(header.to_vec()))?;
+    for row in rows {
+        writeln!(out, "{}", line(row.iter().map(String::as_str).collect()))?;
+    }
+    Ok(())
+}
+
+fn clear(bus: &EventBus, args: &ClearArgs, out: &mut dyn Write) -> Result<()> {
+    let older =
+        args.before.map(|t| format!(" older than {}", python_isoformat(t))).unwrap_or_default();
+    if !args.confirm {
+        if !io::stdin().is_terminal() {
+            return Err(Usage(
+                "refusing to clear without --confirm: standard input is not a terminal to ask on"
+                    .to_string(),
+            )
+            .into());
+        }
+        match &args.topic {
+            Some(t) => eprint!("Clear all events{older} for topic '{t}'? [y/N] "),
+            None => eprint!("Clear ALL events{older}? [y/N] "),
+        }
+        let mut answer = String::new();
+        io::stdin().lock().read_line(&mut answer)?;
+        if !answer.trim().eq_ignore_ascii_case("y") {
+            writeln!(out, "Aborted.")?;
+            return Ok(());
+        }
+    }
+    let removed = bus.clear(&Clear { topic: args.topic.clone(), before: args.before })?;
+    match &args.topic {
+        Some(t) => writeln!(out, "Cleared {removed} events{older} from topic '{t}'.")?,
+        None => writeln!(out, "Cleared {removed} total events{older}.")?,
+    }
+    Ok(())
+}
+
+fn import(cli: &Cli, legacy_dir: &Path, out: &mut dyn Write) -> Result<()> {
+    if cli.redis.is_some() {
+        return Err(Usage(
+            "seed import writes into the file store; run it without --redis (and SEED_REDIS_URL)"
+                .to_string(),
+        )
+        .into());
+    }
+    let dir = events_dir(cli);
+    let store = store_file::FileStore::open(&dir)
+        .with_context(|| format!("cannot open the events directory {}", dir.display()))?;
+    let report = store_file::import_legacy(&store, legacy_dir)
+        .with_context(|| format!("cannot import {}", legacy_dir.display()))?;
+    writeln!(
+        out,
+        "Imported {} events from {} files into {} ({} already present).",
+        report.imported,
+        report.files,
+        dir.display(),
+        report.already_present
+    )?;
+    if !report.bad_lines.is_empty() {
+        for bad in &report.bad_lines {
+            eprintln!("  {bad}");
+        }
+        bail!(
+            "{} lines are not events and were not imported (listed above); everything else was",
+            report.bad_lines.len()
+        );
+    }
+    Ok(())
+}
