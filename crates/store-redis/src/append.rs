@@ -221,6 +221,87 @@ impl Appender {
         }
     }
 
+    /// Appends a batch of events of one topic, atomically.
+    ///
+    /// A store's first batch to a topic goes through the script. Later ones are
+    /// one `MULTI`/`SADD`/`XADD`…/`HINCRBY`/`EXEC` transaction in which every
+    /// entry gets the same milliseconds (the batch's latest event time, raised
+    /// to the topic's floor): `XADD <ms>-*` then either refuses all entries
+    /// (another writer is ahead: the script takes over) or accepts all, so the
+    /// batch is never stored in part. A lost reply falls back to the script,
+    /// which finds the batch if it landed.
+    pub(crate) fn append_batch(
+        &self,
+        shared: &Shared,
+        topic: &Topic,
+        events: &[Event],
+    ) -> Result<Vec<Cursor>> {
+        if !self.is_known(topic) {
+            let ids = script_append(shared, topic, events, None, Attempt::Fresh)?;
+            if let Some(last) = ids.last() {
+                self.learn(topic, *last);
+            }
+            return Ok(ids);
+        }
+        let keys = &shared.keys;
+        let lines: Vec<String> = events.iter().map(Event::to_json_line).collect();
+        let bytes: usize = lines.iter().map(|l| l.len() + 1).sum();
+        let ms = {
+            let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+            let floor = known.entry(topic.clone()).or_insert(0);
+            *floor = events.iter().map(millis).fold(*floor, i64::max);
+            *floor
+        };
+        let id = format!("{ms}-*");
+        let stream = keys.stream(topic.as_str());
+        let mut pipe = redis::pipe();
+        pipe.cmd("MULTI");
+        pipe.cmd("SADD").arg(&keys.topics).arg(topic.as_str());
+        for line in &lines {
+            pipe.cmd("XADD").arg(&stream).arg(&id).arg("e").arg(line);
+        }
+        pipe.cmd("HINCRBY").arg(keys.meta(topic.as_str())).arg("bytes").arg(bytes);
+        pipe.cmd("EXEC");
+        let queued = lines.len() + 2;
+        let (mut con, _) = shared.take()?;
+        let replies = con.req_packed_commands(&pipe.get_packed_pipeline(), queued + 1, 1);
+        let replies = match replies.map(|mut v| v.pop().and_then(array)) {
+            Ok(Some(replies)) if replies.len() == queued => {
+                shared.give_back(con);
+                replies
+            }
+            _ => return script_append(shared, topic, events, None, Attempt::Lost),
+        };
+        let ids: Option<Vec<Cursor>> = replies[1..=lines.len()]
+            .iter()
+            .map(|r| match r {
+                Value::BulkString(id) => parse_id(id),
+                _ => None,
+            })
+            .collect();
+        match ids {
+            Some(ids) => Ok(ids),
+            None => {
+                if let Some(Value::ServerError(e)) = replies.get(1) {
+                    if !e.details().is_some_and(|d| d.contains("equal or smaller")) {
+                        return Err(Error::Unavailable(format!(
+                            "Redis at {} refused an append: {} {}",
+                            shared.redacted,
+                            e.code(),
+                            e.details().unwrap_or_default()
+                        )));
+                    }
+                }
+                // Another writer is ahead (every XADD was refused): the script continues from its top.
+                let ids = script_append(shared, topic, events, None, Attempt::Counted)?;
+                if let Some(last) = ids.last() {
+                    self.learn(topic, *last);
+                }
+                Ok(ids)
+            }
+        }
+    }
+
     /// Queues `request` and returns its outcome, leading round trips while needed.
     fn wait_for(&self, shared: &Shared, request: &Arc<Request>) -> Outcome {
         let mut queue = self.lock();

@@ -15,6 +15,8 @@ use crate::conn::{is_connection_error, Shared};
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(20);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// The longest one `XREAD BLOCK` waits; longer timeouts loop.
+const LONGEST_BLOCK: Duration = Duration::from_secs(3600);
 
 /// A live reader of the topics matching a pattern.
 pub(crate) struct RedisFollower {
@@ -280,9 +282,10 @@ impl Follower for RedisFollower {
         if max == 0 || !self.buffer.is_empty() {
             return Ok(self.drain(max));
         }
-        let deadline = Instant::now() + timeout;
+        let now = Instant::now();
+        let deadline = now.checked_add(timeout).unwrap_or(now + LONGEST_BLOCK * 24 * 365);
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
+            let left = deadline.saturating_duration_since(Instant::now()).min(LONGEST_BLOCK);
             // BLOCK 0 would wait forever: under a millisecond left, just look.
             let block = (left >= Duration::from_millis(1)).then_some(left);
             let Some(reply) = self.read_once(max, block, deadline)? else {

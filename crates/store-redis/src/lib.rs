@@ -381,10 +381,7 @@ impl EventStore for RedisStore {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        let ids = append::script_append(&self.shared, topic, &events, None, Attempt::Fresh)?;
-        if let Some(last) = ids.last() {
-            self.appender.learn(topic, *last);
-        }
+        let ids = self.appender.append_batch(&self.shared, topic, &events)?;
         Ok(ids
             .into_iter()
             .zip(events)

@@ -215,9 +215,8 @@ impl RedisServer {
     /// Starts the server again on the same port and directory; panics if it cannot.
     pub fn restart(&mut self) {
         self.kill();
-        let cmd = self.command();
         if let Err(e) = self.spawn() {
-            panic!("restarting on port {}: {e} ({:?})", self.port, cmd.map(|_| ()));
+            panic!("restarting redis-server on port {}: {e}", self.port);
         }
     }
 }

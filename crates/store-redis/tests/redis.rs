@@ -481,6 +481,16 @@ fn cursors_keep_growing_after_clears_and_late_events() {
     assert_eq!(stored.last(), Some(&behind));
     let stats = store.topics().unwrap().into_iter().find(|s| s.topic == skew).unwrap();
     assert_eq!(stats.bytes, line_bytes(&stored), "the fallback does not count twice");
+
+    // The same for a batch: refused whole by XADD, then stored whole by the script.
+    let further = seed_event::Timestamp::from_unix_micros(1_950_000_000_000_000);
+    other.append(event(&skew, 9).with_timestamp(further)).unwrap();
+    let returned = store.append_batch(&skew, (10..13).map(|n| event(&skew, n)).collect()).unwrap();
+    let stored = store.query(&Query::topic(&skew)).unwrap();
+    assert_eq!(numbers(&stored), (0..13).collect::<Vec<_>>());
+    assert_eq!(returned, stored[10..].to_vec());
+    let stats = store.topics().unwrap().into_iter().find(|s| s.topic == skew).unwrap();
+    assert_eq!(stats.bytes, line_bytes(&stored));
 }
 
 #[test]
