@@ -86,6 +86,10 @@ fn syscall_loop(c: &mut Criterion, len: usize) {
     });
     let thousand = line.repeat(1000);
     g.throughput(Throughput::Elements(1000));
+    g.bench_function("write_1000", |b| {
+        // SAFETY: as above.
+        b.iter(|| unsafe { libc::write(fd, thousand.as_ptr().cast(), thousand.len()) })
+    });
     g.bench_function("write_1000_fdatasync", |b| {
         b.iter(|| {
             // SAFETY: as above.

@@ -52,8 +52,7 @@ pub(crate) fn encode_line(out: &mut Vec<u8>, prefix: Prefix, event: &Event) {
     out.extend_from_slice(b"\",\"topic\":");
     push_json_str(out, event.topic.as_str());
     out.extend_from_slice(b",\"payload\":");
-    // Serializing plain data into memory cannot fail.
-    let _ = serde_json::to_writer(&mut *out, &event.payload);
+    push_object(out, &event.payload);
     out.extend_from_slice(b",\"source\":");
     push_json_str(out, &event.source);
     out.extend_from_slice(b",\"timestamp\":\"");
@@ -64,8 +63,48 @@ pub(crate) fn encode_line(out: &mut Vec<u8>, prefix: Prefix, event: &Event) {
         None => out.extend_from_slice(b"null"),
     }
     out.extend_from_slice(b",\"metadata\":");
-    let _ = serde_json::to_writer(&mut *out, &event.metadata);
+    push_object(out, &event.metadata);
     out.extend_from_slice(b"}\n");
+}
+
+/// A JSON object in serde_json's compact form.
+fn push_object(out: &mut Vec<u8>, map: &seed_event::JsonObject) {
+    out.push(b'{');
+    for (i, (k, v)) in map.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        push_json_str(out, k);
+        out.push(b':');
+        push_value(out, v);
+    }
+    out.push(b'}');
+}
+
+/// A JSON value in serde_json's compact form.
+fn push_value(out: &mut Vec<u8>, v: &serde_json::Value) {
+    use serde_json::Value;
+    match v {
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Bool(true) => out.extend_from_slice(b"true"),
+        Value::Bool(false) => out.extend_from_slice(b"false"),
+        // Serializing plain data into memory cannot fail.
+        Value::Number(n) => {
+            let _ = serde_json::to_writer(&mut *out, n);
+        }
+        Value::String(s) => push_json_str(out, s),
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                push_value(out, item);
+            }
+            out.push(b']');
+        }
+        Value::Object(map) => push_object(out, map),
+    }
 }
 
 fn push_u64(out: &mut Vec<u8>, mut v: u64) {
@@ -89,15 +128,38 @@ fn push_i64(out: &mut Vec<u8>, v: i64) {
     push_u64(out, v.unsigned_abs());
 }
 
-/// A JSON string as serde_json writes it; plain text takes the fast path.
+/// A JSON string as serde_json writes it; text without `"`, `\\` and control
+/// characters (the only bytes serde_json escapes) is copied as it is.
 fn push_json_str(out: &mut Vec<u8>, s: &str) {
-    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\' && b != 0x7f) {
+    if needs_escape(s.as_bytes()) {
+        let _ = serde_json::to_writer(&mut *out, s);
+    } else {
+        out.reserve(s.len() + 2);
         out.push(b'"');
         out.extend_from_slice(s.as_bytes());
         out.push(b'"');
-    } else {
-        let _ = serde_json::to_writer(&mut *out, s);
     }
+}
+
+/// Whether `s` holds a byte below 0x20, `"` or `\\`, eight bytes at a time.
+fn needs_escape(s: &[u8]) -> bool {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    // Nonzero exactly when some byte of `v` is zero (resp. below 0x20).
+    let zero_byte = |v: u64| v.wrapping_sub(LO) & !v & HI;
+    let mut chunks = s.chunks_exact(8);
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let v = u64::from_le_bytes(word);
+        let control = v.wrapping_sub(LO * 0x20) & !v & HI;
+        let quote = zero_byte(v ^ (LO * u64::from(b'"')));
+        let backslash = zero_byte(v ^ (LO * u64::from(b'\\')));
+        if control | quote | backslash != 0 {
+            return true;
+        }
+    }
+    chunks.remainder().iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\')
 }
 
 fn push_2(out: &mut Vec<u8>, v: u32) {
@@ -504,10 +566,27 @@ mod tests {
     }
 
     #[test]
+    fn escape_detection_is_exact() {
+        for b in 0u8..=255 {
+            for pos in 0..17 {
+                let mut bytes = vec![b'a'; 17];
+                bytes[pos] = b;
+                let expected = b < 0x20 || b == b'"' || b == b'\\';
+                assert_eq!(needs_escape(&bytes), expected, "byte {b:#x} at {pos}");
+            }
+        }
+    }
+
+    #[test]
     fn lines_hold_exactly_the_events_serde_form() {
         let t = Topic::new("service/api.health").unwrap();
-        let payload =
-            serde_json::json!({"ü": "\"quoted\"\n", "n": [1, 2.5, null], "o": {"b": 1, "a": 2}});
+        let payload = serde_json::json!({
+            "ü": "\"quoted\"\n",
+            "n": [1, 2.5, null, -3, 1e300, u64::MAX, true, false, [], {}],
+            "o": {"b": 1, "a": {"x": [{"y": "\\"}]}},
+            "e": "",
+            "tab\t": "\u{1f600}\u{7f}",
+        });
         let base = Event::new(t, "src\u{7f}\u{1}", payload.as_object().unwrap().clone());
         let times = [
             0,
