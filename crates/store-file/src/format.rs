@@ -313,7 +313,9 @@ impl LineReader {
                 self.start = 0;
             }
             searched = self.buf.len();
-            let want = (CHUNK.max(self.buf.len())).min((self.limit - file_end) as usize);
+            // Start small (a query near the end reads little), then read in big chunks.
+            let chunk = if self.buf.capacity() == 0 { BLOCK } else { CHUNK };
+            let want = (chunk.max(self.buf.len())).min((self.limit - file_end) as usize);
             let old = self.buf.len();
             self.buf.resize(old + want, 0);
             let n = loop {

@@ -156,8 +156,10 @@ impl Retention {
 pub struct FileStoreConfig {
     /// When appends are synced to disk.
     pub sync: SyncPolicy,
-    /// Retention limits, applied by [`FileStore::enforce_retention`] and, every
-    /// [`RETENTION_CHECK_EVERY`] appends to a topic, by the appending process.
+    /// Retention limits, applied exactly by [`FileStore::enforce_retention`]; and
+    /// every [`RETENTION_CHECK_EVERY`] appends to a topic, the appending process
+    /// applies them once a topic is a tenth past a limit (so that a big log is
+    /// not rewritten for a handful of events).
     pub retention: Retention,
     /// Wake followers with inotify (when `false`, or when inotify is unavailable, they poll).
     pub inotify: bool,
@@ -292,7 +294,10 @@ impl FileStore {
         if *since_check >= RETENTION_CHECK_EVERY && !self.config.retention.is_unlimited() {
             *since_check = 0;
             let limits = self.config.retention.limits(topic).clone();
-            if let Err(e) = enforce_limits(writer, &limits) {
+            let due = retention_due(&self.paths(topic), &limits);
+            if let Err(e) =
+                due.and_then(|due| if due { enforce_limits(writer, &limits) } else { Ok(0) })
+            {
                 log::warn!("retention of topic {topic} failed: {e}");
             }
         }
@@ -424,6 +429,40 @@ impl FileStore {
             None => Ok(meta::read(&self.paths(topic).meta)?.map_or(0, |m| m.seq_base)),
         }
     }
+}
+
+/// Whether a topic is far enough past its limits (by a tenth) to be worth rewriting:
+/// appends check now and then, and must not rewrite a big log for a few events.
+fn retention_due(paths: &Paths, limits: &Limits) -> Result<bool> {
+    if limits.is_unlimited() {
+        return Ok(false);
+    }
+    let Some((file, tail)) = open_snapshot(&paths.log)? else { return Ok(false) };
+    let Some(last) = tail.last else { return Ok(false) };
+    let mut reader = LineReader::new(0, tail.end);
+    let mut first = None;
+    while let Some((_, line)) = reader.next_line(&file).map_err(|e| read_err(&paths.log, e))? {
+        if let (Some(p), Some(ts)) = (parse_prefix(line), event_timestamp(line)) {
+            first = Some((p.seq, ts));
+            break;
+        }
+    }
+    let Some((first_seq, first_ts)) = first else { return Ok(false) };
+    if let Some(max) = limits.max_events {
+        let gaps = meta::read(&paths.meta)?.map_or(0, |m| m.gaps);
+        let count = (last.seq + 1).saturating_sub(first_seq).saturating_sub(gaps);
+        if count > max + (max / 10).max(1) {
+            return Ok(true);
+        }
+    }
+    if let Some(age) = limits.max_age {
+        let slack = age + age / 10;
+        let limit = Timestamp::now().add_micros(-(slack.as_micros().min(i64::MAX as u128) as i64));
+        if first_ts < limit.unix_micros() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// Removes what `limits` do not allow from the log of `writer`.
