@@ -85,7 +85,7 @@ pub(crate) fn script_append(
             let mut last = *ids.first().ok_or_else(|| bad("returned no id"))?;
             for w in ms.windows(2) {
                 last = if w[1] == w[0] {
-                    Cursor::new(last.major(), last.minor() + 1)
+                    Cursor::new(last.major(), last.minor().saturating_add(1))
                 } else {
                     Cursor::new(w[1] as u64, 0)
                 };

@@ -34,10 +34,12 @@
 //!
 //! # Cursors and time
 //!
-//! An event's [`Cursor`] is its stream id `ms-seq`. A Lua script gives each
-//! entry the id `max(event ms, last id ms)-<next seq>`, so ids grow
-//! strictly (also across clears: trimming keeps a stream's last id) and are
-//! never below the event's own time, even when events arrive with
+//! An event's [`Cursor`] is its stream id `ms-seq`. Each entry gets the id
+//! `<ms>-<next seq>` with `ms` at least its event's time (in a batch appended
+//! by the fast path: the batch's latest event time) and at least the
+//! stream's last id's milliseconds, so ids grow strictly (also across clears:
+//! trimming keeps a stream's last id) and are never below the event's own
+//! time, even when events arrive with
 //! out-of-order timestamps. `since` therefore becomes an id range
 //! (`XRANGE key <since ms>-0 +`) filtered by timestamp, which is exact; `until`
 //! cannot bound ids (a late event may carry a later id), so it filters. Last-N
