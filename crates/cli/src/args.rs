@@ -207,7 +207,7 @@ pub struct ReplayArgs {
     #[arg(long, value_name = "TIME", value_parser = parse_time)]
     pub until: Option<Timestamp>,
     /// Playback speed: original gaps are divided by it; 0 replays as fast as possible
-    #[arg(long, default_value_t = 1.0, value_parser = parse_speed)]
+    #[arg(long, default_value_t = 1.0, value_parser = parse_speed, allow_negative_numbers = true)]
     pub speed: f64,
 }
 

@@ -146,9 +146,9 @@ fn publish_stdin(
         let mut payloads = Vec::with_capacity(batch.len());
         for (number, line) in batch {
             let parsed = line
-                .map_err(|e| format!("cannot be read ({e})"))
+                .map_err(|e| format!("unreadable ({e})"))
                 .and_then(|bytes| {
-                    String::from_utf8(bytes).map_err(|_| "is not valid UTF-8".to_string())
+                    String::from_utf8(bytes).map_err(|_| "not valid UTF-8".to_string())
                 })
                 .and_then(|text| {
                     if text.trim().is_empty() {
