@@ -147,6 +147,8 @@ pub(crate) struct Appender {
     /// Topics this store has appended to (so they are in the topic set), with
     /// the highest id milliseconds it has seen in each.
     known: Mutex<HashMap<Topic, i64>>,
+    /// Events appended per topic since its last retention check.
+    since_check: Mutex<HashMap<Topic, u64>>,
 }
 
 impl Appender {
@@ -156,6 +158,18 @@ impl Appender {
 
     fn is_known(&self, topic: &Topic) -> bool {
         self.known.lock().unwrap_or_else(|p| p.into_inner()).contains_key(topic)
+    }
+
+    /// Counts `n` events appended to `topic`; true when a retention check is due.
+    pub(crate) fn count_towards_check(&self, topic: &Topic, n: u64) -> bool {
+        let mut counts = self.since_check.lock().unwrap_or_else(|p| p.into_inner());
+        let count = counts.entry(topic.clone()).or_insert(0);
+        *count += n;
+        if *count >= crate::RETENTION_CHECK_EVERY {
+            *count = 0;
+            return true;
+        }
+        false
     }
 
     /// Records that `topic` is in the topic set and holds an entry at `id`.

@@ -101,15 +101,26 @@
 //! server restarted *without* its data restarts its ids; followers cannot
 //! detect that, so run Redis with persistence (AOF) for the bus.
 //!
-//! Retention limits (`MAXLEN`/`MINID` on append) are not implemented: the
-//! trait has no per-topic limits yet.
+//! # Retention
+//!
+//! [`RedisConfig::retention`] sets limits per topic (the newest N events, or
+//! events younger than an age), as the file store does. They are applied
+//! exactly by [`RedisStore::enforce_retention`], and by the appending store
+//! every [`RETENTION_CHECK_EVERY`] events once a topic is a tenth past a limit
+//! (by age, those automatic runs remove only entries whose id is older than
+//! the cut-off, which spares the scan for late events). Entries are deleted
+//! with their sizes taken off the byte count, rather than trimmed with
+//! `XADD … MAXLEN ~`, which would leave the count wrong.
 
 mod append;
 mod codec;
 mod conn;
 mod follow;
 mod read;
+mod retention;
 mod scripts;
+
+pub use retention::{Limits, Retention, RETENTION_CHECK_EVERY};
 
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -153,6 +164,10 @@ pub struct RedisConfig {
     pub command_timeout: Duration,
     /// At most this many idle connections are kept for reuse.
     pub max_idle_connections: usize,
+    /// Retention limits, applied exactly by [`RedisStore::enforce_retention`];
+    /// and every [`RETENTION_CHECK_EVERY`] events a store appends to a topic,
+    /// it trims the topic once it is a tenth past a limit.
+    pub retention: Retention,
 }
 
 impl Default for RedisConfig {
@@ -163,6 +178,7 @@ impl Default for RedisConfig {
             connect_timeout: Duration::from_secs(2),
             command_timeout: Duration::from_secs(10),
             max_idle_connections: 16,
+            retention: Retention::default(),
         }
     }
 }
@@ -300,7 +316,10 @@ impl RedisStore {
         Ok(topics)
     }
 
-    fn clear_topic(&self, topic: &Topic, before: Option<Timestamp>) -> Result<u64> {
+    /// Removes `topic`'s events older than `before` (all without it). With
+    /// `exact` false only entries whose id is below `before` are looked at
+    /// (they are certainly older); late events further on stay.
+    fn clear_topic(&self, topic: &Topic, before: Option<Timestamp>, exact: bool) -> Result<u64> {
         let stream = self.keys().stream(topic.as_str());
         let meta = self.keys().meta(topic.as_str());
         let Some(before) = before else {
@@ -310,9 +329,16 @@ impl RedisStore {
             return Ok(n.max(0) as u64);
         };
         // Only what was stored when the clear began; late events may sit anywhere, so scan.
-        let Some(end) = self.last_cursor(topic)? else {
+        let Some(mut end) = self.last_cursor(topic)? else {
             return Ok(0);
         };
+        if !exact {
+            let below = before.unix_millis().max(0) as u64;
+            if below == 0 {
+                return Ok(0);
+            }
+            end = end.min(Cursor::new(below - 1, u64::MAX));
+        }
         let mut start = "-".to_string();
         let mut removed = 0u64;
         loop {
@@ -366,7 +392,9 @@ impl EventStore for RedisStore {
     }
 
     fn append(&self, event: Event) -> Result<StoredEvent> {
-        self.appender.append(&self.shared, event)
+        let stored = self.appender.append(&self.shared, event)?;
+        self.after_append(&stored.event.topic, 1);
+        Ok(stored)
     }
 
     fn append_batch(&self, topic: &Topic, events: Vec<Event>) -> Result<Vec<StoredEvent>> {
@@ -384,6 +412,7 @@ impl EventStore for RedisStore {
             return Ok(Vec::new());
         }
         let ids = self.appender.append_batch(&self.shared, topic, &events)?;
+        self.after_append(topic, ids.len() as u64);
         Ok(ids
             .into_iter()
             .zip(events)
@@ -405,6 +434,7 @@ impl EventStore for RedisStore {
             .next()
             .ok_or_else(|| Error::corrupt("the append script", "returned no id"))?;
         self.appender.learn(&event.topic, cursor);
+        self.after_append(&event.topic, 1);
         Ok(StoredEvent { cursor, event })
     }
 
@@ -547,7 +577,7 @@ impl EventStore for RedisStore {
         };
         let mut removed = 0;
         for topic in &topics {
-            removed += self.clear_topic(topic, what.before)?;
+            removed += self.clear_topic(topic, what.before, true)?;
         }
         Ok(removed)
     }

@@ -552,3 +552,46 @@ fn threads_sharing_one_store_lose_and_repeat_nothing_even_when_replies_are_lost(
     let stats = store.topics().unwrap();
     assert_eq!(stats[0].bytes, line_bytes(&stored), "bytes counted once per event");
 }
+
+#[test]
+fn retention_trims_by_count_and_age_with_exact_bytes() {
+    use store_redis::{Limits, Retention};
+    let server = RedisServer::start();
+    let (busy, aged, free) = (topic("ret.busy"), topic("ret.aged"), topic("ret.free"));
+    let mut retention = Retention::default();
+    let newest_10 = Limits { max_events: Some(10), ..Limits::default() };
+    let one_hour = Limits { max_age: Some(Duration::from_secs(3600)), ..Limits::default() };
+    retention.per_topic.insert(busy.clone(), newest_10);
+    retention.per_topic.insert(aged.clone(), one_hour);
+    let config = RedisConfig { retention, ..RedisConfig::new(server.url()) };
+    let store = RedisStore::open_with(config).unwrap();
+    let count = |t: &Topic| numbers(&store.query(&Query::topic(t)).unwrap());
+    let stats = |t: &Topic| store.topics().unwrap().into_iter().find(|s| s.topic == *t).unwrap();
+
+    // By count, automatically: checks after 1,024 and 2,048 appends trim to the newest 10.
+    for n in 0..2100 {
+        store.append(event(&busy, n)).unwrap();
+    }
+    assert_eq!(count(&busy), (2038..2100).collect::<Vec<_>>());
+    // By age, automatically: 500 old events go at the check after 1,024.
+    let two_hours_ago = seed_event::Timestamp::now().add_micros(-7_200_000_000);
+    let old: Vec<Event> = (0..500).map(|n| event(&aged, n).with_timestamp(two_hours_ago)).collect();
+    store.append_batch(&aged, old).unwrap();
+    store.append_batch(&aged, (500..1024).map(|n| event(&aged, n)).collect()).unwrap();
+    assert_eq!(count(&aged), (500..1024).collect::<Vec<_>>());
+    // A late old event sits after new ones: only the exact run finds it.
+    store.append(event(&aged, 9999).with_timestamp(two_hours_ago)).unwrap();
+    for n in 0..20 {
+        store.append(event(&free, n)).unwrap();
+    }
+    assert_eq!(store.enforce_retention().unwrap(), 52 + 1);
+    assert_eq!(count(&busy), (2090..2100).collect::<Vec<_>>());
+    assert_eq!(count(&aged), (500..1024).collect::<Vec<_>>());
+    assert_eq!(count(&free).len(), 20, "topics without limits are untouched");
+    for t in [&busy, &aged, &free] {
+        let stored = store.query(&Query::topic(t)).unwrap();
+        assert_eq!(stats(t).bytes, line_bytes(&stored), "bytes of {t}");
+    }
+    let last = store.last_cursor(&busy).unwrap().unwrap();
+    assert!(store.append(event(&busy, 3000)).unwrap().cursor > last);
+}

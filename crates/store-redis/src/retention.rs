@@ -1,0 +1,145 @@
+//! Retention: limits on how many events, or how old, a topic keeps.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use redis::Value;
+use seed_event::{Cursor, Result, Timestamp, Topic};
+
+use crate::codec::raw_entries;
+use crate::{scripts, RedisStore, PAGE};
+
+/// How many events a store appends to a topic between two retention checks.
+pub const RETENTION_CHECK_EVERY: u64 = 1024;
+
+/// Retention limits of a topic; `None` means unlimited.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// Remove events whose timestamp is older than this.
+    pub max_age: Option<Duration>,
+    /// Keep at most this many events (the newest).
+    pub max_events: Option<u64>,
+}
+
+impl Limits {
+    /// Whether these limits remove anything at all.
+    pub fn is_unlimited(&self) -> bool {
+        self.max_age.is_none() && self.max_events.is_none()
+    }
+}
+
+/// Retention limits: a default for every topic, and overrides for some.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Retention {
+    /// The limits of topics without an override.
+    pub default: Limits,
+    /// Limits for particular topics.
+    pub per_topic: BTreeMap<Topic, Limits>,
+}
+
+impl Retention {
+    /// The limits that apply to `topic`.
+    pub fn limits(&self, topic: &Topic) -> &Limits {
+        self.per_topic.get(topic).unwrap_or(&self.default)
+    }
+}
+
+impl RedisStore {
+    /// Applies the configured retention limits to every topic exactly; returns
+    /// how many events were removed.
+    ///
+    /// `max_events` keeps the newest events in append order; `max_age`
+    /// removes every event whose timestamp is older than now minus the age,
+    /// wherever it sits in the stream. Events appended meanwhile are kept.
+    pub fn enforce_retention(&self) -> Result<u64> {
+        let mut removed = 0;
+        for topic in self.registered_topics()? {
+            let limits = self.shared.config.retention.limits(&topic).clone();
+            removed += self.enforce_limits(&topic, &limits, true)?;
+        }
+        Ok(removed)
+    }
+
+    /// Called after appending `n` events to `topic`: every
+    /// [`RETENTION_CHECK_EVERY`] events, trims the topic if it is a tenth past a limit.
+    pub(crate) fn after_append(&self, topic: &Topic, n: u64) {
+        let limits = self.shared.config.retention.limits(topic);
+        if limits.is_unlimited() || !self.appender.count_towards_check(topic, n) {
+            return;
+        }
+        let limits = limits.clone();
+        if let Err(e) = self.enforce_limits(topic, &limits, false) {
+            log::warn!("retention of topic {topic} failed: {e}");
+        }
+    }
+
+    /// Applies `limits` to `topic`; with `exact` false only once a tenth past
+    /// a limit, and by age only to entries whose id is below the cut-off.
+    fn enforce_limits(&self, topic: &Topic, limits: &Limits, exact: bool) -> Result<u64> {
+        let mut removed = 0;
+        if let Some(age) = limits.max_age {
+            let micros = i64::try_from(age.as_micros()).unwrap_or(i64::MAX);
+            let cutoff = Timestamp::now().add_micros(-micros);
+            let slack = Timestamp::now().add_micros(-(micros.saturating_add(micros / 10)));
+            if exact || self.oldest_timestamp(topic)?.is_some_and(|t| t < slack) {
+                removed += self.clear_topic(topic, Some(cutoff), exact)?;
+            }
+        }
+        if let Some(max) = limits.max_events {
+            removed += self.keep_newest(topic, max, if exact { max } else { max + max / 10 })?;
+        }
+        Ok(removed)
+    }
+
+    /// The timestamp of the topic's first entry.
+    fn oldest_timestamp(&self, topic: &Topic) -> Result<Option<Timestamp>> {
+        let q = seed_event::Query {
+            limit: Some(seed_event::Limit::First(1)),
+            ..seed_event::Query::topic(topic)
+        };
+        Ok(seed_event::EventStore::query(self, &q)?.first().map(|e| e.event.timestamp))
+    }
+
+    /// Removes the oldest entries of `topic` beyond the newest `keep`, once it holds more than `above`.
+    fn keep_newest(&self, topic: &Topic, keep: u64, above: u64) -> Result<u64> {
+        let stream = self.keys().stream(topic.as_str());
+        let meta = self.keys().meta(topic.as_str());
+        let len: u64 = self.shared.run(|con, _| redis::cmd("XLEN").arg(&stream).query(con))?;
+        if len <= above {
+            return Ok(0);
+        }
+        let mut left = len - keep;
+        let mut start = "-".to_string();
+        let mut removed = 0;
+        while left > 0 {
+            let count = left.min(PAGE as u64);
+            let reply: Value = self.shared.run(|con, _| {
+                redis::cmd("XRANGE")
+                    .arg(&stream)
+                    .arg(&start)
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(count)
+                    .query(con)
+            })?;
+            let page = raw_entries(reply, &stream)?;
+            let Some(last) = page.last().map(|e| e.cursor) else { break };
+            let doomed: Vec<(Cursor, usize)> = page
+                .iter()
+                .map(|e| (e.cursor, e.line.as_ref().map_or(0, |l| l.len() + 1)))
+                .collect();
+            let n: i64 = self.shared.run(|con, _| {
+                let mut invocation = scripts::DELETE_ENTRIES.prepare_invoke();
+                invocation.key(&stream).key(&meta);
+                for (cursor, size) in &doomed {
+                    invocation.arg(cursor.to_string()).arg(*size);
+                }
+                invocation.invoke(con)
+            })?;
+            removed += n.max(0) as u64;
+            left = left.saturating_sub(page.len() as u64);
+            start = format!("({last}");
+        }
+        Ok(removed)
+    }
+}
