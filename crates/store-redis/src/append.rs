@@ -332,11 +332,31 @@ impl Appender {
             queue.busy = true;
             let batch = std::mem::take(&mut queue.pending);
             drop(queue);
-            self.round_trip(shared, &batch);
+            let turn = Turn { appender: self, batch };
+            self.round_trip(shared, &turn.batch);
+            drop(turn);
             queue = self.lock();
-            queue.busy = false;
-            self.turn.notify_all();
         }
+    }
+}
+
+/// A leader's round: on drop (also when unwinding) every request of the batch
+/// has an outcome and the next thread may lead, so no waiter is stranded.
+struct Turn<'a> {
+    appender: &'a Appender,
+    batch: Vec<Arc<Request>>,
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        for r in &self.batch {
+            let mut outcome = r.outcome.lock().unwrap_or_else(|p| p.into_inner());
+            if outcome.is_none() {
+                *outcome = Some(Outcome::Lost);
+            }
+        }
+        self.appender.lock().busy = false;
+        self.appender.turn.notify_all();
     }
 }
 

@@ -161,3 +161,40 @@ pub(crate) fn array(reply: Value) -> Option<Vec<Value>> {
 pub(crate) fn text(reply: Value) -> Option<String> {
     bytes_of(reply).and_then(|b| String::from_utf8(b).ok())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_keys_share_a_hash_tag_and_never_meet_store_keys() {
+        let keys = Keys::new("seed:");
+        assert_eq!(keys.stream("a.b"), "seed:{a.b}:s");
+        assert_eq!(keys.meta("a.b"), "seed:{a.b}:m");
+        assert_eq!(keys.topics, "seed:topics");
+        assert_eq!(keys.consumer("worker/1"), "seed:consumer:worker/1");
+        // A topic named like a store key still gets a key of its own.
+        assert_ne!(keys.stream("topics"), keys.topics);
+        assert!(keys.stream("x}:s").starts_with("seed:{"));
+    }
+
+    #[test]
+    fn stream_ids_parse_as_cursors() {
+        assert_eq!(parse_id(b"1713268800123-4"), Some(Cursor::new(1713268800123, 4)));
+        assert_eq!(parse_id(b"nope"), None);
+        assert_eq!(parse_id(&[0xff, 0xfe]), None);
+    }
+
+    #[test]
+    fn odd_replies_are_corrupt_not_panics() {
+        let key = "seed:{t}:s";
+        assert!(raw_entries(Value::Int(3), key).is_err());
+        let no_id = Value::Array(vec![Value::Array(vec![])]);
+        assert!(raw_entries(no_id, key).is_err());
+        let no_field = Value::Array(vec![Value::Array(vec![Value::BulkString(b"1-0".to_vec())])]);
+        let entries = raw_entries(no_field, key).unwrap();
+        let topic = Topic::new("t").unwrap();
+        let err = decode(entries.into_iter().next().unwrap(), &topic, key).unwrap_err();
+        assert!(err.to_string().contains("no field `e`"), "{err}");
+    }
+}

@@ -144,7 +144,8 @@ pub(crate) fn read<'a>(store: &'a RedisStore, query: &Query) -> Result<EventStre
         return Ok(Box::new(newest.into_iter().rev().map(Ok)));
     }
     let page = match query.limit {
-        Some(Limit::First(n)) if unfiltered && topics.len() == 1 => n,
+        // No topic contributes more than n to the first n.
+        Some(Limit::First(n)) if unfiltered => n,
         _ => PAGE,
     };
     if page == 0 {
