@@ -138,30 +138,30 @@ fn median(mut values: Vec<f64>) -> f64 {
 }
 
 /// Our throughput beside `redis-benchmark`'s, measured in alternation
-/// (`ROUNDS` times each, medians reported) so both see the same machine load.
+/// (three times each, medians reported) so both see the same machine load.
 fn ratios(server: &RedisServer, store: &RedisStore) {
-    const ROUNDS: usize = 3;
+    // `SEED_BENCH_QUICK` (set by `cargo xtask bench --quick`): one short round.
+    let quick = std::env::var_os("SEED_BENCH_QUICK").is_some();
+    let rounds = if quick { 1 } else { 3 };
     let port = server.port();
     let value = "x".repeat(EVENT_BYTES);
     let topic = Topic::new("bench.ratio").unwrap();
     let event = sample_event(&topic);
-    let n = 50_000u64;
+    let n = if quick { 10_000u64 } else { 50_000 };
     let xadd = ["XADD", "bench:rb", "*", "f", value.as_str()];
-    let with = |extra: &[&'static str]| -> Vec<String> {
-        extra.iter().map(|s| s.to_string()).chain(xadd.iter().map(|s| s.to_string())).collect()
+    let with = |extra: &[&str]| -> Vec<String> {
+        extra.iter().chain(xadd.iter()).map(|s| s.to_string()).collect()
     };
-    let (plain_args, c1_args, p16_args) = (
-        with(&["-n", "100000"]),
-        with(&["-n", "100000", "-c", "1"]),
-        with(&["-n", "1000000", "-P", "16"]),
-    );
+    let (rb_n, rb_p16_n) = if quick { ("20000", "200000") } else { ("100000", "1000000") };
+    let (plain_args, c1_args, p16_args) =
+        (with(&["-n", rb_n]), with(&["-n", rb_n, "-c", "1"]), with(&["-n", rb_p16_n, "-P", "16"]));
     let run = |args: &[String]| {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         redis_benchmark(port, &args)
     };
     let batch: Vec<Event> = (0..1000).map(|_| sample_event(&topic)).collect();
     let mut m: [Vec<f64>; 6] = Default::default();
-    for _ in 0..ROUNDS {
+    for _ in 0..rounds {
         m[0].extend(run(&plain_args));
         m[1].push(throughput(n, || {
             parallel_appends(store, &event, 50, n);
@@ -185,11 +185,11 @@ fn ratios(server: &RedisServer, store: &RedisStore) {
 
     println!(
         "\n== store-redis vs redis-benchmark: same server (port {port}), ~{EVENT_BYTES}-byte \
-         events, medians of {ROUNDS} alternating rounds =="
+         events, medians of {rounds} alternating rounds =="
     );
-    println!("redis-benchmark -n 100000 XADD (50 clients): {rb_plain:.0}/s");
-    println!("redis-benchmark -n 100000 -c 1 XADD:         {rb_c1:.0}/s");
-    println!("redis-benchmark -n 1000000 -P 16 XADD:       {rb_p16:.0}/s");
+    println!("redis-benchmark -n {rb_n} XADD (50 clients): {rb_plain:.0}/s");
+    println!("redis-benchmark -n {rb_n} -c 1 XADD:         {rb_c1:.0}/s");
+    println!("redis-benchmark -n {rb_p16_n} -P 16 XADD:       {rb_p16:.0}/s");
     println!("append, 50 threads: {fifty:.0}/s = {:.2}x of 50 clients", fifty / rb_plain);
     println!("append, 1 thread:   {one:.0}/s = {:.2}x of -c 1", one / rb_c1);
     println!("append_batch 1000:  {batches:.0}/s = {:.2}x of -P 16", batches / rb_p16);
