@@ -256,6 +256,14 @@ fn stores_with_different_prefixes_do_not_see_each_other() {
 
     assert_eq!(a.clear(&Clear::default()).unwrap(), 1);
     assert_eq!(numbers(&b.query(&Query::default()).unwrap()), vec![2, 3], "b untouched");
+
+    // The URL's database number separates stores too.
+    let db = |n: u8| store(&format!("redis://127.0.0.1:{}/{n}", server.port()), "seed:");
+    let (one, two) = (db(1), db(2));
+    one.append(event(&shared, 10)).unwrap();
+    assert_eq!(numbers(&one.query(&Query::default()).unwrap()), vec![10]);
+    assert!(two.query(&Query::default()).unwrap().is_empty());
+    assert!(two.topics().unwrap().is_empty());
 }
 
 /// A command expected to fail, for a table of them.
@@ -324,6 +332,10 @@ fn an_unreachable_server_is_unavailable_within_bounded_time_without_the_password
     assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
     assert!(!err.to_string().contains("wrong-pass"), "{err}");
     assert!(RedisStore::open(&server.url()).is_ok());
+    let with_user = format!("redis://default:s3cret-pass@127.0.0.1:{}/0", server.port());
+    let store = RedisStore::open(&with_user).unwrap();
+    assert!(store.describe().contains("redis://default:***@127.0.0.1"), "{}", store.describe());
+    assert!(!format!("{store:?}").contains("s3cret-pass"));
 }
 
 #[test]
