@@ -94,6 +94,16 @@ Examples:
         /// The directory of `<topic>.jsonl` files.
         legacy_dir: PathBuf,
     },
+
+    /// Look up, compare and pick language models from the built-in model cards
+    #[command(
+        after_help = "Examples:\n  seed models list\n  seed models pick --needs vision,tools"
+    )]
+    Models {
+        /// What to do with the cards.
+        #[command(subcommand)]
+        command: model_cards::cli::ModelsCommand,
+    },
 }
 
 /// Options of `publish`.

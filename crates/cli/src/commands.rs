@@ -34,16 +34,22 @@ impl std::error::Error for Usage {}
 /// How many stdin lines go into one batch at most.
 const STDIN_BATCH: usize = 1000;
 
-/// Runs the parsed command line.
-pub fn run(cli: Cli) -> Result<()> {
+/// Runs the parsed command line; returns the exit status of a run that did not fail.
+pub fn run(cli: Cli) -> Result<u8> {
     // Not locked here: a subscription's handler thread prints too.
     let out = &mut io::stdout();
     match &cli.command {
         Command::Completions { shell } => {
             clap_complete::generate(*shell, &mut Cli::command(), "seed", out);
-            Ok(())
+            Ok(0)
         }
-        Command::Import { legacy_dir } => import(&cli, legacy_dir, out),
+        Command::Import { legacy_dir } => import(&cli, legacy_dir, out).map(|()| 0),
+        Command::Models { command } => {
+            let result = command.run(out);
+            let status = model_cards::cli::exit_code(&result);
+            result?;
+            Ok(status)
+        }
         command => {
             let bus = EventBus::new(open_store(&cli)?);
             match command {
@@ -54,8 +60,11 @@ pub fn run(cli: Cli) -> Result<()> {
                 Command::Topics(args) => topics(&bus, args.json, out),
                 Command::Stats(args) => stats(&bus, args, out),
                 Command::Clear(args) => clear(&bus, args, out),
-                Command::Completions { .. } | Command::Import { .. } => Ok(()),
+                Command::Completions { .. } | Command::Import { .. } | Command::Models { .. } => {
+                    Ok(())
+                }
             }
+            .map(|()| 0)
         }
     }
 }

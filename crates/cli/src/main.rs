@@ -28,7 +28,7 @@ fn main() -> ExitCode {
         Err(e) => return clap_error(e),
     };
     match commands::run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(status) => ExitCode::from(status),
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("seed: {e:#}");
@@ -70,10 +70,13 @@ fn exit_status(e: &anyhow::Error) -> u8 {
         if cause.downcast_ref::<bus::Error>().is_some_and(bus::Error::is_invalid_input) {
             return 2;
         }
-        if cause
-            .downcast_ref::<seed_event::Error>()
-            .is_some_and(|s| s.kind() == seed_event::ErrorKind::InvalidInput)
-        {
+        // An unknown model id is a usage error of `seed models`.
+        if cause.downcast_ref::<seed_event::Error>().is_some_and(|s| {
+            matches!(
+                s.kind(),
+                seed_event::ErrorKind::InvalidInput | seed_event::ErrorKind::NotFound
+            )
+        }) {
             return 2;
         }
     }

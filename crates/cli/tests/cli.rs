@@ -575,3 +575,16 @@ fn import_reads_the_original_layout() {
         dir.command(&["--redis", "redis://127.0.0.1:1", "import", legacy_arg]).fails_with(2);
     assert!(stderr.contains("file store"), "{stderr}");
 }
+
+#[test]
+fn models_are_mounted() {
+    let dir = Dir::new();
+    let list = dir.stdout(&["models", "list"]);
+    assert!(list.contains("gemma-4-31b-it"), "{list}");
+    let picked = dir.stdout(&["models", "pick", "--needs", "vision,tools", "--json"]);
+    let picked: Value = serde_json::from_str(&picked).unwrap();
+    assert!(picked["model"].as_str().is_some_and(|m| m.contains("gemma-4")), "{picked}");
+    let stderr = dir.command(&["models", "show", "no-such-model"]).fails_with(2);
+    assert!(stderr.starts_with("seed: ") && stderr.contains("no-such-model"), "{stderr}");
+    assert!(dir.stdout(&["models", "--help"]).contains("Examples:"));
+}
