@@ -98,8 +98,10 @@
 //! backoff and resumes after the last id it returned, so nothing is lost or
 //! repeated; while the server stays unreachable `next_batch` returns
 //! `Unavailable` once its timeout is spent, and the next call tries again. A
-//! server restarted *without* its data restarts its ids; followers cannot
-//! detect that, so run Redis with persistence (AOF) for the bus.
+//! server restarted *without* its data has lost the events, of course; as ids
+//! come from the events' times, later events still get ids above a
+//! follower's position and reach it, except events timestamped before that
+//! position. Run Redis with persistence (AOF) for the bus.
 //!
 //! # Retention
 //!
