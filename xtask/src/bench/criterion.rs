@@ -221,6 +221,25 @@ mod tests {
     }
 
     #[test]
+    fn collects_only_estimates_written_during_the_run() {
+        let home = std::env::temp_dir().join(format!("seed-criterion-test-{}", std::process::id()));
+        let new = home.join("query_1000/last_10/new");
+        std::fs::create_dir_all(&new).unwrap();
+        std::fs::write(new.join("estimates.json"), r#"{"median":{"point_estimate":5000.0}}"#)
+            .unwrap();
+        std::fs::write(new.join("benchmark.json"), r#"{"full_id":"query_1000/last_10"}"#).unwrap();
+        let before = SystemTime::now() - Duration::from_secs(60);
+        let after = SystemTime::now() + Duration::from_secs(60);
+        let rows = collect(&home, before);
+        let later = collect(&home, after);
+        let _ = std::fs::remove_dir_all(&home);
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].name, "criterion: query_1000/last_10");
+        assert_eq!(rows[0].median, Some(5.0));
+        assert!(later.is_empty(), "estimates older than the run are not ours");
+    }
+
+    #[test]
     fn knows_the_targets_of_the_crates_benches() {
         assert_eq!(target_for("query_100000/source_filter_full_scan").unwrap().value, 83_600.0);
         assert_eq!(target_for("query_1000000/source_filter_full_scan").unwrap().value, 836_000.0);

@@ -125,3 +125,20 @@ fn scenarios(runner: &Path, work: &Path, out_dir: &Path, quick: bool) -> Vec<Row
         });
     result.unwrap_or_else(|e| vec![Row::skipped("scenarios", "-", None, format!("{e:#}"))])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use report::Status;
+
+    #[test]
+    fn a_runner_that_cannot_run_is_one_skipped_row_with_the_reason() {
+        let dir = std::env::temp_dir().join(format!("seed-bench-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let rows = scenarios(&dir.join("no-such-runner"), &dir, &dir, true);
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].status, Status::Skipped);
+        assert!(rows[0].note.as_deref().unwrap_or("").contains("no-such-runner"), "{rows:?}");
+    }
+}

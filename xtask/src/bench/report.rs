@@ -210,6 +210,14 @@ pub fn percentile(values: &[f64], p: f64) -> Option<f64> {
     Some(v[rank.clamp(1, v.len()) - 1])
 }
 
+/// The requests per second of the last line of `redis-benchmark --csv`
+/// (`"test","rps","avg_latency_ms",…`; the test name may hold commas).
+pub fn parse_csv_rps(csv: &str) -> Option<f64> {
+    let line = csv.lines().rev().find(|l| !l.trim().is_empty())?;
+    let rps = line.rsplit(',').nth(6)?;
+    rps.trim().trim_matches('"').parse().ok()
+}
+
 /// A number with about four significant digits, thousands grouped (`412,345`, `0.0213`).
 pub fn format_value(x: f64) -> String {
     if !x.is_finite() {
@@ -398,6 +406,13 @@ mod tests {
         let back: Summary = serde_json::from_value(json).unwrap();
         assert_eq!(back, summary);
         assert_eq!(summary.counts(), (1, 0, 1, 1));
+    }
+
+    #[test]
+    fn reads_redis_benchmark_csv() {
+        let csv = "\"test\",\"rps\",\"avg_latency_ms\",\"min_latency_ms\",\"p50_latency_ms\",\"p95_latency_ms\",\"p99_latency_ms\",\"max_latency_ms\"\n\"XADD k * f a,b\",\"36900.37\",\"1.022\",\"0.240\",\"0.767\",\"3.423\",\"6.055\",\"7.311\"\n";
+        assert_eq!(parse_csv_rps(csv), Some(36900.37));
+        assert_eq!(parse_csv_rps(""), None);
     }
 
     #[test]

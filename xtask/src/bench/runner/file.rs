@@ -1,7 +1,7 @@
 //! File store scenarios: publishing (with the machine limits they are
 //! compared with), 4 processes, history queries on a large topic, peak memory.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
@@ -12,8 +12,9 @@ use serde_json::json;
 use store_file::{FileStore, FileStoreConfig, SyncPolicy};
 
 use super::events::{number, Maker};
+use super::limits::{per_second, Lines};
 use super::proc::{mono_ns, proc_status_kib, say_ready, say_result, wait_for_go, ChildProc};
-use super::{limits, p50_p99, Plan, Spec};
+use super::{p50_p99, Plan, Spec};
 use crate::bench::report::{Op, Row, Target};
 
 const LIMIT_WRITE: &str = "limit: write() per 390-byte line";
@@ -59,53 +60,102 @@ fn open(dir: &Path, sync: SyncPolicy) -> Result<FileStore> {
     Ok(FileStore::open_with(dir, FileStoreConfig { sync, ..FileStoreConfig::default() })?)
 }
 
-/// Events per second publishing `n` events one per call into a fresh
-/// directory (each 1,000 events are built before the clock runs, as for batches).
-fn publish_one(dir: &Path, n: usize, sync: SyncPolicy) -> Result<f64> {
-    let _ = std::fs::remove_dir_all(dir);
-    let store = open(dir, sync)?;
-    let t = topic("bench.publish")?;
-    let maker = Maker::new(&t);
-    let mut elapsed = Duration::ZERO;
-    let mut done = 0;
-    while done < n {
-        let k = (n - done).min(1000);
-        let events = maker.batch("bench", done as u64, k);
-        let start = Instant::now();
-        for event in events {
-            store.append(event)?;
-        }
-        elapsed += start.elapsed();
-        done += k;
-    }
-    drop(store);
-    let _ = std::fs::remove_dir_all(dir);
-    Ok(n as f64 / elapsed.as_secs_f64())
+/// A file store in a fresh directory (removed on drop) publishing ~390-byte
+/// events; each method returns how long the appends took, with the events
+/// built (1,000 at a time) before the clock runs.
+struct Publisher {
+    store: Option<FileStore>,
+    dir: PathBuf,
+    topic: Topic,
+    maker: Maker,
+    next: u64,
 }
 
-/// Events per second publishing `n` events in batches of 1,000 (events built outside the clock).
-fn publish_batches(dir: &Path, n: usize, sync: SyncPolicy) -> Result<f64> {
-    let _ = std::fs::remove_dir_all(dir);
-    let store = open(dir, sync)?;
-    let t = topic("bench.batch")?;
-    let maker = Maker::new(&t);
-    let mut elapsed = Duration::ZERO;
-    let mut done = 0;
-    while done < n {
-        let k = (n - done).min(1000);
-        let batch = maker.batch("bench", done as u64, k);
-        let start = Instant::now();
-        store.append_batch(&t, batch)?;
-        elapsed += start.elapsed();
-        done += k;
+impl Publisher {
+    fn new(dir: &Path, sync: SyncPolicy) -> Result<Publisher> {
+        let _ = std::fs::remove_dir_all(dir);
+        let topic = topic("bench.publish")?;
+        let maker = Maker::new(&topic);
+        Ok(Publisher {
+            store: Some(open(dir, sync)?),
+            dir: dir.to_path_buf(),
+            topic,
+            maker,
+            next: 0,
+        })
     }
-    drop(store);
-    let _ = std::fs::remove_dir_all(dir);
-    Ok(n as f64 / elapsed.as_secs_f64())
+
+    fn store(&self) -> Result<&FileStore> {
+        self.store.as_ref().context("the publisher's store is closed")
+    }
+
+    /// `n` events, one `append` each.
+    fn one(&mut self, n: usize) -> Result<Duration> {
+        let mut elapsed = Duration::ZERO;
+        let mut done = 0;
+        while done < n {
+            let k = (n - done).min(1000);
+            let events = self.maker.batch("bench", self.next, k);
+            self.next += k as u64;
+            let store = self.store()?;
+            let start = Instant::now();
+            for event in events {
+                store.append(event)?;
+            }
+            elapsed += start.elapsed();
+            done += k;
+        }
+        Ok(elapsed)
+    }
+
+    /// `n` events in `append_batch` calls of 1,000.
+    fn batches(&mut self, n: usize) -> Result<Duration> {
+        let mut elapsed = Duration::ZERO;
+        let mut done = 0;
+        while done < n {
+            let k = (n - done).min(1000);
+            let batch = self.maker.batch("bench", self.next, k);
+            self.next += k as u64;
+            let store = self.store()?;
+            let start = Instant::now();
+            store.append_batch(&self.topic, batch)?;
+            elapsed += start.elapsed();
+            done += k;
+        }
+        Ok(elapsed)
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        self.store = None;
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// How many turns each side of a pair takes within one run.
+const TURNS: usize = 5;
+
+/// Runs `limit` and `ours` in [`TURNS`] alternating turns of about `n / TURNS`
+/// units each, so both see the same moments of a shared machine; returns
+/// (limit, ours) in units per second.
+fn paired(
+    n: usize,
+    mut limit: impl FnMut(usize) -> Result<Duration>,
+    mut ours: impl FnMut(usize) -> Result<Duration>,
+) -> Result<(f64, f64)> {
+    let n = n.max(TURNS);
+    let (mut a, mut b) = (Duration::ZERO, Duration::ZERO);
+    for turn in 0..TURNS {
+        let k = n / TURNS + usize::from(turn < n % TURNS);
+        a += limit(k)?;
+        b += ours(k)?;
+    }
+    Ok((per_second(n, a), per_second(n, b)))
 }
 
 /// Publishing one per call, in batches and synced, each beside the machine
-/// limit it is compared with, measured in turn within each run.
+/// limit it is compared with, in alternating turns within each run.
 pub fn publish(plan: &Plan, work: &Path, rows: &mut Vec<Row>) -> Result<()> {
     let specs = publish_specs();
     let limits_dir = work.join("limits");
@@ -115,36 +165,62 @@ pub fn publish(plan: &Plan, work: &Path, rows: &mut Vec<Row>) -> Result<()> {
     for run in 0..plan.runs {
         eprintln!("bench:   run {}/{}", run + 1, plan.runs);
         let mut put = |name: &'static str, x: f64| v.entry(name).or_default().push(x);
-        put(LIMIT_WRITE, limits::write_per_line(&limits_dir, plan.publish_n)?);
-        put(LIMIT_BUFFERED, limits::buffered_64k(&limits_dir, plan.publish_n * 5)?);
-        let flock = limits::flock_write_unlock(&limits_dir, plan.publish_n)?;
-        let one = publish_one(&d("publish-one"), plan.publish_n, SyncPolicy::Never)?;
+        let n = plan.publish_n;
+        put(LIMIT_WRITE, per_second(n, Lines::create(&limits_dir, "write")?.write(n)?));
+        let big = n * 5;
+        put(LIMIT_BUFFERED, per_second(big, Lines::create(&limits_dir, "buf")?.buffered_64k(big)?));
+
+        let mut lines = Lines::create(&limits_dir, "flock")?;
+        let mut publisher = Publisher::new(&d("publish-one"), SyncPolicy::Never)?;
+        let (flock, one) = paired(n, |k| lines.flock_write_unlock(k), |k| publisher.one(k))?;
+        drop((lines, publisher));
         put(LIMIT_FLOCK, flock);
         put(PUBLISH_ONE, one);
         put(PUBLISH_ONE_RATIO, one / flock);
-        put(PUBLISH_BATCH, publish_batches(&d("publish-batch"), plan.batch_n, SyncPolicy::Never)?);
-        let fsync = limits::fdatasync_per_line(&limits_dir, plan.sync_n)?;
-        let always = publish_one(&d("publish-always"), plan.sync_n, SyncPolicy::Always)?;
+
+        let mut publisher = Publisher::new(&d("publish-batch"), SyncPolicy::Never)?;
+        put(PUBLISH_BATCH, per_second(plan.batch_n, publisher.batches(plan.batch_n)?));
+        drop(publisher);
+
+        let mut lines = Lines::create(&limits_dir, "fdatasync")?;
+        let mut publisher = Publisher::new(&d("publish-always"), SyncPolicy::Always)?;
+        let (fsync, always) =
+            paired(plan.sync_n, |k| lines.write_fdatasync(k), |k| publisher.one(k))?;
+        drop((lines, publisher));
         put(LIMIT_FSYNC, fsync);
         put(SYNC_ALWAYS, always);
         put(SYNC_ALWAYS_RATIO, always / fsync);
-        let fsync_1000 = limits::fdatasync_per_1000(&limits_dir, plan.sync_batches)?;
-        let batch_sync =
-            publish_batches(&d("publish-batch-sync"), plan.sync_batches * 1000, SyncPolicy::Batch)?;
-        put(LIMIT_FSYNC_1000, fsync_1000);
-        put(SYNC_BATCH, batch_sync);
+
+        let mut lines = Lines::create(&limits_dir, "fdatasync-1000")?;
+        let mut publisher = Publisher::new(&d("publish-batch-sync"), SyncPolicy::Batch)?;
+        let (fsync_1000, batch_sync) = paired(
+            plan.sync_batches,
+            |k| lines.write_1000_fdatasync(k),
+            |k| publisher.batches(k * 1000),
+        )?;
+        drop((lines, publisher));
+        put(LIMIT_FSYNC_1000, fsync_1000 * 1000.0);
+        put(SYNC_BATCH, batch_sync * 1000.0);
         put(SYNC_BATCH_RATIO, batch_sync / fsync_1000);
     }
     let _ = std::fs::remove_dir_all(&limits_dir);
+    let pair = |what: &str| {
+        format!("median of per-run ratios; {TURNS} alternating turns with {what} in each run")
+    };
     let notes: &[(&str, String)] = &[
         (
             PUBLISH_ONE,
-            format!("{} events of ~390 bytes, sync=never, built outside the clock", plan.publish_n),
+            format!(
+                "{} events of ~390 bytes per run, sync=never, built outside the clock",
+                plan.publish_n
+            ),
         ),
-        (PUBLISH_ONE_RATIO, "median of per-run ratios to the flock+write+unlock loop".to_string()),
+        (PUBLISH_ONE_RATIO, pair("the flock+write+unlock loop")),
         (PUBLISH_BATCH, format!("{} events per run", plan.batch_n)),
-        (SYNC_ALWAYS_RATIO, "median of per-run ratios to write+fdatasync per line".to_string()),
-        (SYNC_BATCH_RATIO, "median of per-run ratios to fdatasync per 1,000 lines".to_string()),
+        (SYNC_ALWAYS, format!("{} events per run", plan.sync_n)),
+        (SYNC_ALWAYS_RATIO, pair("write+fdatasync per line")),
+        (SYNC_BATCH, format!("{} batches per run", plan.sync_batches)),
+        (SYNC_BATCH_RATIO, pair("fdatasync per 1,000 lines")),
     ];
     for s in &specs {
         let values = v.get(s.name).map(Vec::as_slice).unwrap_or(&[]);

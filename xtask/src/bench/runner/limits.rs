@@ -4,7 +4,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::os::unix::io::AsRawFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -22,7 +22,7 @@ fn line() -> Vec<u8> {
     l
 }
 
-fn fresh(dir: &Path, name: &str) -> Result<(File, std::path::PathBuf)> {
+fn fresh(dir: &Path, name: &str) -> Result<(File, PathBuf)> {
     let path = dir.join(name);
     let _ = std::fs::remove_file(&path);
     let file = OpenOptions::new()
@@ -33,81 +33,96 @@ fn fresh(dir: &Path, name: &str) -> Result<(File, std::path::PathBuf)> {
     Ok((file, path))
 }
 
-/// Lines per second of `n` calls to `step`, on a fresh file removed afterwards.
-fn rate(
-    dir: &Path,
-    name: &str,
-    n: usize,
-    mut step: impl FnMut(&mut File) -> Result<()>,
-) -> Result<f64> {
-    let (mut file, path) = fresh(dir, name)?;
-    let start = Instant::now();
-    for _ in 0..n {
-        step(&mut file)?;
+/// A fresh file on the file system of the events directory, written in
+/// ~390-byte lines by plain system calls; removed on drop. Each method
+/// returns how long its `n` steps took.
+pub struct Lines {
+    file: File,
+    path: PathBuf,
+    line: Vec<u8>,
+}
+
+impl Lines {
+    /// Creates (truncating) `dir/name`.
+    pub fn create(dir: &Path, name: &str) -> Result<Lines> {
+        let (file, path) = fresh(dir, name)?;
+        Ok(Lines { file, path, line: line() })
     }
-    let secs = start.elapsed().as_secs_f64();
-    drop(file);
-    let _ = std::fs::remove_file(path);
-    Ok(n as f64 / secs)
-}
 
-/// One `write()` per line.
-pub fn write_per_line(dir: &Path, n: usize) -> Result<f64> {
-    let l = line();
-    rate(dir, "limit-write", n, |f| Ok(f.write_all(&l)?))
-}
-
-/// `flock(LOCK_EX)`, one `write()`, `flock(LOCK_UN)` per line.
-pub fn flock_write_unlock(dir: &Path, n: usize) -> Result<f64> {
-    let l = line();
-    rate(dir, "limit-flock", n, |f| {
-        let fd = f.as_raw_fd();
-        // SAFETY: flock on a file descriptor this function owns.
-        if unsafe { libc::flock(fd, libc::LOCK_EX) } != 0 {
-            bail!("flock: {}", std::io::Error::last_os_error());
+    fn timed(
+        &mut self,
+        n: usize,
+        mut step: impl FnMut(&mut File, &[u8]) -> Result<()>,
+    ) -> Result<Duration> {
+        let start = Instant::now();
+        for _ in 0..n {
+            step(&mut self.file, &self.line)?;
         }
-        f.write_all(&l)?;
-        // SAFETY: as above.
-        if unsafe { libc::flock(fd, libc::LOCK_UN) } != 0 {
-            bail!("unlock: {}", std::io::Error::last_os_error());
-        }
-        Ok(())
-    })
-}
-
-/// Lines through a 64 KiB buffer (one `write()` per 64 KiB).
-pub fn buffered_64k(dir: &Path, n: usize) -> Result<f64> {
-    let l = line();
-    let (file, path) = fresh(dir, "limit-buffered")?;
-    let start = Instant::now();
-    let mut w = BufWriter::with_capacity(64 * 1024, file);
-    for _ in 0..n {
-        w.write_all(&l)?;
+        Ok(start.elapsed())
     }
-    w.flush()?;
-    let secs = start.elapsed().as_secs_f64();
-    drop(w);
-    let _ = std::fs::remove_file(path);
-    Ok(n as f64 / secs)
+
+    /// One `write()` per line.
+    pub fn write(&mut self, n: usize) -> Result<Duration> {
+        self.timed(n, |f, l| Ok(f.write_all(l)?))
+    }
+
+    /// `flock(LOCK_EX)`, one `write()`, `flock(LOCK_UN)` per line.
+    pub fn flock_write_unlock(&mut self, n: usize) -> Result<Duration> {
+        self.timed(n, |f, l| {
+            let fd = f.as_raw_fd();
+            // SAFETY: flock on a file descriptor this value owns.
+            if unsafe { libc::flock(fd, libc::LOCK_EX) } != 0 {
+                bail!("flock: {}", std::io::Error::last_os_error());
+            }
+            f.write_all(l)?;
+            // SAFETY: as above.
+            if unsafe { libc::flock(fd, libc::LOCK_UN) } != 0 {
+                bail!("unlock: {}", std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    }
+
+    /// `n` lines through a 64 KiB buffer (one `write()` per 64 KiB).
+    pub fn buffered_64k(&mut self, n: usize) -> Result<Duration> {
+        let start = Instant::now();
+        let mut w = BufWriter::with_capacity(64 * 1024, &mut self.file);
+        for _ in 0..n {
+            w.write_all(&self.line)?;
+        }
+        w.flush()?;
+        Ok(start.elapsed())
+    }
+
+    /// One `write()` and one `fdatasync()` per line.
+    pub fn write_fdatasync(&mut self, n: usize) -> Result<Duration> {
+        self.timed(n, |f, l| {
+            f.write_all(l)?;
+            Ok(f.sync_data()?)
+        })
+    }
+
+    /// 1,000 lines in one `write()` then one `fdatasync()`, `batches` times.
+    pub fn write_1000_fdatasync(&mut self, batches: usize) -> Result<Duration> {
+        let block = self.line.repeat(1000);
+        let start = Instant::now();
+        for _ in 0..batches {
+            self.file.write_all(&block)?;
+            self.file.sync_data()?;
+        }
+        Ok(start.elapsed())
+    }
 }
 
-/// One `write()` and one `fdatasync()` per line.
-pub fn fdatasync_per_line(dir: &Path, n: usize) -> Result<f64> {
-    let l = line();
-    rate(dir, "limit-fdatasync", n, |f| {
-        f.write_all(&l)?;
-        Ok(f.sync_data()?)
-    })
+impl Drop for Lines {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
 }
 
-/// 1,000 lines in one `write()`, then one `fdatasync()`, `batches` times; lines per second.
-pub fn fdatasync_per_1000(dir: &Path, batches: usize) -> Result<f64> {
-    let block = line().repeat(1000);
-    let per_batch = rate(dir, "limit-fdatasync-1000", batches, |f| {
-        f.write_all(&block)?;
-        Ok(f.sync_data()?)
-    })?;
-    Ok(per_batch * 1000.0)
+/// Units per second of `n` units done in `d`.
+pub fn per_second(n: usize, d: Duration) -> f64 {
+    n as f64 / d.as_secs_f64()
 }
 
 #[derive(Serialize, Deserialize)]

@@ -1,6 +1,7 @@
 //! Redis scenarios against a private `redis-server`, each beside
 //! `redis-benchmark` measured in the same run on the same server.
 
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -14,13 +15,15 @@ use super::events::Maker;
 use super::latency::store_latency;
 use super::limits::LINE_BYTES;
 use super::{p50_p99, Plan, Spec};
-use crate::bench::report::{Op, Row, Target};
+use crate::bench::report::{parse_csv_rps, Op, Row, Target};
 
 const RB: &str = "limit: redis-benchmark XADD";
 const RB_C1: &str = "limit: redis-benchmark XADD -c 1";
 const RB_P16: &str = "limit: redis-benchmark XADD -P 16";
-const ONE: &str = "redis: publish one per call";
-const ONE_RATIO: &str = "redis: publish one per call / redis-benchmark";
+const ONE: &str = "redis: publish one per call, 1 thread";
+const ONE_RATIO: &str = "redis: 1 thread / redis-benchmark -c 1";
+const THREADS: &str = "redis: publish one per call, 50 threads";
+const THREADS_RATIO: &str = "redis: 50 threads / redis-benchmark (50 clients)";
 const BATCH: &str = "redis: publish batches of 1,000";
 const BATCH_RATIO: &str = "redis: batches / redis-benchmark -P 16";
 const LAST10: &str = "redis: history last 10";
@@ -34,6 +37,8 @@ pub fn specs() -> Vec<Spec> {
         Spec::info(RB_P16, "requests/s"),
         Spec::info(ONE, "events/s"),
         Spec::with(ONE_RATIO, "ratio", Target::new(Op::AtLeast, 0.8, ">= 0.8x")),
+        Spec::info(THREADS, "events/s"),
+        Spec::with(THREADS_RATIO, "ratio", Target::new(Op::AtLeast, 0.8, ">= 0.8x")),
         Spec::info(BATCH, "events/s"),
         Spec::with(BATCH_RATIO, "ratio", Target::new(Op::AtLeast, 0.5, ">= 0.5x")),
         Spec::with(LAST10, "ms", Target::new(Op::Below, 0.3, "< 0.3 ms")),
@@ -46,12 +51,11 @@ fn spec(name: &str) -> Spec {
 }
 
 /// Requests per second of `redis-benchmark … XADD <key> * f <~390-byte value>`.
-fn redis_benchmark(port: u16, n: usize, extra: &[&str], key: &str) -> Result<f64> {
-    let program = find_program("redis-benchmark")?;
+fn redis_benchmark(program: &Path, port: u16, n: usize, extra: &[&str], key: &str) -> Result<f64> {
     let value = "v".repeat(LINE_BYTES);
     let n = n.to_string();
     let port = port.to_string();
-    let mut cmd = Command::new(&program);
+    let mut cmd = Command::new(program);
     cmd.args(["-h", "127.0.0.1", "-p", &port, "-n", &n, "--csv"]);
     cmd.args(extra);
     cmd.args(["XADD", key, "*", "f", &value]);
@@ -65,14 +69,6 @@ fn redis_benchmark(port: u16, n: usize, extra: &[&str], key: &str) -> Result<f64
         );
     }
     parse_csv_rps(&stdout).with_context(|| format!("reading redis-benchmark's output {stdout:?}"))
-}
-
-/// The requests per second of the last line of `redis-benchmark --csv`
-/// (`"test","rps","avg_latency_ms",…`; the test name may hold commas).
-pub fn parse_csv_rps(csv: &str) -> Option<f64> {
-    let line = csv.lines().rev().find(|l| !l.trim().is_empty())?;
-    let rps = line.rsplit(',').nth(6)?;
-    rps.trim().trim_matches('"').parse().ok()
 }
 
 fn del(url: &str, key: &str) -> Result<()> {
@@ -89,6 +85,33 @@ fn flushall(url: &str) -> Result<()> {
     Ok(())
 }
 
+/// Events per second appending `n` events one per call from `threads` threads at once.
+fn append_in_threads(store: &RedisStore, t: &Topic, threads: usize, n: usize) -> Result<f64> {
+    let maker = Maker::new(t);
+    let each = n.div_ceil(threads);
+    let work: Vec<_> =
+        (0..threads).map(|k| maker.batch("bench", (k * each) as u64, each)).collect();
+    let start = Instant::now();
+    std::thread::scope(|s| -> Result<()> {
+        let handles: Vec<_> = work
+            .into_iter()
+            .map(|events| {
+                s.spawn(move || -> Result<()> {
+                    for e in events {
+                        store.append(e)?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().map_err(|_| anyhow::anyhow!("an appending thread panicked"))??;
+        }
+        Ok(())
+    })?;
+    Ok((each * threads) as f64 / start.elapsed().as_secs_f64())
+}
+
 /// Every Redis scenario, or all of them skipped when there is no redis-server.
 pub fn all(plan: &Plan, rows: &mut Vec<Row>) -> Result<()> {
     let server = RedisServer::try_start_with(ServerOptions::default())
@@ -96,16 +119,26 @@ pub fn all(plan: &Plan, rows: &mut Vec<Row>) -> Result<()> {
     let url = server.url();
     let port = server.port();
     let store = RedisStore::open(&url)?;
+    // Without redis-benchmark the store's own figures are still measured.
+    let benchmark = find_program("redis-benchmark");
     let mut v: std::collections::BTreeMap<&str, Vec<f64>> = Default::default();
     for run in 0..plan.runs {
         eprintln!("bench:   redis run {}/{}", run + 1, plan.runs);
+        let rb = |n: usize, extra: &[&str]| -> Result<Option<f64>> {
+            let Ok(program) = &benchmark else { return Ok(None) };
+            let rps = redis_benchmark(program, port, n, extra, "bench:rb")?;
+            del(&url, "bench:rb")?;
+            Ok(Some(rps))
+        };
+        let plain = rb(plan.redis_bench_n, &[])?;
+        let c1 = rb(plan.redis_bench_n / 5, &["-c", "1"])?;
+        let p16 = rb(plan.redis_bench_n, &["-P", "16"])?;
         let mut put = |name: &'static str, x: f64| v.entry(name).or_default().push(x);
-        let rb = redis_benchmark(port, plan.redis_bench_n, &[], "bench:rb")?;
-        del(&url, "bench:rb")?;
-        put(RB, rb);
-        let rb_c1 = redis_benchmark(port, plan.redis_bench_n / 5, &["-c", "1"], "bench:rb")?;
-        del(&url, "bench:rb")?;
-        put(RB_C1, rb_c1);
+        for (name, rps) in [(RB, plain), (RB_C1, c1), (RB_P16, p16)] {
+            if let Some(rps) = rps {
+                put(name, rps);
+            }
+        }
         let t = Topic::new(format!("bench.redis.one.{run}"))?;
         let maker = Maker::new(&t);
         let start = Instant::now();
@@ -114,11 +147,16 @@ pub fn all(plan: &Plan, rows: &mut Vec<Row>) -> Result<()> {
         }
         let one = plan.redis_one_n as f64 / start.elapsed().as_secs_f64();
         put(ONE, one);
-        put(ONE_RATIO, one / rb);
+        if let Some(c1) = c1 {
+            put(ONE_RATIO, one / c1);
+        }
+        let t = Topic::new(format!("bench.redis.threads.{run}"))?;
+        let threads = append_in_threads(&store, &t, 50, plan.redis_one_n)?;
+        put(THREADS, threads);
+        if let Some(plain) = plain {
+            put(THREADS_RATIO, threads / plain);
+        }
 
-        let rb_p16 = redis_benchmark(port, plan.redis_bench_n, &["-P", "16"], "bench:rb")?;
-        del(&url, "bench:rb")?;
-        put(RB_P16, rb_p16);
         let t = Topic::new(format!("bench.redis.batch.{run}"))?;
         let maker = Maker::new(&t);
         let mut elapsed = Duration::ZERO;
@@ -130,7 +168,9 @@ pub fn all(plan: &Plan, rows: &mut Vec<Row>) -> Result<()> {
         }
         let batch = (plan.redis_batches * 1000) as f64 / elapsed.as_secs_f64();
         put(BATCH, batch);
-        put(BATCH_RATIO, batch / rb_p16);
+        if let Some(p16) = p16 {
+            put(BATCH_RATIO, batch / p16);
+        }
         flushall(&url)?;
     }
     let notes: &[(&str, String)] = &[
@@ -142,13 +182,28 @@ pub fn all(plan: &Plan, rows: &mut Vec<Row>) -> Result<()> {
             ),
         ),
         (RB_C1, format!("-n {}, one client: one round trip at a time", plan.redis_bench_n / 5)),
-        (ONE, format!("{} events per run, one connection", plan.redis_one_n)),
-        (ONE_RATIO, "median of per-run ratios to redis-benchmark -n XADD (50 clients)".to_string()),
+        (RB_P16, format!("-n {}, 16 commands per round trip", plan.redis_bench_n)),
+        (ONE, format!("{} events per run from one thread", plan.redis_one_n)),
+        (ONE_RATIO, "median of per-run ratios; one client each".to_string()),
+        (THREADS, format!("{} events per run from 50 threads sharing one store", plan.redis_one_n)),
+        (
+            THREADS_RATIO,
+            "median of per-run ratios; the issue's `redis-benchmark -n XADD` uses 50 clients"
+                .to_string(),
+        ),
         (BATCH, format!("{} batches per run", plan.redis_batches)),
         (BATCH_RATIO, "median of per-run ratios to redis-benchmark -P 16 XADD".to_string()),
     ];
-    for s in specs().iter().filter(|s| v.contains_key(s.name)) {
-        let mut row = s.row_of_runs(&v[s.name]);
+    for s in specs().iter().filter(|s| ![LAST10, FOLLOW].contains(&s.name)) {
+        let Some(values) = v.get(s.name) else {
+            let reason = match &benchmark {
+                Err(e) => e.to_string(),
+                Ok(_) => "not measured".to_string(),
+            };
+            rows.push(s.skipped(reason));
+            continue;
+        };
+        let mut row = s.row_of_runs(values);
         if let Some((_, note)) = notes.iter().find(|(n, _)| *n == s.name) {
             row = row.with_note(note.clone());
         }
@@ -201,16 +256,4 @@ pub fn all(plan: &Plan, rows: &mut Vec<Row>) -> Result<()> {
     drop(store);
     drop(server);
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_csv_rps;
-
-    #[test]
-    fn reads_redis_benchmark_csv() {
-        let csv = "\"test\",\"rps\",\"avg_latency_ms\",\"min_latency_ms\",\"p50_latency_ms\",\"p95_latency_ms\",\"p99_latency_ms\",\"max_latency_ms\"\n\"XADD k * f a,b\",\"36900.37\",\"1.022\",\"0.240\",\"0.767\",\"3.423\",\"6.055\",\"7.311\"\n";
-        assert_eq!(parse_csv_rps(csv), Some(36900.37));
-        assert_eq!(parse_csv_rps(""), None);
-    }
 }
