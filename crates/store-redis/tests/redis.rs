@@ -607,3 +607,41 @@ fn retention_trims_by_count_and_age_with_exact_bytes() {
     let last = store.last_cursor(&busy).unwrap().unwrap();
     assert!(store.append(event(&busy, 3000)).unwrap().cursor > last);
 }
+
+#[test]
+fn a_follower_goes_on_after_a_server_restart_that_lost_the_data() {
+    let mut server = RedisServer::start();
+    let (a, b) = (topic("np.a"), topic("np.b"));
+    let subscriber = store(&server.url(), "seed:");
+    let mut follower = subscriber
+        .follow(&TopicPattern::new("np.>").unwrap(), FollowFrom::start(Start::Beginning))
+        .unwrap();
+    let collect = |follower: &mut Box<dyn seed_event::Follower>, n: usize| {
+        let mut got = Vec::new();
+        let deadline = Instant::now() + DEADLINE;
+        while got.len() < n && Instant::now() < deadline {
+            if let Ok(batch) = follower.next_batch(100, Duration::from_millis(100)) {
+                got.extend(numbers(&batch));
+            }
+        }
+        got
+    };
+    {
+        let publisher = store(&server.url(), "seed:");
+        for n in 0..5 {
+            publisher.append(event(&a, n)).unwrap();
+        }
+    }
+    assert_eq!(collect(&mut follower, 5), vec![0, 1, 2, 3, 4]);
+    server.restart(); // without persistence: every key is gone
+    let publisher = store(&server.url(), "seed:");
+    for n in 5..10 {
+        publisher.append(event(&a, n)).unwrap();
+    }
+    publisher.append(event(&b, 10)).unwrap();
+    let mut got = collect(&mut follower, 6);
+    got.sort_unstable();
+    assert_eq!(got, vec![5, 6, 7, 8, 9, 10]);
+    let extra = follower.next_batch(100, Duration::from_millis(300)).unwrap();
+    assert!(extra.is_empty(), "nothing twice: {:?}", numbers(&extra));
+}
