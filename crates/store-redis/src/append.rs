@@ -268,17 +268,22 @@ impl Appender {
         };
         let id = format!("{ms}-*");
         let stream = keys.stream(topic.as_str());
-        let mut pipe = redis::pipe();
-        pipe.cmd("MULTI");
-        pipe.cmd("SADD").arg(&keys.topics).arg(topic.as_str());
+        let mut packed = Vec::with_capacity(bytes + lines.len() * (stream.len() + 40) + 256);
+        encode(&mut packed, &[b"MULTI"]);
+        encode(&mut packed, &[b"SADD", keys.topics.as_bytes(), topic.as_str().as_bytes()]);
         for line in &lines {
-            pipe.cmd("XADD").arg(&stream).arg(&id).arg("e").arg(line);
+            encode(
+                &mut packed,
+                &[b"XADD", stream.as_bytes(), id.as_bytes(), b"e", line.as_bytes()],
+            );
         }
-        pipe.cmd("HINCRBY").arg(keys.meta(topic.as_str())).arg("bytes").arg(bytes);
-        pipe.cmd("EXEC");
+        let meta = keys.meta(topic.as_str());
+        let total = bytes.to_string();
+        encode(&mut packed, &[b"HINCRBY", meta.as_bytes(), b"bytes", total.as_bytes()]);
+        encode(&mut packed, &[b"EXEC"]);
         let queued = lines.len() + 2;
         let (mut con, _) = shared.take()?;
-        let replies = con.req_packed_commands(&pipe.get_packed_pipeline(), queued + 1, 1);
+        let replies = con.req_packed_commands(&packed, queued + 1, 1);
         let replies = match replies.map(|mut v| v.pop().and_then(array)) {
             Ok(Some(replies)) if replies.len() == queued => {
                 shared.give_back(con);
@@ -391,28 +396,26 @@ impl Appender {
                 None => topics.push((&r.topic, r.line.len() + 1)),
             }
         }
-        let mut pipe = redis::pipe();
-        pipe.cmd("MULTI");
+        let mut packed = Vec::with_capacity(batch.iter().map(|r| r.line.len() + 128).sum());
+        encode(&mut packed, &[b"MULTI"]);
         for (t, _) in &topics {
-            pipe.cmd("SADD").arg(&keys.topics).arg(t.as_str());
+            encode(&mut packed, &[b"SADD", keys.topics.as_bytes(), t.as_str().as_bytes()]);
         }
         {
             let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
             for r in batch {
                 let floor = known.entry(r.topic.clone()).or_insert(0);
                 *floor = (*floor).max(r.ms);
-                let t = r.topic.as_str();
-                pipe.cmd("XADD")
-                    .arg(keys.stream(t))
-                    .arg(format!("{floor}-*"))
-                    .arg("e")
-                    .arg(&r.line);
+                let (stream, id) = (keys.stream(r.topic.as_str()), format!("{floor}-*"));
+                let line = r.line.as_bytes();
+                encode(&mut packed, &[b"XADD", stream.as_bytes(), id.as_bytes(), b"e", line]);
             }
         }
         for (t, bytes) in &topics {
-            pipe.cmd("HINCRBY").arg(keys.meta(t.as_str())).arg("bytes").arg(*bytes);
+            let (meta, bytes) = (keys.meta(t.as_str()), bytes.to_string());
+            encode(&mut packed, &[b"HINCRBY", meta.as_bytes(), b"bytes", bytes.as_bytes()]);
         }
-        pipe.cmd("EXEC");
+        encode(&mut packed, &[b"EXEC"]);
         let queued = topics.len() * 2 + batch.len();
         let mut con = match shared.take() {
             Ok((con, _)) => con,
@@ -425,7 +428,7 @@ impl Appender {
             }
         };
         // Skip MULTI's OK and the QUEUED replies: the EXEC reply holds the results.
-        let replies = con.req_packed_commands(&pipe.get_packed_pipeline(), queued + 1, 1);
+        let replies = con.req_packed_commands(&packed, queued + 1, 1);
         let replies = match replies.map(|mut v| v.pop().and_then(array)) {
             Ok(Some(replies)) if replies.len() == queued => {
                 shared.give_back(con);
@@ -474,5 +477,17 @@ impl Appender {
             };
             set(r, outcome);
         }
+    }
+}
+
+/// Appends one command to `buf` in the Redis protocol (RESP), without the
+/// `redis` crate's per-argument allocations: batches write thousands.
+fn encode(buf: &mut Vec<u8>, args: &[&[u8]]) {
+    use std::io::Write;
+    let _ = write!(buf, "*{}\r\n", args.len());
+    for arg in args {
+        let _ = write!(buf, "${}\r\n", arg.len());
+        buf.extend_from_slice(arg);
+        buf.extend_from_slice(b"\r\n");
     }
 }
