@@ -38,7 +38,14 @@ pub(crate) struct Prefix {
 /// Appends one line for `event` to `out`: the store fields, then the event's
 /// JSON byte for byte as `Event`'s `Serialize` writes it (a test checks this),
 /// without going through a generic serializer for the fixed fields.
+#[cfg(test)]
 pub(crate) fn encode_line(out: &mut Vec<u8>, prefix: Prefix, event: &Event) {
+    encode_prefix(out, prefix);
+    encode_body(out, event);
+}
+
+/// The store fields that start a line, up to and including the comma before `"id"`.
+pub(crate) fn encode_prefix(out: &mut Vec<u8>, prefix: Prefix) {
     out.extend_from_slice(b"{\"seq\":");
     push_u64(out, prefix.seq);
     out.extend_from_slice(b",\"hwm\":");
@@ -46,7 +53,13 @@ pub(crate) fn encode_line(out: &mut Vec<u8>, prefix: Prefix, event: &Event) {
     if prefix.more {
         out.extend_from_slice(b",\"more\":true");
     }
-    out.extend_from_slice(b",\"id\":\"");
+    out.push(b',');
+}
+
+/// The rest of a line after [`encode_prefix`]: the event's fields and the newline.
+/// It needs no lock, so writers prepare it before they take one.
+pub(crate) fn encode_body(out: &mut Vec<u8>, event: &Event) {
+    out.extend_from_slice(b"\"id\":\"");
     let mut id = [0u8; uuid::fmt::Hyphenated::LENGTH];
     out.extend_from_slice(event.id.hyphenated().encode_lower(&mut id).as_bytes());
     out.extend_from_slice(b"\",\"topic\":");

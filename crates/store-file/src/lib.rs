@@ -275,6 +275,7 @@ impl FileStore {
         let slot = self.writer(topic);
         let mut guard = lock(&slot);
         let (writer, since_check) = &mut *guard;
+        writer.prepare(events);
         let first = {
             let mut locked = writer.lock()?;
             if let Some(expected) = expected {

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use fs2::FileExt as _;
 use seed_event::{Cursor, Error, Event, Result, Topic};
 
-use crate::format::{encode_line, inspect_tail, LineReader, Prefix};
+use crate::format::{encode_body, encode_prefix, inspect_tail, LineReader, Prefix};
 use crate::meta::{self, Meta};
 use crate::names;
 
@@ -51,7 +51,11 @@ pub(crate) struct TopicWriter {
     /// The running maximum timestamp of the log.
     hwm: i64,
     meta_checked: bool,
+    /// The lines being written.
     buf: Vec<u8>,
+    /// The events' bodies, encoded before the lock is taken, and where each ends.
+    bodies: Vec<u8>,
+    ends: Vec<usize>,
 }
 
 /// What a rewrite does with one line.
@@ -77,11 +81,23 @@ impl TopicWriter {
             hwm: i64::MIN,
             meta_checked: false,
             buf: Vec::new(),
+            bodies: Vec::new(),
+            ends: Vec::new(),
         }
     }
 
     fn io(&self, what: &str, e: io::Error) -> Error {
         Error::io(format!("{what} {}", self.paths.log.display()), e)
+    }
+
+    /// Encodes what of `events` needs no lock; [`Locked::append`] then writes them.
+    pub(crate) fn prepare(&mut self, events: &[Event]) {
+        self.bodies.clear();
+        self.ends.clear();
+        for e in events {
+            encode_body(&mut self.bodies, e);
+            self.ends.push(self.bodies.len());
+        }
     }
 
     /// Takes the topic's lock on the file its path names now, with the tail repaired and known.
@@ -99,7 +115,7 @@ impl TopicWriter {
                 self.cached_len = None;
             }
             let Some(file) = self.file.as_ref() else { continue };
-            file.lock_exclusive().map_err(|e| self.io("locking", e))?;
+            lock_exclusive(file).map_err(|e| self.io("locking", e))?;
             let stat = match file.metadata() {
                 Ok(m) => m,
                 Err(e) => {
@@ -125,6 +141,20 @@ impl TopicWriter {
             return Ok(locked);
         }
     }
+}
+
+/// Takes `file`'s exclusive lock; on contention it yields a few times before
+/// sleeping in the kernel, since the holder needs the lock only for a write.
+fn lock_exclusive(file: &File) -> io::Result<()> {
+    let contended = fs2::lock_contended_error().raw_os_error();
+    for _ in 0..16 {
+        match file.try_lock_exclusive() {
+            Ok(()) => return Ok(()),
+            Err(e) if e.raw_os_error() == contended => std::thread::yield_now(),
+            Err(e) => return Err(e),
+        }
+    }
+    file.lock_exclusive()
 }
 
 /// A topic writer holding the log's exclusive lock; dropping it unlocks.
@@ -196,17 +226,20 @@ impl Locked<'_> {
         self.w.last_event.map(|s| Cursor::new(s, 0))
     }
 
-    /// Appends `events` in one write; returns the first sequence number used.
+    /// Appends `events`, [prepared](TopicWriter::prepare) just before, in one
+    /// write; returns the first sequence number used.
     pub(crate) fn append(&mut self, events: &[Event], sync: bool) -> Result<u64> {
         let w = &mut *self.w;
         let first = w.seq + 1;
         w.buf.clear();
         let mut hwm = w.hwm;
         let n = events.len();
-        for (i, e) in events.iter().enumerate() {
+        let mut start = 0;
+        for (i, (e, end)) in events.iter().zip(&w.ends).enumerate() {
             hwm = hwm.max(e.timestamp.unix_micros());
-            let prefix = Prefix { seq: first + i as u64, hwm, more: i + 1 < n };
-            encode_line(&mut w.buf, prefix, e);
+            encode_prefix(&mut w.buf, Prefix { seq: first + i as u64, hwm, more: i + 1 < n });
+            w.buf.extend_from_slice(&w.bodies[start..*end]);
+            start = *end;
         }
         let Some(file) = w.file.as_ref() else {
             return Err(Error::io("appending", io::Error::other("the log is not open")));
@@ -236,6 +269,7 @@ impl Locked<'_> {
         w.hwm = hwm;
         if w.buf.capacity() > 1 << 20 {
             w.buf = Vec::new();
+            w.bodies = Vec::new();
         }
         Ok(first)
     }
