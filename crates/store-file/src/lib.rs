@@ -71,6 +71,43 @@
 //! retention run writes the kept lines to a new file and renames it over the
 //! log; the follower sees the new inode, reopens it and continues after the
 //! last sequence number it returned.
+//!
+//! # Durability
+//!
+//! [`SyncPolicy::Never`] (the default, as in the original implementation):
+//! an acknowledged event is in the page cache and survives the crash of any
+//! process, not a power loss. [`SyncPolicy::Batch`]: every `append_batch` is
+//! fdatasync'd before it returns (single appends are not). [`SyncPolicy::Always`]:
+//! every append call is fdatasync'd before it returns. Clears and retention
+//! always sync the new log before it replaces the old one, and consumer
+//! positions are synced unless the policy is `Never`.
+//!
+//! # Clear and retention
+//!
+//! [`EventStore::clear`] first notes each topic's last sequence number, then
+//! rewrites each log under its lock without the events up to that number
+//! (and, with `before`, only those older than it): an event appended after
+//! the clear began is never removed. The sequence number to continue from is
+//! kept in the sidecar, so cursors keep growing. Limits by age and count per
+//! topic ([`Retention`]) are applied by [`FileStore::enforce_retention`] and,
+//! now and then, by appends. Lines that are not events are kept by these
+//! rewrites (a whole clear of a topic removes them too).
+//!
+//! # Importing the Python layout
+//!
+//! [`import_legacy`] reads a directory of `<topic>.jsonl` files written by the
+//! original implementation into a store (`seed` exposes it as one command);
+//! see its documentation for what happens to bad lines and re-runs.
+//!
+//! # Known limits
+//!
+//! - A topic's event count ([`TopicStats::events`]) is computed from sequence
+//!   numbers, so an unreadable line in the middle still counts.
+//! - A query over several topics keeps one open file per topic while it
+//!   streams; last-N over several topics reads them forwards (bounded memory,
+//!   not bounded time). Last-N over one topic reads backwards.
+//! - Append throughput is bounded by one `flock`, `statx`, `write` and
+//!   unlock per call plus encoding the event; batches amortise all but the encoding.
 
 mod consumers;
 mod follow;
