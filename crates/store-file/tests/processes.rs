@@ -1,9 +1,11 @@
 //! Many real processes on one events directory: racing writers, writers killed
 //! mid-append, clears racing appends, followers across processes.
 //!
-//! Child processes are this test binary itself, run again with
-//! `STORE_FILE_CHILD=<role>` so that only [`child_process_entry`] runs and
-//! plays the role; every failure prints the child's command and output.
+//! This test binary has its own `main` (`harness = false`): run with
+//! `STORE_FILE_CHILD=<role>` it plays that role as a child process (a writer,
+//! a victim to kill); otherwise it runs the tests below, two at a time, each
+//! named on the command line selecting it by substring. Every failure prints
+//! the child's command and output.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Write};
@@ -34,9 +36,7 @@ fn obj(v: serde_json::Value) -> JsonObject {
 fn child(role: &str, dir: &Path, vars: &[(&str, String)]) -> Command {
     let exe = std::env::current_exe().unwrap();
     let mut cmd = Command::new(exe);
-    cmd.args(["child_process_entry", "--exact", "--nocapture", "--test-threads", "1", "-q"])
-        .env(CHILD_ROLE, role)
-        .env("STORE_FILE_DIR", dir);
+    cmd.env(CHILD_ROLE, role).env("STORE_FILE_DIR", dir);
     for (k, v) in vars {
         cmd.env(k, v);
     }
@@ -61,14 +61,12 @@ fn var<T: std::str::FromStr>(name: &str) -> T {
     v.parse().unwrap_or_else(|_| panic!("${name}={v:?} does not parse"))
 }
 
-/// The entry point of child processes; does nothing in a normal test run.
-#[test]
-fn child_process_entry() {
-    let Ok(role) = std::env::var(CHILD_ROLE) else { return };
+/// Plays `role` in a child process.
+fn child_main(role: &str) {
     let dir: String = var("STORE_FILE_DIR");
     let store = FileStore::open(&dir).unwrap();
     let t = topic(&var::<String>("STORE_FILE_TOPIC"));
-    match role.as_str() {
+    match role {
         // Appends COUNT events, one per call, tagged with WRITER and their index.
         "append" => {
             let (w, count, big): (u64, u64, bool) =
@@ -171,12 +169,10 @@ fn race(writers: u64, count: u64, big: bool) {
     assert_eq!(stats[0].events, writers * count);
 }
 
-#[test]
 fn eight_processes_append_20000_events_each() {
     race(8, 20_000, false);
 }
 
-#[test]
 fn eight_processes_append_64k_to_1m_payloads() {
     race(8, 6, true);
 }
@@ -217,7 +213,6 @@ fn tail_bytes(path: &Path) -> Vec<u8> {
     buf
 }
 
-#[test]
 fn writer_killed_mid_append_50_times() {
     let dir = tempfile::tempdir().unwrap();
     let t = topic("crash.victim");
@@ -302,7 +297,6 @@ fn writer_killed_mid_append_50_times() {
     eprintln!("{torn_tails} of 50 kills left a torn line or an incomplete batch behind");
 }
 
-#[test]
 fn clear_racing_appends_from_other_processes_loses_nothing_later() {
     let dir = tempfile::tempdir().unwrap();
     let t = topic("clear.race");
@@ -343,7 +337,6 @@ fn clear_racing_appends_from_other_processes_loses_nothing_later() {
     assert_eq!(seqs, expected, "exactly the events up to the clear went, every later one stayed");
 }
 
-#[test]
 fn follower_in_another_process_sees_appends_clears_and_retention() {
     let dir = tempfile::tempdir().unwrap();
     let t = topic("follow.procs");
@@ -398,4 +391,67 @@ fn follower_in_another_process_sees_appends_clears_and_retention() {
         assert!(extra.is_empty(), "step {step}: reread after a clear: {extra:?}");
     }
     assert!(seen.windows(2).all(|p| p[0].cursor < p[1].cursor), "in order, nothing twice");
+}
+
+type Case = (&'static str, fn());
+
+const CASES: &[Case] = &[
+    ("eight_processes_append_20000_events_each", eight_processes_append_20000_events_each),
+    ("writer_killed_mid_append_50_times", writer_killed_mid_append_50_times),
+    ("eight_processes_append_64k_to_1m_payloads", eight_processes_append_64k_to_1m_payloads),
+    (
+        "clear_racing_appends_from_other_processes_loses_nothing_later",
+        clear_racing_appends_from_other_processes_loses_nothing_later,
+    ),
+    (
+        "follower_in_another_process_sees_appends_clears_and_retention",
+        follower_in_another_process_sees_appends_clears_and_retention,
+    ),
+];
+
+fn main() {
+    if let Ok(role) = std::env::var(CHILD_ROLE) {
+        child_main(&role);
+        return;
+    }
+    // Arguments that are not flags select cases by substring, like libtest's filter.
+    let filters: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let cases: Vec<&Case> = CASES
+        .iter()
+        .filter(|(name, _)| filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str())))
+        .collect();
+    println!("running {} tests", cases.len());
+    let started = Instant::now();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let failed = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..2 {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let Some((name, case)) = cases.get(i) else { break };
+                let t = Instant::now();
+                let ok = std::panic::catch_unwind(case).is_ok();
+                println!(
+                    "test {name} ... {} ({:.1?})",
+                    if ok { "ok" } else { "FAILED" },
+                    t.elapsed()
+                );
+                if !ok {
+                    failed.lock().unwrap_or_else(|p| p.into_inner()).push(*name);
+                }
+            });
+        }
+    });
+    let failed = failed.into_inner().unwrap_or_else(|p| p.into_inner());
+    println!(
+        "\ntest result: {}. {} passed; {} failed; finished in {:.2?}",
+        if failed.is_empty() { "ok" } else { "FAILED" },
+        cases.len() - failed.len(),
+        failed.len(),
+        started.elapsed()
+    );
+    if !failed.is_empty() {
+        eprintln!("failed: {failed:?}");
+        std::process::exit(101);
+    }
 }
