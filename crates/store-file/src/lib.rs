@@ -378,17 +378,24 @@ impl FileStore {
     fn scan(&self, topic: &Topic, path: &Path, query: &Query) -> Result<Option<TopicScan>> {
         let Some((file, tail)) = open_snapshot(path)? else { return Ok(None) };
         let start = start_offset(&file, &tail, query).map_err(|e| read_err(path, e))?;
-        let source = query.source.as_ref().map(|s| {
-            let needle = format!("\"source\":{}", serde_json::Value::String(s.clone()));
-            memchr::memmem::Finder::new(needle.as_bytes()).into_owned()
-        });
+        let field = |name: &str, value: &Option<String>| {
+            value.as_ref().map(|v| {
+                let needle = format!("\"{name}\":{}", serde_json::Value::String(v.clone()));
+                memchr::memmem::Finder::new(needle.as_bytes()).into_owned()
+            })
+        };
+        let needles =
+            [field("source", &query.source), field("correlation_id", &query.correlation_id)]
+                .into_iter()
+                .flatten()
+                .collect();
         Ok(Some(TopicScan {
             topic: topic.clone(),
             path: path.to_path_buf(),
             file,
             reader: LineReader::new(start, tail.end),
             query: query.clone(),
-            source,
+            needles,
         }))
     }
 
@@ -637,7 +644,8 @@ struct TopicScan {
     file: File,
     reader: LineReader,
     query: Query,
-    source: Option<memchr::memmem::Finder<'static>>,
+    /// Texts every matching line contains (the source, the correlation id).
+    needles: Vec<memchr::memmem::Finder<'static>>,
 }
 
 impl Iterator for TopicScan {
@@ -651,8 +659,8 @@ impl Iterator for TopicScan {
                 Err(e) => return Some(Err(read_err(&self.path, e))),
             };
             // The store writes events compactly, so a line without the source's
-            // exact text cannot be from that source: skip it without parsing.
-            if self.source.as_ref().is_some_and(|f| f.find(line).is_none()) {
+            // (or correlation id's) exact text cannot match: skip it without parsing.
+            if self.needles.iter().any(|f| f.find(line).is_none()) {
                 continue;
             }
             if let Some(e) = decode_line(&self.topic, offset, line) {
