@@ -588,3 +588,32 @@ fn models_are_mounted() {
     assert!(stderr.starts_with("seed: ") && stderr.contains("no-such-model"), "{stderr}");
     assert!(dir.stdout(&["models", "--help"]).contains("Examples:"));
 }
+
+/// The original skipped a line that reached the file in two writes; here the
+/// subscriber waits for its end and delivers it once.
+#[test]
+fn a_line_written_in_two_parts_is_delivered_once() {
+    let dir = Dir::new();
+    dir.publish("split", r#"{"n": 1}"#);
+    let log = dir.path().join("events").join("split.jsonl");
+    let first = std::fs::read_to_string(&log).unwrap();
+    assert!(first.starts_with("{\"seq\":1,"), "the file store's line format changed: {first}");
+    let mut sub = dir.spawn(&["subscribe", "--topic", "split", "--count", "2"]);
+    sub.wait_listening();
+    let second =
+        first.replacen("{\"seq\":1,", "{\"seq\":2,", 1).replace(r#""n":1"#, r#""n":2"#).replace(
+            &first[first.find("\"id\":\"").unwrap() + 6..][..36],
+            &uuid::Uuid::now_v7().to_string(),
+        );
+    let (head, tail) = second.split_at(second.len() / 2);
+    let mut file = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    file.write_all(head.as_bytes()).unwrap();
+    file.flush().unwrap();
+    // A reader that looks now must wait for the rest of the line.
+    std::thread::sleep(Duration::from_millis(200));
+    file.write_all(tail.as_bytes()).unwrap();
+    dir.publish("split", r#"{"n": 3}"#);
+    assert_eq!(ns(&sub.events(2)), vec![2, 3]);
+    sub.expect_exit(0);
+    assert_eq!(ns(&dir.history(&["--topic", "split"])), vec![1, 2, 3]);
+}
