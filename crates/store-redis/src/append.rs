@@ -258,8 +258,6 @@ impl Appender {
             return Ok(ids);
         }
         let keys = &shared.keys;
-        let lines: Vec<String> = events.iter().map(Event::to_json_line).collect();
-        let bytes: usize = lines.iter().map(|l| l.len() + 1).sum();
         let ms = {
             let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
             let floor = known.entry(topic.clone()).or_insert(0);
@@ -267,31 +265,65 @@ impl Appender {
             *floor
         };
         let id = format!("{ms}-*");
-        let stream = keys.stream(topic.as_str());
-        let mut packed = Vec::with_capacity(bytes + lines.len() * (stream.len() + 40) + 256);
-        encode(&mut packed, &[b"MULTI"]);
-        encode(&mut packed, &[b"SADD", keys.topics.as_bytes(), topic.as_str().as_bytes()]);
-        for line in &lines {
-            encode(
-                &mut packed,
-                &[b"XADD", stream.as_bytes(), id.as_bytes(), b"e", line.as_bytes()],
-            );
-        }
-        let meta = keys.meta(topic.as_str());
-        let total = bytes.to_string();
-        encode(&mut packed, &[b"HINCRBY", meta.as_bytes(), b"bytes", total.as_bytes()]);
-        encode(&mut packed, &[b"EXEC"]);
-        let queued = lines.len() + 2;
+        let (stream, meta) = (keys.stream(topic.as_str()), keys.meta(topic.as_str()));
         let (mut con, _) = shared.take()?;
-        let replies = con.req_packed_commands(&packed, queued + 1, 1);
-        let replies = match replies.map(|mut v| v.pop().and_then(array)) {
-            Ok(Some(replies)) if replies.len() == queued => {
+        // The transaction is written in chunks while the rest is serialized, so
+        // the server queues the first commands while the client encodes the last.
+        let sent = (|| -> redis::RedisResult<Value> {
+            const CHUNK: usize = 64 * 1024;
+            let mut packed = Vec::with_capacity(CHUNK + 4096);
+            let mut line = Vec::with_capacity(1024);
+            let mut bytes = 0usize;
+            encode(&mut packed, &[b"MULTI"]);
+            encode(&mut packed, &[b"SADD", keys.topics.as_bytes(), topic.as_str().as_bytes()]);
+            for event in events {
+                line.clear();
+                serde_json::to_writer(&mut line, event).map_err(|e| {
+                    redis::RedisError::from((
+                        redis::ErrorKind::ClientError,
+                        "cannot serialize an event",
+                        e.to_string(),
+                    ))
+                })?;
+                bytes += line.len() + 1;
+                encode(&mut packed, &[b"XADD", stream.as_bytes(), id.as_bytes(), b"e", &line]);
+                if packed.len() >= CHUNK {
+                    con.send_packed_command(&packed)?;
+                    packed.clear();
+                }
+            }
+            let total = bytes.to_string();
+            encode(&mut packed, &[b"HINCRBY", meta.as_bytes(), b"bytes", total.as_bytes()]);
+            encode(&mut packed, &[b"EXEC"]);
+            con.send_packed_command(&packed)?;
+            // MULTI's OK and one QUEUED per command, then EXEC's results.
+            for _ in 0..events.len() + 3 {
+                con.recv_response()?;
+            }
+            con.recv_response()
+        })();
+        let replies = match sent {
+            Ok(Value::Array(replies)) if replies.len() == events.len() + 2 => {
                 shared.give_back(con);
                 replies
             }
-            _ => return script_append(shared, topic, events, None, Attempt::Lost),
+            Ok(Value::ServerError(e)) => {
+                // Refused before running (e.g. out of memory): nothing was written.
+                shared.give_back(con);
+                return Err(Error::Unavailable(format!(
+                    "Redis at {} refused an append: {} {}",
+                    shared.redacted,
+                    e.code(),
+                    e.details().unwrap_or_default()
+                )));
+            }
+            Ok(_) | Err(_) => {
+                // The transaction ran whole or not at all; the script finds out which.
+                drop(con);
+                return script_append(shared, topic, events, None, Attempt::Lost);
+            }
         };
-        let ids: Option<Vec<Cursor>> = replies[1..=lines.len()]
+        let ids: Option<Vec<Cursor>> = replies[1..=events.len()]
             .iter()
             .map(|r| match r {
                 Value::BulkString(id) => parse_id(id),
@@ -397,7 +429,12 @@ impl Appender {
             }
         }
         let mut packed = Vec::with_capacity(batch.iter().map(|r| r.line.len() + 128).sum());
-        encode(&mut packed, &[b"MULTI"]);
+        // One request needs no transaction: its commands go in one write and
+        // run together; several are wrapped in MULTI/EXEC.
+        let transaction = batch.len() > 1;
+        if transaction {
+            encode(&mut packed, &[b"MULTI"]);
+        }
         for (t, _) in &topics {
             encode(&mut packed, &[b"SADD", keys.topics.as_bytes(), t.as_str().as_bytes()]);
         }
@@ -415,7 +452,9 @@ impl Appender {
             let (meta, bytes) = (keys.meta(t.as_str()), bytes.to_string());
             encode(&mut packed, &[b"HINCRBY", meta.as_bytes(), b"bytes", bytes.as_bytes()]);
         }
-        encode(&mut packed, &[b"EXEC"]);
+        if transaction {
+            encode(&mut packed, &[b"EXEC"]);
+        }
         let queued = topics.len() * 2 + batch.len();
         let mut con = match shared.take() {
             Ok((con, _)) => con,
@@ -427,9 +466,14 @@ impl Appender {
                 return;
             }
         };
-        // Skip MULTI's OK and the QUEUED replies: the EXEC reply holds the results.
-        let replies = con.req_packed_commands(&packed, queued + 1, 1);
-        let replies = match replies.map(|mut v| v.pop().and_then(array)) {
+        // In a transaction, skip MULTI's OK and the QUEUED replies: the EXEC reply holds the results.
+        let replies = match transaction {
+            true => {
+                con.req_packed_commands(&packed, queued + 1, 1).map(|mut v| v.pop().and_then(array))
+            }
+            false => con.req_packed_commands(&packed, 0, queued).map(Some),
+        };
+        let replies = match replies {
             Ok(Some(replies)) if replies.len() == queued => {
                 shared.give_back(con);
                 replies
