@@ -80,10 +80,8 @@ fn open_store(cli: &Cli) -> Result<Arc<dyn EventStore>> {
             .with_context(|| format!("cannot use Redis at {}", store_redis::redact_url(url)))?;
         return Ok(Arc::new(store));
     }
-    let dir = events_dir(cli);
-    let store = store_file::FileStore::open(&dir)
-        .with_context(|| format!("cannot open the events directory {}", dir.display()))?;
-    Ok(Arc::new(store))
+    // The store's errors name the directory.
+    Ok(Arc::new(store_file::FileStore::open(events_dir(cli))?))
 }
 
 fn publish(bus: &EventBus, args: &PublishArgs, out: &mut dyn Write) -> Result<()> {
@@ -473,8 +471,7 @@ fn import(cli: &Cli, legacy_dir: &Path, out: &mut dyn Write) -> Result<()> {
         .into());
     }
     let dir = events_dir(cli);
-    let store = store_file::FileStore::open(&dir)
-        .with_context(|| format!("cannot open the events directory {}", dir.display()))?;
+    let store = store_file::FileStore::open(&dir)?;
     let report = store_file::import_legacy(&store, legacy_dir)
         .with_context(|| format!("cannot import {}", legacy_dir.display()))?;
     writeln!(

@@ -31,7 +31,7 @@ fn main() -> ExitCode {
         Ok(status) => ExitCode::from(status),
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("seed: {e:#}");
+            eprintln!("seed: {}", one_line(&e));
             ExitCode::from(exit_status(&e))
         }
     }
@@ -81,6 +81,22 @@ fn exit_status(e: &anyhow::Error) -> u8 {
         }
     }
     1
+}
+
+/// The error and its causes on one line, each said once (some errors repeat their cause).
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line.replace('\n', " ")
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {

@@ -617,3 +617,59 @@ fn a_line_written_in_two_parts_is_delivered_once() {
     sub.expect_exit(0);
     assert_eq!(ns(&dir.history(&["--topic", "split"])), vec![1, 2, 3]);
 }
+
+/// Two processes started at once with one group: one delivers, the other
+/// waits, and takes over when the first stops; no event is printed by both.
+#[test]
+fn one_group_two_processes_one_deliverer() {
+    let dir = Dir::new();
+    let args = ["subscribe", "--topic", "work", "--group", "pool", "--from", "beginning"];
+    let a = dir.spawn(&args);
+    let b = dir.spawn(&args);
+    let deadline = Instant::now() + DEADLINE;
+    let (mut holder, waiter) = loop {
+        if a.try_stderr("Listening on", Duration::from_millis(20)).is_some() {
+            break (a, b);
+        }
+        if b.try_stderr("Listening on", Duration::from_millis(20)).is_some() {
+            break (b, a);
+        }
+        assert!(Instant::now() < deadline, "neither subscriber started listening");
+    };
+    for n in 1..=5 {
+        dir.publish("work", &format!(r#"{{"n": {n}}}"#));
+    }
+    assert_eq!(ns(&holder.events(5)), vec![1, 2, 3, 4, 5]);
+    assert!(waiter.lines_within(Duration::from_millis(200)).is_empty(), "the waiter delivered too");
+    holder.signal(libc::SIGINT);
+    holder.expect_exit(0);
+    waiter.wait_listening();
+    for n in 6..=8 {
+        dir.publish("work", &format!(r#"{{"n": {n}}}"#));
+    }
+    assert_eq!(ns(&waiter.events(3)), vec![6, 7, 8], "it resumes after the holder's last commit");
+}
+
+#[test]
+fn the_events_dir_option_goes_anywhere_on_the_line() {
+    let dir = Dir::new();
+    let other = dir.path().join("other");
+    let other = other.to_str().unwrap();
+    dir.stdout(&[
+        "--events-dir",
+        other,
+        "publish",
+        "--topic",
+        "x",
+        "--source",
+        "s",
+        "--payload",
+        "{}",
+    ]);
+    assert_eq!(dir.stdout(&["topics", "--events-dir", other]), "x\n");
+    assert_eq!(dir.stdout(&["topics"]), "", "SEED_EVENTS_DIR is a different directory");
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "").unwrap();
+    let stderr = dir.command(&["--events-dir", file.to_str().unwrap(), "topics"]).fails_with(1);
+    assert!(stderr.contains("a-file") && stderr.lines().count() == 1, "{stderr}");
+}

@@ -217,6 +217,19 @@ impl Running {
         }
     }
 
+    /// A stderr line starting with `prefix` if one comes within `wait`.
+    pub fn try_stderr(&self, prefix: &str, wait: Duration) -> Option<String> {
+        let deadline = Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stderr.recv_timeout(left) {
+                Ok(line) if line.starts_with(prefix) => return Some(line),
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+    }
+
     /// The next stdout line, waiting up to the deadline.
     pub fn line(&self) -> String {
         match self.stdout.recv_timeout(DEADLINE) {
