@@ -50,21 +50,29 @@
 //!
 //! # Writes
 //!
-//! Batches, conditional appends and a store's first append to a topic run one
-//! Lua script each (atomic, one round trip): it registers the topic (`SADD`;
+//! Conditional appends and a store's first append (or batch) to a topic run
+//! a Lua script (atomic, one round trip): it registers the topic (`SADD`;
 //! when the topic is new, an entry in `seed:topics:new`, atomically, so no
 //! pattern follower misses it), optionally compares the stream's last entry
 //! with the expected cursor (returning the trait's
 //! [`seed_event::Error::Conflict`] with both positions), adds the entries and
-//! counts their bytes. Other single appends take a fast path without Lua:
-//! concurrent `append` calls on one store are combined (group commit) into one
-//! `MULTI`/`SADD`/`XADD <ms>-*`…/`HINCRBY`/`EXEC` round trip, so many threads
-//! publishing one event per call share round trips like pipelined clients.
-//! The store raises each id's milliseconds to the highest it has used in the
-//! topic; if another writer is ahead (`XADD` refuses the id), that append
-//! falls back to the script. Scripts touch the topic set besides the topic's
-//! own keys, so the store needs a single Redis server (or a primary with
+//! counts their bytes. Scripts touch the topic set besides the topic's own
+//! keys, so the store needs a single Redis server (or a primary with
 //! replicas), not Redis Cluster.
+//!
+//! Later appends take fast paths without Lua. Concurrent `append` calls on
+//! one store are combined (group commit): one thread sends every queued
+//! append in one round trip (`SADD` per topic, `XADD <ms>-*` per event,
+//! `HINCRBY` of the bytes per topic; wrapped in `MULTI`/`EXEC` when it
+//! carries more than one), so many threads publishing one event per call
+//! share round trips like pipelined clients. A batch is one `MULTI`…`EXEC`
+//! transaction, written in 64 KiB chunks while the rest is serialized, in
+//! which every entry gets the same milliseconds (the batch's latest event
+//! time): `XADD` then accepts all of its entries or refuses all, so a batch is
+//! never stored in part. The store raises each id's milliseconds to the
+//! highest it has used in the topic; if another writer is ahead (`XADD`
+//! refuses the id), the append falls back to the script, which continues from
+//! the stream's top (the bytes the refused round counted are not counted again).
 //!
 //! Every append is safe to retry: when a connection fails before the reply
 //! arrives, the store retries once on a fresh connection with the script,
