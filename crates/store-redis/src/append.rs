@@ -136,9 +136,9 @@ struct Queue {
 /// Combines concurrent single appends into pipelines (group commit).
 ///
 /// A thread queues its append; if no round trip is in flight it becomes the
-/// leader, sends everything queued as one pipeline of `SADD` (the topic set),
-/// `XADD <ms>-*` per event and `HINCRBY` (bytes) per topic, hands each waiting thread
-/// its reply and wakes them. Alone, a thread pays one round trip as before;
+/// leader, sends everything queued in one round trip (`SADD` to the topic
+/// set and `HINCRBY` of the bytes per topic, `XADD <ms>-*` per event), hands
+/// each waiting thread its reply and wakes them. Alone, a thread pays one round trip as before;
 /// under load, one round trip carries many appends.
 #[derive(Default)]
 pub(crate) struct Appender {
@@ -406,12 +406,14 @@ fn stored(ids: Vec<Cursor>, event: Event) -> Result<StoredEvent> {
 }
 
 impl Appender {
-    /// Sends every request of `batch` in one transaction and records each outcome.
+    /// Sends every request of `batch` in one round trip and records each outcome.
     ///
-    /// `MULTI`/`EXEC` makes the round all or nothing, also when the connection
-    /// drops mid-way, so a lost round is either wholly stored (the retry finds
-    /// its events) or not at all (the retry appends them), and the byte
-    /// counter stays exact. Each event's id milliseconds are raised to the
+    /// With several requests, `MULTI`/`EXEC` makes the round all or nothing,
+    /// also when the connection drops mid-way, so a lost round is either
+    /// wholly stored (the retry finds its events) or not at all (the retry
+    /// appends them), and the byte counter stays exact. One request's three
+    /// commands go in one write without a transaction (cheaper alone); only a
+    /// connection cut inside that write could leave its byte count off. Each event's id milliseconds are raised to the
     /// highest this store has used in the topic, so its own appends never
     /// fall below the stream's top; only another writer can put it higher.
     fn round_trip(&self, shared: &Shared, batch: &[Arc<Request>]) {
