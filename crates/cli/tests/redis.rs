@@ -61,3 +61,39 @@ fn every_command_works_on_redis() {
     // Redis selected: nothing went to the events directory.
     assert!(!dir.path().join("events").exists());
 }
+
+#[test]
+fn subscribe_then_publish_at_once_misses_nothing_on_redis() {
+    let server = RedisServer::start();
+    let dir = Dir::with_redis(server.url());
+    dir.publish("race", r#"{"n": 0}"#);
+    for trial in 1..=20u64 {
+        let mut sub = dir.spawn(&["subscribe", "--topic", "race", "--count", "1"]);
+        sub.wait_listening();
+        let id = dir.publish("race", &format!(r#"{{"n": {trial}}}"#));
+        let event = &sub.events(1)[0];
+        assert_eq!(event["id"].as_str(), Some(id.as_str()), "trial {trial}");
+        sub.expect_exit(0);
+    }
+}
+
+#[test]
+fn a_durable_group_resumes_on_redis() {
+    let server = RedisServer::start();
+    let dir = Dir::with_redis(server.url());
+    let mut sub = dir.spawn(&["subscribe", "--topic", "jobs.>", "--group", "w"]);
+    sub.wait_listening();
+    for n in 0..3 {
+        dir.publish("jobs.a", &format!(r#"{{"n": {n}}}"#));
+    }
+    assert_eq!(ns(&sub.events(3)), vec![0, 1, 2]);
+    sub.signal(libc::SIGINT);
+    sub.expect_exit(0);
+    dir.publish("jobs.a", r#"{"n": 3}"#);
+    dir.publish("jobs.b", r#"{"n": 4}"#);
+    let mut sub = dir.spawn(&["subscribe", "--topic", "jobs.>", "--group", "w", "--count", "2"]);
+    let mut got = ns(&sub.events(2));
+    got.sort_unstable();
+    assert_eq!(got, vec![3, 4]);
+    sub.expect_exit(0);
+}
