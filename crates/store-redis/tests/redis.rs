@@ -645,3 +645,90 @@ fn a_follower_goes_on_after_a_server_restart_that_lost_the_data() {
     let extra = follower.next_batch(100, Duration::from_millis(300)).unwrap();
     assert!(extra.is_empty(), "nothing twice: {:?}", numbers(&extra));
 }
+
+#[test]
+fn reads_across_many_pages_match_the_reference_store() {
+    use seed_event::{Limit, MemoryStore, Timestamp};
+    let server = RedisServer::start();
+    let redis = store(&server.url(), "seed:");
+    let memory = MemoryStore::new();
+    let (t, u) = (topic("pages.t"), topic("pages.u"));
+    let base = 1_776_340_800_000_000i64;
+    // 2,500 events over two topics; every 97th is late by a second, sources alternate.
+    let make = |topic: &Topic, n: u64| {
+        let late = if n % 97 == 0 { 1_000_000 } else { 0 };
+        let mut e = event(topic, n)
+            .with_timestamp(Timestamp::from_unix_micros(base + n as i64 * 1_000 - late));
+        e.source = if n % 3 == 0 { "three".into() } else { "other".into() };
+        e
+    };
+    let mut cursors = (Vec::new(), Vec::new());
+    for chunk in (0..2000u64).collect::<Vec<_>>().chunks(250) {
+        let events: Vec<Event> = chunk.iter().map(|n| make(&t, *n)).collect();
+        cursors
+            .0
+            .extend(redis.append_batch(&t, events.clone()).unwrap().into_iter().map(|e| e.cursor));
+        cursors.1.extend(memory.append_batch(&t, events).unwrap().into_iter().map(|e| e.cursor));
+    }
+    for n in 2000..2500u64 {
+        redis.append(make(&u, n)).unwrap();
+        memory.append(make(&u, n)).unwrap();
+    }
+    let at = |n: i64| Some(Timestamp::from_unix_micros(base + n * 1_000));
+    let queries = vec![
+        Query::default(),
+        Query::topic(&t),
+        Query { source: Some("three".into()), ..Query::default() },
+        Query { limit: Some(Limit::Last(7)), source: Some("three".into()), ..Query::topic(&t) },
+        Query { limit: Some(Limit::Last(700)), ..Query::topic(&t) },
+        Query { limit: Some(Limit::First(600)), ..Query::topic(&t) },
+        Query { limit: Some(Limit::First(5)), ..Query::default() },
+        Query { limit: Some(Limit::Last(5)), ..Query::default() },
+        Query { since: at(1000), ..Query::topic(&t) },
+        Query { until: at(1500), ..Query::topic(&t) },
+        Query {
+            since: at(700),
+            until: at(1900),
+            limit: Some(Limit::Last(900)),
+            ..Query::topic(&t)
+        },
+        Query { since: at(2100), ..Query::default() },
+    ];
+    for q in &queries {
+        let (r, m) = (redis.query(q).unwrap(), memory.query(q).unwrap());
+        assert_eq!(numbers(&r), numbers(&m), "{q:?}");
+    }
+    let after =
+        |c: Cursor| Query { after: Some(c), limit: Some(Limit::First(900)), ..Query::topic(&t) };
+    assert_eq!(
+        numbers(&redis.query(&after(cursors.0[1200])).unwrap()),
+        numbers(&memory.query(&after(cursors.1[1200])).unwrap())
+    );
+    assert_eq!(redis.count_after(&t, cursors.0[150]).unwrap(), 1849);
+
+    let before = Clear { topic: Some(t.clone()), before: at(1500) };
+    assert_eq!(redis.clear(&before).unwrap(), memory.clear(&before).unwrap());
+    assert_eq!(
+        numbers(&redis.query(&Query::default()).unwrap()),
+        numbers(&memory.query(&Query::default()).unwrap())
+    );
+    let stats = redis.topics().unwrap();
+    let stored = redis.query(&Query::topic(&t)).unwrap();
+    assert_eq!(stats[0].events, stored.len() as u64);
+    assert_eq!(stats[0].bytes, line_bytes(&stored));
+}
+
+#[test]
+fn count_after_counts_past_its_chunks() {
+    let server = RedisServer::start();
+    let store = store(&server.url(), "seed:");
+    let t = topic("lag.many");
+    let mut cursors = Vec::new();
+    for b in 0..25u64 {
+        let stored = store.append_batch(&t, (0..1000).map(|i| event(&t, b * 1000 + i)).collect());
+        cursors.extend(stored.unwrap().into_iter().map(|e| e.cursor));
+    }
+    assert_eq!(store.count_after(&t, Cursor::ZERO).unwrap(), 25_000);
+    assert_eq!(store.count_after(&t, cursors[4_999]).unwrap(), 20_000);
+    assert_eq!(store.count_after(&t, cursors[24_999]).unwrap(), 0);
+}
