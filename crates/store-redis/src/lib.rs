@@ -39,8 +39,8 @@
 //! by the fast path: the batch's latest event time) and at least the
 //! stream's last id's milliseconds, so ids grow strictly (also across clears:
 //! trimming keeps a stream's last id) and are never below the event's own
-//! time, even when events arrive with
-//! out-of-order timestamps. `since` therefore becomes an id range
+//! time, even when events arrive with out-of-order timestamps. `since`
+//! therefore becomes an id range
 //! (`XRANGE key <since ms>-0 +`) filtered by timestamp, which is exact; `until`
 //! cannot bound ids (a late event may carry a later id), so it filters. Last-N
 //! of one topic reads backwards (`XREVRANGE … COUNT`) and touches only what it
