@@ -69,13 +69,20 @@ pub fn run(cli: Cli) -> Result<u8> {
     }
 }
 
+/// `--events-dir`, else the default; an empty value (e.g. `SEED_EVENTS_DIR=`) counts as none.
 fn events_dir(cli: &Cli) -> std::path::PathBuf {
-    cli.events_dir.clone().unwrap_or_else(store_file::default_events_dir)
+    let given = cli.events_dir.clone().filter(|d| !d.as_os_str().is_empty());
+    given.unwrap_or_else(store_file::default_events_dir)
+}
+
+/// `--redis`; an empty value (e.g. `SEED_REDIS_URL=`) counts as none.
+fn redis_url(cli: &Cli) -> Option<&str> {
+    cli.redis.as_deref().filter(|url| !url.is_empty())
 }
 
 /// The Redis store if `--redis` is given (never falling back to files), else the file store.
 fn open_store(cli: &Cli) -> Result<Arc<dyn EventStore>> {
-    if let Some(url) = &cli.redis {
+    if let Some(url) = redis_url(cli) {
         let store = store_redis::RedisStore::open(url)
             .with_context(|| format!("cannot use Redis at {}", store_redis::redact_url(url)))?;
         return Ok(Arc::new(store));
@@ -463,7 +470,7 @@ fn clear(bus: &EventBus, args: &ClearArgs, out: &mut dyn Write) -> Result<()> {
 }
 
 fn import(cli: &Cli, legacy_dir: &Path, out: &mut dyn Write) -> Result<()> {
-    if cli.redis.is_some() {
+    if redis_url(cli).is_some() {
         return Err(Usage(
             "seed import writes into the file store; run it without --redis (and SEED_REDIS_URL)"
                 .to_string(),

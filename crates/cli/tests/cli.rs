@@ -668,6 +668,9 @@ fn the_events_dir_option_goes_anywhere_on_the_line() {
     ]);
     assert_eq!(dir.stdout(&["topics", "--events-dir", other]), "x\n");
     assert_eq!(dir.stdout(&["topics"]), "", "SEED_EVENTS_DIR is a different directory");
+    let mut cmd = dir.command(&["topics"]);
+    cmd.cmd.env("SEED_REDIS_URL", "");
+    assert_eq!(cmd.stdout(), "", "an empty SEED_REDIS_URL means the file store");
     let file = dir.path().join("a-file");
     std::fs::write(&file, "").unwrap();
     let stderr = dir.command(&["--events-dir", file.to_str().unwrap(), "topics"]).fails_with(1);
