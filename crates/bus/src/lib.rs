@@ -497,6 +497,12 @@ impl EventBus {
         let mut subs = self.subscriptions.lock().unwrap_or_else(|p| p.into_inner());
         subs.retain(|w| w.strong_count() > 0);
         subs.push(Arc::downgrade(&shared));
+        drop(subs);
+        if self.closed.load(Ordering::SeqCst) {
+            // `close` ran while this subscription was starting.
+            subscription.unsubscribe()?;
+            return Err(Error::Closed);
+        }
         Ok(subscription)
     }
 
