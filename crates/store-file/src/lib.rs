@@ -577,9 +577,16 @@ fn start_offset(file: &File, tail: &Tail, query: &Query) -> io::Result<u64> {
 
 /// Decodes a log line, or says why it is not an event of `topic`.
 fn try_decode(topic: &Topic, line: &[u8]) -> std::result::Result<StoredEvent, String> {
-    let prefix = parse_prefix(line).ok_or_else(|| {
-        "no store fields (expected a line starting with {\"seq\":N,\"hwm\":T,)".to_string()
-    })?;
+    let Some(prefix) = parse_prefix(line) else {
+        let legacy = std::str::from_utf8(line).ok().and_then(|t| Event::from_json_line(t).ok());
+        return Err(if legacy.is_some() {
+            "an event without store fields, as the original implementation wrote them; \
+             import such a directory into a store with `import_legacy` instead of opening it"
+                .to_string()
+        } else {
+            "no store fields (expected a line starting with {\"seq\":N,\"hwm\":T,)".to_string()
+        });
+    };
     let text = std::str::from_utf8(line).map_err(|e| format!("not UTF-8: {e}"))?;
     let event = Event::from_json_line(text).map_err(|e| e.to_string())?;
     if event.topic != *topic {

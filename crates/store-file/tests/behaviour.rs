@@ -486,6 +486,11 @@ fn legacy_import_loses_nothing_and_names_bad_lines() {
     let again = store_file::import_legacy(&store, legacy.path()).unwrap();
     assert_eq!((again.imported, again.already_present), (0, 5));
     assert_eq!(store.query(&Query::default()).unwrap().len(), 5);
+    // Opened as a store by mistake, the legacy directory explains itself.
+    let wrong = FileStore::open(legacy.path()).unwrap();
+    assert!(wrong.query(&Query::topic(&topic("task.completed"))).unwrap().is_empty());
+    let reasons: Vec<String> = wrong.verify().unwrap().into_iter().map(|c| c.reason).collect();
+    assert!(reasons.iter().any(|r| r.contains("import_legacy")), "{reasons:?}");
     let err = store_file::import_legacy(&store, dir.path()).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
     let ids: BTreeSet<_> = stored.iter().map(|e| e.id).collect();
