@@ -161,7 +161,7 @@ use crate::conn::Shared;
 /// };
 /// assert_eq!(config.command_timeout, Duration::from_secs(10));
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct RedisConfig {
     /// `redis://[user][:password@]host[:port][/db]` or `redis+unix:///path`.
     pub url: String,
@@ -190,6 +190,20 @@ impl Default for RedisConfig {
             max_idle_connections: 16,
             retention: Retention::default(),
         }
+    }
+}
+
+/// Shows the URL without its password.
+impl std::fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &redact_url(&self.url))
+            .field("prefix", &self.prefix)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("command_timeout", &self.command_timeout)
+            .field("max_idle_connections", &self.max_idle_connections)
+            .field("retention", &self.retention)
+            .finish()
     }
 }
 

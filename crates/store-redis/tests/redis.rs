@@ -336,6 +336,8 @@ fn an_unreachable_server_is_unavailable_within_bounded_time_without_the_password
     let store = RedisStore::open(&with_user).unwrap();
     assert!(store.describe().contains("redis://default:***@127.0.0.1"), "{}", store.describe());
     assert!(!format!("{store:?}").contains("s3cret-pass"));
+    assert!(!format!("{:?}", store.config()).contains("s3cret-pass"));
+    assert!(format!("{:?}", store.config()).contains("default:***@"));
 }
 
 #[test]
