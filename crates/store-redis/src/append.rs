@@ -310,12 +310,7 @@ impl Appender {
             Ok(Value::ServerError(e)) => {
                 // Refused before running (e.g. out of memory): nothing was written.
                 shared.give_back(con);
-                return Err(Error::Unavailable(format!(
-                    "Redis at {} refused an append: {} {}",
-                    shared.redacted,
-                    e.code(),
-                    e.details().unwrap_or_default()
-                )));
+                return Err(refused(shared, e.code(), e.details()));
             }
             Ok(_) | Err(_) => {
                 // The transaction ran whole or not at all; the script finds out which.
@@ -335,12 +330,7 @@ impl Appender {
             None => {
                 if let Some(Value::ServerError(e)) = replies.get(1) {
                     if !e.details().is_some_and(|d| d.contains("equal or smaller")) {
-                        return Err(Error::Unavailable(format!(
-                            "Redis at {} refused an append: {} {}",
-                            shared.redacted,
-                            e.code(),
-                            e.details().unwrap_or_default()
-                        )));
+                        return Err(refused(shared, e.code(), e.details()));
                     }
                 }
                 // Another writer is ahead (every XADD was refused): the script continues from its top.
@@ -511,12 +501,7 @@ impl Appender {
                 {
                     Outcome::TooLow
                 }
-                Value::ServerError(e) => Outcome::Failed(Error::Unavailable(format!(
-                    "Redis at {} refused an append: {} {}",
-                    shared.redacted,
-                    e.code(),
-                    e.details().unwrap_or_default()
-                ))),
+                Value::ServerError(e) => Outcome::Failed(refused(shared, e.code(), e.details())),
                 other => {
                     Outcome::Failed(Error::corrupt("XADD", format!("unexpected reply {other:?}")))
                 }
@@ -536,4 +521,16 @@ fn encode(buf: &mut Vec<u8>, args: &[&[u8]]) {
         buf.extend_from_slice(arg);
         buf.extend_from_slice(b"\r\n");
     }
+}
+
+/// The error for an append the server refused (other than for a too low id).
+fn refused(shared: &Shared, code: &str, details: Option<&str>) -> Error {
+    let text = format!("{code} {}", details.unwrap_or_default());
+    if code == "WRONGTYPE" {
+        return Error::corrupt(
+            format!("Redis at {} (prefix {:?})", shared.redacted, shared.config.prefix),
+            format!("a key of the store holds another type: {text}"),
+        );
+    }
+    Error::Unavailable(format!("Redis at {} refused an append: {text}", shared.redacted))
 }

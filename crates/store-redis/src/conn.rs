@@ -188,7 +188,7 @@ impl Shared {
             redis::ErrorKind::TypeError => {
                 Error::corrupt(format!("Redis at {}", self.redacted), text)
             }
-            redis::ErrorKind::ResponseError if e.code() == Some("WRONGTYPE") => Error::corrupt(
+            _ if e.code() == Some("WRONGTYPE") => Error::corrupt(
                 format!("Redis at {} (prefix {:?})", self.redacted, self.config.prefix),
                 format!("a key of the store holds another type: {text}"),
             ),

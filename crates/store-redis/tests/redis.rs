@@ -431,6 +431,35 @@ fn corrupt_entries_are_reported_with_their_key_and_id() {
     }
     assert_eq!((good, errors), (vec![0, 2], 1));
 
+    // Consumer positions that are not a topic and a cursor.
+    let _: i64 = redis::cmd("HSET")
+        .arg("seed:consumer:worker")
+        .arg("corrupt.one")
+        .arg("not-a-cursor")
+        .query(&mut con)
+        .unwrap();
+    let err = store.load_consumer(&ConsumerName::new("worker").unwrap()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Corrupt);
+    assert!(err.to_string().contains("seed:consumer:worker"), "{err}");
+
+    // A key of the store that holds another type.
+    let _: () = redis::cmd("SET").arg("seed:{wrong.type}:s").arg("x").query(&mut con).unwrap();
+    let err = store.query(&Query::topic(&topic("wrong.type"))).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+    assert!(err.to_string().contains("another type"), "{err}");
+
+    // Also on the write paths, once the store knows the topic.
+    let kind = topic("wrong.kind");
+    store.append(event(&kind, 0)).unwrap();
+    let _: () = redis::cmd("DEL").arg("seed:{wrong.kind}:s").query(&mut con).unwrap();
+    let _: () = redis::cmd("SET").arg("seed:{wrong.kind}:s").arg("x").query(&mut con).unwrap();
+    let err = store.append(event(&kind, 1)).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+    let err = store.append_batch(&kind, vec![event(&kind, 2), event(&kind, 3)]).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+    let err = store.append_expecting(event(&kind, 4), None).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+
     // A member of the topic set that is not a topic name.
     let _: i64 = redis::cmd("SADD").arg("seed:topics").arg("bad name").query(&mut con).unwrap();
     let err = store.topics().unwrap_err();
