@@ -143,19 +143,30 @@ impl TopicWriter {
     }
 }
 
-/// Takes `file`'s exclusive lock; on contention it yields a few times before
-/// sleeping in the kernel, since the holder needs the lock only for a write.
+/// Takes `file`'s exclusive lock. On contention it retries for a few
+/// microseconds before sleeping in the kernel: the holder needs the lock only
+/// for one write, and a sleep and wake-up cost more than that.
 fn lock_exclusive(file: &File) -> io::Result<()> {
     let contended = fs2::lock_contended_error().raw_os_error();
-    for _ in 0..16 {
+    let started = std::time::Instant::now();
+    loop {
         match file.try_lock_exclusive() {
             Ok(()) => return Ok(()),
-            Err(e) if e.raw_os_error() == contended => std::thread::yield_now(),
+            Err(e) if e.raw_os_error() == contended => {
+                if started.elapsed() > std::time::Duration::from_micros(SPIN_MICROS) {
+                    return file.lock_exclusive();
+                }
+                for _ in 0..64 {
+                    std::hint::spin_loop();
+                }
+            }
             Err(e) => return Err(e),
         }
     }
-    file.lock_exclusive()
 }
+
+/// How long a writer retries a contended lock before it sleeps.
+const SPIN_MICROS: u64 = 20;
 
 /// A topic writer holding the log's exclusive lock; dropping it unlocks.
 pub(crate) struct Locked<'a> {
