@@ -5,11 +5,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 static STOP: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_signal(_: libc::c_int) {
-    // Only an atomic store: async-signal-safe.
-    STOP.store(true, Ordering::SeqCst);
+    // Only atomics and _exit: async-signal-safe.
+    if STOP.swap(true, Ordering::SeqCst) {
+        // A second signal: the clean stop is stuck (e.g. stdout blocks); leave now.
+        // SAFETY: _exit is async-signal-safe and takes no pointers.
+        unsafe { libc::_exit(130) }
+    }
 }
 
-/// From now on SIGINT and SIGTERM set a flag instead of killing the process.
+/// From now on SIGINT and SIGTERM set a flag instead of killing the process
+/// (a second one ends it at once, with status 130).
 pub fn catch_stop_signals() {
     let handler: extern "C" fn(libc::c_int) = on_signal;
     for signal in [libc::SIGINT, libc::SIGTERM] {

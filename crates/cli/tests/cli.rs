@@ -742,3 +742,56 @@ fn a_killed_stdin_publisher_leaves_a_clean_prefix() {
     dir.publish("cut", r#"{"n": -1}"#);
     assert_eq!(dir.history(&["--topic", "cut"]).len(), got.len() + 1, "the log takes new events");
 }
+
+/// Ctrl-C waits for the event being printed; when printing is stuck (nobody
+/// reads stdout), a second signal ends the process at once.
+#[test]
+fn a_second_signal_ends_a_stuck_subscriber() {
+    use std::io::BufRead;
+    use std::process::Stdio;
+    let dir = Dir::new();
+    let mut cmd = dir.command(&["publish", "--topic", "full", "--source", "s", "--payload", "-"]);
+    let input: String = (0..2000).map(|n| format!("{{\"n\": {n}}}\n")).collect();
+    let output = cmd.output_with(input.as_bytes());
+    cmd.expect_status(&output, 0);
+
+    let mut sub = dir.command(&["subscribe", "--topic", "full", "--from", "beginning"]);
+    sub.cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = sub.cmd.spawn().unwrap();
+    let _unread_stdout = child.stdout.take();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.starts_with("Listening on") {
+        line.clear();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "no Listening line");
+    }
+    // Wait until printing is stuck: the unread pipe is full.
+    let fd = std::os::fd::AsRawFd::as_raw_fd(_unread_stdout.as_ref().unwrap());
+    let capacity = unsafe { libc::fcntl(fd, libc::F_GETPIPE_SZ) };
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let mut ready: libc::c_int = 0;
+        unsafe { libc::ioctl(fd, libc::FIONREAD, &mut ready) };
+        // Full but for less than a page: the pipe packs writes into pages.
+        if ready > capacity - 4096 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "stdout never filled: {ready} of {capacity} bytes");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // SIGINT and SIGTERM do not merge into one as two SIGINTs could.
+    let pid = child.id() as i32;
+    unsafe {
+        libc::kill(pid, libc::SIGINT);
+        libc::kill(pid, libc::SIGTERM);
+    }
+    let deadline = Instant::now() + DEADLINE;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "a second signal did not end the subscriber");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(status.code(), Some(130));
+}
