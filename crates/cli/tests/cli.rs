@@ -767,10 +767,12 @@ fn a_second_signal_ends_a_stuck_subscriber() {
     }
     // Wait until printing is stuck: the unread pipe is full.
     let fd = std::os::fd::AsRawFd::as_raw_fd(_unread_stdout.as_ref().unwrap());
+    // SAFETY: fcntl and ioctl on our own pipe, with a valid out pointer.
     let capacity = unsafe { libc::fcntl(fd, libc::F_GETPIPE_SZ) };
     let deadline = Instant::now() + DEADLINE;
     loop {
         let mut ready: libc::c_int = 0;
+        // SAFETY: as above.
         unsafe { libc::ioctl(fd, libc::FIONREAD, &mut ready) };
         // Full but for less than a page: the pipe packs writes into pages.
         if ready > capacity - 4096 {
@@ -781,6 +783,7 @@ fn a_second_signal_ends_a_stuck_subscriber() {
     }
     // SIGINT and SIGTERM do not merge into one as two SIGINTs could.
     let pid = child.id() as i32;
+    // SAFETY: signals to our own child.
     unsafe {
         libc::kill(pid, libc::SIGINT);
         libc::kill(pid, libc::SIGTERM);
