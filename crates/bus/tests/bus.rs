@@ -507,7 +507,7 @@ fn now_ms() -> u64 {
 #[test]
 fn one_holder_per_durable_consumer() {
     let store = MemoryStore::new();
-    let config = BusConfig { lease_ttl: Duration::from_millis(500), ..BusConfig::default() };
+    let config = BusConfig { lease_ttl: Duration::from_secs(1), ..BusConfig::default() };
     let bus = EventBus::with_config(Arc::new(store.clone()), config);
     let (handler, rx) = collector();
     let first =
@@ -517,7 +517,7 @@ fn one_holder_per_durable_consumer() {
     assert!(matches!(err, Error::ConsumerBusy { .. }), "{err}");
     assert!(err.to_string().contains("in use by another subscriber"), "{err}");
     // The holder keeps its lease past the TTL by renewing it.
-    thread::sleep(Duration::from_millis(700));
+    thread::sleep(Duration::from_millis(1300));
     let err =
         bus.subscribe_durable(&consumer("x"), &pattern("x"), StartAt::New, |_| Ok(())).unwrap_err();
     assert!(matches!(err, Error::ConsumerBusy { .. }), "{err}");
