@@ -46,8 +46,10 @@
 //!
 //! # Appending
 //!
-//! An append, under a per-topic mutex in the process: take the log's `flock`
-//! (via `fs2`); if the locked file was replaced (its link count is 0) reopen
+//! An append, under a per-topic mutex in the process: encode the events (all
+//! but the store fields, which need the lock); take the log's `flock` (via
+//! `fs2`; a contended lock is retried for 20 µs before the writer sleeps, as
+//! the holder only needs it for one write); if the locked file was replaced (its link count is 0) reopen
 //! the path and retry; if the log's length is not what this process left,
 //! reread the tail and cut off what a killed writer left (a line without its
 //! newline, or the lines of a batch without its last line), so the next event
@@ -59,7 +61,8 @@
 //!
 //! `after` bisects on `seq`, `since` on `hwm`, last-N reads backwards from
 //! the end in blocks, so these touch O(log n + k) bytes. Other filters stream
-//! the log in 64 KiB reads. A line that is not an event (bit rot, a hand edit)
+//! the log in 64 KiB reads; lines without the wanted source's (or correlation
+//! id's) exact JSON text are skipped without being parsed. A line that is not an event (bit rot, a hand edit)
 //! is logged as a warning with its topic and byte offset and skipped;
 //! [`FileStore::verify`] lists them all.
 //!
