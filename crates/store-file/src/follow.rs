@@ -135,6 +135,8 @@ pub(crate) struct FileFollower {
     inotify: Option<Inotify>,
     rescan: bool,
     settings: FollowSettings,
+    /// Which topic is read first next time.
+    turn: usize,
 }
 
 impl FileFollower {
@@ -169,6 +171,7 @@ impl FileFollower {
             inotify,
             rescan: true,
             settings,
+            turn: 0,
         }
     }
 
@@ -234,9 +237,14 @@ impl FileFollower {
         Ok(())
     }
 
-    /// Reads what is complete in every open log, up to `max` events.
+    /// Reads what is complete in every open log, up to `max` events, starting
+    /// one topic further each call so that a busy topic cannot starve the rest.
     fn read_available(&mut self, max: usize, out: &mut Vec<StoredEvent>) -> Result<()> {
-        let topics: Vec<Topic> = self.open.keys().cloned().collect();
+        let mut topics: Vec<Topic> = self.open.keys().cloned().collect();
+        if !topics.is_empty() {
+            self.turn = (self.turn + 1) % topics.len();
+            topics.rotate_left(self.turn);
+        }
         for topic in topics {
             if out.len() >= max {
                 break;

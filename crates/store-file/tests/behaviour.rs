@@ -496,3 +496,27 @@ fn legacy_import_loses_nothing_and_names_bad_lines() {
     let ids: BTreeSet<_> = stored.iter().map(|e| e.id).collect();
     assert_eq!(ids.len(), 5);
 }
+
+#[test]
+fn a_busy_topic_does_not_starve_a_follower_of_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileStore::open(dir.path()).unwrap();
+    let (busy, quiet) = (topic("fair.a"), topic("fair.b"));
+    store.append_batch(&busy, (0..1000).map(|n| event(&busy, n)).collect()).unwrap();
+    store.append(event(&quiet, 5000)).unwrap();
+    let mut follower = store
+        .follow(&TopicPattern::new("fair.*").unwrap(), FollowFrom::start(Start::Beginning))
+        .unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        seen.extend(follower.next_batch(10, Duration::from_secs(1)).unwrap());
+    }
+    assert!(seen.iter().any(|e| e.event.topic == quiet), "{:?}", numbers(&seen));
+    let rest = collect(follower.as_mut(), 1001 - seen.len());
+    let mut all = numbers(&seen);
+    all.extend(numbers(&rest));
+    all.sort_unstable();
+    let mut expected: Vec<u64> = (0..1000).collect();
+    expected.push(5000);
+    assert_eq!(all, expected, "every event once");
+}
