@@ -112,6 +112,9 @@ struct Request {
     ms: i64,
     line: String,
     outcome: Mutex<Option<Outcome>>,
+    /// Wakes the requesting thread (waiting with the queue's lock): its
+    /// outcome is in, or it is to lead the next round.
+    ready: Condvar,
 }
 
 /// What the round trip did with a request.
@@ -143,7 +146,6 @@ struct Queue {
 #[derive(Default)]
 pub(crate) struct Appender {
     queue: Mutex<Queue>,
-    turn: Condvar,
     /// Topics this store has appended to (so they are in the topic set), with
     /// the highest id milliseconds it has seen in each.
     known: Mutex<HashMap<Topic, i64>>,
@@ -196,6 +198,7 @@ impl Appender {
             ms: millis(&event),
             line: event.to_json_line(),
             outcome: Mutex::new(None),
+            ready: Condvar::new(),
         });
         let outcome = self.wait_for(shared, &request);
         let single = std::slice::from_ref(&event);
@@ -353,7 +356,7 @@ impl Appender {
                 return outcome;
             }
             if queue.busy {
-                queue = self.turn.wait(queue).unwrap_or_else(|p| p.into_inner());
+                queue = request.ready.wait(queue).unwrap_or_else(|p| p.into_inner());
                 continue;
             }
             queue.busy = true;
@@ -368,7 +371,9 @@ impl Appender {
 }
 
 /// A leader's round: on drop (also when unwinding) every request of the batch
-/// has an outcome and the next thread may lead, so no waiter is stranded.
+/// has an outcome and its thread is woken, and the first request queued
+/// meanwhile is woken to lead the next round, so no waiter is stranded and
+/// no other thread wakes in vain.
 struct Turn<'a> {
     appender: &'a Appender,
     batch: Vec<Arc<Request>>,
@@ -376,14 +381,18 @@ struct Turn<'a> {
 
 impl Drop for Turn<'_> {
     fn drop(&mut self) {
+        let mut queue = self.appender.lock();
         for r in &self.batch {
             let mut outcome = r.outcome.lock().unwrap_or_else(|p| p.into_inner());
             if outcome.is_none() {
                 *outcome = Some(Outcome::Lost);
             }
+            r.ready.notify_one();
         }
-        self.appender.lock().busy = false;
-        self.appender.turn.notify_all();
+        queue.busy = false;
+        if let Some(next) = queue.pending.first() {
+            next.ready.notify_one();
+        }
     }
 }
 
