@@ -269,13 +269,7 @@ impl FileFollower {
         let mut pending: Vec<(u64, u64, Option<StoredEvent>)> = Vec::new();
         let mut last_seq = None;
         let mut resume = None;
-        loop {
-            let Some((off, line)) = tailer.reader.next_line(&tailer.file).map_err(io_err)? else {
-                if let Some((off, _, _)) = pending.first() {
-                    tailer.reader.seek(*off);
-                }
-                break;
-            };
+        while let Some((off, line)) = tailer.reader.next_line(&tailer.file).map_err(io_err)? {
             let Some(prefix) = parse_prefix(line) else {
                 // A corrupt line: reported and passed over (it holds no position).
                 let _ = decode_line(topic, off, line);
@@ -307,9 +301,10 @@ impl FileFollower {
                 break;
             }
         }
-        if let Some(off) = resume {
-            tailer.reader.seek(off);
-        }
+        // Continue at the first line not handled (the start of a held-back
+        // batch, or where `max` stopped), rereading from the file next time.
+        let next = resume.or(pending.first().map(|p| p.0)).unwrap_or(tailer.reader.pos());
+        tailer.reader.rewind(next);
         if let Some(seq) = last_seq {
             let pos = self.positions.entry(topic.clone()).or_insert(0);
             *pos = (*pos).max(seq);

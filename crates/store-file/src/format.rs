@@ -295,15 +295,18 @@ impl LineReader {
         self.limit = limit;
     }
 
-    /// Continues at `pos` (a line start).
-    pub(crate) fn seek(&mut self, pos: u64) {
-        if pos >= self.buf_off && pos <= self.buf_off + self.buf.len() as u64 {
-            self.start = (pos - self.buf_off) as usize;
-        } else {
-            self.buf.clear();
-            self.buf_off = pos;
-            self.start = 0;
-        }
+    /// The offset of the next line.
+    pub(crate) fn pos(&self) -> u64 {
+        self.buf_off + self.start as u64
+    }
+
+    /// Continues at `pos` (a line start), forgetting every buffered byte: bytes
+    /// past the last complete line, or of a batch still incomplete, may yet be
+    /// cut off by a repair and replaced, so they must be read again.
+    pub(crate) fn rewind(&mut self, pos: u64) {
+        self.buf.clear();
+        self.buf_off = pos;
+        self.start = 0;
     }
 
     /// The next complete line (without its `\n`) and its offset.

@@ -520,3 +520,34 @@ fn a_busy_topic_does_not_starve_a_follower_of_the_others() {
     expected.push(5000);
     assert_eq!(all, expected, "every event once");
 }
+
+#[test]
+fn a_follower_never_glues_what_a_repair_cut_off_to_what_came_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileStore::open(dir.path()).unwrap();
+    let t = topic("repair.follow");
+    store.append(event(&t, 1)).unwrap();
+    let mut follower =
+        store.follow(&TopicPattern::from(t.clone()), FollowFrom::start(Start::New)).unwrap();
+    let log = dir.path().join("repair.follow.jsonl");
+    for round in 0..2u64 {
+        // A killed writer's leftovers: whole lines of an unfinished batch, then half a line.
+        let (a, b) = (event(&t, 100 + round), event(&t, 200 + round));
+        let seq = store.last_cursor(&t).unwrap().unwrap().major() + 1;
+        let mut junk = line(&a, seq, a.timestamp.unix_micros(), true);
+        if round == 0 {
+            let half = line(&b, seq + 1, b.timestamp.unix_micros(), false);
+            junk.extend_from_slice(&half[..half.len() / 2]);
+        }
+        OpenOptions::new().append(true).open(&log).unwrap().write_all(&junk).unwrap();
+        // The follower reads the leftovers and holds them back.
+        assert!(follower.next_batch(10, Duration::from_millis(100)).unwrap().is_empty());
+        // Another process's store repairs the log and appends something else.
+        let next = FileStore::open(dir.path()).unwrap().append(event(&t, 300 + round)).unwrap();
+        assert_eq!(next.cursor.major(), seq, "the leftovers had no place");
+        let got = collect(follower.as_mut(), 1);
+        assert_eq!(got, vec![next], "round {round}: only the new event, whole");
+        assert!(follower.next_batch(10, Duration::from_millis(100)).unwrap().is_empty());
+    }
+    assert_eq!(store.verify().unwrap(), vec![]);
+}
