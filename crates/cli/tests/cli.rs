@@ -798,3 +798,41 @@ fn a_second_signal_ends_a_stuck_subscriber() {
     };
     assert_eq!(status.code(), Some(130));
 }
+
+/// On a terminal, a replay that takes more than a couple of seconds shows a
+/// progress bar on stderr (run under `script`, which gives it a terminal).
+#[test]
+fn replay_shows_progress_on_a_terminal() {
+    let dir = Dir::new();
+    for (n, second) in [(0u32, 0u32), (1, 30)] {
+        let (payload, time) = (format!(r#"{{"n": {n}}}"#), at(second));
+        dir.stdout(&[
+            "publish",
+            "--topic",
+            "p",
+            "--source",
+            "s",
+            "--payload",
+            &payload,
+            "--timestamp",
+            &time,
+        ]);
+    }
+    let replay =
+        format!("{} replay --topic p --since {} --speed 12", env!("CARGO_BIN_EXE_seed"), at(0));
+    let mut cmd = dir.command(&[]);
+    cmd.cmd = std::process::Command::new("script");
+    cmd.cmd
+        .args(["-qec", &replay, "/dev/null"])
+        .current_dir(dir.path())
+        .env("SEED_EVENTS_DIR", dir.path().join("events"))
+        .stdin(std::process::Stdio::null());
+    let terminal = cmd.stdout();
+    assert!(terminal.contains("] 2/2"), "no progress bar in {terminal:?}");
+    assert!(terminal.contains("Replayed 2 events."), "{terminal:?}");
+    // Not on a pipe.
+    let mut piped = dir.command(&["replay", "--topic", "p", "--since", &at(0), "--speed", "12"]);
+    let output = piped.output();
+    piped.expect_status(&output, 0);
+    assert!(output.stderr.is_empty(), "{}", String::from_utf8_lossy(&output.stderr));
+}
