@@ -836,3 +836,31 @@ fn replay_shows_progress_on_a_terminal() {
     piped.expect_status(&output, 0);
     assert!(output.stderr.is_empty(), "{}", String::from_utf8_lossy(&output.stderr));
 }
+
+/// On a terminal, `clear` without `--confirm` asks, and only `y` clears.
+#[test]
+fn clear_asks_on_a_terminal() {
+    let dir = Dir::new();
+    dir.publish("k", r#"{"n": 0}"#);
+    let clear = format!("{} clear --topic k", env!("CARGO_BIN_EXE_seed"));
+    let run_answering = |answer: &str| {
+        let mut cmd = dir.command(&[]);
+        cmd.cmd = std::process::Command::new("script");
+        cmd.cmd
+            .args(["-qec", &clear, "/dev/null"])
+            .current_dir(dir.path())
+            .env("SEED_EVENTS_DIR", dir.path().join("events"));
+        let output = cmd.output_with(format!("{answer}\n").as_bytes());
+        cmd.expect_status(&output, 0);
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let out = run_answering("n");
+    assert!(
+        out.contains("Clear all events for topic 'k'? [y/N]") && out.contains("Aborted."),
+        "{out:?}"
+    );
+    assert_eq!(dir.history(&[]).len(), 1);
+    let out = run_answering("y");
+    assert!(out.contains("Cleared 1 events from topic 'k'."), "{out:?}");
+    assert!(dir.history(&[]).is_empty());
+}
