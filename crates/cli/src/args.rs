@@ -26,9 +26,25 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "URL", env = "SEED_REDIS_URL", hide_env_values = true)]
     pub redis: Option<String>,
 
+    /// When file-store appends reach the disk: never (survives process crashes), batch
+    /// (fdatasync per batch), always (fdatasync per append: acknowledged means on disk)
+    #[arg(long, global = true, value_enum, value_name = "POLICY", env = "SEED_SYNC", default_value_t = SyncArg::Never)]
+    pub sync: SyncArg,
+
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// The file store's durability policy, as given on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SyncArg {
+    /// Never fdatasync.
+    Never,
+    /// fdatasync once per batch.
+    Batch,
+    /// fdatasync every append.
+    Always,
 }
 
 /// The commands.

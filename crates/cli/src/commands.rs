@@ -14,7 +14,7 @@ use seed_event::{parse_json_object, Clear, EventStore, Limit, Query, StoredEvent
 
 use crate::args::{
     ClearArgs, Cli, Command, FromArg, HistoryArgs, PayloadArg, PublishArgs, ReplayArgs, StatsArgs,
-    SubscribeArgs,
+    SubscribeArgs, SyncArg,
 };
 use crate::output::{history_line, python_isoformat, JsonArray};
 use crate::signal;
@@ -88,7 +88,18 @@ fn open_store(cli: &Cli) -> Result<Arc<dyn EventStore>> {
         return Ok(Arc::new(store));
     }
     // The store's errors name the directory.
-    Ok(Arc::new(store_file::FileStore::open(events_dir(cli))?))
+    Ok(Arc::new(open_file_store(cli)?))
+}
+
+/// The file store at `--events-dir` with the `--sync` policy.
+fn open_file_store(cli: &Cli) -> seed_event::Result<store_file::FileStore> {
+    let sync = match cli.sync {
+        SyncArg::Never => store_file::SyncPolicy::Never,
+        SyncArg::Batch => store_file::SyncPolicy::Batch,
+        SyncArg::Always => store_file::SyncPolicy::Always,
+    };
+    let config = store_file::FileStoreConfig { sync, ..Default::default() };
+    store_file::FileStore::open_with(events_dir(cli), config)
 }
 
 fn publish(bus: &EventBus, args: &PublishArgs, out: &mut dyn Write) -> Result<()> {
@@ -478,7 +489,7 @@ fn import(cli: &Cli, legacy_dir: &Path, out: &mut dyn Write) -> Result<()> {
         .into());
     }
     let dir = events_dir(cli);
-    let store = store_file::FileStore::open(&dir)?;
+    let store = open_file_store(cli)?;
     let report = store_file::import_legacy(&store, legacy_dir)
         .with_context(|| format!("cannot import {}", legacy_dir.display()))?;
     writeln!(

@@ -130,6 +130,40 @@ fn publish_options_and_history_filters() {
 }
 
 #[test]
+fn every_sync_policy_stores_what_it_acknowledges() {
+    let dir = Dir::new();
+    for (n, policy) in ["never", "batch", "always"].iter().enumerate() {
+        let payload = format!(r#"{{"n": {n}}}"#);
+        dir.stdout(&[
+            "--sync",
+            policy,
+            "publish",
+            "--topic",
+            "durable",
+            "--source",
+            "s",
+            "--payload",
+            &payload,
+        ]);
+        let lines = format!("{{\"n\": {}}}\n{{\"n\": {}}}\n", 10 + n, 20 + n);
+        let mut publish = dir.command(&[
+            "--sync",
+            policy,
+            "publish",
+            "--topic",
+            "durable",
+            "--source",
+            "s",
+            "--payload",
+            "-",
+        ]);
+        let output = publish.output_with(lines.as_bytes());
+        publish.expect_status(&output, 0);
+    }
+    assert_eq!(ns(&dir.history(&["--topic", "durable"])), vec![0, 10, 20, 1, 11, 21, 2, 12, 22]);
+}
+
+#[test]
 fn bad_inputs_exit_2_and_write_nothing() {
     let dir = Dir::new();
     let cases: &[(&[&str], &str)] = &[
@@ -163,6 +197,7 @@ fn bad_inputs_exit_2_and_write_nothing() {
         (&["clear", "--before", "later", "--confirm"], "RFC 3339"),
         (&["completions", "tcsh"], "tcsh"),
         (&["frobnicate"], "unrecognized subcommand"),
+        (&["--sync", "sometimes", "topics"], "not one of never, batch, always"),
     ];
     for (args, needle) in cases {
         let stderr = dir.command(args).fails_with(2);
