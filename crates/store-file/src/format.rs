@@ -436,12 +436,29 @@ pub(crate) struct Tail {
 
 /// Finds where the committed lines of a `size`-byte log end: before a line
 /// without its newline and before the lines of a batch whose last line is missing.
+///
+/// A reader may race a writer that cuts off an interrupted append (the file
+/// shrinks while it is read): then it looks again at the file's new size.
 pub(crate) fn inspect_tail(file: &File, size: u64) -> io::Result<Tail> {
+    let mut size = size;
+    for _ in 0..8 {
+        match inspect_tail_once(file, size) {
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => size = file.metadata()?.len(),
+            other => return other,
+        }
+    }
+    inspect_tail_once(file, size)
+}
+
+fn inspect_tail_once(file: &File, size: u64) -> io::Result<Tail> {
     // The common case in one small read: the log ends with a whole line that ends a batch.
     let quick = (size.min(1024)) as usize;
     if quick > 0 {
         let block = read_at(file, size - quick as u64, quick)?;
-        if block.len() == quick && block.last() == Some(&b'\n') {
+        if block.len() != quick {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the file shrank while read"));
+        }
+        if block.last() == Some(&b'\n') {
             let body = &block[..quick - 1];
             if let Some(nl) = memchr::memrchr(b'\n', body) {
                 if let Some(p) = parse_prefix(&body[nl + 1..]).filter(|p| !p.more) {

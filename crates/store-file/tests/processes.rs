@@ -220,6 +220,23 @@ fn writer_killed_mid_append_50_times() {
     let mut acked: BTreeSet<String> = BTreeSet::new();
     let mut torn_tails = 0;
     let mut parent_events = BTreeSet::new();
+    // A follower in its own thread, reading all the time through every kill and repair.
+    let watcher = FileStore::open(dir.path()).unwrap();
+    let mut follower = watcher
+        .follow(&TopicPattern::from(t.clone()), FollowFrom::start(Start::Beginning))
+        .unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let following = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut followed: Vec<StoredEvent> = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                followed.extend(follower.next_batch(100_000, Duration::from_millis(5)).unwrap());
+            }
+            followed.extend(follower.next_batch(100_000, Duration::from_millis(200)).unwrap());
+            followed
+        })
+    };
     for round in 0..50u64 {
         let start = FileStore::open(dir.path()).unwrap().last_cursor(&t).unwrap();
         let mut cmd =
@@ -293,6 +310,9 @@ fn writer_killed_mid_append_50_times() {
     let ids: BTreeSet<String> = all.iter().map(|e| e.event.id.to_string()).collect();
     assert_eq!(ids.len(), all.len());
     assert!(acked.is_empty(), "acknowledged events lost: {acked:?}");
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let followed = following.join().unwrap();
+    assert!(followed == all, "the follower saw exactly the stored events, once, in order");
     assert!(parent_events.is_subset(&ids));
     eprintln!("{torn_tails} of 50 kills left a torn line or an incomplete batch behind");
 }
