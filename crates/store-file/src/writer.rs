@@ -148,12 +148,13 @@ impl TopicWriter {
 /// for one write, and a sleep and wake-up cost more than that.
 fn lock_exclusive(file: &File) -> io::Result<()> {
     let contended = fs2::lock_contended_error().raw_os_error();
-    let started = std::time::Instant::now();
+    let mut started = None;
     loop {
         match file.try_lock_exclusive() {
             Ok(()) => return Ok(()),
             Err(e) if e.raw_os_error() == contended => {
-                if started.elapsed() > std::time::Duration::from_micros(SPIN_MICROS) {
+                let since = *started.get_or_insert_with(std::time::Instant::now);
+                if since.elapsed() > std::time::Duration::from_micros(SPIN_MICROS) {
                     return file.lock_exclusive();
                 }
                 for _ in 0..64 {
