@@ -21,6 +21,7 @@ mod cursor;
 mod error;
 mod event;
 pub mod memory;
+mod retention;
 mod store;
 mod timestamp;
 mod topic;
@@ -32,9 +33,10 @@ pub use cursor::Cursor;
 pub use error::{Error, ErrorKind, Result};
 pub use event::{json_type_name, parse_json_object, Event, JsonObject};
 pub use memory::MemoryStore;
+pub use retention::{Limits, Retention};
 pub use store::{
-    apply_limit, merge_by_timestamp, Clear, ConsumerName, EventStore, EventStream, FollowFrom,
-    Follower, Limit, Query, Start, StoredEvent, TopicStats,
+    apply_limit, check_batch_topic, conflict, merge_by_timestamp, Clear, ConsumerName, EventStore,
+    EventStream, FollowFrom, Follower, Limit, Query, Start, StoredEvent, TopicStats,
 };
 pub use timestamp::Timestamp;
 pub use topic::{Topic, TopicPattern, MAX_TOPIC_BYTES};

@@ -8,10 +8,10 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::store::{apply_limit, merge_by_timestamp};
+use crate::store::{apply_limit, check_batch_topic, conflict, merge_by_timestamp};
 use crate::{
-    Clear, ConsumerName, Cursor, Error, Event, EventStore, EventStream, FollowFrom, Follower,
-    Query, Result, Start, StoredEvent, Topic, TopicPattern, TopicStats,
+    Clear, ConsumerName, Cursor, Event, EventStore, EventStream, FollowFrom, Follower, Query,
+    Result, Start, StoredEvent, Topic, TopicPattern, TopicStats,
 };
 
 #[derive(Default)]
@@ -80,15 +80,7 @@ impl EventStore for MemoryStore {
     }
 
     fn append_batch(&self, topic: &Topic, events: Vec<Event>) -> Result<Vec<StoredEvent>> {
-        if let Some((i, e)) = events.iter().enumerate().find(|(_, e)| e.topic != *topic) {
-            return Err(Error::invalid(
-                "batch",
-                format!(
-                    "event {i} has topic {:?}, every event of the batch must have topic {topic:?}",
-                    e.topic.as_str()
-                ),
-            ));
-        }
+        check_batch_topic(topic, &events)?;
         let mut state = self.lock();
         let stored = events.into_iter().map(|e| push(&mut state, e)).collect();
         drop(state);
@@ -100,12 +92,7 @@ impl EventStore for MemoryStore {
         let mut state = self.lock();
         let actual = state.topics.get(&event.topic).and_then(|l| l.events.last()).map(|e| e.cursor);
         if actual != expected {
-            let show = |c: Option<Cursor>| c.map_or("none".to_string(), |c| c.to_string());
-            return Err(Error::Conflict {
-                topic: event.topic.to_string(),
-                expected: show(expected),
-                actual: show(actual),
-            });
+            return Err(conflict(&event.topic, expected, actual));
         }
         let stored = push(&mut state, event);
         drop(state);

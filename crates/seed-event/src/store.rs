@@ -283,6 +283,29 @@ pub trait EventStore: Send + Sync {
     fn clear(&self, what: &Clear) -> Result<u64>;
 }
 
+/// Checks that every event of a batch for `topic` has that topic: the
+/// precondition of [`EventStore::append_batch`], shared by every store.
+pub fn check_batch_topic(topic: &Topic, events: &[Event]) -> Result<()> {
+    match events.iter().enumerate().find(|(_, e)| e.topic != *topic) {
+        None => Ok(()),
+        Some((i, e)) => Err(Error::invalid(
+            "batch",
+            format!(
+                "event {i} has topic {:?}, every event of the batch must have topic {:?}",
+                e.topic.as_str(),
+                topic.as_str()
+            ),
+        )),
+    }
+}
+
+/// The [`Error::Conflict`] of a conditional append on `topic` that expected
+/// `expected` as the last cursor and found `actual` (`None`: no event).
+pub fn conflict(topic: &Topic, expected: Option<Cursor>, actual: Option<Cursor>) -> Error {
+    let show = |c: Option<Cursor>| c.map_or_else(|| "none".to_string(), |c| c.to_string());
+    Error::Conflict { topic: topic.to_string(), expected: show(expected), actual: show(actual) }
+}
+
 /// Merges per-topic streams, each in append order, into one ordered by timestamp.
 ///
 /// At each step the stream whose next event has the smallest timestamp goes

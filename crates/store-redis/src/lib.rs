@@ -130,7 +130,8 @@ mod read;
 mod retention;
 mod scripts;
 
-pub use retention::{Limits, Retention, RETENTION_CHECK_EVERY};
+pub use retention::RETENTION_CHECK_EVERY;
+pub use seed_event::{Limits, Retention};
 
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -422,16 +423,7 @@ impl EventStore for RedisStore {
     }
 
     fn append_batch(&self, topic: &Topic, events: Vec<Event>) -> Result<Vec<StoredEvent>> {
-        if let Some((i, e)) = events.iter().enumerate().find(|(_, e)| e.topic != *topic) {
-            return Err(Error::invalid(
-                "batch",
-                format!(
-                    "event {i} has topic {:?}, every event of the batch must have topic {:?}",
-                    e.topic.as_str(),
-                    topic.as_str()
-                ),
-            ));
-        }
+        seed_event::check_batch_topic(topic, &events)?;
         if events.is_empty() {
             return Ok(Vec::new());
         }

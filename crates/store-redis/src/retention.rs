@@ -1,48 +1,14 @@
 //! Retention: limits on how many events, or how old, a topic keeps.
 
-use std::collections::BTreeMap;
-use std::time::Duration;
 
 use redis::Value;
-use seed_event::{Cursor, Result, Timestamp, Topic};
+use seed_event::{Cursor, Limits, Result, Timestamp, Topic};
 
 use crate::codec::raw_entries;
 use crate::{scripts, RedisStore, PAGE};
 
 /// How many events a store appends to a topic between two retention checks.
 pub const RETENTION_CHECK_EVERY: u64 = 1024;
-
-/// Retention limits of a topic; `None` means unlimited.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Limits {
-    /// Remove events whose timestamp is older than this.
-    pub max_age: Option<Duration>,
-    /// Keep at most this many events (the newest).
-    pub max_events: Option<u64>,
-}
-
-impl Limits {
-    /// Whether these limits remove anything at all.
-    pub fn is_unlimited(&self) -> bool {
-        self.max_age.is_none() && self.max_events.is_none()
-    }
-}
-
-/// Retention limits: a default for every topic, and overrides for some.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Retention {
-    /// The limits of topics without an override.
-    pub default: Limits,
-    /// Limits for particular topics.
-    pub per_topic: BTreeMap<Topic, Limits>,
-}
-
-impl Retention {
-    /// The limits that apply to `topic`.
-    pub fn limits(&self, topic: &Topic) -> &Limits {
-        self.per_topic.get(topic).unwrap_or(&self.default)
-    }
-}
 
 impl RedisStore {
     /// Applies the configured retention limits to every topic exactly; returns
