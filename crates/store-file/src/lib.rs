@@ -49,10 +49,15 @@
 //! An append, under a per-topic mutex in the process: encode the events (all
 //! but the store fields, which need the lock); take the log's `flock` (via
 //! `fs2`; a contended lock is retried for 20 µs before the writer sleeps, as
-//! the holder only needs it for one write); if the locked file was replaced (its link count is 0) reopen
-//! the path and retry; if the log's length is not what this process left,
-//! reread the tail and cut off what a killed writer left (a line without its
-//! newline, or the lines of a batch without its last line), so the next event
+//! the holder only needs it for one write); read the locked file's link
+//! count, identity and length with one `statx` (with a NULL path where the
+//! kernel allows it, Linux 6.11 and later: the empty path `fstat` and
+//! `File::metadata` pass is copied and looked up first, which cost about half
+//! a microsecond per append here); if the locked file was replaced (its link
+//! count is 0) reopen the path and retry; if the log's length is not what
+//! this process left, reread the tail and cut off what a killed writer left
+//! (a line without its newline, or the lines of a batch without its last
+//! line), so the next event
 //! is never glued to garbage; write every line in one `write`; fdatasync as
 //! [`SyncPolicy`] says; unlock. Readers never lock: they stop before a line
 //! without its newline and before an incomplete batch.
@@ -111,6 +116,10 @@
 //!   not bounded time). Last-N over one topic reads backwards.
 //! - Append throughput is bounded by one `flock`, `statx`, `write` and
 //!   unlock per call plus encoding the event; batches amortise all but the encoding.
+//!   The `statx` is what notices a log replaced or deleted by anyone (not only
+//!   by this store's clear and retention) and an append by any other writer;
+//!   a shared-memory header could skip it only by trusting every writer and
+//!   replacer to keep the header, so it stays.
 
 mod consumers;
 mod follow;
