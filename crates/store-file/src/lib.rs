@@ -147,6 +147,7 @@ use crate::format::{inspect_tail, parse_prefix, search, LineReader, Prefix, RevL
 use crate::writer::{Keep, Paths, TopicWriter};
 
 pub use legacy::{import_legacy, BadLine, ImportReport};
+pub use seed_event::{Limits, Retention};
 
 /// When appends reach the disk (not just the page cache) before they return.
 ///
@@ -162,42 +163,6 @@ pub enum SyncPolicy {
     Batch,
     /// fdatasync every append call (single or batch) before it returns: acknowledged means on disk.
     Always,
-}
-
-/// Retention limits of a topic; `None` means unlimited.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Limits {
-    /// Remove events whose timestamp is older than this.
-    pub max_age: Option<Duration>,
-    /// Keep at most this many events (the newest).
-    pub max_events: Option<u64>,
-}
-
-impl Limits {
-    /// Whether these limits remove anything at all.
-    pub fn is_unlimited(&self) -> bool {
-        self.max_age.is_none() && self.max_events.is_none()
-    }
-}
-
-/// Retention limits: a default for every topic, and overrides for some.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Retention {
-    /// The limits of topics without an override.
-    pub default: Limits,
-    /// Limits for particular topics.
-    pub per_topic: BTreeMap<Topic, Limits>,
-}
-
-impl Retention {
-    /// The limits that apply to `topic`.
-    pub fn limits(&self, topic: &Topic) -> &Limits {
-        self.per_topic.get(topic).unwrap_or(&self.default)
-    }
-
-    fn is_unlimited(&self) -> bool {
-        self.default.is_unlimited() && self.per_topic.values().all(Limits::is_unlimited)
-    }
 }
 
 /// How a [`FileStore`] behaves; `Default` gives no sync, no retention and inotify.
@@ -330,12 +295,7 @@ impl FileStore {
             if let Some(expected) = expected {
                 let actual = locked.last_cursor();
                 if actual != expected {
-                    let show = |c: Option<Cursor>| c.map_or("none".to_string(), |c| c.to_string());
-                    return Err(Error::Conflict {
-                        topic: topic.to_string(),
-                        expected: show(expected),
-                        actual: show(actual),
-                    });
+                    return Err(seed_event::conflict(topic, expected, actual));
                 }
             }
             locked.append(events, sync)?
@@ -703,16 +663,7 @@ impl EventStore for FileStore {
     }
 
     fn append_batch(&self, topic: &Topic, events: Vec<Event>) -> Result<Vec<StoredEvent>> {
-        if let Some((i, e)) = events.iter().enumerate().find(|(_, e)| e.topic != *topic) {
-            return Err(Error::invalid(
-                "batch",
-                format!(
-                    "event {i} has topic {:?}, every event of the batch must have topic {:?}",
-                    e.topic.as_str(),
-                    topic.as_str()
-                ),
-            ));
-        }
+        seed_event::check_batch_topic(topic, &events)?;
         if events.is_empty() {
             return Ok(Vec::new());
         }
