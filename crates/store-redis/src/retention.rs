@@ -1,6 +1,5 @@
 //! Retention: limits on how many events, or how old, a topic keeps.
 
-
 use redis::Value;
 use seed_event::{Cursor, Limits, Result, Timestamp, Topic};
 
