@@ -16,6 +16,22 @@ fn at(second: u32) -> String {
     format!("{BASE}Z").replace("12:00:00", &format!("12:00:{second:02}"))
 }
 
+/// Publishes `{"n": n}` to `topic` from source `s`, timestamped `n` seconds after `BASE`.
+fn publish_at(dir: &Dir, topic: &str, n: u32) {
+    let (payload, time) = (format!(r#"{{"n": {n}}}"#), at(n));
+    dir.stdout(&[
+        "publish",
+        "--topic",
+        topic,
+        "--source",
+        "s",
+        "--payload",
+        &payload,
+        "--timestamp",
+        &time,
+    ]);
+}
+
 fn ns(events: &[Value]) -> Vec<u64> {
     events.iter().map(|e| e["payload"]["n"].as_u64().expect("payload.n")).collect()
 }
@@ -305,19 +321,7 @@ fn subscribe_then_publish_at_once_misses_nothing() {
 fn subscribe_from_the_beginning_a_time_or_a_duration_ago_with_a_timeout() {
     let dir = Dir::new();
     for n in 0..3u32 {
-        let payload = format!(r#"{{"n": {n}}}"#);
-        let time = at(n);
-        dir.stdout(&[
-            "publish",
-            "--topic",
-            "h",
-            "--source",
-            "s",
-            "--payload",
-            &payload,
-            "--timestamp",
-            &time,
-        ]);
+        publish_at(&dir, "h", n);
     }
     dir.publish("h", r#"{"n": 3}"#);
     let mut sub = dir.spawn(&["subscribe", "--topic", "h", "--from", "beginning", "--count", "4"]);
@@ -428,18 +432,7 @@ fn clear_while_subscribed_then_new_events_still_arrive() {
 fn clear_asks_refuses_without_a_terminal_and_clears_before_a_time() {
     let dir = Dir::new();
     for n in 0..4u32 {
-        let (payload, time) = (format!(r#"{{"n": {n}}}"#), at(n));
-        dir.stdout(&[
-            "publish",
-            "--topic",
-            "k",
-            "--source",
-            "s",
-            "--payload",
-            &payload,
-            "--timestamp",
-            &time,
-        ]);
+        publish_at(&dir, "k", n);
     }
     let stderr = dir.command(&["clear", "--topic", "k"]).fails_with(2);
     assert!(stderr.contains("--confirm") && stderr.contains("not a terminal"), "{stderr}");
@@ -457,18 +450,7 @@ fn clear_asks_refuses_without_a_terminal_and_clears_before_a_time() {
 fn replay_paces_by_speed_and_counts() {
     let dir = Dir::new();
     for n in 0..5u32 {
-        let (payload, time) = (format!(r#"{{"n": {n}}}"#), at(n));
-        dir.stdout(&[
-            "publish",
-            "--topic",
-            "r.a",
-            "--source",
-            "s",
-            "--payload",
-            &payload,
-            "--timestamp",
-            &time,
-        ]);
+        publish_at(&dir, "r.a", n);
     }
     dir.publish("r.b", r#"{"n": 99}"#);
     let started = Instant::now();
