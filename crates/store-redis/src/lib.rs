@@ -392,15 +392,7 @@ impl RedisStore {
                 }
             }
             if !doomed.is_empty() {
-                let n: i64 = self.shared.run(|con, _| {
-                    let mut invocation = scripts::DELETE_ENTRIES.prepare_invoke();
-                    invocation.key(&stream).key(&meta);
-                    for (cursor, size) in &doomed {
-                        invocation.arg(cursor.to_string()).arg(*size);
-                    }
-                    invocation.invoke(con)
-                })?;
-                removed += n.max(0) as u64;
+                removed += self.delete_entries(&stream, &meta, &doomed)?;
             }
             if !full || last >= end {
                 break;

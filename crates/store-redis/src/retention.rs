@@ -10,6 +10,25 @@ use crate::{scripts, RedisStore, PAGE};
 pub const RETENTION_CHECK_EVERY: u64 = 1024;
 
 impl RedisStore {
+    /// Deletes the entries at `doomed` (cursor, stored size) from `stream`,
+    /// subtracting their sizes from the byte count in `meta`; returns how many went.
+    pub(crate) fn delete_entries(
+        &self,
+        stream: &str,
+        meta: &str,
+        doomed: &[(Cursor, usize)],
+    ) -> Result<u64> {
+        let n: i64 = self.shared.run(|con, _| {
+            let mut invocation = scripts::DELETE_ENTRIES.prepare_invoke();
+            invocation.key(stream).key(meta);
+            for (cursor, size) in doomed {
+                invocation.arg(cursor.to_string()).arg(*size);
+            }
+            invocation.invoke(con)
+        })?;
+        Ok(n.max(0) as u64)
+    }
+
     /// Applies the configured retention limits to every topic exactly; returns
     /// how many events were removed.
     ///
@@ -93,15 +112,7 @@ impl RedisStore {
                 .iter()
                 .map(|e| (e.cursor, e.line.as_ref().map_or(0, |l| l.len() + 1)))
                 .collect();
-            let n: i64 = self.shared.run(|con, _| {
-                let mut invocation = scripts::DELETE_ENTRIES.prepare_invoke();
-                invocation.key(&stream).key(&meta);
-                for (cursor, size) in &doomed {
-                    invocation.arg(cursor.to_string()).arg(*size);
-                }
-                invocation.invoke(con)
-            })?;
-            removed += n.max(0) as u64;
+            removed += self.delete_entries(&stream, &meta, &doomed)?;
             left = left.saturating_sub(page.len() as u64);
             start = format!("({last}");
         }
