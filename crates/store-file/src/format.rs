@@ -101,9 +101,16 @@ fn push_value(out: &mut Vec<u8>, v: &serde_json::Value) {
         Value::Null => out.extend_from_slice(b"null"),
         Value::Bool(true) => out.extend_from_slice(b"true"),
         Value::Bool(false) => out.extend_from_slice(b"false"),
-        // Serializing plain data into memory cannot fail.
+        // Integers in the same decimal form serde_json's `itoa` writes; floats
+        // through serde_json (serializing plain data into memory cannot fail).
         Value::Number(n) => {
-            let _ = serde_json::to_writer(&mut *out, n);
+            if let Some(u) = n.as_u64() {
+                push_u64(out, u);
+            } else if let Some(i) = n.as_i64() {
+                push_i64(out, i);
+            } else {
+                let _ = serde_json::to_writer(&mut *out, n);
+            }
         }
         Value::String(s) => push_json_str(out, s),
         Value::Array(items) => {
@@ -120,16 +127,31 @@ fn push_value(out: &mut Vec<u8>, v: &serde_json::Value) {
     }
 }
 
+/// The decimal digits of 00 to 99, two bytes each.
+const DIGIT_PAIRS: &[u8; 200] = b"\
+0001020304050607080910111213141516171819\
+2021222324252627282930313233343536373839\
+4041424344454647484950515253545556575859\
+6061626364656667686970717273747576777879\
+8081828384858687888990919293949596979899";
+
+/// `v` in decimal, two digits per division.
 fn push_u64(out: &mut Vec<u8>, mut v: u64) {
     let mut buf = [0u8; 20];
     let mut i = buf.len();
-    loop {
+    while v >= 100 {
+        let pair = (v % 100) as usize * 2;
+        v /= 100;
+        i -= 2;
+        buf[i..i + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
+    }
+    if v >= 10 {
+        let pair = v as usize * 2;
+        i -= 2;
+        buf[i..i + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
+    } else {
         i -= 1;
-        buf[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
+        buf[i] = b'0' + v as u8;
     }
     out.extend_from_slice(&buf[i..]);
 }
@@ -154,25 +176,51 @@ fn push_json_str(out: &mut Vec<u8>, s: &str) {
     }
 }
 
-/// Whether `s` holds a byte below 0x20, `"` or `\\`, eight bytes at a time.
+/// The bytes serde_json escapes in a string: below 0x20, `"` and `\\`.
+static ESCAPED: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        table[b] = true;
+        b += 1;
+    }
+    table[b'"' as usize] = true;
+    table[b'\\' as usize] = true;
+    table
+};
+
+/// Whether `s` holds a byte below 0x20, `"` or `\\`, eight bytes at a time
+/// (byte by byte, through a table, below eight bytes).
 fn needs_escape(s: &[u8]) -> bool {
     const LO: u64 = 0x0101_0101_0101_0101;
     const HI: u64 = 0x8080_8080_8080_8080;
     // Nonzero exactly when some byte of `v` is zero (resp. below 0x20).
     let zero_byte = |v: u64| v.wrapping_sub(LO) & !v & HI;
-    let mut chunks = s.chunks_exact(8);
-    for chunk in &mut chunks {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
+    let special = |word: [u8; 8]| {
         let v = u64::from_le_bytes(word);
         let control = v.wrapping_sub(LO * 0x20) & !v & HI;
         let quote = zero_byte(v ^ (LO * u64::from(b'"')));
         let backslash = zero_byte(v ^ (LO * u64::from(b'\\')));
-        if control | quote | backslash != 0 {
+        control | quote | backslash != 0
+    };
+    let Some(last) = s.len().checked_sub(8) else {
+        return s.iter().any(|&b| ESCAPED[usize::from(b)]);
+    };
+    let word_at = |i: usize| {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(&s[i..i + 8]);
+        word
+    };
+    let mut i = 0;
+    while i < last {
+        if special(word_at(i)) {
             return true;
         }
+        i += 8;
     }
-    chunks.remainder().iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\')
+    // The last eight bytes, overlapping the previous word when the length is
+    // not a multiple of eight.
+    special(word_at(last))
 }
 
 fn push_2(out: &mut Vec<u8>, v: u32) {
@@ -610,6 +658,41 @@ mod tests {
                 assert_eq!(needs_escape(&bytes), expected, "byte {b:#x} at {pos}");
             }
         }
+        // Every byte at every position of every length up to two words, so
+        // the byte-by-byte path, the word loop and the overlapping last word
+        // are all checked.
+        for len in 0..=17 {
+            for pos in 0..len {
+                for b in 0u8..=255 {
+                    let mut bytes = vec![b'~'; len];
+                    bytes[pos] = b;
+                    let expected = b < 0x20 || b == b'"' || b == b'\\';
+                    assert_eq!(needs_escape(&bytes), expected, "byte {b:#x} at {pos} of {len}");
+                }
+            }
+            assert!(!needs_escape(&vec![b'~'; len]), "length {len}");
+        }
+    }
+
+    #[test]
+    fn integers_are_written_as_std_writes_them() {
+        let mut cases = vec![0, 1, 9, 10, 99, 100, 101, 999, 1000, u64::MAX, u64::MAX - 1];
+        for p in 0..20 {
+            let x = 10u64.pow(p);
+            cases.extend([x - 1, x, x + 1, x.saturating_mul(7).saturating_add(3)]);
+        }
+        for v in cases {
+            let mut out = Vec::new();
+            push_u64(&mut out, v);
+            assert_eq!(String::from_utf8(out).unwrap(), v.to_string());
+            if let Ok(i) = i64::try_from(v) {
+                for i in [i, -i, i64::MIN + i] {
+                    let mut out = Vec::new();
+                    push_i64(&mut out, i);
+                    assert_eq!(String::from_utf8(out).unwrap(), i.to_string());
+                }
+            }
+        }
     }
 
     #[test]
@@ -618,6 +701,10 @@ mod tests {
         let payload = serde_json::json!({
             "ü": "\"quoted\"\n",
             "n": [1, 2.5, null, -3, 1e300, u64::MAX, true, false, [], {}],
+            "ints": [0, 9, 10, 99, 100, -1, -10, -100, i64::MIN, i64::MAX, u64::MAX - 1],
+            "floats": [0.1, -0.0, 1e-7, 123456789.125, f64::MAX, f64::MIN_POSITIVE, 1.0],
+            "Schlüssel \u{1f600}\u{0}": {"ключ": "\u{8}\u{c}\r\t\u{1f}\u{2028}é", "k\"": []},
+            "long": "an ASCII string longer than eight bytes, then one quote\"",
             "o": {"b": 1, "a": {"x": [{"y": "\\"}]}},
             "e": "",
             "tab\t": "\u{1f600}\u{7f}",
@@ -641,10 +728,11 @@ mod tests {
                     .with_metadata(payload.as_object().unwrap().clone());
             }
             let mut out = Vec::new();
-            encode_line(&mut out, Prefix { seq: 3, hwm: micros, more: i % 3 == 0 }, &e);
+            let seq = [3, 10, 99, 100, 12_345, u64::MAX / 2, 1, 1_000_000_007][i];
+            encode_line(&mut out, Prefix { seq, hwm: micros, more: i % 3 == 0 }, &e);
             let more = if i % 3 == 0 { "\"more\":true," } else { "" };
             let expected =
-                format!("{{\"seq\":3,\"hwm\":{micros},{more}{}\n", &e.to_json_line()[1..]);
+                format!("{{\"seq\":{seq},\"hwm\":{micros},{more}{}\n", &e.to_json_line()[1..]);
             assert_eq!(String::from_utf8(out).unwrap(), expected);
         }
     }
