@@ -43,6 +43,38 @@ fn child(role: &str, dir: &Path, vars: &[(&str, String)]) -> Command {
     cmd
 }
 
+/// The command of an appender child: writer `writer` appends `count` events to `topic`.
+fn appender(dir: &Path, topic: &Topic, writer: u64, count: u64, big: bool) -> Command {
+    child(
+        "append",
+        dir,
+        &[
+            ("STORE_FILE_TOPIC", topic.to_string()),
+            ("STORE_FILE_WRITER", writer.to_string()),
+            ("STORE_FILE_COUNT", count.to_string()),
+            ("STORE_FILE_BIG", big.to_string()),
+        ],
+    )
+}
+
+/// Starts `writers` appender children at once, with their output captured.
+fn spawn_appenders(
+    dir: &Path,
+    topic: &Topic,
+    writers: u64,
+    count: u64,
+    big: bool,
+) -> Vec<(Command, Child)> {
+    (0..writers)
+        .map(|w| {
+            let mut cmd = appender(dir, topic, w, count, big);
+            cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+            let spawned = cmd.spawn().unwrap();
+            (cmd, spawned)
+        })
+        .collect()
+}
+
 /// Waits for a child and panics with its command and output if it failed.
 fn expect_success(what: &str, cmd: &Command, out: Output) -> Output {
     if !out.status.success() {
@@ -122,22 +154,7 @@ fn fill(w: u64, i: u64, len: usize) -> String {
 fn race(writers: u64, count: u64, big: bool) {
     let dir = tempfile::tempdir().unwrap();
     let t = topic("race.procs");
-    let mut running = Vec::new();
-    for w in 0..writers {
-        let mut cmd = child(
-            "append",
-            dir.path(),
-            &[
-                ("STORE_FILE_TOPIC", t.to_string()),
-                ("STORE_FILE_WRITER", w.to_string()),
-                ("STORE_FILE_COUNT", count.to_string()),
-                ("STORE_FILE_BIG", big.to_string()),
-            ],
-        );
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-        let spawned = cmd.spawn().unwrap();
-        running.push((cmd, spawned));
-    }
+    let running = spawn_appenders(dir.path(), &t, writers, count, big);
     for (cmd, spawned) in running {
         expect_success("a writer", &cmd, spawned.wait_with_output().unwrap());
     }
@@ -322,22 +339,7 @@ fn clear_racing_appends_from_other_processes_loses_nothing_later() {
     let t = topic("clear.race");
     let writers = 3u64;
     let count = 3000u64;
-    let mut running = Vec::new();
-    for w in 0..writers {
-        let mut cmd = child(
-            "append",
-            dir.path(),
-            &[
-                ("STORE_FILE_TOPIC", t.to_string()),
-                ("STORE_FILE_WRITER", w.to_string()),
-                ("STORE_FILE_COUNT", count.to_string()),
-                ("STORE_FILE_BIG", "false".to_string()),
-            ],
-        );
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-        let spawned = cmd.spawn().unwrap();
-        running.push((cmd, spawned));
-    }
+    let running = spawn_appenders(dir.path(), &t, writers, count, false);
     let store = FileStore::open(dir.path()).unwrap();
     // Clear once some events are there, while the writers go on.
     let deadline = Instant::now() + DEADLINE;
@@ -373,16 +375,7 @@ fn follower_in_another_process_sees_appends_clears_and_retention() {
         got
     };
     for step in 0..4u64 {
-        let mut cmd = child(
-            "append",
-            dir.path(),
-            &[
-                ("STORE_FILE_TOPIC", t.to_string()),
-                ("STORE_FILE_WRITER", step.to_string()),
-                ("STORE_FILE_COUNT", "50".to_string()),
-                ("STORE_FILE_BIG", "false".to_string()),
-            ],
-        );
+        let mut cmd = appender(dir.path(), &t, step, 50, false);
         let out = cmd.output().unwrap();
         expect_success("a writer", &cmd, out);
         let got = collect(&mut follower, 50);
