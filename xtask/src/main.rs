@@ -3,7 +3,7 @@
 //! - `cargo xtask test`: installs what the tests need (redis-server), then runs
 //!   `cargo fmt --check`, `cargo clippy -D warnings` and `cargo test --workspace`.
 //! - `cargo xtask model-cards`: renders the model-card docs from their data.
-//! - `cargo xtask bench [--quick]`: measures Seed against its targets and the
+//! - `cargo xtask bench [--quick] [--only GROUPS]`: measures Seed against its targets and the
 //!   machine's limits; prints a table and writes `target/seed-bench/summary.json`.
 //! - `cargo xtask release`: builds the `seed` binary in release mode into `target/dist`.
 
@@ -22,7 +22,7 @@ const USAGE: &str = "usage: cargo xtask <command>
 commands:
   test        fmt check, clippy -D warnings and every test (installs redis-server if needed)
   release     build the seed binary in release mode into target/dist
-  bench       [--quick] measure Seed against its targets and the machine's limits (target/seed-bench)
+  bench       [--quick] [--no-criterion] [--only GROUPS] measure Seed against its targets and the machine's limits (target/seed-bench)
   model-cards regenerate model-cards/gemma-4.md and MODEL_CARD.md from the card data";
 
 fn main() -> ExitCode {

@@ -33,7 +33,8 @@ const QUICK_BUDGET: Duration = Duration::from_secs(160);
 const FULL_CRITERION_BUDGET: Duration = Duration::from_secs(600);
 
 /// The usage of `cargo xtask bench`.
-pub const USAGE: &str = "cargo xtask bench [--quick] [--no-criterion]";
+pub const USAGE: &str = "cargo xtask bench [--quick] [--no-criterion] [--only GROUPS]
+  GROUPS: comma-separated scenario groups of publish, procs, history, latency, memory, redis";
 
 fn target_dir(root: &Path) -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
@@ -46,10 +47,16 @@ fn target_dir(root: &Path) -> PathBuf {
 pub fn run(root: &Path, args: &[String]) -> Result<()> {
     let mut quick = false;
     let mut criterion = true;
-    for a in args {
+    let mut only = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
         match a.as_str() {
             "--quick" => quick = true,
             "--no-criterion" => criterion = false,
+            "--only" => match it.next() {
+                Some(groups) => only = Some(groups.as_str()),
+                None => bail!("--only needs GROUPS\nusage: {USAGE}"),
+            },
             other => bail!("unknown bench option {other:?}\nusage: {USAGE}"),
         }
     }
@@ -69,7 +76,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     )?;
     eprintln!("bench: scenario runner built in {:.1}s", build.elapsed().as_secs_f64());
 
-    let mut rows = scenarios(&target.join("release/xtask"), &work, &out_dir, quick);
+    let mut rows = scenarios(&target.join("release/xtask"), &work, &out_dir, quick, only);
 
     if criterion {
         let budget = if quick {
@@ -104,13 +111,22 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
 }
 
 /// Runs the optimised runner; its rows, or one skipped row saying why there are none.
-fn scenarios(runner: &Path, work: &Path, out_dir: &Path, quick: bool) -> Vec<Row> {
+fn scenarios(
+    runner: &Path,
+    work: &Path,
+    out_dir: &Path,
+    quick: bool,
+    only: Option<&str>,
+) -> Vec<Row> {
     let out = out_dir.join("scenarios.json");
     let _ = std::fs::remove_file(&out);
     let mut cmd = Command::new(runner);
     cmd.arg("bench-scenario").arg("all").arg("--work").arg(work).arg("--out").arg(&out);
     if quick {
         cmd.arg("--quick");
+    }
+    if let Some(groups) = only {
+        cmd.arg("--only").arg(groups);
     }
     eprintln!("$ {cmd:?}");
     let result =
@@ -135,7 +151,7 @@ mod tests {
     fn a_runner_that_cannot_run_is_one_skipped_row_with_the_reason() {
         let dir = std::env::temp_dir().join(format!("seed-bench-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let rows = scenarios(&dir.join("no-such-runner"), &dir, &dir, true);
+        let rows = scenarios(&dir.join("no-such-runner"), &dir, &dir, true, None);
         let _ = std::fs::remove_dir_all(&dir);
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].status, Status::Skipped);

@@ -1,8 +1,9 @@
 //! The optimised scenario runner: `target/release/xtask bench-scenario …`,
 //! built with the `bench-runner` feature by `cargo xtask bench`.
 //!
-//! - `bench-scenario all --work DIR --out FILE [--quick]` runs every scenario
-//!   and writes its rows (see [`super::report::Row`]) as a JSON array to FILE.
+//! - `bench-scenario all --work DIR --out FILE [--quick] [--only GROUPS]`
+//!   runs every scenario (or the comma-separated [`GROUPS`]) and writes its
+//!   rows (see [`super::report::Row`]) as a JSON array to FILE.
 //! - `bench-scenario child <role> <json>` is one of the processes a
 //!   multi-process scenario starts (see [`proc`]).
 
@@ -186,18 +187,24 @@ pub fn main(args: &[String]) -> Result<()> {
             let mut quick = false;
             let mut work = None;
             let mut out = None;
+            let mut only = None;
             let mut it = args[1..].iter();
             while let Some(a) = it.next() {
                 match a.as_str() {
                     "--quick" => quick = true,
                     "--work" => work = it.next().map(PathBuf::from),
                     "--out" => out = it.next().map(PathBuf::from),
+                    "--only" => only = Some(it.next().context("--only needs GROUPS")?.clone()),
                     other => bail!("bench-scenario all: unknown argument {other:?}"),
                 }
             }
             let work = work.context("bench-scenario all needs --work DIR")?;
             let out = out.context("bench-scenario all needs --out FILE")?;
-            let rows = all(&Plan::new(quick), &work);
+            let groups = match &only {
+                Some(list) => parse_groups(list)?,
+                None => GROUPS.to_vec(),
+            };
+            let rows = all(&Plan::new(quick), &work, &groups);
             let text = serde_json::to_string_pretty(&rows)?;
             std::fs::write(&out, text).with_context(|| format!("writing {}", out.display()))
         }
@@ -208,7 +215,7 @@ pub fn main(args: &[String]) -> Result<()> {
                 serde_json::from_str(json).with_context(|| format!("child arguments {json:?}"))?;
             child(role, &value).with_context(|| format!("child {role}"))
         }
-        _ => bail!("usage: bench-scenario all --work DIR --out FILE [--quick] | child ROLE JSON"),
+        _ => bail!("usage: bench-scenario all --work DIR --out FILE [--quick] [--only GROUPS] | child ROLE JSON"),
     }
 }
 
@@ -226,7 +233,29 @@ fn child(role: &str, args: &serde_json::Value) -> Result<()> {
 }
 
 /// Every scenario, in the order of the table.
-fn all(plan: &Plan, work: &Path) -> Vec<Row> {
+/// The scenario groups, in the order they run; `memory` reads the topic `history` fills.
+pub const GROUPS: &[&str] = &["publish", "procs", "history", "latency", "memory", "redis"];
+
+/// The groups of a comma-separated `--only` list, each checked against [`GROUPS`].
+pub fn parse_groups(list: &str) -> Result<Vec<&'static str>> {
+    let mut groups = Vec::new();
+    for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        let Some(g) = GROUPS.iter().find(|g| **g == name) else {
+            bail!("unknown scenario group {name:?}; expected one of {}", GROUPS.join(", "));
+        };
+        groups.push(*g);
+    }
+    if groups.is_empty() {
+        bail!("--only needs at least one of {}", GROUPS.join(", "));
+    }
+    if groups.contains(&"memory") && !groups.contains(&"history") {
+        groups.push("history");
+    }
+    Ok(groups)
+}
+
+fn all(plan: &Plan, work: &Path, groups: &[&str]) -> Vec<Row> {
+    let run = |g: &str| groups.contains(&g);
     let mut rows = Vec::new();
     if let Err(e) = std::fs::create_dir_all(work) {
         rows.push(Row::skipped(
@@ -237,23 +266,35 @@ fn all(plan: &Plan, work: &Path) -> Vec<Row> {
         ));
         return rows;
     }
-    guarded(&mut rows, "file publish and machine limits", &file::publish_specs(), |rows| {
-        file::publish(plan, work, rows)
-    });
-    guarded(&mut rows, "4 processes to one topic", &file::procs_specs(), |rows| {
-        file::processes(plan, work, rows)
-    });
+    if run("publish") {
+        guarded(&mut rows, "file publish and machine limits", &file::publish_specs(), |rows| {
+            file::publish(plan, work, rows)
+        });
+    }
+    if run("procs") {
+        guarded(&mut rows, "4 processes to one topic", &file::procs_specs(), |rows| {
+            file::processes(plan, work, rows)
+        });
+    }
     let history = work.join("history");
-    guarded(&mut rows, "history queries", &file::history_specs(), |rows| {
-        file::history(plan, &history, rows)
-    });
-    guarded(&mut rows, "cross-process latency", &latency::specs(), |rows| {
-        latency::file_and_bus(plan, work, rows)
-    });
-    guarded(&mut rows, "peak memory", &file::rss_specs(), |rows| {
-        file::rss(plan, work, &history, rows)
-    });
+    if run("history") {
+        guarded(&mut rows, "history queries", &file::history_specs(), |rows| {
+            file::history(plan, &history, rows)
+        });
+    }
+    if run("latency") {
+        guarded(&mut rows, "cross-process latency", &latency::specs(), |rows| {
+            latency::file_and_bus(plan, work, rows)
+        });
+    }
+    if run("memory") {
+        guarded(&mut rows, "peak memory", &file::rss_specs(), |rows| {
+            file::rss(plan, work, &history, rows)
+        });
+    }
     let _ = std::fs::remove_dir_all(&history);
-    guarded(&mut rows, "redis", &redis::specs(), |rows| redis::all(plan, rows));
+    if run("redis") {
+        guarded(&mut rows, "redis", &redis::specs(), |rows| redis::all(plan, rows));
+    }
     rows
 }
