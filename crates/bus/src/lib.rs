@@ -296,7 +296,7 @@ impl EventBus {
             None => {
                 self.open()?;
                 check_source(source)?;
-                Ok(self.store.append(event)?)
+                Ok(self.store.append_owned(event)?)
             }
         }
     }
@@ -313,20 +313,22 @@ impl EventBus {
         check_source(&event.source)?;
         let window = self.config.idempotency_window;
         if window == 0 {
-            return Ok(self.store.append(event)?);
+            return Ok(self.store.append_owned(event)?);
         }
         let query = Query { limit: Some(Limit::Last(window)), ..Query::topic(&event.topic) };
         let mut attempts = 0;
         loop {
             let recent = self.store.query(&query)?;
-            if let Some(found) = recent.iter().find(|e| e.event.id == event.id) {
-                log::debug!("event {} is already in topic {}", event.id, event.topic);
-                return Ok(found.clone());
-            }
             let expected = recent.last().map(|e| e.cursor);
-            match self.store.append_expecting(event.clone(), expected) {
+            if let Some(found) = recent.into_iter().find(|e| e.event.id == event.id) {
+                log::debug!("event {} is already in topic {}", event.id, event.topic);
+                return Ok(found);
+            }
+            // Borrowed: a conflict leaves the event here for the next attempt.
+            match self.store.append_expecting(&event, expected) {
+                Ok(cursor) => return Ok(StoredEvent { cursor, event }),
                 Err(e) if e.kind() == ErrorKind::Conflict && attempts < 100 => attempts += 1,
-                other => return Ok(other?),
+                Err(e) => return Err(e.into()),
             }
         }
     }
@@ -351,7 +353,7 @@ impl EventBus {
             .into());
         }
         let events = payloads.into_iter().map(|p| new_event(topic, source, p, options)).collect();
-        Ok(self.store.append_batch(topic, events)?)
+        Ok(self.store.append_batch_owned(topic, events)?)
     }
 
     /// The events matching `query`, collected.

@@ -117,10 +117,10 @@ pub fn append_then_read(h: &dyn Harness) {
     )
     .with_correlation_id("req-9")
     .with_metadata(obj(json!({"trace": "x"})));
-    let mut written = vec![store.append(first.clone()).unwrap()];
+    let mut written = vec![store.append_owned(first.clone()).unwrap()];
     assert_eq!(written[0].event, first);
     for n in 1..20 {
-        written.push(store.append(event(&t, n)).unwrap());
+        written.push(store.append_owned(event(&t, n)).unwrap());
     }
     assert!(written.windows(2).all(|w| w[0].cursor < w[1].cursor), "cursors must increase");
     assert!(written[0].cursor > Cursor::ZERO);
@@ -135,18 +135,21 @@ pub fn append_then_read(h: &dyn Harness) {
 pub fn batches_are_ordered_and_checked(h: &dyn Harness) {
     let store = h.open();
     let t = topic("batch.a");
-    let stored = store.append_batch(&t, (0..500).map(|n| event(&t, n)).collect()).unwrap();
+    let events: Vec<Event> = (0..500).map(|n| event(&t, n)).collect();
+    let cursors = store.append_batch(&t, &events).unwrap();
+    assert_eq!(cursors.len(), 500, "one cursor per event");
+    let stored = StoredEvent::zip(cursors, events);
     assert_eq!(numbers(&stored), (0..500).collect::<Vec<_>>());
     assert!(stored.windows(2).all(|w| w[0].cursor < w[1].cursor));
     assert_eq!(store.query(&Query::topic(&t)).unwrap(), stored);
 
     let mixed = vec![event(&t, 1000), event(&topic("batch.b"), 1001)];
-    let err = store.append_batch(&t, mixed).unwrap_err();
+    let err = store.append_batch(&t, &mixed).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
     assert_eq!(store.query(&Query::topic(&t)).unwrap().len(), 500, "nothing written on rejection");
     assert!(store.query(&Query::topic(&topic("batch.b"))).unwrap().is_empty());
 
-    assert!(store.append_batch(&t, Vec::new()).unwrap().is_empty());
+    assert!(store.append_batch(&t, &[]).unwrap().is_empty());
     assert_eq!(store.query(&Query::topic(&t)).unwrap().len(), 500);
 }
 
@@ -161,8 +164,9 @@ pub fn batches_are_all_or_nothing_to_readers(h: &dyn Harness) {
         let t = t.clone();
         thread::spawn(move || {
             for b in 0..BATCHES {
-                let events = (0..BATCH as u64).map(|i| event(&t, b * BATCH as u64 + i)).collect();
-                store.append_batch(&t, events).unwrap();
+                let events: Vec<Event> =
+                    (0..BATCH as u64).map(|i| event(&t, b * BATCH as u64 + i)).collect();
+                store.append_batch(&t, &events).unwrap();
             }
         })
     };
@@ -184,14 +188,14 @@ pub fn batches_are_all_or_nothing_to_readers(h: &dyn Harness) {
 pub fn conditional_append(h: &dyn Harness) {
     let store = h.open();
     let t = topic("account.42");
-    let first = store.append_expecting(event(&t, 0), None).unwrap();
-    let err = store.append_expecting(event(&t, 1), None).unwrap_err();
+    let first = store.append_expecting(&event(&t, 0), None).unwrap();
+    let err = store.append_expecting(&event(&t, 1), None).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
-    let second = store.append_expecting(event(&t, 1), Some(first.cursor)).unwrap();
-    let err = store.append_expecting(event(&t, 2), Some(first.cursor)).unwrap_err();
+    let second = store.append_expecting(&event(&t, 1), Some(first)).unwrap();
+    let err = store.append_expecting(&event(&t, 2), Some(first)).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Conflict);
     assert!(
-        err.to_string().contains(&second.cursor.to_string()),
+        err.to_string().contains(&second.to_string()),
         "the conflict names the actual cursor: {err}"
     );
     assert_eq!(
@@ -199,8 +203,7 @@ pub fn conditional_append(h: &dyn Harness) {
         vec![0, 1],
         "a lost append writes nothing"
     );
-    let err =
-        store.append_expecting(event(&topic("account.43"), 0), Some(first.cursor)).unwrap_err();
+    let err = store.append_expecting(&event(&topic("account.43"), 0), Some(first)).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Conflict);
 }
 
@@ -218,7 +221,7 @@ pub fn conditional_append_race_has_one_winner(h: &dyn Harness) {
                 let mut round = 0;
                 while round < rounds {
                     let expected = store.last_cursor(&t).unwrap();
-                    match store.append_expecting(event(&t, w * 1000 + round), expected) {
+                    match store.append_expecting(&event(&t, w * 1000 + round), expected) {
                         Ok(_) => wins += 1,
                         Err(e) => assert_eq!(e.kind(), ErrorKind::Conflict, "{e}"),
                     }
@@ -246,7 +249,7 @@ pub fn query_filters(h: &dyn Harness) {
         if n == 3 {
             e.correlation_id = Some("corr-3".into());
         }
-        cursors.push(store.append(e).unwrap().cursor);
+        cursors.push(store.append(&e).unwrap());
     }
     let q = |f: &dyn Fn(&mut Query)| {
         let mut q = Query::topic(&t);
@@ -288,7 +291,7 @@ pub fn query_filters(h: &dyn Harness) {
 pub fn query_limits(h: &dyn Harness) {
     let store = h.open();
     let t = topic("limits");
-    store.append_batch(&t, (0..50).map(|n| event(&t, n)).collect()).unwrap();
+    store.append_batch_owned(&t, (0..50).map(|n| event(&t, n)).collect()).unwrap();
     let q = |limit: Limit| {
         numbers(&store.query(&Query { limit: Some(limit), ..Query::topic(&t) }).unwrap())
     };
@@ -319,11 +322,11 @@ pub fn query_orders_across_topics(h: &dyn Harness) {
     let store = h.open();
     let (a, b, c) = (topic("task.a"), topic("task.b.deep"), topic("other"));
     let base = 1_776_340_800_000_000;
-    store.append(event_at(&a, 0, base)).unwrap();
-    store.append(event_at(&b, 1, base + 10)).unwrap();
-    store.append(event_at(&c, 2, base + 20)).unwrap();
-    store.append(event_at(&a, 3, base + 30)).unwrap();
-    store.append(event_at(&b, 4, base + 25)).unwrap();
+    store.append_owned(event_at(&a, 0, base)).unwrap();
+    store.append_owned(event_at(&b, 1, base + 10)).unwrap();
+    store.append_owned(event_at(&c, 2, base + 20)).unwrap();
+    store.append_owned(event_at(&a, 3, base + 30)).unwrap();
+    store.append_owned(event_at(&b, 4, base + 25)).unwrap();
     let all = store.query(&Query::default()).unwrap();
     assert_eq!(numbers(&all), vec![0, 1, 2, 4, 3]);
     let q = |p: &str| numbers(&store.query(&Query::pattern(pattern(p))).unwrap());
@@ -346,7 +349,7 @@ pub fn out_of_order_timestamps(h: &dyn Harness) {
     let base = 1_776_340_800_000_000;
     let offsets = [5, 1, 9, 3, 7, 2, 8, 0, 6, 4];
     for (n, off) in offsets.iter().enumerate() {
-        store.append(event_at(&t, n as u64, base + off * 1_000)).unwrap();
+        store.append_owned(event_at(&t, n as u64, base + off * 1_000)).unwrap();
     }
     for since in 0..11 {
         let q = Query {
@@ -404,7 +407,7 @@ pub fn follow_times_out_then_wakes(h: &dyn Harness) {
         let t = t.clone();
         thread::spawn(move || {
             thread::sleep(Duration::from_millis(50));
-            store.append(event(&t, 7)).unwrap();
+            store.append_owned(event(&t, 7)).unwrap();
         })
     };
     let got = collect(follower.as_mut(), 1);
@@ -421,7 +424,7 @@ pub fn follow_start_modes(h: &dyn Harness) {
     let base = 1_776_340_800_000_000;
     let mut history = Vec::new();
     for n in 0..5u64 {
-        history.push(store.append(event_at(&t, n, base + n as i64 * 1_000)).unwrap());
+        history.push(store.append_owned(event_at(&t, n, base + n as i64 * 1_000)).unwrap());
     }
     let mut beginning = store.follow(&p, FollowFrom::start(Start::Beginning)).unwrap();
     let mut new = store.follow(&p, FollowFrom::start(Start::New)).unwrap();
@@ -430,7 +433,7 @@ pub fn follow_start_modes(h: &dyn Harness) {
         .unwrap();
     let mut after = store.follow(&p, FollowFrom::after(t.clone(), history[1].cursor)).unwrap();
     // A live event older than `since` is still delivered: since filters history only.
-    store.append(event_at(&t, 5, base)).unwrap();
+    store.append_owned(event_at(&t, 5, base)).unwrap();
     assert_eq!(numbers(&collect(beginning.as_mut(), 6)), vec![0, 1, 2, 3, 4, 5]);
     assert_eq!(numbers(&collect(new.as_mut(), 1)), vec![5]);
     assert_eq!(numbers(&collect(since.as_mut(), 3)), vec![3, 4, 5]);
@@ -443,13 +446,13 @@ pub fn follow_start_modes(h: &dyn Harness) {
 /// A pattern follower sees matching topics created after it began, and nothing else.
 pub fn follow_patterns_and_new_topics(h: &dyn Harness) {
     let store = h.open();
-    store.append(event(&topic("task.old"), 0)).unwrap();
+    store.append_owned(event(&topic("task.old"), 0)).unwrap();
     let mut one = store.follow(&pattern("task.*"), FollowFrom::start(Start::New)).unwrap();
     let mut all = store.follow(&pattern("task.>"), FollowFrom::start(Start::New)).unwrap();
-    store.append(event(&topic("task.new"), 1)).unwrap();
-    store.append(event(&topic("task.new.deep"), 2)).unwrap();
-    store.append(event(&topic("other.new"), 3)).unwrap();
-    store.append(event(&topic("task.old"), 4)).unwrap();
+    store.append_owned(event(&topic("task.new"), 1)).unwrap();
+    store.append_owned(event(&topic("task.new.deep"), 2)).unwrap();
+    store.append_owned(event(&topic("other.new"), 3)).unwrap();
+    store.append_owned(event(&topic("task.old"), 4)).unwrap();
     let mut got_one = numbers(&collect(one.as_mut(), 2));
     got_one.sort_unstable();
     assert_eq!(got_one, vec![1, 4]);
@@ -466,17 +469,17 @@ pub fn follow_survives_clear(h: &dyn Harness) {
     let t = topic("follow.clear");
     let mut follower =
         store.follow(&TopicPattern::from(t.clone()), FollowFrom::start(Start::Beginning)).unwrap();
-    let before: Vec<_> = (0..3).map(|n| store.append(event(&t, n)).unwrap()).collect();
+    let before: Vec<_> = (0..3).map(|n| store.append_owned(event(&t, n)).unwrap()).collect();
     assert_eq!(numbers(&collect(follower.as_mut(), 3)), vec![0, 1, 2]);
     assert_eq!(store.clear(&Clear { topic: Some(t.clone()), before: None }).unwrap(), 3);
     assert_eq!(store.last_cursor(&t).unwrap(), None);
-    let after: Vec<_> = (3..5).map(|n| store.append(event(&t, n)).unwrap()).collect();
+    let after: Vec<_> = (3..5).map(|n| store.append_owned(event(&t, n)).unwrap()).collect();
     assert!(after[0].cursor > before[2].cursor, "cursors keep growing across a clear");
     assert_eq!(numbers(&collect(follower.as_mut(), 2)), vec![3, 4]);
     assert_quiet(follower.as_mut());
     // Clearing everything, too.
     store.clear(&Clear::default()).unwrap();
-    store.append(event(&t, 5)).unwrap();
+    store.append_owned(event(&t, 5)).unwrap();
     assert_eq!(numbers(&collect(follower.as_mut(), 1)), vec![5]);
 }
 
@@ -486,7 +489,7 @@ pub fn cursors_survive_reopen(h: &dyn Harness) {
     let consumer = ConsumerName::new("reopen-worker").unwrap();
     let written: Vec<_> = {
         let store = h.open();
-        let w = (0..5).map(|n| store.append(event(&t, n)).unwrap()).collect::<Vec<_>>();
+        let w = (0..5).map(|n| store.append_owned(event(&t, n)).unwrap()).collect::<Vec<_>>();
         store.commit_consumer(&consumer, &t, w[2].cursor).unwrap();
         w
     };
@@ -502,7 +505,7 @@ pub fn cursors_survive_reopen(h: &dyn Harness) {
         .follow(&TopicPattern::from(t.clone()), FollowFrom { start: Start::Beginning, positions })
         .unwrap();
     assert_eq!(numbers(&collect(follower.as_mut(), 2)), vec![3, 4]);
-    let next = store.append(event(&t, 5)).unwrap();
+    let next = store.append_owned(event(&t, 5)).unwrap();
     assert!(next.cursor > written[4].cursor);
     assert_eq!(numbers(&collect(follower.as_mut(), 1)), vec![5]);
 }
@@ -530,9 +533,9 @@ pub fn topic_stats(h: &dyn Harness) {
     let base = 1_776_340_800_000_000;
     let (a, b) = (topic("stats.b"), topic("stats.a"));
     for n in 0..3 {
-        store.append(event_at(&a, n, base + n as i64)).unwrap();
+        store.append_owned(event_at(&a, n, base + n as i64)).unwrap();
     }
-    let last_b = store.append(event_at(&b, 9, base + 100)).unwrap();
+    let last_b = store.append_owned(event_at(&b, 9, base + 100)).unwrap();
     let stats = store.topics().unwrap();
     let names: Vec<_> = stats.iter().map(|s| s.topic.as_str()).collect();
     assert_eq!(names, vec!["stats.a", "stats.b"]);
@@ -550,8 +553,8 @@ pub fn clear_scopes(h: &dyn Harness) {
     let base = 1_776_340_800_000_000;
     let (a, b) = (topic("clear.a"), topic("clear.b"));
     for n in 0..10 {
-        store.append(event_at(&a, n, base + n as i64 * 10)).unwrap();
-        store.append(event_at(&b, n, base + n as i64 * 10)).unwrap();
+        store.append_owned(event_at(&a, n, base + n as i64 * 10)).unwrap();
+        store.append_owned(event_at(&b, n, base + n as i64 * 10)).unwrap();
     }
     let before = Some(Timestamp::from_unix_micros(base + 40));
     assert_eq!(store.clear(&Clear { topic: Some(a.clone()), before }).unwrap(), 4);
@@ -566,7 +569,7 @@ pub fn clear_scopes(h: &dyn Harness) {
     assert!(store.query(&Query::default()).unwrap().is_empty());
     let stats = store.topics().unwrap();
     assert!(stats.iter().all(|s| s.events == 0), "{stats:?}");
-    store.append(event(&a, 100)).unwrap();
+    store.append_owned(event(&a, 100)).unwrap();
     assert_eq!(numbers(&store.query(&Query::topic(&a)).unwrap()), vec![100]);
 }
 
@@ -594,7 +597,7 @@ pub fn topic_names_are_lossless(h: &dyn Harness) {
     let names: Vec<&str> = names.into_iter().filter(|n| Topic::new(*n).is_ok()).collect();
     assert!(names.contains(&"../../etc/passwd") == Topic::new("../../etc/passwd").is_ok());
     for (n, name) in names.iter().enumerate() {
-        store.append(event(&topic(name), n as u64)).unwrap();
+        store.append_owned(event(&topic(name), n as u64)).unwrap();
     }
     let listed: BTreeSet<String> =
         store.topics().unwrap().into_iter().map(|s| s.topic.to_string()).collect();
@@ -619,9 +622,9 @@ pub fn concurrent_appends_lose_nothing(h: &dyn Harness) {
             thread::spawn(move || {
                 for i in 0..per {
                     if i % 3 == 0 {
-                        store.append_batch(&t, vec![event(&t, w * per + i)]).unwrap();
+                        store.append_batch(&t, &[event(&t, w * per + i)]).unwrap();
                     } else {
-                        store.append(event(&t, w * per + i)).unwrap();
+                        store.append_owned(event(&t, w * per + i)).unwrap();
                     }
                 }
             })
@@ -646,7 +649,7 @@ pub fn concurrent_appends_lose_nothing(h: &dyn Harness) {
 pub fn count_after_cursor(h: &dyn Harness) {
     let store = h.open();
     let t = topic("lag");
-    let written: Vec<_> = (0..7).map(|n| store.append(event(&t, n)).unwrap()).collect();
+    let written: Vec<_> = (0..7).map(|n| store.append_owned(event(&t, n)).unwrap()).collect();
     assert_eq!(store.count_after(&t, Cursor::ZERO).unwrap(), 7);
     assert_eq!(store.count_after(&t, written[3].cursor).unwrap(), 3);
     assert_eq!(store.count_after(&t, written[6].cursor).unwrap(), 0);

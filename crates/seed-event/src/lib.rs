@@ -9,7 +9,7 @@
 //! let store = MemoryStore::new();
 //! let topic = Topic::new("task.completed")?;
 //! let payload = seed_event::parse_json_object("payload", r#"{"task_id": "abc"}"#)?;
-//! let stored = store.append(Event::new(topic, "fenrir", payload))?;
+//! let stored = store.append_owned(Event::new(topic, "fenrir", payload))?;
 //!
 //! let pattern = TopicPattern::new("task.*")?;
 //! let events = store.query(&Query::pattern(pattern))?;

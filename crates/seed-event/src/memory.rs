@@ -40,7 +40,7 @@ struct Shared {
 /// use seed_event::{Event, EventStore, MemoryStore, Query, Topic};
 /// let store = MemoryStore::new();
 /// let topic = Topic::new("task.done").unwrap();
-/// store.append(Event::new(topic.clone(), "me", Default::default())).unwrap();
+/// store.append(&Event::new(topic.clone(), "me", Default::default())).unwrap();
 /// assert_eq!(store.query(&Query::topic(&topic)).unwrap().len(), 1);
 /// ```
 #[derive(Clone, Default)]
@@ -59,13 +59,13 @@ impl MemoryStore {
     }
 }
 
-fn push(state: &mut State, event: Event) -> StoredEvent {
+fn push(state: &mut State, event: Event) -> Cursor {
     let log = state.topics.entry(event.topic.clone()).or_default();
     log.last_seq += 1;
     log.bytes += event.to_json_line().len() as u64 + 1;
-    let stored = StoredEvent { cursor: Cursor::new(log.last_seq, 0), event };
-    log.events.push(stored.clone());
-    stored
+    let cursor = Cursor::new(log.last_seq, 0);
+    log.events.push(StoredEvent { cursor, event });
+    cursor
 }
 
 impl EventStore for MemoryStore {
@@ -73,31 +73,31 @@ impl EventStore for MemoryStore {
         "memory store".to_string()
     }
 
-    fn append(&self, event: Event) -> Result<StoredEvent> {
-        let stored = push(&mut self.lock(), event);
+    fn append(&self, event: &Event) -> Result<Cursor> {
+        let cursor = push(&mut self.lock(), event.clone());
         self.shared.appended.notify_all();
-        Ok(stored)
+        Ok(cursor)
     }
 
-    fn append_batch(&self, topic: &Topic, events: Vec<Event>) -> Result<Vec<StoredEvent>> {
-        check_batch_topic(topic, &events)?;
+    fn append_batch(&self, topic: &Topic, events: &[Event]) -> Result<Vec<Cursor>> {
+        check_batch_topic(topic, events)?;
         let mut state = self.lock();
-        let stored = events.into_iter().map(|e| push(&mut state, e)).collect();
+        let cursors = events.iter().map(|e| push(&mut state, e.clone())).collect();
         drop(state);
         self.shared.appended.notify_all();
-        Ok(stored)
+        Ok(cursors)
     }
 
-    fn append_expecting(&self, event: Event, expected: Option<Cursor>) -> Result<StoredEvent> {
+    fn append_expecting(&self, event: &Event, expected: Option<Cursor>) -> Result<Cursor> {
         let mut state = self.lock();
         let actual = state.topics.get(&event.topic).and_then(|l| l.events.last()).map(|e| e.cursor);
         if actual != expected {
             return Err(conflict(&event.topic, expected, actual));
         }
-        let stored = push(&mut state, event);
+        let cursor = push(&mut state, event.clone());
         drop(state);
         self.shared.appended.notify_all();
-        Ok(stored)
+        Ok(cursor)
     }
 
     fn last_cursor(&self, topic: &Topic) -> Result<Option<Cursor>> {

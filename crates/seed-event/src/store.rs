@@ -17,6 +17,17 @@ pub struct StoredEvent {
     pub event: Event,
 }
 
+impl StoredEvent {
+    /// Pairs the cursors an append returned with the events appended, in order.
+    pub fn zip(cursors: Vec<Cursor>, events: Vec<Event>) -> Vec<StoredEvent> {
+        cursors
+            .into_iter()
+            .zip(events)
+            .map(|(cursor, event)| StoredEvent { cursor, event })
+            .collect()
+    }
+}
+
 /// How many events a [`Query`] keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Limit {
@@ -238,16 +249,35 @@ pub trait EventStore: Send + Sync {
     /// A short description for logs and errors, e.g. `file store at /tmp/events`.
     fn describe(&self) -> String;
 
-    /// Appends one event; returns it with its cursor once it is stored.
-    fn append(&self, event: Event) -> Result<StoredEvent>;
+    /// Appends one event; returns its cursor once it is stored.
+    ///
+    /// The event is borrowed: after an error the caller still holds it, with
+    /// the same id, to retry or report, and a caller that publishes many events
+    /// frees them when it likes, not inside the store's critical path.
+    fn append(&self, event: &Event) -> Result<Cursor>;
 
-    /// Appends events that all have `topic`, atomically: readers see all or none.
-    /// An empty batch is a no-op; an event of another topic is rejected and nothing is written.
-    fn append_batch(&self, topic: &Topic, events: Vec<Event>) -> Result<Vec<StoredEvent>>;
+    /// Appends events that all have `topic`, atomically: readers see all or
+    /// none. Returns their cursors in order. An empty batch is a no-op; an
+    /// event of another topic is rejected and nothing is written.
+    fn append_batch(&self, topic: &Topic, events: &[Event]) -> Result<Vec<Cursor>>;
 
     /// Appends `event` only if its topic's last cursor is `expected`
     /// (`None`: the topic holds no event); otherwise fails with [`Error::Conflict`].
-    fn append_expecting(&self, event: Event, expected: Option<Cursor>) -> Result<StoredEvent>;
+    fn append_expecting(&self, event: &Event, expected: Option<Cursor>) -> Result<Cursor>;
+
+    /// [`append`](EventStore::append) for a caller that hands the event over:
+    /// returns it with its cursor.
+    fn append_owned(&self, event: Event) -> Result<StoredEvent> {
+        let cursor = self.append(&event)?;
+        Ok(StoredEvent { cursor, event })
+    }
+
+    /// [`append_batch`](EventStore::append_batch) for a caller that hands the
+    /// events over: returns them with their cursors.
+    fn append_batch_owned(&self, topic: &Topic, events: Vec<Event>) -> Result<Vec<StoredEvent>> {
+        let cursors = self.append_batch(topic, &events)?;
+        Ok(StoredEvent::zip(cursors, events))
+    }
 
     /// The cursor of the topic's last stored event, `None` when it holds none.
     fn last_cursor(&self, topic: &Topic) -> Result<Option<Cursor>>;

@@ -172,7 +172,7 @@ impl Import<'_> {
     fn flush(&mut self, topic: &Topic) -> Result<()> {
         let events = self.pending.remove(topic).unwrap_or_default();
         if !events.is_empty() {
-            self.report.imported += self.store.append_batch(topic, events)?.len() as u64;
+            self.report.imported += self.store.append_batch(topic, &events)?.len() as u64;
         }
         Ok(())
     }

@@ -10,7 +10,7 @@
 //! let store = FileStore::open(dir.path())?;
 //! let topic = Topic::new("task.completed")?;
 //! let payload = seed_event::parse_json_object("payload", r#"{"task_id": "abc"}"#)?;
-//! let stored = store.append(Event::new(topic.clone(), "fenrir", payload))?;
+//! let stored = store.append_owned(Event::new(topic.clone(), "fenrir", payload))?;
 //! assert_eq!(store.query(&Query::topic(&topic))?, vec![stored]);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
@@ -656,30 +656,26 @@ impl EventStore for FileStore {
         format!("file store at {}", self.dir.display())
     }
 
-    fn append(&self, event: Event) -> Result<StoredEvent> {
+    fn append(&self, event: &Event) -> Result<Cursor> {
         let sync = self.config.sync == SyncPolicy::Always;
-        let first = self.write(&event.topic, std::slice::from_ref(&event), None, sync)?;
-        Ok(StoredEvent { cursor: Cursor::new(first, 0), event })
+        let first = self.write(&event.topic, std::slice::from_ref(event), None, sync)?;
+        Ok(Cursor::new(first, 0))
     }
 
-    fn append_batch(&self, topic: &Topic, events: Vec<Event>) -> Result<Vec<StoredEvent>> {
-        seed_event::check_batch_topic(topic, &events)?;
+    fn append_batch(&self, topic: &Topic, events: &[Event]) -> Result<Vec<Cursor>> {
+        seed_event::check_batch_topic(topic, events)?;
         if events.is_empty() {
             return Ok(Vec::new());
         }
         let sync = self.config.sync != SyncPolicy::Never;
-        let first = self.write(topic, &events, None, sync)?;
-        Ok(events
-            .into_iter()
-            .enumerate()
-            .map(|(i, event)| StoredEvent { cursor: Cursor::new(first + i as u64, 0), event })
-            .collect())
+        let first = self.write(topic, events, None, sync)?;
+        Ok((first..first + events.len() as u64).map(|seq| Cursor::new(seq, 0)).collect())
     }
 
-    fn append_expecting(&self, event: Event, expected: Option<Cursor>) -> Result<StoredEvent> {
+    fn append_expecting(&self, event: &Event, expected: Option<Cursor>) -> Result<Cursor> {
         let sync = self.config.sync == SyncPolicy::Always;
-        let first = self.write(&event.topic, std::slice::from_ref(&event), Some(expected), sync)?;
-        Ok(StoredEvent { cursor: Cursor::new(first, 0), event })
+        let first = self.write(&event.topic, std::slice::from_ref(event), Some(expected), sync)?;
+        Ok(Cursor::new(first, 0))
     }
 
     fn last_cursor(&self, topic: &Topic) -> Result<Option<Cursor>> {

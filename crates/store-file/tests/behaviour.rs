@@ -67,7 +67,7 @@ fn a_line_written_in_two_parts_is_delivered_once_and_whole() {
     let dir = tempfile::tempdir().unwrap();
     let store = FileStore::open(dir.path()).unwrap();
     let t = topic("slow.writer");
-    let first = store.append(event(&t, 1)).unwrap();
+    let first = store.append_owned(event(&t, 1)).unwrap();
     let follower_store = FileStore::open(dir.path()).unwrap();
     let mut follower = follower_store
         .follow(&TopicPattern::from(t.clone()), FollowFrom::start(Start::New))
@@ -110,7 +110,7 @@ fn an_interrupted_append_is_cut_off_by_the_next_writer() {
     let dir = tempfile::tempdir().unwrap();
     let store = FileStore::open(dir.path()).unwrap();
     let t = topic("torn");
-    store.append(event(&t, 1)).unwrap();
+    store.append(&event(&t, 1)).unwrap();
     let log = dir.path().join("torn.jsonl");
     let (e2, e3) = (event(&t, 2), event(&t, 3));
     // What a killed writer leaves: a batch without its last line, then half a line.
@@ -121,8 +121,8 @@ fn an_interrupted_append_is_cut_off_by_the_next_writer() {
     let other = FileStore::open(dir.path()).unwrap();
     assert_eq!(numbers(&other.query(&Query::topic(&t)).unwrap()), vec![1]);
     assert_eq!(other.topics().unwrap()[0].events, 1);
-    let next = other.append(event(&t, 4)).unwrap();
-    assert_eq!(next.cursor.major(), 2, "the cut-off events never had a place");
+    let next = other.append(&event(&t, 4)).unwrap();
+    assert_eq!(next.major(), 2, "the cut-off events never had a place");
     assert_eq!(numbers(&store.query(&Query::topic(&t)).unwrap()), vec![1, 4]);
     assert_eq!(store.verify().unwrap(), vec![]);
     assert!(std::fs::read(&log).unwrap().ends_with(b"}\n"));
@@ -157,7 +157,7 @@ fn since_is_exact_with_out_of_order_timestamps() {
                 ))
             })
             .collect();
-        written.extend(store.append_batch(&t, batch).unwrap());
+        written.extend(store.append_batch_owned(&t, batch).unwrap());
     }
     let check = |q: Query, expected: Vec<&StoredEvent>| {
         let got = store.query(&q).unwrap();
@@ -209,7 +209,7 @@ fn topic_names_stay_distinct_and_inside_the_directory() {
         long_utf8.as_str(),
     ];
     for (n, name) in names.iter().enumerate() {
-        store.append(event(&topic(name), n as u64)).unwrap();
+        store.append(&event(&topic(name), n as u64)).unwrap();
     }
     let listed: Vec<String> =
         store.topics().unwrap().into_iter().map(|s| s.topic.to_string()).collect();
@@ -237,7 +237,7 @@ fn topic_names_stay_distinct_and_inside_the_directory() {
     let mut follower =
         store.follow(&TopicPattern::from(t.clone()), FollowFrom::start(Start::New)).unwrap();
     store.clear(&Clear { topic: Some(t.clone()), before: None }).unwrap();
-    store.append(event(&t, 99)).unwrap();
+    store.append(&event(&t, 99)).unwrap();
     assert_eq!(numbers(&collect(follower.as_mut(), 1)), vec![99]);
 }
 
@@ -246,10 +246,10 @@ fn a_corrupt_line_is_reported_with_its_place_and_skipped() {
     let dir = tempfile::tempdir().unwrap();
     let store = FileStore::open(dir.path()).unwrap();
     let t = topic("bit.rot");
-    let stored: Vec<_> = (0..10)
+    let cursors: Vec<_> = (0..10)
         .map(|n| {
             store
-                .append(event(&t, n).with_timestamp(Timestamp::from_unix_micros(BASE + n as i64)))
+                .append(&event(&t, n).with_timestamp(Timestamp::from_unix_micros(BASE + n as i64)))
                 .unwrap()
         })
         .collect();
@@ -271,11 +271,11 @@ fn a_corrupt_line_is_reported_with_its_place_and_skipped() {
     assert!(corrupt[0].reason.contains("store fields"), "{}", corrupt[0].reason);
     let q = |q: Query| numbers(&store.query(&q).unwrap());
     assert_eq!(q(Query { limit: Some(Limit::Last(5)), ..Query::topic(&t) }), vec![4, 6, 7, 8, 9]);
-    assert_eq!(q(Query { after: Some(stored[4].cursor), ..Query::topic(&t) }), vec![6, 7, 8, 9]);
+    assert_eq!(q(Query { after: Some(cursors[4]), ..Query::topic(&t) }), vec![6, 7, 8, 9]);
     let since = Some(Timestamp::from_unix_micros(BASE + 5));
     assert_eq!(q(Query { since, ..Query::topic(&t) }), vec![6, 7, 8, 9]);
     assert_eq!(numbers(&collect(follower.as_mut(), 9)), vec![0, 1, 2, 3, 4, 6, 7, 8, 9]);
-    assert_eq!(store.count_after(&t, stored[4].cursor).unwrap(), 4);
+    assert_eq!(store.count_after(&t, cursors[4]).unwrap(), 4);
     // The store's own rewrites keep the line (it can still be inspected by hand).
     let removed = store
         .clear(&Clear {
@@ -285,7 +285,7 @@ fn a_corrupt_line_is_reported_with_its_place_and_skipped() {
         .unwrap();
     assert_eq!(removed, 2);
     assert_eq!(store.verify().unwrap().len(), 1);
-    store.append(event(&t, 10)).unwrap();
+    store.append(&event(&t, 10)).unwrap();
     assert_eq!(q(Query::topic(&t)), vec![2, 3, 4, 6, 7, 8, 9, 10]);
 }
 
@@ -312,14 +312,15 @@ fn retention_by_age_and_count_per_topic() {
     for n in 0..300 {
         store
             .append(
-                event(&old, n).with_timestamp(Timestamp::from_unix_micros(
+                &event(&old, n).with_timestamp(Timestamp::from_unix_micros(
                     now - (300 - n as i64) * 60_000_000,
                 )),
             )
             .unwrap();
-        store.append(event(&free, n)).unwrap();
+        store.append(&event(&free, n)).unwrap();
     }
-    store.append_batch(&busy, (0..250).map(|n| event(&busy, n)).collect()).unwrap();
+    let events: Vec<Event> = (0..250).map(|n| event(&busy, n)).collect();
+    store.append_batch(&busy, &events).unwrap();
     let removed = store.enforce_retention().unwrap();
     assert_eq!(
         numbers(&store.query(&Query::topic(&busy)).unwrap()),
@@ -333,10 +334,10 @@ fn retention_by_age_and_count_per_topic() {
     assert_eq!(stats.iter().map(|s| s.events).collect::<Vec<_>>(), vec![300, 100, 59]);
     // Appending checks the limits now and then by itself.
     for chunk in 0..3 {
-        let batch = (0..store_file::RETENTION_CHECK_EVERY)
+        let batch: Vec<Event> = (0..store_file::RETENTION_CHECK_EVERY)
             .map(|n| event(&busy, 1000 + chunk * 10_000 + n))
             .collect();
-        store.append_batch(&busy, batch).unwrap();
+        store.append_batch(&busy, &batch).unwrap();
     }
     assert_eq!(store.query(&Query::topic(&busy)).unwrap().len(), 100);
 }
@@ -349,7 +350,7 @@ fn counts_stay_exact_after_clearing_out_of_order_events() {
     let offsets = [5, 1, 9, 3, 7, 2, 8, 0, 6, 4];
     for (n, off) in offsets.iter().enumerate() {
         store
-            .append(event(&t, n as u64).with_timestamp(Timestamp::from_unix_micros(BASE + off)))
+            .append(&event(&t, n as u64).with_timestamp(Timestamp::from_unix_micros(BASE + off)))
             .unwrap();
     }
     let removed = store
@@ -358,7 +359,7 @@ fn counts_stay_exact_after_clearing_out_of_order_events() {
     assert_eq!(removed, 5);
     assert_eq!(numbers(&store.query(&Query::topic(&t)).unwrap()), vec![0, 2, 4, 6, 8]);
     assert_eq!(store.topics().unwrap()[0].events, 5);
-    store.append(event(&t, 10)).unwrap();
+    store.append(&event(&t, 10)).unwrap();
     assert_eq!(store.topics().unwrap()[0].events, 6);
     assert_eq!(store.count_after(&t, seed_event::Cursor::new(3, 0)).unwrap(), 4);
 }
@@ -373,8 +374,9 @@ fn sync_policies_write_the_same_events() {
         )
         .unwrap();
         let t = topic("durable");
-        store.append(event(&t, 0)).unwrap();
-        store.append_batch(&t, (1..4).map(|n| event(&t, n)).collect()).unwrap();
+        store.append(&event(&t, 0)).unwrap();
+        let events: Vec<Event> = (1..4).map(|n| event(&t, n)).collect();
+        store.append_batch(&t, &events).unwrap();
         let name = seed_event::ConsumerName::new("worker").unwrap();
         store.commit_consumer(&name, &t, seed_event::Cursor::new(2, 0)).unwrap();
         let reopened = FileStore::open(dir.path()).unwrap();
@@ -502,8 +504,9 @@ fn a_busy_topic_does_not_starve_a_follower_of_the_others() {
     let dir = tempfile::tempdir().unwrap();
     let store = FileStore::open(dir.path()).unwrap();
     let (busy, quiet) = (topic("fair.a"), topic("fair.b"));
-    store.append_batch(&busy, (0..1000).map(|n| event(&busy, n)).collect()).unwrap();
-    store.append(event(&quiet, 5000)).unwrap();
+    let events: Vec<Event> = (0..1000).map(|n| event(&busy, n)).collect();
+    store.append_batch(&busy, &events).unwrap();
+    store.append(&event(&quiet, 5000)).unwrap();
     let mut follower = store
         .follow(&TopicPattern::new("fair.*").unwrap(), FollowFrom::start(Start::Beginning))
         .unwrap();
@@ -526,7 +529,7 @@ fn a_follower_never_glues_what_a_repair_cut_off_to_what_came_after() {
     let dir = tempfile::tempdir().unwrap();
     let store = FileStore::open(dir.path()).unwrap();
     let t = topic("repair.follow");
-    store.append(event(&t, 1)).unwrap();
+    store.append(&event(&t, 1)).unwrap();
     let mut follower =
         store.follow(&TopicPattern::from(t.clone()), FollowFrom::start(Start::New)).unwrap();
     let log = dir.path().join("repair.follow.jsonl");
@@ -543,7 +546,8 @@ fn a_follower_never_glues_what_a_repair_cut_off_to_what_came_after() {
         // The follower reads the leftovers and holds them back.
         assert!(follower.next_batch(10, Duration::from_millis(100)).unwrap().is_empty());
         // Another process's store repairs the log and appends something else.
-        let next = FileStore::open(dir.path()).unwrap().append(event(&t, 300 + round)).unwrap();
+        let next =
+            FileStore::open(dir.path()).unwrap().append_owned(event(&t, 300 + round)).unwrap();
         assert_eq!(next.cursor.major(), seq, "the leftovers had no place");
         let got = collect(follower.as_mut(), 1);
         assert_eq!(got, vec![next], "round {round}: only the new event, whole");

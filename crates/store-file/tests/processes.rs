@@ -110,7 +110,7 @@ fn child_main(role: &str) {
                 } else {
                     json!({"w": w, "i": i})
                 };
-                store.append(Event::new(t.clone(), format!("writer-{w}"), obj(payload))).unwrap();
+                store.append(&Event::new(t.clone(), format!("writer-{w}"), obj(payload))).unwrap();
             }
         }
         // Appends big events and batches until killed, printing `ack <id>` after each call returns.
@@ -124,13 +124,15 @@ fn child_main(role: &str) {
                         Event::new(t.clone(), "victim", obj(payload))
                     })
                     .collect();
-                let stored = if n == 1 {
-                    vec![store.append(events.into_iter().next().unwrap()).unwrap()]
+                if n == 1 {
+                    store.append(&events[0]).unwrap();
                 } else {
-                    store.append_batch(&t, events).unwrap()
-                };
-                for s in stored {
-                    writeln!(out, "ack {}", s.event.id).unwrap();
+                    let cursors = store.append_batch(&t, &events).unwrap();
+                    assert_eq!(cursors.len(), events.len(), "one cursor per event");
+                }
+                // The call returned: every event it was given is stored.
+                for e in &events {
+                    writeln!(out, "ack {}", e.id).unwrap();
                 }
                 out.flush().unwrap();
             }
@@ -311,8 +313,9 @@ fn writer_killed_mid_append_50_times() {
         assert!(stored.windows(2).all(|p| p[0].cursor < p[1].cursor));
         assert!(stored.iter().all(|e| e.event.source == "victim"), "round {round}");
         // The log takes appends again, and they are not glued to the torn line.
-        let next =
-            store.append(Event::new(t.clone(), "parent", obj(json!({"round": round})))).unwrap();
+        let next = store
+            .append_owned(Event::new(t.clone(), "parent", obj(json!({"round": round}))))
+            .unwrap();
         parent_events.insert(next.event.id.to_string());
         let last = Query { limit: Some(seed_event::Limit::Last(1)), ..Query::topic(&t) };
         assert_eq!(store.query(&last).unwrap(), vec![next], "round {round}");

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use criterion::{BatchSize, BenchmarkId, Criterion, Throughput};
+use criterion::{BenchmarkId, Criterion, Throughput};
 use seed_event::{
     Event, EventStore, FollowFrom, JsonObject, Limit, Query, Start, Topic, TopicPattern,
 };
@@ -53,7 +53,7 @@ fn publish(c: &mut Criterion, store: &RedisStore) {
     let event = sample_event(&topic);
     let mut group = c.benchmark_group("redis_publish");
     group.throughput(Throughput::Elements(1));
-    group.bench_function("one_per_call", |b| b.iter(|| store.append(event.clone()).unwrap()));
+    group.bench_function("one_per_call", |b| b.iter(|| store.append(&event).unwrap()));
     for threads in [8usize, 50] {
         group.bench_with_input(
             BenchmarkId::new("one_per_call_threads", threads),
@@ -63,13 +63,7 @@ fn publish(c: &mut Criterion, store: &RedisStore) {
     }
     group.throughput(Throughput::Elements(1000));
     let batch: Vec<Event> = (0..1000).map(|_| sample_event(&topic)).collect();
-    group.bench_function("batch_1000", |b| {
-        b.iter_batched(
-            || batch.clone(),
-            |events| store.append_batch(&topic, events).unwrap(),
-            BatchSize::LargeInput,
-        )
-    });
+    group.bench_function("batch_1000", |b| b.iter(|| store.append_batch(&topic, &batch).unwrap()));
     group.finish();
 }
 
@@ -81,7 +75,7 @@ fn parallel_appends(store: &RedisStore, event: &Event, threads: usize, iters: u6
         for _ in 0..threads {
             s.spawn(|| {
                 for _ in 0..per {
-                    store.append(event.clone()).unwrap();
+                    store.append(event).unwrap();
                 }
             });
         }
@@ -99,7 +93,7 @@ fn read_last(c: &mut Criterion, store: &RedisStore) {
     let batch: Vec<Event> = (0..1000).map(|_| sample_event(&topic)).collect();
     let filled = Instant::now();
     for _ in 0..size.div_ceil(1000) {
-        store.append_batch(&topic, batch.clone()).unwrap();
+        store.append_batch(&topic, &batch).unwrap();
     }
     eprintln!("filled bench.large with {size} events in {:?}", filled.elapsed());
     let query = Query { limit: Some(Limit::Last(10)), ..Query::topic(&topic) };
@@ -170,14 +164,13 @@ fn ratios(server: &RedisServer, store: &RedisStore) {
         m[2].extend(run(&c1_args));
         m[3].push(throughput(n, || {
             for _ in 0..n {
-                store.append(event.clone()).unwrap();
+                store.append(&event).unwrap();
             }
         }));
         m[4].extend(run(&p16_args));
-        let batches: Vec<Vec<Event>> = (0..n / 1000).map(|_| batch.clone()).collect();
         m[5].push(throughput(n, || {
-            for events in batches {
-                store.append_batch(&topic, events).unwrap();
+            for _ in 0..n / 1000 {
+                store.append_batch(&topic, &batch).unwrap();
             }
         }));
     }
@@ -221,7 +214,7 @@ fn follow_latency(server: &RedisServer) -> Option<(f64, f64)> {
         let sent = now_ns().to_string();
         let e =
             Event::new(topic.clone(), "bench", obj(serde_json::json!({"n": n, "sent_ns": sent})));
-        store.append(e).ok()?;
+        store.append(&e).ok()?;
         thread::sleep(Duration::from_micros(500));
     }
     let result = lines.next()?.ok()?;

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use redis::{ConnectionLike, Value};
-use seed_event::{Cursor, Error, Event, Result, StoredEvent, Topic};
+use seed_event::{Cursor, Error, Event, Result, Topic};
 
 use crate::codec::{array, int, parse_id, text};
 use crate::conn::{is_connection_error, Shared};
@@ -181,27 +181,25 @@ impl Appender {
         *floor = (*floor).max(i64::try_from(id.major()).unwrap_or(i64::MAX));
     }
 
-    /// Appends one event.
-    pub(crate) fn append(&self, shared: &Shared, event: Event) -> Result<StoredEvent> {
-        let topic = event.topic.clone();
-        if !self.is_known(&topic) {
+    /// Appends one event; the event is only read (encoded), never moved.
+    pub(crate) fn append(&self, shared: &Shared, event: &Event) -> Result<Cursor> {
+        let topic = &event.topic;
+        let single = std::slice::from_ref(event);
+        if !self.is_known(topic) {
             // The first append of this store to a topic goes through the script,
             // which registers the topic and announces it to followers atomically.
-            let ids =
-                script_append(shared, &topic, std::slice::from_ref(&event), None, Attempt::Fresh)?;
-            let stored = stored(ids, event)?;
-            self.learn(&topic, stored.cursor);
-            return Ok(stored);
+            let cursor = first(script_append(shared, topic, single, None, Attempt::Fresh)?)?;
+            self.learn(topic, cursor);
+            return Ok(cursor);
         }
         let request = Arc::new(Request {
             topic: topic.clone(),
-            ms: millis(&event),
+            ms: millis(event),
             line: event.to_json_line(),
             outcome: Mutex::new(None),
             ready: Condvar::new(),
         });
         let outcome = self.wait_for(shared, &request);
-        let single = std::slice::from_ref(&event);
         match outcome {
             Outcome::Stored(cursor, missing) => {
                 if missing {
@@ -219,20 +217,18 @@ impl Appender {
                             .query::<Value>(con)
                     });
                 }
-                Ok(StoredEvent { cursor, event })
+                Ok(cursor)
             }
             Outcome::TooLow => {
                 // Another writer is ahead: the script continues from its top.
-                let ids = script_append(shared, &topic, single, None, Attempt::Counted)?;
-                let stored = stored(ids, event)?;
-                self.learn(&topic, stored.cursor);
-                Ok(stored)
+                let cursor = first(script_append(shared, topic, single, None, Attempt::Counted)?)?;
+                self.learn(topic, cursor);
+                Ok(cursor)
             }
             Outcome::Lost => {
-                let ids = script_append(shared, &topic, single, None, Attempt::Lost)?;
-                let stored = stored(ids, event)?;
-                self.learn(&topic, stored.cursor);
-                Ok(stored)
+                let cursor = first(script_append(shared, topic, single, None, Attempt::Lost)?)?;
+                self.learn(topic, cursor);
+                Ok(cursor)
             }
             Outcome::Failed(e) => Err(e),
         }
@@ -396,12 +392,9 @@ impl Drop for Turn<'_> {
     }
 }
 
-fn stored(ids: Vec<Cursor>, event: Event) -> Result<StoredEvent> {
-    let cursor = ids
-        .into_iter()
-        .next()
-        .ok_or_else(|| Error::corrupt("the append script", "returned no id"))?;
-    Ok(StoredEvent { cursor, event })
+/// The cursor of a single append: the first (only) id the script returned.
+pub(crate) fn first(ids: Vec<Cursor>) -> Result<Cursor> {
+    ids.into_iter().next().ok_or_else(|| Error::corrupt("the append script", "returned no id"))
 }
 
 impl Appender {

@@ -13,8 +13,13 @@
 //! let store = RedisStore::open(&server.url())?;
 //! let topic = Topic::new("task.completed")?;
 //! let payload = seed_event::parse_json_object("payload", r#"{"task_id": "abc"}"#)?;
-//! let stored = store.append(Event::new(topic.clone(), "fenrir", payload))?;
+//! let stored = store.append_owned(Event::new(topic.clone(), "fenrir", payload))?;
 //! assert_eq!(store.query(&Query::topic(&topic))?, vec![stored]);
+//!
+//! // `append` borrows the event and returns its cursor; the caller keeps the event.
+//! let next = Event::new(topic.clone(), "fenrir", seed_event::JsonObject::new());
+//! let cursor = store.append(&next)?;
+//! assert_eq!(store.last_cursor(&topic)?, Some(cursor));
 //! # Ok::<(), seed_event::Error>(())
 //! ```
 //!
@@ -408,28 +413,24 @@ impl EventStore for RedisStore {
         format!("Redis store at {} (prefix {})", self.shared.redacted, self.shared.config.prefix)
     }
 
-    fn append(&self, event: Event) -> Result<StoredEvent> {
-        let stored = self.appender.append(&self.shared, event)?;
-        self.after_append(&stored.event.topic, 1);
-        Ok(stored)
+    fn append(&self, event: &Event) -> Result<Cursor> {
+        let cursor = self.appender.append(&self.shared, event)?;
+        self.after_append(&event.topic, 1);
+        Ok(cursor)
     }
 
-    fn append_batch(&self, topic: &Topic, events: Vec<Event>) -> Result<Vec<StoredEvent>> {
-        seed_event::check_batch_topic(topic, &events)?;
+    fn append_batch(&self, topic: &Topic, events: &[Event]) -> Result<Vec<Cursor>> {
+        seed_event::check_batch_topic(topic, events)?;
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        let ids = self.appender.append_batch(&self.shared, topic, &events)?;
+        let ids = self.appender.append_batch(&self.shared, topic, events)?;
         self.after_append(topic, ids.len() as u64);
-        Ok(ids
-            .into_iter()
-            .zip(events)
-            .map(|(cursor, event)| StoredEvent { cursor, event })
-            .collect())
+        Ok(ids)
     }
 
-    fn append_expecting(&self, event: Event, expected: Option<Cursor>) -> Result<StoredEvent> {
-        let single = std::slice::from_ref(&event);
+    fn append_expecting(&self, event: &Event, expected: Option<Cursor>) -> Result<Cursor> {
+        let single = std::slice::from_ref(event);
         let ids = append::script_append(
             &self.shared,
             &event.topic,
@@ -437,13 +438,10 @@ impl EventStore for RedisStore {
             Some(expected),
             Attempt::Fresh,
         )?;
-        let cursor = ids
-            .into_iter()
-            .next()
-            .ok_or_else(|| Error::corrupt("the append script", "returned no id"))?;
+        let cursor = append::first(ids)?;
         self.appender.learn(&event.topic, cursor);
         self.after_append(&event.topic, 1);
-        Ok(StoredEvent { cursor, event })
+        Ok(cursor)
     }
 
     fn last_cursor(&self, topic: &Topic) -> Result<Option<Cursor>> {

@@ -102,17 +102,17 @@ fn follower_survives_a_server_restart_losing_and_repeating_nothing() {
     };
 
     for n in 0..30 {
-        publisher.append(event(&t, n)).unwrap();
+        publisher.append(&event(&t, n)).unwrap();
     }
     wait_for(30, &mut seen);
     assert_eq!(seen, (0..30).collect::<Vec<_>>());
 
     // Events published just before the kill are persisted (appendfsync always).
     for n in 30..40 {
-        publisher.append(event(&t, n)).unwrap();
+        publisher.append(&event(&t, n)).unwrap();
     }
     server.stop();
-    let err = publisher.append(event(&t, 999)).unwrap_err();
+    let err = publisher.append(&event(&t, 999)).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
     assert!(err.to_string().contains(&format!("127.0.0.1:{}", server.port())), "{err}");
     // The follower keeps trying while the server is down.
@@ -120,9 +120,10 @@ fn follower_survives_a_server_restart_losing_and_repeating_nothing() {
     server.restart();
 
     for n in 40..70 {
-        publisher.append(event(&t, n)).unwrap();
+        publisher.append(&event(&t, n)).unwrap();
     }
-    publisher.append_batch(&t, (70..80).map(|n| event(&t, n)).collect()).unwrap();
+    let last_ten: Vec<Event> = (70..80).map(|n| event(&t, n)).collect();
+    publisher.append_batch(&t, &last_ten).unwrap();
     wait_for(80, &mut seen);
     stop.store(true, Ordering::SeqCst);
     reader.join().unwrap();
@@ -196,18 +197,20 @@ fn a_lost_reply_is_retried_without_writing_twice() {
     let t = topic("lost.replies");
 
     proxy.lose_next_reply();
-    let one = store.append(event(&t, 0)).unwrap();
+    let one = store.append_owned(event(&t, 0)).unwrap();
 
     // The pipelined path (the store has appended to the topic before).
     proxy.lose_next_reply();
-    let two = store.append(event(&t, 100)).unwrap();
+    let two = store.append_owned(event(&t, 100)).unwrap();
 
     proxy.lose_next_reply();
-    let batch = store.append_batch(&t, (1..6).map(|n| event(&t, n)).collect()).unwrap();
+    let batch = store.append_batch_owned(&t, (1..6).map(|n| event(&t, n)).collect()).unwrap();
 
     let expected = Some(batch[4].cursor);
     proxy.lose_next_reply();
-    let conditional = store.append_expecting(event(&t, 6), expected).unwrap();
+    let sixth = event(&t, 6);
+    let cursor = store.append_expecting(&sixth, expected).unwrap();
+    let conditional = StoredEvent { cursor, event: sixth };
 
     let stored = store.query(&Query::topic(&t)).unwrap();
     let mut expected_numbers = vec![0, 100];
@@ -229,9 +232,9 @@ fn stores_with_different_prefixes_do_not_see_each_other() {
     let only_b = topic("only.beta");
     let mut a_follower =
         a.follow(&TopicPattern::new(">").unwrap(), FollowFrom::start(Start::Beginning)).unwrap();
-    a.append(event(&shared, 1)).unwrap();
-    b.append(event(&shared, 2)).unwrap();
-    b.append(event(&only_b, 3)).unwrap();
+    a.append(&event(&shared, 1)).unwrap();
+    b.append(&event(&shared, 2)).unwrap();
+    b.append(&event(&only_b, 3)).unwrap();
     let consumer = ConsumerName::new("worker").unwrap();
     b.commit_consumer(&consumer, &shared, Cursor::new(5, 0)).unwrap();
 
@@ -260,7 +263,7 @@ fn stores_with_different_prefixes_do_not_see_each_other() {
     // The URL's database number separates stores too.
     let db = |n: u8| store(&format!("redis://127.0.0.1:{}/{n}", server.port()), "seed:");
     let (one, two) = (db(1), db(2));
-    one.append(event(&shared, 10)).unwrap();
+    one.append(&event(&shared, 10)).unwrap();
     assert_eq!(numbers(&one.query(&Query::default()).unwrap()), vec![10]);
     assert!(two.query(&Query::default()).unwrap().is_empty());
     assert!(two.topics().unwrap().is_empty());
@@ -298,12 +301,12 @@ fn an_unreachable_server_is_unavailable_within_bounded_time_without_the_password
     });
     let store = RedisStore::open_with(config(server.url())).unwrap();
     let t = topic("gone");
-    store.append(event(&t, 0)).unwrap();
+    store.append(&event(&t, 0)).unwrap();
     let mut follower =
         store.follow(&TopicPattern::from(t.clone()), FollowFrom::start(Start::New)).unwrap();
     server.stop();
     let checks: Vec<Check> = vec![
-        Box::new(|s| s.append(event(&topic("gone"), 1)).unwrap_err()),
+        Box::new(|s| s.append(&event(&topic("gone"), 1)).unwrap_err()),
         Box::new(|s| s.query(&Query::default()).unwrap_err()),
         Box::new(|s| s.topics().unwrap_err()),
         Box::new(|s| {
@@ -372,13 +375,13 @@ fn a_rejected_batch_writes_nothing_not_even_the_topic() {
     let server = RedisServer::start();
     let store = store(&server.url(), "seed:");
     let (a, b) = (topic("batch.a"), topic("batch.b"));
-    let err = store.append_batch(&a, vec![event(&a, 0), event(&b, 1)]).unwrap_err();
+    let err = store.append_batch(&a, &[event(&a, 0), event(&b, 1)]).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidInput);
     assert!(err.to_string().contains("batch.b"), "{err}");
     assert!(store.topics().unwrap().is_empty());
     let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut raw(&server)).unwrap();
     assert!(keys.is_empty(), "{keys:?}");
-    let err = store.append_expecting(event(&a, 2), Some(Cursor::new(1, 0))).unwrap_err();
+    let err = store.append_expecting(&event(&a, 2), Some(Cursor::new(1, 0))).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Conflict);
     assert!(err.to_string().contains("expected last position 1-0, found none"), "{err}");
 }
@@ -388,7 +391,7 @@ fn corrupt_entries_are_reported_with_their_key_and_id() {
     let server = RedisServer::start();
     let store = store(&server.url(), "seed:");
     let t = topic("corrupt.one");
-    store.append(event(&t, 0)).unwrap();
+    store.append(&event(&t, 0)).unwrap();
     let mut con = raw(&server);
     let bad_id: String = redis::cmd("XADD")
         .arg("seed:{corrupt.one}:s")
@@ -416,7 +419,7 @@ fn corrupt_entries_are_reported_with_their_key_and_id() {
     // A follower reports the bad entry once, then goes on.
     let mut follower =
         store.follow(&TopicPattern::from(t.clone()), FollowFrom::start(Start::Beginning)).unwrap();
-    store.append(event(&t, 2)).unwrap();
+    store.append(&event(&t, 2)).unwrap();
     let mut good = Vec::new();
     let mut errors = 0;
     let deadline = Instant::now() + DEADLINE;
@@ -450,14 +453,14 @@ fn corrupt_entries_are_reported_with_their_key_and_id() {
 
     // Also on the write paths, once the store knows the topic.
     let kind = topic("wrong.kind");
-    store.append(event(&kind, 0)).unwrap();
+    store.append(&event(&kind, 0)).unwrap();
     let _: () = redis::cmd("DEL").arg("seed:{wrong.kind}:s").query(&mut con).unwrap();
     let _: () = redis::cmd("SET").arg("seed:{wrong.kind}:s").arg("x").query(&mut con).unwrap();
-    let err = store.append(event(&kind, 1)).unwrap_err();
+    let err = store.append(&event(&kind, 1)).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
-    let err = store.append_batch(&kind, vec![event(&kind, 2), event(&kind, 3)]).unwrap_err();
+    let err = store.append_batch(&kind, &[event(&kind, 2), event(&kind, 3)]).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
-    let err = store.append_expecting(event(&kind, 4), None).unwrap_err();
+    let err = store.append_expecting(&event(&kind, 4), None).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
 
     // A member of the topic set that is not a topic name.
@@ -472,30 +475,30 @@ fn cursors_keep_growing_after_clears_and_late_events() {
     let server = RedisServer::start();
     let store = store(&server.url(), "seed:");
     let t = topic("ids");
-    let now = store.append(event(&t, 0)).unwrap();
+    let now = store.append(&event(&t, 0)).unwrap();
     // An event from the past still gets a greater cursor, never below its own time.
     let late = store
-        .append(event(&t, 1).with_timestamp(seed_event::Timestamp::from_unix_micros(1_000_000)))
+        .append(&event(&t, 1).with_timestamp(seed_event::Timestamp::from_unix_micros(1_000_000)))
         .unwrap();
-    assert!(late.cursor > now.cursor);
+    assert!(late > now);
     store.clear(&Clear { topic: Some(t.clone()), before: None }).unwrap();
-    let after = store.append(event(&t, 2)).unwrap();
-    assert!(after.cursor > late.cursor);
+    let after = store.append(&event(&t, 2)).unwrap();
+    assert!(after > late);
     // Far-future and pre-1970 timestamps are accepted too.
     let future = event(&t, 3).with_timestamp(seed_event::Timestamp::from_unix_micros(i64::MAX / 2));
     let past = event(&t, 4).with_timestamp(seed_event::Timestamp::from_unix_micros(-5_000_000));
-    let stored = store.append_batch(&t, vec![future, past]).unwrap();
-    assert!(stored[0].cursor > after.cursor && stored[1].cursor > stored[0].cursor);
+    let cursors = store.append_batch(&t, &[future, past]).unwrap();
+    assert!(cursors[0] > after && cursors[1] > cursors[0]);
     let all: BTreeSet<u64> =
         numbers(&store.query(&Query::topic(&t)).unwrap()).into_iter().collect();
     assert_eq!(all, BTreeSet::from([2, 3, 4]));
-    assert_eq!(store.count_after(&t, after.cursor).unwrap(), 2);
+    assert_eq!(store.count_after(&t, after).unwrap(), 2);
 
     // Late events through the pipelined path still count their bytes once.
     let skew = topic("ids.skew");
     for (n, secs) in [(0, 50), (1, 10), (2, 30), (3, 5)] {
         let at = seed_event::Timestamp::from_unix_micros(1_700_000_000_000_000 + secs * 1_000_000);
-        store.append(event(&skew, n).with_timestamp(at)).unwrap();
+        store.append(&event(&skew, n).with_timestamp(at)).unwrap();
     }
     // A batch that starts below the stream's top continues from the top.
     let late: Vec<Event> = [(4, 1), (5, 40), (6, 2)]
@@ -506,7 +509,7 @@ fn cursors_keep_growing_after_clears_and_late_events() {
             event(&skew, n).with_timestamp(at)
         })
         .collect();
-    let returned = store.append_batch(&skew, late).unwrap();
+    let returned = store.append_batch_owned(&skew, late).unwrap();
     let stored = store.query(&Query::topic(&skew)).unwrap();
     assert_eq!(numbers(&stored), vec![0, 1, 2, 3, 4, 5, 6]);
     assert_eq!(returned, stored[4..].to_vec());
@@ -516,9 +519,9 @@ fn cursors_keep_growing_after_clears_and_late_events() {
     // Another writer ahead in time: this store's pipelined append falls back to the script.
     let other = self::store(&server.url(), "seed:");
     let ahead = seed_event::Timestamp::from_unix_micros(1_900_000_000_000_000);
-    let far = other.append(event(&skew, 7).with_timestamp(ahead)).unwrap();
-    let behind = store.append(event(&skew, 8)).unwrap();
-    assert!(behind.cursor > far.cursor);
+    let far = other.append(&event(&skew, 7).with_timestamp(ahead)).unwrap();
+    let behind = store.append_owned(event(&skew, 8)).unwrap();
+    assert!(behind.cursor > far);
     let stored = store.query(&Query::topic(&skew)).unwrap();
     assert_eq!(numbers(&stored), vec![0, 1, 2, 3, 4, 5, 6, 7, 8]);
     assert_eq!(stored.last(), Some(&behind));
@@ -527,8 +530,9 @@ fn cursors_keep_growing_after_clears_and_late_events() {
 
     // The same for a batch: refused whole by XADD, then stored whole by the script.
     let further = seed_event::Timestamp::from_unix_micros(1_950_000_000_000_000);
-    other.append(event(&skew, 9).with_timestamp(further)).unwrap();
-    let returned = store.append_batch(&skew, (10..13).map(|n| event(&skew, n)).collect()).unwrap();
+    other.append(&event(&skew, 9).with_timestamp(further)).unwrap();
+    let returned =
+        store.append_batch_owned(&skew, (10..13).map(|n| event(&skew, n)).collect()).unwrap();
     let stored = store.query(&Query::topic(&skew)).unwrap();
     assert_eq!(numbers(&stored), (0..13).collect::<Vec<_>>());
     assert_eq!(returned, stored[10..].to_vec());
@@ -542,7 +546,7 @@ fn threads_sharing_one_store_lose_and_repeat_nothing_even_when_replies_are_lost(
     let proxy = Arc::new(Proxy::start(server.port()));
     let store = Arc::new(store(&proxy.url(), "seed:"));
     let t = topic("shared.store");
-    store.append(event(&t, 1_000_000)).unwrap();
+    store.append(&event(&t, 1_000_000)).unwrap();
     let (threads, per) = (8u64, 250u64);
     let done = Arc::new(AtomicBool::new(false));
     let saboteur = {
@@ -561,7 +565,7 @@ fn threads_sharing_one_store_lose_and_repeat_nothing_even_when_replies_are_lost(
             let (store, t) = (store.clone(), t.clone());
             thread::spawn(move || {
                 (0..per)
-                    .map(|i| (w * per + i, store.append(event(&t, w * per + i))))
+                    .map(|i| (w * per + i, store.append(&event(&t, w * per + i))))
                     .collect::<Vec<_>>()
             })
         })
@@ -584,7 +588,7 @@ fn threads_sharing_one_store_lose_and_repeat_nothing_even_when_replies_are_lost(
     let mut failed = 0;
     for (n, result) in &results {
         match result {
-            Ok(r) => assert_eq!(by_cursor.get(&r.cursor), Some(n), "acknowledged means stored"),
+            Ok(cursor) => assert_eq!(by_cursor.get(cursor), Some(n), "acknowledged means stored"),
             Err(e) => {
                 assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
                 failed += 1;
@@ -613,19 +617,20 @@ fn retention_trims_by_count_and_age_with_exact_bytes() {
 
     // By count, automatically: checks after 1,024 and 2,048 appends trim to the newest 10.
     for n in 0..2100 {
-        store.append(event(&busy, n)).unwrap();
+        store.append(&event(&busy, n)).unwrap();
     }
     assert_eq!(count(&busy), (2038..2100).collect::<Vec<_>>());
     // By age, automatically: 500 old events go at the check after 1,024.
     let two_hours_ago = seed_event::Timestamp::now().add_micros(-7_200_000_000);
     let old: Vec<Event> = (0..500).map(|n| event(&aged, n).with_timestamp(two_hours_ago)).collect();
-    store.append_batch(&aged, old).unwrap();
-    store.append_batch(&aged, (500..1024).map(|n| event(&aged, n)).collect()).unwrap();
+    store.append_batch(&aged, &old).unwrap();
+    let new: Vec<Event> = (500..1024).map(|n| event(&aged, n)).collect();
+    store.append_batch(&aged, &new).unwrap();
     assert_eq!(count(&aged), (500..1024).collect::<Vec<_>>());
     // A late old event sits after new ones: only the exact run finds it.
-    store.append(event(&aged, 9999).with_timestamp(two_hours_ago)).unwrap();
+    store.append(&event(&aged, 9999).with_timestamp(two_hours_ago)).unwrap();
     for n in 0..20 {
-        store.append(event(&free, n)).unwrap();
+        store.append(&event(&free, n)).unwrap();
     }
     assert_eq!(store.enforce_retention().unwrap(), 52 + 1);
     assert_eq!(count(&busy), (2090..2100).collect::<Vec<_>>());
@@ -636,7 +641,7 @@ fn retention_trims_by_count_and_age_with_exact_bytes() {
         assert_eq!(stats(t).bytes, line_bytes(&stored), "bytes of {t}");
     }
     let last = store.last_cursor(&busy).unwrap().unwrap();
-    assert!(store.append(event(&busy, 3000)).unwrap().cursor > last);
+    assert!(store.append(&event(&busy, 3000)).unwrap() > last);
 }
 
 #[test]
@@ -660,16 +665,16 @@ fn a_follower_goes_on_after_a_server_restart_that_lost_the_data() {
     {
         let publisher = store(&server.url(), "seed:");
         for n in 0..5 {
-            publisher.append(event(&a, n)).unwrap();
+            publisher.append(&event(&a, n)).unwrap();
         }
     }
     assert_eq!(collect(&mut follower, 5), vec![0, 1, 2, 3, 4]);
     server.restart(); // without persistence: every key is gone
     let publisher = store(&server.url(), "seed:");
     for n in 5..10 {
-        publisher.append(event(&a, n)).unwrap();
+        publisher.append(&event(&a, n)).unwrap();
     }
-    publisher.append(event(&b, 10)).unwrap();
+    publisher.append(&event(&b, 10)).unwrap();
     let mut got = collect(&mut follower, 6);
     got.sort_unstable();
     assert_eq!(got, vec![5, 6, 7, 8, 9, 10]);
@@ -696,14 +701,12 @@ fn reads_across_many_pages_match_the_reference_store() {
     let mut cursors = (Vec::new(), Vec::new());
     for chunk in (0..2000u64).collect::<Vec<_>>().chunks(250) {
         let events: Vec<Event> = chunk.iter().map(|n| make(&t, *n)).collect();
-        cursors
-            .0
-            .extend(redis.append_batch(&t, events.clone()).unwrap().into_iter().map(|e| e.cursor));
-        cursors.1.extend(memory.append_batch(&t, events).unwrap().into_iter().map(|e| e.cursor));
+        cursors.0.extend(redis.append_batch(&t, &events).unwrap());
+        cursors.1.extend(memory.append_batch(&t, &events).unwrap());
     }
     for n in 2000..2500u64 {
-        redis.append(make(&u, n)).unwrap();
-        memory.append(make(&u, n)).unwrap();
+        redis.append(&make(&u, n)).unwrap();
+        memory.append(&make(&u, n)).unwrap();
     }
     let at = |n: i64| Some(Timestamp::from_unix_micros(base + n * 1_000));
     let queries = vec![
@@ -756,8 +759,8 @@ fn count_after_counts_past_its_chunks() {
     let t = topic("lag.many");
     let mut cursors = Vec::new();
     for b in 0..25u64 {
-        let stored = store.append_batch(&t, (0..1000).map(|i| event(&t, b * 1000 + i)).collect());
-        cursors.extend(stored.unwrap().into_iter().map(|e| e.cursor));
+        let events: Vec<Event> = (0..1000).map(|i| event(&t, b * 1000 + i)).collect();
+        cursors.extend(store.append_batch(&t, &events).unwrap());
     }
     assert_eq!(store.count_after(&t, Cursor::ZERO).unwrap(), 25_000);
     assert_eq!(store.count_after(&t, cursors[4_999]).unwrap(), 20_000);

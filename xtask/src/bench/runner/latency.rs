@@ -159,7 +159,7 @@ pub fn file_and_bus(plan: &Plan, work: &Path, rows: &mut Vec<Row>) -> Result<()>
     let topic = Topic::new("bench.follow")?;
     let maker = Maker::new(&topic);
     let runs = store_latency(plan, "follower", backend.clone(), topic.as_str(), |t, i| {
-        store.append(maker.event("bench", i, Some(t)))?;
+        store.append(&maker.event("bench", i, Some(t)))?;
         Ok(())
     })?;
     rows.push(specs[1].row_of_latency_runs(&runs).with_note(note.clone()));
