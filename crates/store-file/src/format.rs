@@ -674,6 +674,34 @@ mod tests {
         }
     }
 
+    /// Every ASCII character at every position of every length up to two
+    /// words and a half, and some wider characters, written as serde_json
+    /// writes them.
+    #[test]
+    fn strings_are_written_as_serde_json_writes_them() {
+        let mut out = Vec::new();
+        let mut check = |s: &str| {
+            out.clear();
+            out.extend_from_slice(b"x");
+            push_json_str(&mut out, s);
+            assert_eq!(&out[1..], serde_json::to_string(s).unwrap().as_bytes(), "{s:?}");
+        };
+        for len in 0..=20 {
+            check(&"~".repeat(len));
+            for pos in 0..len {
+                for b in 0u8..0x80 {
+                    let mut bytes = vec![b'~'; len];
+                    bytes[pos] = b;
+                    check(std::str::from_utf8(&bytes).unwrap());
+                }
+            }
+        }
+        for s in ["ü", "\u{2028}é\u{1f600}", "ключ\"", "\u{7f}\u{1f600}\n", "aaaaaaaé\u{1}"]
+        {
+            check(s);
+        }
+    }
+
     #[test]
     fn integers_are_written_as_std_writes_them() {
         let mut cases = vec![0, 1, 9, 10, 99, 100, 101, 999, 1000, u64::MAX, u64::MAX - 1];

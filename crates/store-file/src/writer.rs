@@ -53,11 +53,15 @@ pub(crate) struct TopicWriter {
     /// The running maximum timestamp of the log.
     hwm: i64,
     meta_checked: bool,
-    /// The lines being written.
+    /// The lines to write, encoded before the lock is taken with store fields
+    /// that continue `guess`.
     buf: Vec<u8>,
-    /// The events' bodies, encoded before the lock is taken, and where each ends.
-    bodies: Vec<u8>,
-    ends: Vec<usize>,
+    /// The tail (`seq`, `hwm`) the store fields in `buf` continue.
+    guess: (u64, i64),
+    /// Where each event's body (the line after its store fields) lies in `buf`.
+    bodies: Vec<(usize, usize)>,
+    /// Where lines are rebuilt when the guess was wrong.
+    spare: Vec<u8>,
 }
 
 /// What a rewrite does with one line.
@@ -83,8 +87,9 @@ impl TopicWriter {
             hwm: i64::MIN,
             meta_checked: false,
             buf: Vec::new(),
+            guess: (0, i64::MIN),
             bodies: Vec::new(),
-            ends: Vec::new(),
+            spare: Vec::new(),
         }
     }
 
@@ -92,13 +97,23 @@ impl TopicWriter {
         Error::io(format!("{what} {}", self.paths.log.display()), e)
     }
 
-    /// Encodes what of `events` needs no lock; [`Locked::append`] then writes them.
+    /// Encodes the lines of `events` before the lock is taken, with store
+    /// fields that continue the tail this process last saw; [`Locked::append`]
+    /// writes them as they are if nobody else appended since, and otherwise
+    /// rewrites only the store fields.
     pub(crate) fn prepare(&mut self, events: &[Event]) {
+        self.guess = (self.seq, self.hwm);
+        self.buf.clear();
         self.bodies.clear();
-        self.ends.clear();
-        for e in events {
-            encode_body(&mut self.bodies, e);
-            self.ends.push(self.bodies.len());
+        let mut hwm = self.hwm;
+        let n = events.len();
+        for (i, e) in events.iter().enumerate() {
+            hwm = hwm.max(e.timestamp.unix_micros());
+            let seq = self.seq + 1 + i as u64;
+            encode_prefix(&mut self.buf, Prefix { seq, hwm, more: i + 1 < n });
+            let start = self.buf.len();
+            encode_body(&mut self.buf, e);
+            self.bodies.push((start, self.buf.len()));
         }
     }
 
@@ -320,15 +335,23 @@ impl Locked<'_> {
     pub(crate) fn append(&mut self, events: &[Event], sync: bool) -> Result<u64> {
         let w = &mut *self.w;
         let first = w.seq + 1;
-        w.buf.clear();
-        let mut hwm = w.hwm;
         let n = events.len();
-        let mut start = 0;
-        for (i, (e, end)) in events.iter().zip(&w.ends).enumerate() {
+        let mut hwm = w.hwm;
+        for e in events {
             hwm = hwm.max(e.timestamp.unix_micros());
-            encode_prefix(&mut w.buf, Prefix { seq: first + i as u64, hwm, more: i + 1 < n });
-            w.buf.extend_from_slice(&w.bodies[start..*end]);
-            start = *end;
+        }
+        if (w.seq, w.hwm) != w.guess {
+            // Another writer appended since this process last did: the bodies
+            // stand, the store fields are written again.
+            w.spare.clear();
+            let mut line_hwm = w.hwm;
+            for (i, (e, &(start, end))) in events.iter().zip(&w.bodies).enumerate() {
+                line_hwm = line_hwm.max(e.timestamp.unix_micros());
+                let prefix = Prefix { seq: first + i as u64, hwm: line_hwm, more: i + 1 < n };
+                encode_prefix(&mut w.spare, prefix);
+                w.spare.extend_from_slice(&w.buf[start..end]);
+            }
+            std::mem::swap(&mut w.buf, &mut w.spare);
         }
         let Some(file) = w.file.as_ref() else {
             return Err(Error::io("appending", io::Error::other("the log is not open")));
@@ -359,6 +382,9 @@ impl Locked<'_> {
         if w.buf.capacity() > 1 << 20 {
             w.buf = Vec::new();
             w.bodies = Vec::new();
+        }
+        if w.spare.capacity() > 1 << 20 {
+            w.spare = Vec::new();
         }
         Ok(first)
     }
@@ -440,6 +466,59 @@ impl Locked<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use seed_event::Timestamp;
+
+    /// Two writers of one topic (as two processes would be) take turns with
+    /// single events and batches whose timestamps go backwards: each line
+    /// written from a stale guess of the tail gets its store fields rewritten,
+    /// so seq counts 1, 2, 3, … and hwm is the running maximum, line by line.
+    #[test]
+    fn store_fields_follow_the_real_tail_when_another_writer_appended() {
+        let dir = tempfile::tempdir().unwrap();
+        let topic = Topic::new("two.writers").unwrap();
+        let mut writers = [
+            TopicWriter::new(dir.path(), topic.clone()),
+            TopicWriter::new(dir.path(), topic.clone()),
+        ];
+        let base = 1_776_340_800_000_000i64;
+        let mut expected_ts = Vec::new();
+        let mut expected_more = Vec::new();
+        for round in 0..12i64 {
+            let w = &mut writers[(round % 2) as usize];
+            let size = 1 + (round % 3) as usize;
+            let events: Vec<Event> = (0..size as i64)
+                .map(|i| {
+                    // Every third round goes back in time.
+                    let t = base + round * 1_000 - if round % 3 == 2 { 5_000 } else { 0 } + i;
+                    let mut e = Event::new(topic.clone(), "w", Default::default());
+                    e.timestamp = Timestamp::from_unix_micros(t);
+                    e
+                })
+                .collect();
+            expected_ts.extend(events.iter().map(|e| e.timestamp.unix_micros()));
+            expected_more.extend((0..size).map(|i| i + 1 < size));
+            w.prepare(&events);
+            let mut locked = w.lock().unwrap();
+            let first = locked.append(&events, false).unwrap();
+            assert_eq!(first, expected_ts.len() as u64 - size as u64 + 1);
+        }
+        let text = fs::read_to_string(dir.path().join("two.writers.jsonl")).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), expected_ts.len());
+        let mut hwm = i64::MIN;
+        for (i, line) in lines.iter().enumerate() {
+            let p = crate::format::parse_prefix(line.as_bytes()).unwrap();
+            hwm = hwm.max(expected_ts[i]);
+            assert_eq!(
+                (p.seq, p.hwm, p.more),
+                (i as u64 + 1, hwm, expected_more[i]),
+                "line {i}: {line}"
+            );
+            let e = Event::from_json_line(line).unwrap();
+            assert_eq!(e.timestamp.unix_micros(), expected_ts[i], "line {i}");
+        }
+    }
 
     /// The fast `statx` and `File::metadata` agree on a live log, a grown
     /// one, and one a clear replaced (link count 0), on whichever path this
