@@ -418,7 +418,11 @@ impl FileStore {
                 break;
             }
         }
-        let gaps = meta::read(&self.paths(&topic).meta)?.map_or(0, |m| m.gaps);
+        let sidecar = meta::read(&self.paths(&topic).meta)?;
+        let gaps = match (&sidecar, &last) {
+            (Some(m), Some(l)) => m.missing_before(l.cursor.major()),
+            _ => 0,
+        };
         let events = match (&first, &last) {
             (Some(f), Some(l)) => {
                 (l.cursor.major() + 1).saturating_sub(f.cursor.major()).saturating_sub(gaps).max(1)
@@ -466,7 +470,7 @@ fn retention_due(paths: &Paths, limits: &Limits) -> Result<bool> {
     }
     let Some((first_seq, first_ts)) = first else { return Ok(false) };
     if let Some(max) = limits.max_events {
-        let gaps = meta::read(&paths.meta)?.map_or(0, |m| m.gaps);
+        let gaps = meta::read(&paths.meta)?.map_or(0, |m| m.missing_before(last.seq));
         let count = (last.seq + 1).saturating_sub(first_seq).saturating_sub(gaps);
         if count > max + (max / 10).max(1) {
             return Ok(true);

@@ -24,6 +24,17 @@ pub(crate) struct Meta {
     /// Sequence numbers missing between the first and the last line of the log.
     #[serde(default)]
     pub gaps: u64,
+    /// Sequence numbers used after the last kept line, up to `seq_base`, by
+    /// events a clear removed: missing too once later events are appended.
+    #[serde(default)]
+    pub trailing: u64,
+}
+
+impl Meta {
+    /// Sequence numbers missing between the first line and a last line numbered `last`.
+    pub(crate) fn missing_before(&self, last: u64) -> u64 {
+        self.gaps + if last > self.seq_base { self.trailing } else { 0 }
+    }
 }
 
 /// Reads a sidecar; `Ok(None)` when there is none.

@@ -53,6 +53,8 @@ pub(crate) struct TopicWriter {
     /// The running maximum timestamp of the log.
     hwm: i64,
     meta_checked: bool,
+    /// Whether the sidecar was read since this log file was opened.
+    meta_read: bool,
     /// The lines to write, encoded before the lock is taken with store fields
     /// that continue `guess`.
     buf: Vec<u8>,
@@ -86,6 +88,7 @@ impl TopicWriter {
             last_event: None,
             hwm: i64::MIN,
             meta_checked: false,
+            meta_read: false,
             buf: Vec::new(),
             guess: (0, i64::MIN),
             bodies: Vec::new(),
@@ -150,6 +153,7 @@ impl TopicWriter {
             if id != self.id {
                 self.id = id;
                 self.cached_len = None;
+                self.meta_read = false;
             }
             let mut locked = Locked { w: self };
             if locked.w.cached_len != Some(stat.len) {
@@ -295,7 +299,11 @@ impl Locked<'_> {
             self.file().set_len(tail.end).map_err(|e| self.w.io("repairing", e))?;
         }
         let w = &mut *self.w;
-        let need_meta = tail.last.is_none() || (w.paths.hashed && !w.meta_checked);
+        // The sidecar says where numbering continues after a clear: read it
+        // for every log file this writer opens (a clear may have removed the
+        // newest events, whose numbers must not be used again), and when the
+        // log holds no event.
+        let need_meta = !w.meta_read || tail.last.is_none() || (w.paths.hashed && !w.meta_checked);
         let sidecar = if need_meta { meta::read(&w.paths.meta)? } else { None };
         if w.paths.hashed && !w.meta_checked {
             match &sidecar {
@@ -317,8 +325,13 @@ impl Locked<'_> {
             }
             w.meta_checked = true;
         }
+        if need_meta {
+            w.meta_read = true;
+        }
         let base = sidecar.map_or(0, |m| m.seq_base);
-        w.seq = tail.last.map_or(base, |p| p.seq.max(base));
+        // Never below what this writer has used: a log deleted by hand and
+        // created anew continues the topic's numbers instead of restarting them.
+        w.seq = tail.last.map_or(base, |p| p.seq.max(base)).max(w.seq);
         w.last_event = tail.last.map(|p| p.seq);
         w.hwm = tail.last.map_or(i64::MIN, |p| p.hwm);
         w.cached_len = Some(tail.end);
@@ -450,7 +463,9 @@ impl Locked<'_> {
             (Some(first), Some(last)) => (last - first + 1).saturating_sub(kept_lines),
             _ => 0,
         };
-        let sidecar = Meta { topic: w.topic.to_string(), seq_base: w.seq, gaps };
+        // Numbers used after the last kept line, by events this rewrite removed.
+        let trailing = kept.last().map_or(0, |&last| w.seq.saturating_sub(last));
+        let sidecar = Meta { topic: w.topic.to_string(), seq_base: w.seq, gaps, trailing };
         let done = meta::write(&w.paths.meta, &sidecar, true).and_then(|()| {
             fs::rename(&tmp, &w.paths.log)
                 .map_err(|e| Error::io(format!("replacing {}", w.paths.log.display()), e))

@@ -364,6 +364,38 @@ fn counts_stay_exact_after_clearing_out_of_order_events() {
     assert_eq!(store.count_after(&t, seed_event::Cursor::new(3, 0)).unwrap(), 4);
 }
 
+/// A clear by time that removes a topic's newest events leaves their
+/// numbers used: a writer in another process (here another store on the
+/// directory) continues after them, so a consumer that saw them skips nothing.
+#[test]
+fn numbers_of_cleared_newest_events_are_not_used_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = topic("newest.cleared");
+    let first = FileStore::open(dir.path()).unwrap();
+    for n in 0..6u64 {
+        // The last two are the oldest.
+        let off = if n >= 4 { 0 } else { 10 + n as i64 };
+        first
+            .append(&event(&t, n).with_timestamp(Timestamp::from_unix_micros(BASE + off)))
+            .unwrap();
+    }
+    let removed = first
+        .clear(&Clear {
+            topic: Some(t.clone()),
+            before: Some(Timestamp::from_unix_micros(BASE + 5)),
+        })
+        .unwrap();
+    assert_eq!(removed, 2);
+    let other = FileStore::open(dir.path()).unwrap();
+    let next = other.append(&event(&t, 6)).unwrap();
+    assert_eq!(next, seed_event::Cursor::new(7, 0), "seq 5 and 6 were used by the cleared events");
+    let again = first.append(&event(&t, 7)).unwrap();
+    assert_eq!(again, seed_event::Cursor::new(8, 0));
+    assert_eq!(numbers(&other.query(&Query::topic(&t)).unwrap()), vec![0, 1, 2, 3, 6, 7]);
+    assert_eq!(other.topics().unwrap()[0].events, 6);
+    assert_eq!(other.count_after(&t, seed_event::Cursor::new(4, 0)).unwrap(), 2);
+}
+
 #[test]
 fn sync_policies_write_the_same_events() {
     for sync in [SyncPolicy::Never, SyncPolicy::Batch, SyncPolicy::Always] {
