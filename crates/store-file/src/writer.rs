@@ -46,6 +46,10 @@ pub(crate) struct TopicWriter {
     id: (u64, u64),
     /// The log's length after our last append, if nothing else may have changed it since.
     cached_len: Option<u64>,
+    /// Quick checks left before the next full one (see [`TopicWriter::lock`]).
+    quick_left: u32,
+    /// When the last full check ran, on the coarse monotonic clock, in milliseconds.
+    full_checked_ms: u64,
     /// The last sequence number ever used in the topic.
     seq: u64,
     /// The sequence number of the last event in the log.
@@ -84,6 +88,8 @@ impl TopicWriter {
             file: None,
             id: (0, 0),
             cached_len: None,
+            quick_left: 0,
+            full_checked_ms: 0,
             seq: 0,
             last_event: None,
             hwm: i64::MIN,
@@ -120,8 +126,49 @@ impl TopicWriter {
         }
     }
 
-    /// Takes the topic's lock on the file its path names now, with the tail repaired and known.
+    /// Takes the topic's lock on the file its path names now, with the tail
+    /// repaired and known, for an append.
+    ///
+    /// Under the lock the writer must learn whether anybody else changed the
+    /// log since its own last append. Usually one `lseek(SEEK_END)` answers:
+    /// if the length is what this writer left, nobody appended, repaired or
+    /// replaced it, because a clear or retention run lengthens the old log by
+    /// a tombstone byte before it renames the new one over it (see
+    /// [`Locked::rewrite`]). What that cannot see is a log deleted or renamed
+    /// over by hand, so at least every [`FULL_CHECK_EVERY`] appends, and for
+    /// the first append after [`FULL_CHECK_AFTER_MS`] without one, the writer
+    /// reads the link count and identity with `statx` as well.
     pub(crate) fn lock(&mut self) -> Result<Locked<'_>> {
+        let now = coarse_now_ms();
+        let quick = self.cached_len.is_some()
+            && self.quick_left > 0
+            && now.wrapping_sub(self.full_checked_ms) < FULL_CHECK_AFTER_MS;
+        if quick {
+            if let Some(file) = self.file.as_ref() {
+                lock_exclusive(file).map_err(|e| self.io("locking", e))?;
+                match end_of(file) {
+                    Ok(len) if Some(len) == self.cached_len => {
+                        self.quick_left -= 1;
+                        return Ok(Locked { w: self });
+                    }
+                    // Changed: the full check below finds out how.
+                    _ => {
+                        let _ = fs2::FileExt::unlock(file);
+                    }
+                }
+            }
+        }
+        self.lock_checked(now)
+    }
+
+    /// [`TopicWriter::lock`] with the full check: link count, identity and length.
+    pub(crate) fn lock_strict(&mut self) -> Result<Locked<'_>> {
+        self.lock_checked(coarse_now_ms())
+    }
+
+    fn lock_checked(&mut self, now: u64) -> Result<Locked<'_>> {
+        self.quick_left = FULL_CHECK_EVERY - 1;
+        self.full_checked_ms = now;
         loop {
             if self.file.is_none() {
                 let file = OpenOptions::new()
@@ -162,6 +209,32 @@ impl TopicWriter {
             return Ok(locked);
         }
     }
+}
+
+/// Appends between two full checks of the locked log at most (see [`TopicWriter::lock`]).
+const FULL_CHECK_EVERY: u32 = 64;
+/// An append this long (in ms) after the last full check makes a full check.
+const FULL_CHECK_AFTER_MS: u64 = 10;
+
+/// The coarse monotonic clock in milliseconds: a read of the vDSO page, no
+/// system call, ticking every few milliseconds, which is all the full-check
+/// timer needs.
+fn coarse_now_ms() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid, writable timespec.
+    if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) } != 0 {
+        // No clock: behave as if the last full check was long ago.
+        return u64::MAX / 2;
+    }
+    (ts.tv_sec as u64).wrapping_mul(1000).wrapping_add(ts.tv_nsec as u64 / 1_000_000)
+}
+
+/// The length of an open file through `lseek(SEEK_END)`, the cheapest way to ask.
+/// The file position it moves is not used: appends go through `O_APPEND`, reads through `pread`.
+fn end_of(file: &File) -> io::Result<u64> {
+    // SAFETY: a plain system call on an open descriptor.
+    let end = unsafe { libc::lseek(file.as_raw_fd(), 0, libc::SEEK_END) };
+    u64::try_from(end).map_err(|_| io::Error::last_os_error())
 }
 
 /// What the append path needs to know of the locked log.
@@ -466,10 +539,26 @@ impl Locked<'_> {
         // Numbers used after the last kept line, by events this rewrite removed.
         let trailing = kept.last().map_or(0, |&last| w.seq.saturating_sub(last));
         let sidecar = Meta { topic: w.topic.to_string(), seq_base: w.seq, gaps, trailing };
-        let done = meta::write(&w.paths.meta, &sidecar, true).and_then(|()| {
-            fs::rename(&tmp, &w.paths.log)
-                .map_err(|e| Error::io(format!("replacing {}", w.paths.log.display()), e))
-        });
+        let Some(old) = w.file.as_ref() else {
+            let _ = fs::remove_file(&tmp);
+            return Err(Error::io("rewriting", io::Error::other("the log is not open")));
+        };
+        // The tombstone: one byte past the end of the old log, so a writer of
+        // another process whose quick check compares lengths sees a change,
+        // looks closer and finds the log replaced. It goes on before the
+        // rename: if this process dies in between, the byte is a torn tail of
+        // the live log, which readers wait before and the next writer cuts off.
+        let done = meta::write(&w.paths.meta, &sidecar, true)
+            .and_then(|()| {
+                old.set_len(end + 1)
+                    .map_err(|e| Error::io(format!("marking {}", w.paths.log.display()), e))
+            })
+            .and_then(|()| {
+                fs::rename(&tmp, &w.paths.log).map_err(|e| {
+                    let _ = old.set_len(end);
+                    Error::io(format!("replacing {}", w.paths.log.display()), e)
+                })
+            });
         if done.is_err() {
             let _ = fs::remove_file(&tmp);
         }
@@ -533,6 +622,94 @@ mod tests {
             let e = Event::from_json_line(line).unwrap();
             assert_eq!(e.timestamp.unix_micros(), expected_ts[i], "line {i}");
         }
+    }
+
+    fn append_one(w: &mut TopicWriter, topic: &Topic) -> u64 {
+        let events = [Event::new(topic.clone(), "w", Default::default())];
+        w.prepare(&events);
+        let mut locked = w.lock().unwrap();
+        locked.append(&events, false).unwrap()
+    }
+
+    fn seqs_in(path: &Path) -> Vec<u64> {
+        let text = fs::read_to_string(path).unwrap_or_default();
+        text.lines()
+            .filter_map(|l| crate::format::parse_prefix(l.as_bytes()))
+            .map(|p| p.seq)
+            .collect()
+    }
+
+    /// A writer whose appends pass the quick (length only) check notices a
+    /// log that another writer replaced, by the tombstone byte the replacer
+    /// put on the old log, and appends to the new one: nothing is lost.
+    #[test]
+    fn the_quick_check_sees_a_log_replaced_by_a_clear() {
+        let dir = tempfile::tempdir().unwrap();
+        let topic = Topic::new("quick.clear").unwrap();
+        let mut a = TopicWriter::new(dir.path(), topic.clone());
+        let mut b = TopicWriter::new(dir.path(), topic.clone());
+        for _ in 0..3 {
+            append_one(&mut a, &topic);
+        }
+        assert!(a.quick_left < FULL_CHECK_EVERY - 1, "the later appends took the quick path");
+        let removed = b.lock_strict().unwrap().rewrite(|_, _| Keep::No(true)).unwrap();
+        assert_eq!(removed, 3);
+        let left = a.quick_left;
+        assert_eq!(append_one(&mut a, &topic), 4);
+        assert_eq!(a.quick_left, FULL_CHECK_EVERY - 1, "the changed length led to a full check");
+        assert_ne!(left, a.quick_left);
+        assert_eq!(seqs_in(&dir.path().join("quick.clear.jsonl")), vec![4]);
+    }
+
+    /// A replacer that dies between the tombstone and the rename leaves a
+    /// torn byte on the live log: the next append cuts it off and nothing
+    /// is glued to it.
+    #[test]
+    fn a_tombstone_left_on_the_live_log_is_cut_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let topic = Topic::new("quick.tombstone").unwrap();
+        let path = dir.path().join("quick.tombstone.jsonl");
+        let mut a = TopicWriter::new(dir.path(), topic.clone());
+        append_one(&mut a, &topic);
+        append_one(&mut a, &topic);
+        let len = fs::metadata(&path).unwrap().len();
+        OpenOptions::new().write(true).open(&path).unwrap().set_len(len + 1).unwrap();
+        assert_eq!(append_one(&mut a, &topic), 3);
+        let text = fs::read(&path).unwrap();
+        assert!(!text.contains(&0), "the tombstone byte is gone");
+        assert_eq!(seqs_in(&path), vec![1, 2, 3]);
+    }
+
+    /// A log deleted by hand is noticed by the next full check: after at most
+    /// [`FULL_CHECK_EVERY`] appends, or at once after a pause of
+    /// [`FULL_CHECK_AFTER_MS`].
+    #[test]
+    fn a_log_deleted_by_hand_is_noticed_by_the_next_full_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let topic = Topic::new("quick.deleted").unwrap();
+        let path = dir.path().join("quick.deleted.jsonl");
+        let mut a = TopicWriter::new(dir.path(), topic.clone());
+        append_one(&mut a, &topic);
+        fs::remove_file(&path).unwrap();
+        let mut n = 0;
+        while !path.exists() {
+            append_one(&mut a, &topic);
+            n += 1;
+            assert!(n <= FULL_CHECK_EVERY, "still appending to the deleted log after {n} appends");
+        }
+        let seqs = seqs_in(&path);
+        assert_eq!(seqs.len(), 1, "the append after the full check went to a new log");
+        assert_eq!(seqs[0], n as u64 + 1, "and continued the topic's sequence numbers");
+
+        fs::remove_file(&path).unwrap();
+        let start = coarse_now_ms();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while coarse_now_ms().wrapping_sub(start) <= FULL_CHECK_AFTER_MS {
+            assert!(std::time::Instant::now() < deadline, "the coarse clock did not move");
+            std::thread::yield_now();
+        }
+        append_one(&mut a, &topic);
+        assert!(path.exists(), "the first append after a pause checks fully");
     }
 
     /// The fast `statx` and `File::metadata` agree on a live log, a grown

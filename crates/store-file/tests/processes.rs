@@ -338,24 +338,35 @@ fn writer_killed_mid_append_50_times() {
 }
 
 fn clear_racing_appends_from_other_processes_loses_nothing_later() {
+    // Three writers pass the lock around; a lone writer appends on the quick
+    // path (its length check alone must notice each replacement).
+    clear_race(3, 3000);
+    clear_race(1, 20_000);
+}
+
+/// `writers` processes append `count` events each while this one clears the
+/// topic three times: every event is either cleared or kept, and the kept
+/// ones are exactly the newest, in order.
+fn clear_race(writers: u64, count: u64) {
     let dir = tempfile::tempdir().unwrap();
     let t = topic("clear.race");
-    let writers = 3u64;
-    let count = 3000u64;
+    let total = writers * count;
     let running = spawn_appenders(dir.path(), &t, writers, count, false);
     let store = FileStore::open(dir.path()).unwrap();
-    // Clear once some events are there, while the writers go on.
-    let deadline = Instant::now() + DEADLINE;
-    while store.last_cursor(&t).unwrap().is_none_or(|c| c.major() < 500) {
-        assert!(Instant::now() < deadline, "the writers did not start");
-        std::thread::sleep(Duration::from_millis(1));
+    let mut removed = 0;
+    for threshold in [total / 8, total / 4, total / 2] {
+        // Clear once that many events are there, while the writers go on.
+        let deadline = Instant::now() + DEADLINE;
+        while store.last_cursor(&t).unwrap().is_none_or(|c| c.major() < threshold) {
+            assert!(Instant::now() < deadline, "the writers did not reach {threshold}");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        removed += store.clear(&Clear { topic: Some(t.clone()), before: None }).unwrap();
     }
-    let removed = store.clear(&Clear { topic: Some(t.clone()), before: None }).unwrap();
     for (cmd, spawned) in running {
         expect_success("a writer", &cmd, spawned.wait_with_output().unwrap());
     }
     let rest = store.query(&Query::topic(&t)).unwrap();
-    let total = writers * count;
     assert_eq!(removed + rest.len() as u64, total, "every event was either cleared or kept");
     let seqs: Vec<u64> = rest.iter().map(|e| e.cursor.major()).collect();
     let expected: Vec<u64> = (removed + 1..=total).collect();
