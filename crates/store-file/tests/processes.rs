@@ -117,7 +117,13 @@ fn child_main(role: &str) {
         "append-until-killed" => {
             let mut out = std::io::stdout().lock();
             for round in 0u64.. {
-                let (n, pad) = if round % 3 == 0 { (1, 100_000) } else { (10, 10_000) };
+                // A big single event, a small batch of big events and a big
+                // batch of small ones.
+                let (n, pad) = match round % 3 {
+                    0 => (1, 100_000),
+                    1 => (10, 10_000),
+                    _ => (600, 300),
+                };
                 let events: Vec<Event> = (0..n)
                     .map(|i| {
                         let payload = json!({"round": round, "i": i, "pad": "z".repeat(pad)});
@@ -135,6 +141,39 @@ fn child_main(role: &str) {
                     writeln!(out, "ack {}", e.id).unwrap();
                 }
                 out.flush().unwrap();
+            }
+        }
+        // With a file size limit of LIMIT bytes, appends batches of BATCH
+        // events (round by round, then one single event) until one fails;
+        // prints `ok <round>` or `err <round> <error>` for each call.
+        "append-beyond-size-limit" => {
+            let (limit, batch): (u64, u64) = (var("STORE_FILE_LIMIT"), var("STORE_FILE_BATCH"));
+            // SAFETY: plain calls setting this process's signal disposition and limit.
+            unsafe {
+                libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+                let lim = libc::rlimit { rlim_cur: limit, rlim_max: libc::RLIM_INFINITY };
+                assert_eq!(libc::setrlimit(libc::RLIMIT_FSIZE, &lim), 0);
+            }
+            let mut out = std::io::stdout().lock();
+            for round in 0u64.. {
+                let events: Vec<Event> = (0..batch)
+                    .map(|i| {
+                        let payload = json!({"round": round, "i": i, "pad": "p".repeat(300)});
+                        Event::new(t.clone(), "limited", obj(payload))
+                    })
+                    .collect();
+                let result = if batch == 1 {
+                    store.append(&events[0]).map(|_| ())
+                } else {
+                    store.append_batch(&t, &events).map(|_| ())
+                };
+                match result {
+                    Ok(()) => writeln!(out, "ok {round}").unwrap(),
+                    Err(e) => {
+                        writeln!(out, "err {round} {e}").unwrap();
+                        break;
+                    }
+                }
             }
         }
         other => panic!("unknown child role {other:?}"),
@@ -373,6 +412,54 @@ fn clear_race(writers: u64, count: u64) {
     assert_eq!(seqs, expected, "exactly the events up to the clear went, every later one stayed");
 }
 
+/// Appends that fail part-way (the file size limit cuts a write short) are
+/// taken back whole, for single events and for batches of 100 and 1,000:
+/// every acknowledged call's events are there, no event of a failed call is,
+/// no line is torn, and the log takes appends again afterwards.
+fn appends_cut_short_by_the_file_size_limit_are_taken_back_whole() {
+    for batch in [1u64, 100, 1000] {
+        let dir = tempfile::tempdir().unwrap();
+        let t = topic("size.limit");
+        let mut cmd = child(
+            "append-beyond-size-limit",
+            dir.path(),
+            &[
+                ("STORE_FILE_TOPIC", t.to_string()),
+                ("STORE_FILE_LIMIT", (2_000_000 + batch * 37).to_string()),
+                ("STORE_FILE_BATCH", batch.to_string()),
+            ],
+        );
+        let out = cmd.output().unwrap();
+        let out = expect_success("the limited appender", &cmd, out);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let acked: BTreeSet<u64> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("ok ").and_then(|r| r.parse().ok()))
+            .collect();
+        let failed: Vec<&str> = text.lines().filter(|l| l.starts_with("err ")).collect();
+        assert_eq!(failed.len(), 1, "batch {batch}: one call failed: {text}");
+        assert!(!acked.is_empty(), "batch {batch}: calls succeeded before: {text}");
+
+        let store = FileStore::open(dir.path()).unwrap();
+        assert!(store.verify().unwrap().is_empty(), "batch {batch}: no torn or corrupt line");
+        let mut rounds: BTreeMap<u64, u64> = BTreeMap::new();
+        for e in store.query(&Query::topic(&t)).unwrap() {
+            *rounds.entry(e.event.payload["round"].as_u64().unwrap()).or_default() += 1;
+        }
+        assert_eq!(rounds.keys().copied().collect::<BTreeSet<_>>(), acked, "batch {batch}");
+        assert!(rounds.values().all(|&n| n == batch), "batch {batch}: whole calls: {rounds:?}");
+        let bytes = std::fs::read(dir.path().join("size.limit.jsonl")).unwrap();
+        assert_eq!(bytes.last(), Some(&b'\n'), "batch {batch}: the log ends with a whole line");
+
+        let again: Vec<Event> = (0..batch.max(300))
+            .map(|i| Event::new(t.clone(), "after", obj(json!({"round": u64::MAX, "i": i}))))
+            .collect();
+        store.append_batch(&t, &again).unwrap();
+        let after = store.query(&Query { source: Some("after".into()), ..Query::topic(&t) });
+        assert_eq!(after.unwrap().len(), again.len(), "batch {batch}: appendable afterwards");
+    }
+}
+
 fn follower_in_another_process_sees_appends_clears_and_retention() {
     let dir = tempfile::tempdir().unwrap();
     let t = topic("follow.procs");
@@ -433,6 +520,10 @@ const CASES: &[Case] = &[
     (
         "follower_in_another_process_sees_appends_clears_and_retention",
         follower_in_another_process_sees_appends_clears_and_retention,
+    ),
+    (
+        "appends_cut_short_by_the_file_size_limit_are_taken_back_whole",
+        appends_cut_short_by_the_file_size_limit_are_taken_back_whole,
     ),
 ];
 
