@@ -48,28 +48,31 @@
 //!
 //! An append, under a per-topic mutex in the process: encode the events'
 //! lines, with store fields that continue the tail this process last saw;
-//! take the log's `flock` (via `fs2`; a contended lock is retried for 20 µs
-//! before the writer sleeps, as the holder only needs it for one write); make
-//! sure the picture of the log is current; write every line in one `write`;
-//! fdatasync as [`SyncPolicy`] says; unlock. Readers never lock: they stop
-//! before a line without its newline and before an incomplete batch.
+//! take the log's `flock` (via `fs2`, sleeping in the kernel while another
+//! process holds it); make sure the picture of the log is current; write
+//! every line in one `write`; fdatasync as [`SyncPolicy`] says; unlock.
+//! Readers never lock: they stop before a line without its newline and
+//! before an incomplete batch.
 //!
 //! Making sure takes one `lseek(SEEK_END)` in the common case: if the log's
 //! length is what this process left, nobody appended, repaired or replaced
-//! it, and the prepared lines go out as they are. A clear or retention run
-//! that replaces a log first lengthens the old one by a tombstone byte, so
-//! the length always changes. When it did change, the writer reads the link
-//! count, identity and length with one `statx` (with a NULL path where the
-//! kernel allows it, Linux 6.11 and later: `fstat` passes an empty path that
-//! is copied and looked up first); if the locked file was replaced (link
-//! count 0) it reopens the path and retries; otherwise it rereads the tail,
-//! cuts off what a killed writer left (a line without its newline, or the
-//! lines of a batch without its last line, or a tombstone whose replacement
-//! never happened) so the next event is never glued to garbage, and rewrites
-//! the store fields of its lines. The `statx` also runs at least every 64th
-//! append and on the first append after 10 ms without one: that is what
-//! notices a log deleted or renamed over by hand, which changes nothing in
-//! the old file.
+//! it, and the prepared lines go out as they are. If the length changed and
+//! the log ends with a whole line (another process appended), the writer
+//! takes the new tail's numbers from one small `pread` and rewrites the
+//! store fields of its lines. A clear or retention run that replaces a log
+//! first lengthens the old one by a tombstone byte, a torn tail that stays
+//! for good, so a writer of a replaced log always sees a changed length and
+//! a torn tail. Then, and whenever the tail is torn, the writer reads the
+//! link count, identity and length with one `statx` (with a NULL path where
+//! the kernel allows it, Linux 6.11 and later: `fstat` passes an empty path
+//! that is copied and looked up first); if the locked file was replaced
+//! (link count 0) it reopens the path and retries; otherwise it cuts off
+//! what a killed writer left (a line without its newline, the lines of a
+//! batch without its last line, or a tombstone whose replacement never
+//! happened), so the next event is never glued to garbage. The `statx` also
+//! runs at least every 64th append and on the first append after 10 ms
+//! without one: that is what notices a log deleted or renamed over by hand,
+//! which changes nothing in the old file.
 //!
 //! # Reading
 //!
@@ -125,9 +128,8 @@
 //!   not bounded time). Last-N over one topic reads backwards.
 //! - Append throughput is bounded by one `flock`, `lseek`, `write` and
 //!   unlock per call plus encoding the event; batches amortise all but the
-//!   encoding. 4 processes appending one event per call to one topic pass the
-//!   lock on every append and each reads the others' tail (`statx` and a
-//!   small `pread` under the lock).
+//!   encoding. Processes appending to one topic in turn add one `pread` of
+//!   the tail per append, under the lock.
 //! - A log deleted or renamed over by hand while a process appends to it is
 //!   noticed at its next full check: up to 63 appends (within 10 ms) can land
 //!   in the old, unlinked file. Use `clear` (or stop the writers) instead.
