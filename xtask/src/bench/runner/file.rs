@@ -243,13 +243,67 @@ pub fn publish(plan: &Plan, work: &Path, rows: &mut Vec<Row>) -> Result<()> {
 
 const PROCS: &str = "file: 4 processes -> 1 topic";
 const PROCS_LOST: &str = "file: 4 processes, lost+duplicated+corrupt";
+const LIMIT_PROCS: &str = "limit: 4 processes flock+write+unlock";
+const PROCS_RATIO: &str = "file: 4 processes / 4-process flock loop";
 
 /// The scenarios of [`processes`].
 pub fn procs_specs() -> Vec<Spec> {
     vec![
         Spec::with(PROCS, "events/s", Target::new(Op::AtLeast, 4e5, ">= 400k events/s")),
         Spec::with(PROCS_LOST, "events", Target::new(Op::AtMost, 0.0, "0")),
+        Spec::info(LIMIT_PROCS, "lines/s"),
+        Spec::info(PROCS_RATIO, "ratio"),
     ]
+}
+
+/// Child: appends `n` ~390-byte lines to `path` with `flock` + `write` +
+/// unlock each, once told `go`; says when it started and ended.
+pub fn flock_loop(args: &serde_json::Value) -> Result<()> {
+    use std::io::Write as _;
+    use std::os::fd::AsRawFd as _;
+    let path = args["path"].as_str().context("flock-loop needs a path")?;
+    let n = args["n"].as_u64().context("flock-loop needs n")?;
+    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+    let mut line = vec![b'x'; super::limits::LINE_BYTES - 1];
+    line.push(b'\n');
+    let fd = file.as_raw_fd();
+    say_ready();
+    wait_for_go()?;
+    let start = mono_ns();
+    for _ in 0..n {
+        // SAFETY: flock on a descriptor this function owns.
+        if unsafe { libc::flock(fd, libc::LOCK_EX) } != 0 {
+            bail!("flock: {}", std::io::Error::last_os_error());
+        }
+        file.write_all(&line)?;
+        // SAFETY: as above.
+        if unsafe { libc::flock(fd, libc::LOCK_UN) } != 0 {
+            bail!("unlock: {}", std::io::Error::last_os_error());
+        }
+    }
+    say_result(&Span { start, end: mono_ns() })
+}
+
+/// Starts 4 children of `role` with `args(p)`, says go to all at once, and
+/// returns the units per second of `4 * each` units from the first start to the last end.
+fn four_at_once(role: &str, each: usize, args: impl Fn(usize) -> serde_json::Value) -> Result<f64> {
+    let mut children = Vec::new();
+    for p in 0..4 {
+        children.push(ChildProc::spawn(role, &args(p))?);
+    }
+    for c in &mut children {
+        c.ready(Duration::from_secs(30))?;
+    }
+    for c in &mut children {
+        c.send("go")?;
+    }
+    let mut spans = Vec::new();
+    for c in children {
+        spans.push(c.result::<Span>(Duration::from_secs(120))?);
+    }
+    let start = spans.iter().map(|s| s.start).min().unwrap_or(0);
+    let end = spans.iter().map(|s| s.end).max().unwrap_or(0);
+    Ok((4 * each) as f64 / ((end.saturating_sub(start)) as f64 / 1e9))
 }
 
 #[derive(Serialize, Deserialize)]
@@ -284,40 +338,49 @@ pub fn processes(plan: &Plan, work: &Path, rows: &mut Vec<Row>) -> Result<()> {
     let specs = procs_specs();
     let dir = work.join("procs");
     let mut rates = Vec::new();
+    let mut limits = Vec::new();
+    let mut ratios = Vec::new();
     let mut bad_total = 0u64;
     for _ in 0..plan.runs {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)?;
-        let mut children = Vec::new();
-        for p in 0..4 {
-            let args = json!({"dir": dir.to_string_lossy(), "n": plan.procs_each, "source": format!("p{p}")});
-            children.push(ChildProc::spawn("publisher", &args)?);
-        }
-        for c in &mut children {
-            c.ready(Duration::from_secs(30))?;
-        }
-        for c in &mut children {
-            c.send("go")?;
-        }
-        let mut spans = Vec::new();
-        for c in children {
-            spans.push(c.result::<Span>(Duration::from_secs(120))?);
-        }
-        let start = spans.iter().map(|s| s.start).min().unwrap_or(0);
-        let end = spans.iter().map(|s| s.end).max().unwrap_or(0);
-        let total = 4 * plan.procs_each;
-        rates.push(total as f64 / ((end.saturating_sub(start)) as f64 / 1e9));
+        let lines = dir.join("limit.log");
+        let limit = four_at_once(
+            "flock-loop",
+            plan.procs_each,
+            |_| json!({"path": lines.to_string_lossy(), "n": plan.procs_each}),
+        )?;
+        std::fs::remove_file(&lines)?;
+        let rate = four_at_once(
+            "publisher",
+            plan.procs_each,
+            |p| json!({"dir": dir.to_string_lossy(), "n": plan.procs_each, "source": format!("p{p}")}),
+        )?;
+        rates.push(rate);
+        limits.push(limit);
+        ratios.push(rate / limit);
         bad_total += check_all_there(&dir, plan.procs_each)?;
     }
     let _ = std::fs::remove_dir_all(&dir);
-    rows.push(specs[0].row_of_runs(&rates).with_note(format!(
+    let spec = |name: &str| spec(&specs, name);
+    rows.push(spec(PROCS).row_of_runs(&rates).with_note(format!(
         "4 x {} events one per call, from go to the last append, built and freed outside the clock",
         plan.procs_each
     )));
     rows.push(
-        specs[1]
+        spec(PROCS_LOST)
             .row(bad_total as f64, None, plan.runs)
             .with_note(format!("all runs; every one of 4 x {} events read back", plan.procs_each)),
+    );
+    rows.push(spec(LIMIT_PROCS).row_of_runs(&limits).with_note(format!(
+        "4 processes x {} lines of {} bytes, each flock+write+unlock, to one file",
+        plan.procs_each,
+        super::limits::LINE_BYTES
+    )));
+    rows.push(
+        spec(PROCS_RATIO)
+            .row_of_runs(&ratios)
+            .with_note("median of per-run ratios; the loop runs just before the store in each run"),
     );
     Ok(())
 }

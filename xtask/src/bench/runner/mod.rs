@@ -225,6 +225,7 @@ fn child(role: &str, args: &serde_json::Value) -> Result<()> {
         "follower" => latency::follower(args),
         "bus-subscriber" => latency::bus_subscriber(args),
         "publisher" => file::publisher(args),
+        "flock-loop" => file::flock_loop(args),
         "rss-publisher" => file::rss_publisher(args),
         "rss-reader" => file::rss_reader(args),
         "rss-subscriber" => file::rss_subscriber(args),
