@@ -6,7 +6,7 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use seed_event::{Cursor, EventStore, Limit, Query, Topic, TopicPattern};
+use seed_event::{Cursor, EventStore, Limit, Query, Timestamp, Topic, TopicPattern};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use store_file::{FileStore, FileStoreConfig, SyncPolicy};
@@ -436,10 +436,16 @@ fn fill_history(dir: &Path, n: usize) -> Result<()> {
     let store = open(dir, SyncPolicy::Never)?;
     let t = topic("bench.history")?;
     let maker = Maker::new(&t);
+    // One microsecond apart, ending now: events made in a tight loop can
+    // share a clock reading, and the expected answers below assume none do.
+    let base = Timestamp::now().unix_micros() - n as i64;
     let mut done = 0;
     while done < n {
         let k = (n - done).min(1000);
         let mut batch = maker.batch("bench", done as u64, k);
+        for (i, e) in batch.iter_mut().enumerate() {
+            e.timestamp = Timestamp::from_unix_micros(base + (done + i) as i64);
+        }
         if let Some(last) = batch.last_mut() {
             last.source = "bench-rare".to_string();
         }
