@@ -24,7 +24,9 @@
 //!   directory. An encoding longer than 200 bytes becomes a readable prefix,
 //!   `~` and a 128-bit hash; the exact topic is then kept in the sidecar.
 //! - `<dir>/<stem>.meta`: an optional JSON sidecar (topic, the sequence number
-//!   to continue after, gaps left by retention), replaced atomically.
+//!   to continue after, numbers missing between the first and the last kept
+//!   line, and numbers of removed events after the last kept line), replaced
+//!   atomically. Every writer reads it for each log file it opens.
 //! - `<dir>/.consumers/<consumer>/<topic>.json`: durable consumer positions,
 //!   one file per consumer and topic, replaced atomically.
 //! - The directory is created with mode 0700, files with 0600.
