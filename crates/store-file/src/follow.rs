@@ -14,7 +14,7 @@ use seed_event::{
     Cursor, Error, Follower, Result, Start, StoredEvent, Timestamp, Topic, TopicPattern,
 };
 
-use crate::format::{parse_prefix, search, LineReader};
+use crate::format::{inspect_tail, parse_prefix, search, LineReader};
 use crate::{decode_line, list_logs};
 
 /// An inotify watch on the events directory.
@@ -196,7 +196,7 @@ impl FileFollower {
         let stat =
             file.metadata().map_err(|e| Error::io(format!("inspecting {}", path.display()), e))?;
         let size = stat.len();
-        let tail = crate::format::inspect_tail(&file, size)
+        let tail = inspect_tail(&file, size)
             .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
         let wanted = self.wanted(topic);
         let start = search(&file, 0, tail.end, tail.end, |p| wanted(p.seq, p.hwm))
@@ -264,7 +264,12 @@ impl FileFollower {
         let Some(tailer) = self.open.get_mut(topic) else { return Ok(()) };
         let io_err = |e: io::Error| Error::io(format!("following {}", tailer.path.display()), e);
         let size = tailer.file.metadata().map_err(io_err)?.len();
-        tailer.reader.set_limit(size);
+        // Read only up to the end of the last complete append: bytes past it
+        // (a torn line, a batch without its last line) may be cut off by the
+        // next writer and their offsets written again, and a half line read
+        // before the cut would be glued to what comes after it.
+        let committed = inspect_tail(&tailer.file, size).map_err(io_err)?.end;
+        tailer.reader.set_limit(committed);
         // Lines of a batch whose last line is not there yet are held back.
         let mut pending: Vec<(u64, u64, Option<StoredEvent>)> = Vec::new();
         let mut last_seq = None;
