@@ -272,6 +272,20 @@ fn push_timestamp(out: &mut Vec<u8>, t: seed_event::Timestamp) {
     out.extend_from_slice(&text);
 }
 
+/// `line` (a line of a batch, `"more":true`) made the last line of its
+/// batch: the same line without `"more":true`. A line whose store fields are
+/// not in the form this crate writes is returned as it is.
+pub(crate) fn ending_batch(line: &[u8]) -> Vec<u8> {
+    let Some(p) = parse_prefix(line) else { return line.to_vec() };
+    let mut with_more = Vec::with_capacity(PREFIX_MAX);
+    encode_prefix(&mut with_more, p);
+    let Some(body) = line.strip_prefix(with_more.as_slice()) else { return line.to_vec() };
+    let mut out = Vec::with_capacity(line.len());
+    encode_prefix(&mut out, Prefix { more: false, ..p });
+    out.extend_from_slice(body);
+    out
+}
+
 /// Reads the store fields at the start of `line`; `None` if they are not there.
 pub(crate) fn parse_prefix(line: &[u8]) -> Option<Prefix> {
     let rest = line.strip_prefix(b"{\"seq\":")?;
@@ -730,6 +744,17 @@ mod tests {
                 check((march + d) * DAY - 1);
             }
         }
+    }
+
+    #[test]
+    fn a_batch_line_made_the_last_loses_only_more() {
+        let e = Event::new(Topic::new("t").unwrap(), "s", JsonObject::new());
+        let (mut inner, mut last) = (Vec::new(), Vec::new());
+        encode_line(&mut inner, Prefix { seq: 12, hwm: 345, more: true }, &e);
+        encode_line(&mut last, Prefix { seq: 12, hwm: 345, more: false }, &e);
+        assert_eq!(ending_batch(&inner), last);
+        assert_eq!(ending_batch(&last), last, "a last line stays as it is");
+        assert_eq!(ending_batch(b"not an event"), b"not an event".to_vec());
     }
 
     #[test]

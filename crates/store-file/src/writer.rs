@@ -524,25 +524,59 @@ impl Locked<'_> {
         let mut kept_lines = 0u64;
         let result = (|| -> io::Result<()> {
             let mut out = BufWriter::with_capacity(64 * 1024, meta::create_private(&tmp)?);
+            // The last kept line of a batch still open (it says "more"), and
+            // the unreadable lines kept after it: if the batch's last line is
+            // removed, that line must end the batch instead, or readers would
+            // wait for the rest for ever and the next writer cut it off.
+            let mut held: Option<Vec<u8>> = None;
+            let mut after_held: Vec<Vec<u8>> = Vec::new();
+            let put = |out: &mut BufWriter<File>, line: &[u8]| -> io::Result<()> {
+                out.write_all(line)?;
+                out.write_all(b"\n")
+            };
             while let Some((off, line)) = reader.next_line(self.file())? {
-                match keep(off, line) {
-                    Keep::Yes => {
-                        out.write_all(line)?;
-                        out.write_all(b"\n")?;
+                let prefix = crate::format::parse_prefix(line);
+                match (keep(off, line), prefix) {
+                    (Keep::Yes, Some(p)) => {
+                        if let Some(h) = held.take() {
+                            put(&mut out, &h)?;
+                        }
+                        for u in after_held.drain(..) {
+                            put(&mut out, &u)?;
+                        }
+                        if p.more {
+                            held = Some(line.to_vec());
+                        } else {
+                            put(&mut out, line)?;
+                        }
                         kept_lines += 1;
-                        if let Some(p) = crate::format::parse_prefix(line) {
-                            if kept.is_empty() {
-                                kept.push(p.seq);
-                            }
-                            kept.truncate(1);
+                        if kept.is_empty() {
                             kept.push(p.seq);
                         }
+                        kept.truncate(1);
+                        kept.push(p.seq);
                     }
-                    Keep::No(event) => {
+                    (Keep::Yes, None) if held.is_some() => after_held.push(line.to_vec()),
+                    (Keep::Yes, None) => put(&mut out, line)?,
+                    (Keep::No(event), prefix) => {
                         dropped_lines += 1;
                         removed += u64::from(event);
+                        if prefix.is_some_and(|p| !p.more) {
+                            if let Some(h) = held.take() {
+                                put(&mut out, &crate::format::ending_batch(&h))?;
+                            }
+                            for u in after_held.drain(..) {
+                                put(&mut out, &u)?;
+                            }
+                        }
                     }
                 }
+            }
+            if let Some(h) = held.take() {
+                put(&mut out, &crate::format::ending_batch(&h))?;
+            }
+            for u in after_held.drain(..) {
+                put(&mut out, &u)?;
             }
             let file = out.into_inner().map_err(|e| e.into_error())?;
             file.sync_all()

@@ -287,6 +287,7 @@ fn a_corrupt_line_is_reported_with_its_place_and_skipped() {
     assert_eq!(store.verify().unwrap().len(), 1);
     store.append(&event(&t, 10)).unwrap();
     assert_eq!(q(Query::topic(&t)), vec![2, 3, 4, 6, 7, 8, 9, 10]);
+    assert_eq!(store.topics().unwrap()[0].events, 8, "the kept corrupt line is not an event");
 }
 
 #[test]
@@ -394,6 +395,40 @@ fn numbers_of_cleared_newest_events_are_not_used_again() {
     assert_eq!(numbers(&other.query(&Query::topic(&t)).unwrap()), vec![0, 1, 2, 3, 6, 7]);
     assert_eq!(other.topics().unwrap()[0].events, 6);
     assert_eq!(other.count_after(&t, seed_event::Cursor::new(4, 0)).unwrap(), 2);
+}
+
+/// A clear by time that removes a batch's last line but keeps earlier ones
+/// (a batch whose timestamps go backwards) ends the batch at the last kept
+/// line: the kept events stay readable and survive the next append, which
+/// would otherwise cut off a batch without its last line as torn.
+#[test]
+fn a_clear_that_removes_the_end_of_a_batch_keeps_the_rest_of_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = topic("batch.cut");
+    let store = FileStore::open(dir.path()).unwrap();
+    store.append(&event(&t, 0).with_timestamp(Timestamp::from_unix_micros(BASE + 20))).unwrap();
+    let offsets = [10, 11, 1, 12, 2];
+    let batch: Vec<Event> = offsets
+        .iter()
+        .enumerate()
+        .map(|(i, off)| {
+            event(&t, 1 + i as u64).with_timestamp(Timestamp::from_unix_micros(BASE + off))
+        })
+        .collect();
+    store.append_batch(&t, &batch).unwrap();
+    let removed = store
+        .clear(&Clear {
+            topic: Some(t.clone()),
+            before: Some(Timestamp::from_unix_micros(BASE + 5)),
+        })
+        .unwrap();
+    assert_eq!(removed, 2);
+    assert_eq!(numbers(&store.query(&Query::topic(&t)).unwrap()), vec![0, 1, 2, 4]);
+    let other = FileStore::open(dir.path()).unwrap();
+    other.append(&event(&t, 6)).unwrap();
+    assert_eq!(numbers(&other.query(&Query::topic(&t)).unwrap()), vec![0, 1, 2, 4, 6]);
+    assert!(other.verify().unwrap().is_empty());
+    assert_eq!(other.topics().unwrap()[0].events, 5);
 }
 
 #[test]
