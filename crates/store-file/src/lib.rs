@@ -133,8 +133,13 @@
 //!   encoding. Processes appending to one topic in turn add one `pread` of
 //!   the tail per append, under the lock.
 //! - A log deleted or renamed over by hand while a process appends to it is
-//!   noticed at its next full check: up to 63 appends (within 10 ms) can land
-//!   in the old, unlinked file. Use `clear` (or stop the writers) instead.
+//!   noticed at its next full check: up to 63 appends, within 10 ms of the
+//!   coarse monotonic clock (up to two of its ticks, 20 ms on a kernel with
+//!   HZ=100), can land in the old, unlinked file. Use `clear` (or stop the
+//!   writers) instead.
+//! - Every process writing to one events directory must run this version or
+//!   a later one: a clear or retention run by an earlier version replaces a
+//!   log without the tombstone byte, which the quick check relies on.
 
 mod consumers;
 mod follow;
