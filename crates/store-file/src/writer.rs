@@ -698,6 +698,15 @@ mod tests {
         locked.append(&events, false).unwrap()
     }
 
+    /// A fresh directory with one writer of `topic`, and the log's path.
+    fn one_writer(topic: &str) -> (tempfile::TempDir, Topic, PathBuf, TopicWriter) {
+        let dir = tempfile::tempdir().unwrap();
+        let t = Topic::new(topic).unwrap();
+        let path = dir.path().join(format!("{topic}.jsonl"));
+        let w = TopicWriter::new(dir.path(), t.clone());
+        (dir, t, path, w)
+    }
+
     fn seqs_in(path: &Path) -> Vec<u64> {
         let text = fs::read_to_string(path).unwrap_or_default();
         text.lines()
@@ -733,10 +742,7 @@ mod tests {
     /// is glued to it.
     #[test]
     fn a_tombstone_left_on_the_live_log_is_cut_off() {
-        let dir = tempfile::tempdir().unwrap();
-        let topic = Topic::new("quick.tombstone").unwrap();
-        let path = dir.path().join("quick.tombstone.jsonl");
-        let mut a = TopicWriter::new(dir.path(), topic.clone());
+        let (_dir, topic, path, mut a) = one_writer("quick.tombstone");
         append_one(&mut a, &topic);
         append_one(&mut a, &topic);
         let len = fs::metadata(&path).unwrap().len();
@@ -752,10 +758,7 @@ mod tests {
     /// [`FULL_CHECK_AFTER_MS`].
     #[test]
     fn a_log_deleted_by_hand_is_noticed_by_the_next_full_check() {
-        let dir = tempfile::tempdir().unwrap();
-        let topic = Topic::new("quick.deleted").unwrap();
-        let path = dir.path().join("quick.deleted.jsonl");
-        let mut a = TopicWriter::new(dir.path(), topic.clone());
+        let (_dir, topic, path, mut a) = one_writer("quick.deleted");
         append_one(&mut a, &topic);
         fs::remove_file(&path).unwrap();
         let mut n = 0;

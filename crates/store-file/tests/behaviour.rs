@@ -29,6 +29,17 @@ fn event(t: &Topic, n: u64) -> Event {
     Event::new(t.clone(), "tests", json!({ "n": n }).as_object().cloned().unwrap())
 }
 
+/// Event `n` of `t` at `BASE + off` microseconds.
+fn event_at(t: &Topic, n: u64, off: i64) -> Event {
+    event(t, n).with_timestamp(Timestamp::from_unix_micros(BASE + off))
+}
+
+/// Clears the events of `topic` (every topic for `None`) older than `BASE + off`.
+fn clear_before(store: &FileStore, topic: Option<&Topic>, off: i64) -> u64 {
+    let before = Some(Timestamp::from_unix_micros(BASE + off));
+    store.clear(&Clear { topic: topic.cloned(), before }).unwrap()
+}
+
 fn numbers(events: &[StoredEvent]) -> Vec<u64> {
     events.iter().map(|e| e.event.payload["n"].as_u64().unwrap()).collect()
 }
@@ -246,13 +257,8 @@ fn a_corrupt_line_is_reported_with_its_place_and_skipped() {
     let dir = tempfile::tempdir().unwrap();
     let store = FileStore::open(dir.path()).unwrap();
     let t = topic("bit.rot");
-    let cursors: Vec<_> = (0..10)
-        .map(|n| {
-            store
-                .append(&event(&t, n).with_timestamp(Timestamp::from_unix_micros(BASE + n as i64)))
-                .unwrap()
-        })
-        .collect();
+    let cursors: Vec<_> =
+        (0..10).map(|n| store.append(&event_at(&t, n, n as i64)).unwrap()).collect();
     let log = dir.path().join("bit.rot.jsonl");
     let mut bytes = std::fs::read(&log).unwrap();
     let starts: Vec<usize> = std::iter::once(0)
@@ -277,12 +283,7 @@ fn a_corrupt_line_is_reported_with_its_place_and_skipped() {
     assert_eq!(numbers(&collect(follower.as_mut(), 9)), vec![0, 1, 2, 3, 4, 6, 7, 8, 9]);
     assert_eq!(store.count_after(&t, cursors[4]).unwrap(), 4);
     // The store's own rewrites keep the line (it can still be inspected by hand).
-    let removed = store
-        .clear(&Clear {
-            topic: Some(t.clone()),
-            before: Some(Timestamp::from_unix_micros(BASE + 2)),
-        })
-        .unwrap();
+    let removed = clear_before(&store, Some(&t), 2);
     assert_eq!(removed, 2);
     assert_eq!(store.verify().unwrap().len(), 1);
     store.append(&event(&t, 10)).unwrap();
@@ -350,13 +351,9 @@ fn counts_stay_exact_after_clearing_out_of_order_events() {
     let t = topic("holes");
     let offsets = [5, 1, 9, 3, 7, 2, 8, 0, 6, 4];
     for (n, off) in offsets.iter().enumerate() {
-        store
-            .append(&event(&t, n as u64).with_timestamp(Timestamp::from_unix_micros(BASE + off)))
-            .unwrap();
+        store.append(&event_at(&t, n as u64, *off)).unwrap();
     }
-    let removed = store
-        .clear(&Clear { topic: None, before: Some(Timestamp::from_unix_micros(BASE + 5)) })
-        .unwrap();
+    let removed = clear_before(&store, None, 5);
     assert_eq!(removed, 5);
     assert_eq!(numbers(&store.query(&Query::topic(&t)).unwrap()), vec![0, 2, 4, 6, 8]);
     assert_eq!(store.topics().unwrap()[0].events, 5);
@@ -376,16 +373,9 @@ fn numbers_of_cleared_newest_events_are_not_used_again() {
     for n in 0..6u64 {
         // The last two are the oldest.
         let off = if n >= 4 { 0 } else { 10 + n as i64 };
-        first
-            .append(&event(&t, n).with_timestamp(Timestamp::from_unix_micros(BASE + off)))
-            .unwrap();
+        first.append(&event_at(&t, n, off)).unwrap();
     }
-    let removed = first
-        .clear(&Clear {
-            topic: Some(t.clone()),
-            before: Some(Timestamp::from_unix_micros(BASE + 5)),
-        })
-        .unwrap();
+    let removed = clear_before(&first, Some(&t), 5);
     assert_eq!(removed, 2);
     let other = FileStore::open(dir.path()).unwrap();
     let next = other.append(&event(&t, 6)).unwrap();
@@ -406,22 +396,12 @@ fn a_clear_that_removes_the_end_of_a_batch_keeps_the_rest_of_it() {
     let dir = tempfile::tempdir().unwrap();
     let t = topic("batch.cut");
     let store = FileStore::open(dir.path()).unwrap();
-    store.append(&event(&t, 0).with_timestamp(Timestamp::from_unix_micros(BASE + 20))).unwrap();
+    store.append(&event_at(&t, 0, 20)).unwrap();
     let offsets = [10, 11, 1, 12, 2];
-    let batch: Vec<Event> = offsets
-        .iter()
-        .enumerate()
-        .map(|(i, off)| {
-            event(&t, 1 + i as u64).with_timestamp(Timestamp::from_unix_micros(BASE + off))
-        })
-        .collect();
+    let batch: Vec<Event> =
+        offsets.iter().enumerate().map(|(i, off)| event_at(&t, 1 + i as u64, *off)).collect();
     store.append_batch(&t, &batch).unwrap();
-    let removed = store
-        .clear(&Clear {
-            topic: Some(t.clone()),
-            before: Some(Timestamp::from_unix_micros(BASE + 5)),
-        })
-        .unwrap();
+    let removed = clear_before(&store, Some(&t), 5);
     assert_eq!(removed, 2);
     assert_eq!(numbers(&store.query(&Query::topic(&t)).unwrap()), vec![0, 1, 2, 4]);
     let other = FileStore::open(dir.path()).unwrap();
