@@ -246,12 +246,15 @@ fn processes(c: &mut Criterion) {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
                 let dir = tempdir();
+                // Time enough for the four to start and build their events.
+                let start_at = now_nanos() + 2_000_000_000;
                 let children: Vec<_> = (0..4)
                     .map(|_| {
                         Command::new(std::env::current_exe().unwrap())
                             .env(CHILD, "publish")
                             .env("BENCH_DIR", dir.path())
                             .env("BENCH_COUNT", "50000")
+                            .env("BENCH_START_AT", start_at.to_string())
                             .stdout(Stdio::piped())
                             .spawn()
                             .unwrap()
@@ -345,9 +348,16 @@ fn child(role: &str) {
     match role {
         "publish" => {
             let t = topic("bench.procs");
+            // Built before the clock runs, as in the single-process benches;
+            // all four start at the same moment, so they contend from the first event.
+            let events: Vec<Event> = (0..count).map(|n| event(&t, n)).collect();
+            let start_at: u128 = std::env::var("BENCH_START_AT").unwrap().parse().unwrap();
+            while now_nanos() < start_at {
+                std::thread::sleep(Duration::from_micros(100));
+            }
             let start = now_nanos();
-            for n in 0..count {
-                store.append(&event(&t, n)).unwrap();
+            for e in &events {
+                store.append(e).unwrap();
             }
             println!("{start} {}", now_nanos());
         }
