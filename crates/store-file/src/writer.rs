@@ -67,6 +67,8 @@ pub(crate) struct TopicWriter {
     buf: Vec<u8>,
     /// The tail (`seq`, `hwm`) the store fields in `buf` continue.
     guess: (u64, i64),
+    /// The `hwm` of the last line in `buf`.
+    prepared_hwm: i64,
     /// Where each event's body (the line after its store fields) lies in `buf`.
     bodies: Vec<(usize, usize)>,
     /// Where lines are rebuilt when the guess was wrong.
@@ -102,6 +104,7 @@ impl TopicWriter {
             meta_read: false,
             buf: Vec::new(),
             guess: (0, i64::MIN),
+            prepared_hwm: i64::MIN,
             bodies: Vec::new(),
             spare: Vec::new(),
         }
@@ -119,16 +122,12 @@ impl TopicWriter {
         self.guess = (self.seq, self.hwm);
         self.buf.clear();
         self.bodies.clear();
-        let mut hwm = self.hwm;
-        let n = events.len();
-        for (i, e) in events.iter().enumerate() {
-            hwm = hwm.max(e.timestamp.unix_micros());
-            let seq = self.seq + 1 + i as u64;
-            encode_prefix(&mut self.buf, Prefix { seq, hwm, more: i + 1 < n });
-            let start = self.buf.len();
-            encode_body(&mut self.buf, e);
-            self.bodies.push((start, self.buf.len()));
-        }
+        let bodies = &mut self.bodies;
+        self.prepared_hwm = encode_lines(&mut self.buf, events, self.guess, |out, i| {
+            let start = out.len();
+            encode_body(out, &events[i]);
+            bodies.push((start, out.len()));
+        });
     }
 
     /// Takes the topic's lock on the file its path names now, with the tail
@@ -234,6 +233,25 @@ impl TopicWriter {
             return Ok(locked);
         }
     }
+}
+
+/// Writes a line for each of `events` into `out`: store fields continuing the
+/// tail (`seq`, `hwm`), then `body(out, i)` for event `i`; returns the `hwm`
+/// of the last line.
+fn encode_lines(
+    out: &mut Vec<u8>,
+    events: &[Event],
+    (seq, hwm): (u64, i64),
+    mut body: impl FnMut(&mut Vec<u8>, usize),
+) -> i64 {
+    let n = events.len();
+    let mut hwm = hwm;
+    for (i, e) in events.iter().enumerate() {
+        hwm = hwm.max(e.timestamp.unix_micros());
+        encode_prefix(out, Prefix { seq: seq + 1 + i as u64, hwm, more: i + 1 < n });
+        body(out, i);
+    }
+    hwm
 }
 
 /// Appends between two full checks of the locked log at most (see [`TopicWriter::lock`]).
@@ -446,21 +464,16 @@ impl Locked<'_> {
         let w = &mut *self.w;
         let first = w.seq + 1;
         let n = events.len();
-        let mut hwm = w.hwm;
-        for e in events {
-            hwm = hwm.max(e.timestamp.unix_micros());
-        }
+        let mut hwm = w.prepared_hwm;
         if (w.seq, w.hwm) != w.guess {
             // Another writer appended since this process last did: the bodies
             // stand, the store fields are written again.
             w.spare.clear();
-            let mut line_hwm = w.hwm;
-            for (i, (e, &(start, end))) in events.iter().zip(&w.bodies).enumerate() {
-                line_hwm = line_hwm.max(e.timestamp.unix_micros());
-                let prefix = Prefix { seq: first + i as u64, hwm: line_hwm, more: i + 1 < n };
-                encode_prefix(&mut w.spare, prefix);
-                w.spare.extend_from_slice(&w.buf[start..end]);
-            }
+            let (buf, bodies) = (&w.buf, &w.bodies);
+            hwm = encode_lines(&mut w.spare, events, (w.seq, w.hwm), |out, i| {
+                let (start, end) = bodies[i];
+                out.extend_from_slice(&buf[start..end]);
+            });
             std::mem::swap(&mut w.buf, &mut w.spare);
         }
         let Some(file) = w.file.as_ref() else {

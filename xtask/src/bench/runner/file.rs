@@ -6,7 +6,7 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use seed_event::{Cursor, EventStore, Limit, Query, Timestamp, Topic, TopicPattern};
+use seed_event::{Cursor, Event, EventStore, Limit, Query, Timestamp, Topic, TopicPattern};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use store_file::{FileStore, FileStoreConfig, SyncPolicy};
@@ -91,6 +91,26 @@ impl Publisher {
 
     /// `n` events, one `append` each.
     fn one(&mut self, n: usize) -> Result<Duration> {
+        self.timed(n, |store, _, events| {
+            for event in events {
+                store.append(event)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// `n` events in `append_batch` calls of 1,000.
+    fn batches(&mut self, n: usize) -> Result<Duration> {
+        self.timed(n, |store, topic, batch| Ok(store.append_batch(topic, batch).map(drop)?))
+    }
+
+    /// How long `publish` took for `n` events, given 1,000 at a time, built
+    /// before the clock starts and freed after it stops.
+    fn timed(
+        &mut self,
+        n: usize,
+        publish: impl Fn(&FileStore, &Topic, &[Event]) -> Result<()>,
+    ) -> Result<Duration> {
         let mut elapsed = Duration::ZERO;
         let mut done = 0;
         while done < n {
@@ -99,29 +119,9 @@ impl Publisher {
             self.next += k as u64;
             let store = self.store()?;
             let start = Instant::now();
-            for event in &events {
-                store.append(event)?;
-            }
+            publish(store, &self.topic, &events)?;
             elapsed += start.elapsed();
             drop(events);
-            done += k;
-        }
-        Ok(elapsed)
-    }
-
-    /// `n` events in `append_batch` calls of 1,000.
-    fn batches(&mut self, n: usize) -> Result<Duration> {
-        let mut elapsed = Duration::ZERO;
-        let mut done = 0;
-        while done < n {
-            let k = (n - done).min(1000);
-            let batch = self.maker.batch("bench", self.next, k);
-            self.next += k as u64;
-            let store = self.store()?;
-            let start = Instant::now();
-            store.append_batch(&self.topic, &batch)?;
-            elapsed += start.elapsed();
-            drop(batch);
             done += k;
         }
         Ok(elapsed)
