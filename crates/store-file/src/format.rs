@@ -58,26 +58,75 @@ pub(crate) fn encode_prefix(out: &mut Vec<u8>, prefix: Prefix) {
 
 /// The rest of a line after [`encode_prefix`]: the event's fields and the newline.
 /// It needs no lock, so writers prepare it before they take one.
+#[cfg(test)]
 pub(crate) fn encode_body(out: &mut Vec<u8>, event: &Event) {
-    out.extend_from_slice(b"\"id\":\"");
-    let mut id = [0u8; uuid::fmt::Hyphenated::LENGTH];
-    out.extend_from_slice(event.id.hyphenated().encode_lower(&mut id).as_bytes());
-    out.extend_from_slice(b"\",\"topic\":");
-    push_json_str(out, event.topic.as_str());
-    out.extend_from_slice(b",\"payload\":");
-    push_object(out, &event.payload);
-    out.extend_from_slice(b",\"source\":");
-    push_json_str(out, &event.source);
-    out.extend_from_slice(b",\"timestamp\":\"");
-    push_timestamp(out, event.timestamp);
-    out.extend_from_slice(b"\",\"correlation_id\":");
-    match &event.correlation_id {
-        Some(c) => push_json_str(out, c),
-        None => out.extend_from_slice(b"null"),
+    BodyEncoder::default().encode(out, event);
+}
+
+/// Writes the rest of lines after [`encode_prefix`]: the event's fields and
+/// the newline; keeps the text of the last second it wrote, which the next
+/// events of a batch, and the next appends of a busy topic, mostly share.
+#[derive(Debug, Default)]
+pub(crate) struct BodyEncoder {
+    /// The whole second of the last timestamp written and its text
+    /// (`2026-04-16T12:00:00`), if it was written the fast way.
+    second: Option<(u64, [u8; 19])>,
+}
+
+impl BodyEncoder {
+    /// Appends the body of `event`'s line to `out`.
+    pub(crate) fn encode(&mut self, out: &mut Vec<u8>, event: &Event) {
+        out.extend_from_slice(b"\"id\":\"");
+        let mut id = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        out.extend_from_slice(event.id.hyphenated().encode_lower(&mut id).as_bytes());
+        out.extend_from_slice(b"\",\"topic\":");
+        push_json_str(out, event.topic.as_str());
+        out.extend_from_slice(b",\"payload\":");
+        push_object(out, &event.payload);
+        out.extend_from_slice(b",\"source\":");
+        push_json_str(out, &event.source);
+        out.extend_from_slice(b",\"timestamp\":\"");
+        self.push_timestamp(out, event.timestamp);
+        out.extend_from_slice(b"\",\"correlation_id\":");
+        match &event.correlation_id {
+            Some(c) => push_json_str(out, c),
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b",\"metadata\":");
+        push_object(out, &event.metadata);
+        out.extend_from_slice(b"}\n");
     }
-    out.extend_from_slice(b",\"metadata\":");
-    push_object(out, &event.metadata);
-    out.extend_from_slice(b"}\n");
+
+    /// [`push_timestamp`], with the date and time of day taken from the last
+    /// call when the second is the same.
+    fn push_timestamp(&mut self, out: &mut Vec<u8>, t: seed_event::Timestamp) {
+        let micros = match u64::try_from(t.unix_micros()) {
+            Ok(m) if m < YEAR_10000 => m,
+            _ => return push_timestamp(out, t),
+        };
+        let (second, frac) = (micros / 1_000_000, (micros % 1_000_000) as u32);
+        match self.second {
+            Some((s, text)) if s == second => {
+                let mut tail = *b".000000+00:00";
+                put_digit_pair(&mut tail, 1, frac / 10_000);
+                put_digit_pair(&mut tail, 3, frac / 100 % 100);
+                put_digit_pair(&mut tail, 5, frac % 100);
+                out.extend_from_slice(&text);
+                out.extend_from_slice(&tail);
+            }
+            _ => {
+                let start = out.len();
+                push_timestamp(out, t);
+                self.second = out[start..].first_chunk::<19>().map(|text| (second, *text));
+            }
+        }
+    }
+}
+
+/// Writes `v` (below 100) as two digits at `at` in `text`.
+fn put_digit_pair(text: &mut [u8], at: usize, v: u32) {
+    let pair = v as usize * 2;
+    text[at..at + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
 }
 
 /// A JSON object in serde_json's compact form.
@@ -223,19 +272,20 @@ fn needs_escape(s: &[u8]) -> bool {
     special(word_at(last))
 }
 
+/// 10000-01-01T00:00:00Z in Unix microseconds: the end of [`push_timestamp`]'s fast path.
+const YEAR_10000: u64 = 253_402_300_800_000_000;
+
 /// `Timestamp`'s text form (`2026-04-16T12:00:00.123456+00:00`) without a formatter.
 ///
 /// Times from 1970 to 9999 take an unsigned path whose divisions by
 /// constants compile to multiplications (the signed `div_euclid` chain cost
 /// about 50 ns an event); other times go through `Timestamp`'s `Display`.
 fn push_timestamp(out: &mut Vec<u8>, t: seed_event::Timestamp) {
-    /// 10000-01-01T00:00:00Z in Unix microseconds.
-    const YEAR_10000: i64 = 253_402_300_800_000_000;
     let Ok(micros) = u64::try_from(t.unix_micros()) else {
         let _ = write!(out, "{t}");
         return;
     };
-    if micros >= YEAR_10000 as u64 {
+    if micros >= YEAR_10000 {
         let _ = write!(out, "{t}");
         return;
     }
@@ -255,10 +305,7 @@ fn push_timestamp(out: &mut Vec<u8>, t: seed_event::Timestamp) {
     let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
     let year = (yoe + era * 400 + u64::from(month <= 2)) as u32;
     let mut text = *b"0000-00-00T00:00:00.000000+00:00";
-    let mut put2 = |at: usize, v: u32| {
-        let pair = v as usize * 2;
-        text[at..at + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
-    };
+    let mut put2 = |at: usize, v: u32| put_digit_pair(&mut text, at, v);
     put2(0, year / 100);
     put2(2, year % 100);
     put2(5, month);
@@ -743,6 +790,45 @@ mod tests {
                 check((march + d) * DAY + 12_345_678);
                 check((march + d) * DAY - 1);
             }
+        }
+    }
+
+    /// One encoder through the same second, the next, an earlier one, and
+    /// times off its fast path in between: each body says its own time.
+    #[test]
+    fn an_encoder_reusing_the_last_second_writes_every_time_exactly() {
+        const SECOND: i64 = 1_000_000;
+        let base = 1_776_340_800 * SECOND; // 2026-04-16T12:00:00Z
+        let times = [
+            base,
+            base + 1,
+            base + 999_999,
+            base + SECOND,
+            base + SECOND + 5,
+            base - 1,
+            base,
+            -1,
+            base,
+            253_402_300_800_000_000, // year 10000: `Display`'s form
+            253_402_300_800_000_000 - 1,
+            253_402_300_800_000_000 - 2,
+            0,
+            base + 86_400 * SECOND,
+            base + 86_400 * SECOND + 7,
+        ];
+        let mut encoder = BodyEncoder::default();
+        let mut e = Event::new(Topic::new("t").unwrap(), "s", JsonObject::new());
+        for micros in times {
+            e.timestamp = Timestamp::from_unix_micros(micros);
+            let mut out = Vec::new();
+            encoder.encode(&mut out, &e);
+            let mut fresh = Vec::new();
+            encode_body(&mut fresh, &e);
+            assert_eq!(String::from_utf8(out).unwrap(), String::from_utf8(fresh).unwrap());
+            let text = format!("\"timestamp\":\"{}\"", e.timestamp);
+            let mut line = Vec::new();
+            encoder.encode(&mut line, &e);
+            assert!(String::from_utf8(line).unwrap().contains(&text), "{micros}");
         }
     }
 

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use seed_event::{Cursor, Error, Event, Result, Topic};
 
-use crate::format::{encode_body, encode_prefix, inspect_tail, LineReader, Prefix, Tail};
+use crate::format::{encode_prefix, inspect_tail, BodyEncoder, LineReader, Prefix, Tail};
 use crate::meta::{self, Meta};
 use crate::names;
 
@@ -73,6 +73,8 @@ pub(crate) struct TopicWriter {
     bodies: Vec<(usize, usize)>,
     /// Where lines are rebuilt when the guess was wrong.
     spare: Vec<u8>,
+    /// Encodes the bodies, remembering the last second's text.
+    encoder: BodyEncoder,
 }
 
 /// What a rewrite does with one line.
@@ -107,6 +109,7 @@ impl TopicWriter {
             prepared_hwm: i64::MIN,
             bodies: Vec::new(),
             spare: Vec::new(),
+            encoder: BodyEncoder::default(),
         }
     }
 
@@ -122,10 +125,10 @@ impl TopicWriter {
         self.guess = (self.seq, self.hwm);
         self.buf.clear();
         self.bodies.clear();
-        let bodies = &mut self.bodies;
+        let (bodies, encoder) = (&mut self.bodies, &mut self.encoder);
         self.prepared_hwm = encode_lines(&mut self.buf, events, self.guess, |out, i| {
             let start = out.len();
-            encode_body(out, &events[i]);
+            encoder.encode(out, &events[i]);
             bodies.push((start, out.len()));
         });
     }
