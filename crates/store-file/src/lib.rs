@@ -100,9 +100,12 @@
 //! an acknowledged event is in the page cache and survives the crash of any
 //! process, not a power loss. [`SyncPolicy::Batch`]: every `append_batch` is
 //! fdatasync'd before it returns (single appends are not). [`SyncPolicy::Always`]:
-//! every append call is fdatasync'd before it returns. Clears and retention
-//! always sync the new log before it replaces the old one, and consumer
-//! positions are synced unless the policy is `Never`.
+//! every append call is fdatasync'd before it returns. Under either, the first
+//! synced append to a log file (a new one, or one a clear renamed in) also
+//! syncs the events directory, so the log's name survives with its events.
+//! Clears and retention always sync the new log and the sidecar before the
+//! rename and the directory after it, and consumer positions (file and
+//! directory) are synced unless the policy is `Never`.
 //!
 //! # Clear and retention
 //!

@@ -69,7 +69,9 @@ pub(crate) fn temp_path(path: &Path) -> std::path::PathBuf {
     path.with_file_name(format!(".tmp.{}.{n}.{short}", std::process::id()))
 }
 
-/// Writes `bytes` to a temporary file and renames it over `path`.
+/// Writes `bytes` to a temporary file and renames it over `path`; with
+/// `sync`, the file and then the directory are synced, so the new content is
+/// what a crash leaves.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8], sync: bool) -> io::Result<()> {
     let tmp = temp_path(path);
     let result = (|| {
@@ -83,5 +85,9 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8], sync: bool) -> io::Result<
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
-    result
+    result?;
+    if sync {
+        crate::writer::sync_dir(path)?;
+    }
+    Ok(())
 }

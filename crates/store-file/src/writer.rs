@@ -53,6 +53,10 @@ pub(crate) struct TopicWriter {
     full_check_after_ms: u64,
     /// Appends that took another writer's tail without a full check.
     adopted: u64,
+    /// The log file (device, inode) whose directory entry this writer last
+    /// synced, and how many times it synced the directory.
+    dir_synced: Option<(u64, u64)>,
+    dir_syncs: u64,
     /// The last sequence number ever used in the topic.
     seq: u64,
     /// The sequence number of the last event in the log.
@@ -99,6 +103,8 @@ impl TopicWriter {
             full_checked_ms: 0,
             full_check_after_ms: FULL_CHECK_AFTER_MS,
             adopted: 0,
+            dir_synced: None,
+            dir_syncs: 0,
             seq: 0,
             last_event: None,
             hwm: i64::MIN,
@@ -378,6 +384,12 @@ fn lock_exclusive(file: &File) -> io::Result<()> {
     fs2::FileExt::lock_exclusive(file)
 }
 
+/// Syncs the directory holding `path`, so that a file created or renamed there stays after a crash.
+pub(crate) fn sync_dir(path: &Path) -> io::Result<()> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    File::open(dir)?.sync_all()
+}
+
 /// A topic writer holding the log's exclusive lock; dropping it unlocks.
 pub(crate) struct Locked<'a> {
     w: &'a mut TopicWriter,
@@ -490,7 +502,19 @@ impl Locked<'_> {
             return Err(Error::io(format!("appending to {}", w.paths.log.display()), e));
         }
         if sync {
-            if let Err(e) = file.sync_data() {
+            // A synced append is on disk only if the log's name is too: the
+            // first synced append to a log file (new, or renamed in by a
+            // clear or retention run) also syncs the directory.
+            let synced = file.sync_data().and_then(|()| {
+                if w.dir_synced == Some(w.id) {
+                    return Ok(());
+                }
+                sync_dir(&w.paths.log)?;
+                w.dir_synced = Some(w.id);
+                w.dir_syncs += 1;
+                Ok(())
+            });
+            if let Err(e) = synced {
                 w.cached_len = None;
                 return Err(Error::io(
                     format!(
@@ -633,8 +657,21 @@ impl Locked<'_> {
                     Error::io(format!("replacing {}", w.paths.log.display()), e)
                 })
             });
-        if done.is_err() {
-            let _ = fs::remove_file(&tmp);
+        match &done {
+            Err(_) => {
+                let _ = fs::remove_file(&tmp);
+            }
+            // The new log is in place; a crash before the directory is synced
+            // could still bring the old one back (the sidecar, synced before,
+            // keeps the numbering right either way).
+            Ok(()) => {
+                if let Err(e) = sync_dir(&w.paths.log) {
+                    log::warn!(
+                        "topic {}: syncing the directory after replacing its log: {e}",
+                        w.topic
+                    );
+                }
+            }
         }
         w.cached_len = None;
         done.map(|()| removed)
@@ -708,10 +745,32 @@ mod tests {
     }
 
     fn append_one(w: &mut TopicWriter, topic: &Topic) -> u64 {
+        append_one_synced(w, topic, false)
+    }
+
+    fn append_one_synced(w: &mut TopicWriter, topic: &Topic, sync: bool) -> u64 {
         let events = [Event::new(topic.clone(), "w", Default::default())];
         w.prepare(&events);
         let mut locked = w.lock().unwrap();
-        locked.append(&events, false).unwrap()
+        locked.append(&events, sync).unwrap()
+    }
+
+    /// A synced append is durable only with the log's directory entry: the
+    /// first synced append to each log file (a new one, or one a clear
+    /// renamed in) syncs the directory too; unsynced appends never do.
+    #[test]
+    fn the_first_synced_append_to_a_log_file_syncs_its_directory() {
+        let (_dir, topic, _path, mut a) = one_writer("sync.dir");
+        append_one(&mut a, &topic);
+        assert_eq!(a.dir_syncs, 0, "unsynced appends leave the directory alone");
+        append_one_synced(&mut a, &topic, true);
+        assert_eq!(a.dir_syncs, 1);
+        append_one_synced(&mut a, &topic, true);
+        append_one_synced(&mut a, &topic, true);
+        assert_eq!(a.dir_syncs, 1, "once per log file");
+        a.lock_strict().unwrap().rewrite(|_, _| Keep::No(true)).unwrap();
+        assert_eq!(append_one_synced(&mut a, &topic, true), 5);
+        assert_eq!(a.dir_syncs, 2, "the log a clear renamed in is a new file");
     }
 
     /// A fresh directory with one writer of `topic`, and the log's path.
