@@ -289,7 +289,12 @@ impl FileStore {
     }
 
     fn writer(&self, topic: &Topic) -> WriterSlot {
-        lock(&self.writers)
+        let mut writers = lock(&self.writers);
+        // Look up before `entry`, which would copy the topic name on every append.
+        if let Some(slot) = writers.get(topic) {
+            return slot.clone();
+        }
+        writers
             .entry(topic.clone())
             .or_insert_with(|| {
                 Arc::new(Mutex::new((TopicWriter::new(&self.dir, topic.clone()), 0)))
