@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use seed_event::{ConsumerName, Cursor, Error, Result, Topic};
 
-use crate::meta::write_atomic;
-use crate::names;
+use crate::meta::{write_atomic, Durability};
+use crate::{names, writer};
 
 /// The directory of consumer positions.
 pub(crate) fn root(dir: &Path) -> PathBuf {
@@ -40,16 +40,25 @@ pub(crate) fn commit(
     sync: bool,
 ) -> Result<()> {
     let cdir = consumer_dir(dir, name);
+    let creating = sync && !cdir.is_dir();
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(&cdir)
         .map_err(|e| Error::io(format!("creating {}", cdir.display()), e))?;
+    if creating {
+        // The consumer's directory (and `.consumers`, if it is new too) must
+        // survive a crash with the first position in it.
+        for made in [&cdir, &root(dir)] {
+            writer::sync_dir(made).map_err(|e| {
+                Error::io(format!("syncing the directory of {}", made.display()), e)
+            })?;
+        }
+    }
     let path = cdir.join(format!("{}.json", names::encode(topic.as_str())));
     let position = Position { consumer: name.clone(), topic: topic.clone(), cursor };
     let bytes = serde_json::to_vec(&position).unwrap_or_default();
-    write_atomic(&path, &bytes, sync)
-        .map_err(|e| Error::io(format!("writing {}", path.display()), e))
+    write_atomic(&path, &bytes, if sync { Durability::Full } else { Durability::None })
 }
 
 fn positions_in(cdir: &Path) -> Result<Vec<Position>> {

@@ -48,11 +48,22 @@ pub(crate) fn read(path: &Path) -> seed_event::Result<Option<Meta>> {
     }
 }
 
+/// How far [`write`] and [`write_atomic`] go to make the new content survive a crash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Durability {
+    /// Nothing is synced: the content survives a process crash, not a power loss.
+    None,
+    /// The file is synced before the rename; the caller syncs the directory
+    /// after it (one sync for several renames).
+    FileOnly,
+    /// The file before the rename and the directory after it.
+    Full,
+}
+
 /// Writes a sidecar atomically.
-pub(crate) fn write(path: &Path, meta: &Meta, sync: bool) -> seed_event::Result<()> {
+pub(crate) fn write(path: &Path, meta: &Meta, durability: Durability) -> seed_event::Result<()> {
     let bytes = serde_json::to_vec(meta).unwrap_or_default();
-    write_atomic(path, &bytes, sync)
-        .map_err(|e| seed_event::Error::io(format!("writing {}", path.display()), e))
+    write_atomic(path, &bytes, durability)
 }
 
 /// Opens a new file with mode 0600 for writing.
@@ -69,25 +80,37 @@ pub(crate) fn temp_path(path: &Path) -> std::path::PathBuf {
     path.with_file_name(format!(".tmp.{}.{n}.{short}", std::process::id()))
 }
 
-/// Writes `bytes` to a temporary file and renames it over `path`; with
-/// `sync`, the file and then the directory are synced, so the new content is
-/// what a crash leaves.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8], sync: bool) -> io::Result<()> {
+/// Writes `bytes` to a temporary file and renames it over `path`, syncing as
+/// `durability` says.
+pub(crate) fn write_atomic(
+    path: &Path,
+    bytes: &[u8],
+    durability: Durability,
+) -> seed_event::Result<()> {
     let tmp = temp_path(path);
     let result = (|| {
         let mut f = create_private(&tmp)?;
         f.write_all(bytes)?;
-        if sync {
+        if durability != Durability::None {
             f.sync_all()?;
         }
         fs::rename(&tmp, path)
     })();
-    if result.is_err() {
+    if let Err(e) = result {
         let _ = fs::remove_file(&tmp);
+        return Err(seed_event::Error::io(format!("writing {}", path.display()), e));
     }
-    result?;
-    if sync {
-        crate::writer::sync_dir(path)?;
+    if durability == Durability::Full {
+        crate::writer::sync_dir(path).map_err(|e| {
+            seed_event::Error::io(
+                format!(
+                    "syncing the directory of {} (its new content is in place and synced, \
+                     the directory entry not)",
+                    path.display()
+                ),
+                e,
+            )
+        })?;
     }
     Ok(())
 }

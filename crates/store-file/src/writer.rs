@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use seed_event::{Cursor, Error, Event, Result, Topic};
 
 use crate::format::{encode_prefix, inspect_tail, BodyEncoder, LineReader, Prefix, Tail};
-use crate::meta::{self, Meta};
+use crate::meta::{self, Durability, Meta};
 use crate::names;
 
 /// Where a topic's files are.
@@ -53,9 +53,10 @@ pub(crate) struct TopicWriter {
     full_check_after_ms: u64,
     /// Appends that took another writer's tail without a full check.
     adopted: u64,
-    /// The log file (device, inode) whose directory entry this writer last
-    /// synced, and how many times it synced the directory.
-    dir_synced: Option<(u64, u64)>,
+    /// Whether this writer synced the directory since it opened `file` (an
+    /// inode number is no test: a log deleted and created again often gets
+    /// the old one back), and how many times it synced the directory.
+    dir_synced: bool,
     dir_syncs: u64,
     /// The last sequence number ever used in the topic.
     seq: u64,
@@ -103,7 +104,7 @@ impl TopicWriter {
             full_checked_ms: 0,
             full_check_after_ms: FULL_CHECK_AFTER_MS,
             adopted: 0,
-            dir_synced: None,
+            dir_synced: false,
             dir_syncs: 0,
             seq: 0,
             last_event: None,
@@ -212,6 +213,7 @@ impl TopicWriter {
                     .open(&self.paths.log)
                     .map_err(|e| self.io("opening", e))?;
                 self.file = Some(file);
+                self.dir_synced = false;
                 self.cached_len = None;
             }
             let Some(file) = self.file.as_ref() else { continue };
@@ -450,7 +452,7 @@ impl Locked<'_> {
                 Some(_) => {}
                 None => {
                     let m = Meta { topic: w.topic.to_string(), ..Meta::default() };
-                    meta::write(&w.paths.meta, &m, true)?;
+                    meta::write(&w.paths.meta, &m, Durability::Full)?;
                 }
             }
             w.meta_checked = true;
@@ -505,16 +507,7 @@ impl Locked<'_> {
             // A synced append is on disk only if the log's name is too: the
             // first synced append to a log file (new, or renamed in by a
             // clear or retention run) also syncs the directory.
-            let synced = file.sync_data().and_then(|()| {
-                if w.dir_synced == Some(w.id) {
-                    return Ok(());
-                }
-                sync_dir(&w.paths.log)?;
-                w.dir_synced = Some(w.id);
-                w.dir_syncs += 1;
-                Ok(())
-            });
-            if let Err(e) = synced {
+            if let Err(e) = file.sync_data() {
                 w.cached_len = None;
                 return Err(Error::io(
                     format!(
@@ -523,6 +516,21 @@ impl Locked<'_> {
                     ),
                     e,
                 ));
+            }
+            if !w.dir_synced {
+                if let Err(e) = sync_dir(&w.paths.log) {
+                    w.cached_len = None;
+                    return Err(Error::io(
+                        format!(
+                            "syncing the directory of {} (the events were written and synced, \
+                             the log's directory entry not)",
+                            w.paths.log.display()
+                        ),
+                        e,
+                    ));
+                }
+                w.dir_synced = true;
+                w.dir_syncs += 1;
             }
         }
         w.cached_len = Some(before + w.buf.len() as u64);
@@ -646,7 +654,7 @@ impl Locked<'_> {
         // looks closer and finds the log replaced. It goes on before the
         // rename: if this process dies in between, the byte is a torn tail of
         // the live log, which readers wait before and the next writer cuts off.
-        let done = meta::write(&w.paths.meta, &sidecar, true)
+        let done = meta::write(&w.paths.meta, &sidecar, Durability::FileOnly)
             .and_then(|()| {
                 old.set_len(end + 1)
                     .map_err(|e| Error::io(format!("marking {}", w.paths.log.display()), e))
@@ -661,9 +669,9 @@ impl Locked<'_> {
             Err(_) => {
                 let _ = fs::remove_file(&tmp);
             }
-            // The new log is in place; a crash before the directory is synced
-            // could still bring the old one back (the sidecar, synced before,
-            // keeps the numbering right either way).
+            // The new sidecar and log are in place; one directory sync makes
+            // both renames survive a crash. Until it, a crash could bring the
+            // old log back (the numbering stays right with either sidecar).
             Ok(()) => {
                 if let Err(e) = sync_dir(&w.paths.log) {
                     log::warn!(
@@ -760,7 +768,7 @@ mod tests {
     /// renamed in) syncs the directory too; unsynced appends never do.
     #[test]
     fn the_first_synced_append_to_a_log_file_syncs_its_directory() {
-        let (_dir, topic, _path, mut a) = one_writer("sync.dir");
+        let (_dir, topic, path, mut a) = one_writer("sync.dir");
         append_one(&mut a, &topic);
         assert_eq!(a.dir_syncs, 0, "unsynced appends leave the directory alone");
         append_one_synced(&mut a, &topic, true);
@@ -771,6 +779,13 @@ mod tests {
         a.lock_strict().unwrap().rewrite(|_, _| Keep::No(true)).unwrap();
         assert_eq!(append_one_synced(&mut a, &topic, true), 5);
         assert_eq!(a.dir_syncs, 2, "the log a clear renamed in is a new file");
+        // Deleted by hand and created again: often with the same inode
+        // number, still a new directory entry to sync.
+        fs::remove_file(&path).unwrap();
+        while !path.exists() {
+            append_one_synced(&mut a, &topic, true);
+        }
+        assert_eq!(a.dir_syncs, 3, "the log created after a deletion by hand");
     }
 
     /// A fresh directory with one writer of `topic`, and the log's path.
