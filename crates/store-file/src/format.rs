@@ -252,6 +252,10 @@ fn needs_escape(s: &[u8]) -> bool {
         let backslash = zero_byte(v ^ (LO * u64::from(b'\\')));
         control | quote | backslash != 0
     };
+    #[cfg(target_arch = "x86_64")]
+    if s.len() >= 16 {
+        return sse2::needs_escape(s);
+    }
     let Some(last) = s.len().checked_sub(8) else {
         return s.iter().any(|&b| ESCAPED[usize::from(b)]);
     };
@@ -270,6 +274,48 @@ fn needs_escape(s: &[u8]) -> bool {
     // The last eight bytes, overlapping the previous word when the length is
     // not a multiple of eight.
     special(word_at(last))
+}
+
+/// [`needs_escape`] sixteen bytes at a time, for strings of sixteen bytes or more.
+#[cfg(target_arch = "x86_64")]
+mod sse2 {
+    use std::arch::x86_64::{
+        __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_min_epu8, _mm_movemask_epi8, _mm_or_si128,
+        _mm_set1_epi8,
+    };
+
+    /// Whether any of the 16 bytes at `at` is below 0x20, `"` or `\\`.
+    ///
+    /// # Safety
+    /// `at + 16 <= s.len()`.
+    unsafe fn special(s: &[u8], at: usize) -> bool {
+        // SAFETY: SSE2 is part of every x86_64 CPU; the caller keeps the
+        // unaligned 16-byte load inside `s`.
+        unsafe {
+            let v = _mm_loadu_si128(s.as_ptr().add(at).cast::<__m128i>());
+            // A byte is at most 0x1f (unsigned) exactly when min(byte, 0x1f) is the byte.
+            let control = _mm_cmpeq_epi8(_mm_min_epu8(v, _mm_set1_epi8(0x1f)), v);
+            let quote = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8));
+            let backslash = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8));
+            _mm_movemask_epi8(_mm_or_si128(control, _mm_or_si128(quote, backslash))) != 0
+        }
+    }
+
+    /// `s.len() >= 16`; the last 16 bytes overlap the previous block when the
+    /// length is not a multiple of 16.
+    pub(super) fn needs_escape(s: &[u8]) -> bool {
+        let Some(last) = s.len().checked_sub(16) else { return super::needs_escape(s) };
+        let mut at = 0;
+        while at < last {
+            // SAFETY: at < last, so at + 16 <= s.len().
+            if unsafe { special(s, at) } {
+                return true;
+            }
+            at += 16;
+        }
+        // SAFETY: last + 16 == s.len().
+        unsafe { special(s, last) }
+    }
 }
 
 /// 10000-01-01T00:00:00Z in Unix microseconds: the end of [`push_timestamp`]'s fast path.
@@ -719,10 +765,11 @@ mod tests {
                 assert_eq!(needs_escape(&bytes), expected, "byte {b:#x} at {pos}");
             }
         }
-        // Every byte at every position of every length up to two words, so
-        // the byte-by-byte path, the word loop and the overlapping last word
-        // are all checked.
-        for len in 0..=17 {
+        // Every byte at every position of every length up to two words and
+        // past two 16-byte blocks, so the byte-by-byte path, the word loop,
+        // the block loop and the overlapping last word and block are all
+        // checked.
+        for len in (0..=17).chain([31, 32, 33, 47, 48, 49]) {
             for pos in 0..len {
                 for b in 0u8..=255 {
                     let mut bytes = vec![b'~'; len];
@@ -849,6 +896,14 @@ mod tests {
         for p in 0..20 {
             let x = 10u64.pow(p);
             cases.extend([x - 1, x, x + 1, x.saturating_mul(7).saturating_add(3)]);
+        }
+        // And numbers of every length with every kind of digit (xorshift).
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for k in 0..100_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            cases.push(x >> (k % 64));
         }
         for v in cases {
             let mut out = Vec::new();
