@@ -669,6 +669,24 @@ struct TopicScan {
     needles: Vec<memchr::memmem::Finder<'static>>,
 }
 
+/// Whether `line` is an event at or after `query`'s `until`, told without
+/// building the event. `hwm` bounds the event's time from above, so only a
+/// line whose `hwm` reaches `until` is looked at, and then only its top-level
+/// `timestamp` is parsed. A line that does not parse is not skipped here: the
+/// full decode reports it.
+fn past_until(query: &Query, line: &[u8]) -> bool {
+    let Some(until) = query.until else { return false };
+    match parse_prefix(line) {
+        Some(p) if p.hwm >= until.unix_micros() => {}
+        _ => return false,
+    }
+    #[derive(serde::Deserialize)]
+    struct TimeOnly {
+        timestamp: seed_event::Timestamp,
+    }
+    serde_json::from_slice::<TimeOnly>(line).is_ok_and(|t| t.timestamp >= until)
+}
+
 impl Iterator for TopicScan {
     type Item = Result<StoredEvent>;
 
@@ -682,6 +700,9 @@ impl Iterator for TopicScan {
             // The store writes events compactly, so a line without the source's
             // (or correlation id's) exact text cannot match: skip it without parsing.
             if self.needles.iter().any(|f| f.find(line).is_none()) {
+                continue;
+            }
+            if past_until(&self.query, line) {
                 continue;
             }
             if let Some(e) = decode_line(&self.topic, offset, line) {

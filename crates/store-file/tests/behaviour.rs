@@ -193,12 +193,38 @@ fn since_is_exact_with_out_of_order_timestamps() {
         let until = since.add_micros(3_000_000);
         let window = matching.iter().filter(|e| e.event.timestamp < until).copied().collect();
         check(Query { until: Some(until), ..base }, window);
+        // `until` alone: the stragglers after a later `hwm` are still found.
+        let before = written.iter().filter(|e| e.event.timestamp < since).collect();
+        check(Query { until: Some(since), ..Query::topic(&t) }, before);
     }
     // The 10th-last event's time, as the benchmark asks.
     let tenth = written[written.len() - 10].event.timestamp;
     let q = Query { since: Some(tenth), ..Query::topic(&t) };
     let expected = written.iter().filter(|e| e.event.timestamp >= tenth).collect();
     check(q, expected);
+}
+
+/// A scan for `until` looks at an event's own timestamp only: a payload or
+/// metadata carrying a later `"timestamp"` (an event inside an event) does
+/// not hide it, nor does a later event before it in the log.
+#[test]
+fn until_reads_the_events_own_timestamp_not_one_inside_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileStore::open(dir.path()).unwrap();
+    let t = topic("nested.time");
+    let late = Timestamp::from_unix_micros(BASE + 10_000_000).to_string();
+    let mut nested = event_at(&t, 1, 1_000);
+    nested.payload.insert("timestamp".into(), json!(late));
+    nested.payload.insert("caused_by".into(), json!({ "timestamp": late, "id": "x" }));
+    nested.metadata.insert("timestamp".into(), json!(late));
+    store.append(&event_at(&t, 0, 9_000_000)).unwrap();
+    store.append(&nested).unwrap();
+    store.append(&event_at(&t, 2, 8_000_000)).unwrap();
+    let until =
+        Query { until: Some(Timestamp::from_unix_micros(BASE + 5_000_000)), ..Query::topic(&t) };
+    let got = store.query(&until).unwrap();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].event.id, nested.id);
 }
 
 #[test]
