@@ -15,23 +15,47 @@ use seed_event::{
 };
 
 use crate::format::{inspect_tail, parse_prefix, search, LineReader};
-use crate::{decode_line, list_logs};
+use crate::{decode_line, list_logs, names};
 
-/// An inotify watch on the events directory.
+/// Changes to the directory's names (logs created, renamed in, removed).
+const NAMES: u32 = libc::IN_CREATE | libc::IN_MOVED_TO | libc::IN_MOVED_FROM | libc::IN_DELETE;
+/// Changes to a file's content.
+const CONTENT: u32 = libc::IN_MODIFY | libc::IN_CLOSE_WRITE;
+
+/// Inotify watches for one follower: the events directory for changes to its
+/// names, and each followed log for appends. Appends to other topics' logs do
+/// not wake the follower. Where a log cannot be watched (the per-user watch
+/// limit), the directory watch takes appends to every file instead.
 pub(crate) struct Inotify {
     fd: OwnedFd,
+    dir: CString,
+    /// The directory's watch descriptor.
+    dir_wd: i32,
+    /// Whether the directory watch also reports appends (a log could not be watched).
+    dir_content: std::cell::Cell<bool>,
+    /// The topics the follower follows: only their logs' names matter.
+    pattern: TopicPattern,
 }
 
 /// What a wake-up said.
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct Wake {
-    /// Files appeared, were replaced or removed: list the directory again.
+    /// Logs appeared, were replaced or removed: list the directory again.
     pub rescan: bool,
+    /// A watched log was appended to (or, where logs are not watched, any file was).
+    pub appended: bool,
+}
+
+impl Wake {
+    fn any(self) -> bool {
+        self.rescan || self.appended
+    }
 }
 
 impl Inotify {
-    /// A watch on `dir` for appends, new files and renames; `None` where inotify is unavailable.
-    pub(crate) fn new(dir: &Path) -> Option<Inotify> {
+    /// A watch on `dir` for changes to the names of logs of `pattern`'s
+    /// topics; `None` where inotify is unavailable.
+    pub(crate) fn new(dir: &Path, pattern: &TopicPattern) -> Option<Inotify> {
         // SAFETY: plain system call; the result is checked.
         let raw = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
         if raw < 0 {
@@ -39,37 +63,89 @@ impl Inotify {
         }
         // SAFETY: `raw` is a fresh descriptor that nothing else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        let path = CString::new(dir.as_os_str().as_bytes()).ok()?;
-        let mask = libc::IN_MODIFY
-            | libc::IN_CLOSE_WRITE
-            | libc::IN_CREATE
-            | libc::IN_MOVED_TO
-            | libc::IN_MOVED_FROM
-            | libc::IN_DELETE;
-        // SAFETY: `path` is a valid C string and `fd` an inotify descriptor.
-        let wd = unsafe { libc::inotify_add_watch(fd.as_raw_fd(), path.as_ptr(), mask) };
-        (wd >= 0).then_some(Inotify { fd })
+        let dir = CString::new(dir.as_os_str().as_bytes()).ok()?;
+        // SAFETY: `dir` is a valid C string and `fd` an inotify descriptor.
+        let dir_wd = unsafe { libc::inotify_add_watch(fd.as_raw_fd(), dir.as_ptr(), NAMES) };
+        (dir_wd >= 0).then(|| Inotify {
+            fd,
+            dir,
+            dir_wd,
+            dir_content: false.into(),
+            pattern: pattern.clone(),
+        })
     }
 
-    /// Waits until something happens in the directory or `timeout` passes.
-    pub(crate) fn wait(&self, timeout: Duration) -> io::Result<Wake> {
-        let mut wake = self.drain()?;
-        if wake.rescan {
-            return Ok(wake);
+    /// Watches the log at `path` for appends; call it before reading the log,
+    /// so that no append after the read goes unnoticed.
+    pub(crate) fn watch_log(&self, path: &Path) {
+        if self.dir_content.get() {
+            return;
         }
-        let mut pfd = libc::pollfd { fd: self.fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-        let ms = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
-        // SAFETY: one valid pollfd.
-        let n = unsafe { libc::poll(&mut pfd, 1, ms) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(e);
+        let wd = CString::new(path.as_os_str().as_bytes()).ok().map_or(-1, |p| {
+            // SAFETY: `p` is a valid C string and `fd` an inotify descriptor.
+            unsafe { libc::inotify_add_watch(self.fd.as_raw_fd(), p.as_ptr(), CONTENT) }
+        });
+        if wd >= 0 {
+            return;
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() == io::ErrorKind::NotFound {
+            // Removed in between: the directory watch reports it.
+            return;
+        }
+        log::warn!(
+            "cannot watch {} ({e}); waking on appends to any file of the directory instead",
+            path.display()
+        );
+        // SAFETY: as in `new`; the same watch, with a wider mask.
+        let wd = unsafe {
+            libc::inotify_add_watch(self.fd.as_raw_fd(), self.dir.as_ptr(), NAMES | CONTENT)
+        };
+        if wd >= 0 {
+            self.dir_content.set(true);
+        }
+    }
+
+    /// Waits until something the follower cares for happens or `timeout` passes.
+    pub(crate) fn wait(&self, timeout: Duration) -> io::Result<Wake> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let wake = self.drain()?;
+            let now = Instant::now();
+            if wake.any() || now >= deadline {
+                return Ok(wake);
+            }
+            let mut pfd =
+                libc::pollfd { fd: self.fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+            let ms = (deadline - now).as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+            // SAFETY: one valid pollfd.
+            let n = unsafe { libc::poll(&mut pfd, 1, ms) };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
             }
         }
-        let more = self.drain()?;
-        wake.rescan |= more.rescan;
-        Ok(wake)
+    }
+
+    /// Whether the file `name` may be the log of a followed topic: not a
+    /// sidecar, a temporary file, `.consumers` or another topic's log (a
+    /// hashed name says no topic, so it may be).
+    fn may_follow(&self, name: &[u8]) -> bool {
+        let Some(stem) = std::str::from_utf8(name).ok().and_then(|n| n.strip_suffix(".jsonl"))
+        else {
+            return false;
+        };
+        if stem.starts_with('.') {
+            return false;
+        }
+        if names::is_hashed(stem) {
+            return true;
+        }
+        names::decode(stem)
+            .and_then(|t| Topic::new(t).ok())
+            .is_some_and(|t| self.pattern.matches(&t))
     }
 
     /// Reads every queued event.
@@ -97,10 +173,18 @@ impl Inotify {
                 let field = |at: usize| {
                     u32::from_ne_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]])
                 };
-                let mask = field(i + 4);
-                let len = field(i + 12) as usize;
-                if mask & (libc::IN_MODIFY | libc::IN_CLOSE_WRITE) != mask {
+                let (wd, mask, len) = (field(i) as i32, field(i + 4), field(i + 12) as usize);
+                let name = buf.get(i + 16..(i + 16 + len).min(n)).unwrap_or_default();
+                let name = &name[..name.iter().position(|&b| b == 0).unwrap_or(name.len())];
+                if mask & libc::IN_Q_OVERFLOW != 0 {
+                    // Events were lost: look at everything.
                     wake.rescan = true;
+                    wake.appended = true;
+                } else if wd == self.dir_wd {
+                    wake.rescan |= mask & NAMES != 0 && self.may_follow(name);
+                    wake.appended |= mask & CONTENT != 0 && self.dir_content.get();
+                } else {
+                    wake.appended |= mask & CONTENT != 0;
                 }
                 i += 16 + len;
             }
@@ -137,6 +221,8 @@ pub(crate) struct FileFollower {
     settings: FollowSettings,
     /// Which topic is read first next time.
     turn: usize,
+    /// How many times inotify woke the follower.
+    wakes: u64,
 }
 
 impl FileFollower {
@@ -172,6 +258,7 @@ impl FileFollower {
             rescan: true,
             settings,
             turn: 0,
+            wakes: 0,
         }
     }
 
@@ -188,6 +275,10 @@ impl FileFollower {
 
     /// Opens the log of `topic` at `path`, at the first line it may want.
     fn open_log(&self, topic: &Topic, path: &Path) -> Result<Option<Tailer>> {
+        // Watch first, then open: an append after the watch wakes the follower.
+        if let Some(inotify) = &self.inotify {
+            inotify.watch_log(path);
+        }
         let file = match File::open(path) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -341,9 +432,85 @@ impl Follower for FileFollower {
                         .wait(deadline - now)
                         .map_err(|e| Error::io(format!("waiting on {}", self.dir.display()), e))?;
                     self.rescan |= wake.rescan;
+                    self.wakes += u64::from(wake.any());
                 }
                 None => std::thread::sleep((deadline - now).min(self.settings.poll_interval)),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use seed_event::{Event, EventStore, JsonObject};
+
+    use crate::FileStore;
+
+    /// A follower of `topic` from its next event, as `FileStore::follow` makes it.
+    fn follower(store: &FileStore, topic: &Topic) -> FileFollower {
+        let inotify = Inotify::new(store.dir(), &TopicPattern::from(topic.clone()));
+        assert!(inotify.is_some(), "these tests need inotify");
+        let head = store.last_cursor(topic).unwrap().map_or(0, |c| c.major());
+        FileFollower::new(
+            store.dir().to_path_buf(),
+            TopicPattern::from(topic.clone()),
+            Start::New,
+            BTreeMap::new(),
+            BTreeMap::from([(topic.clone(), head)]),
+            inotify,
+            FollowSettings { poll_interval: Duration::from_millis(50) },
+        )
+    }
+
+    /// What the follower's inotify has queued now (appends are queued as they return).
+    fn queued(f: &FileFollower) -> Wake {
+        f.inotify.as_ref().unwrap().wait(Duration::ZERO).unwrap()
+    }
+
+    /// Appends to other topics' logs, their sidecars and a clear of another
+    /// topic do not wake a follower; an append to its own topic does, and a
+    /// clear of it (a log renamed in) makes it read the directory again and
+    /// watch the new log.
+    #[test]
+    fn only_the_followed_logs_wake_a_follower() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::open(dir.path()).unwrap();
+        let (a, b) = (Topic::new("wake.a").unwrap(), Topic::new("wake.b").unwrap());
+        let event = |t: &Topic| Event::new(t.clone(), "test", JsonObject::new());
+        store.append(&event(&a)).unwrap();
+        store.append(&event(&b)).unwrap();
+        let mut f = follower(&store, &a);
+        assert!(f.next_batch(10, Duration::ZERO).unwrap().is_empty());
+
+        for _ in 0..200 {
+            store.append(&event(&b)).unwrap();
+        }
+        store.clear(&seed_event::Clear { topic: Some(b.clone()), before: None }).unwrap();
+        store.append(&event(&b)).unwrap();
+        assert!(!queued(&f).any(), "woken by another topic");
+        assert!(f.next_batch(10, Duration::from_millis(50)).unwrap().is_empty());
+        assert_eq!(f.wakes, 0);
+
+        let sent = event(&a);
+        store.append(&sent).unwrap();
+        assert!(queued(&f).appended, "an append to the followed log is seen");
+        let got = f.next_batch(10, Duration::from_secs(5)).unwrap();
+        assert_eq!(got.iter().map(|e| e.event.id).collect::<Vec<_>>(), vec![sent.id]);
+
+        // A clear of the followed topic renames a new log in.
+        store.clear(&seed_event::Clear { topic: Some(a.clone()), before: None }).unwrap();
+        assert!(queued(&f).rescan, "the rename of the followed log is seen");
+        f.rescan = true; // `queued` took the signal from the follower
+        let after = event(&a);
+        store.append(&after).unwrap();
+        let got = f.next_batch(10, Duration::from_secs(5)).unwrap();
+        assert_eq!(got.iter().map(|e| e.event.id).collect::<Vec<_>>(), vec![after.id]);
+        let _ = queued(&f);
+        store.append(&event(&a)).unwrap();
+        assert!(queued(&f).appended, "the new log is watched");
+        store.append(&event(&b)).unwrap();
+        assert!(!queued(&f).any(), "and another topic's still is not");
     }
 }

@@ -88,9 +88,12 @@
 //!
 //! # Following
 //!
-//! A follower keeps each topic's log open with a byte offset, and waits on an
-//! inotify watch of the directory (falling back to polling every
-//! [`FileStoreConfig::poll_interval`] where inotify is missing). A clear or
+//! A follower keeps each topic's log open with a byte offset, and waits on
+//! inotify: one watch on the directory for logs of its topics created,
+//! renamed in or removed, and one on each followed log for appends, so that
+//! appends to other topics never wake it (where inotify is missing it polls
+//! every [`FileStoreConfig::poll_interval`]; where a log cannot be watched it
+//! wakes on appends to any file of the directory). A clear or
 //! retention run writes the kept lines to a new file and renames it over the
 //! log; the follower sees the new inode, reopens it and continues after the
 //! last sequence number it returned.
@@ -785,7 +788,8 @@ impl EventStore for FileStore {
 
     fn follow(&self, pattern: &TopicPattern, from: FollowFrom) -> Result<Box<dyn Follower>> {
         // Watch first, then look: nothing appended in between is missed.
-        let inotify = if self.config.inotify { follow::Inotify::new(&self.dir) } else { None };
+        let inotify =
+            if self.config.inotify { follow::Inotify::new(&self.dir, pattern) } else { None };
         let mut heads = BTreeMap::new();
         for (topic, path) in list_logs(&self.dir)? {
             if pattern.matches(&topic) {
