@@ -1,11 +1,8 @@
 //! Following topics: tail their logs, woken by inotify (or by polling where it is missing).
 
 use std::collections::BTreeMap;
-use std::ffi::CString;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -15,182 +12,8 @@ use seed_event::{
 };
 
 use crate::format::{inspect_tail, parse_prefix, search, LineReader};
-use crate::{decode_line, list_logs, names};
-
-/// Changes to the directory's names (logs created, renamed in, removed).
-const NAMES: u32 = libc::IN_CREATE | libc::IN_MOVED_TO | libc::IN_MOVED_FROM | libc::IN_DELETE;
-/// Changes to a file's content.
-const CONTENT: u32 = libc::IN_MODIFY | libc::IN_CLOSE_WRITE;
-
-/// Inotify watches for one follower: the events directory for changes to its
-/// names, and each followed log for appends. Appends to other topics' logs do
-/// not wake the follower. Where a log cannot be watched (the per-user watch
-/// limit), the directory watch takes appends to every file instead.
-pub(crate) struct Inotify {
-    fd: OwnedFd,
-    dir: CString,
-    /// The directory's watch descriptor.
-    dir_wd: i32,
-    /// Whether the directory watch also reports appends (a log could not be watched).
-    dir_content: std::cell::Cell<bool>,
-    /// The topics the follower follows: only their logs' names matter.
-    pattern: TopicPattern,
-}
-
-/// What a wake-up said.
-#[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct Wake {
-    /// Logs appeared, were replaced or removed: list the directory again.
-    pub rescan: bool,
-    /// A watched log was appended to (or, where logs are not watched, any file was).
-    pub appended: bool,
-}
-
-impl Wake {
-    fn any(self) -> bool {
-        self.rescan || self.appended
-    }
-}
-
-impl Inotify {
-    /// A watch on `dir` for changes to the names of logs of `pattern`'s
-    /// topics; `None` where inotify is unavailable.
-    pub(crate) fn new(dir: &Path, pattern: &TopicPattern) -> Option<Inotify> {
-        // SAFETY: plain system call; the result is checked.
-        let raw = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
-        if raw < 0 {
-            return None;
-        }
-        // SAFETY: `raw` is a fresh descriptor that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        let dir = CString::new(dir.as_os_str().as_bytes()).ok()?;
-        // SAFETY: `dir` is a valid C string and `fd` an inotify descriptor.
-        let dir_wd = unsafe { libc::inotify_add_watch(fd.as_raw_fd(), dir.as_ptr(), NAMES) };
-        (dir_wd >= 0).then(|| Inotify {
-            fd,
-            dir,
-            dir_wd,
-            dir_content: false.into(),
-            pattern: pattern.clone(),
-        })
-    }
-
-    /// Watches the log at `path` for appends; call it before reading the log,
-    /// so that no append after the read goes unnoticed.
-    pub(crate) fn watch_log(&self, path: &Path) {
-        if self.dir_content.get() {
-            return;
-        }
-        let wd = CString::new(path.as_os_str().as_bytes()).ok().map_or(-1, |p| {
-            // SAFETY: `p` is a valid C string and `fd` an inotify descriptor.
-            unsafe { libc::inotify_add_watch(self.fd.as_raw_fd(), p.as_ptr(), CONTENT) }
-        });
-        if wd >= 0 {
-            return;
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() == io::ErrorKind::NotFound {
-            // Removed in between: the directory watch reports it.
-            return;
-        }
-        log::warn!(
-            "cannot watch {} ({e}); waking on appends to any file of the directory instead",
-            path.display()
-        );
-        // SAFETY: as in `new`; the same watch, with a wider mask.
-        let wd = unsafe {
-            libc::inotify_add_watch(self.fd.as_raw_fd(), self.dir.as_ptr(), NAMES | CONTENT)
-        };
-        if wd >= 0 {
-            self.dir_content.set(true);
-        }
-    }
-
-    /// Waits until something the follower cares for happens or `timeout` passes.
-    pub(crate) fn wait(&self, timeout: Duration) -> io::Result<Wake> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let wake = self.drain()?;
-            let now = Instant::now();
-            if wake.any() || now >= deadline {
-                return Ok(wake);
-            }
-            let mut pfd =
-                libc::pollfd { fd: self.fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-            let ms = (deadline - now).as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
-            // SAFETY: one valid pollfd.
-            let n = unsafe { libc::poll(&mut pfd, 1, ms) };
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() != io::ErrorKind::Interrupted {
-                    return Err(e);
-                }
-            }
-        }
-    }
-
-    /// Whether the file `name` may be the log of a followed topic: not a
-    /// sidecar, a temporary file, `.consumers` or another topic's log (a
-    /// hashed name says no topic, so it may be).
-    fn may_follow(&self, name: &[u8]) -> bool {
-        let Some(stem) = std::str::from_utf8(name).ok().and_then(|n| n.strip_suffix(".jsonl"))
-        else {
-            return false;
-        };
-        if stem.starts_with('.') {
-            return false;
-        }
-        if names::is_hashed(stem) {
-            return true;
-        }
-        names::decode(stem)
-            .and_then(|t| Topic::new(t).ok())
-            .is_some_and(|t| self.pattern.matches(&t))
-    }
-
-    /// Reads every queued event.
-    fn drain(&self) -> io::Result<Wake> {
-        let mut wake = Wake::default();
-        let mut buf = [0u8; 4096];
-        loop {
-            // SAFETY: `buf` is writable for its length.
-            let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                return match e.kind() {
-                    io::ErrorKind::WouldBlock => Ok(wake),
-                    io::ErrorKind::Interrupted => continue,
-                    _ => Err(e),
-                };
-            }
-            let n = n as usize;
-            if n == 0 {
-                return Ok(wake);
-            }
-            // struct inotify_event { int wd; uint32_t mask; uint32_t cookie; uint32_t len; char name[]; }
-            let mut i = 0;
-            while i + 16 <= n {
-                let field = |at: usize| {
-                    u32::from_ne_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]])
-                };
-                let (wd, mask, len) = (field(i) as i32, field(i + 4), field(i + 12) as usize);
-                let name = buf.get(i + 16..(i + 16 + len).min(n)).unwrap_or_default();
-                let name = &name[..name.iter().position(|&b| b == 0).unwrap_or(name.len())];
-                if mask & libc::IN_Q_OVERFLOW != 0 {
-                    // Events were lost: look at everything.
-                    wake.rescan = true;
-                    wake.appended = true;
-                } else if wd == self.dir_wd {
-                    wake.rescan |= mask & NAMES != 0 && self.may_follow(name);
-                    wake.appended |= mask & CONTENT != 0 && self.dir_content.get();
-                } else {
-                    wake.appended |= mask & CONTENT != 0;
-                }
-                i += 16 + len;
-            }
-        }
-    }
-}
+use crate::watch::Watch;
+use crate::{decode_line, list_logs};
 
 /// One followed topic's open log.
 struct Tailer {
@@ -216,7 +39,7 @@ pub(crate) struct FileFollower {
     /// For [`Start::Since`]: the time, and each topic's last sequence number when following began.
     since: Option<(Timestamp, BTreeMap<Topic, u64>)>,
     open: BTreeMap<Topic, Tailer>,
-    inotify: Option<Inotify>,
+    inotify: Option<Watch>,
     rescan: bool,
     settings: FollowSettings,
     /// Which topic is read first next time.
@@ -233,7 +56,7 @@ impl FileFollower {
         start: Start,
         positions: BTreeMap<Topic, Cursor>,
         heads: BTreeMap<Topic, u64>,
-        inotify: Option<Inotify>,
+        inotify: Option<Watch>,
         settings: FollowSettings,
     ) -> FileFollower {
         // After a cursor (s, m): every event with a greater cursor, i.e. sequence > s.
@@ -274,9 +97,9 @@ impl FileFollower {
     }
 
     /// Opens the log of `topic` at `path`, at the first line it may want.
-    fn open_log(&self, topic: &Topic, path: &Path) -> Result<Option<Tailer>> {
+    fn open_log(&mut self, topic: &Topic, path: &Path) -> Result<Option<Tailer>> {
         // Watch first, then open: an append after the watch wakes the follower.
-        if let Some(inotify) = &self.inotify {
+        if let Some(inotify) = &mut self.inotify {
             inotify.watch_log(path);
         }
         let file = match File::open(path) {
@@ -426,7 +249,7 @@ impl Follower for FileFollower {
             if now >= deadline {
                 return Ok(out);
             }
-            match &self.inotify {
+            match &mut self.inotify {
                 Some(inotify) => {
                     let wake = inotify
                         .wait(deadline - now)
@@ -450,7 +273,8 @@ mod tests {
 
     /// A follower of `topic` from its next event, as `FileStore::follow` makes it.
     fn follower(store: &FileStore, topic: &Topic) -> FileFollower {
-        let inotify = Inotify::new(store.dir(), &TopicPattern::from(topic.clone()));
+        let watcher = crate::watch::Watcher::shared(&store.watcher, store.dir());
+        let inotify = watcher.map(|w| Watch::new(w, &TopicPattern::from(topic.clone())));
         assert!(inotify.is_some(), "these tests need inotify");
         let head = store.last_cursor(topic).unwrap().map_or(0, |c| c.major());
         FileFollower::new(
@@ -465,8 +289,8 @@ mod tests {
     }
 
     /// What the follower's inotify has queued now (appends are queued as they return).
-    fn queued(f: &FileFollower) -> Wake {
-        f.inotify.as_ref().unwrap().wait(Duration::ZERO).unwrap()
+    fn queued(f: &mut FileFollower) -> crate::watch::Wake {
+        f.inotify.as_mut().unwrap().wait(Duration::ZERO).unwrap()
     }
 
     /// Appends to other topics' logs, their sidecars and a clear of another
@@ -489,28 +313,89 @@ mod tests {
         }
         store.clear(&seed_event::Clear { topic: Some(b.clone()), before: None }).unwrap();
         store.append(&event(&b)).unwrap();
-        assert!(!queued(&f).any(), "woken by another topic");
+        assert!(!queued(&mut f).any(), "woken by another topic");
         assert!(f.next_batch(10, Duration::from_millis(50)).unwrap().is_empty());
         assert_eq!(f.wakes, 0);
 
         let sent = event(&a);
         store.append(&sent).unwrap();
-        assert!(queued(&f).appended, "an append to the followed log is seen");
+        assert!(queued(&mut f).appended, "an append to the followed log is seen");
         let got = f.next_batch(10, Duration::from_secs(5)).unwrap();
         assert_eq!(got.iter().map(|e| e.event.id).collect::<Vec<_>>(), vec![sent.id]);
 
         // A clear of the followed topic renames a new log in.
         store.clear(&seed_event::Clear { topic: Some(a.clone()), before: None }).unwrap();
-        assert!(queued(&f).rescan, "the rename of the followed log is seen");
+        assert!(queued(&mut f).rescan, "the rename of the followed log is seen");
         f.rescan = true; // `queued` took the signal from the follower
         let after = event(&a);
         store.append(&after).unwrap();
         let got = f.next_batch(10, Duration::from_secs(5)).unwrap();
         assert_eq!(got.iter().map(|e| e.event.id).collect::<Vec<_>>(), vec![after.id]);
-        let _ = queued(&f);
+        let _ = queued(&mut f);
         store.append(&event(&a)).unwrap();
-        assert!(queued(&f).appended, "the new log is watched");
+        assert!(queued(&mut f).appended, "the new log is watched");
         store.append(&event(&b)).unwrap();
-        assert!(!queued(&f).any(), "and another topic's still is not");
+        assert!(!queued(&mut f).any(), "and another topic's still is not");
+    }
+
+    /// A store's followers share one inotify instance (a user gets few: often
+    /// 128 for all programs), let go of when the last follower goes; and
+    /// followers waiting in many threads at once are each woken for, and get
+    /// exactly, their own topic's events.
+    #[test]
+    fn followers_of_a_store_share_one_inotify_instance() {
+        use std::sync::{mpsc, Arc};
+
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::open(dir.path()).unwrap();
+        let topics: Vec<Topic> =
+            (0..150).map(|i| Topic::new(format!("share.t{i}")).unwrap()).collect();
+        // The logs exist before the followers start, so that every wake-up
+        // below is for an append.
+        for t in &topics {
+            store.append(&Event::new(t.clone(), "test", JsonObject::new())).unwrap();
+        }
+        let followers: Vec<FileFollower> = topics.iter().map(|t| follower(&store, t)).collect();
+        let watcher = store.watcher.lock().unwrap().upgrade().expect("one shared watcher");
+        assert_eq!(Arc::strong_count(&watcher), 151, "150 followers and this test");
+        drop(watcher);
+
+        // Eight of them in eight threads, in step with the appender: each
+        // round's events are appended once every thread has the last round's,
+        // so the threads are mostly waiting when they come.
+        let rounds = 50u64;
+        let (ack, acks) = mpsc::channel::<()>();
+        let wakes: u64 = std::thread::scope(|s| {
+            let mut handles = Vec::new();
+            for (t, mut f) in topics.iter().zip(followers).take(8) {
+                let ack = ack.clone();
+                handles.push(s.spawn(move || {
+                    let deadline = Instant::now() + Duration::from_secs(30);
+                    let mut got = Vec::new();
+                    while (got.len() as u64) < rounds && Instant::now() < deadline {
+                        for e in f.next_batch(100, Duration::from_millis(500)).unwrap() {
+                            assert_eq!(&e.event.topic, t);
+                            got.push(e.event.payload["n"].as_u64().unwrap());
+                            ack.send(()).unwrap();
+                        }
+                    }
+                    assert_eq!(got, (0..rounds).collect::<Vec<_>>(), "topic {t}");
+                    f.wakes
+                }));
+            }
+            for n in 0..rounds {
+                for t in topics.iter().take(8) {
+                    let mut payload = JsonObject::new();
+                    payload.insert("n".into(), n.into());
+                    store.append(&Event::new(t.clone(), "test", payload)).unwrap();
+                }
+                for _ in 0..8 {
+                    acks.recv_timeout(Duration::from_secs(30)).expect("every thread got it");
+                }
+            }
+            handles.into_iter().map(|h| h.join().unwrap()).sum()
+        });
+        assert!(wakes > 0, "the waiting followers were woken by inotify, not by their timeouts");
+        assert!(store.watcher.lock().unwrap().upgrade().is_none(), "freed with the last follower");
     }
 }

@@ -89,11 +89,14 @@
 //! # Following
 //!
 //! A follower keeps each topic's log open with a byte offset, and waits on
-//! inotify: one watch on the directory for logs of its topics created,
-//! renamed in or removed, and one on each followed log for appends, so that
-//! appends to other topics never wake it (where inotify is missing it polls
-//! every [`FileStoreConfig::poll_interval`]; where a log cannot be watched it
-//! wakes on appends to any file of the directory). A clear or
+//! inotify: a watch on the directory for logs of its topics created, renamed
+//! in or removed, and one on each followed log for appends, so that appends
+//! to other topics never wake it. All followers of a `FileStore` share one
+//! inotify instance (a user may have as few as 128, for all programs): one
+//! waiting follower reads it, the others sleep until it records something
+//! for them. Where inotify is missing followers poll every
+//! [`FileStoreConfig::poll_interval`]; where a log cannot be watched they wake
+//! on appends to any file of the directory. A clear or
 //! retention run writes the kept lines to a new file and renames it over the
 //! log; the follower sees the new inode, reopens it and continues after the
 //! last sequence number it returned.
@@ -156,6 +159,7 @@ mod format;
 mod legacy;
 mod meta;
 mod names;
+mod watch;
 mod writer;
 
 use std::collections::{BTreeMap, HashMap};
@@ -257,6 +261,8 @@ pub struct FileStore {
     config: FileStoreConfig,
     /// Per topic: the writer and the appends since the last retention check.
     writers: Mutex<HashMap<Topic, WriterSlot>>,
+    /// The inotify instance the store's followers share, while any is alive.
+    watcher: Mutex<std::sync::Weak<watch::Watcher>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -288,7 +294,12 @@ impl FileStore {
                 Error::io(format!("syncing the directory holding {}", dir.display()), e)
             })?;
         }
-        Ok(FileStore { dir, config, writers: Mutex::new(HashMap::new()) })
+        Ok(FileStore {
+            dir,
+            config,
+            writers: Mutex::new(HashMap::new()),
+            watcher: Mutex::new(std::sync::Weak::new()),
+        })
     }
 
     /// The events directory.
@@ -788,8 +799,11 @@ impl EventStore for FileStore {
 
     fn follow(&self, pattern: &TopicPattern, from: FollowFrom) -> Result<Box<dyn Follower>> {
         // Watch first, then look: nothing appended in between is missed.
-        let inotify =
-            if self.config.inotify { follow::Inotify::new(&self.dir, pattern) } else { None };
+        let inotify = match self.config.inotify {
+            true => watch::Watcher::shared(&self.watcher, &self.dir)
+                .map(|w| watch::Watch::new(w, pattern)),
+            false => None,
+        };
         let mut heads = BTreeMap::new();
         for (topic, path) in list_logs(&self.dir)? {
             if pattern.matches(&topic) {
