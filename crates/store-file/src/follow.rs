@@ -18,6 +18,8 @@ use crate::{decode_line, list_logs};
 /// One followed topic's open log.
 struct Tailer {
     path: PathBuf,
+    /// Its inotify watch, given back when it is closed.
+    wd: Option<i32>,
     file: File,
     id: (u64, u64),
     reader: LineReader,
@@ -98,15 +100,13 @@ impl FileFollower {
 
     /// Opens the log of `topic` at `path`, at the first line it may want.
     fn open_log(&mut self, topic: &Topic, path: &Path) -> Result<Option<Tailer>> {
-        // Watch first, then open: an append after the watch wakes the follower.
-        if let Some(inotify) = &mut self.inotify {
-            inotify.watch_log(path);
-        }
         let file = match File::open(path) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Error::io(format!("opening {}", path.display()), e)),
         };
+        // Watch the file opened, then read it: an append after the read wakes the follower.
+        let wd = self.inotify.as_mut().and_then(|i| i.watch_log(&file, path));
         let stat =
             file.metadata().map_err(|e| Error::io(format!("inspecting {}", path.display()), e))?;
         let size = stat.len();
@@ -117,6 +117,7 @@ impl FileFollower {
             .map_err(|e| Error::io(format!("searching {}", path.display()), e))?;
         Ok(Some(Tailer {
             path: path.to_path_buf(),
+            wd,
             file,
             id: (stat.dev(), stat.ino()),
             reader: LineReader::new(start, size),
@@ -138,13 +139,13 @@ impl FileFollower {
                 },
             };
             if replaced {
-                match self.open_log(&topic, &path)? {
-                    Some(t) => {
-                        self.open.insert(topic, t);
-                    }
-                    None => {
-                        self.open.remove(&topic);
-                    }
+                let old = match self.open_log(&topic, &path)? {
+                    Some(t) => self.open.insert(topic, t),
+                    None => self.open.remove(&topic),
+                };
+                // The old log's watch goes after the new one's came: no gap.
+                if let (Some(wd), Some(inotify)) = (old.and_then(|t| t.wd), &mut self.inotify) {
+                    inotify.unwatch(wd);
                 }
             }
         }
@@ -397,5 +398,36 @@ mod tests {
         });
         assert!(wakes > 0, "the waiting followers were woken by inotify, not by their timeouts");
         assert!(store.watcher.lock().unwrap().upgrade().is_none(), "freed with the last follower");
+    }
+
+    /// A topic whose file name is hashed (past 200 bytes) is listed only
+    /// once its sidecar is there, after the log was created: a follower of a
+    /// pattern still finds it when it first appears, woken by inotify.
+    #[test]
+    fn a_new_topic_with_a_hashed_file_name_is_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::open(dir.path()).unwrap();
+        let pattern = TopicPattern::new("long.>").unwrap();
+        let watcher = crate::watch::Watcher::shared(&store.watcher, store.dir()).unwrap();
+        let mut f = FileFollower::new(
+            store.dir().to_path_buf(),
+            pattern.clone(),
+            Start::New,
+            BTreeMap::new(),
+            BTreeMap::new(),
+            Some(Watch::new(watcher, &pattern)),
+            FollowSettings { poll_interval: Duration::from_millis(50) },
+        );
+        assert!(f.next_batch(10, Duration::ZERO).unwrap().is_empty());
+        let t = Topic::new(format!("long.{}", "x".repeat(250))).unwrap();
+        let sent = Event::new(t.clone(), "test", JsonObject::new());
+        store.append(&sent).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut got = Vec::new();
+        while got.is_empty() && Instant::now() < deadline {
+            got = f.next_batch(10, Duration::from_secs(1)).unwrap();
+        }
+        assert_eq!(got.iter().map(|e| e.event.id).collect::<Vec<_>>(), vec![sent.id]);
+        assert!(f.wakes > 0, "woken by the log's name, not found by chance");
     }
 }

@@ -13,10 +13,11 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::ffi::CString;
+use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
@@ -58,6 +59,8 @@ struct State {
     dir_content: bool,
     /// In that case, the generation of the last such append.
     any_append: u64,
+    /// Per log watch: how many followers' open logs use it (it goes at zero).
+    refs: HashMap<i32, usize>,
     /// Whether a follower is reading the instance now.
     reading: bool,
 }
@@ -111,6 +114,13 @@ impl Watcher {
         let dir = CString::new(dir.as_os_str().as_bytes()).ok()?;
         // SAFETY: `dir` is a valid C string and `fd` an inotify descriptor.
         let dir_wd = unsafe { libc::inotify_add_watch(fd.as_raw_fd(), dir.as_ptr(), NAMES) };
+        if dir_wd < 0 {
+            log::warn!(
+                "cannot watch {} ({}); its followers poll",
+                dir.to_string_lossy(),
+                io::Error::last_os_error()
+            );
+        }
         (dir_wd >= 0).then(|| Watcher {
             fd,
             dir,
@@ -163,10 +173,12 @@ impl Watcher {
                 if mask & libc::IN_Q_OVERFLOW != 0 {
                     st.lost = generation;
                 } else if wd == self.dir_wd {
-                    if mask & NAMES != 0 && is_log_name(name) {
+                    if mask & NAMES != 0 && names_a_log(name) {
                         if st.names.len() == NAMES_KEPT {
-                            st.names.pop_front();
-                            st.lost = generation;
+                            // Who has not seen the dropped name must look again.
+                            if let Some((dropped, _)) = st.names.pop_front() {
+                                st.lost = st.lost.max(dropped);
+                            }
                         }
                         st.names.push_back((generation, name.to_vec()));
                     }
@@ -187,9 +199,12 @@ impl Watcher {
     }
 }
 
-/// Whether `name` is a log's file name (not a sidecar, a temporary file or `.consumers`).
-fn is_log_name(name: &[u8]) -> bool {
-    name.ends_with(b".jsonl") && !name.starts_with(b".")
+/// Whether a change to the file `name` may change which logs the directory
+/// holds: a log, or the sidecar of a hashed name (such a log is listed only
+/// once its sidecar is there); not a temporary file or `.consumers`.
+fn names_a_log(name: &[u8]) -> bool {
+    !name.starts_with(b".")
+        && (name.ends_with(b".jsonl") || (name.ends_with(b".meta") && name.contains(&b'~')))
 }
 
 /// One follower's view of its store's [`Watcher`].
@@ -197,10 +212,18 @@ pub(crate) struct Watch {
     watcher: Arc<Watcher>,
     /// The topics the follower follows: only their logs' names matter.
     pattern: TopicPattern,
-    /// The watches of the logs it follows.
+    /// The watches of the logs it has open.
     logs: HashSet<i32>,
     /// The generation up to which it has looked.
     seen: u64,
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        for wd in self.logs.clone() {
+            self.unwatch(wd);
+        }
+    }
 }
 
 impl Watch {
@@ -211,25 +234,41 @@ impl Watch {
         Watch { watcher, pattern: pattern.clone(), logs: HashSet::new(), seen }
     }
 
-    /// Watches the log at `path` for appends; call it before reading the log,
-    /// so that no append after the read goes unnoticed.
-    pub(crate) fn watch_log(&mut self, path: &Path) {
+    /// Watches the log `file`, opened at `path`, for appends; call it before
+    /// reading the log, so that no append after the read goes unnoticed.
+    /// Returns the watch, to give back with [`Watch::unwatch`] when the log
+    /// is closed. The watch is made through `/proc/self/fd`, on the very file
+    /// opened: through `path` it could land on a log a clear renamed in
+    /// between.
+    pub(crate) fn watch_log(&mut self, file: &File, path: &Path) -> Option<i32> {
         let w = &self.watcher;
-        if lock(&w.state).dir_content {
-            return;
+        // Under the lock: an `unwatch` of the same inode by another follower
+        // must not remove the watch between our add and our count.
+        let mut st = lock(&w.state);
+        if st.dir_content {
+            return None;
         }
-        let wd = CString::new(path.as_os_str().as_bytes()).ok().map_or(-1, |p| {
-            // SAFETY: `p` is a valid C string and `fd` an inotify descriptor.
-            unsafe { libc::inotify_add_watch(w.fd.as_raw_fd(), p.as_ptr(), CONTENT) }
-        });
+        let add = |p: &Path| {
+            CString::new(p.as_os_str().as_bytes()).ok().map_or(-1, |p| {
+                // SAFETY: `p` is a valid C string and `fd` an inotify descriptor.
+                unsafe { libc::inotify_add_watch(w.fd.as_raw_fd(), p.as_ptr(), CONTENT) }
+            })
+        };
+        let mut wd = add(&PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd())));
+        if wd < 0 && io::Error::last_os_error().kind() == io::ErrorKind::NotFound {
+            // No /proc: by name (the rename of a new log over it still makes a rescan).
+            wd = add(path);
+        }
         if wd >= 0 {
-            self.logs.insert(wd);
-            return;
+            if self.logs.insert(wd) {
+                *st.refs.entry(wd).or_default() += 1;
+            }
+            return Some(wd);
         }
         let e = io::Error::last_os_error();
         if e.kind() == io::ErrorKind::NotFound {
             // Removed in between: the directory watch reports it.
-            return;
+            return None;
         }
         log::warn!(
             "cannot watch {} ({e}); followers wake on appends to any file of the directory instead",
@@ -239,7 +278,27 @@ impl Watch {
         let wd =
             unsafe { libc::inotify_add_watch(w.fd.as_raw_fd(), w.dir.as_ptr(), NAMES | CONTENT) };
         if wd >= 0 {
-            lock(&w.state).dir_content = true;
+            st.dir_content = true;
+        }
+        None
+    }
+
+    /// Gives back a watch of [`Watch::watch_log`]: the log is closed. The
+    /// last follower to give it back removes it.
+    pub(crate) fn unwatch(&mut self, wd: i32) {
+        if !self.logs.remove(&wd) {
+            return;
+        }
+        let w = &self.watcher;
+        let mut st = lock(&w.state);
+        let Some(n) = st.refs.get_mut(&wd) else { return };
+        *n -= 1;
+        if *n == 0 {
+            st.refs.remove(&wd);
+            st.appended.remove(&wd);
+            // SAFETY: a plain system call on our inotify descriptor; a watch
+            // the kernel already dropped (its log deleted) fails harmlessly.
+            unsafe { libc::inotify_rm_watch(w.fd.as_raw_fd(), wd) };
         }
     }
 
@@ -259,11 +318,11 @@ impl Watch {
         Wake { rescan, appended }
     }
 
-    /// Whether the log `name` may be one of a followed topic (a hashed name
-    /// says no topic, so it may be).
+    /// Whether the log (or sidecar) `name` may be one of a followed topic (a
+    /// hashed name says no topic, so it may be).
     fn may_follow(&self, name: &[u8]) -> bool {
-        let Some(stem) = std::str::from_utf8(name).ok().and_then(|n| n.strip_suffix(".jsonl"))
-        else {
+        let Some(name) = std::str::from_utf8(name).ok() else { return false };
+        let Some(stem) = name.strip_suffix(".jsonl").or_else(|| name.strip_suffix(".meta")) else {
             return false;
         };
         names::is_hashed(stem)
@@ -305,5 +364,107 @@ impl Watch {
             w.changed.notify_all();
             read?;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use std::fs::{self, OpenOptions};
+    use std::io::Write as _;
+
+    fn watch(slot: &Mutex<Weak<Watcher>>, dir: &Path, pattern: &str) -> Watch {
+        let w = Watcher::shared(slot, dir).expect("these tests need inotify");
+        Watch::new(w, &TopicPattern::new(pattern).unwrap())
+    }
+
+    fn now(w: &mut Watch) -> Wake {
+        w.wait(Duration::ZERO).unwrap()
+    }
+
+    /// A clear may rename a new log over the name between the follower's
+    /// open and its watch: the watch is on the file it opened, whose appends
+    /// it reads, not on the newcomer (which the rename's event tells about).
+    #[test]
+    fn a_watch_is_on_the_file_opened_not_on_its_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let slot = Mutex::new(Weak::new());
+        let mut w = watch(&slot, dir.path(), ">");
+        let path = dir.path().join("t.jsonl");
+        let mut opened = OpenOptions::new().create(true).append(true).open(&path).unwrap();
+        let reader = File::open(&path).unwrap();
+        fs::write(dir.path().join("new"), b"").unwrap();
+        fs::rename(dir.path().join("new"), &path).unwrap();
+        assert!(now(&mut w).rescan, "the rename is seen");
+        let wd = w.watch_log(&reader, &path).expect("a watch");
+        opened.write_all(b"x\n").unwrap();
+        assert!(now(&mut w).appended, "an append to the file opened wakes");
+        OpenOptions::new().append(true).open(&path).unwrap().write_all(b"y\n").unwrap();
+        assert!(!now(&mut w).any(), "an append to the newcomer does not");
+        w.unwatch(wd);
+    }
+
+    /// Followers of one log share its watch; the last to close the log
+    /// removes it, so appends to logs nobody follows wake nobody.
+    #[test]
+    fn a_log_watch_goes_with_the_last_follower_using_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let slot = Mutex::new(Weak::new());
+        let mut keeper = watch(&slot, dir.path(), "other");
+        let (mut a, mut b) = (watch(&slot, dir.path(), "t"), watch(&slot, dir.path(), "t"));
+        let path = dir.path().join("t.jsonl");
+        let mut log = OpenOptions::new().create(true).append(true).open(&path).unwrap();
+        for w in [&mut keeper, &mut a, &mut b] {
+            let _ = now(w); // the log's creation
+        }
+        let file = File::open(&path).unwrap();
+        let wd = a.watch_log(&file, &path).unwrap();
+        assert_eq!(b.watch_log(&file, &path), Some(wd), "one inode, one watch");
+        let refs = |k: &Watch| lock(&k.watcher.state).refs.get(&wd).copied();
+        assert_eq!(refs(&keeper), Some(2));
+        a.unwatch(wd);
+        assert_eq!(refs(&keeper), Some(1));
+        log.write_all(b"x\n").unwrap();
+        assert!(now(&mut b).appended);
+        drop(b);
+        assert_eq!(refs(&keeper), None, "removed with the last user");
+        let _ = now(&mut keeper); // the removal's IN_IGNORED
+        let before = lock(&keeper.watcher.state).generation;
+        log.write_all(b"y\n").unwrap();
+        assert!(!now(&mut keeper).any());
+        assert_eq!(lock(&keeper.watcher.state).generation, before, "not even read: no watch");
+    }
+
+    /// Past the names kept, only a follower that missed a dropped name
+    /// looks at the directory again; later changes to other topics' logs
+    /// still do not wake it.
+    #[test]
+    fn names_dropped_past_the_limit_wake_only_who_missed_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let slot = Mutex::new(Weak::new());
+        let mut w = watch(&slot, dir.path(), "keep.a");
+        for i in 0..NAMES_KEPT + 100 {
+            File::create(dir.path().join(format!("n{i}.jsonl"))).unwrap();
+        }
+        assert!(now(&mut w).rescan, "it missed dropped names");
+        File::create(dir.path().join("keep.b.jsonl")).unwrap();
+        assert!(!now(&mut w).any(), "another topic's log");
+        File::create(dir.path().join("keep.a.jsonl")).unwrap();
+        assert!(now(&mut w).rescan, "its own topic's log");
+    }
+
+    /// A hashed name is listed once its sidecar is there: the sidecar's
+    /// arrival makes a rescan; temporary files and other sidecars do not.
+    #[test]
+    fn the_sidecar_of_a_hashed_name_makes_a_rescan() {
+        let dir = tempfile::tempdir().unwrap();
+        let slot = Mutex::new(Weak::new());
+        let mut w = watch(&slot, dir.path(), "long.>");
+        File::create(dir.path().join(".tmp.1.2.x~abc.meta")).unwrap();
+        File::create(dir.path().join("plain.meta")).unwrap();
+        assert!(!now(&mut w).any());
+        File::create(dir.path().join("long.x~abc.meta")).unwrap();
+        assert!(now(&mut w).rescan);
     }
 }
