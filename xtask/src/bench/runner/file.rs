@@ -166,6 +166,7 @@ pub fn publish(plan: &Plan, work: &Path, rows: &mut Vec<Row>) -> Result<()> {
     let mut v: std::collections::BTreeMap<&str, Vec<f64>> = Default::default();
     for run in 0..plan.runs {
         eprintln!("bench:   run {}/{}", run + 1, plan.runs);
+        super::settle();
         let mut put = |name: &'static str, x: f64| v.entry(name).or_default().push(x);
         let n = plan.publish_n;
         put(LIMIT_WRITE, per_second(n, Lines::create(&limits_dir, "write")?.write(n)?));

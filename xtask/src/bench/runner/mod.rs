@@ -255,8 +255,21 @@ pub fn parse_groups(list: &str) -> Result<Vec<&'static str>> {
     Ok(groups)
 }
 
+/// Writes back every dirty page of the machine, so that a scenario does not
+/// share the disk with what earlier benchmarks (or tests) left to write.
+pub fn settle() {
+    // SAFETY: sync() takes no arguments and cannot fail.
+    unsafe { libc::sync() };
+}
+
 fn all(plan: &Plan, work: &Path, groups: &[&str]) -> Vec<Row> {
-    let run = |g: &str| groups.contains(&g);
+    let run = |g: &str| {
+        let chosen = groups.contains(&g);
+        if chosen {
+            settle();
+        }
+        chosen
+    };
     let mut rows = Vec::new();
     if let Err(e) = std::fs::create_dir_all(work) {
         rows.push(Row::skipped(
