@@ -84,6 +84,9 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         } else {
             FULL_CRITERION_BUDGET
         };
+        // Write back what tests or builds left dirty, so that it does not
+        // share the disk with the benchmarks (the scenarios do the same).
+        let _ = std::process::Command::new("sync").status();
         rows.extend(criterion::run(root, &target, &work.join("criterion"), quick, budget));
     }
     let _ = std::fs::remove_dir_all(&work);
