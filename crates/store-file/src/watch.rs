@@ -18,12 +18,12 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use seed_event::{Topic, TopicPattern};
 
-use crate::names;
+use crate::{lock, names};
 
 /// Changes to the directory's names (logs created, renamed in, removed).
 const NAMES: u32 = libc::IN_CREATE | libc::IN_MOVED_TO | libc::IN_MOVED_FROM | libc::IN_DELETE;
@@ -81,15 +81,11 @@ impl Wake {
     }
 }
 
-fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 impl Watcher {
     /// The watcher of `dir` that `slot` holds, made if there is none alive;
     /// `None` where inotify is unavailable.
     pub(crate) fn shared(slot: &Mutex<Weak<Watcher>>, dir: &Path) -> Option<Arc<Watcher>> {
-        let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
+        let mut slot = lock(slot);
         if let Some(w) = slot.upgrade() {
             return Some(w);
         }
@@ -248,28 +244,33 @@ impl Watch {
         if st.dir_content {
             return None;
         }
-        let add = |p: &Path| {
-            CString::new(p.as_os_str().as_bytes()).ok().map_or(-1, |p| {
-                // SAFETY: `p` is a valid C string and `fd` an inotify descriptor.
-                unsafe { libc::inotify_add_watch(w.fd.as_raw_fd(), p.as_ptr(), CONTENT) }
-            })
-        };
-        let mut wd = add(&PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd())));
-        if wd < 0 && io::Error::last_os_error().kind() == io::ErrorKind::NotFound {
-            // No /proc: by name (the rename of a new log over it still makes a rescan).
-            wd = add(path);
-        }
-        if wd >= 0 {
-            if self.logs.insert(wd) {
-                *st.refs.entry(wd).or_default() += 1;
+        // The error is taken at once, before anything else can change errno.
+        let add = |p: &Path| -> io::Result<i32> {
+            let p = CString::new(p.as_os_str().as_bytes()).map_err(io::Error::other)?;
+            // SAFETY: `p` is a valid C string and `fd` an inotify descriptor.
+            let wd = unsafe { libc::inotify_add_watch(w.fd.as_raw_fd(), p.as_ptr(), CONTENT) };
+            if wd < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(wd)
             }
-            return Some(wd);
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() == io::ErrorKind::NotFound {
+        };
+        let added = match add(&PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()))) {
+            // No /proc: by name (the rename of a new log over it still makes a rescan).
+            Err(e) if e.kind() == io::ErrorKind::NotFound => add(path),
+            other => other,
+        };
+        let e = match added {
+            Ok(wd) => {
+                if self.logs.insert(wd) {
+                    *st.refs.entry(wd).or_default() += 1;
+                }
+                return Some(wd);
+            }
             // Removed in between: the directory watch reports it.
-            return None;
-        }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
+            Err(e) => e,
+        };
         log::warn!(
             "cannot watch {} ({e}); followers wake on appends to any file of the directory instead",
             path.display()
