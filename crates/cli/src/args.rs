@@ -296,22 +296,21 @@ fn parse_metadata(s: &str) -> Result<JsonObject, String> {
 fn parse_speed(s: &str) -> Result<f64, String> {
     match s.trim().parse::<f64>() {
         Ok(x) if x.is_finite() && x >= 0.0 => Ok(x),
-        _ => Err(format!("{s:?} is not a speed; expected a number >= 0 (0 = as fast as possible)")),
+        _ => Err("expected a number >= 0 (0 = as fast as possible)".to_string()),
     }
 }
 
-/// Parses `90s`, `15m`, `2h`, `7d`, `500ms`, or a plain number of seconds.
+/// Parses `90s`, `15m`, `2h`, `7d` or `500ms`; a number without a unit is rejected.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let text = s.trim();
-    let bad = || {
-        format!("{s:?} is not a duration; expected a number with a unit such as 500ms, 90s, 15m, 2h or 7d")
-    };
+    let bad = || "expected a number with a unit such as 500ms, 90s, 15m, 2h or 7d".to_string();
     let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     let value: f64 = number.parse().map_err(|_| bad())?;
     let seconds = match unit {
+        "" => return Err(format!("a number needs a unit ({text}s)")),
         "ms" => value / 1000.0,
-        "" | "s" => value,
+        "s" => value,
         "m" => value * 60.0,
         "h" => value * 3600.0,
         "d" => value * 86400.0,
@@ -320,31 +319,39 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(seconds).map_err(|_| bad())
 }
 
-/// Parses an RFC 3339 time or a duration ago (`90s`, `15m`, `2h`, `7d`).
+/// Parses an RFC 3339 time or a duration ago (`90s`, `15m`, `2h`, `7d`); a
+/// bare number is neither.
 pub fn parse_time(s: &str) -> Result<Timestamp, String> {
     let text = s.trim();
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        return Err(format!(
+            "a number needs a unit ({text}s) or write a date (2026-01-01T00:00:00Z)"
+        ));
+    }
     if text.starts_with(|c: char| c.is_ascii_digit()) && !text.contains('-') {
-        let ago = parse_duration(text).map_err(|_| time_error(s))?;
-        let micros = i64::try_from(ago.as_micros()).map_err(|_| time_error(s))?;
+        let ago = parse_duration(text).map_err(|_| time_error())?;
+        let micros = i64::try_from(ago.as_micros()).map_err(|_| time_error())?;
         return Ok(Timestamp::now().add_micros(-micros));
     }
-    Timestamp::parse(text).map_err(|_| time_error(s))
+    Timestamp::parse(text).map_err(|_| time_error())
 }
 
-fn time_error(s: &str) -> String {
-    format!(
-        "{s:?} is not a time; expected RFC 3339 such as 2026-04-16T00:00:00Z or a duration ago such as 90s, 15m, 2h or 7d"
-    )
+fn time_error() -> String {
+    "expected RFC 3339 such as 2026-04-16T00:00:00Z or a duration ago such as 90s, 15m, 2h or 7d"
+        .to_string()
 }
 
 fn parse_from(s: &str) -> Result<FromArg, String> {
     match s.trim() {
         "new" => Ok(FromArg::New),
         "beginning" => Ok(FromArg::Beginning),
-        other => parse_time(other).map(FromArg::Since).map_err(|_| {
-            format!(
-                "{s:?} is not a start; expected new, beginning, an RFC 3339 time or a duration ago such as 15m"
-            )
+        other => parse_time(other).map(FromArg::Since).map_err(|reason| {
+            if reason.starts_with("a number") {
+                reason
+            } else {
+                "expected new, beginning, an RFC 3339 time or a duration ago such as 15m"
+                    .to_string()
+            }
         }),
     }
 }
@@ -366,8 +373,9 @@ mod tests {
         assert_eq!(parse_duration("2h").unwrap(), Duration::from_secs(7200));
         assert_eq!(parse_duration("7d").unwrap(), Duration::from_secs(7 * 86400));
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
-        assert_eq!(parse_duration("1.5").unwrap(), Duration::from_millis(1500));
-        for bad in ["", "s", "5x", "-1s", "1e400s", "ten"] {
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert!(parse_duration("30").unwrap_err().contains("needs a unit (30s)"));
+        for bad in ["", "s", "5x", "-1s", "1e400s", "ten", "30"] {
             assert!(parse_duration(bad).is_err(), "{bad:?}");
         }
     }
@@ -383,6 +391,13 @@ mod tests {
         for bad in ["yesterday", "2026-04-16", "15x", "", "-5m"] {
             let err = parse_time(bad).unwrap_err();
             assert!(err.contains("RFC 3339") && err.contains("duration ago"), "{bad:?}: {err}");
+        }
+        for bare in ["2026", "0", "1.5"] {
+            let err = parse_time(bare).unwrap_err();
+            assert_eq!(
+                err,
+                format!("a number needs a unit ({bare}s) or write a date (2026-01-01T00:00:00Z)")
+            );
         }
     }
 

@@ -241,7 +241,8 @@ fn printer(broken: Arc<AtomicBool>) -> impl FnMut(&StoredEvent) -> HandlerResult
 
 fn subscribe(bus: &EventBus, args: &SubscribeArgs) -> Result<()> {
     signal::catch_stop_signals();
-    let deadline = args.timeout.map(|t| Instant::now() + t);
+    // A timeout past what the clock can represent is no deadline.
+    let deadline = args.timeout.and_then(|t| Instant::now().checked_add(t));
     let past_deadline = || deadline.is_some_and(|d| Instant::now() >= d);
     let broken = Arc::new(AtomicBool::new(false));
     let mut config = SubscribeConfig {

@@ -44,21 +44,38 @@ fn clap_error(e: clap::Error) -> ExitCode {
             Some(ContextValue::String(arg)) => arg.clone(),
             _ => "argument".to_string(),
         };
+        let value = match e.get(ContextKind::InvalidValue) {
+            Some(ContextValue::String(value)) => Some(value.clone()),
+            _ => None,
+        };
         let reason = match std::error::Error::source(&e) {
             Some(source) => source.to_string(),
-            None => match (e.get(ContextKind::InvalidValue), e.get(ContextKind::ValidValue)) {
+            None => match (&value, e.get(ContextKind::ValidValue)) {
                 (Some(value), Some(valid)) => format!("{value} is not one of {valid}"),
                 (Some(value), None) => format!("{value:?} is not accepted"),
                 _ => e.kind().to_string(),
             },
         };
-        eprintln!("seed: {arg}: {reason}");
+        eprintln!("seed: {}", value_error(&arg, value.as_deref(), &reason));
         return ExitCode::from(2);
     }
     let status = e.exit_code();
     // Printing help or an error can only fail when stdout or stderr is gone.
     let _ = e.print();
     ExitCode::from(u8::try_from(status).unwrap_or(2))
+}
+
+/// `invalid --since "2026": <reason>`, or `--topic <T>: <reason>` when the reason quotes the value.
+fn value_error(arg: &str, value: Option<&str>, reason: &str) -> String {
+    match value {
+        Some(value) if !reason.contains(&format!("{value:?}")) => {
+            // `--since <TIME>` is shown as `--since`.
+            let flag =
+                if arg.starts_with("--") { arg.split(' ').next().unwrap_or(arg) } else { arg };
+            format!("invalid {flag} {value:?}: {reason}")
+        }
+        _ => format!("{arg}: {reason}"),
+    }
 }
 
 /// 2 for invalid input (ours, the bus's or the store's), 1 for everything else.

@@ -205,7 +205,10 @@ fn bad_inputs_exit_2_and_write_nothing() {
         (&["history", "--topic", "a.>.b"], "topic pattern"),
         (&["subscribe", "--topic", "a", "--from", "old"], "expected new, beginning"),
         (&["subscribe", "--topic", "a", "--count", "0"], "--count"),
-        (&["subscribe", "--topic", "a", "--timeout", "soon"], "not a duration"),
+        (
+            &["subscribe", "--topic", "a", "--timeout", "soon"],
+            "invalid --timeout \"soon\": expected",
+        ),
         (&["subscribe", "--topic", "a", "--group", "has space"], "group name"),
         (&["replay", "--topic", "a", "--since", "1h", "--speed", "-1"], "speed"),
         (&["replay", "--topic", "a"], "--since"),
@@ -880,4 +883,39 @@ fn clear_asks_on_a_terminal() {
     let out = run_answering("y");
     assert!(out.contains("Cleared 1 events from topic 'k'."), "{out:?}");
     assert!(dir.history(&[]).is_empty());
+}
+
+/// A bare number is neither a time nor a duration: it is rejected, not read as seconds.
+#[test]
+fn a_bare_number_is_not_a_time() {
+    let dir = Dir::new();
+    publish_at(&dir, "t", 0);
+    let date = "a number needs a unit (2026s) or write a date (2026-01-01T00:00:00Z)";
+    let cases: &[(&[&str], &str, &str)] = &[
+        (&["history", "--since", "2026"], "--since", date),
+        (&["history", "--until", "2026"], "--until", date),
+        (&["subscribe", "--topic", "t", "--from", "2026", "--timeout", "1s"], "--from", date),
+        (&["replay", "--topic", "t", "--since", "2026"], "--since", date),
+        (&["clear", "--before", "2026", "--confirm"], "--before", date),
+        (
+            &["subscribe", "--topic", "t", "--timeout", "2026"],
+            "--timeout",
+            "a number needs a unit (2026s)",
+        ),
+    ];
+    for (args, flag, reason) in cases {
+        let stderr = dir.command(args).fails_with(2);
+        assert_eq!(stderr, format!("seed: invalid {flag} \"2026\": {reason}\n"), "seed {args:?}");
+    }
+    assert_eq!(ns(&dir.history(&[])), vec![0], "the clear wrote nothing");
+    // Units and dates still work.
+    for since in ["90s", "15m", "2026-01-01T00:00:00Z"] {
+        dir.stdout(&["history", "--since", since]);
+    }
+    assert_eq!(ns(&dir.history(&["--since", "2026-04-16T12:00:00Z"])), vec![0]);
+    // A timeout too long for the clock is no deadline, not a crash.
+    let mut sub = dir.spawn(&["subscribe", "--topic", "t", "--timeout", "10000000000000000000s"]);
+    sub.wait_listening();
+    sub.signal(libc::SIGINT);
+    sub.expect_exit(0);
 }
