@@ -16,7 +16,7 @@ use crate::args::{
     ClearArgs, Cli, Command, FromArg, HistoryArgs, PayloadArg, PublishArgs, ReplayArgs, StatsArgs,
     SubscribeArgs, SyncArg,
 };
-use crate::output::{history_line, python_isoformat, JsonArray};
+use crate::output::{count, history_line, python_isoformat, JsonArray};
 use crate::signal;
 
 /// Invalid input found by the command itself: exit status 2.
@@ -59,7 +59,7 @@ pub fn run(cli: Cli) -> Result<u8> {
                 Command::Replay(args) => replay(&bus, args, out),
                 Command::Topics(args) => topics(&bus, args.json, out),
                 Command::Stats(args) => stats(&bus, args, out),
-                Command::Clear(args) => clear(&bus, args, out),
+                Command::Clear(args) => return clear(&bus, args, out),
                 Command::Completions { .. } | Command::Import { .. } | Command::Models { .. } => {
                     Ok(())
                 }
@@ -205,13 +205,15 @@ fn publish_stdin(
         }
     }
     if !args.json {
-        writeln!(out, "Published {total} events to topic {}", args.topic)?;
+        writeln!(out, "Published {} to topic {}", count(total, "event"), args.topic)?;
     }
     match bad {
-        Some(message) => {
-            Err(Usage(format!("{message}; the {total} lines before it were published, none after"))
-                .into())
-        }
+        Some(message) => Err(Usage(format!(
+            "{message}; the {} before it {} published, none after it",
+            count(total, "event"),
+            if total == 1 { "was" } else { "were" }
+        ))
+        .into()),
         None => Ok(()),
     }
 }
@@ -360,9 +362,9 @@ fn replay(bus: &EventBus, args: &ReplayArgs, out: &mut dyn Write) -> Result<()> 
     if progress.is_some() {
         eprint!("\r\x1b[K");
     }
-    writeln!(out, "\nReplayed {} events.", report.delivered)?;
+    writeln!(out, "\nReplayed {}.", count(report.delivered, "event"))?;
     if report.failed > 0 {
-        bail!("{} events could not be printed", report.failed);
+        bail!("{} could not be printed", count(report.failed, "event"));
     }
     Ok(())
 }
@@ -451,7 +453,8 @@ fn write_table(out: &mut dyn Write, header: &[&str], rows: &[Vec<String>]) -> io
     Ok(())
 }
 
-fn clear(bus: &EventBus, args: &ClearArgs, out: &mut dyn Write) -> Result<()> {
+/// Clears; exit status 1 when the question was answered no.
+fn clear(bus: &EventBus, args: &ClearArgs, out: &mut dyn Write) -> Result<u8> {
     let older =
         args.before.map(|t| format!(" older than {}", python_isoformat(t))).unwrap_or_default();
     if !args.confirm {
@@ -470,15 +473,15 @@ fn clear(bus: &EventBus, args: &ClearArgs, out: &mut dyn Write) -> Result<()> {
         io::stdin().lock().read_line(&mut answer)?;
         if !answer.trim().eq_ignore_ascii_case("y") {
             writeln!(out, "Aborted.")?;
-            return Ok(());
+            return Ok(1);
         }
     }
     let removed = bus.clear(&Clear { topic: args.topic.clone(), before: args.before })?;
     match &args.topic {
-        Some(t) => writeln!(out, "Cleared {removed} events{older} from topic '{t}'.")?,
-        None => writeln!(out, "Cleared {removed} total events{older}.")?,
+        Some(t) => writeln!(out, "Cleared {}{older} from topic '{t}'.", count(removed, "event"))?,
+        None => writeln!(out, "Cleared {}{older}.", count(removed, "total event"))?,
     }
-    Ok(())
+    Ok(0)
 }
 
 fn import(cli: &Cli, legacy_dir: &Path, out: &mut dyn Write) -> Result<()> {
@@ -495,9 +498,9 @@ fn import(cli: &Cli, legacy_dir: &Path, out: &mut dyn Write) -> Result<()> {
         .with_context(|| format!("cannot import {}", legacy_dir.display()))?;
     writeln!(
         out,
-        "Imported {} events from {} files into {} ({} already present).",
-        report.imported,
-        report.files,
+        "Imported {} from {} into {} ({} already present).",
+        count(report.imported, "event"),
+        count(report.files as u64, "file"),
         dir.display(),
         report.already_present
     )?;
@@ -506,8 +509,8 @@ fn import(cli: &Cli, legacy_dir: &Path, out: &mut dyn Write) -> Result<()> {
             eprintln!("  {bad}");
         }
         bail!(
-            "{} lines are not events and were not imported (listed above); everything else was",
-            report.bad_lines.len()
+            "{} could not be imported as events (listed above); everything else was",
+            count(report.bad_lines.len() as u64, "line")
         );
     }
     Ok(())

@@ -66,6 +66,15 @@ pub fn python_isoformat(t: Timestamp) -> String {
     t.to_string().replace(".000000+", "+")
 }
 
+/// `n` and the noun, singular for one: `1 event`, `2 events`.
+pub fn count(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 /// The original `history` line: `[<timestamp>] <topic> from <source>: <payload>`.
 pub fn history_line(e: &Event) -> String {
     format!(
@@ -131,6 +140,13 @@ mod tests {
         );
         let whole = e.with_timestamp(Timestamp::parse("2026-04-16T12:00:00Z").unwrap());
         assert!(history_line(&whole).starts_with("[2026-04-16T12:00:00+00:00] "));
+    }
+
+    #[test]
+    fn counts() {
+        assert_eq!(count(0, "event"), "0 events");
+        assert_eq!(count(1, "event"), "1 event");
+        assert_eq!(count(2, "file"), "2 files");
     }
 
     #[test]

@@ -258,6 +258,11 @@ fn publish_from_stdin_in_batches_and_stop_at_a_bad_line() {
         .contains("line 2 of standard input: not valid UTF-8"));
     assert_eq!(ns(&dir.history(&["--topic", "utf"])), vec![0]);
 
+    let mut cmd = dir.command(&["publish", "--topic", "one", "--source", "s", "--payload", "-"]);
+    let output = cmd.output_with(b"{\"n\": 0}\n");
+    cmd.expect_status(&output, 0);
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "Published 1 event to topic one\n");
+
     let mut cmd =
         dir.command(&["publish", "--topic", "json", "--source", "s", "--payload", "-", "--json"]);
     let output = cmd.output_with(b"{\"n\": 7}");
@@ -419,7 +424,7 @@ fn clear_while_subscribed_then_new_events_still_arrive() {
     assert_eq!(ns(&sub.events(2)), vec![1, 2]);
     assert_eq!(
         dir.stdout(&["clear", "--topic", "c.a", "--confirm"]),
-        "Cleared 1 events from topic 'c.a'.\n"
+        "Cleared 1 event from topic 'c.a'.\n"
     );
     dir.publish("c.a", r#"{"n": 3}"#);
     assert_eq!(ns(&sub.events(1)), vec![3]);
@@ -447,6 +452,12 @@ fn clear_asks_refuses_without_a_terminal_and_clears_before_a_time() {
         dir.stdout(&["clear", "--topic", "none", "--confirm"]),
         "Cleared 0 events from topic 'none'.\n"
     );
+    publish_at(&dir, "other", 4);
+    assert_eq!(
+        dir.stdout(&["clear", "--topic", "k", "--confirm"]),
+        "Cleared 2 events from topic 'k'.\n"
+    );
+    assert_eq!(dir.stdout(&["clear", "--confirm"]), "Cleared 1 total event.\n");
 }
 
 #[test]
@@ -484,7 +495,7 @@ fn replay_paces_by_speed_and_counts() {
     ]);
     assert!(out.ends_with("\nReplayed 2 events.\n"), "{out}");
     let out = dir.stdout(&["replay", "--topic", "r.>", "--since", "1h", "--speed", "0"]);
-    assert!(out.ends_with("\nReplayed 1 events.\n"), "{out}");
+    assert!(out.ends_with("\nReplayed 1 event.\n"), "{out}");
 }
 
 #[test]
@@ -580,7 +591,7 @@ fn import_reads_the_original_layout() {
         .unwrap();
     let legacy_arg = legacy.to_str().unwrap();
     let out = dir.stdout(&["import", legacy_arg]);
-    assert!(out.starts_with("Imported 2 events from 1 files"), "{out}");
+    assert!(out.starts_with("Imported 2 events from 1 file into "), "{out}");
     assert_eq!(ns(&dir.history(&[])), vec![0, 1]);
     // Again: nothing twice. A bad line: listed, exit 1, the rest imported.
     std::fs::write(legacy.join("other.jsonl"), "not json\n").unwrap();
@@ -863,7 +874,7 @@ fn clear_asks_on_a_terminal() {
     let dir = Dir::new();
     dir.publish("k", r#"{"n": 0}"#);
     let clear = format!("{} clear --topic k", env!("CARGO_BIN_EXE_seed"));
-    let run_answering = |answer: &str| {
+    let run_answering = |answer: &str, status: i32| {
         let mut cmd = dir.command(&[]);
         cmd.cmd = std::process::Command::new("script");
         cmd.cmd
@@ -871,17 +882,18 @@ fn clear_asks_on_a_terminal() {
             .current_dir(dir.path())
             .env("SEED_EVENTS_DIR", dir.path().join("events"));
         let output = cmd.output_with(format!("{answer}\n").as_bytes());
-        cmd.expect_status(&output, 0);
+        cmd.expect_status(&output, status);
         String::from_utf8_lossy(&output.stdout).into_owned()
     };
-    let out = run_answering("n");
+    // No clears nothing and exits 1.
+    let out = run_answering("n", 1);
     assert!(
         out.contains("Clear all events for topic 'k'? [y/N]") && out.contains("Aborted."),
         "{out:?}"
     );
     assert_eq!(dir.history(&[]).len(), 1);
-    let out = run_answering("y");
-    assert!(out.contains("Cleared 1 events from topic 'k'."), "{out:?}");
+    let out = run_answering("y", 0);
+    assert!(out.contains("Cleared 1 event from topic 'k'."), "{out:?}");
     assert!(dir.history(&[]).is_empty());
 }
 
