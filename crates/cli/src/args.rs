@@ -52,6 +52,11 @@ pub enum SyncArg {
 pub enum Command {
     /// Publish an event (or one per line of standard input)
     #[command(after_help = "\
+Output (--output):
+  text    Published event <id> to topic <T>; with --payload -, one line with the count at the end
+  json    an array of the stored events (the count on stderr)
+  ndjson  one line per stored event, with its cursor (the count on stderr); --json is this
+
 Examples:
   seed publish --topic task.completed --source fenrir --payload '{\"task_id\": \"abc\"}'
   producer | seed publish --topic metrics.cpu --source probe --payload -")]
@@ -59,6 +64,11 @@ Examples:
 
     /// Print events as they are published, one JSON line each
     #[command(after_help = "\
+Output (--output):
+  text    each event's JSON line, as the original printed it
+  json    one array of the events, closed when the subscriber stops
+  ndjson  each event's JSON line with its cursor first
+
 Examples:
   seed subscribe --topic 'task.>'
   seed subscribe --topic 'task.*' --from 15m --count 10 --timeout 30s
@@ -67,6 +77,11 @@ Examples:
 
     /// Query stored events
     #[command(after_help = "\
+Output (--output):
+  text    [<timestamp>] <topic> from <source>: <payload>, as the original printed it
+  json    the original's indented array of events (--json is this)
+  ndjson  each event's JSON line with its cursor first
+
 Examples:
   seed history --topic task.completed --limit 10
   seed history --topic 'task.>' --since 2026-04-16T00:00:00Z --until 2h --json
@@ -75,17 +90,31 @@ Examples:
 
     /// Print stored events again, paced as they were published
     #[command(after_help = "\
+Output (--output):
+  text    [REPLAY] <json> lines, then a blank line and Replayed N events.
+  json    one array of the events; Replayed N events. on stderr
+  ndjson  each event's JSON line with its cursor first; Replayed N events. on stderr
+
 Examples:
   seed replay --topic task.completed --since 2026-04-16T00:00:00Z
   seed replay --topic 'task.>' --since 1h --speed 0")]
     Replay(ReplayArgs),
 
     /// List every topic
-    #[command(after_help = "Example:\n  seed topics --json")]
-    Topics(JsonFlag),
+    #[command(after_help = "\
+Output (--output): text prints one name per line; json and ndjson one compact array on one line.
+
+Example:
+  seed topics --json")]
+    Topics(TopicsArgs),
 
     /// Show events, bytes and time span per topic, and the position and lag of durable consumers
-    #[command(after_help = "Examples:\n  seed stats\n  seed stats --topic task.completed --json")]
+    #[command(after_help = "\
+Output (--output): text prints tables; json and ndjson one compact object on one line.
+
+Examples:
+  seed stats
+  seed stats --topic task.completed --json")]
     Stats(StatsArgs),
 
     /// Remove events (asks first unless --confirm is given)
@@ -122,6 +151,40 @@ Examples:
     },
 }
 
+/// How a command prints what it found (`--output`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// The original implementation's lines, for people and its old scripts
+    Text,
+    /// One JSON document: an array of events (the original's `history --json`), or one value
+    Json,
+    /// One JSON value per line: each event with its "cursor" first
+    Ndjson,
+}
+
+/// `--output FORMAT` and its `--json` alias.
+#[derive(Debug, Args)]
+pub struct OutputArgs {
+    /// How to print: text, json (one document on stdout) or ndjson (one JSON value per line);
+    /// in json and ndjson, stdout holds only data and summaries go to stderr
+    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = Format::Text)]
+    pub output: Format,
+    /// Same as --output json
+    #[arg(long, conflicts_with = "output")]
+    pub json: bool,
+}
+
+impl OutputArgs {
+    /// The format asked for.
+    pub fn format(&self) -> Format {
+        if self.json {
+            Format::Json
+        } else {
+            self.output
+        }
+    }
+}
+
 /// Options of `publish`.
 #[derive(Debug, Args)]
 pub struct PublishArgs {
@@ -140,8 +203,12 @@ pub struct PublishArgs {
     /// Extra data, a JSON object
     #[arg(long, value_name = "JSON", value_parser = parse_metadata)]
     pub metadata: Option<JsonObject>,
-    /// Print each stored event as one JSON line
-    #[arg(long)]
+    /// How to print: text, json (one document on stdout) or ndjson (one JSON value per line);
+    /// in json and ndjson, stdout holds only data and the count goes to stderr
+    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = Format::Text)]
+    pub output: Format,
+    /// Same as --output ndjson (one JSON line per stored event)
+    #[arg(long, conflicts_with = "output")]
     pub json: bool,
     /// The event's time instead of now (for imports and tests)
     #[arg(long, hide = true, value_parser = parse_time)]
@@ -178,6 +245,9 @@ pub struct SubscribeArgs {
     /// Exit after this long, e.g. 30s, 500ms, 2m
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub timeout: Option<Duration>,
+    /// How to print (see the command's help).
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 /// Where a subscription starts.
@@ -215,9 +285,9 @@ pub struct HistoryArgs {
     /// Keep the newest N events (still printed oldest first)
     #[arg(long, value_name = "N")]
     pub last: Option<usize>,
-    /// Print a JSON array
-    #[arg(long)]
-    pub json: bool,
+    /// How to print (see the command's help).
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 /// Options of `replay`.
@@ -235,14 +305,17 @@ pub struct ReplayArgs {
     /// Playback speed: original gaps are divided by it; 0 replays as fast as possible
     #[arg(long, default_value_t = 1.0, value_parser = parse_speed, allow_negative_numbers = true)]
     pub speed: f64,
+    /// How to print (see the command's help).
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
-/// A lone `--json` flag.
+/// Options of `topics`.
 #[derive(Debug, Args)]
-pub struct JsonFlag {
-    /// Print JSON
-    #[arg(long)]
-    pub json: bool,
+pub struct TopicsArgs {
+    /// How to print (see the command's help).
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 /// Options of `stats`.
@@ -251,9 +324,9 @@ pub struct StatsArgs {
     /// Only this topic
     #[arg(long, value_parser = parse_topic)]
     pub topic: Option<Topic>,
-    /// Print JSON
-    #[arg(long)]
-    pub json: bool,
+    /// How to print (see the command's help).
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 /// Options of `clear`.

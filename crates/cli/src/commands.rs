@@ -3,20 +3,20 @@
 use std::io::{self, BufRead, IsTerminal, Write};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use bus::{EventBus, HandlerResult, PublishOptions, ReplayConfig, StartAt, SubscribeConfig};
 use clap::CommandFactory;
-use seed_event::{parse_json_object, Clear, EventStore, Limit, Query, StoredEvent};
+use seed_event::{parse_json_object, Clear, Event, EventStore, Limit, Query, StoredEvent};
 
 use crate::args::{
-    ClearArgs, Cli, Command, FromArg, HistoryArgs, PayloadArg, PublishArgs, ReplayArgs, StatsArgs,
-    SubscribeArgs, SyncArg,
+    ClearArgs, Cli, Command, Format, FromArg, HistoryArgs, PayloadArg, PublishArgs, ReplayArgs,
+    StatsArgs, SubscribeArgs, SyncArg,
 };
-use crate::output::{count, history_line, python_isoformat, JsonArray};
+use crate::output::{count, history_line, python_isoformat, EventPrinter};
 use crate::signal;
 
 /// Invalid input found by the command itself: exit status 2.
@@ -57,7 +57,7 @@ pub fn run(cli: Cli) -> Result<u8> {
                 Command::Subscribe(args) => subscribe(&bus, args),
                 Command::History(args) => history(&bus, args, out),
                 Command::Replay(args) => replay(&bus, args, out),
-                Command::Topics(args) => topics(&bus, args.json, out),
+                Command::Topics(args) => topics(&bus, args.output.format(), out),
                 Command::Stats(args) => stats(&bus, args, out),
                 Command::Clear(args) => return clear(&bus, args, out),
                 Command::Completions { .. } | Command::Import { .. } | Command::Models { .. } => {
@@ -102,6 +102,20 @@ fn open_file_store(cli: &Cli) -> seed_event::Result<store_file::FileStore> {
     store_file::FileStore::open_with(events_dir(cli), config)
 }
 
+/// The format `publish` prints in: `--json` is `--output ndjson`, the line per event it printed before.
+fn publish_format(args: &PublishArgs) -> Format {
+    if args.json {
+        Format::Ndjson
+    } else {
+        args.output
+    }
+}
+
+/// The text line of a single publish, as the original printed it.
+fn published_line(e: &Event) -> String {
+    format!("Published event {} to topic {}", e.id, e.topic)
+}
+
 fn publish(bus: &EventBus, args: &PublishArgs, out: &mut dyn Write) -> Result<()> {
     let options = PublishOptions {
         correlation_id: args.correlation_id.clone(),
@@ -109,16 +123,14 @@ fn publish(bus: &EventBus, args: &PublishArgs, out: &mut dyn Write) -> Result<()
         id: args.id,
         timestamp: args.timestamp,
     };
+    let mut printer = EventPrinter::new(out, publish_format(args), published_line);
     let payload = match &args.payload {
         PayloadArg::Json(payload) => payload.clone(),
-        PayloadArg::Stdin => return publish_stdin(bus, args, &options, out),
+        PayloadArg::Stdin => return publish_stdin(bus, args, &options, &mut printer),
     };
     let stored = bus.publish(&args.topic, &args.source, payload, options)?;
-    if args.json {
-        writeln!(out, "{}", stored.event.to_json_line())?;
-    } else {
-        writeln!(out, "Published event {} to topic {}", stored.event.id, args.topic)?;
-    }
+    printer.push(&stored)?;
+    printer.finish()?;
     Ok(())
 }
 
@@ -149,13 +161,14 @@ fn publish_stdin(
     bus: &EventBus,
     args: &PublishArgs,
     options: &PublishOptions,
-    out: &mut dyn Write,
+    printer: &mut EventPrinter<&mut dyn Write>,
 ) -> Result<()> {
     if options.id.is_some() {
         return Err(Usage("--id needs a single --payload, not -".to_string()).into());
     }
     // Checks the topic and source before reading anything.
     bus.publish_batch(&args.topic, &args.source, Vec::new(), options)?;
+    let format = publish_format(args);
     let lines = stdin_lines();
     let mut total = 0u64;
     let mut bad = None;
@@ -197,16 +210,17 @@ fn publish_stdin(
         }
         let stored = bus.publish_batch(&args.topic, &args.source, payloads, options)?;
         total += stored.len() as u64;
-        if args.json {
+        if format != Format::Text {
             for e in &stored {
-                writeln!(out, "{}", e.event.to_json_line())?;
+                printer.push(e)?;
             }
-            out.flush()?;
+            printer.flush()?;
         }
     }
-    if !args.json {
-        writeln!(out, "Published {} to topic {}", count(total, "event"), args.topic)?;
-    }
+    // Also after a bad line: the JSON array lists what was published.
+    printer.finish()?;
+    let summary = format!("Published {} to topic {}", count(total, "event"), args.topic);
+    summarize(format, printer, &summary)?;
     match bad {
         Some(message) => Err(Usage(format!(
             "{message}; the {} before it {} published, none after it",
@@ -226,12 +240,42 @@ fn start_of(from: FromArg) -> StartAt {
     }
 }
 
-/// A handler that prints each event as its JSON line, flushed.
-fn printer(broken: Arc<AtomicBool>) -> impl FnMut(&StoredEvent) -> HandlerResult + Send + 'static {
+/// Where a subscription or a replay prints, shared with its handler thread.
+type SharedPrinter = Arc<Mutex<EventPrinter<io::Stdout>>>;
+
+/// Prints one event and flushes it.
+fn print_now(printer: &SharedPrinter, e: &StoredEvent) -> io::Result<()> {
+    let mut printer = printer.lock().unwrap_or_else(PoisonError::into_inner);
+    printer.push(e).and_then(|()| printer.flush())
+}
+
+/// Ends the output of a shared printer (closes a JSON array).
+fn finish_shared(printer: &SharedPrinter) -> io::Result<()> {
+    printer.lock().unwrap_or_else(PoisonError::into_inner).finish()
+}
+
+/// A summary line: on stdout after text, on stderr after json or ndjson (stdout holds only data).
+fn summarize<W: Write>(
+    format: Format,
+    printer: &mut EventPrinter<W>,
+    line: &str,
+) -> io::Result<()> {
+    if format == Format::Text {
+        printer.line(line)?;
+        printer.flush()
+    } else {
+        eprintln!("{line}");
+        Ok(())
+    }
+}
+
+/// A handler that prints each event, flushed.
+fn printer(
+    printer: SharedPrinter,
+    broken: Arc<AtomicBool>,
+) -> impl FnMut(&StoredEvent) -> HandlerResult + Send + 'static {
     move |e: &StoredEvent| {
-        let mut out = io::stdout().lock();
-        let written = writeln!(out, "{}", e.event.to_json_line()).and_then(|()| out.flush());
-        if let Err(err) = written {
+        if let Err(err) = print_now(&printer, e) {
             if err.kind() == io::ErrorKind::BrokenPipe {
                 broken.store(true, Ordering::SeqCst);
             }
@@ -241,12 +285,24 @@ fn printer(broken: Arc<AtomicBool>) -> impl FnMut(&StoredEvent) -> HandlerResult
     }
 }
 
+/// The text line of `subscribe`: the event's JSON line, as the original printed it.
+fn json_line(e: &Event) -> String {
+    e.to_json_line()
+}
+
+/// The text line of `replay`, as the original printed it.
+fn replay_line(e: &Event) -> String {
+    format!("[REPLAY] {}", e.to_json_line())
+}
+
 fn subscribe(bus: &EventBus, args: &SubscribeArgs) -> Result<()> {
     signal::catch_stop_signals();
     // A timeout past what the clock can represent is no deadline.
     let deadline = args.timeout.and_then(|t| Instant::now().checked_add(t));
     let past_deadline = || deadline.is_some_and(|d| Instant::now() >= d);
     let broken = Arc::new(AtomicBool::new(false));
+    let out =
+        Arc::new(Mutex::new(EventPrinter::new(io::stdout(), args.output.format(), json_line)));
     let mut config = SubscribeConfig {
         consumer: args.group.clone(),
         max_events: args.count,
@@ -254,7 +310,7 @@ fn subscribe(bus: &EventBus, args: &SubscribeArgs) -> Result<()> {
     };
     let mut announced = false;
     let subscription = loop {
-        match bus.subscribe_with(config.clone(), printer(broken.clone())) {
+        match bus.subscribe_with(config.clone(), printer(out.clone(), broken.clone())) {
             Ok(subscription) => break subscription,
             Err(bus::Error::ConsumerBusy { name, expires_in }) => {
                 if !announced {
@@ -265,6 +321,7 @@ fn subscribe(bus: &EventBus, args: &SubscribeArgs) -> Result<()> {
                     announced = true;
                 }
                 if signal::stop_requested() {
+                    finish_shared(&out)?;
                     return Ok(());
                 }
                 if past_deadline() {
@@ -289,6 +346,7 @@ fn subscribe(bus: &EventBus, args: &SubscribeArgs) -> Result<()> {
     if broken.load(Ordering::SeqCst) {
         return Ok(());
     }
+    finish_shared(&out)?;
     result?;
     Ok(())
 }
@@ -309,19 +367,12 @@ fn history(bus: &EventBus, args: &HistoryArgs, out: &mut dyn Write) -> Result<()
         limit,
     };
     let events = bus.read(&query)?;
-    let out = &mut io::BufWriter::new(out);
-    if args.json {
-        let mut array = JsonArray::new(&mut *out);
-        for item in events {
-            array.push(&item?.event)?;
-        }
-        array.finish()?;
-    } else {
-        for item in events {
-            writeln!(out, "{}", history_line(&item?.event))?;
-        }
+    let mut printer =
+        EventPrinter::new(io::BufWriter::new(out), args.output.format(), history_line);
+    for item in events {
+        printer.push(&item?)?;
     }
-    out.flush()?;
+    printer.finish()?;
     Ok(())
 }
 
@@ -340,13 +391,13 @@ fn replay(bus: &EventBus, args: &ReplayArgs, out: &mut dyn Write) -> Result<()> 
             progress = Some(estimate.events);
         }
     }
+    let format = args.output.format();
+    let shared = Arc::new(Mutex::new(EventPrinter::new(io::stdout(), format, replay_line)));
+    let handler_printer = shared.clone();
     let done = Arc::new(AtomicU64::new(0));
     let counter = done.clone();
     let report = bus.replay(&config, move |e: &StoredEvent| {
-        let mut stdout = io::stdout().lock();
-        let written =
-            writeln!(stdout, "[REPLAY] {}", e.event.to_json_line()).and_then(|()| stdout.flush());
-        if let Err(err) = written {
+        if let Err(err) = print_now(&handler_printer, e) {
             if err.kind() == io::ErrorKind::BrokenPipe {
                 // Nobody reads any more: stop, as a pipeline expects.
                 std::process::exit(0);
@@ -362,7 +413,14 @@ fn replay(bus: &EventBus, args: &ReplayArgs, out: &mut dyn Write) -> Result<()> 
     if progress.is_some() {
         eprint!("\r\x1b[K");
     }
-    writeln!(out, "\nReplayed {}.", count(report.delivered, "event"))?;
+    finish_shared(&shared)?;
+    let summary = format!("Replayed {}.", count(report.delivered, "event"));
+    let mut printer = EventPrinter::new(out, format, replay_line);
+    if format == Format::Text {
+        // The original's blank line before the count.
+        printer.line("")?;
+    }
+    summarize(format, &mut printer, &summary)?;
     if report.failed > 0 {
         bail!("{} could not be printed", count(report.failed, "event"));
     }
@@ -376,9 +434,9 @@ fn draw_progress(done: u64, total: u64) {
     eprint!("\r[{bar}] {done}/{total}");
 }
 
-fn topics(bus: &EventBus, json: bool, out: &mut dyn Write) -> Result<()> {
+fn topics(bus: &EventBus, format: Format, out: &mut dyn Write) -> Result<()> {
     let topics = bus.list_topics()?;
-    if json {
+    if format != Format::Text {
         let names: Vec<&str> = topics.iter().map(|t| t.as_str()).collect();
         writeln!(out, "{}", serde_json::to_string(&names)?)?;
     } else if topics.is_empty() {
@@ -393,8 +451,8 @@ fn topics(bus: &EventBus, json: bool, out: &mut dyn Write) -> Result<()> {
 
 fn stats(bus: &EventBus, args: &StatsArgs, out: &mut dyn Write) -> Result<()> {
     let stats = bus.stats(args.topic.as_ref())?;
-    if args.json {
-        writeln!(out, "{}", serde_json::to_string_pretty(&stats)?)?;
+    if args.output.format() != Format::Text {
+        writeln!(out, "{}", serde_json::to_string(&stats)?)?;
         return Ok(());
     }
     let time = |t: Option<seed_event::Timestamp>| t.map_or("-".to_string(), python_isoformat);

@@ -1,10 +1,12 @@
-//! Output formats: the original implementation's text lines, and JSON.
+//! Output formats: the original implementation's text lines, JSON and NDJSON.
 
 use std::io::{self, Write};
 
-use seed_event::{Event, Timestamp};
+use seed_event::{Event, StoredEvent, Timestamp};
 use serde::Serialize;
 use serde_json::ser::{Formatter, Serializer};
+
+use crate::args::Format;
 
 /// serde_json output as Python's `json.dumps` writes it by default: `", "`
 /// and `": "` separators, and every non-ASCII character as `\uXXXX`.
@@ -86,31 +88,61 @@ pub fn history_line(e: &Event) -> String {
     )
 }
 
-/// Writes events as a JSON array indented by two spaces, one event at a time.
-pub struct JsonArray<W: Write> {
-    out: W,
-    count: usize,
+/// The line `--output ndjson` prints for a stored event: its JSON line with
+/// `"cursor"` first, so a script can resume after it (`--after`).
+pub fn ndjson_line(e: &StoredEvent) -> String {
+    let line = e.event.to_json_line();
+    // An event's JSON line is an object, so it starts with `{`.
+    let fields = line.strip_prefix('{').unwrap_or(&line);
+    format!("{{\"cursor\":\"{}\",{fields}", e.cursor)
 }
 
-impl<W: Write> JsonArray<W> {
-    /// Starts an array.
-    pub fn new(out: W) -> JsonArray<W> {
-        JsonArray { out, count: 0 }
+/// Prints events one at a time in a [`Format`]; [`EventPrinter::finish`] ends the output.
+pub struct EventPrinter<W: Write> {
+    out: W,
+    format: Format,
+    text: fn(&Event) -> String,
+    printed: u64,
+}
+
+impl<W: Write> EventPrinter<W> {
+    /// A printer to `out`; `text` is the line of `--output text` for one event.
+    pub fn new(out: W, format: Format, text: fn(&Event) -> String) -> EventPrinter<W> {
+        EventPrinter { out, format, text, printed: 0 }
     }
 
-    /// Writes one element.
-    pub fn push<T: Serialize>(&mut self, value: &T) -> io::Result<()> {
-        let text = serde_json::to_string_pretty(value).map_err(io::Error::other)?;
-        let sep = if self.count == 0 { "[\n  " } else { ",\n  " };
-        // JSON text has no raw newline inside strings, so indenting every line is safe.
-        write!(self.out, "{sep}{}", text.replace('\n', "\n  "))?;
-        self.count += 1;
+    /// Prints one event: a text line, an element of the JSON array, or an NDJSON line.
+    pub fn push(&mut self, e: &StoredEvent) -> io::Result<()> {
+        match self.format {
+            Format::Text => writeln!(self.out, "{}", (self.text)(&e.event))?,
+            Format::Ndjson => writeln!(self.out, "{}", ndjson_line(e))?,
+            Format::Json => {
+                // The original's `history --json`: an array indented by two spaces.
+                let text = serde_json::to_string_pretty(&e.event).map_err(io::Error::other)?;
+                let sep = if self.printed == 0 { "[\n  " } else { ",\n  " };
+                // JSON text has no raw newline inside strings, so indenting every line is safe.
+                write!(self.out, "{sep}{}", text.replace('\n', "\n  "))?;
+            }
+        }
+        self.printed += 1;
         Ok(())
     }
 
-    /// Closes the array.
-    pub fn finish(mut self) -> io::Result<()> {
-        if self.count == 0 { writeln!(self.out, "[]") } else { writeln!(self.out, "\n]") }?;
+    /// Prints a line that is not an event (a summary of `--output text`).
+    pub fn line(&mut self, line: &str) -> io::Result<()> {
+        writeln!(self.out, "{line}")
+    }
+
+    /// Flushes what was printed, so a reader sees each event as it comes.
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+
+    /// Ends the output (closes the JSON array) and flushes; call it once.
+    pub fn finish(&mut self) -> io::Result<()> {
+        if self.format == Format::Json {
+            if self.printed == 0 { writeln!(self.out, "[]") } else { writeln!(self.out, "\n]") }?;
+        }
         self.out.flush()
     }
 }
@@ -149,19 +181,50 @@ mod tests {
         assert_eq!(count(2, "file"), "2 files");
     }
 
+    fn stored(n: u64) -> StoredEvent {
+        let line = format!(
+            r#"{{"id": "0b9d7e5c-7c1a-4a57-9a55-2f0a6f1b8e2{n}", "topic": "t", "payload": {{"n": {n}}}, "source": "s", "timestamp": "2026-04-16T12:00:00+00:00", "correlation_id": null, "metadata": {{}}}}"#
+        );
+        StoredEvent {
+            cursor: seed_event::Cursor::new(n, 0),
+            event: Event::from_json_line(&line).unwrap(),
+        }
+    }
+
+    fn printed(format: Format, events: &[StoredEvent]) -> String {
+        let mut out = Vec::new();
+        let mut printer = EventPrinter::new(&mut out, format, history_line);
+        for e in events {
+            printer.push(e).unwrap();
+        }
+        printer.finish().unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
     #[test]
     fn json_arrays() {
-        let mut out = Vec::new();
-        JsonArray::new(&mut out).finish().unwrap();
-        assert_eq!(String::from_utf8(out).unwrap(), "[]\n");
-        let mut out = Vec::new();
-        let mut array = JsonArray::new(&mut out);
-        array.push(&json!({"a": 1})).unwrap();
-        array.push(&json!({"b": [2]})).unwrap();
-        array.finish().unwrap();
-        let text = String::from_utf8(out).unwrap();
-        assert_eq!(text, "[\n  {\n    \"a\": 1\n  },\n  {\n    \"b\": [\n      2\n    ]\n  }\n]\n");
+        assert_eq!(printed(Format::Json, &[]), "[]\n");
+        let text = printed(Format::Json, &[stored(1), stored(2)]);
+        assert!(text.starts_with("[\n  {\n    \"id\": \"0b9d7e5c"), "{text}");
+        assert!(text.contains("\n  },\n  {\n") && text.ends_with("\n  }\n]\n"), "{text}");
         let parsed: serde_json::Value = serde_json::from_str(&text).unwrap();
-        assert_eq!(parsed, json!([{"a": 1}, {"b": [2]}]));
+        assert_eq!(parsed[1]["payload"], json!({"n": 2}));
+        assert_eq!(parsed[0].as_object().unwrap().len(), 7, "the original's fields only");
+    }
+
+    #[test]
+    fn ndjson_lines_carry_the_cursor_first() {
+        let text = printed(Format::Ndjson, &[stored(1), stored(2)]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2);
+        assert!(lines[1].starts_with(r#"{"cursor":"2-0","id":"#), "{}", lines[1]);
+        let e: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+        assert_eq!((e["cursor"].as_str(), &e["payload"]), (Some("1-0"), &json!({"n": 1})));
+        assert_eq!(Event::from_json_line(lines[0]).unwrap(), stored(1).event, "still an event");
+        assert_eq!(printed(Format::Ndjson, &[]), "");
+        assert_eq!(
+            printed(Format::Text, &[stored(3)]),
+            format!("{}\n", history_line(&stored(3).event))
+        );
     }
 }

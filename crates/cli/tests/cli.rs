@@ -931,3 +931,111 @@ fn a_bare_number_is_not_a_time() {
     sub.signal(libc::SIGINT);
     sub.expect_exit(0);
 }
+
+/// Every line of `text` parsed as JSON (NDJSON), failing on any that is not.
+fn ndjson(text: &str) -> Vec<Value> {
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line {l:?}: {e}")))
+        .collect()
+}
+
+fn cursors(events: &[Value]) -> Vec<String> {
+    events.iter().map(|e| e["cursor"].as_str().expect("cursor").to_string()).collect()
+}
+
+/// Runs `seed args…` with `input` on stdin; returns stdout and stderr of a success.
+fn run_ok(dir: &Dir, args: &[&str], input: &str) -> (String, String) {
+    let mut cmd = dir.command(args);
+    let output = cmd.output_with(input.as_bytes());
+    cmd.expect_status(&output, 0);
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (text(&output.stdout), text(&output.stderr))
+}
+
+#[test]
+fn json_and_ndjson_output_is_pure_data_on_stdout() {
+    let dir = Dir::new();
+    let publish = ["publish", "--topic", "f.a", "--source", "s", "--payload"];
+    // publish: ndjson and its --json alias print the stored event with its cursor; json an array.
+    let (out, err) =
+        run_ok(&dir, &[&publish[..], &[r#"{"n": 0}"#, "--output", "ndjson"]].concat(), "");
+    assert_eq!(
+        (cursors(&ndjson(&out)), ns(&ndjson(&out)), err.as_str()),
+        (vec!["1-0".into()], vec![0], "")
+    );
+    let (out, _) = run_ok(&dir, &[&publish[..], &[r#"{"n": 1}"#, "--json"]].concat(), "");
+    assert_eq!(cursors(&ndjson(&out)), ["2-0"]);
+    let (out, _) = run_ok(&dir, &[&publish[..], &[r#"{"n": 2}"#, "--output", "json"]].concat(), "");
+    let array: Vec<Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(ns(&array), vec![2]);
+    // From stdin: data on stdout, the count on stderr.
+    let stdin = ["publish", "--topic", "f.b", "--source", "s", "--payload", "-", "--output"];
+    let (out, err) = run_ok(&dir, &[&stdin[..], &["ndjson"]].concat(), "{\"n\": 3}\n{\"n\": 4}\n");
+    assert_eq!(
+        (cursors(&ndjson(&out)), err.as_str()),
+        (vec!["1-0".into(), "2-0".into()], "Published 2 events to topic f.b\n")
+    );
+    let (out, err) = run_ok(&dir, &[&stdin[..], &["json"]].concat(), "{\"n\": 5}\n");
+    let array: Vec<Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!((ns(&array), err.as_str()), (vec![5], "Published 1 event to topic f.b\n"));
+
+    // history: ndjson lines with cursors; json is --json, the original's indented array.
+    let (out, _) = run_ok(&dir, &["history", "--topic", "f.a", "--output", "ndjson"], "");
+    let lines = ndjson(&out);
+    assert_eq!(
+        (ns(&lines), cursors(&lines)),
+        (vec![0, 1, 2], vec!["1-0".into(), "2-0".into(), "3-0".into()])
+    );
+    let json = dir.stdout(&["history", "--output", "json"]);
+    assert_eq!(json, dir.stdout(&["history", "--json"]));
+    assert!(json.starts_with("[\n  {\n    \"id\": "), "{json}");
+    assert_eq!(ns(&serde_json::from_str::<Vec<Value>>(&json).unwrap()), vec![0, 1, 2, 3, 4, 5]);
+    let stderr = dir.command(&["history", "--json", "--output", "text"]).fails_with(2);
+    assert!(stderr.contains("cannot be used with"), "{stderr}");
+
+    // replay: the count on stderr.
+    let replay = ["replay", "--topic", "f.>", "--since", "1h", "--speed", "0", "--output"];
+    let (out, err) = run_ok(&dir, &[&replay[..], &["ndjson"]].concat(), "");
+    assert_eq!((ndjson(&out).len(), err.as_str()), (6, "Replayed 6 events.\n"));
+    let (out, err) = run_ok(&dir, &[&replay[..], &["json"]].concat(), "");
+    assert_eq!(
+        (serde_json::from_str::<Vec<Value>>(&out).unwrap().len(), err.as_str()),
+        (6, "Replayed 6 events.\n")
+    );
+
+    // topics and stats: one compact document on one line.
+    for format in ["json", "ndjson"] {
+        assert_eq!(dir.stdout(&["topics", "--output", format]), "[\"f.a\",\"f.b\"]\n");
+        let stats = dir.stdout(&["stats", "--output", format]);
+        assert_eq!(ndjson(&stats).len(), 1, "{stats}");
+        assert_eq!(ndjson(&stats)[0]["topics"][1]["events"], 3);
+    }
+    assert_eq!(dir.stdout(&["stats", "--json"]), dir.stdout(&["stats", "--output", "json"]));
+
+    // subscribe: ndjson lines with cursors; json one array, closed when it stops.
+    let (out, _) = run_ok(
+        &dir,
+        &[
+            "subscribe",
+            "--topic",
+            "f.a",
+            "--from",
+            "beginning",
+            "--count",
+            "3",
+            "--output",
+            "ndjson",
+        ],
+        "",
+    );
+    assert_eq!(cursors(&ndjson(&out)), ["1-0", "2-0", "3-0"]);
+    let (out, _) = run_ok(
+        &dir,
+        &["subscribe", "--topic", "f.>", "--from", "beginning", "--count", "2", "--output", "json"],
+        "",
+    );
+    assert_eq!(serde_json::from_str::<Vec<Value>>(&out).unwrap().len(), 2, "{out}");
+    let (out, _) =
+        run_ok(&dir, &["subscribe", "--topic", "f.a", "--timeout", "100ms", "--json"], "");
+    assert_eq!(out, "[]\n");
+}
