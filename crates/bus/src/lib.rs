@@ -157,6 +157,9 @@ pub struct SubscribeConfig {
     pub pattern: TopicPattern,
     /// Where to start (for a durable consumer: only when it is new).
     pub start: StartAt,
+    /// Plain subscriptions only: deliver just the events after these cursors
+    /// in these topics; `start` applies to the other topics.
+    pub after: BTreeMap<Topic, Cursor>,
     /// Makes the subscription a durable consumer with this name.
     pub consumer: Option<ConsumerName>,
     /// Ends the subscription after this many delivered events.
@@ -172,6 +175,7 @@ impl SubscribeConfig {
         SubscribeConfig {
             pattern,
             start,
+            after: BTreeMap::new(),
             consumer: None,
             max_events: None,
             lease_wait: Duration::ZERO,
@@ -449,10 +453,17 @@ impl EventBus {
             })?),
             _ => None,
         };
+        if config.consumer.is_some() && !config.after.is_empty() {
+            return Err(seed_event::Error::invalid(
+                "start",
+                "a durable consumer resumes from its committed positions, not from `after` cursors",
+            )
+            .into());
+        }
         let handler: BoxHandler = Box::new(handler);
         let (follower, durable, label) = match &config.consumer {
             None => {
-                let from = match config.start {
+                let mut from = match config.start {
                     StartAt::New => FollowFrom::start(Start::New),
                     StartAt::Beginning => FollowFrom::start(Start::Beginning),
                     StartAt::Since(t) => FollowFrom::start(Start::Since(t)),
@@ -461,6 +472,7 @@ impl EventBus {
                         None => FollowFrom::start(Start::Beginning),
                     },
                 };
+                from.positions.extend(config.after.clone());
                 (self.store.follow(&config.pattern, from)?, None, config.pattern.to_string())
             }
             Some(name) => {

@@ -632,3 +632,31 @@ fn store_errors_keep_their_kind() {
         .unwrap_err();
     assert_eq!(err.store_kind(), Some(ErrorKind::InvalidInput));
 }
+
+/// `after` cursors resume named topics exactly; `start` applies to the others.
+#[test]
+fn a_plain_subscription_resumes_named_topics_after_their_cursors() {
+    let (bus, _) = new_bus();
+    let a: Vec<StoredEvent> = (0..3).map(|n| publish(&bus, "r.a", n)).collect();
+    publish(&bus, "r.b", 10);
+    let (handler, rx) = collector();
+    let config = SubscribeConfig {
+        after: BTreeMap::from([(topic("r.a"), a[1].cursor)]),
+        ..SubscribeConfig::new(pattern("r.>"), StartAt::New)
+    };
+    let sub = bus.subscribe_with(config, handler).unwrap();
+    publish(&bus, "r.b", 11);
+    publish(&bus, "r.a", 3);
+    let mut got = take(&rx, 3);
+    got.sort();
+    assert_eq!(got, [("r.a".into(), 2), ("r.a".into(), 3), ("r.b".into(), 11)]);
+    sub.unsubscribe().unwrap();
+    let (handler, _rx) = collector();
+    let durable = SubscribeConfig {
+        consumer: Some(consumer("d")),
+        after: BTreeMap::from([(topic("r.a"), a[1].cursor)]),
+        ..SubscribeConfig::new(pattern("r.>"), StartAt::New)
+    };
+    let err = bus.subscribe_with(durable, handler).unwrap_err();
+    assert!(err.is_invalid_input(), "{err}");
+}

@@ -4,7 +4,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use seed_event::{parse_json_object, ConsumerName, JsonObject, Timestamp, Topic, TopicPattern};
+use seed_event::{
+    parse_json_object, ConsumerName, Cursor, JsonObject, Timestamp, Topic, TopicPattern,
+};
 
 const MAIN_EXAMPLES: &str = "\
 Examples:
@@ -67,12 +69,17 @@ Examples:
 Output (--output):
   text    each event's JSON line, as the original printed it
   json    one array of the events, closed when the subscriber stops
-  ndjson  each event's JSON line with its cursor first
+  ndjson  each event's JSON line with its cursor first; resume with --after
+
+--after TOPIC=CURSOR (repeatable) delivers only the events of TOPIC after CURSOR; topics not
+named start as --from says, which must then be new or beginning. --after CURSOR alone needs
+an exact --topic. Not with --group, which resumes from its own committed positions.
 
 Examples:
   seed subscribe --topic 'task.>'
   seed subscribe --topic 'task.*' --from 15m --count 10 --timeout 30s
-  seed subscribe --topic orders.created --group billing")]
+  seed subscribe --topic orders.created --group billing
+  seed subscribe --topic task.completed --after 42-0 --output ndjson")]
     Subscribe(SubscribeArgs),
 
     /// Query stored events
@@ -80,12 +87,17 @@ Examples:
 Output (--output):
   text    [<timestamp>] <topic> from <source>: <payload>, as the original printed it
   json    the original's indented array of events (--json is this)
-  ndjson  each event's JSON line with its cursor first
+  ndjson  each event's JSON line with its cursor first; resume with --after
+
+--after TOPIC=CURSOR (repeatable) keeps only the events of TOPIC after CURSOR; topics not
+named are read as without it. --after CURSOR alone needs exactly one exact --topic. The
+other filters and --limit/--last apply to what is after the cursors.
 
 Examples:
   seed history --topic task.completed --limit 10
   seed history --topic 'task.>' --since 2026-04-16T00:00:00Z --until 2h --json
-  seed history --source fenrir --last 5")]
+  seed history --source fenrir --last 5
+  seed history --topic 'task.*' --after task.done=42-0 --after task.failed=7-0 --output ndjson")]
     History(HistoryArgs),
 
     /// Print stored events again, paced as they were published
@@ -245,6 +257,9 @@ pub struct SubscribeArgs {
     /// Exit after this long, e.g. 30s, 500ms, 2m
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub timeout: Option<Duration>,
+    /// Only events after this cursor: TOPIC=CURSOR (repeatable), or CURSOR alone with an exact --topic
+    #[arg(long, value_name = "[TOPIC=]CURSOR", value_parser = parse_after, conflicts_with = "group")]
+    pub after: Vec<AfterArg>,
     /// How to print (see the command's help).
     #[command(flatten)]
     pub output: OutputArgs,
@@ -285,9 +300,21 @@ pub struct HistoryArgs {
     /// Keep the newest N events (still printed oldest first)
     #[arg(long, value_name = "N")]
     pub last: Option<usize>,
+    /// Only events after this cursor: TOPIC=CURSOR (repeatable), or CURSOR alone with one exact --topic
+    #[arg(long, value_name = "[TOPIC=]CURSOR", value_parser = parse_after)]
+    pub after: Vec<AfterArg>,
     /// How to print (see the command's help).
     #[command(flatten)]
     pub output: OutputArgs,
+}
+
+/// One `--after`: a cursor, in the topic named or in the one exact `--topic`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AfterArg {
+    /// The topic named before `=`, if any.
+    pub topic: Option<Topic>,
+    /// The position to continue after.
+    pub cursor: Cursor,
 }
 
 /// Options of `replay`.
@@ -353,6 +380,17 @@ fn parse_pattern(s: &str) -> Result<TopicPattern, String> {
 
 fn parse_group(s: &str) -> Result<ConsumerName, String> {
     ConsumerName::new(s).map_err(|e| e.to_string().replace("consumer name", "group name"))
+}
+
+fn parse_after(s: &str) -> Result<AfterArg, String> {
+    let expected = "expected a cursor such as 42-0, or TOPIC=CURSOR such as task.done=42-0";
+    // A cursor has no `=`; a topic may.
+    let (topic, cursor) = match s.rsplit_once('=') {
+        Some((topic, cursor)) => (Some(parse_topic(topic)?), cursor),
+        None => (None, s),
+    };
+    let cursor = cursor.parse::<Cursor>().map_err(|_| expected.to_string())?;
+    Ok(AfterArg { topic, cursor })
 }
 
 fn parse_payload(s: &str) -> Result<PayloadArg, String> {
@@ -471,6 +509,17 @@ mod tests {
                 err,
                 format!("a number needs a unit ({bare}s) or write a date (2026-01-01T00:00:00Z)")
             );
+        }
+    }
+
+    #[test]
+    fn afters() {
+        let bare = parse_after("42-0").unwrap();
+        assert_eq!((bare.topic, bare.cursor), (None, Cursor::new(42, 0)));
+        let named = parse_after("a=b.c=7-1").unwrap();
+        assert_eq!((named.topic.unwrap().as_str(), named.cursor), ("a=b.c", Cursor::new(7, 1)));
+        for bad in ["", "x", "a.b=", "=1-0", "a..b=1-0", "a.*=1-0", "1-0-0"] {
+            assert!(parse_after(bad).is_err(), "{bad:?}");
         }
     }
 

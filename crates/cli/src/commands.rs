@@ -1,5 +1,6 @@
 //! What each command does: parse, call the libraries, print.
 
+use std::collections::{BTreeMap, VecDeque};
 use std::io::{self, BufRead, IsTerminal, Write};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -10,11 +11,14 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use bus::{EventBus, HandlerResult, PublishOptions, ReplayConfig, StartAt, SubscribeConfig};
 use clap::CommandFactory;
-use seed_event::{parse_json_object, Clear, Event, EventStore, Limit, Query, StoredEvent};
+use seed_event::{
+    parse_json_object, Clear, Cursor, Event, EventStore, Limit, Query, StoredEvent, Topic,
+    TopicPattern,
+};
 
 use crate::args::{
-    ClearArgs, Cli, Command, Format, FromArg, HistoryArgs, PayloadArg, PublishArgs, ReplayArgs,
-    StatsArgs, SubscribeArgs, SyncArg,
+    AfterArg, ClearArgs, Cli, Command, Format, FromArg, HistoryArgs, PayloadArg, PublishArgs,
+    ReplayArgs, StatsArgs, SubscribeArgs, SyncArg,
 };
 use crate::output::{count, history_line, python_isoformat, EventPrinter};
 use crate::signal;
@@ -232,6 +236,38 @@ fn publish_stdin(
     }
 }
 
+/// The `--after` options as one cursor per topic, checked against the `--topic`
+/// patterns (empty: every topic) so that resuming after them is exact.
+fn after_positions(
+    patterns: &[TopicPattern],
+    after: &[AfterArg],
+) -> Result<BTreeMap<Topic, Cursor>, Usage> {
+    let mut positions = BTreeMap::new();
+    for a in after {
+        let only = match (patterns, after.len()) {
+            ([only], 1) => only.exact(),
+            _ => None,
+        };
+        let topic = a.topic.clone().or(only).ok_or_else(|| {
+            Usage(format!(
+                "--after {} needs exactly one --topic without wildcards, as a cursor is a position in one topic; otherwise write --after TOPIC={}",
+                a.cursor, a.cursor
+            ))
+        })?;
+        if !patterns.is_empty() && !patterns.iter().any(|p| p.matches(&topic)) {
+            return Err(Usage(format!(
+                "--after names topic {topic}, which no --topic selects; expected a topic the command reads"
+            )));
+        }
+        if positions.insert(topic.clone(), a.cursor).is_some() {
+            return Err(Usage(format!(
+                "--after names topic {topic} twice; expected one cursor per topic"
+            )));
+        }
+    }
+    Ok(positions)
+}
+
 fn start_of(from: FromArg) -> StartAt {
     match from {
         FromArg::New => StartAt::New,
@@ -303,8 +339,17 @@ fn subscribe(bus: &EventBus, args: &SubscribeArgs) -> Result<()> {
     let broken = Arc::new(AtomicBool::new(false));
     let out =
         Arc::new(Mutex::new(EventPrinter::new(io::stdout(), args.output.format(), json_line)));
+    let after = after_positions(std::slice::from_ref(&args.topic), &args.after)?;
+    if !after.is_empty() && matches!(args.from, FromArg::Since(_)) {
+        return Err(Usage(
+            "--after with --from a time is not exact (the time would also apply to the topics --after names); expected --from new or beginning"
+                .to_string(),
+        )
+        .into());
+    }
     let mut config = SubscribeConfig {
         consumer: args.group.clone(),
+        after,
         max_events: args.count,
         ..SubscribeConfig::new(args.topic.clone(), start_of(args.from))
     };
@@ -357,7 +402,8 @@ fn history(bus: &EventBus, args: &HistoryArgs, out: &mut dyn Write) -> Result<()
         (None, Some(n)) => Some(Limit::Last(n)),
         (None, None) => None,
     };
-    let query = Query {
+    let mut positions = after_positions(&args.topic, &args.after)?;
+    let mut query = Query {
         topics: args.topic.clone(),
         source: args.source.clone(),
         correlation_id: args.correlation_id.clone(),
@@ -366,11 +412,43 @@ fn history(bus: &EventBus, args: &HistoryArgs, out: &mut dyn Write) -> Result<()
         after: None,
         limit,
     };
-    let events = bus.read(&query)?;
+    // One exact topic: the store seeks to the cursor. Otherwise the cursors
+    // filter the query's stream, and the limit applies to what passes.
+    if let Some(topic) =
+        query.single_topic().filter(|t| positions.len() == 1 && positions.contains_key(t))
+    {
+        query.after = positions.remove(&topic);
+    }
+    let limit = if positions.is_empty() { None } else { query.limit.take() };
+    let events = bus.read(&query)?.filter(move |item| match item {
+        Ok(e) => positions.get(&e.event.topic).is_none_or(|c| e.cursor > *c),
+        Err(_) => true,
+    });
     let mut printer =
         EventPrinter::new(io::BufWriter::new(out), args.output.format(), history_line);
-    for item in events {
-        printer.push(&item?)?;
+    match limit {
+        None => {
+            for item in events {
+                printer.push(&item?)?;
+            }
+        }
+        Some(Limit::First(n)) => {
+            for item in events.take(n) {
+                printer.push(&item?)?;
+            }
+        }
+        Some(Limit::Last(n)) => {
+            let mut newest = VecDeque::with_capacity(n.min(4096));
+            for item in events {
+                newest.push_back(item?);
+                if newest.len() > n {
+                    newest.pop_front();
+                }
+            }
+            for e in &newest {
+                printer.push(e)?;
+            }
+        }
     }
     printer.finish()?;
     Ok(())

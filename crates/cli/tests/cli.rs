@@ -1039,3 +1039,168 @@ fn json_and_ndjson_output_is_pure_data_on_stdout() {
         run_ok(&dir, &["subscribe", "--topic", "f.a", "--timeout", "100ms", "--json"], "");
     assert_eq!(out, "[]\n");
 }
+
+/// The last cursor of each topic among NDJSON events, as `--after TOPIC=CURSOR` arguments.
+fn resume_args(seen: &[Value]) -> Vec<String> {
+    let mut last = std::collections::BTreeMap::new();
+    for e in seen {
+        last.insert(e["topic"].as_str().unwrap().to_string(), e["cursor"].as_str().unwrap());
+    }
+    last.into_iter().flat_map(|(t, c)| ["--after".to_string(), format!("{t}={c}")]).collect()
+}
+
+#[test]
+fn history_resumes_after_the_last_cursor_it_printed() {
+    let dir = Dir::new();
+    let input: String = (0..10).map(|n| format!("{{\"n\": {n}}}\n")).collect();
+    run_ok(&dir, &["publish", "--topic", "r.one", "--source", "s", "--payload", "-"], &input);
+    // One exact topic: --after CURSOR from the last line read.
+    let all = ndjson(&dir.stdout(&["history", "--topic", "r.one", "--output", "ndjson"]));
+    assert_eq!(ns(&all), (0..10).collect::<Vec<_>>());
+    for k in [1, 4, 9, 10] {
+        let first = ndjson(&dir.stdout(&[
+            "history",
+            "--topic",
+            "r.one",
+            "--limit",
+            &k.to_string(),
+            "--output",
+            "ndjson",
+        ]));
+        let cursor = first.last().unwrap()["cursor"].as_str().unwrap();
+        let rest = ndjson(
+            &dir.stdout(&["history", "--topic", "r.one", "--after", cursor, "--output", "ndjson"]),
+        );
+        assert_eq!([first, rest].concat(), all, "split after {k}: none twice, none lost");
+    }
+    let rest = ndjson(&dir.stdout(&[
+        "history",
+        "--topic",
+        "r.one",
+        "--after",
+        "r.one=3-0",
+        "--last",
+        "2",
+        "--output",
+        "ndjson",
+    ]));
+    assert_eq!(ns(&rest), vec![8, 9]);
+
+    // A pattern: one TOPIC=CURSOR per topic seen; topics not seen are read from their start.
+    for n in 0..8u32 {
+        publish_at(&dir, if n % 3 == 0 { "p.a" } else { "p.b" }, n);
+    }
+    let all = ndjson(&dir.stdout(&["history", "--topic", "p.*", "--output", "ndjson"]));
+    assert_eq!(ns(&all), (0..8).collect::<Vec<_>>());
+    for k in 1..8 {
+        let first = ndjson(&dir.stdout(&[
+            "history",
+            "--topic",
+            "p.*",
+            "--limit",
+            &k.to_string(),
+            "--output",
+            "ndjson",
+        ]));
+        let mut args = vec!["history".to_string(), "--topic".into(), "p.*".into()];
+        args.extend(resume_args(&first));
+        args.extend(["--output".into(), "ndjson".into(), "--limit".into(), "3".into()]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let next = ndjson(&dir.stdout(&args));
+        assert_eq!([first, next].concat(), all[..(k + 3).min(8)], "split after {k}");
+    }
+    // Without --topic every topic is read; --after still names one.
+    let rest = ndjson(&dir.stdout(&["history", "--after", "r.one=8-0", "--output", "ndjson"]));
+    assert_eq!(rest.len(), 2 + 8, "r.one after its 8th event, and all of p.a and p.b");
+}
+
+#[test]
+fn subscribe_resumes_after_the_last_cursor_it_printed() {
+    let dir = Dir::new();
+    let publish = |topic: &str, ns: std::ops::Range<u32>| {
+        let input: String = ns.map(|n| format!("{{\"n\": {n}}}\n")).collect();
+        run_ok(&dir, &["publish", "--topic", topic, "--source", "s", "--payload", "-"], &input);
+    };
+    publish("s.a", 0..5);
+    let (out, _) = run_ok(
+        &dir,
+        &[
+            "subscribe",
+            "--topic",
+            "s.a",
+            "--from",
+            "beginning",
+            "--count",
+            "3",
+            "--output",
+            "ndjson",
+        ],
+        "",
+    );
+    let first = ndjson(&out);
+    assert_eq!(ns(&first), vec![0, 1, 2]);
+    let cursor = first[2]["cursor"].as_str().unwrap().to_string();
+    publish("s.a", 5..7);
+    let mut sub = dir.spawn(&[
+        "subscribe",
+        "--topic",
+        "s.a",
+        "--after",
+        &cursor,
+        "--count",
+        "6",
+        "--output",
+        "ndjson",
+    ]);
+    sub.wait_listening();
+    publish("s.a", 7..9);
+    assert_eq!(ns(&sub.events(6)), vec![3, 4, 5, 6, 7, 8], "published before and after the resume");
+    sub.expect_exit(0);
+
+    // A pattern: the named topic resumes after its cursor, the others start as --from says.
+    publish("s.b", 100..102);
+    let mut sub = dir.spawn(&[
+        "subscribe",
+        "--topic",
+        "s.*",
+        "--after",
+        &format!("s.a={cursor}"),
+        "--from",
+        "beginning",
+        "--count",
+        "9",
+        "--output",
+        "ndjson",
+    ]);
+    sub.wait_listening();
+    publish("s.b", 102..103);
+    let mut got = ns(&sub.events(9));
+    got.sort_unstable();
+    assert_eq!(got, vec![3, 4, 5, 6, 7, 8, 100, 101, 102]);
+    sub.expect_exit(0);
+}
+
+#[test]
+fn after_forms_that_cannot_be_exact_are_rejected() {
+    let dir = Dir::new();
+    dir.publish("x.a", r#"{"n": 0}"#);
+    let cases: &[(&[&str], &str)] = &[
+        (&["history", "--after", "1-0"], "--after 1-0 needs exactly one --topic without wildcards"),
+        (&["history", "--topic", "x.*", "--after", "1-0"], "otherwise write --after TOPIC=1-0"),
+        (&["history", "--topic", "x.a", "--topic", "x.b", "--after", "1-0"], "exactly one --topic"),
+        (&["history", "--topic", "x.a", "--after", "x.b=1-0"], "no --topic selects"),
+        (&["history", "--after", "x.a=1-0", "--after", "x.a=2-0"], "twice"),
+        (&["history", "--topic", "x.a", "--after", "soon"], "expected a cursor such as 42-0"),
+        (&["subscribe", "--topic", "x.*", "--after", "1-0"], "exactly one --topic"),
+        (&["subscribe", "--topic", "x.a", "--after", "1-0", "--group", "g"], "cannot be used with"),
+        (
+            &["subscribe", "--topic", "x.*", "--after", "x.a=1-0", "--from", "1h"],
+            "expected --from new or beginning",
+        ),
+    ];
+    for (args, needle) in cases {
+        let stderr = dir.command(args).fails_with(2);
+        assert!(stderr.contains(needle), "seed {args:?}: expected {needle:?} in {stderr:?}");
+        assert!(stderr.lines().count() == 1 || needle.contains("cannot"), "{stderr}");
+    }
+}

@@ -97,3 +97,37 @@ fn a_durable_group_resumes_on_redis() {
     assert_eq!(got, vec![3, 4]);
     sub.expect_exit(0);
 }
+
+#[test]
+fn history_and_subscribe_resume_after_a_redis_cursor() {
+    let server = RedisServer::start();
+    let dir = Dir::with_redis(server.url());
+    for n in 0..5 {
+        dir.publish("r", &format!(r#"{{"n": {n}}}"#));
+    }
+    let lines = |out: String| -> Vec<Value> {
+        out.lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect()
+    };
+    let first =
+        lines(dir.stdout(&["history", "--topic", "r", "--limit", "2", "--output", "ndjson"]));
+    let cursor = first[1]["cursor"].as_str().unwrap().to_string();
+    assert!(cursor.contains('-') && cursor != "2-0", "a stream id: {cursor}");
+    let rest =
+        lines(dir.stdout(&["history", "--topic", "r", "--after", &cursor, "--output", "ndjson"]));
+    assert_eq!(ns(&rest), vec![2, 3, 4]);
+    let mut sub = dir.spawn(&[
+        "subscribe",
+        "--topic",
+        "r",
+        "--after",
+        &cursor,
+        "--count",
+        "4",
+        "--output",
+        "ndjson",
+    ]);
+    sub.wait_listening();
+    dir.publish("r", r#"{"n": 5}"#);
+    assert_eq!(ns(&sub.events(4)), vec![2, 3, 4, 5]);
+    sub.expect_exit(0);
+}
