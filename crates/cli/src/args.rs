@@ -59,6 +59,10 @@ Output (--output):
   json    an array of the stored events (the count on stderr)
   ndjson  one line per stored event, with its cursor (the count on stderr); --json is this
 
+With --payload -, lines are published in batches as they arrive, so a line that is not a JSON
+object stops the command with exit status 2 after every line before it has been published
+(the error says how many events) and none after it. Blank lines are skipped.
+
 Examples:
   seed publish --topic task.completed --source fenrir --payload '{\"task_id\": \"abc\"}'
   producer | seed publish --topic metrics.cpu --source probe --payload -")]
@@ -207,6 +211,7 @@ pub struct PublishArgs {
     #[arg(long)]
     pub source: String,
     /// The payload, a JSON object; `-` reads one object per line from standard input
+    /// (a bad line stops it with exit 2, but the lines before it are published)
     #[arg(long, value_parser = parse_payload, allow_hyphen_values = true)]
     pub payload: PayloadArg,
     /// Ties requests and responses together

@@ -1204,3 +1204,40 @@ fn after_forms_that_cannot_be_exact_are_rejected() {
         assert!(stderr.lines().count() == 1 || needle.contains("cannot"), "{stderr}");
     }
 }
+
+/// Exit 2 on a bad stdin line does not mean nothing was written: every line
+/// before it is published (across batches), none after it, and the error and
+/// the NDJSON output say exactly which.
+#[test]
+fn a_bad_stdin_line_keeps_the_lines_before_it() {
+    let dir = Dir::new();
+    let mut input: String = (0..2500).map(|n| format!("{{\"n\": {n}}}\n")).collect();
+    input.push_str("\n   \nnot json\n");
+    input.extend((2500..2510).map(|n| format!("{{\"n\": {n}}}\n")));
+    let mut cmd = dir.command(&[
+        "publish",
+        "--topic",
+        "pin",
+        "--source",
+        "s",
+        "--payload",
+        "-",
+        "--output",
+        "ndjson",
+    ]);
+    let output = cmd.output_with(input.as_bytes());
+    cmd.expect_status(&output, 2);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 2, "{stderr}");
+    assert_eq!(lines[0], "Published 2500 events to topic pin");
+    assert!(
+        lines[1].starts_with("seed: line 2503 of standard input: invalid payload:")
+            && lines[1].ends_with("; the 2500 events before it were published, none after it"),
+        "{stderr}"
+    );
+    let printed = ndjson(&String::from_utf8_lossy(&output.stdout));
+    let stored = ns(&dir.history(&["--topic", "pin"]));
+    assert_eq!(stored, (0..2500).collect::<Vec<_>>());
+    assert_eq!(ns(&printed), stored, "stdout lists exactly what was stored");
+}
