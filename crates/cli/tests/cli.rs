@@ -1241,3 +1241,21 @@ fn a_bad_stdin_line_keeps_the_lines_before_it() {
     assert_eq!(stored, (0..2500).collect::<Vec<_>>());
     assert_eq!(ns(&printed), stored, "stdout lists exactly what was stored");
 }
+
+#[test]
+fn ctrl_c_closes_a_subscribers_json_array() {
+    let dir = Dir::new();
+    let mut sub = dir.spawn(&["subscribe", "--topic", "cj", "--output", "json"]);
+    sub.wait_listening();
+    dir.publish("cj", r#"{"n": 1}"#);
+    // The element's last line ("  }") ends only with what follows it.
+    let mut lines = vec![sub.line()];
+    while lines.last().map(String::as_str) != Some("    \"metadata\": {}") {
+        lines.push(sub.line());
+    }
+    sub.signal(libc::SIGINT);
+    sub.expect_exit(0);
+    lines.extend(sub.lines(2));
+    let array: Vec<Value> = serde_json::from_str(&lines.join("\n")).unwrap();
+    assert_eq!(ns(&array), vec![1]);
+}
