@@ -952,6 +952,22 @@ fn run_ok(dir: &Dir, args: &[&str], input: &str) -> (String, String) {
     (text(&output.stdout), text(&output.stderr))
 }
 
+/// The first three events of `topic` as `subscribe --output ndjson` prints them.
+fn first_three(dir: &Dir, topic: &str) -> Vec<Value> {
+    let args = [
+        "subscribe",
+        "--topic",
+        topic,
+        "--from",
+        "beginning",
+        "--count",
+        "3",
+        "--output",
+        "ndjson",
+    ];
+    ndjson(&run_ok(dir, &args, "").0)
+}
+
 #[test]
 fn json_and_ndjson_output_is_pure_data_on_stdout() {
     let dir = Dir::new();
@@ -1013,22 +1029,7 @@ fn json_and_ndjson_output_is_pure_data_on_stdout() {
     assert_eq!(dir.stdout(&["stats", "--json"]), dir.stdout(&["stats", "--output", "json"]));
 
     // subscribe: ndjson lines with cursors; json one array, closed when it stops.
-    let (out, _) = run_ok(
-        &dir,
-        &[
-            "subscribe",
-            "--topic",
-            "f.a",
-            "--from",
-            "beginning",
-            "--count",
-            "3",
-            "--output",
-            "ndjson",
-        ],
-        "",
-    );
-    assert_eq!(cursors(&ndjson(&out)), ["1-0", "2-0", "3-0"]);
+    assert_eq!(cursors(&first_three(&dir, "f.a")), ["1-0", "2-0", "3-0"]);
     let (out, _) = run_ok(
         &dir,
         &["subscribe", "--topic", "f.>", "--from", "beginning", "--count", "2", "--output", "json"],
@@ -1122,22 +1123,7 @@ fn subscribe_resumes_after_the_last_cursor_it_printed() {
         run_ok(&dir, &["publish", "--topic", topic, "--source", "s", "--payload", "-"], &input);
     };
     publish("s.a", 0..5);
-    let (out, _) = run_ok(
-        &dir,
-        &[
-            "subscribe",
-            "--topic",
-            "s.a",
-            "--from",
-            "beginning",
-            "--count",
-            "3",
-            "--output",
-            "ndjson",
-        ],
-        "",
-    );
-    let first = ndjson(&out);
+    let first = first_three(&dir, "s.a");
     assert_eq!(ns(&first), vec![0, 1, 2]);
     let cursor = first[2]["cursor"].as_str().unwrap().to_string();
     publish("s.a", 5..7);
@@ -1214,17 +1200,8 @@ fn a_bad_stdin_line_keeps_the_lines_before_it() {
     let mut input: String = (0..2500).map(|n| format!("{{\"n\": {n}}}\n")).collect();
     input.push_str("\n   \nnot json\n");
     input.extend((2500..2510).map(|n| format!("{{\"n\": {n}}}\n")));
-    let mut cmd = dir.command(&[
-        "publish",
-        "--topic",
-        "pin",
-        "--source",
-        "s",
-        "--payload",
-        "-",
-        "--output",
-        "ndjson",
-    ]);
+    let publish = ["publish", "--topic", "pin", "--source", "s", "--payload", "-"];
+    let mut cmd = dir.command(&[&publish[..], &["--output", "ndjson"]].concat());
     let output = cmd.output_with(input.as_bytes());
     cmd.expect_status(&output, 2);
     let stderr = String::from_utf8_lossy(&output.stderr);
