@@ -11,7 +11,9 @@ use seed_event::{
     Cursor, Error, Follower, Result, Start, StoredEvent, Timestamp, Topic, TopicPattern,
 };
 
-use crate::format::{inspect_tail, parse_prefix, search, LineReader};
+use crate::lines::{inspect_tail, LineReader};
+use crate::prefix::parse_prefix;
+use crate::search::search;
 use crate::watch::Watch;
 use crate::{decode_line, list_logs};
 

@@ -153,12 +153,18 @@
 //!   a later one: a clear or retention run by an earlier version replaces a
 //!   log without the tombstone byte, which the quick check relies on.
 
+mod civil;
 mod consumers;
+mod digits;
+mod encode;
+mod escape;
 mod follow;
-mod format;
 mod legacy;
+mod lines;
 mod meta;
 mod names;
+mod prefix;
+mod search;
 mod watch;
 mod writer;
 
@@ -176,7 +182,9 @@ use seed_event::{
     TopicPattern, TopicStats,
 };
 
-use crate::format::{inspect_tail, parse_prefix, search, LineReader, Prefix, RevLines, Tail};
+use crate::lines::{inspect_tail, LineReader, RevLines, Tail};
+use crate::prefix::{parse_prefix, Prefix};
+use crate::search::search;
 use crate::writer::{Keep, Paths, TopicWriter};
 
 pub use legacy::{import_legacy, BadLine, ImportReport};

@@ -9,9 +9,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use seed_event::{Cursor, Error, Event, Result, Topic};
 
-use crate::format::{encode_prefix, inspect_tail, BodyEncoder, LineReader, Prefix, Tail};
+use crate::encode::BodyEncoder;
+use crate::lines::{inspect_tail, LineReader, Tail};
 use crate::meta::{self, Durability, Meta};
 use crate::names;
+use crate::prefix::{encode_prefix, Prefix};
 
 /// Where a topic's files are.
 #[derive(Debug, Clone)]
@@ -554,7 +556,7 @@ impl Locked<'_> {
         while let Some((_, line)) =
             reader.next_line(self.file()).map_err(|e| self.w.io("reading", e))?
         {
-            n += u64::from(crate::format::parse_prefix(line).is_some());
+            n += u64::from(crate::prefix::parse_prefix(line).is_some());
         }
         Ok(n)
     }
@@ -583,7 +585,7 @@ impl Locked<'_> {
                 out.write_all(b"\n")
             };
             while let Some((off, line)) = reader.next_line(self.file())? {
-                let prefix = crate::format::parse_prefix(line);
+                let prefix = crate::prefix::parse_prefix(line);
                 match (keep(off, line), prefix) {
                     (Keep::Yes, Some(p)) => {
                         if let Some(h) = held.take() {
@@ -611,7 +613,7 @@ impl Locked<'_> {
                         removed += u64::from(event);
                         if prefix.is_some_and(|p| !p.more) {
                             if let Some(h) = held.take() {
-                                put(&mut out, &crate::format::ending_batch(&h))?;
+                                put(&mut out, &crate::prefix::ending_batch(&h))?;
                             }
                             for u in after_held.drain(..) {
                                 put(&mut out, &u)?;
@@ -621,7 +623,7 @@ impl Locked<'_> {
                 }
             }
             if let Some(h) = held.take() {
-                put(&mut out, &crate::format::ending_batch(&h))?;
+                put(&mut out, &crate::prefix::ending_batch(&h))?;
             }
             for u in after_held.drain(..) {
                 put(&mut out, &u)?;
@@ -740,7 +742,7 @@ mod tests {
         assert_eq!(lines.len(), expected_ts.len());
         let mut hwm = i64::MIN;
         for (i, line) in lines.iter().enumerate() {
-            let p = crate::format::parse_prefix(line.as_bytes()).unwrap();
+            let p = crate::prefix::parse_prefix(line.as_bytes()).unwrap();
             hwm = hwm.max(expected_ts[i]);
             assert_eq!(
                 (p.seq, p.hwm, p.more),
@@ -800,7 +802,7 @@ mod tests {
     fn seqs_in(path: &Path) -> Vec<u64> {
         let text = fs::read_to_string(path).unwrap_or_default();
         text.lines()
-            .filter_map(|l| crate::format::parse_prefix(l.as_bytes()))
+            .filter_map(|l| crate::prefix::parse_prefix(l.as_bytes()))
             .map(|p| p.seq)
             .collect()
     }
