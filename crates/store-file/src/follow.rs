@@ -8,14 +8,16 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use seed_event::{
-    Cursor, Error, Follower, Result, Start, StoredEvent, Timestamp, Topic, TopicPattern,
+    Cursor, Error, FollowFrom, Follower, Result, Start, StoredEvent, Timestamp, Topic, TopicPattern,
 };
 
-use crate::lines::{inspect_tail, LineReader};
+use crate::decode::decode_line;
+use crate::lines::{inspect_tail, open_snapshot, LineReader};
+use crate::meta;
+use crate::paths::{list_logs, Paths};
 use crate::prefix::parse_prefix;
 use crate::search::search;
 use crate::watch::Watch;
-use crate::{decode_line, list_logs};
 
 /// One followed topic's open log.
 struct Tailer {
@@ -53,6 +55,34 @@ pub(crate) struct FileFollower {
 }
 
 impl FileFollower {
+    /// Starts following `pattern` in `dir`; `inotify` is the watch, made
+    /// before this looks at the directory so that nothing appended in
+    /// between is missed.
+    pub(crate) fn start(
+        dir: &Path,
+        pattern: &TopicPattern,
+        from: FollowFrom,
+        inotify: Option<Watch>,
+        settings: FollowSettings,
+    ) -> Result<FileFollower> {
+        let mut heads = BTreeMap::new();
+        for (topic, path) in list_logs(dir)? {
+            if pattern.matches(&topic) {
+                let head = head(dir, &topic, &path)?;
+                heads.insert(topic, head);
+            }
+        }
+        Ok(FileFollower::new(
+            dir.to_path_buf(),
+            pattern.clone(),
+            from.start,
+            from.positions,
+            heads,
+            inotify,
+            settings,
+        ))
+    }
+
     /// Starts following; `heads` are the matching topics' last sequence numbers now.
     pub(crate) fn new(
         dir: PathBuf,
@@ -232,6 +262,18 @@ impl FileFollower {
             *pos = (*pos).max(seq);
         }
         Ok(())
+    }
+}
+
+/// The last sequence number used in a topic (0 for none), read without the lock.
+fn head(dir: &Path, topic: &Topic, path: &Path) -> Result<u64> {
+    let last = match open_snapshot(path)? {
+        Some((_, tail)) => tail.last.map(|p| p.seq),
+        None => None,
+    };
+    match last {
+        Some(seq) => Ok(seq),
+        None => Ok(meta::read(&Paths::new(dir, topic.as_str()).meta)?.map_or(0, |m| m.seq_base)),
     }
 }
 

@@ -3,6 +3,9 @@
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use seed_event::{Error, Result};
 
 use crate::prefix::{parse_prefix, Prefix};
 
@@ -243,6 +246,23 @@ fn inspect_tail_once(file: &File, size: u64) -> io::Result<Tail> {
         }
     }
     Ok(Tail { end, last: None })
+}
+
+/// An error reading `path`.
+pub(crate) fn read_err(path: &Path, e: io::Error) -> Error {
+    Error::io(format!("reading {}", path.display()), e)
+}
+
+/// Opens a log and finds its committed end; `None` if there is no log.
+pub(crate) fn open_snapshot(path: &Path) -> Result<Option<(File, Tail)>> {
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(format!("opening {}", path.display()), e)),
+    };
+    let size = file.metadata().map_err(|e| read_err(path, e))?.len();
+    let tail = inspect_tail(&file, size).map_err(|e| read_err(path, e))?;
+    Ok(Some((file, tail)))
 }
 
 /// A file holding `lines` and then `extra`, for tests.
