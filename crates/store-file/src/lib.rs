@@ -29,7 +29,10 @@
 //!   atomically. Every writer reads it for each log file it opens.
 //! - `<dir>/.consumers/<consumer>/<topic>.json`: durable consumer positions,
 //!   one file per consumer and topic, replaced atomically.
-//! - The directory is created with mode 0700, files with 0600.
+//! - `<dir>/.format`: the on-disk format version, `1` (see
+//!   [Format version](#format-version)).
+//! - The first write creates the directory, with mode 0700; files get 0600.
+//!   Reads of a missing directory see an empty store and create nothing.
 //!
 //! # Line format
 //!
@@ -143,6 +146,17 @@
 //! 8. `follow`.
 //! 9. `store` ([`FileStore`] and the [`EventStore`] implementation), `legacy`.
 //!
+//! # Format version
+//!
+//! The format described here is version 1. The first write to a directory
+//! creates `.format` holding `1` (written under a temporary name and linked
+//! into place, so it appears whole or not at all); a directory without it is
+//! version 1. Every read, clear, retention run and consumer commit, and each
+//! process's first append to each log it opens, refuses a directory marked
+//! with another version, or with a mark that is not a version, with an error
+//! naming the directory, the version found and this build's; nothing is
+//! written then.
+//!
 //! # Importing the Python layout
 //!
 //! [`import_legacy`] reads a directory of `<topic>.jsonl` files written by the
@@ -165,9 +179,13 @@
 //!   coarse monotonic clock (up to two of its ticks, 20 ms on a kernel with
 //!   HZ=100), can land in the old, unlinked file. Use `clear` (or stop the
 //!   writers) instead.
-//! - Every process writing to one events directory must run this version or
-//!   a later one: a clear or retention run by an earlier version replaces a
-//!   log without the tombstone byte, which the quick check relies on.
+//! - Every process writing to one events directory must run a build with the
+//!   tombstone: a clear or retention run by a build older than the format
+//!   version mark replaces a log without the tombstone byte, which the quick
+//!   check relies on. Builds that know the mark refuse directories of other
+//!   versions; a mark written while a process already has a log open is seen
+//!   by that process at its next clear, retention run, commit or read, and
+//!   by its appends once it reopens the log.
 
 mod civil;
 mod consumers;
@@ -189,6 +207,7 @@ mod retention;
 mod rewrite;
 mod search;
 mod store;
+mod version;
 mod watch;
 mod writer;
 

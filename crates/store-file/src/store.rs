@@ -3,8 +3,6 @@
 //! their modules.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs;
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,7 +17,7 @@ use crate::mutex::lock;
 use crate::paths::{list_logs, Paths};
 use crate::query::{self, CorruptLine};
 use crate::writer::TopicWriter;
-use crate::{consumers, follow, fsutil, retention, watch};
+use crate::{consumers, follow, retention, version, watch};
 
 /// When appends reach the disk (not just the page cache) before they return.
 ///
@@ -94,29 +92,21 @@ pub struct FileStore {
 }
 
 impl FileStore {
-    /// Opens (creating it, mode 0700) the events directory `dir` with the default configuration.
+    /// Opens the events directory `dir` with the default configuration; the
+    /// first write creates it (mode 0700), reads of a missing one see an empty store.
     pub fn open(dir: impl AsRef<Path>) -> Result<FileStore> {
         FileStore::open_with(dir, FileStoreConfig::default())
     }
 
-    /// Opens (creating it, mode 0700) the events directory `dir`.
+    /// Opens the events directory `dir`; the first write creates it (mode
+    /// 0700), reads of a missing one see an empty store.
     pub fn open_with(dir: impl AsRef<Path>, config: FileStoreConfig) -> Result<FileStore> {
         let dir = dir.as_ref().to_path_buf();
-        let creating = !dir.exists();
-        fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(|e| {
-            Error::io(format!("creating the events directory {}", dir.display()), e)
-        })?;
-        if !dir.is_dir() {
+        if dir.exists() && !dir.is_dir() {
             return Err(Error::invalid(
                 "events directory",
                 format!("{} is not a directory", dir.display()),
             ));
-        }
-        if creating && config.sync != SyncPolicy::Never {
-            // Synced appends are durable only if the directory they go to is.
-            fsutil::sync_dir(&dir).map_err(|e| {
-                Error::io(format!("syncing the directory holding {}", dir.display()), e)
-            })?;
         }
         Ok(FileStore {
             dir,
@@ -165,6 +155,9 @@ impl FileStore {
         let slot = self.writer(topic);
         let mut guard = lock(&slot);
         let (writer, since_check) = &mut *guard;
+        if !writer.is_open() {
+            version::ensure_writable(&self.dir, self.durable())?;
+        }
         writer.prepare(events);
         let first = {
             let mut locked = writer.lock()?;
@@ -195,7 +188,11 @@ impl FileStore {
     /// Applies the configured retention limits to every topic now; returns how many events went.
     pub fn enforce_retention(&self) -> Result<u64> {
         let mut removed = 0;
-        for (topic, _) in list_logs(&self.dir)? {
+        let logs = list_logs(&self.dir)?;
+        if !logs.is_empty() {
+            version::ensure_writable(&self.dir, self.durable())?;
+        }
+        for (topic, _) in logs {
             let limits = self.config.retention.limits(&topic).clone();
             if limits.is_unlimited() {
                 continue;
@@ -209,7 +206,13 @@ impl FileStore {
 
     /// Every line of every topic that is not a readable event, with its topic and byte offset.
     pub fn verify(&self) -> Result<Vec<CorruptLine>> {
+        version::check_readable(&self.dir)?;
         query::verify(&self.dir)
+    }
+
+    /// Whether writes sync (then a new events directory is synced into its parent too).
+    fn durable(&self) -> bool {
+        self.config.sync != SyncPolicy::Never
     }
 }
 
@@ -241,18 +244,22 @@ impl EventStore for FileStore {
     }
 
     fn last_cursor(&self, topic: &Topic) -> Result<Option<Cursor>> {
+        version::check_readable(&self.dir)?;
         query::last_cursor(&self.paths(topic).log)
     }
 
     fn read(&self, query: &Query) -> Result<EventStream<'_>> {
+        version::check_readable(&self.dir)?;
         query::read(&self.dir, query)
     }
 
     fn count_after(&self, topic: &Topic, cursor: Cursor) -> Result<u64> {
+        version::check_readable(&self.dir)?;
         query::count_after(&self.paths(topic).log, cursor)
     }
 
     fn follow(&self, pattern: &TopicPattern, from: FollowFrom) -> Result<Box<dyn Follower>> {
+        version::check_readable(&self.dir)?;
         // Watch first, then look: nothing appended in between is missed.
         let inotify = match self.config.inotify {
             true => watch::Watcher::shared(&self.watcher, &self.dir)
@@ -265,22 +272,27 @@ impl EventStore for FileStore {
     }
 
     fn load_consumer(&self, name: &ConsumerName) -> Result<BTreeMap<Topic, Cursor>> {
+        version::check_readable(&self.dir)?;
         consumers::load(&self.dir, name)
     }
 
     fn commit_consumer(&self, name: &ConsumerName, topic: &Topic, cursor: Cursor) -> Result<()> {
-        consumers::commit(&self.dir, name, topic, cursor, self.config.sync != SyncPolicy::Never)
+        version::ensure_writable(&self.dir, self.durable())?;
+        consumers::commit(&self.dir, name, topic, cursor, self.durable())
     }
 
     fn consumers(&self) -> Result<Vec<ConsumerName>> {
+        version::check_readable(&self.dir)?;
         consumers::list(&self.dir)
     }
 
     fn topics(&self) -> Result<Vec<TopicStats>> {
+        version::check_readable(&self.dir)?;
         query::topics(&self.dir)
     }
 
     fn clear(&self, what: &Clear) -> Result<u64> {
+        version::check_readable(&self.dir)?;
         let targets: Vec<(Topic, PathBuf)> = match &what.topic {
             Some(t) => vec![(t.clone(), self.paths(t).log)],
             None => list_logs(&self.dir)?,
@@ -293,6 +305,9 @@ impl EventStore for FileStore {
                     limits.push((topic, last.seq));
                 }
             }
+        }
+        if !limits.is_empty() {
+            version::ensure_writable(&self.dir, self.durable())?;
         }
         let before = what.before.map(|t| t.unix_micros());
         let mut removed = 0;

@@ -96,6 +96,12 @@ impl TopicWriter {
         Error::io(format!("{what} {}", self.paths.log.display()), e)
     }
 
+    /// Whether the log file is open (a write through a closed writer opens it first).
+    #[inline]
+    pub(crate) fn is_open(&self) -> bool {
+        self.file.is_some()
+    }
+
     /// Encodes the lines of `events` before the lock is taken, with store
     /// fields that continue the tail this process last saw; [`Locked::append`]
     /// writes them as they are if nobody else appended since, and otherwise
