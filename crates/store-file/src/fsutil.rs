@@ -106,16 +106,37 @@ pub(crate) fn write_atomic(
     Ok(())
 }
 
-#[inline(always)]
-fn count(_: Sync) {}
-
-/// What a sync call synced.
+/// What a sync call synced, counted in tests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Sync {
+pub(crate) enum Sync {
     /// An fdatasync of a file.
     Data,
     /// An fsync of a file.
     File,
     /// An fsync of a directory.
     Dir,
+}
+
+#[cfg(test)]
+thread_local! {
+    static SYNCS: std::cell::Cell<[usize; 3]> = const { std::cell::Cell::new([0; 3]) };
+}
+
+#[cfg(test)]
+fn count(kind: Sync) {
+    SYNCS.with(|s| {
+        let mut n = s.get();
+        n[kind as usize] += 1;
+        s.set(n);
+    });
+}
+
+#[cfg(not(test))]
+#[inline(always)]
+fn count(_: Sync) {}
+
+/// The syncs this thread made since the last call: fdatasyncs, file fsyncs, directory fsyncs.
+#[cfg(test)]
+pub(crate) fn take_syncs() -> [usize; 3] {
+    SYNCS.with(|s| s.replace([0; 3]))
 }

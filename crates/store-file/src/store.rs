@@ -320,3 +320,69 @@ impl EventStore for FileStore {
         Ok(removed)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fsutil::take_syncs;
+    use seed_event::JsonObject;
+
+    fn store(dir: &Path, sync: SyncPolicy) -> FileStore {
+        FileStore::open_with(dir, FileStoreConfig { sync, ..FileStoreConfig::default() }).unwrap()
+    }
+
+    fn event(t: &Topic) -> Event {
+        Event::new(t.clone(), "test", JsonObject::new())
+    }
+
+    /// `always` fdatasyncs every append call, `batch` each batch call and no
+    /// single append, `never` nothing; counted syncs of this thread.
+    #[test]
+    fn appends_fdatasync_as_the_policy_says() {
+        let t = Topic::new("sync.count").unwrap();
+        let batch = [event(&t), event(&t), event(&t)];
+        for (policy, per_append, per_batch) in
+            [(SyncPolicy::Always, 1, 1), (SyncPolicy::Batch, 0, 1), (SyncPolicy::Never, 0, 0)]
+        {
+            let dir = tempfile::tempdir().unwrap();
+            let s = store(dir.path(), policy);
+            s.append(&event(&t)).unwrap(); // opens the log, marks and syncs the directory
+            take_syncs();
+            for _ in 0..5 {
+                s.append(&event(&t)).unwrap();
+            }
+            s.append_expecting(&event(&t), Some(Cursor::new(6, 0))).unwrap();
+            assert_eq!(take_syncs(), [6 * per_append, 0, 0], "{policy:?}: six appends");
+            s.append_batch(&t, &batch).unwrap();
+            s.append_batch(&t, &batch).unwrap();
+            // The first synced append to a log file also syncs its directory:
+            // under `batch` that is the first batch.
+            let first_synced = usize::from(policy == SyncPolicy::Batch);
+            assert_eq!(take_syncs(), [2 * per_batch, 0, first_synced], "{policy:?}: two batches");
+        }
+    }
+
+    /// Under `batch` and `always` a consumer commit syncs its position file
+    /// and its directory (and, the first time, the directories it created);
+    /// under `never` it syncs nothing.
+    #[test]
+    fn consumer_commits_sync_their_file_and_directory() {
+        let t = Topic::new("sync.commit").unwrap();
+        let name = ConsumerName::new("c").unwrap();
+        for (policy, file, dir_syncs) in
+            [(SyncPolicy::Always, 1, 1), (SyncPolicy::Batch, 1, 1), (SyncPolicy::Never, 0, 0)]
+        {
+            let dir = tempfile::tempdir().unwrap();
+            let s = store(dir.path(), policy);
+            s.append(&event(&t)).unwrap();
+            s.commit_consumer(&name, &t, Cursor::new(1, 0)).unwrap();
+            take_syncs();
+            for n in 2..5 {
+                s.append(&event(&t)).unwrap();
+                take_syncs();
+                s.commit_consumer(&name, &t, Cursor::new(n, 0)).unwrap();
+                assert_eq!(take_syncs(), [0, file, dir_syncs], "{policy:?}: commit {n}");
+            }
+        }
+    }
+}

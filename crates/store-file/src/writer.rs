@@ -298,8 +298,8 @@ impl LogStat {
     /// Reads the link count, identity and length of an open file. It asks
     /// `statx` with a NULL path where the kernel allows it: `File::metadata`
     /// (like `fstat`) passes an empty path, which the kernel copies and
-    /// looks up first, and here that cost about half a microsecond per
-    /// append. The answer is the same; older kernels fall back to `metadata`.
+    /// looks up first. The answer is the same; older kernels fall back to
+    /// `metadata`.
     fn of(file: &File) -> io::Result<LogStat> {
         if STATX_NULL_PATH.load(Ordering::Relaxed) {
             match statx_null_path(file) {
