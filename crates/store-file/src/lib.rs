@@ -98,8 +98,11 @@
 //! inotify instance (a user may have as few as 128, for all programs): one
 //! waiting follower reads it, the others sleep until it records something
 //! for them. Where inotify is missing followers poll every
-//! [`FileStoreConfig::poll_interval`]; where a log cannot be watched they wake
-//! on appends to any file of the directory. A clear or
+//! [`FileStoreConfig::poll_interval`], listing the directory each time; where
+//! a log cannot be watched they wake on appends to any file of the directory.
+//! With inotify a follower still lists the directory and rereads its logs at
+//! least once a second, so on a file system that sends no events (a network
+//! or FUSE mount) it finds appends and new topics all the same. A clear or
 //! retention run writes the kept lines to a new file and renames it over the
 //! log; the follower sees the new inode, reopens it and continues after the
 //! last sequence number it returned.
