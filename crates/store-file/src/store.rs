@@ -103,9 +103,9 @@ impl FileStore {
     pub fn open_with(dir: impl AsRef<Path>, config: FileStoreConfig) -> Result<FileStore> {
         let dir = dir.as_ref().to_path_buf();
         if dir.exists() && !dir.is_dir() {
-            return Err(Error::invalid(
-                "events directory",
-                format!("{} is not a directory", dir.display()),
+            return Err(Error::io(
+                format!("opening the events directory {}", dir.display()),
+                std::io::Error::new(std::io::ErrorKind::NotADirectory, "not a directory"),
             ));
         }
         Ok(FileStore {
