@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use seed_event::{ConsumerName, Cursor, Error, Result, Topic};
 
-use crate::meta::{write_atomic, Durability};
-use crate::{names, writer};
+use crate::fsutil::{self, write_atomic, Durability};
+use crate::names;
 
 /// The directory of consumer positions.
 pub(crate) fn root(dir: &Path) -> PathBuf {
@@ -50,7 +50,7 @@ pub(crate) fn commit(
         // The consumer's directory (and `.consumers`, if it is new too) must
         // survive a crash with the first position in it.
         for made in [&cdir, &root(dir)] {
-            writer::sync_dir(made).map_err(|e| {
+            fsutil::sync_dir(made).map_err(|e| {
                 Error::io(format!("syncing the directory of {}", made.display()), e)
             })?;
         }

@@ -8,12 +8,16 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use seed_event::{
-    Cursor, Error, Follower, Result, Start, StoredEvent, Timestamp, Topic, TopicPattern,
+    Cursor, Error, FollowFrom, Follower, Result, Start, StoredEvent, Timestamp, Topic, TopicPattern,
 };
 
-use crate::format::{inspect_tail, parse_prefix, search, LineReader};
+use crate::decode::decode_line;
+use crate::lines::{inspect_tail, open_snapshot, LineReader};
+use crate::meta;
+use crate::paths::{list_logs, Paths};
+use crate::prefix::parse_prefix;
+use crate::search::search;
 use crate::watch::Watch;
-use crate::{decode_line, list_logs};
 
 /// One followed topic's open log.
 struct Tailer {
@@ -48,9 +52,44 @@ pub(crate) struct FileFollower {
     turn: usize,
     /// How many times inotify woke the follower.
     wakes: u64,
+    /// When the directory was last listed.
+    listed: Instant,
 }
 
+/// How often a follower with inotify lists the directory and rereads its
+/// logs anyway: on a file system that sends no events (a network or FUSE
+/// mount), that is how it finds appends and new topics.
+const RESCAN_EVERY: Duration = Duration::from_secs(1);
+
 impl FileFollower {
+    /// Starts following `pattern` in `dir`; `inotify` is the watch, made
+    /// before this looks at the directory so that nothing appended in
+    /// between is missed.
+    pub(crate) fn start(
+        dir: &Path,
+        pattern: &TopicPattern,
+        from: FollowFrom,
+        inotify: Option<Watch>,
+        settings: FollowSettings,
+    ) -> Result<FileFollower> {
+        let mut heads = BTreeMap::new();
+        for (topic, path) in list_logs(dir)? {
+            if pattern.matches(&topic) {
+                let head = head(dir, &topic, &path)?;
+                heads.insert(topic, head);
+            }
+        }
+        Ok(FileFollower::new(
+            dir.to_path_buf(),
+            pattern.clone(),
+            from.start,
+            from.positions,
+            heads,
+            inotify,
+            settings,
+        ))
+    }
+
     /// Starts following; `heads` are the matching topics' last sequence numbers now.
     pub(crate) fn new(
         dir: PathBuf,
@@ -84,6 +123,7 @@ impl FileFollower {
             settings,
             turn: 0,
             wakes: 0,
+            listed: Instant::now(),
         }
     }
 
@@ -233,14 +273,27 @@ impl FileFollower {
     }
 }
 
+/// The last sequence number used in a topic (0 for none), read without the lock.
+fn head(dir: &Path, topic: &Topic, path: &Path) -> Result<u64> {
+    let last = match open_snapshot(path)? {
+        Some((_, tail)) => tail.last.map(|p| p.seq),
+        None => None,
+    };
+    match last {
+        Some(seq) => Ok(seq),
+        None => Ok(meta::read(&Paths::new(dir, topic.as_str()).meta)?.map_or(0, |m| m.seq_base)),
+    }
+}
+
 impl Follower for FileFollower {
     fn next_batch(&mut self, max: usize, timeout: Duration) -> Result<Vec<StoredEvent>> {
         let deadline = Instant::now() + timeout;
         let mut out = Vec::new();
         loop {
-            if self.rescan || self.inotify.is_none() {
+            if self.rescan || self.inotify.is_none() || self.listed.elapsed() >= RESCAN_EVERY {
                 self.rescan()?;
                 self.rescan = false;
+                self.listed = Instant::now();
             }
             self.read_available(max, &mut out)?;
             if !out.is_empty() || max == 0 {
@@ -252,8 +305,9 @@ impl Follower for FileFollower {
             }
             match &mut self.inotify {
                 Some(inotify) => {
+                    let until_rescan = RESCAN_EVERY.saturating_sub(self.listed.elapsed());
                     let wake = inotify
-                        .wait(deadline - now)
+                        .wait((deadline - now).min(until_rescan))
                         .map_err(|e| Error::io(format!("waiting on {}", self.dir.display()), e))?;
                     self.rescan |= wake.rescan;
                     self.wakes += u64::from(wake.any());
@@ -429,5 +483,37 @@ mod tests {
         }
         assert_eq!(got.iter().map(|e| e.event.id).collect::<Vec<_>>(), vec![sent.id]);
         assert!(f.wakes > 0, "woken by the log's name, not found by chance");
+    }
+
+    /// A follower whose inotify never reports anything for its directory
+    /// (here: its watch is on another directory, as on a file system that
+    /// sends no events) still finds a topic created after it started, and
+    /// its events, by listing the directory now and then.
+    #[test]
+    fn a_follower_without_events_from_the_file_system_finds_new_topics() {
+        let dir = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let store = FileStore::open(dir.path()).unwrap();
+        let other = FileStore::open(elsewhere.path()).unwrap();
+        let pattern = TopicPattern::new("a.>").unwrap();
+        let deaf = crate::watch::Watcher::shared(&other.watcher, elsewhere.path()).unwrap();
+        let mut f = FileFollower::start(
+            dir.path(),
+            &pattern,
+            FollowFrom::start(Start::New),
+            Some(Watch::new(deaf, &pattern)),
+            FollowSettings { poll_interval: Duration::from_millis(50) },
+        )
+        .unwrap();
+        assert!(f.next_batch(10, Duration::ZERO).unwrap().is_empty());
+        let sent = Event::new(Topic::new("a.new").unwrap(), "test", JsonObject::new());
+        store.append(&sent).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut got = Vec::new();
+        while got.is_empty() && Instant::now() < deadline {
+            got = f.next_batch(10, Duration::from_millis(200)).unwrap();
+        }
+        assert_eq!(got.iter().map(|e| e.event.id).collect::<Vec<_>>(), vec![sent.id]);
+        assert_eq!(f.wakes, 0, "found by listing, not woken");
     }
 }

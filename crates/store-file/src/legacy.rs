@@ -74,7 +74,8 @@ pub fn import_legacy(store: &FileStore, legacy_dir: &Path) -> Result<ImportRepor
     let canonical = |p: &Path| {
         fs::canonicalize(p).map_err(|e| Error::io(format!("opening {}", p.display()), e))
     };
-    if canonical(legacy_dir)? == canonical(store.dir())? {
+    // A store directory not created yet cannot be the legacy one.
+    if store.dir().exists() && canonical(legacy_dir)? == canonical(store.dir())? {
         return Err(Error::invalid(
             "legacy directory",
             format!(

@@ -1,17 +1,17 @@
-//! The small sidecar `<stem>.meta` beside a log, and atomic small-file writes.
+//! The small sidecar `<stem>.meta` beside a log.
 //!
 //! It holds what the log alone cannot say: the exact topic of a hashed file
 //! name, the sequence number to continue from after a clear emptied the log,
 //! and how many sequence numbers a retention run left out between the first
 //! and the last kept line (so counts stay exact without a scan).
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write as _};
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs;
+use std::io;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
+
+use crate::fsutil::{write_atomic, Durability};
 
 /// The contents of a `.meta` sidecar.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,69 +48,8 @@ pub(crate) fn read(path: &Path) -> seed_event::Result<Option<Meta>> {
     }
 }
 
-/// How far [`write`] and [`write_atomic`] go to make the new content survive a crash.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Durability {
-    /// Nothing is synced: the content survives a process crash, not a power loss.
-    None,
-    /// The file is synced before the rename; the caller syncs the directory
-    /// after it (one sync for several renames).
-    FileOnly,
-    /// The file before the rename and the directory after it.
-    Full,
-}
-
 /// Writes a sidecar atomically.
 pub(crate) fn write(path: &Path, meta: &Meta, durability: Durability) -> seed_event::Result<()> {
     let bytes = serde_json::to_vec(meta).unwrap_or_default();
     write_atomic(path, &bytes, durability)
-}
-
-/// Opens a new file with mode 0600 for writing.
-pub(crate) fn create_private(path: &Path) -> io::Result<File> {
-    OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)
-}
-
-/// A temporary name beside `path`, hidden so it is never taken for a topic.
-pub(crate) fn temp_path(path: &Path) -> std::path::PathBuf {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let short: String = name.chars().take(40).collect();
-    path.with_file_name(format!(".tmp.{}.{n}.{short}", std::process::id()))
-}
-
-/// Writes `bytes` to a temporary file and renames it over `path`, syncing as
-/// `durability` says.
-pub(crate) fn write_atomic(
-    path: &Path,
-    bytes: &[u8],
-    durability: Durability,
-) -> seed_event::Result<()> {
-    let tmp = temp_path(path);
-    let result = (|| {
-        let mut f = create_private(&tmp)?;
-        f.write_all(bytes)?;
-        if durability != Durability::None {
-            f.sync_all()?;
-        }
-        fs::rename(&tmp, path)
-    })();
-    if let Err(e) = result {
-        let _ = fs::remove_file(&tmp);
-        return Err(seed_event::Error::io(format!("writing {}", path.display()), e));
-    }
-    if durability == Durability::Full {
-        crate::writer::sync_dir(path).map_err(|e| {
-            seed_event::Error::io(
-                format!(
-                    "syncing the directory of {} (its new content is in place and synced, \
-                     the directory entry not)",
-                    path.display()
-                ),
-                e,
-            )
-        })?;
-    }
-    Ok(())
 }

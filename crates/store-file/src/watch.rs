@@ -23,7 +23,8 @@ use std::time::{Duration, Instant};
 
 use seed_event::{Topic, TopicPattern};
 
-use crate::{lock, names};
+use crate::mutex::lock;
+use crate::names;
 
 /// Changes to the directory's names (logs created, renamed in, removed).
 const NAMES: u32 = libc::IN_CREATE | libc::IN_MOVED_TO | libc::IN_MOVED_FROM | libc::IN_DELETE;

@@ -1,50 +1,30 @@
 //! Appending to a topic's log under its lock, repairing what a killed writer left.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter, Write as _};
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write as _};
 use std::os::fd::AsRawFd as _;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use seed_event::{Cursor, Error, Event, Result, Topic};
 
-use crate::format::{encode_prefix, inspect_tail, BodyEncoder, LineReader, Prefix, Tail};
-use crate::meta::{self, Durability, Meta};
-use crate::names;
-
-/// Where a topic's files are.
-#[derive(Debug, Clone)]
-pub(crate) struct Paths {
-    /// The log, `<stem>.jsonl`.
-    pub log: PathBuf,
-    /// The sidecar, `<stem>.meta`.
-    pub meta: PathBuf,
-    /// Whether the stem is hashed (then the sidecar names the topic).
-    pub hashed: bool,
-}
-
-impl Paths {
-    /// The files of `topic` in `dir`.
-    pub(crate) fn new(dir: &Path, topic: &str) -> Paths {
-        let stem = names::encode(topic);
-        Paths {
-            log: dir.join(format!("{stem}.jsonl")),
-            meta: dir.join(format!("{stem}.meta")),
-            hashed: names::is_hashed(&stem),
-        }
-    }
-}
+use crate::encode::BodyEncoder;
+use crate::fsutil::{lock_exclusive, sync_data, sync_dir, unlock, Durability};
+use crate::lines::{inspect_tail, Tail};
+use crate::meta::{self, Meta};
+use crate::paths::Paths;
+use crate::prefix::{encode_prefix, Prefix};
 
 /// The append side of one topic in this process: an open log and what is known of its tail.
 pub(crate) struct TopicWriter {
-    topic: Topic,
-    paths: Paths,
-    file: Option<File>,
+    pub(crate) topic: Topic,
+    pub(crate) paths: Paths,
+    pub(crate) file: Option<File>,
     /// Device and inode of `file`.
     id: (u64, u64),
     /// The log's length after our last append, if nothing else may have changed it since.
-    cached_len: Option<u64>,
+    pub(crate) cached_len: Option<u64>,
     /// Quick checks left before the next full one (see [`TopicWriter::lock`]).
     quick_left: u32,
     /// When the last full check ran, on the coarse monotonic clock, in milliseconds.
@@ -59,7 +39,7 @@ pub(crate) struct TopicWriter {
     dir_synced: bool,
     dir_syncs: u64,
     /// The last sequence number ever used in the topic.
-    seq: u64,
+    pub(crate) seq: u64,
     /// The sequence number of the last event in the log.
     last_event: Option<u64>,
     /// The running maximum timestamp of the log.
@@ -80,14 +60,6 @@ pub(crate) struct TopicWriter {
     spare: Vec<u8>,
     /// Encodes the bodies, remembering the last second's text.
     encoder: BodyEncoder,
-}
-
-/// What a rewrite does with one line.
-pub(crate) enum Keep {
-    /// Keep the line.
-    Yes,
-    /// Drop it; `true` if it was a readable event (counted as removed).
-    No(bool),
 }
 
 impl TopicWriter {
@@ -120,8 +92,14 @@ impl TopicWriter {
         }
     }
 
-    fn io(&self, what: &str, e: io::Error) -> Error {
+    pub(crate) fn io(&self, what: &str, e: io::Error) -> Error {
         Error::io(format!("{what} {}", self.paths.log.display()), e)
+    }
+
+    /// Whether the log file is open (a write through a closed writer opens it first).
+    #[inline]
+    pub(crate) fn is_open(&self) -> bool {
+        self.file.is_some()
     }
 
     /// Encodes the lines of `events` before the lock is taken, with store
@@ -187,7 +165,7 @@ impl TopicWriter {
                         return Ok(locked);
                     }
                     Seen::Unknown => {
-                        let _ = fs2::FileExt::unlock(file);
+                        let _ = unlock(file);
                     }
                 }
             }
@@ -221,13 +199,13 @@ impl TopicWriter {
             let stat = match LogStat::of(file) {
                 Ok(m) => m,
                 Err(e) => {
-                    let _ = fs2::FileExt::unlock(file);
+                    let _ = unlock(file);
                     return Err(self.io("inspecting", e));
                 }
             };
             if stat.nlink == 0 {
                 // A clear or retention run replaced the log: follow the path to the new one.
-                let _ = fs2::FileExt::unlock(file);
+                let _ = unlock(file);
                 self.file = None;
                 continue;
             }
@@ -320,8 +298,8 @@ impl LogStat {
     /// Reads the link count, identity and length of an open file. It asks
     /// `statx` with a NULL path where the kernel allows it: `File::metadata`
     /// (like `fstat`) passes an empty path, which the kernel copies and
-    /// looks up first, and here that cost about half a microsecond per
-    /// append. The answer is the same; older kernels fall back to `metadata`.
+    /// looks up first. The answer is the same; older kernels fall back to
+    /// `metadata`.
     fn of(file: &File) -> io::Result<LogStat> {
         if STATX_NULL_PATH.load(Ordering::Relaxed) {
             match statx_null_path(file) {
@@ -376,37 +354,21 @@ fn statx_null_path(file: &File) -> io::Result<Option<LogStat>> {
     }))
 }
 
-/// Takes `file`'s exclusive lock, sleeping in the kernel until it is free.
-///
-/// An earlier version retried a contended lock for 20 µs before sleeping, on
-/// the theory that the holder needs it only for one write. With more writer
-/// processes than cores that spinning took the cores the holder needed:
-/// 4 processes on 2 cores appended 185k events/s with it and 320k without.
-fn lock_exclusive(file: &File) -> io::Result<()> {
-    fs2::FileExt::lock_exclusive(file)
-}
-
-/// Syncs the directory holding `path`, so that a file created or renamed there stays after a crash.
-pub(crate) fn sync_dir(path: &Path) -> io::Result<()> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    File::open(dir)?.sync_all()
-}
-
 /// A topic writer holding the log's exclusive lock; dropping it unlocks.
 pub(crate) struct Locked<'a> {
-    w: &'a mut TopicWriter,
+    pub(crate) w: &'a mut TopicWriter,
 }
 
 impl Drop for Locked<'_> {
     fn drop(&mut self) {
         if let Some(f) = &self.w.file {
-            let _ = fs2::FileExt::unlock(f);
+            let _ = unlock(f);
         }
     }
 }
 
 impl Locked<'_> {
-    fn file(&self) -> &File {
+    pub(crate) fn file(&self) -> &File {
         // `lock` only hands out a `Locked` with an open file.
         self.w.file.as_ref().unwrap_or_else(|| unreachable!("a locked writer has a file"))
     }
@@ -507,7 +469,7 @@ impl Locked<'_> {
             // A synced append is on disk only if the log's name is too: the
             // first synced append to a log file (new, or renamed in by a
             // clear or retention run) also syncs the directory.
-            if let Err(e) = file.sync_data() {
+            if let Err(e) = sync_data(file) {
                 w.cached_len = None;
                 return Err(Error::io(
                     format!(
@@ -546,149 +508,14 @@ impl Locked<'_> {
         }
         Ok(first)
     }
-
-    /// How many lines with store fields the log holds.
-    pub(crate) fn count_lines(&self) -> Result<u64> {
-        let mut reader = LineReader::new(0, self.w.cached_len.unwrap_or(0));
-        let mut n = 0;
-        while let Some((_, line)) =
-            reader.next_line(self.file()).map_err(|e| self.w.io("reading", e))?
-        {
-            n += u64::from(crate::format::parse_prefix(line).is_some());
-        }
-        Ok(n)
-    }
-
-    /// Rewrites the log without the lines `keep` rejects; returns how many
-    /// events were removed. The new log replaces the old one by a rename, so
-    /// readers holding the old one keep a consistent view and followers notice.
-    pub(crate) fn rewrite(&mut self, mut keep: impl FnMut(u64, &[u8]) -> Keep) -> Result<u64> {
-        let end = self.w.cached_len.unwrap_or(0);
-        let mut reader = LineReader::new(0, end);
-        let tmp = meta::temp_path(&self.w.paths.log);
-        let mut removed = 0u64;
-        let mut dropped_lines = 0u64;
-        let mut kept: Vec<u64> = Vec::new();
-        let mut kept_lines = 0u64;
-        let result = (|| -> io::Result<()> {
-            let mut out = BufWriter::with_capacity(64 * 1024, meta::create_private(&tmp)?);
-            // The last kept line of a batch still open (it says "more"), and
-            // the unreadable lines kept after it: if the batch's last line is
-            // removed, that line must end the batch instead, or readers would
-            // wait for the rest for ever and the next writer cut it off.
-            let mut held: Option<Vec<u8>> = None;
-            let mut after_held: Vec<Vec<u8>> = Vec::new();
-            let put = |out: &mut BufWriter<File>, line: &[u8]| -> io::Result<()> {
-                out.write_all(line)?;
-                out.write_all(b"\n")
-            };
-            while let Some((off, line)) = reader.next_line(self.file())? {
-                let prefix = crate::format::parse_prefix(line);
-                match (keep(off, line), prefix) {
-                    (Keep::Yes, Some(p)) => {
-                        if let Some(h) = held.take() {
-                            put(&mut out, &h)?;
-                        }
-                        for u in after_held.drain(..) {
-                            put(&mut out, &u)?;
-                        }
-                        if p.more {
-                            held = Some(line.to_vec());
-                        } else {
-                            put(&mut out, line)?;
-                        }
-                        kept_lines += 1;
-                        if kept.is_empty() {
-                            kept.push(p.seq);
-                        }
-                        kept.truncate(1);
-                        kept.push(p.seq);
-                    }
-                    (Keep::Yes, None) if held.is_some() => after_held.push(line.to_vec()),
-                    (Keep::Yes, None) => put(&mut out, line)?,
-                    (Keep::No(event), prefix) => {
-                        dropped_lines += 1;
-                        removed += u64::from(event);
-                        if prefix.is_some_and(|p| !p.more) {
-                            if let Some(h) = held.take() {
-                                put(&mut out, &crate::format::ending_batch(&h))?;
-                            }
-                            for u in after_held.drain(..) {
-                                put(&mut out, &u)?;
-                            }
-                        }
-                    }
-                }
-            }
-            if let Some(h) = held.take() {
-                put(&mut out, &crate::format::ending_batch(&h))?;
-            }
-            for u in after_held.drain(..) {
-                put(&mut out, &u)?;
-            }
-            let file = out.into_inner().map_err(|e| e.into_error())?;
-            file.sync_all()
-        })();
-        if let Err(e) = result {
-            let _ = fs::remove_file(&tmp);
-            return Err(self.w.io("rewriting", e));
-        }
-        if dropped_lines == 0 {
-            let _ = fs::remove_file(&tmp);
-            return Ok(0);
-        }
-        let w = &mut *self.w;
-        let gaps = match (kept.first(), kept.last()) {
-            (Some(first), Some(last)) => (last - first + 1).saturating_sub(kept_lines),
-            _ => 0,
-        };
-        // Numbers used after the last kept line, by events this rewrite removed.
-        let trailing = kept.last().map_or(0, |&last| w.seq.saturating_sub(last));
-        let sidecar = Meta { topic: w.topic.to_string(), seq_base: w.seq, gaps, trailing };
-        let Some(old) = w.file.as_ref() else {
-            let _ = fs::remove_file(&tmp);
-            return Err(Error::io("rewriting", io::Error::other("the log is not open")));
-        };
-        // The tombstone: one byte past the end of the old log, so a writer of
-        // another process whose quick check compares lengths sees a change,
-        // looks closer and finds the log replaced. It goes on before the
-        // rename: if this process dies in between, the byte is a torn tail of
-        // the live log, which readers wait before and the next writer cuts off.
-        let done = meta::write(&w.paths.meta, &sidecar, Durability::FileOnly)
-            .and_then(|()| {
-                old.set_len(end + 1)
-                    .map_err(|e| Error::io(format!("marking {}", w.paths.log.display()), e))
-            })
-            .and_then(|()| {
-                fs::rename(&tmp, &w.paths.log).map_err(|e| {
-                    let _ = old.set_len(end);
-                    Error::io(format!("replacing {}", w.paths.log.display()), e)
-                })
-            });
-        match &done {
-            Err(_) => {
-                let _ = fs::remove_file(&tmp);
-            }
-            // The new sidecar and log are in place; one directory sync makes
-            // both renames survive a crash. Until it, a crash could bring the
-            // old log back (the numbering stays right with either sidecar).
-            Ok(()) => {
-                if let Err(e) = sync_dir(&w.paths.log) {
-                    log::warn!(
-                        "topic {}: syncing the directory after replacing its log: {e}",
-                        w.topic
-                    );
-                }
-            }
-        }
-        w.cached_len = None;
-        done.map(|()| removed)
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rewrite::Keep;
+    use std::fs;
+    use std::path::PathBuf;
 
     use seed_event::Timestamp;
 
@@ -740,7 +567,7 @@ mod tests {
         assert_eq!(lines.len(), expected_ts.len());
         let mut hwm = i64::MIN;
         for (i, line) in lines.iter().enumerate() {
-            let p = crate::format::parse_prefix(line.as_bytes()).unwrap();
+            let p = crate::prefix::parse_prefix(line.as_bytes()).unwrap();
             hwm = hwm.max(expected_ts[i]);
             assert_eq!(
                 (p.seq, p.hwm, p.more),
@@ -800,7 +627,7 @@ mod tests {
     fn seqs_in(path: &Path) -> Vec<u64> {
         let text = fs::read_to_string(path).unwrap_or_default();
         text.lines()
-            .filter_map(|l| crate::format::parse_prefix(l.as_bytes()))
+            .filter_map(|l| crate::prefix::parse_prefix(l.as_bytes()))
             .map(|p| p.seq)
             .collect()
     }

@@ -1,0 +1,142 @@
+//! File-level helpers every other module builds on: private files, atomic
+//! small-file writes, syncs, and the one lock helper through which every
+//! `flock` of the crate goes (so the locking crate can be swapped here alone).
+//!
+//! This module imports nothing from the rest of the crate.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write as _};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Takes `file`'s exclusive lock, sleeping in the kernel until it is free.
+///
+/// It does not spin first: with more writer processes than cores, spinning
+/// takes the cores the holder needs to finish its write.
+#[inline]
+pub(crate) fn lock_exclusive(file: &File) -> io::Result<()> {
+    fs2::FileExt::lock_exclusive(file)
+}
+
+/// Lets go of `file`'s lock.
+#[inline]
+pub(crate) fn unlock(file: &File) -> io::Result<()> {
+    fs2::FileExt::unlock(file)
+}
+
+/// Opens a new file with mode 0600 for writing.
+pub(crate) fn create_private(path: &Path) -> io::Result<File> {
+    OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)
+}
+
+/// A temporary name beside `path`, hidden so it is never taken for a topic.
+pub(crate) fn temp_path(path: &Path) -> PathBuf {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let short: String = name.chars().take(40).collect();
+    path.with_file_name(format!(".tmp.{}.{n}.{short}", std::process::id()))
+}
+
+/// fdatasyncs `file`: its data and the metadata needed to read it back.
+#[inline]
+pub(crate) fn sync_data(file: &File) -> io::Result<()> {
+    count(Sync::Data);
+    file.sync_data()
+}
+
+/// fsyncs `file`: its data and all its metadata.
+pub(crate) fn sync_all(file: &File) -> io::Result<()> {
+    count(Sync::File);
+    file.sync_all()
+}
+
+/// Syncs the directory holding `path`, so that a file created or renamed there stays after a crash.
+pub(crate) fn sync_dir(path: &Path) -> io::Result<()> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    count(Sync::Dir);
+    File::open(dir)?.sync_all()
+}
+
+/// How far [`write_atomic`] goes to make the new content survive a crash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Durability {
+    /// Nothing is synced: the content survives a process crash, not a power loss.
+    None,
+    /// The file is synced before the rename; the caller syncs the directory
+    /// after it (one sync for several renames).
+    FileOnly,
+    /// The file before the rename and the directory after it.
+    Full,
+}
+
+/// Writes `bytes` to a temporary file and renames it over `path`, syncing as
+/// `durability` says.
+pub(crate) fn write_atomic(
+    path: &Path,
+    bytes: &[u8],
+    durability: Durability,
+) -> seed_event::Result<()> {
+    let tmp = temp_path(path);
+    let result = (|| {
+        let mut f = create_private(&tmp)?;
+        f.write_all(bytes)?;
+        if durability != Durability::None {
+            sync_all(&f)?;
+        }
+        fs::rename(&tmp, path)
+    })();
+    if let Err(e) = result {
+        let _ = fs::remove_file(&tmp);
+        return Err(seed_event::Error::io(format!("writing {}", path.display()), e));
+    }
+    if durability == Durability::Full {
+        sync_dir(path).map_err(|e| {
+            seed_event::Error::io(
+                format!(
+                    "syncing the directory of {} (its new content is in place and synced, \
+                     the directory entry not)",
+                    path.display()
+                ),
+                e,
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// What a sync call synced, counted in tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sync {
+    /// An fdatasync of a file.
+    Data,
+    /// An fsync of a file.
+    File,
+    /// An fsync of a directory.
+    Dir,
+}
+
+#[cfg(test)]
+thread_local! {
+    static SYNCS: std::cell::Cell<[usize; 3]> = const { std::cell::Cell::new([0; 3]) };
+}
+
+#[cfg(test)]
+fn count(kind: Sync) {
+    SYNCS.with(|s| {
+        let mut n = s.get();
+        n[kind as usize] += 1;
+        s.set(n);
+    });
+}
+
+#[cfg(not(test))]
+#[inline(always)]
+fn count(_: Sync) {}
+
+/// The syncs this thread made since the last call: fdatasyncs, file fsyncs, directory fsyncs.
+#[cfg(test)]
+pub(crate) fn take_syncs() -> [usize; 3] {
+    SYNCS.with(|s| s.replace([0; 3]))
+}

@@ -1,0 +1,388 @@
+//! The store: [`FileStore`], its configuration, the append path and the
+//! [`EventStore`] implementation, which hands reads, clears and consumers to
+//! their modules.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use seed_event::{
+    Clear, ConsumerName, Cursor, Error, Event, EventStore, EventStream, FollowFrom, Follower,
+    Query, Result, Retention, Topic, TopicPattern, TopicStats,
+};
+
+use crate::lines::open_snapshot;
+use crate::mutex::lock;
+use crate::paths::{list_logs, Paths};
+use crate::query::{self, CorruptLine};
+use crate::writer::TopicWriter;
+use crate::{consumers, follow, retention, version, watch};
+
+/// When appends reach the disk (not just the page cache) before they return.
+///
+/// Without a sync an acknowledged event survives the crash of any process but
+/// not of the machine (power loss, kernel panic).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SyncPolicy {
+    /// Never fdatasync: the fastest; survives process crashes, not machine crashes (the default,
+    /// like the original implementation).
+    #[default]
+    Never,
+    /// fdatasync once per [`EventStore::append_batch`] call; single appends are not synced.
+    Batch,
+    /// fdatasync every append call (single or batch) before it returns: acknowledged means on disk.
+    Always,
+}
+
+/// How a [`FileStore`] behaves; `Default` gives no sync, no retention and inotify.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileStoreConfig {
+    /// When appends are synced to disk.
+    pub sync: SyncPolicy,
+    /// Retention limits, applied exactly by [`FileStore::enforce_retention`]; and
+    /// every [`RETENTION_CHECK_EVERY`] appends to a topic, the appending process
+    /// applies them once a topic is a tenth past a limit (so that a big log is
+    /// not rewritten for a handful of events).
+    pub retention: Retention,
+    /// Wake followers with inotify (when `false`, or when inotify is unavailable, they poll).
+    pub inotify: bool,
+    /// How often followers look for new events when they poll.
+    pub poll_interval: Duration,
+}
+
+impl Default for FileStoreConfig {
+    fn default() -> FileStoreConfig {
+        FileStoreConfig {
+            sync: SyncPolicy::Never,
+            retention: Retention::default(),
+            inotify: true,
+            poll_interval: Duration::from_millis(5),
+        }
+    }
+}
+
+/// How many appends to a topic pass between two retention checks by one process.
+pub const RETENTION_CHECK_EVERY: u64 = 1024;
+
+/// The default events directory: `$SEED_EVENTS_DIR`, else
+/// `$XDG_DATA_HOME/seed/events`, else `~/.local/share/seed/events`.
+pub fn default_events_dir() -> PathBuf {
+    let non_empty = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    if let Some(dir) = non_empty("SEED_EVENTS_DIR") {
+        return dir;
+    }
+    if let Some(data) = non_empty("XDG_DATA_HOME") {
+        return data.join("seed").join("events");
+    }
+    let home = non_empty("HOME").unwrap_or_else(|| PathBuf::from("."));
+    home.join(".local").join("share").join("seed").join("events")
+}
+
+type WriterSlot = Arc<Mutex<(TopicWriter, u64)>>;
+
+/// The file store: see the [crate documentation](crate).
+pub struct FileStore {
+    dir: PathBuf,
+    config: FileStoreConfig,
+    /// Per topic: the writer and the appends since the last retention check.
+    writers: Mutex<HashMap<Topic, WriterSlot>>,
+    /// The inotify instance the store's followers share, while any is alive.
+    pub(crate) watcher: Mutex<std::sync::Weak<watch::Watcher>>,
+}
+
+impl FileStore {
+    /// Opens the events directory `dir` with the default configuration; the
+    /// first write creates it (mode 0700), reads of a missing one see an empty store.
+    pub fn open(dir: impl AsRef<Path>) -> Result<FileStore> {
+        FileStore::open_with(dir, FileStoreConfig::default())
+    }
+
+    /// Opens the events directory `dir`; the first write creates it (mode
+    /// 0700), reads of a missing one see an empty store.
+    pub fn open_with(dir: impl AsRef<Path>, config: FileStoreConfig) -> Result<FileStore> {
+        let dir = dir.as_ref().to_path_buf();
+        if dir.exists() && !dir.is_dir() {
+            return Err(Error::io(
+                format!("opening the events directory {}", dir.display()),
+                std::io::Error::new(std::io::ErrorKind::NotADirectory, "not a directory"),
+            ));
+        }
+        Ok(FileStore {
+            dir,
+            config,
+            writers: Mutex::new(HashMap::new()),
+            watcher: Mutex::new(std::sync::Weak::new()),
+        })
+    }
+
+    /// The events directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The configuration the store was opened with.
+    pub fn config(&self) -> &FileStoreConfig {
+        &self.config
+    }
+
+    fn writer(&self, topic: &Topic) -> WriterSlot {
+        let mut writers = lock(&self.writers);
+        // Look up before `entry`, which would copy the topic name on every append.
+        if let Some(slot) = writers.get(topic) {
+            return slot.clone();
+        }
+        writers
+            .entry(topic.clone())
+            .or_insert_with(|| {
+                Arc::new(Mutex::new((TopicWriter::new(&self.dir, topic.clone()), 0)))
+            })
+            .clone()
+    }
+
+    fn paths(&self, topic: &Topic) -> Paths {
+        Paths::new(&self.dir, topic.as_str())
+    }
+
+    /// Appends under the topic's lock; `expected` makes it conditional. Returns the first seq.
+    fn write(
+        &self,
+        topic: &Topic,
+        events: &[Event],
+        expected: Option<Option<Cursor>>,
+        sync: bool,
+    ) -> Result<u64> {
+        let slot = self.writer(topic);
+        let mut guard = lock(&slot);
+        let (writer, since_check) = &mut *guard;
+        if !writer.is_open() {
+            version::ensure_writable(&self.dir, self.durable())?;
+        }
+        writer.prepare(events);
+        let first = {
+            let mut locked = writer.lock()?;
+            if let Some(expected) = expected {
+                let actual = locked.last_cursor();
+                if actual != expected {
+                    return Err(seed_event::conflict(topic, expected, actual));
+                }
+            }
+            locked.append(events, sync)?
+        };
+        *since_check += events.len() as u64;
+        if *since_check >= RETENTION_CHECK_EVERY && !self.config.retention.is_unlimited() {
+            *since_check = 0;
+            let limits = self.config.retention.limits(topic).clone();
+            let due = retention::retention_due(&self.paths(topic), &limits);
+            if let Err(e) =
+                due.and_then(
+                    |due| if due { retention::enforce_limits(writer, &limits) } else { Ok(0) },
+                )
+            {
+                log::warn!("retention of topic {topic} failed: {e}");
+            }
+        }
+        Ok(first)
+    }
+
+    /// Applies the configured retention limits to every topic now; returns how many events went.
+    pub fn enforce_retention(&self) -> Result<u64> {
+        let mut removed = 0;
+        let logs = list_logs(&self.dir)?;
+        if !logs.is_empty() {
+            version::ensure_writable(&self.dir, self.durable())?;
+        }
+        for (topic, _) in logs {
+            let limits = self.config.retention.limits(&topic).clone();
+            if limits.is_unlimited() {
+                continue;
+            }
+            let slot = self.writer(&topic);
+            let mut guard = lock(&slot);
+            removed += retention::enforce_limits(&mut guard.0, &limits)?;
+        }
+        Ok(removed)
+    }
+
+    /// Every line of every topic that is not a readable event, with its topic and byte offset.
+    pub fn verify(&self) -> Result<Vec<CorruptLine>> {
+        version::check_readable(&self.dir)?;
+        query::verify(&self.dir)
+    }
+
+    /// Whether writes sync (then a new events directory is synced into its parent too).
+    fn durable(&self) -> bool {
+        self.config.sync != SyncPolicy::Never
+    }
+}
+
+impl EventStore for FileStore {
+    fn describe(&self) -> String {
+        format!("file store at {}", self.dir.display())
+    }
+
+    fn append(&self, event: &Event) -> Result<Cursor> {
+        let sync = self.config.sync == SyncPolicy::Always;
+        let first = self.write(&event.topic, std::slice::from_ref(event), None, sync)?;
+        Ok(Cursor::new(first, 0))
+    }
+
+    fn append_batch(&self, topic: &Topic, events: &[Event]) -> Result<Vec<Cursor>> {
+        seed_event::check_batch_topic(topic, events)?;
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sync = self.config.sync != SyncPolicy::Never;
+        let first = self.write(topic, events, None, sync)?;
+        Ok((first..first + events.len() as u64).map(|seq| Cursor::new(seq, 0)).collect())
+    }
+
+    fn append_expecting(&self, event: &Event, expected: Option<Cursor>) -> Result<Cursor> {
+        let sync = self.config.sync == SyncPolicy::Always;
+        let first = self.write(&event.topic, std::slice::from_ref(event), Some(expected), sync)?;
+        Ok(Cursor::new(first, 0))
+    }
+
+    fn last_cursor(&self, topic: &Topic) -> Result<Option<Cursor>> {
+        version::check_readable(&self.dir)?;
+        query::last_cursor(&self.paths(topic).log)
+    }
+
+    fn read(&self, query: &Query) -> Result<EventStream<'_>> {
+        version::check_readable(&self.dir)?;
+        query::read(&self.dir, query)
+    }
+
+    fn count_after(&self, topic: &Topic, cursor: Cursor) -> Result<u64> {
+        version::check_readable(&self.dir)?;
+        query::count_after(&self.paths(topic).log, cursor)
+    }
+
+    fn follow(&self, pattern: &TopicPattern, from: FollowFrom) -> Result<Box<dyn Follower>> {
+        version::check_readable(&self.dir)?;
+        // Watch first, then look: nothing appended in between is missed.
+        let inotify = match self.config.inotify {
+            true => watch::Watcher::shared(&self.watcher, &self.dir)
+                .map(|w| watch::Watch::new(w, pattern)),
+            false => None,
+        };
+        let settings = follow::FollowSettings { poll_interval: self.config.poll_interval };
+        let follower = follow::FileFollower::start(&self.dir, pattern, from, inotify, settings)?;
+        Ok(Box::new(follower))
+    }
+
+    fn load_consumer(&self, name: &ConsumerName) -> Result<BTreeMap<Topic, Cursor>> {
+        version::check_readable(&self.dir)?;
+        consumers::load(&self.dir, name)
+    }
+
+    fn commit_consumer(&self, name: &ConsumerName, topic: &Topic, cursor: Cursor) -> Result<()> {
+        version::ensure_writable(&self.dir, self.durable())?;
+        consumers::commit(&self.dir, name, topic, cursor, self.durable())
+    }
+
+    fn consumers(&self) -> Result<Vec<ConsumerName>> {
+        version::check_readable(&self.dir)?;
+        consumers::list(&self.dir)
+    }
+
+    fn topics(&self) -> Result<Vec<TopicStats>> {
+        version::check_readable(&self.dir)?;
+        query::topics(&self.dir)
+    }
+
+    fn clear(&self, what: &Clear) -> Result<u64> {
+        version::check_readable(&self.dir)?;
+        let targets: Vec<(Topic, PathBuf)> = match &what.topic {
+            Some(t) => vec![(t.clone(), self.paths(t).log)],
+            None => list_logs(&self.dir)?,
+        };
+        // Only what was there when the clear began goes: note each topic's last sequence number.
+        let mut limits = Vec::new();
+        for (topic, path) in targets {
+            if let Some((_, tail)) = open_snapshot(&path)? {
+                if let Some(last) = tail.last {
+                    limits.push((topic, last.seq));
+                }
+            }
+        }
+        if !limits.is_empty() {
+            version::ensure_writable(&self.dir, self.durable())?;
+        }
+        let before = what.before.map(|t| t.unix_micros());
+        let mut removed = 0;
+        for (topic, limit) in limits {
+            let slot = self.writer(&topic);
+            let mut guard = lock(&slot);
+            let mut locked = guard.0.lock_strict()?;
+            removed += retention::clear_up_to(&mut locked, limit, before)?;
+        }
+        Ok(removed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fsutil::take_syncs;
+    use seed_event::JsonObject;
+
+    fn store(dir: &Path, sync: SyncPolicy) -> FileStore {
+        FileStore::open_with(dir, FileStoreConfig { sync, ..FileStoreConfig::default() }).unwrap()
+    }
+
+    fn event(t: &Topic) -> Event {
+        Event::new(t.clone(), "test", JsonObject::new())
+    }
+
+    /// `always` fdatasyncs every append call, `batch` each batch call and no
+    /// single append, `never` nothing; counted syncs of this thread.
+    #[test]
+    fn appends_fdatasync_as_the_policy_says() {
+        let t = Topic::new("sync.count").unwrap();
+        let batch = [event(&t), event(&t), event(&t)];
+        for (policy, per_append, per_batch) in
+            [(SyncPolicy::Always, 1, 1), (SyncPolicy::Batch, 0, 1), (SyncPolicy::Never, 0, 0)]
+        {
+            let dir = tempfile::tempdir().unwrap();
+            let s = store(dir.path(), policy);
+            s.append(&event(&t)).unwrap(); // opens the log, marks and syncs the directory
+            take_syncs();
+            for _ in 0..5 {
+                s.append(&event(&t)).unwrap();
+            }
+            s.append_expecting(&event(&t), Some(Cursor::new(6, 0))).unwrap();
+            assert_eq!(take_syncs(), [6 * per_append, 0, 0], "{policy:?}: six appends");
+            s.append_batch(&t, &batch).unwrap();
+            s.append_batch(&t, &batch).unwrap();
+            // The first synced append to a log file also syncs its directory:
+            // under `batch` that is the first batch.
+            let first_synced = usize::from(policy == SyncPolicy::Batch);
+            assert_eq!(take_syncs(), [2 * per_batch, 0, first_synced], "{policy:?}: two batches");
+        }
+    }
+
+    /// Under `batch` and `always` a consumer commit syncs its position file
+    /// and its directory (and, the first time, the directories it created);
+    /// under `never` it syncs nothing.
+    #[test]
+    fn consumer_commits_sync_their_file_and_directory() {
+        let t = Topic::new("sync.commit").unwrap();
+        let name = ConsumerName::new("c").unwrap();
+        for (policy, file, dir_syncs) in
+            [(SyncPolicy::Always, 1, 1), (SyncPolicy::Batch, 1, 1), (SyncPolicy::Never, 0, 0)]
+        {
+            let dir = tempfile::tempdir().unwrap();
+            let s = store(dir.path(), policy);
+            s.append(&event(&t)).unwrap();
+            s.commit_consumer(&name, &t, Cursor::new(1, 0)).unwrap();
+            take_syncs();
+            for n in 2..5 {
+                s.append(&event(&t)).unwrap();
+                take_syncs();
+                s.commit_consumer(&name, &t, Cursor::new(n, 0)).unwrap();
+                assert_eq!(take_syncs(), [0, file, dir_syncs], "{policy:?}: commit {n}");
+            }
+        }
+    }
+}
