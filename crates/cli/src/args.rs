@@ -16,7 +16,7 @@ Examples:
 
 /// Seed: an event bus for cooperating agent processes.
 #[derive(Debug, Parser)]
-#[command(name = "seed", version, after_help = MAIN_EXAMPLES, propagate_version = true)]
+#[command(name = "seed", version = env!("SEED_VERSION"), after_help = MAIN_EXAMPLES, propagate_version = true)]
 pub struct Cli {
     /// Events directory of the file store [default: $XDG_DATA_HOME/seed/events]
     #[arg(long, global = true, value_name = "DIR", env = "SEED_EVENTS_DIR")]
