@@ -104,6 +104,13 @@ Examples:
         shell: clap_complete::Shell,
     },
 
+    /// Write the man pages (seed.1 and one per subcommand) into DIR, for packagers
+    #[command(hide = true)]
+    ManPages {
+        /// The folder to write them into (created if missing).
+        dir: PathBuf,
+    },
+
     /// Import an events directory written by the original Python implementation
     #[command(after_help = "Example:\n  seed import /tmp/electra-events")]
     Import {
