@@ -19,7 +19,7 @@ pub mod report;
 #[cfg(feature = "bench-runner")]
 pub mod runner;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -35,13 +35,6 @@ const FULL_CRITERION_BUDGET: Duration = Duration::from_secs(600);
 /// The usage of `cargo xtask bench`.
 pub const USAGE: &str = "cargo xtask bench [--quick] [--no-criterion] [--only GROUPS]
   GROUPS: comma-separated scenario groups of publish, procs, history, latency, memory, redis";
-
-fn target_dir(root: &Path) -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .map(|p| if p.is_absolute() { p } else { root.join(p) })
-        .unwrap_or_else(|| root.join("target"))
-}
 
 /// `cargo xtask bench`: see the module documentation.
 pub fn run(root: &Path, args: &[String]) -> Result<()> {
@@ -63,7 +56,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     let started = Instant::now();
     let started_unix =
         SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    let target = target_dir(root);
+    let target = crate::target_dir(root);
     let out_dir = target.join("seed-bench");
     let work = out_dir.join("work");
     let _ = std::fs::remove_dir_all(&work);
