@@ -10,20 +10,6 @@ use super::deb::{debian_version, MAINTAINER};
 use super::{Artefacts, COMPLETIONS, DOCS, VERSION};
 use crate::process::{command, output, raw, report};
 
-/// The subcommands the man page must describe.
-const SUBCOMMANDS: [&str; 10] = [
-    "publish",
-    "subscribe",
-    "history",
-    "replay",
-    "topics",
-    "stats",
-    "clear",
-    "completions",
-    "import",
-    "models",
-];
-
 /// Unpacks and checks the tarball and the Debian package.
 pub fn run(a: &Artefacts) -> Result<()> {
     let scratch = scratch_dir()?;
@@ -64,7 +50,7 @@ fn tarball(a: &Artefacts, into: &Path) -> Result<()> {
         bail!("{} is not stripped: it has a .symtab", binary.display());
     }
     version(&binary)?;
-    man_page(&top.join("doc/seed.1"))
+    man_page(&top.join("doc/seed.1"), &subcommands(&binary)?)
 }
 
 /// `dpkg-deb --info` and `--contents` say what they should, and the unpacked `seed` runs.
@@ -103,8 +89,9 @@ fn deb(a: &Artefacts, into: &Path) -> Result<()> {
     }
     fs::create_dir_all(into).with_context(|| format!("creating {}", into.display()))?;
     output(command("dpkg-deb", &a.dist).arg("-x").arg(&a.deb).arg(into))?;
-    version(&into.join("usr/bin/seed"))?;
-    man_page(&into.join("usr/share/man/man1/seed.1.gz"))
+    let binary = into.join("usr/bin/seed");
+    version(&binary)?;
+    man_page(&into.join("usr/share/man/man1/seed.1.gz"), &subcommands(&binary)?)
 }
 
 /// `seed --version` names this version (and, from a git checkout, the commit).
@@ -117,8 +104,27 @@ fn version(binary: &Path) -> Result<()> {
     Ok(())
 }
 
-/// `man -l` renders the page, without warnings, naming every subcommand.
-fn man_page(page: &Path) -> Result<()> {
+/// The subcommands `seed --help` lists, but `help`.
+fn subcommands(binary: &Path) -> Result<Vec<String>> {
+    let dir = binary.parent().unwrap_or(Path::new("/"));
+    let help = output(command(binary, dir).arg("--help"))?;
+    let names: Vec<String> = help
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|name| *name != "help")
+        .map(str::to_string)
+        .collect();
+    if names.is_empty() {
+        bail!("`{} --help` lists no subcommands:\n{help}", binary.display());
+    }
+    Ok(names)
+}
+
+/// `man -l` renders the page, without warnings, naming every one of `subcommands`.
+fn man_page(page: &Path, subcommands: &[String]) -> Result<()> {
     let dir = page.parent().unwrap_or(Path::new("/"));
     let mut cmd = command("man", dir);
     cmd.arg("-l").arg(page).env("MANPAGER", "cat").env("MANWIDTH", "80").env("LC_ALL", "C.UTF-8");
@@ -128,7 +134,7 @@ fn man_page(page: &Path) -> Result<()> {
     if !out.status.success() || !stderr.trim().is_empty() {
         bail!("`man -l` failed or warned{}", report(&cmd, &out));
     }
-    for needed in ["SYNOPSIS", "seed"].iter().chain(SUBCOMMANDS.iter()) {
+    for needed in ["SYNOPSIS", "seed"].into_iter().chain(subcommands.iter().map(String::as_str)) {
         if !text.contains(needed) {
             bail!("the man page does not mention {needed:?}{}", report(&cmd, &out));
         }
@@ -184,7 +190,8 @@ mod tests {
         let page = dir.join("seed.1");
         fs::write(&page, ".TH seed 1\n.SH NAME\nseed \\- events\n.SH SYNOPSIS\nseed publish\n")
             .unwrap();
-        let e = format!("{:#}", man_page(&page).unwrap_err());
+        let subcommands = ["publish".to_string(), "subscribe".to_string()];
+        let e = format!("{:#}", man_page(&page, &subcommands).unwrap_err());
         let _ = fs::remove_dir_all(&dir);
         assert!(e.contains("does not mention \"subscribe\"") && e.contains("stdout:"), "{e}");
     }
