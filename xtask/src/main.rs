@@ -5,7 +5,8 @@
 //!   `cargo xtask release`.
 //! - `cargo xtask model-cards`: renders the model-card docs from their data.
 //! - `cargo xtask bench [--quick] [--only GROUPS]`: measures Seed against its targets and the
-//!   machine's limits; prints a table and writes `target/seed-bench/summary.json`.
+//!   machine's limits; prints a table and writes `target/seed-bench/summary.json`; a complete
+//!   run also rewrites the README's performance table (`--readme`: from the last complete run).
 //! - `cargo xtask release`: builds the tarball, its checksum and the Debian package of `seed`
 //!   into `target/dist` and checks them without installing anything (see `release`).
 
@@ -26,7 +27,8 @@ const USAGE: &str = "usage: cargo xtask <command>
 commands:
   test        fmt check, clippy -D warnings, every test and the release check (installs redis-server, man-db, dpkg-dev if needed)
   release     build target/dist/seed-<version>-<target>.tar.gz (+ .sha256) and seed_<version>_<arch>.deb, then check them
-  bench       [--quick] [--no-criterion] [--only GROUPS] measure Seed against its targets and the machine's limits (target/seed-bench)
+  bench       [--quick] [--no-criterion] [--only GROUPS] measure Seed against its targets and the machine's limits (target/seed-bench);
+              a complete run also rewrites README.md's performance table; --readme rewrites it from the last complete run
   model-cards regenerate model-cards/gemma-4.md and MODEL_CARD.md from the card data";
 
 fn main() -> ExitCode {

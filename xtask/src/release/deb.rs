@@ -180,3 +180,15 @@ License: Apache-2.0
         indent(read("LICENSE-APACHE")?)
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pre_release_sorts_before_its_release_in_debian_versions() {
+        assert_eq!(debian_version("0.1.0"), "0.1.0");
+        assert_eq!(debian_version("1.0.0-rc.1"), "1.0.0~rc.1");
+        assert_eq!(debian_version("1.0.0-rc-2"), "1.0.0~rc-2");
+    }
+}
