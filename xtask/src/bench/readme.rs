@@ -57,6 +57,17 @@ impl<'a> Run<'a> {
         self.row(name)?.p99.ok_or_else(|| format!("{name} has no p99"))
     }
 
+    /// A ratio to a machine limit and the rate behind it: `0.746× (520k events/s)`.
+    fn ratio_and_rate(
+        &self,
+        ratio_of: &str,
+        rate_of: &str,
+        unit: &str,
+    ) -> std::result::Result<(String, String), String> {
+        let (x, n) = (self.median(ratio_of)?, self.median(rate_of)?);
+        Ok((format!("{} ({}{unit})", ratio(x), rate(n)), String::new()))
+    }
+
     /// A latency's cells: median and p99 in ms.
     fn latency(&self, name: &str) -> std::result::Result<(String, String), String> {
         Ok((ms(self.median(name)?), ms(self.p99(name)?)))
@@ -145,10 +156,7 @@ fn lines(run: &Run<'_>) -> Vec<Line> {
             label: "file: publish one per call (`sync=never`) / flock+write+unlock",
             target: "≥ 0.7×",
             judge: Judge::Rows(&[PUBLISH_ONE_RATIO]),
-            cells: no_p99((|| {
-                let (x, n) = (r.median(PUBLISH_ONE_RATIO)?, r.median(PUBLISH_ONE)?);
-                Ok(format!("{} ({} events/s)", ratio(x), rate(n)))
-            })()),
+            cells: r.ratio_and_rate(PUBLISH_ONE_RATIO, PUBLISH_ONE, " events/s"),
         },
         Line {
             label: "file: batches of 1,000 (scenario; criterion)",
@@ -169,10 +177,7 @@ fn lines(run: &Run<'_>) -> Vec<Line> {
             label: "file: `sync=batch` batches of 1,000 / fdatasync per 1,000",
             target: "≥ 0.8×",
             judge: Judge::Rows(&[SYNC_BATCH_RATIO]),
-            cells: no_p99((|| {
-                let (x, n) = (r.median(SYNC_BATCH_RATIO)?, r.median(SYNC_BATCH)?);
-                Ok(format!("{} ({} events/s)", ratio(x), rate(n)))
-            })()),
+            cells: r.ratio_and_rate(SYNC_BATCH_RATIO, SYNC_BATCH, " events/s"),
         },
         Line {
             label: "file: 4 processes → one topic (scenario)",
@@ -256,19 +261,13 @@ fn lines(run: &Run<'_>) -> Vec<Line> {
             label: "redis: one per call, 1 thread / `redis-benchmark -c 1`",
             target: "≥ 0.8×",
             judge: Judge::Rows(&[REDIS_ONE_RATIO]),
-            cells: no_p99((|| {
-                let (x, n) = (r.median(REDIS_ONE_RATIO)?, r.median(REDIS_ONE)?);
-                Ok(format!("{} ({}/s)", ratio(x), rate(n)))
-            })()),
+            cells: r.ratio_and_rate(REDIS_ONE_RATIO, REDIS_ONE, "/s"),
         },
         Line {
             label: "redis: one per call, 50 threads / `redis-benchmark` (50 clients)",
             target: "≥ 0.8×",
             judge: Judge::Rows(&[REDIS_THREADS_RATIO]),
-            cells: no_p99((|| {
-                let (x, n) = (r.median(REDIS_THREADS_RATIO)?, r.median(REDIS_THREADS)?);
-                Ok(format!("{} ({}/s)", ratio(x), rate(n)))
-            })()),
+            cells: r.ratio_and_rate(REDIS_THREADS_RATIO, REDIS_THREADS, "/s"),
         },
         Line {
             label: "redis: batches of 1,000 / `redis-benchmark -P 16`",
