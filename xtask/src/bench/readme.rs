@@ -321,7 +321,7 @@ pub fn render(summary: &Summary) -> Result<String> {
     let mut out = format!(
         "<!-- Written by `cargo xtask bench` from target/seed-bench/summary.json; change \
          xtask/src/bench/readme.rs, not this table. -->\n\
-         One full `cargo xtask bench` run, {} ({:.0} minutes), on {machine}; ~390-byte events.\n\
+         One full `cargo xtask bench` run, {} ({:.0} min), on {machine}; ~390-byte events.\n\
          Ratios are against machine limits measured in the same run; medians of several runs.\n\n\
          | scenario | median | p99 | target | |\n|---|---|---|---|---|\n",
         utc(summary.started_unix),
@@ -369,7 +369,7 @@ mod tests {
     #[test]
     fn renders_date_machine_command_and_every_line() {
         let text = render(&fixture()).unwrap();
-        assert!(text.contains("2026-11-27 03:44 UTC (6 minutes)"), "{text}");
+        assert!(text.contains("2026-11-27 03:44 UTC (6 min)"), "{text}");
         assert!(text.contains("on 2 cores, 24 GiB, Linux 6.18.0, ext4 under `target/`"), "{text}");
         assert!(text.contains("`cargo xtask bench`"), "{text}");
         let rows: Vec<&str> = text.lines().filter(|l| l.starts_with("| ")).skip(1).collect();
