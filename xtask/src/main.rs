@@ -1,15 +1,20 @@
 //! `cargo xtask`: the project's chores as code.
 //!
-//! - `cargo xtask test`: installs what the tests need (redis-server), then runs
-//!   `cargo fmt --check`, `cargo clippy -D warnings` and `cargo test --workspace`.
+//! - `cargo xtask test`: installs what the tests need (redis-server, man-db, dpkg-dev), then
+//!   runs `cargo fmt --check`, `cargo clippy -D warnings`, `cargo test --workspace` and
+//!   `cargo xtask release`.
 //! - `cargo xtask model-cards`: renders the model-card docs from their data.
 //! - `cargo xtask bench [--quick] [--only GROUPS]`: measures Seed against its targets and the
-//!   machine's limits; prints a table and writes `target/seed-bench/summary.json`.
-//! - `cargo xtask release`: builds the `seed` binary in release mode into `target/dist`.
+//!   machine's limits; prints a table and writes `target/seed-bench/summary.json`; a complete
+//!   run also rewrites the README's performance table (`--readme`: from the last complete run).
+//! - `cargo xtask release`: builds the tarball, its checksum and the Debian package of `seed`
+//!   into `target/dist` and checks them without installing anything (see `release`).
 
 mod bench;
 mod ensure;
 mod model_cards;
+mod process;
+mod release;
 mod tidy;
 
 use std::path::{Path, PathBuf};
@@ -20,9 +25,10 @@ use anyhow::{bail, Context, Result};
 const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
-  test        fmt check, clippy -D warnings and every test (installs redis-server if needed)
-  release     build the seed binary in release mode into target/dist
-  bench       [--quick] [--no-criterion] [--only GROUPS] measure Seed against its targets and the machine's limits (target/seed-bench)
+  test        fmt check, clippy -D warnings, every test and the release check (installs redis-server, man-db, dpkg-dev if needed)
+  release     build target/dist/seed-<version>-<target>.tar.gz (+ .sha256) and seed_<version>_<arch>.deb, then check them
+  bench       [--quick] [--no-criterion] [--only GROUPS] measure Seed against its targets and the machine's limits (target/seed-bench);
+              a complete run also rewrites README.md's performance table; --readme rewrites it from the last complete run
   model-cards regenerate model-cards/gemma-4.md and MODEL_CARD.md from the card data";
 
 fn main() -> ExitCode {
@@ -40,7 +46,7 @@ fn run(args: &[String]) -> Result<()> {
     let root = project_root();
     match args.first().map(String::as_str) {
         Some("test") => test(&root),
-        Some("release") => release(&root),
+        Some("release") => release::run(&root),
         Some("bench") => bench::run(&root, &args[1..]),
         #[cfg(feature = "bench-runner")]
         Some("bench-scenario") => bench::runner::main(&args[1..]),
@@ -56,6 +62,14 @@ fn run(args: &[String]) -> Result<()> {
 /// The workspace root (the parent of this crate's folder).
 pub fn project_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+/// `$CARGO_TARGET_DIR` (relative to `root`), else `root/target`.
+pub fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|p| if p.is_absolute() { p } else { root.join(p) })
+        .unwrap_or_else(|| root.join("target"))
 }
 
 /// Runs `cargo` with `args` in `root`, failing with the command line if it fails.
@@ -74,7 +88,9 @@ pub fn cargo(root: &Path, args: &[&str]) -> Result<()> {
 }
 
 fn test(root: &Path) -> Result<()> {
-    ensure::redis_server()?;
+    let mut needs = ensure::REDIS.to_vec();
+    needs.extend(ensure::RELEASE);
+    ensure::programs(&needs)?;
     model_cards::check(root)?;
     cargo(root, &["fmt", "--all", "--", "--check"])?;
     // The bench runner is behind a feature so plain `cargo xtask` stays light; lint it too.
@@ -92,17 +108,6 @@ fn test(root: &Path) -> Result<()> {
         ],
     )?;
     cargo(root, &["test", "--workspace", "--no-fail-fast"])?;
-    Ok(())
-}
-
-fn release(root: &Path) -> Result<()> {
-    cargo(root, &["build", "--release", "--package", "cli", "--bin", "seed"])?;
-    let dist = root.join("target/dist");
-    std::fs::create_dir_all(&dist).with_context(|| format!("creating {}", dist.display()))?;
-    let from = root.join("target/release/seed");
-    let to = dist.join("seed");
-    std::fs::copy(&from, &to)
-        .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
-    println!("{}", to.display());
-    Ok(())
+    // What people install: built in release mode, unpacked and run.
+    release::run(root)
 }

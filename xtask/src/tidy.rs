@@ -97,6 +97,26 @@ mod tests {
     }
 
     #[test]
+    fn readme_performance_table_has_the_lines_cargo_xtask_bench_writes() {
+        use crate::bench::readme::{labels, END, START};
+        let readme = read(&project_root().join("README.md"));
+        let (Some(start), Some(end)) = (readme.find(START), readme.find(END)) else {
+            panic!("README.md must hold {START} and {END} around its performance table");
+        };
+        assert!(start < end, "README.md has {END} before {START}");
+        let found: Vec<&str> = readme[start..end]
+            .lines()
+            .filter(|l| l.starts_with("| ") && !l.starts_with("| scenario |"))
+            .filter_map(|l| l.strip_prefix("| ")?.split(" | ").next())
+            .collect();
+        assert_eq!(
+            found,
+            labels(),
+            "README.md's performance table and xtask/src/bench/readme.rs differ"
+        );
+    }
+
+    #[test]
     fn architecture_names_every_crate() {
         let root = project_root();
         let arch = read(&root.join("ARCHITECTURE.md"));

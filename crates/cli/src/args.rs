@@ -18,7 +18,7 @@ Examples:
 
 /// Seed: an event bus for cooperating agent processes.
 #[derive(Debug, Parser)]
-#[command(name = "seed", version, after_help = MAIN_EXAMPLES, propagate_version = true)]
+#[command(name = "seed", version = env!("SEED_VERSION"), after_help = MAIN_EXAMPLES, propagate_version = true)]
 pub struct Cli {
     /// Events directory of the file store [default: $XDG_DATA_HOME/seed/events]
     #[arg(long, global = true, value_name = "DIR", env = "SEED_EVENTS_DIR")]
@@ -147,6 +147,13 @@ Examples:
     Completions {
         /// The shell to complete for.
         shell: clap_complete::Shell,
+    },
+
+    /// Write the man pages (seed.1 and one per subcommand) into DIR, for packagers
+    #[command(hide = true)]
+    ManPages {
+        /// The folder to write them into (created if missing).
+        dir: PathBuf,
     },
 
     /// Import an events directory written by the original Python implementation

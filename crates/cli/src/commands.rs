@@ -47,6 +47,7 @@ pub fn run(cli: Cli) -> Result<u8> {
             clap_complete::generate(*shell, &mut Cli::command(), "seed", out);
             Ok(0)
         }
+        Command::ManPages { dir } => crate::man::write_pages(dir).map(|()| 0),
         Command::Import { legacy_dir } => import(&cli, legacy_dir, out).map(|()| 0),
         Command::Models { command } => {
             let result = command.run(out);
@@ -64,9 +65,10 @@ pub fn run(cli: Cli) -> Result<u8> {
                 Command::Topics(args) => topics(&bus, args.output.format(), out),
                 Command::Stats(args) => stats(&bus, args, out),
                 Command::Clear(args) => return clear(&bus, args, out),
-                Command::Completions { .. } | Command::Import { .. } | Command::Models { .. } => {
-                    Ok(())
-                }
+                Command::Completions { .. }
+                | Command::ManPages { .. }
+                | Command::Import { .. }
+                | Command::Models { .. } => Ok(()),
             }
             .map(|()| 0)
         }

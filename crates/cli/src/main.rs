@@ -6,6 +6,7 @@
 
 mod args;
 mod commands;
+mod man;
 mod output;
 mod signal;
 

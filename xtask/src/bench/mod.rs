@@ -10,16 +10,22 @@
 //!    `target/seed-bench/work`.
 //! 3. Runs the crates' criterion benches and reads their medians.
 //! 4. Prints one table on stdout and writes `target/seed-bench/summary.json`.
+//! 5. After a complete run (no `--quick`, `--only` or `--no-criterion`), rewrites
+//!    the README's performance table from it ([`readme`]); other runs leave the
+//!    README alone. `--readme` rewrites it from the last `summary.json` without
+//!    running anything (and refuses one of a partial run).
 //!
 //! A missed target is reported, never a failed command: timings on a shared
 //! machine are noisy. A scenario that cannot run is reported as skipped.
 
 mod criterion;
+mod machine;
+pub mod readme;
 pub mod report;
 #[cfg(feature = "bench-runner")]
 pub mod runner;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -33,15 +39,10 @@ const QUICK_BUDGET: Duration = Duration::from_secs(160);
 const FULL_CRITERION_BUDGET: Duration = Duration::from_secs(600);
 
 /// The usage of `cargo xtask bench`.
-pub const USAGE: &str = "cargo xtask bench [--quick] [--no-criterion] [--only GROUPS]
-  GROUPS: comma-separated scenario groups of publish, procs, history, latency, memory, redis";
-
-fn target_dir(root: &Path) -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .map(|p| if p.is_absolute() { p } else { root.join(p) })
-        .unwrap_or_else(|| root.join("target"))
-}
+pub const USAGE: &str = "cargo xtask bench [--quick] [--no-criterion] [--only GROUPS] | --readme
+  GROUPS: comma-separated scenario groups of publish, procs, history, latency, memory, redis
+  a complete run (none of the options) also rewrites README.md's performance table;
+  --readme rewrites it from the last complete run's target/seed-bench/summary.json";
 
 /// `cargo xtask bench`: see the module documentation.
 pub fn run(root: &Path, args: &[String]) -> Result<()> {
@@ -53,6 +54,12 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         match a.as_str() {
             "--quick" => quick = true,
             "--no-criterion" => criterion = false,
+            "--readme" if args.len() == 1 => {
+                return update_readme(
+                    root,
+                    &crate::target_dir(root).join("seed-bench/summary.json"),
+                )
+            }
             "--only" => match it.next() {
                 Some(groups) => only = Some(groups.as_str()),
                 None => bail!("--only needs GROUPS\nusage: {USAGE}"),
@@ -63,7 +70,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     let started = Instant::now();
     let started_unix =
         SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    let target = target_dir(root);
+    let target = crate::target_dir(root);
     let out_dir = target.join("seed-bench");
     let work = out_dir.join("work");
     let _ = std::fs::remove_dir_all(&work);
@@ -97,6 +104,8 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         started_unix,
         duration_s: started.elapsed().as_secs_f64(),
         work_dir: work.display().to_string(),
+        complete: !quick && only.is_none() && criterion,
+        machine: machine::collect(&out_dir),
         scenarios: rows,
     };
     let path = out_dir.join("summary.json");
@@ -110,6 +119,26 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         if quick { " (--quick: smaller sizes)" } else { "" },
         path.display()
     );
+    if summary.complete {
+        update_readme(root, &path)
+    } else {
+        eprintln!("bench: README.md left alone: only a complete run rewrites its table");
+        Ok(())
+    }
+}
+
+/// Rewrites the performance table of `root/README.md` from the complete run of `summary`.
+fn update_readme(root: &Path, summary: &Path) -> Result<()> {
+    let text = std::fs::read_to_string(summary)
+        .with_context(|| format!("reading {}", summary.display()))?;
+    let summary: Summary =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", summary.display()))?;
+    let readme = root.join("README.md");
+    let old = std::fs::read_to_string(&readme)
+        .with_context(|| format!("reading {}", readme.display()))?;
+    let new = readme::replace(&old, &readme::render(&summary)?)?;
+    std::fs::write(&readme, new).with_context(|| format!("writing {}", readme.display()))?;
+    eprintln!("bench: rewrote the performance table of {}", readme.display());
     Ok(())
 }
 

@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 /// The version of the layout of `summary.json`.
-pub const SUMMARY_VERSION: u32 = 1;
+pub const SUMMARY_VERSION: u32 = 2;
 
 /// How a measured value is compared with its target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -176,8 +176,28 @@ pub struct Summary {
     pub duration_s: f64,
     /// Where the scenarios wrote their events (the file system the limits were measured on).
     pub work_dir: String,
+    /// Whether every scenario group and the criterion benches ran at full size
+    /// (no `--quick`, `--only` or `--no-criterion`): only such a run goes into the README.
+    #[serde(default)]
+    pub complete: bool,
+    /// The machine the run measured, if it could be read.
+    #[serde(default)]
+    pub machine: Option<Machine>,
     /// Every scenario, in the order of the table.
     pub scenarios: Vec<Row>,
+}
+
+/// The machine a run measured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Machine {
+    /// The cores this process may run on.
+    pub cores: usize,
+    /// The memory of the machine, GiB.
+    pub memory_gib: f64,
+    /// The kernel (`Linux 6.18.0`).
+    pub kernel: String,
+    /// The file system of the work folder (`ext4`).
+    pub file_system: String,
 }
 
 impl Summary {
@@ -368,6 +388,13 @@ mod tests {
             started_unix: 1,
             duration_s: 2.5,
             work_dir: "/tmp/x".to_string(),
+            complete: false,
+            machine: Some(Machine {
+                cores: 2,
+                memory_gib: 23.4,
+                kernel: "Linux 6.18.0".to_string(),
+                file_system: "ext4".to_string(),
+            }),
             scenarios: vec![
                 Row::measured(
                     "file: follow latency",
@@ -382,7 +409,9 @@ mod tests {
             ],
         };
         let json = serde_json::to_value(&summary).unwrap();
-        for key in ["version", "quick", "started_unix", "duration_s", "work_dir", "scenarios"] {
+        let keys =
+            ["version", "quick", "started_unix", "duration_s", "work_dir", "complete", "machine"];
+        for key in keys.into_iter().chain(["scenarios"]) {
             assert!(json.get(key).is_some(), "summary lacks {key}: {json}");
         }
         let rows = json["scenarios"].as_array().unwrap();

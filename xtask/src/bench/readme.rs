@@ -1,0 +1,428 @@
+//! The README's performance table, rendered from a complete run's `summary.json`
+//! between `<!-- bench-table:start -->` and `<!-- bench-table:end -->`, so it
+//! always shows one run, with its date and machine.
+//!
+//! A README line may combine several scenarios (a ratio and the rate behind
+//! it); a scenario missing from the run shows as "not measured", never as an
+//! old figure.
+
+use anyhow::{bail, Context, Result};
+
+use super::report::{format_value, Row, Status, Summary};
+
+/// The line before the generated part.
+pub const START: &str = "<!-- bench-table:start -->";
+/// The line after the generated part.
+pub const END: &str = "<!-- bench-table:end -->";
+
+/// How a README line's result is decided.
+enum Judge {
+    /// By the targets of these scenarios: pass only if every one passed.
+    Rows(&'static [&'static str]),
+    /// Shown for information.
+    None,
+}
+
+/// One line of the README's table: label, target text, how it is judged, and its two cells.
+struct Line {
+    label: &'static str,
+    target: &'static str,
+    judge: Judge,
+    cells: std::result::Result<(String, String), String>,
+}
+
+/// The scenarios of one run, looked up by name (`*` matches any text in the middle).
+struct Run<'a>(&'a [Row]);
+
+impl<'a> Run<'a> {
+    fn row(&self, name: &str) -> std::result::Result<&'a Row, String> {
+        let matches = |row: &Row| match name.split_once('*') {
+            Some((head, tail)) => row.name.starts_with(head) && row.name.ends_with(tail),
+            None => row.name == name,
+        };
+        match self.0.iter().find(|r| matches(r)) {
+            Some(row) if row.status == Status::Skipped => {
+                Err(format!("{name} skipped: {}", row.note.as_deref().unwrap_or("no reason given")))
+            }
+            Some(row) => Ok(row),
+            None => Err(format!("no {name} in this run")),
+        }
+    }
+
+    fn median(&self, name: &str) -> std::result::Result<f64, String> {
+        self.row(name)?.median.ok_or_else(|| format!("{name} has no median"))
+    }
+
+    fn p99(&self, name: &str) -> std::result::Result<f64, String> {
+        self.row(name)?.p99.ok_or_else(|| format!("{name} has no p99"))
+    }
+
+    /// A ratio to a machine limit and the rate behind it: `0.746× (520k events/s)`.
+    fn ratio_and_rate(
+        &self,
+        ratio_of: &str,
+        rate_of: &str,
+        unit: &str,
+    ) -> std::result::Result<(String, String), String> {
+        let (x, n) = (self.median(ratio_of)?, self.median(rate_of)?);
+        Ok((format!("{} ({}{unit})", ratio(x), rate(n)), String::new()))
+    }
+
+    /// A latency's cells: median and p99 in ms.
+    fn latency(&self, name: &str) -> std::result::Result<(String, String), String> {
+        Ok((ms(self.median(name)?), ms(self.p99(name)?)))
+    }
+
+    fn result(&self, judge: &Judge) -> String {
+        match judge {
+            Judge::None => String::new(),
+            Judge::Rows(names) => {
+                let mut result = "pass";
+                for name in *names {
+                    match self.row(name).map(|r| r.pass) {
+                        Err(_) | Ok(None) => return "not run".into(),
+                        Ok(Some(false)) => result = "missed",
+                        Ok(Some(true)) => {}
+                    }
+                }
+                result.into()
+            }
+        }
+    }
+}
+
+/// A rate: `520k`, `1.94M`, `16.3k`.
+fn rate(x: f64) -> String {
+    if x >= 1e7 {
+        format!("{:.1}M", x / 1e6)
+    } else if x >= 1e6 {
+        format!("{:.2}M", x / 1e6)
+    } else if x >= 1e5 {
+        format!("{:.0}k", x / 1e3)
+    } else if x >= 1e4 {
+        format!("{:.1}k", x / 1e3)
+    } else {
+        format_value(x)
+    }
+}
+
+/// A ratio to a machine limit: `0.746×`.
+fn ratio(x: f64) -> String {
+    format!("{x:.3}×")
+}
+
+/// Milliseconds: `0.0150 ms`.
+fn ms(x: f64) -> String {
+    format!("{} ms", format_value(x))
+}
+
+// Scenario names of the runner (`bench-scenario`) and of criterion.
+const PUBLISH_ONE: &str = "file: publish one per call";
+const PUBLISH_ONE_RATIO: &str = "file: publish one per call / flock+write+unlock";
+const PUBLISH_BATCH: &str = "file: publish batches of 1,000";
+const CRIT_BATCH: &str = "criterion: publish/batch_1000_sync_never";
+const SYNC_ALWAYS_RATIO: &str = "file: sync=always / fdatasync per line";
+const SYNC_BATCH: &str = "file: sync=batch, batches of 1,000";
+const SYNC_BATCH_RATIO: &str = "file: sync=batch / fdatasync per 1,000";
+const PROCS: &str = "file: 4 processes -> 1 topic";
+const PROCS_LOST: &str = "file: 4 processes, lost+duplicated+corrupt";
+const PROCS_RATIO: &str = "file: 4 processes / 4-process flock loop";
+const LIMIT_PROCS: &str = "limit: 4 processes flock+write+unlock";
+const CRIT_PROCS: &str = "criterion: processes/4_publishers*";
+const LAST10: &str = "file: history last 10";
+const SINCE: &str = "file: history since the 10th-last time";
+const AFTER: &str = "file: history after cursor";
+const SCAN: &str = "file: history full-scan source filter";
+const CRIT_UNTIL: &str = "criterion: query_*/time_filter_full_scan";
+const FILE_FOLLOW: &str = "file: follow latency, cross-process";
+const BUS_SUBSCRIBE: &str = "bus: subscribe latency, cross-process";
+const RSS_PUBLISHER: &str = "rss: publisher, peak";
+const RSS_READER: &str = "rss: reader of the last 10, peak";
+const RSS_SUB_GROWTH: &str = "rss: subscriber growth 1k -> all";
+const REDIS_ONE: &str = "redis: publish one per call, 1 thread";
+const REDIS_ONE_RATIO: &str = "redis: 1 thread / redis-benchmark -c 1";
+const REDIS_THREADS: &str = "redis: publish one per call, 50 threads";
+const REDIS_THREADS_RATIO: &str = "redis: 50 threads / redis-benchmark (50 clients)";
+const REDIS_BATCH_RATIO: &str = "redis: batches / redis-benchmark -P 16";
+const REDIS_LAST10: &str = "redis: history last 10";
+const REDIS_FOLLOW: &str = "redis: follow latency, cross-process";
+
+/// The README's lines, in order.
+fn lines(run: &Run<'_>) -> Vec<Line> {
+    let r = run;
+    let no_p99 = |median: std::result::Result<String, String>| median.map(|m| (m, String::new()));
+    vec![
+        Line {
+            label: "file: publish one per call (`sync=never`) / flock+write+unlock",
+            target: "≥ 0.7×",
+            judge: Judge::Rows(&[PUBLISH_ONE_RATIO]),
+            cells: r.ratio_and_rate(PUBLISH_ONE_RATIO, PUBLISH_ONE, " events/s"),
+        },
+        Line {
+            label: "file: batches of 1,000 (scenario; criterion)",
+            target: "≥ 2M/s",
+            judge: Judge::Rows(&[PUBLISH_BATCH, CRIT_BATCH]),
+            cells: no_p99((|| {
+                let (s, c) = (r.median(PUBLISH_BATCH)?, r.median(CRIT_BATCH)?);
+                Ok(format!("{}; {} events/s", rate(s), rate(c)))
+            })()),
+        },
+        Line {
+            label: "file: `sync=always` one per call / write+fdatasync per line",
+            target: "≥ 0.8×",
+            judge: Judge::Rows(&[SYNC_ALWAYS_RATIO]),
+            cells: no_p99(r.median(SYNC_ALWAYS_RATIO).map(ratio)),
+        },
+        Line {
+            label: "file: `sync=batch` batches of 1,000 / fdatasync per 1,000",
+            target: "≥ 0.8×",
+            judge: Judge::Rows(&[SYNC_BATCH_RATIO]),
+            cells: r.ratio_and_rate(SYNC_BATCH_RATIO, SYNC_BATCH, " events/s"),
+        },
+        Line {
+            label: "file: 4 processes → one topic (scenario)",
+            target: "≥ 400k/s",
+            judge: Judge::Rows(&[PROCS, PROCS_LOST]),
+            cells: no_p99((|| {
+                let (n, lost) = (r.median(PROCS)?, r.median(PROCS_LOST)?);
+                let (x, limit) = (r.median(PROCS_RATIO)?, r.median(LIMIT_PROCS)?);
+                Ok(format!(
+                    "{} events/s, {lost:.0} lost; {} of 4 processes doing flock+write+unlock ({} lines/s)",
+                    rate(n),
+                    ratio(x),
+                    rate(limit)
+                ))
+            })()),
+        },
+        Line {
+            label: "file: 4 processes → one topic (criterion, events of 13 short strings)",
+            target: "≥ 400k/s",
+            judge: Judge::Rows(&[CRIT_PROCS]),
+            cells: no_p99(r.median(CRIT_PROCS).map(|n| format!("{} events/s", rate(n)))),
+        },
+        Line {
+            label: "file: last 10 of 1M events",
+            target: "< 0.2 ms",
+            judge: Judge::Rows(&[LAST10]),
+            cells: r.latency(LAST10),
+        },
+        Line {
+            label: "file: `since` the 10th-last time, 1M events",
+            target: "< 0.2 ms",
+            judge: Judge::Rows(&[SINCE]),
+            cells: r.latency(SINCE),
+        },
+        Line {
+            label: "file: `after` cursor, 1M events",
+            target: "< 0.2 ms",
+            judge: Judge::Rows(&[AFTER]),
+            cells: r.latency(AFTER),
+        },
+        Line {
+            label: "file: full-scan source filter, 1M events",
+            target: "< 836 ms (10× Python)",
+            judge: Judge::Rows(&[SCAN]),
+            cells: no_p99(r.median(SCAN).map(ms)),
+        },
+        Line {
+            label: "file: `until` before every event, 1M events (criterion)",
+            target: "",
+            judge: Judge::None,
+            cells: no_p99(r.median(CRIT_UNTIL).map(|us| ms(us / 1e3))),
+        },
+        Line {
+            label: "file: follow latency across processes",
+            target: "0.1 / 0.5 ms",
+            judge: Judge::Rows(&[FILE_FOLLOW]),
+            cells: r.latency(FILE_FOLLOW),
+        },
+        Line {
+            label: "bus: publish → `subscribe` across processes",
+            target: "0.2 / 1 ms",
+            judge: Judge::Rows(&[BUS_SUBSCRIBE]),
+            cells: r.latency(BUS_SUBSCRIBE),
+        },
+        Line {
+            label: "peak RSS: publisher of 1M / reader of last 10 of 1M",
+            target: "< 10 MiB",
+            judge: Judge::Rows(&[RSS_PUBLISHER, RSS_READER]),
+            cells: no_p99((|| {
+                let (p, q) = (r.median(RSS_PUBLISHER)?, r.median(RSS_READER)?);
+                Ok(format!("{p:.1} / {q:.1} MiB"))
+            })()),
+        },
+        Line {
+            label: "subscriber RSS growth, 1k → 1M delivered",
+            target: "≤ 2 MiB",
+            judge: Judge::Rows(&[RSS_SUB_GROWTH]),
+            cells: no_p99(r.median(RSS_SUB_GROWTH).map(|g| format!("{g:+.2} MiB"))),
+        },
+        Line {
+            label: "redis: one per call, 1 thread / `redis-benchmark -c 1`",
+            target: "≥ 0.8×",
+            judge: Judge::Rows(&[REDIS_ONE_RATIO]),
+            cells: r.ratio_and_rate(REDIS_ONE_RATIO, REDIS_ONE, "/s"),
+        },
+        Line {
+            label: "redis: one per call, 50 threads / `redis-benchmark` (50 clients)",
+            target: "≥ 0.8×",
+            judge: Judge::Rows(&[REDIS_THREADS_RATIO]),
+            cells: r.ratio_and_rate(REDIS_THREADS_RATIO, REDIS_THREADS, "/s"),
+        },
+        Line {
+            label: "redis: batches of 1,000 / `redis-benchmark -P 16`",
+            target: "≥ 0.5×",
+            judge: Judge::Rows(&[REDIS_BATCH_RATIO]),
+            cells: no_p99(r.median(REDIS_BATCH_RATIO).map(ratio)),
+        },
+        Line {
+            label: "redis: last 10 of 1M",
+            target: "< 0.3 ms",
+            judge: Judge::Rows(&[REDIS_LAST10]),
+            cells: r.latency(REDIS_LAST10),
+        },
+        Line {
+            label: "redis: follow latency across processes",
+            target: "0.6 / 1 ms",
+            judge: Judge::Rows(&[REDIS_FOLLOW]),
+            cells: r.latency(REDIS_FOLLOW),
+        },
+    ]
+}
+
+/// The labels of the README's lines, in order (for the repository's tidy checks).
+#[cfg(test)]
+pub fn labels() -> Vec<&'static str> {
+    lines(&Run(&[])).into_iter().map(|l| l.label).collect()
+}
+
+/// `2026-11-27 03:44 UTC`.
+fn utc(unix: u64) -> String {
+    let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute] UTC");
+    i64::try_from(unix)
+        .ok()
+        .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
+        .and_then(|t| t.format(&format).ok())
+        .unwrap_or_else(|| format!("@{unix}"))
+}
+
+/// The generated part of the README: what was run, when and where, then the table.
+pub fn render(summary: &Summary) -> Result<String> {
+    if !summary.complete {
+        bail!("only a complete run (no --quick, --only or --no-criterion) goes into the README");
+    }
+    let machine = match &summary.machine {
+        Some(m) => format!(
+            "{} cores, {:.0} GiB, {}, {} under `target/`",
+            m.cores, m.memory_gib, m.kernel, m.file_system
+        ),
+        None => "a machine it could not describe".to_string(),
+    };
+    let mut out = format!(
+        "<!-- Written by `cargo xtask bench` from target/seed-bench/summary.json; change \
+         xtask/src/bench/readme.rs, not this table. -->\n\
+         One full `cargo xtask bench` run, {} ({:.0} min), on {machine}; ~390-byte events.\n\
+         Ratios are against machine limits measured in the same run; medians of several runs.\n\n\
+         | scenario | median | p99 | target | |\n|---|---|---|---|---|\n",
+        utc(summary.started_unix),
+        summary.duration_s / 60.0,
+    );
+    let run = Run(&summary.scenarios);
+    for line in lines(&run) {
+        let result = run.result(&line.judge);
+        let (median, p99) =
+            line.cells.unwrap_or_else(|why| (format!("not measured: {why}"), String::new()));
+        out.push('|');
+        for cell in [line.label, &median, &p99, line.target, &result] {
+            out.push_str(&if cell.is_empty() { " |".to_string() } else { format!(" {cell} |") });
+        }
+        out.push('\n');
+    }
+    Ok(out)
+}
+
+/// `readme` with what is between its markers replaced by `generated`.
+pub fn replace(readme: &str, generated: &str) -> Result<String> {
+    let count = |marker: &str| readme.lines().filter(|l| l.trim() == marker).count();
+    if count(START) != 1 || count(END) != 1 {
+        bail!("README.md must hold one line {START} and one line {END}");
+    }
+    let start = readme.find(START).context("no start marker")? + START.len();
+    let end = readme.find(END).context("no end marker")?;
+    if end < start {
+        bail!("README.md has {END} before {START}");
+    }
+    let generated = generated.trim_end();
+    Ok(format!("{}\n{generated}\n{}", &readme[..start], &readme[end..]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FIXTURE: &str = include_str!("testdata/summary.json");
+
+    fn fixture() -> Summary {
+        serde_json::from_str(FIXTURE).unwrap()
+    }
+
+    #[test]
+    fn renders_date_machine_command_and_every_line() {
+        let text = render(&fixture()).unwrap();
+        assert!(text.contains("2026-11-27 03:44 UTC (6 min)"), "{text}");
+        assert!(text.contains("on 2 cores, 24 GiB, Linux 6.18.0, ext4 under `target/`"), "{text}");
+        assert!(text.contains("`cargo xtask bench`"), "{text}");
+        let rows: Vec<&str> = text.lines().filter(|l| l.starts_with("| ")).skip(1).collect();
+        assert_eq!(rows.len(), labels().len(), "{text}");
+        let row =
+            |label: &str| *rows.iter().find(|r| r.starts_with(&format!("| {label} |"))).unwrap();
+        assert_eq!(
+            row("file: publish one per call (`sync=never`) / flock+write+unlock"),
+            "| file: publish one per call (`sync=never`) / flock+write+unlock | 0.746× (520k events/s) | | ≥ 0.7× | pass |"
+        );
+        assert_eq!(
+            row("file: last 10 of 1M events"),
+            "| file: last 10 of 1M events | 0.0150 ms | 0.0180 ms | < 0.2 ms | pass |"
+        );
+        assert_eq!(
+            row("file: batches of 1,000 (scenario; criterion)"),
+            "| file: batches of 1,000 (scenario; criterion) | 1.94M; 5.15M events/s | | ≥ 2M/s | missed |"
+        );
+        assert_eq!(
+            row("file: full-scan source filter, 1M events"),
+            "| file: full-scan source filter, 1M events | 44.0 ms | | < 836 ms (10× Python) | pass |"
+        );
+        assert_eq!(
+            row("file: `until` before every event, 1M events (criterion)"),
+            "| file: `until` before every event, 1M events (criterion) | 432 ms | | | |"
+        );
+        assert_eq!(
+            row("redis: last 10 of 1M"),
+            "| redis: last 10 of 1M | not measured: redis: history last 10 skipped: redis-server not on PATH | | < 0.3 ms | not run |"
+        );
+        assert!(
+            row("redis: follow latency across processes")
+                .contains("not measured: no redis: follow latency, cross-process in this run"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_quick_or_partial_run_is_not_rendered() {
+        let mut summary = fixture();
+        summary.complete = false;
+        let e = render(&summary).unwrap_err().to_string();
+        assert!(e.contains("complete run"), "{e}");
+    }
+
+    #[test]
+    fn replaces_only_what_is_between_the_markers() {
+        let readme = format!("# T\n\nbefore\n{START}\nold table\n{END}\n\nafter\n");
+        let once = replace(&readme, "new table\n").unwrap();
+        assert_eq!(once, format!("# T\n\nbefore\n{START}\nnew table\n{END}\n\nafter\n"));
+        assert_eq!(replace(&once, "new table").unwrap(), once, "rewriting is idempotent");
+        assert!(replace("no markers\n", "x").is_err());
+        assert!(replace(&format!("{END}\n{START}\n"), "x").is_err());
+        assert!(replace(&format!("{START}\n{START}\n{END}\n"), "x").is_err());
+    }
+}
