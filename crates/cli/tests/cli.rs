@@ -302,8 +302,13 @@ fn two_subscribers_on_patterns_get_what_a_third_process_publishes() {
     for topic in ["task.a", "task.b.c", "other.x", "task.d"] {
         dir.publish(topic, r#"{"n": 1}"#);
     }
-    assert_eq!(topics_of(&all.events(3)), ["task.a", "task.b.c", "task.d"]);
-    assert_eq!(topics_of(&one.events(2)), ["task.a", "task.d"]);
+    // Followers interleave topics: only the set each one gets is promised.
+    let sorted = |mut v: Vec<String>| {
+        v.sort_unstable();
+        v
+    };
+    assert_eq!(sorted(topics_of(&all.events(3))), ["task.a", "task.b.c", "task.d"]);
+    assert_eq!(sorted(topics_of(&one.events(2))), ["task.a", "task.d"]);
     all.expect_exit(0);
     one.expect_exit(0);
 }
