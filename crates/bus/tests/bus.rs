@@ -661,3 +661,25 @@ fn a_plain_subscription_resumes_named_topics_after_their_cursors() {
     let err = bus.subscribe_with(durable, handler).unwrap_err();
     assert!(err.is_invalid_input(), "{err}");
 }
+
+/// Waits past what the clock can represent are waits without a deadline, not panics.
+#[test]
+fn waits_longer_than_the_clock_can_represent_do_not_panic() {
+    let (bus, _) = new_bus();
+    publish(&bus, "max", 0);
+    let config = SubscribeConfig {
+        max_events: Some(1),
+        ..SubscribeConfig::new(pattern("max"), StartAt::Beginning)
+    };
+    let sub = bus.subscribe_with(config, |_| Ok(())).unwrap();
+    assert!(sub.wait_timeout(Duration::MAX), "it ends after one event");
+    assert_eq!(sub.wait().unwrap().delivered, 1);
+
+    let config = SubscribeConfig {
+        lease_wait: Duration::MAX,
+        max_events: Some(1),
+        ..durable_config("max", "max", StartAt::Beginning)
+    };
+    let sub = bus.subscribe_with(config, |_| Ok(())).unwrap();
+    assert_eq!(sub.wait().unwrap().delivered, 1);
+}
