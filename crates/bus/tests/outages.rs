@@ -2,20 +2,23 @@
 //! fail: an unavailable store is waited out with nothing lost or delivered
 //! twice, any other store error stops the subscription.
 
+mod util;
+
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use bus::{Error, EventBus, PublishOptions, StartAt, Status, SubscribeConfig, Subscription};
+use bus::{Error, EventBus, StartAt, Status, SubscribeConfig, Subscription};
 use seed_event::{
     Clear, ConsumerName, Cursor, ErrorKind, Event, EventStore, EventStream, FollowFrom, Follower,
     MemoryStore, Query, StoredEvent, Topic, TopicPattern, TopicStats,
 };
-use serde_json::json;
-
-const DEADLINE: Duration = Duration::from_secs(30);
+use util::{
+    assert_each_once_in_order, collector, consumer, pattern, publish_retrying, take, topic,
+    try_publish, wait_for, DEADLINE,
+};
 
 /// What the [`Flaky`] store does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,47 +157,6 @@ impl EventStore for Flaky {
     }
 }
 
-fn topic(s: &str) -> Topic {
-    Topic::new(s).unwrap()
-}
-
-fn pattern(s: &str) -> TopicPattern {
-    TopicPattern::new(s).unwrap()
-}
-
-fn consumer(s: &str) -> ConsumerName {
-    ConsumerName::new(s).unwrap()
-}
-
-fn try_publish(bus: &EventBus, t: &str, n: u64) -> bus::Result<StoredEvent> {
-    let payload = json!({ "n": n }).as_object().unwrap().clone();
-    bus.publish(&topic(t), "test", payload, PublishOptions::default())
-}
-
-/// Publishes, retrying while the store is unavailable (as a caller would).
-fn publish_retrying(bus: &EventBus, t: &str, n: u64) {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        match try_publish(bus, t, n) {
-            Ok(_) => return,
-            Err(e) if e.store_kind() == Some(ErrorKind::Unavailable) => {
-                assert!(Instant::now() < deadline, "publishing {n} kept failing: {e}");
-                thread::sleep(Duration::from_millis(10));
-            }
-            Err(e) => panic!("publishing {n}: {e}"),
-        }
-    }
-}
-
-/// Waits until `cond` holds, failing the test with `what` at the deadline.
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + DEADLINE;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        thread::sleep(Duration::from_millis(5));
-    }
-}
-
 fn reconnecting(sub: &Subscription) -> Option<(Duration, u32)> {
     match sub.status() {
         Status::Reconnecting { since, attempts } => {
@@ -202,47 +164,6 @@ fn reconnecting(sub: &Subscription) -> Option<(Duration, u32)> {
         }
         _ => None,
     }
-}
-
-/// A handler that sends every event's `(topic, n)` into a channel.
-fn collector(
-) -> (impl FnMut(&StoredEvent) -> bus::HandlerResult + Send + 'static, mpsc::Receiver<(String, u64)>)
-{
-    let (tx, rx) = mpsc::channel();
-    let handler = move |e: &StoredEvent| {
-        tx.send((e.event.topic.to_string(), e.event.payload["n"].as_u64().unwrap()))?;
-        Ok(())
-    };
-    (handler, rx)
-}
-
-/// Receives exactly `n` items, then checks that nothing more arrives soon.
-fn take(rx: &mpsc::Receiver<(String, u64)>, n: usize) -> Vec<(String, u64)> {
-    let mut out = Vec::new();
-    while out.len() < n {
-        match rx.recv_timeout(DEADLINE) {
-            Ok(item) => out.push(item),
-            Err(_) => panic!("got only {} of {n} events: {out:?}", out.len()),
-        }
-    }
-    if let Ok(extra) = rx.recv_timeout(Duration::from_millis(150)) {
-        panic!("unexpected extra event {extra:?} after {out:?}");
-    }
-    out
-}
-
-/// Asserts that `got` holds `0..n`, each once, in order within each topic.
-fn assert_each_once_in_order(got: &[(String, u64)], n: u64) {
-    let mut per_topic: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
-    for (t, k) in got {
-        per_topic.entry(t).or_default().push(*k);
-    }
-    for (t, ns) in &per_topic {
-        assert!(ns.windows(2).all(|w| w[0] < w[1]), "topic {t} out of order or twice: {ns:?}");
-    }
-    let mut all: Vec<u64> = got.iter().map(|(_, k)| *k).collect();
-    all.sort_unstable();
-    assert_eq!(all, (0..n).collect::<Vec<_>>(), "every event once");
 }
 
 fn topic_of(n: u64) -> &'static str {
