@@ -48,6 +48,17 @@ pub enum Error {
         /// The last failure (an error's message or a panic's).
         reason: String,
     },
+    /// A subscription's store stayed unavailable for longer than its
+    /// [`give_up_after`](crate::SubscribeConfig::give_up_after).
+    #[error("gave up on {store}: unavailable for {:.1}s: {source}", waited.as_secs_f64())]
+    StoreUnavailable {
+        /// The store, as its `describe` says (a Redis URL without its password).
+        store: String,
+        /// How long it had been unavailable.
+        waited: Duration,
+        /// The last error it returned.
+        source: seed_event::Error,
+    },
     /// The bus was closed; nothing more can be done with it.
     #[error("the event bus is closed")]
     Closed,
@@ -62,7 +73,7 @@ impl Error {
     /// The store error's kind, when this is a store error.
     pub fn store_kind(&self) -> Option<ErrorKind> {
         match self {
-            Error::Store(e) => Some(e.kind()),
+            Error::Store(e) | Error::StoreUnavailable { source: e, .. } => Some(e.kind()),
             _ => None,
         }
     }

@@ -136,7 +136,8 @@ impl Lease {
         let meta = meta_name(name)?;
         let token = (uuid::Uuid::new_v4().as_u64_pair().0) & !1;
         let ttl_ms = ttl.as_millis().max(1) as u64;
-        let deadline = Instant::now() + wait;
+        // A wait past what the clock can represent is no deadline.
+        let deadline = Instant::now().checked_add(wait);
         loop {
             let current = lease_of(&store.load_consumer(&meta)?);
             let now = now_ms();
@@ -164,12 +165,13 @@ impl Lease {
                 }
                 Some(c) => {
                     let left = Duration::from_millis(c.major().saturating_sub(now));
-                    if Instant::now() >= deadline {
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
                         return Err(Error::ConsumerBusy { name: name.clone(), expires_in: left });
                     }
                 }
             }
-            let left = deadline.saturating_duration_since(Instant::now());
+            let left =
+                deadline.map_or(Duration::MAX, |d| d.saturating_duration_since(Instant::now()));
             if left.is_zero() {
                 return Err(Error::ConsumerBusy { name: name.clone(), expires_in: ttl });
             }

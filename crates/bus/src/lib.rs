@@ -13,6 +13,15 @@
 //!   keeps no set of seen ids, so its memory does not grow with traffic.
 //! - A handler's panic is caught and counted like an error; a handler that
 //!   blocks holds up only its own subscription.
+//! - A store that is unavailable ([`seed_event::ErrorKind::Unavailable`],
+//!   e.g. a Redis server restarting) is waited out: the subscription retries
+//!   its read, follow or commit after waits that double from 50 ms up to
+//!   2 s ([`Reconnect`]), for as long as it lives unless
+//!   [`SubscribeConfig::give_up_after`] says otherwise, shows
+//!   [`Status::Reconnecting`] meanwhile, and goes on after the last event it
+//!   delivered: nothing lost, nothing twice, and a durable consumer's
+//!   handler is not called again for an event whose commit had to wait. Every
+//!   other store error stops the subscription with that error.
 //! - A durable consumer `NAME` commits its position per topic after each
 //!   batch of events its handler returned `Ok` for (and when it stops), so a
 //!   crash redelivers at most the uncommitted part of one batch: at least
@@ -50,6 +59,7 @@
 
 mod error;
 mod lease;
+mod outage;
 mod replay;
 mod subscription;
 
@@ -67,16 +77,18 @@ use serde::Serialize;
 use uuid::Uuid;
 
 pub use error::{Error, HandlerError, HandlerResult, Result};
+pub use outage::{Reconnect, Status};
 pub use replay::{ReplayConfig, ReplayEstimate, ReplayReport};
 pub use subscription::{Subscription, Summary};
 
-use subscription::{BoxHandler, Durable, Shared, Worker};
+use subscription::{BoxHandler, Durable, Policy, Shared, Source, Worker};
 
 /// How many of a topic's newest events [`EventBus::publish_event`] checks for
 /// the event's id, by default.
 pub const DEFAULT_IDEMPOTENCY_WINDOW: usize = 1000;
 
-/// How often a failing durable handler or store read is retried.
+/// How often a failing durable handler is retried (an unavailable store is
+/// another matter: see [`Reconnect`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
     /// Attempts in all (the first one included) before the subscription stops.
@@ -109,8 +121,10 @@ pub struct BusConfig {
     /// renewed every fifth of this): after a crash, another subscriber can
     /// take the consumer over once this has passed.
     pub lease_ttl: Duration,
-    /// Retries of failing durable handlers and store reads.
+    /// Retries of failing durable handlers.
     pub retry: RetryPolicy,
+    /// Waits between attempts while a subscription's store is unavailable.
+    pub reconnect: Reconnect,
 }
 
 impl Default for BusConfig {
@@ -119,6 +133,7 @@ impl Default for BusConfig {
             idempotency_window: DEFAULT_IDEMPOTENCY_WINDOW,
             lease_ttl: Duration::from_secs(5),
             retry: RetryPolicy::default(),
+            reconnect: Reconnect::default(),
         }
     }
 }
@@ -167,6 +182,10 @@ pub struct SubscribeConfig {
     /// How long a durable subscription waits for another holder of the
     /// consumer to let go before failing with [`Error::ConsumerBusy`].
     pub lease_wait: Duration,
+    /// Stop with [`Error::StoreUnavailable`] once the store has been
+    /// unavailable this long; `None` (the default) keeps trying while the
+    /// subscription lives.
+    pub give_up_after: Option<Duration>,
 }
 
 impl SubscribeConfig {
@@ -179,6 +198,7 @@ impl SubscribeConfig {
             consumer: None,
             max_events: None,
             lease_wait: Duration::ZERO,
+            give_up_after: None,
         }
     }
 }
@@ -395,8 +415,11 @@ impl EventBus {
     /// `start` on, on a thread of its own, until the [`Subscription`] is dropped.
     ///
     /// Returns once the subscription is positioned: with [`StartAt::New`]
-    /// every event appended after this returns is delivered. A failing or
-    /// panicking handler call is logged and counted, and delivery goes on.
+    /// every event appended after this returns is delivered. If the store is
+    /// unavailable, it returns at once, [`Reconnecting`](Status::Reconnecting),
+    /// and starts following when the store is back (`New` then counts from
+    /// that moment). A failing or panicking handler call is logged and
+    /// counted, and delivery goes on.
     pub fn subscribe<F>(
         &self,
         pattern: &TopicPattern,
@@ -461,7 +484,7 @@ impl EventBus {
             .into());
         }
         let handler: BoxHandler = Box::new(handler);
-        let (follower, durable, label) = match &config.consumer {
+        let (source, durable, label) = match &config.consumer {
             None => {
                 let mut from = match config.start {
                     StartAt::New => FollowFrom::start(Start::New),
@@ -473,7 +496,8 @@ impl EventBus {
                     },
                 };
                 from.positions.extend(config.after.clone());
-                (self.store.follow(&config.pattern, from)?, None, config.pattern.to_string())
+                let source = Source::open(self.store.as_ref(), config.pattern.clone(), from)?;
+                (source, None, config.pattern.to_string())
             }
             Some(name) => {
                 lease::meta_name(name)?;
@@ -483,11 +507,11 @@ impl EventBus {
                     self.config.lease_ttl,
                     config.lease_wait,
                 )?;
-                let follower = self
-                    .durable_start(name, &config, after_topic)
-                    .and_then(|from| Ok(self.store.follow(&config.pattern, from)?));
-                let follower = match follower {
-                    Ok(follower) => follower,
+                let source = self.durable_start(name, &config, after_topic).and_then(|from| {
+                    Source::open(self.store.as_ref(), config.pattern.clone(), from)
+                });
+                let source = match source {
+                    Ok(source) => source,
                     Err(e) => {
                         // Let go at once rather than when the lease expires.
                         if let Err(release) = lease.release() {
@@ -496,16 +520,23 @@ impl EventBus {
                         return Err(e);
                     }
                 };
-                (follower, Some(Durable { name: name.clone(), lease }), name.to_string())
+                (source, Some(Durable { name: name.clone(), lease }), name.to_string())
             }
         };
+        let (source, outage) = source;
         let worker = Worker {
             store: self.store.clone(),
-            follower,
+            source,
             handler,
             durable,
             max_events: config.max_events,
-            retry: self.config.retry,
+            policy: Policy {
+                handler: self.config.retry,
+                reconnect: self.config.reconnect,
+                give_up_after: config.give_up_after,
+            },
+            outage,
+            last: None,
         };
         let (subscription, shared) = subscription::spawn(label, worker)?;
         let mut subs = self.subscriptions.lock().unwrap_or_else(|p| p.into_inner());

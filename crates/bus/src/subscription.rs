@@ -7,9 +7,12 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle, ThreadId};
 use std::time::{Duration, Instant};
 
-use seed_event::{ConsumerName, Cursor, EventStore, Follower, StoredEvent, Topic};
+use seed_event::{
+    ConsumerName, Cursor, EventStore, FollowFrom, Follower, StoredEvent, Topic, TopicPattern,
+};
 
 use crate::lease::Lease;
+use crate::outage::{is_transient, Outage, Reconnect, Status};
 use crate::{Error, HandlerResult, Result, RetryPolicy};
 
 /// How many events one `next_batch` call may return.
@@ -38,7 +41,12 @@ struct Outcome {
 /// The state a subscription's thread shares with its handle and the bus.
 pub(crate) struct Shared {
     label: String,
+    /// Read without a lock on the delivery path; `stopping` is the same flag for waits.
     stop: AtomicBool,
+    stopping: Mutex<bool>,
+    stop_requested: Condvar,
+    /// `Live` or `Reconnecting`; `Stopped` comes from `outcome`.
+    status: Mutex<Status>,
     delivered: AtomicU64,
     failed: AtomicU64,
     outcome: Mutex<Outcome>,
@@ -55,6 +63,35 @@ impl Shared {
     /// Asks the thread to stop after the event it is handling.
     pub(crate) fn request_stop(&self) {
         self.stop.store(true, Ordering::SeqCst);
+        *self.stopping.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        self.stop_requested.notify_all();
+    }
+
+    /// Waits up to `wait`, returning early (true) when a stop is requested.
+    fn wait_for_stop(&self, wait: Duration) -> bool {
+        let deadline = Instant::now().checked_add(wait);
+        let mut stopping = self.stopping.lock().unwrap_or_else(|p| p.into_inner());
+        while !*stopping {
+            let left =
+                deadline.map_or(Duration::MAX, |d| d.saturating_duration_since(Instant::now()));
+            if left.is_zero() {
+                return false;
+            }
+            stopping = match deadline {
+                Some(_) => {
+                    self.stop_requested
+                        .wait_timeout(stopping, left)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0
+                }
+                None => self.stop_requested.wait(stopping).unwrap_or_else(|p| p.into_inner()),
+            };
+        }
+        true
+    }
+
+    fn set_status(&self, status: Status) {
+        *self.status.lock().unwrap_or_else(|p| p.into_inner()) = status;
     }
 
     /// Waits for the thread to end (unless called from the thread itself).
@@ -129,22 +166,34 @@ impl Subscription {
     }
 
     /// Waits up to `timeout` for the subscription to end; true if it has.
+    /// A timeout past what the clock can represent waits without limit.
     pub fn wait_timeout(&self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
+        let deadline = Instant::now().checked_add(timeout);
         let mut outcome = self.shared.outcome();
         while !outcome.finished {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return false;
-            }
-            outcome = self
-                .shared
-                .finished
-                .wait_timeout(outcome, left)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
+            let finished = &self.shared.finished;
+            outcome = match deadline {
+                Some(deadline) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return false;
+                    }
+                    finished.wait_timeout(outcome, left).unwrap_or_else(|p| p.into_inner()).0
+                }
+                None => finished.wait(outcome).unwrap_or_else(|p| p.into_inner()),
+            };
         }
         true
+    }
+
+    /// What the subscription is doing now: live, waiting for its store, or stopped.
+    pub fn status(&self) -> Status {
+        let outcome = self.shared.outcome();
+        if outcome.finished {
+            return Status::Stopped(outcome.error_text.clone());
+        }
+        drop(outcome);
+        self.shared.status.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Whether the subscription has ended.
@@ -191,21 +240,72 @@ pub(crate) struct Durable {
     pub(crate) lease: Lease,
 }
 
+/// What a subscription thread follows, and its follower once the store gave one.
+pub(crate) struct Source {
+    pub(crate) pattern: TopicPattern,
+    pub(crate) from: FollowFrom,
+    /// `None` while the store has not answered `follow` yet.
+    pub(crate) follower: Option<Box<dyn Follower>>,
+}
+
+impl Source {
+    /// Starts following, or, if the store is unavailable, leaves that to the
+    /// subscription's thread, which keeps trying; other errors are returned.
+    pub(crate) fn open(
+        store: &dyn EventStore,
+        pattern: TopicPattern,
+        from: FollowFrom,
+    ) -> Result<(Source, Option<Outage>)> {
+        match store.follow(&pattern, from.clone()) {
+            Ok(follower) => Ok((Source { pattern, from, follower: Some(follower) }, None)),
+            Err(e) => {
+                let e = Error::from(e);
+                if !is_transient(&e) {
+                    return Err(e);
+                }
+                log::warn!(
+                    "subscription {pattern}: lost {} ({e}); following it once it is back",
+                    store.describe()
+                );
+                Ok((Source { pattern, from, follower: None }, Some(Outage::begin())))
+            }
+        }
+    }
+}
+
+/// How a subscription handles failures.
+pub(crate) struct Policy {
+    /// Retries of a durable consumer's failing handler.
+    pub(crate) handler: RetryPolicy,
+    /// Waits between attempts while the store is unavailable.
+    pub(crate) reconnect: Reconnect,
+    /// Stop once the store has been unavailable this long (`None`: never).
+    pub(crate) give_up_after: Option<Duration>,
+}
+
 /// Everything a subscription thread needs.
 pub(crate) struct Worker {
     pub(crate) store: Arc<dyn EventStore>,
-    pub(crate) follower: Box<dyn Follower>,
+    pub(crate) source: Source,
     pub(crate) handler: BoxHandler,
     pub(crate) durable: Option<Durable>,
     pub(crate) max_events: Option<u64>,
-    pub(crate) retry: RetryPolicy,
+    pub(crate) policy: Policy,
+    /// The store outage in progress, if any.
+    pub(crate) outage: Option<Outage>,
+    /// The last event delivered: where delivery resumes after an outage.
+    pub(crate) last: Option<(Topic, Cursor)>,
 }
 
 /// Starts `worker` on its own thread.
 pub(crate) fn spawn(label: String, worker: Worker) -> Result<(Subscription, Arc<Shared>)> {
+    let status = worker.outage.as_ref().map_or(Status::Live, Outage::status);
     let shared = Arc::new(Shared {
         label: label.clone(),
         stop: AtomicBool::new(false),
+        stopping: Mutex::new(false),
+        stop_requested: Condvar::new(),
+        status: Mutex::new(status),
         delivered: AtomicU64::new(0),
         failed: AtomicU64::new(0),
         outcome: Mutex::new(Outcome::default()),
@@ -263,7 +363,6 @@ impl Worker {
     }
 
     fn deliver_all(&mut self, shared: &Shared) -> Result<()> {
-        let mut store_failures = 0u32;
         loop {
             if shared.stop.load(Ordering::SeqCst) {
                 return Ok(());
@@ -273,31 +372,97 @@ impl Worker {
                     return Err(Error::LeaseLost { name: d.name.clone() });
                 }
             }
-            let batch = match self.follower.next_batch(BATCH, POLL) {
-                Ok(batch) => {
-                    store_failures = 0;
-                    batch
-                }
-                Err(e) => {
-                    store_failures += 1;
-                    if store_failures >= self.retry.attempts {
-                        return Err(e.into());
-                    }
-                    log::warn!(
-                        "subscription {}: reading failed (attempt {store_failures}): {e}",
-                        shared.label
-                    );
-                    self.pause(shared, store_failures);
-                    continue;
-                }
+            let Some(batch) = self.with_store(shared, Worker::next_batch)? else {
+                return Ok(());
             };
             let mut handled: BTreeMap<Topic, Cursor> = BTreeMap::new();
             let result = self.deliver_batch(shared, batch, &mut handled);
-            self.commit(&handled)?;
+            self.commit(shared, &handled)?;
             if !result? {
                 return Ok(());
             }
         }
+    }
+
+    /// The follower's next batch; the follower is created first if the store
+    /// was unavailable when the subscription started.
+    fn next_batch(&mut self) -> Result<Vec<StoredEvent>> {
+        let mut follower = match self.source.follower.take() {
+            Some(follower) => follower,
+            None => self.store.follow(&self.source.pattern, self.source.from.clone())?,
+        };
+        // A follower stays usable after an error: the next call goes on where it was.
+        let batch = follower.next_batch(BATCH, POLL);
+        self.source.follower = Some(follower);
+        Ok(batch?)
+    }
+
+    /// Runs `op` until it succeeds or fails for good: while the store is
+    /// unavailable it is retried after growing waits. `None`: a stop was
+    /// requested meanwhile.
+    fn with_store<T>(
+        &mut self,
+        shared: &Shared,
+        mut op: impl FnMut(&mut Worker) -> Result<T>,
+    ) -> Result<Option<T>> {
+        loop {
+            let e = match op(self) {
+                Ok(value) => {
+                    self.store_is_back(shared);
+                    return Ok(Some(value));
+                }
+                Err(e) if is_transient(&e) => e,
+                Err(e) => return Err(e),
+            };
+            let outage = match &mut self.outage {
+                Some(outage) => {
+                    outage.attempts = outage.attempts.saturating_add(1);
+                    outage
+                }
+                None => {
+                    log::warn!(
+                        "subscription {}: lost {} ({e}); retrying until it is back",
+                        shared.label,
+                        self.store.describe()
+                    );
+                    self.outage.insert(Outage::begin())
+                }
+            };
+            shared.set_status(outage.status());
+            let waited = outage.started.elapsed();
+            let mut wait = self.policy.reconnect.wait_for(outage.attempts);
+            if let Some(limit) = self.policy.give_up_after {
+                if waited >= limit {
+                    let Error::Store(source) = e else { return Err(e) };
+                    return Err(Error::StoreUnavailable {
+                        store: self.store.describe(),
+                        waited,
+                        source,
+                    });
+                }
+                wait = wait.min(limit - waited);
+            }
+            if shared.wait_for_stop(wait) {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Ends the outage in progress, if any, and says so.
+    fn store_is_back(&mut self, shared: &Shared) {
+        let Some(outage) = self.outage.take() else { return };
+        let resumes = match &self.last {
+            Some((topic, cursor)) => format!("after {cursor} in topic {topic}"),
+            None => "at its start".to_string(),
+        };
+        log::info!(
+            "subscription {}: {} is back after {:.1}s ({} failed attempts); delivery resumes {resumes}",
+            shared.label,
+            self.store.describe(),
+            outage.started.elapsed().as_secs_f64(),
+            outage.attempts,
+        );
+        shared.set_status(Status::Live);
     }
 
     /// Delivers one batch; false when the subscription should end.
@@ -332,7 +497,7 @@ impl Worker {
                             // A plain subscription goes on with the next event, as the original did.
                             break;
                         }
-                        if attempt >= self.retry.attempts {
+                        if attempt >= self.policy.handler.attempts {
                             return Err(Error::HandlerFailed {
                                 event_id: event.event.id,
                                 topic: event.event.topic.clone(),
@@ -340,13 +505,13 @@ impl Worker {
                                 reason,
                             });
                         }
-                        self.pause(shared, attempt);
-                        if shared.stop.load(Ordering::SeqCst) {
+                        if shared.wait_for_stop(self.policy.handler.backoff_for(attempt)) {
                             return Ok(false);
                         }
                     }
                 }
             }
+            self.last = Some((event.event.topic.clone(), event.cursor));
             if self.max_events.is_some_and(|max| shared.delivered.load(Ordering::SeqCst) >= max) {
                 return Ok(false);
             }
@@ -354,29 +519,23 @@ impl Worker {
         Ok(true)
     }
 
-    /// Waits before retry number `attempt`, waking early on a stop request.
-    fn pause(&self, shared: &Shared, attempt: u32) {
-        let wait = self.retry.backoff_for(attempt);
-        let deadline = Instant::now() + wait;
-        while !shared.stop.load(Ordering::SeqCst) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            thread::sleep(left.min(Duration::from_millis(10)));
-        }
-    }
-
-    /// Commits a durable consumer's handled positions (after checking its lease).
-    fn commit(&self, handled: &BTreeMap<Topic, Cursor>) -> Result<()> {
-        let Some(durable) = &self.durable else { return Ok(()) };
-        if handled.is_empty() {
+    /// Commits a durable consumer's handled positions (after checking its
+    /// lease), waiting out an unavailable store; a stop request meanwhile
+    /// leaves the rest uncommitted, to be delivered again.
+    fn commit(&mut self, shared: &Shared, handled: &BTreeMap<Topic, Cursor>) -> Result<()> {
+        if self.durable.is_none() || handled.is_empty() {
             return Ok(());
         }
-        durable.lease.check()?;
-        for (topic, cursor) in handled {
-            self.store.commit_consumer(&durable.name, topic, *cursor)?;
-        }
+        let mut pending = handled.iter().peekable();
+        self.with_store(shared, |w| {
+            let Some(durable) = &w.durable else { return Ok(()) };
+            durable.lease.check()?;
+            while let Some((topic, cursor)) = pending.peek() {
+                w.store.commit_consumer(&durable.name, topic, **cursor)?;
+                pending.next();
+            }
+            Ok(())
+        })?;
         Ok(())
     }
 }

@@ -269,6 +269,9 @@ pub struct SubscribeArgs {
     /// Exit after this long, e.g. 30s, 500ms, 2m
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub timeout: Option<Duration>,
+    /// Exit 1 once the store has been unreachable this long (default: keep retrying)
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub give_up_after: Option<Duration>,
     /// Only events after this cursor: TOPIC=CURSOR (repeatable), or CURSOR alone with an exact --topic
     #[arg(long, value_name = "[TOPIC=]CURSOR", value_parser = parse_after, conflicts_with = "group")]
     pub after: Vec<AfterArg>,

@@ -353,6 +353,7 @@ fn subscribe(bus: &EventBus, args: &SubscribeArgs) -> Result<()> {
         consumer: args.group.clone(),
         after,
         max_events: args.count,
+        give_up_after: args.give_up_after,
         ..SubscribeConfig::new(args.topic.clone(), start_of(args.from))
     };
     let mut announced = false;

@@ -131,3 +131,24 @@ fn history_and_subscribe_resume_after_a_redis_cursor() {
     assert_eq!(ns(&sub.events(4)), vec![2, 3, 4, 5]);
     sub.expect_exit(0);
 }
+
+#[test]
+fn give_up_after_exits_1_naming_the_url_without_its_password() {
+    use store_redis::testing::ServerOptions;
+    let password = "s3cret-pw";
+    let mut server = RedisServer::start_with(ServerOptions {
+        password: Some(password.to_string()),
+        ..ServerOptions::default()
+    });
+    let dir = Dir::with_redis(server.url());
+    let mut sub = dir.spawn(&["subscribe", "--topic", "g.>", "--give-up-after", "2s"]);
+    sub.wait_listening();
+    server.stop();
+    let warning = sub.wait_stderr("[WARN ] subscription g.>: lost Redis store at ");
+    let line = sub.wait_stderr("seed: ");
+    sub.expect_exit(1);
+    let shown = format!("redis://:***@127.0.0.1:{}/0", server.port());
+    assert!(warning.contains(&shown) && !warning.contains(password), "{warning}");
+    assert!(line.starts_with(&format!("seed: gave up on Redis store at {shown}")), "{line}");
+    assert!(!line.contains(password), "{line}");
+}

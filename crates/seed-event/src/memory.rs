@@ -209,7 +209,8 @@ struct MemoryFollower {
 
 impl Follower for MemoryFollower {
     fn next_batch(&mut self, max: usize, timeout: Duration) -> Result<Vec<StoredEvent>> {
-        let deadline = Instant::now() + timeout;
+        // A timeout past what the clock can represent waits without limit.
+        let deadline = Instant::now().checked_add(timeout);
         let mut state = self.store.lock();
         loop {
             let mut out = Vec::new();
@@ -237,17 +238,40 @@ impl Follower for MemoryFollower {
             if !out.is_empty() || max == 0 {
                 return Ok(out);
             }
-            let now = Instant::now();
-            if now >= deadline {
-                return Ok(out);
-            }
-            state = self
-                .store
-                .shared
-                .appended
-                .wait_timeout(state, deadline - now)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
+            let appended = &self.store.shared.appended;
+            state = match deadline {
+                Some(deadline) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Ok(out);
+                    }
+                    appended.wait_timeout(state, left).unwrap_or_else(|p| p.into_inner()).0
+                }
+                None => appended.wait(state).unwrap_or_else(|p| p.into_inner()),
+            };
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use crate::{Event, FollowFrom, Start};
+
+    #[test]
+    fn a_follower_waits_without_limit_for_a_timeout_past_the_clock() {
+        let store = MemoryStore::new();
+        let topic = Topic::new("t").unwrap();
+        let pattern = TopicPattern::new("t").unwrap();
+        store.append(&Event::new(topic.clone(), "s", crate::JsonObject::new())).unwrap();
+        let mut follower = store.follow(&pattern, FollowFrom::start(Start::Beginning)).unwrap();
+        assert_eq!(follower.next_batch(10, Duration::MAX).unwrap().len(), 1);
+        let writer = {
+            let store = store.clone();
+            std::thread::spawn(move || store.append(&Event::new(topic, "s", Default::default())))
+        };
+        assert_eq!(follower.next_batch(10, Duration::MAX).unwrap().len(), 1, "woken by the append");
+        writer.join().unwrap().unwrap();
     }
 }

@@ -155,6 +155,8 @@ pub trait Follower: Send {
     ///
     /// Within a topic, events come in append order, each exactly once, also
     /// across a clear of the topic (the follower continues with the next new event).
+    /// After an [`Error::Unavailable`] the follower stays usable: the next call
+    /// tries again and goes on where it was.
     fn next_batch(&mut self, max: usize, timeout: Duration) -> Result<Vec<StoredEvent>>;
 }
 

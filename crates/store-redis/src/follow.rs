@@ -306,9 +306,13 @@ impl Follower for RedisFollower {
             };
             if self.absorb(reply)? {
                 self.refresh_topics(deadline)?;
-                // New topics may already hold events: look again without waiting.
-                if let Some(reply) = self.read_once(max, None, deadline)? {
-                    self.absorb(reply)?;
+                // New topics may already hold events: look again without waiting,
+                // and take in the topics announced meanwhile before going on.
+                while let Some(reply) = self.read_once(max, None, deadline)? {
+                    if !self.absorb(reply)? {
+                        break;
+                    }
+                    self.refresh_topics(deadline)?;
                 }
             }
             if !self.buffer.is_empty() || Instant::now() >= deadline {
