@@ -279,7 +279,7 @@ impl Appender {
                 line.clear();
                 serde_json::to_writer(&mut line, event).map_err(|e| {
                     redis::RedisError::from((
-                        redis::ErrorKind::ClientError,
+                        redis::ErrorKind::Client,
                         "cannot serialize an event",
                         e.to_string(),
                     ))

@@ -5,7 +5,8 @@ use std::io::{Read, Write};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use redis::{ConnectionAddr, ConnectionLike, RedisError};
+use redis::io::tcp::TcpSettings;
+use redis::{ConnectionAddr, ConnectionLike, IntoConnectionInfo, RedisError};
 use seed_event::{Error, Result};
 
 use crate::{redact_url, Keys, RedisConfig};
@@ -34,7 +35,7 @@ pub(crate) struct Shared {
 impl Shared {
     pub(crate) fn new(config: RedisConfig) -> Result<Shared> {
         let redacted = redact_url(&config.url);
-        let client = redis::Client::open(config.url.as_str()).map_err(|e| {
+        let info = config.url.as_str().into_connection_info().map_err(|e| {
             Error::invalid(
                 "redis URL",
                 format!(
@@ -43,7 +44,11 @@ impl Shared {
                 ),
             )
         })?;
-        let password = client.get_connection_info().redis.password.clone();
+        let password = info.redis_settings().password().map(str::to_string);
+        // Small commands go out at once rather than waiting for Nagle's algorithm.
+        let info = info.set_tcp_settings(TcpSettings::default().set_nodelay(true));
+        let client =
+            redis::Client::open(info).map_err(|e| Error::invalid("redis URL", e.to_string()))?;
         let keys = Keys::new(&config.prefix);
         Ok(Shared { client, config, redacted, password, keys, pool: Mutex::new(Vec::new()) })
     }
@@ -73,7 +78,7 @@ impl Shared {
                 self.redacted
             ))
         };
-        let answered = match &self.client.get_connection_info().addr {
+        let answered = match &self.client.get_connection_info().addr() {
             ConnectionAddr::Tcp(host, port) => {
                 use std::net::ToSocketAddrs;
                 let addrs = (host.as_str(), *port)
@@ -185,7 +190,7 @@ impl Shared {
                 "Redis at {} refused the credentials: {text}",
                 self.redacted
             )),
-            redis::ErrorKind::TypeError => {
+            redis::ErrorKind::UnexpectedReturnType => {
                 Error::corrupt(format!("Redis at {}", self.redacted), text)
             }
             _ if e.code() == Some("WRONGTYPE") => Error::corrupt(
