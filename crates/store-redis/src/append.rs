@@ -9,7 +9,8 @@ use redis::{ConnectionLike, Value};
 use seed_event::{Cursor, Error, Event, Result, Topic};
 
 use crate::codec::{array, int, parse_id, text};
-use crate::conn::{is_connection_error, Shared};
+use crate::conn::Shared;
+use crate::error::is_lost;
 use crate::scripts;
 
 /// How an append must treat the topic's byte counter and a possible earlier try.
@@ -309,7 +310,7 @@ impl Appender {
             Ok(Value::ServerError(e)) => {
                 // Refused before running (e.g. out of memory): nothing was written.
                 shared.give_back(con);
-                return Err(refused(shared, e.code(), e.details()));
+                return Err(shared.error(e.clone().into()));
             }
             Ok(_) | Err(_) => {
                 // The transaction ran whole or not at all; the script finds out which.
@@ -329,7 +330,7 @@ impl Appender {
             None => {
                 if let Some(Value::ServerError(e)) = replies.get(1) {
                     if !e.details().is_some_and(|d| d.contains("equal or smaller")) {
-                        return Err(refused(shared, e.code(), e.details()));
+                        return Err(shared.error(e.clone().into()));
                     }
                 }
                 // Another writer is ahead (every XADD was refused): the script continues from its top.
@@ -474,7 +475,7 @@ impl Appender {
             }
             replies => {
                 if let Err(e) = &replies {
-                    if !is_connection_error(e) {
+                    if !is_lost(e) {
                         log::warn!("a pipelined append failed: {}", shared.error_text(e));
                     }
                 }
@@ -503,7 +504,7 @@ impl Appender {
                 {
                     Outcome::TooLow
                 }
-                Value::ServerError(e) => Outcome::Failed(refused(shared, e.code(), e.details())),
+                Value::ServerError(e) => Outcome::Failed(shared.error(e.clone().into())),
                 other => {
                     Outcome::Failed(Error::corrupt("XADD", format!("unexpected reply {other:?}")))
                 }
@@ -523,16 +524,4 @@ fn encode(buf: &mut Vec<u8>, args: &[&[u8]]) {
         buf.extend_from_slice(arg);
         buf.extend_from_slice(b"\r\n");
     }
-}
-
-/// The error for an append the server refused (other than for a too low id).
-fn refused(shared: &Shared, code: &str, details: Option<&str>) -> Error {
-    let text = format!("{code} {}", details.unwrap_or_default());
-    if code == "WRONGTYPE" {
-        return Error::corrupt(
-            format!("Redis at {} (prefix {:?})", shared.redacted, shared.config.prefix),
-            format!("a key of the store holds another type: {text}"),
-        );
-    }
-    Error::Unavailable(format!("Redis at {} refused an append: {text}", shared.redacted))
 }

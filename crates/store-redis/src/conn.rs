@@ -1,5 +1,5 @@
-//! Connections: opening them within a bounded time, a small pool, and the
-//! mapping of the `redis` crate's errors to [`seed_event::Error`].
+//! Connections: opening them within a bounded time and a small pool of idle
+//! ones.
 
 use std::io::{Read, Write};
 use std::sync::{Mutex, MutexGuard};
@@ -9,6 +9,7 @@ use redis::io::tcp::TcpSettings;
 use redis::{ConnectionAddr, ConnectionLike, IntoConnectionInfo, RedisError};
 use seed_event::{Error, Result};
 
+use crate::error::{classify, is_lost, Origin};
 use crate::{redact_url, Keys, RedisConfig};
 
 /// Pooled connections idle longer than this are checked with `PING` before use,
@@ -161,7 +162,7 @@ impl Shared {
                 self.give_back(con);
                 Ok(v)
             }
-            Err(e) if is_connection_error(&e) => {
+            Err(e) if is_lost(&e) => {
                 drop(con);
                 log::debug!("retrying on a fresh connection: {}", self.error(e));
                 let mut con = self.connect()?;
@@ -170,8 +171,9 @@ impl Shared {
                 Ok(v)
             }
             Err(e) => {
-                // A server error leaves the connection usable.
-                if con.is_open() {
+                // A server error leaves the connection usable; a reply that
+                // did not parse leaves it out of step.
+                if con.is_open() && !e.is_unrecoverable_error() {
                     self.give_back(con);
                 }
                 Err(self.error(e))
@@ -179,26 +181,10 @@ impl Shared {
         }
     }
 
-    /// Maps a `redis` error to Seed's, without the password.
+    /// Maps a `redis` error to Seed's (see [`crate::error`]), without the password.
     pub(crate) fn error(&self, e: RedisError) -> Error {
-        let text = self.scrub(&e.to_string());
-        if is_connection_error(&e) {
-            return Error::Unavailable(format!("Redis at {}: {text}", self.redacted));
-        }
-        match e.kind() {
-            redis::ErrorKind::AuthenticationFailed => Error::Unavailable(format!(
-                "Redis at {} refused the credentials: {text}",
-                self.redacted
-            )),
-            redis::ErrorKind::UnexpectedReturnType => {
-                Error::corrupt(format!("Redis at {}", self.redacted), text)
-            }
-            _ if e.code() == Some("WRONGTYPE") => Error::corrupt(
-                format!("Redis at {} (prefix {:?})", self.redacted, self.config.prefix),
-                format!("a key of the store holds another type: {text}"),
-            ),
-            _ => Error::Unavailable(format!("Redis at {} failed: {text}", self.redacted)),
-        }
+        let origin = Origin { url: &self.redacted, prefix: &self.config.prefix };
+        classify(&e).to_error(&origin, &self.error_text(&e))
     }
 
     /// The text of a `redis` error, without the password.
@@ -212,11 +198,6 @@ impl Shared {
             _ => text.to_string(),
         }
     }
-}
-
-/// Whether `e` means the connection is gone or timed out (and so must not be reused).
-pub(crate) fn is_connection_error(e: &RedisError) -> bool {
-    e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal()
 }
 
 /// Sends `PING` on a raw stream and waits for the first byte of any answer

@@ -106,6 +106,15 @@
 //! twice returns `Unavailable`; an append that failed so may or may not have
 //! landed.
 //!
+//! What a `redis` error means is decided in one place: a lost connection
+//! (refused, reset, broken, timed out, any I/O error) and a server that
+//! cannot serve now (loading its data, running a long script, failing over,
+//! a read-only replica, out of memory) are [`seed_event::Error::Unavailable`],
+//! worth retrying later; refused credentials or permissions are
+//! [`seed_event::Error::InvalidInput`]; a key of the store holding another
+//! type, a failing script and a reply the store cannot read are
+//! [`seed_event::Error::Corrupt`].
+//!
 //! A follower reads with `XREAD BLOCK` on a connection of its own (read timeout
 //! longer than the block). When the connection drops it reconnects with
 //! backoff and resumes after the last id it returned, so nothing is lost or
@@ -130,6 +139,7 @@
 mod append;
 mod codec;
 mod conn;
+mod error;
 mod follow;
 mod read;
 mod retention;
