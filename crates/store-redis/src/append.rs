@@ -272,10 +272,15 @@ impl Appender {
         let sent = (|| -> redis::RedisResult<Value> {
             const CHUNK: usize = 64 * 1024;
             let mut packed = Vec::with_capacity(CHUNK + 4096);
+            let mut cmd = redis::Cmd::new();
             let mut line = Vec::with_capacity(1024);
             let mut bytes = 0usize;
-            encode(&mut packed, &[b"MULTI"]);
-            encode(&mut packed, &[b"SADD", keys.topics.as_bytes(), topic.as_str().as_bytes()]);
+            pack(&mut packed, &mut cmd, &[b"MULTI"]);
+            pack(
+                &mut packed,
+                &mut cmd,
+                &[b"SADD", keys.topics.as_bytes(), topic.as_str().as_bytes()],
+            );
             for event in events {
                 line.clear();
                 serde_json::to_writer(&mut line, event).map_err(|e| {
@@ -286,15 +291,19 @@ impl Appender {
                     ))
                 })?;
                 bytes += line.len() + 1;
-                encode(&mut packed, &[b"XADD", stream.as_bytes(), id.as_bytes(), b"e", &line]);
+                pack(
+                    &mut packed,
+                    &mut cmd,
+                    &[b"XADD", stream.as_bytes(), id.as_bytes(), b"e", &line],
+                );
                 if packed.len() >= CHUNK {
                     con.send_packed_command(&packed)?;
                     packed.clear();
                 }
             }
             let total = bytes.to_string();
-            encode(&mut packed, &[b"HINCRBY", meta.as_bytes(), b"bytes", total.as_bytes()]);
-            encode(&mut packed, &[b"EXEC"]);
+            pack(&mut packed, &mut cmd, &[b"HINCRBY", meta.as_bytes(), b"bytes", total.as_bytes()]);
+            pack(&mut packed, &mut cmd, &[b"EXEC"]);
             con.send_packed_command(&packed)?;
             // MULTI's OK and one QUEUED per command, then EXEC's results.
             for _ in 0..events.len() + 3 {
@@ -310,7 +319,7 @@ impl Appender {
             Ok(Value::ServerError(e)) => {
                 // Refused before running (e.g. out of memory): nothing was written.
                 shared.give_back(con);
-                return Err(shared.error(e.clone().into()));
+                return Err(shared.error(e.into()));
             }
             Ok(_) | Err(_) => {
                 // The transaction ran whole or not at all; the script finds out which.
@@ -424,14 +433,15 @@ impl Appender {
             }
         }
         let mut packed = Vec::with_capacity(batch.iter().map(|r| r.line.len() + 128).sum());
+        let mut cmd = redis::Cmd::new();
         // One request needs no transaction: its commands go in one write and
         // run together; several are wrapped in MULTI/EXEC.
         let transaction = batch.len() > 1;
         if transaction {
-            encode(&mut packed, &[b"MULTI"]);
+            pack(&mut packed, &mut cmd, &[b"MULTI"]);
         }
         for (t, _) in &topics {
-            encode(&mut packed, &[b"SADD", keys.topics.as_bytes(), t.as_str().as_bytes()]);
+            pack(&mut packed, &mut cmd, &[b"SADD", keys.topics.as_bytes(), t.as_str().as_bytes()]);
         }
         {
             let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
@@ -440,15 +450,19 @@ impl Appender {
                 *floor = (*floor).max(r.ms);
                 let (stream, id) = (keys.stream(r.topic.as_str()), format!("{floor}-*"));
                 let line = r.line.as_bytes();
-                encode(&mut packed, &[b"XADD", stream.as_bytes(), id.as_bytes(), b"e", line]);
+                pack(
+                    &mut packed,
+                    &mut cmd,
+                    &[b"XADD", stream.as_bytes(), id.as_bytes(), b"e", line],
+                );
             }
         }
         for (t, bytes) in &topics {
             let (meta, bytes) = (keys.meta(t.as_str()), bytes.to_string());
-            encode(&mut packed, &[b"HINCRBY", meta.as_bytes(), b"bytes", bytes.as_bytes()]);
+            pack(&mut packed, &mut cmd, &[b"HINCRBY", meta.as_bytes(), b"bytes", bytes.as_bytes()]);
         }
         if transaction {
-            encode(&mut packed, &[b"EXEC"]);
+            pack(&mut packed, &mut cmd, &[b"EXEC"]);
         }
         let queued = topics.len() * 2 + batch.len();
         let mut con = match shared.take() {
@@ -514,14 +528,12 @@ impl Appender {
     }
 }
 
-/// Appends one command to `buf` in the Redis protocol (RESP), without the
-/// `redis` crate's per-argument allocations: batches write thousands.
-fn encode(buf: &mut Vec<u8>, args: &[&[u8]]) {
-    use std::io::Write;
-    let _ = write!(buf, "*{}\r\n", args.len());
+/// Appends one command to `packed` in the Redis protocol, packed by `cmd`
+/// (cleared first, so one command's buffer serves a whole batch).
+fn pack(packed: &mut Vec<u8>, cmd: &mut redis::Cmd, args: &[&[u8]]) {
+    cmd.clear();
     for arg in args {
-        let _ = write!(buf, "${}\r\n", arg.len());
-        buf.extend_from_slice(arg);
-        buf.extend_from_slice(b"\r\n");
+        cmd.arg(*arg);
     }
+    cmd.write_packed_command(packed);
 }

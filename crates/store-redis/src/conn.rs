@@ -1,12 +1,11 @@
 //! Connections: opening them within a bounded time and a small pool of idle
 //! ones.
 
-use std::io::{Read, Write};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use redis::io::tcp::TcpSettings;
-use redis::{ConnectionAddr, ConnectionLike, IntoConnectionInfo, RedisError};
+use redis::{ConnectionLike, IntoConnectionInfo, RedisError};
 use seed_event::{Error, Result};
 
 use crate::error::{classify, is_lost, Origin};
@@ -58,72 +57,26 @@ impl Shared {
         self.pool.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Opens a new connection, failing with [`Error::Unavailable`] within about
-    /// twice the connect timeout when the server does not answer.
+    /// Opens a new connection, failing with [`Error::Unavailable`] within the
+    /// connect timeout when the server does not answer (the `redis` crate
+    /// bounds the connect and its hand-shake by it).
     pub(crate) fn connect(&self) -> Result<redis::Connection> {
         let timeout = self.config.connect_timeout.max(Duration::from_millis(1));
-        // The `redis` crate waits without a deadline for the answer to its
-        // hand-shake, so first check with a bare PING that the server answers at all.
-        self.probe(timeout)?;
-        let con = self.client.get_connection_with_timeout(timeout).map_err(|e| self.error(e))?;
+        let con = self.client.get_connection_with_timeout(timeout).map_err(|e| {
+            if is_lost(&e) {
+                Error::Unavailable(format!(
+                    "cannot reach Redis at {} within {timeout:?}: {}",
+                    self.redacted,
+                    self.error_text(&e)
+                ))
+            } else {
+                self.error(e)
+            }
+        })?;
         let command = Some(self.config.command_timeout.max(Duration::from_millis(1)));
         con.set_read_timeout(command).map_err(|e| self.error(e))?;
         con.set_write_timeout(command).map_err(|e| self.error(e))?;
         Ok(con)
-    }
-
-    fn probe(&self, timeout: Duration) -> Result<()> {
-        let unavailable = |what: String| {
-            Error::Unavailable(format!(
-                "cannot reach Redis at {} within {timeout:?}: {what}",
-                self.redacted
-            ))
-        };
-        let answered = match &self.client.get_connection_info().addr() {
-            ConnectionAddr::Tcp(host, port) => {
-                use std::net::ToSocketAddrs;
-                let addrs = (host.as_str(), *port)
-                    .to_socket_addrs()
-                    .map_err(|e| unavailable(format!("cannot resolve {host}: {e}")))?;
-                let mut last = None;
-                let mut stream = None;
-                for addr in addrs {
-                    match std::net::TcpStream::connect_timeout(&addr, timeout) {
-                        Ok(s) => {
-                            stream = Some(s);
-                            break;
-                        }
-                        Err(e) => last = Some(e),
-                    }
-                }
-                let Some(mut s) = stream else {
-                    return Err(unavailable(last.map_or_else(
-                        || format!("{host} resolves to no address"),
-                        |e| e.to_string(),
-                    )));
-                };
-                ping_raw(&mut s, |s| {
-                    s.set_read_timeout(Some(timeout))?;
-                    s.set_write_timeout(Some(timeout))
-                })
-            }
-            ConnectionAddr::Unix(path) => {
-                let mut s = std::os::unix::net::UnixStream::connect(path)
-                    .map_err(|e| unavailable(e.to_string()))?;
-                ping_raw(&mut s, |s| {
-                    s.set_read_timeout(Some(timeout))?;
-                    s.set_write_timeout(Some(timeout))
-                })
-            }
-            _ => Ok(()),
-        };
-        answered.map_err(|e| {
-            if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) {
-                unavailable("no answer to PING".to_string())
-            } else {
-                unavailable(e.to_string())
-            }
-        })
     }
 
     /// Takes a connection from the pool (checking it if it sat idle) or opens one.
@@ -197,23 +150,5 @@ impl Shared {
             Some(p) if !p.is_empty() => text.replace(p.as_str(), "***"),
             _ => text.to_string(),
         }
-    }
-}
-
-/// Sends `PING` on a raw stream and waits for the first byte of any answer
-/// (`+PONG`, or `-NOAUTH` from a server that wants a password: both prove it is alive).
-fn ping_raw<S: Read + Write>(
-    s: &mut S,
-    set_timeouts: impl FnOnce(&S) -> std::io::Result<()>,
-) -> std::io::Result<()> {
-    set_timeouts(s)?;
-    s.write_all(b"*1\r\n$4\r\nPING\r\n")?;
-    let mut byte = [0u8; 1];
-    match s.read(&mut byte)? {
-        0 => Err(std::io::Error::new(
-            std::io::ErrorKind::UnexpectedEof,
-            "the server closed the connection without answering PING",
-        )),
-        _ => Ok(()),
     }
 }

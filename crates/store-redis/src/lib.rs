@@ -95,10 +95,10 @@
 //!
 //! The URL carries host, port, db, user and password
 //! (`redis://user:pass@host:6379/2`); [`redact_url`] hides the password, and
-//! no error or log line carries it. Opening a connection first sends a bare
-//! `PING` with the connect timeout, so an unreachable or silent server fails
-//! with [`seed_event::Error::Unavailable`] within about twice
-//! [`RedisConfig::connect_timeout`]; commands have a read/write timeout of
+//! no error or log line carries it. Opening a connection, hand-shake
+//! included, is bounded by [`RedisConfig::connect_timeout`], so an
+//! unreachable or silent server fails with
+//! [`seed_event::Error::Unavailable`] within it; commands have a read/write timeout of
 //! [`RedisConfig::command_timeout`]. Connections are pooled; one idle for more
 //! than a second is checked with `PING` before use. A command whose connection
 //! fails is retried once on a fresh one (appends as described above; a clear
