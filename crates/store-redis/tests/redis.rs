@@ -701,10 +701,10 @@ fn reads_across_many_pages_match_the_reference_store() {
     let base = 1_776_340_800_000_000i64;
     // 2,500 events over two topics; every 97th is late by a second, sources alternate.
     let make = |topic: &Topic, n: u64| {
-        let late = if n % 97 == 0 { 1_000_000 } else { 0 };
+        let late = if n.is_multiple_of(97) { 1_000_000 } else { 0 };
         let mut e = event(topic, n)
             .with_timestamp(Timestamp::from_unix_micros(base + n as i64 * 1_000 - late));
-        e.source = if n % 3 == 0 { "three".into() } else { "other".into() };
+        e.source = if n.is_multiple_of(3) { "three".into() } else { "other".into() };
         e
     };
     let mut cursors = (Vec::new(), Vec::new());
