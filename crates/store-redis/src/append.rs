@@ -142,8 +142,8 @@ struct Queue {
 /// A thread queues its append; if no round trip is in flight it becomes the
 /// leader, sends everything queued in one round trip (`SADD` to the topic
 /// set and `HINCRBY` of the bytes per topic, `XADD <ms>-*` per event), hands
-/// each waiting thread its reply and wakes them. Alone, a thread pays one round trip as before;
-/// under load, one round trip carries many appends.
+/// each waiting thread its reply and wakes them. Alone, a thread pays one
+/// round trip per append; under load, one round trip carries many appends.
 #[derive(Default)]
 pub(crate) struct Appender {
     queue: Mutex<Queue>,
@@ -415,9 +415,10 @@ impl Appender {
     /// wholly stored (the retry finds its events) or not at all (the retry
     /// appends them), and the byte counter stays exact. One request's three
     /// commands go in one write without a transaction (cheaper alone); only a
-    /// connection cut inside that write could leave its byte count off. Each event's id milliseconds are raised to the
-    /// highest this store has used in the topic, so its own appends never
-    /// fall below the stream's top; only another writer can put it higher.
+    /// connection cut inside that write could leave its byte count off. Each
+    /// event's id milliseconds are raised to the highest this store has used
+    /// in the topic, so its own appends never fall below the stream's top;
+    /// only another writer can put it higher.
     fn round_trip(&self, shared: &Shared, batch: &[Arc<Request>]) {
         let set = |r: &Request, o: Outcome| {
             *r.outcome.lock().unwrap_or_else(|p| p.into_inner()) = Some(o);
