@@ -107,7 +107,7 @@ fn row(label: &str, card: &Card, cell: impl Fn(&Variant) -> String) -> Vec<Strin
 
 /// `262144` as `262,144 (256K)`.
 pub fn context(tokens: u64) -> String {
-    if tokens % 1024 == 0 {
+    if tokens.is_multiple_of(1024) {
         format!("{} ({}K)", thousands(tokens), tokens / 1024)
     } else {
         thousands(tokens)

@@ -266,7 +266,7 @@ fn a_panicking_or_blocked_handler_affects_only_its_subscription() {
     let (bus, _) = new_bus();
     let panicky = bus
         .subscribe(&pattern("p"), StartAt::New, |e| {
-            if n_of(e) % 2 == 0 {
+            if n_of(e).is_multiple_of(2) {
                 panic!("boom on {}", n_of(e));
             }
             Ok(())

@@ -161,7 +161,7 @@ fn since_is_exact_with_out_of_order_timestamps() {
         let batch: Vec<Event> = (0..1 + rng.next() % 50)
             .map(|_| {
                 let jitter = (rng.next() % 2_000_000) as i64 - 1_000_000;
-                let straggle = if rng.next() % 100 == 0 { -500_000_000 } else { 0 };
+                let straggle = if rng.next().is_multiple_of(100) { -500_000_000 } else { 0 };
                 n += 1;
                 event(&t, n).with_timestamp(Timestamp::from_unix_micros(
                     BASE + n as i64 * 10_000 + jitter + straggle,

@@ -9,7 +9,8 @@ use redis::{ConnectionLike, Value};
 use seed_event::{Cursor, Error, Event, Result, Topic};
 
 use crate::codec::{array, int, parse_id, text};
-use crate::conn::{is_connection_error, Shared};
+use crate::conn::Shared;
+use crate::error::is_lost;
 use crate::scripts;
 
 /// How an append must treat the topic's byte counter and a possible earlier try.
@@ -141,8 +142,8 @@ struct Queue {
 /// A thread queues its append; if no round trip is in flight it becomes the
 /// leader, sends everything queued in one round trip (`SADD` to the topic
 /// set and `HINCRBY` of the bytes per topic, `XADD <ms>-*` per event), hands
-/// each waiting thread its reply and wakes them. Alone, a thread pays one round trip as before;
-/// under load, one round trip carries many appends.
+/// each waiting thread its reply and wakes them. Alone, a thread pays one
+/// round trip per append; under load, one round trip carries many appends.
 #[derive(Default)]
 pub(crate) struct Appender {
     queue: Mutex<Queue>,
@@ -271,29 +272,38 @@ impl Appender {
         let sent = (|| -> redis::RedisResult<Value> {
             const CHUNK: usize = 64 * 1024;
             let mut packed = Vec::with_capacity(CHUNK + 4096);
+            let mut cmd = redis::Cmd::new();
             let mut line = Vec::with_capacity(1024);
             let mut bytes = 0usize;
-            encode(&mut packed, &[b"MULTI"]);
-            encode(&mut packed, &[b"SADD", keys.topics.as_bytes(), topic.as_str().as_bytes()]);
+            pack(&mut packed, &mut cmd, &[b"MULTI"]);
+            pack(
+                &mut packed,
+                &mut cmd,
+                &[b"SADD", keys.topics.as_bytes(), topic.as_str().as_bytes()],
+            );
             for event in events {
                 line.clear();
                 serde_json::to_writer(&mut line, event).map_err(|e| {
                     redis::RedisError::from((
-                        redis::ErrorKind::ClientError,
+                        redis::ErrorKind::Client,
                         "cannot serialize an event",
                         e.to_string(),
                     ))
                 })?;
                 bytes += line.len() + 1;
-                encode(&mut packed, &[b"XADD", stream.as_bytes(), id.as_bytes(), b"e", &line]);
+                pack(
+                    &mut packed,
+                    &mut cmd,
+                    &[b"XADD", stream.as_bytes(), id.as_bytes(), b"e", &line],
+                );
                 if packed.len() >= CHUNK {
                     con.send_packed_command(&packed)?;
                     packed.clear();
                 }
             }
             let total = bytes.to_string();
-            encode(&mut packed, &[b"HINCRBY", meta.as_bytes(), b"bytes", total.as_bytes()]);
-            encode(&mut packed, &[b"EXEC"]);
+            pack(&mut packed, &mut cmd, &[b"HINCRBY", meta.as_bytes(), b"bytes", total.as_bytes()]);
+            pack(&mut packed, &mut cmd, &[b"EXEC"]);
             con.send_packed_command(&packed)?;
             // MULTI's OK and one QUEUED per command, then EXEC's results.
             for _ in 0..events.len() + 3 {
@@ -309,7 +319,7 @@ impl Appender {
             Ok(Value::ServerError(e)) => {
                 // Refused before running (e.g. out of memory): nothing was written.
                 shared.give_back(con);
-                return Err(refused(shared, e.code(), e.details()));
+                return Err(shared.error(e.into()));
             }
             Ok(_) | Err(_) => {
                 // The transaction ran whole or not at all; the script finds out which.
@@ -329,7 +339,7 @@ impl Appender {
             None => {
                 if let Some(Value::ServerError(e)) = replies.get(1) {
                     if !e.details().is_some_and(|d| d.contains("equal or smaller")) {
-                        return Err(refused(shared, e.code(), e.details()));
+                        return Err(shared.error(e.clone().into()));
                     }
                 }
                 // Another writer is ahead (every XADD was refused): the script continues from its top.
@@ -405,9 +415,10 @@ impl Appender {
     /// wholly stored (the retry finds its events) or not at all (the retry
     /// appends them), and the byte counter stays exact. One request's three
     /// commands go in one write without a transaction (cheaper alone); only a
-    /// connection cut inside that write could leave its byte count off. Each event's id milliseconds are raised to the
-    /// highest this store has used in the topic, so its own appends never
-    /// fall below the stream's top; only another writer can put it higher.
+    /// connection cut inside that write could leave its byte count off. Each
+    /// event's id milliseconds are raised to the highest this store has used
+    /// in the topic, so its own appends never fall below the stream's top;
+    /// only another writer can put it higher.
     fn round_trip(&self, shared: &Shared, batch: &[Arc<Request>]) {
         let set = |r: &Request, o: Outcome| {
             *r.outcome.lock().unwrap_or_else(|p| p.into_inner()) = Some(o);
@@ -423,14 +434,15 @@ impl Appender {
             }
         }
         let mut packed = Vec::with_capacity(batch.iter().map(|r| r.line.len() + 128).sum());
+        let mut cmd = redis::Cmd::new();
         // One request needs no transaction: its commands go in one write and
         // run together; several are wrapped in MULTI/EXEC.
         let transaction = batch.len() > 1;
         if transaction {
-            encode(&mut packed, &[b"MULTI"]);
+            pack(&mut packed, &mut cmd, &[b"MULTI"]);
         }
         for (t, _) in &topics {
-            encode(&mut packed, &[b"SADD", keys.topics.as_bytes(), t.as_str().as_bytes()]);
+            pack(&mut packed, &mut cmd, &[b"SADD", keys.topics.as_bytes(), t.as_str().as_bytes()]);
         }
         {
             let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
@@ -439,15 +451,19 @@ impl Appender {
                 *floor = (*floor).max(r.ms);
                 let (stream, id) = (keys.stream(r.topic.as_str()), format!("{floor}-*"));
                 let line = r.line.as_bytes();
-                encode(&mut packed, &[b"XADD", stream.as_bytes(), id.as_bytes(), b"e", line]);
+                pack(
+                    &mut packed,
+                    &mut cmd,
+                    &[b"XADD", stream.as_bytes(), id.as_bytes(), b"e", line],
+                );
             }
         }
         for (t, bytes) in &topics {
             let (meta, bytes) = (keys.meta(t.as_str()), bytes.to_string());
-            encode(&mut packed, &[b"HINCRBY", meta.as_bytes(), b"bytes", bytes.as_bytes()]);
+            pack(&mut packed, &mut cmd, &[b"HINCRBY", meta.as_bytes(), b"bytes", bytes.as_bytes()]);
         }
         if transaction {
-            encode(&mut packed, &[b"EXEC"]);
+            pack(&mut packed, &mut cmd, &[b"EXEC"]);
         }
         let queued = topics.len() * 2 + batch.len();
         let mut con = match shared.take() {
@@ -474,7 +490,7 @@ impl Appender {
             }
             replies => {
                 if let Err(e) = &replies {
-                    if !is_connection_error(e) {
+                    if !is_lost(e) {
                         log::warn!("a pipelined append failed: {}", shared.error_text(e));
                     }
                 }
@@ -503,7 +519,7 @@ impl Appender {
                 {
                     Outcome::TooLow
                 }
-                Value::ServerError(e) => Outcome::Failed(refused(shared, e.code(), e.details())),
+                Value::ServerError(e) => Outcome::Failed(shared.error(e.clone().into())),
                 other => {
                     Outcome::Failed(Error::corrupt("XADD", format!("unexpected reply {other:?}")))
                 }
@@ -513,26 +529,12 @@ impl Appender {
     }
 }
 
-/// Appends one command to `buf` in the Redis protocol (RESP), without the
-/// `redis` crate's per-argument allocations: batches write thousands.
-fn encode(buf: &mut Vec<u8>, args: &[&[u8]]) {
-    use std::io::Write;
-    let _ = write!(buf, "*{}\r\n", args.len());
+/// Appends one command to `packed` in the Redis protocol, packed by `cmd`
+/// (cleared first, so one command's buffer serves a whole batch).
+fn pack(packed: &mut Vec<u8>, cmd: &mut redis::Cmd, args: &[&[u8]]) {
+    cmd.clear();
     for arg in args {
-        let _ = write!(buf, "${}\r\n", arg.len());
-        buf.extend_from_slice(arg);
-        buf.extend_from_slice(b"\r\n");
+        cmd.arg(*arg);
     }
-}
-
-/// The error for an append the server refused (other than for a too low id).
-fn refused(shared: &Shared, code: &str, details: Option<&str>) -> Error {
-    let text = format!("{code} {}", details.unwrap_or_default());
-    if code == "WRONGTYPE" {
-        return Error::corrupt(
-            format!("Redis at {} (prefix {:?})", shared.redacted, shared.config.prefix),
-            format!("a key of the store holds another type: {text}"),
-        );
-    }
-    Error::Unavailable(format!("Redis at {} refused an append: {text}", shared.redacted))
+    cmd.write_packed_command(packed);
 }

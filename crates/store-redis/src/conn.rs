@@ -1,13 +1,14 @@
-//! Connections: opening them within a bounded time, a small pool, and the
-//! mapping of the `redis` crate's errors to [`seed_event::Error`].
+//! Connections: opening them within a bounded time and a small pool of idle
+//! ones.
 
-use std::io::{Read, Write};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use redis::{ConnectionAddr, ConnectionLike, RedisError};
+use redis::io::tcp::TcpSettings;
+use redis::{ConnectionLike, IntoConnectionInfo, RedisError};
 use seed_event::{Error, Result};
 
+use crate::error::{classify, is_lost, Origin};
 use crate::{redact_url, Keys, RedisConfig};
 
 /// Pooled connections idle longer than this are checked with `PING` before use,
@@ -34,7 +35,7 @@ pub(crate) struct Shared {
 impl Shared {
     pub(crate) fn new(config: RedisConfig) -> Result<Shared> {
         let redacted = redact_url(&config.url);
-        let client = redis::Client::open(config.url.as_str()).map_err(|e| {
+        let info = config.url.as_str().into_connection_info().map_err(|e| {
             Error::invalid(
                 "redis URL",
                 format!(
@@ -43,7 +44,11 @@ impl Shared {
                 ),
             )
         })?;
-        let password = client.get_connection_info().redis.password.clone();
+        let password = info.redis_settings().password().map(str::to_string);
+        // Small commands go out at once rather than waiting for Nagle's algorithm.
+        let info = info.set_tcp_settings(TcpSettings::default().set_nodelay(true));
+        let client =
+            redis::Client::open(info).map_err(|e| Error::invalid("redis URL", e.to_string()))?;
         let keys = Keys::new(&config.prefix);
         Ok(Shared { client, config, redacted, password, keys, pool: Mutex::new(Vec::new()) })
     }
@@ -52,72 +57,26 @@ impl Shared {
         self.pool.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Opens a new connection, failing with [`Error::Unavailable`] within about
-    /// twice the connect timeout when the server does not answer.
+    /// Opens a new connection, failing with [`Error::Unavailable`] within the
+    /// connect timeout when the server does not answer (the `redis` crate
+    /// bounds the connect and its hand-shake by it).
     pub(crate) fn connect(&self) -> Result<redis::Connection> {
         let timeout = self.config.connect_timeout.max(Duration::from_millis(1));
-        // The `redis` crate waits without a deadline for the answer to its
-        // hand-shake, so first check with a bare PING that the server answers at all.
-        self.probe(timeout)?;
-        let con = self.client.get_connection_with_timeout(timeout).map_err(|e| self.error(e))?;
+        let con = self.client.get_connection_with_timeout(timeout).map_err(|e| {
+            if is_lost(&e) {
+                Error::Unavailable(format!(
+                    "cannot reach Redis at {} within {timeout:?}: {}",
+                    self.redacted,
+                    self.error_text(&e)
+                ))
+            } else {
+                self.error(e)
+            }
+        })?;
         let command = Some(self.config.command_timeout.max(Duration::from_millis(1)));
         con.set_read_timeout(command).map_err(|e| self.error(e))?;
         con.set_write_timeout(command).map_err(|e| self.error(e))?;
         Ok(con)
-    }
-
-    fn probe(&self, timeout: Duration) -> Result<()> {
-        let unavailable = |what: String| {
-            Error::Unavailable(format!(
-                "cannot reach Redis at {} within {timeout:?}: {what}",
-                self.redacted
-            ))
-        };
-        let answered = match &self.client.get_connection_info().addr {
-            ConnectionAddr::Tcp(host, port) => {
-                use std::net::ToSocketAddrs;
-                let addrs = (host.as_str(), *port)
-                    .to_socket_addrs()
-                    .map_err(|e| unavailable(format!("cannot resolve {host}: {e}")))?;
-                let mut last = None;
-                let mut stream = None;
-                for addr in addrs {
-                    match std::net::TcpStream::connect_timeout(&addr, timeout) {
-                        Ok(s) => {
-                            stream = Some(s);
-                            break;
-                        }
-                        Err(e) => last = Some(e),
-                    }
-                }
-                let Some(mut s) = stream else {
-                    return Err(unavailable(last.map_or_else(
-                        || format!("{host} resolves to no address"),
-                        |e| e.to_string(),
-                    )));
-                };
-                ping_raw(&mut s, |s| {
-                    s.set_read_timeout(Some(timeout))?;
-                    s.set_write_timeout(Some(timeout))
-                })
-            }
-            ConnectionAddr::Unix(path) => {
-                let mut s = std::os::unix::net::UnixStream::connect(path)
-                    .map_err(|e| unavailable(e.to_string()))?;
-                ping_raw(&mut s, |s| {
-                    s.set_read_timeout(Some(timeout))?;
-                    s.set_write_timeout(Some(timeout))
-                })
-            }
-            _ => Ok(()),
-        };
-        answered.map_err(|e| {
-            if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) {
-                unavailable("no answer to PING".to_string())
-            } else {
-                unavailable(e.to_string())
-            }
-        })
     }
 
     /// Takes a connection from the pool (checking it if it sat idle) or opens one.
@@ -156,7 +115,7 @@ impl Shared {
                 self.give_back(con);
                 Ok(v)
             }
-            Err(e) if is_connection_error(&e) => {
+            Err(e) if is_lost(&e) => {
                 drop(con);
                 log::debug!("retrying on a fresh connection: {}", self.error(e));
                 let mut con = self.connect()?;
@@ -165,8 +124,9 @@ impl Shared {
                 Ok(v)
             }
             Err(e) => {
-                // A server error leaves the connection usable.
-                if con.is_open() {
+                // A server error leaves the connection usable; a reply that
+                // did not parse leaves it out of step.
+                if con.is_open() && !e.is_unrecoverable_error() {
                     self.give_back(con);
                 }
                 Err(self.error(e))
@@ -174,26 +134,10 @@ impl Shared {
         }
     }
 
-    /// Maps a `redis` error to Seed's, without the password.
+    /// Maps a `redis` error to Seed's (see [`crate::error`]), without the password.
     pub(crate) fn error(&self, e: RedisError) -> Error {
-        let text = self.scrub(&e.to_string());
-        if is_connection_error(&e) {
-            return Error::Unavailable(format!("Redis at {}: {text}", self.redacted));
-        }
-        match e.kind() {
-            redis::ErrorKind::AuthenticationFailed => Error::Unavailable(format!(
-                "Redis at {} refused the credentials: {text}",
-                self.redacted
-            )),
-            redis::ErrorKind::TypeError => {
-                Error::corrupt(format!("Redis at {}", self.redacted), text)
-            }
-            _ if e.code() == Some("WRONGTYPE") => Error::corrupt(
-                format!("Redis at {} (prefix {:?})", self.redacted, self.config.prefix),
-                format!("a key of the store holds another type: {text}"),
-            ),
-            _ => Error::Unavailable(format!("Redis at {} failed: {text}", self.redacted)),
-        }
+        let origin = Origin { url: &self.redacted, prefix: &self.config.prefix };
+        classify(&e).to_error(&origin, &self.error_text(&e))
     }
 
     /// The text of a `redis` error, without the password.
@@ -206,28 +150,5 @@ impl Shared {
             Some(p) if !p.is_empty() => text.replace(p.as_str(), "***"),
             _ => text.to_string(),
         }
-    }
-}
-
-/// Whether `e` means the connection is gone or timed out (and so must not be reused).
-pub(crate) fn is_connection_error(e: &RedisError) -> bool {
-    e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal()
-}
-
-/// Sends `PING` on a raw stream and waits for the first byte of any answer
-/// (`+PONG`, or `-NOAUTH` from a server that wants a password: both prove it is alive).
-fn ping_raw<S: Read + Write>(
-    s: &mut S,
-    set_timeouts: impl FnOnce(&S) -> std::io::Result<()>,
-) -> std::io::Result<()> {
-    set_timeouts(s)?;
-    s.write_all(b"*1\r\n$4\r\nPING\r\n")?;
-    let mut byte = [0u8; 1];
-    match s.read(&mut byte)? {
-        0 => Err(std::io::Error::new(
-            std::io::ErrorKind::UnexpectedEof,
-            "the server closed the connection without answering PING",
-        )),
-        _ => Ok(()),
     }
 }

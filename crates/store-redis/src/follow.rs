@@ -11,7 +11,8 @@ use seed_event::{
 };
 
 use crate::codec::{array, decode, first_id, raw_entries, strings, text};
-use crate::conn::{is_connection_error, Shared};
+use crate::conn::Shared;
+use crate::error::is_lost;
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(20);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
@@ -185,7 +186,7 @@ impl RedisFollower {
             .and_then(|()| cmd.query::<Value>(con));
         match result {
             Ok(v) => Ok(Some(v)),
-            Err(e) if is_connection_error(&e) => {
+            Err(e) if is_lost(&e) => {
                 log::warn!(
                     "follower lost its connection to Redis at {}, reconnecting: {}",
                     self.shared.redacted,
@@ -205,7 +206,7 @@ impl RedisFollower {
         let reply = match redis::cmd("SMEMBERS").arg(&key).query::<Value>(con) {
             Ok(v) => v,
             Err(e) => {
-                if is_connection_error(&e) {
+                if is_lost(&e) {
                     self.con = None;
                 }
                 return Err(self.shared.error(e));

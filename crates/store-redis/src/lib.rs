@@ -95,16 +95,25 @@
 //!
 //! The URL carries host, port, db, user and password
 //! (`redis://user:pass@host:6379/2`); [`redact_url`] hides the password, and
-//! no error or log line carries it. Opening a connection first sends a bare
-//! `PING` with the connect timeout, so an unreachable or silent server fails
-//! with [`seed_event::Error::Unavailable`] within about twice
-//! [`RedisConfig::connect_timeout`]; commands have a read/write timeout of
+//! no error or log line carries it. Opening a connection, hand-shake
+//! included, is bounded by [`RedisConfig::connect_timeout`], so an
+//! unreachable or silent server fails with
+//! [`seed_event::Error::Unavailable`] within it; commands have a read/write timeout of
 //! [`RedisConfig::command_timeout`]. Connections are pooled; one idle for more
 //! than a second is checked with `PING` before use. A command whose connection
 //! fails is retried once on a fresh one (appends as described above; a clear
 //! retried so may report fewer removals than it made). A command that fails
 //! twice returns `Unavailable`; an append that failed so may or may not have
 //! landed.
+//!
+//! What a `redis` error means is decided in one place: a lost connection
+//! (refused, reset, broken, timed out, any I/O error) and a server that
+//! cannot serve now (loading its data, running a long script, failing over,
+//! a read-only replica, out of memory) are [`seed_event::Error::Unavailable`],
+//! worth retrying later; refused credentials or permissions are
+//! [`seed_event::Error::InvalidInput`]; a key of the store holding another
+//! type, a failing script and a reply the store cannot read are
+//! [`seed_event::Error::Corrupt`].
 //!
 //! A follower reads with `XREAD BLOCK` on a connection of its own (read timeout
 //! longer than the block). When the connection drops it reconnects with
@@ -130,6 +139,7 @@
 mod append;
 mod codec;
 mod conn;
+mod error;
 mod follow;
 mod read;
 mod retention;

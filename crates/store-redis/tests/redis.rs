@@ -328,12 +328,17 @@ fn an_unreachable_server_is_unavailable_within_bounded_time_without_the_password
     assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
     assert!(!err.to_string().contains("s3cret-pass"), "{err}");
 
-    // A wrong password is refused, and not shown either.
+    // A wrong or missing password is refused as invalid input (retrying
+    // cannot help), and not shown either.
     server.restart();
     let wrong = format!("redis://:wrong-pass@127.0.0.1:{}/0", server.port());
-    let err = RedisStore::open(&wrong).unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
-    assert!(!err.to_string().contains("wrong-pass"), "{err}");
+    let missing = format!("redis://127.0.0.1:{}/0", server.port());
+    for url in [wrong, missing] {
+        let err = RedisStore::open(&url).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+        assert!(err.to_string().contains("credentials"), "{err}");
+        assert!(!err.to_string().contains("wrong-pass"), "{err}");
+    }
     assert!(RedisStore::open(&server.url()).is_ok());
     let with_user = format!("redis://default:s3cret-pass@127.0.0.1:{}/0", server.port());
     let store = RedisStore::open(&with_user).unwrap();
@@ -462,6 +467,10 @@ fn corrupt_entries_are_reported_with_their_key_and_id() {
     assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
     let err = store.append_expecting(&event(&kind, 4), None).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+    // Also inside a pipeline (the stats of every topic).
+    let err = store.topics().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+    assert!(err.to_string().contains("another type"), "{err}");
 
     // A member of the topic set that is not a topic name.
     let _: i64 = redis::cmd("SADD").arg("seed:topics").arg("bad name").query(&mut con).unwrap();
@@ -692,10 +701,10 @@ fn reads_across_many_pages_match_the_reference_store() {
     let base = 1_776_340_800_000_000i64;
     // 2,500 events over two topics; every 97th is late by a second, sources alternate.
     let make = |topic: &Topic, n: u64| {
-        let late = if n % 97 == 0 { 1_000_000 } else { 0 };
+        let late = if n.is_multiple_of(97) { 1_000_000 } else { 0 };
         let mut e = event(topic, n)
             .with_timestamp(Timestamp::from_unix_micros(base + n as i64 * 1_000 - late));
-        e.source = if n % 3 == 0 { "three".into() } else { "other".into() };
+        e.source = if n.is_multiple_of(3) { "three".into() } else { "other".into() };
         e
     };
     let mut cursors = (Vec::new(), Vec::new());
