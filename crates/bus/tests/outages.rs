@@ -167,7 +167,7 @@ fn reconnecting(sub: &Subscription) -> Option<(Duration, u32)> {
 }
 
 fn topic_of(n: u64) -> &'static str {
-    if n % 2 == 0 {
+    if n.is_multiple_of(2) {
         "o.a"
     } else {
         "o.b"

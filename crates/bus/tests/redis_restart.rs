@@ -15,7 +15,7 @@ use util::{
 };
 
 fn topic_of(n: u64) -> &'static str {
-    if n % 2 == 0 {
+    if n.is_multiple_of(2) {
         "rr.a"
     } else {
         "rr.b"
