@@ -13,6 +13,7 @@ pub type HandlerResult = Result<(), HandlerError>;
 
 /// Everything that can go wrong in the bus.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// The store failed or rejected the input (see [`seed_event::Error`]).
     #[error(transparent)]

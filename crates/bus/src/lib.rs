@@ -69,6 +69,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use seed_event::support::{self, lock, MaxLen, NameRules};
 use seed_event::{
     Clear, ConsumerName, Cursor, ErrorKind, Event, EventStore, EventStream, FollowFrom, JsonObject,
     Limit, Query, Start, StoredEvent, Timestamp, Topic, TopicPattern, TopicStats,
@@ -113,6 +114,7 @@ impl RetryPolicy {
 
 /// How a bus behaves; [`BusConfig::default`] suits most uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct BusConfig {
     /// How many of a topic's newest events are checked for a duplicate id when
     /// an event with a given id is published (see [`EventBus::publish_event`]).
@@ -135,6 +137,32 @@ impl Default for BusConfig {
             retry: RetryPolicy::default(),
             reconnect: Reconnect::default(),
         }
+    }
+}
+
+impl BusConfig {
+    /// This configuration with another idempotency window.
+    pub fn idempotency_window(mut self, events: usize) -> BusConfig {
+        self.idempotency_window = events;
+        self
+    }
+
+    /// This configuration with another lease time to live.
+    pub fn lease_ttl(mut self, ttl: Duration) -> BusConfig {
+        self.lease_ttl = ttl;
+        self
+    }
+
+    /// This configuration with another retry policy for failing handlers.
+    pub fn retry(mut self, retry: RetryPolicy) -> BusConfig {
+        self.retry = retry;
+        self
+    }
+
+    /// This configuration with other waits while a store is unavailable.
+    pub fn reconnect(mut self, reconnect: Reconnect) -> BusConfig {
+        self.reconnect = reconnect;
+        self
     }
 }
 
@@ -166,7 +194,15 @@ pub struct PublishOptions {
 }
 
 /// A subscription's settings; [`SubscribeConfig::new`] gives the defaults.
+///
+/// ```
+/// use bus::{StartAt, SubscribeConfig};
+/// let pattern = "task.>".parse().unwrap();
+/// let config = SubscribeConfig::new(pattern, StartAt::Beginning).max_events(10);
+/// assert_eq!(config.max_events, Some(10));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SubscribeConfig {
     /// The topics to follow, also those created later.
     pub pattern: TopicPattern,
@@ -200,6 +236,36 @@ impl SubscribeConfig {
             lease_wait: Duration::ZERO,
             give_up_after: None,
         }
+    }
+
+    /// This subscription as the durable consumer `name`.
+    pub fn consumer(mut self, name: ConsumerName) -> SubscribeConfig {
+        self.consumer = Some(name);
+        self
+    }
+
+    /// This subscription delivering only the events after these per-topic cursors.
+    pub fn after(mut self, cursors: BTreeMap<Topic, Cursor>) -> SubscribeConfig {
+        self.after = cursors;
+        self
+    }
+
+    /// This subscription ending after `n` delivered events.
+    pub fn max_events(mut self, n: u64) -> SubscribeConfig {
+        self.max_events = Some(n);
+        self
+    }
+
+    /// This subscription waiting up to `wait` for another holder of its consumer.
+    pub fn lease_wait(mut self, wait: Duration) -> SubscribeConfig {
+        self.lease_wait = wait;
+        self
+    }
+
+    /// This subscription giving up once the store was unavailable for `after`.
+    pub fn give_up_after(mut self, after: Duration) -> SubscribeConfig {
+        self.give_up_after = Some(after);
+        self
     }
 }
 
@@ -250,17 +316,14 @@ impl std::fmt::Debug for EventBus {
 }
 
 fn check_source(source: &str) -> Result<()> {
-    if source.is_empty() {
-        return Err(seed_event::Error::invalid("source", "must not be empty").into());
-    }
-    if let Some(c) = source.chars().find(|c| c.is_control()) {
-        return Err(seed_event::Error::invalid(
-            "source",
-            format!("{source:?} contains the control character {c:?}"),
-        )
-        .into());
-    }
-    Ok(())
+    let rules = NameRules {
+        what: "source",
+        max_len: MaxLen::Any,
+        whitespace: true,
+        refused: (&[], ""),
+        example: "fenrir",
+    };
+    Ok(support::check_name(source, &rules)?)
 }
 
 fn new_event(topic: &Topic, source: &str, payload: JsonObject, options: &PublishOptions) -> Event {
@@ -539,7 +602,7 @@ impl EventBus {
             last: None,
         };
         let (subscription, shared) = subscription::spawn(label, worker)?;
-        let mut subs = self.subscriptions.lock().unwrap_or_else(|p| p.into_inner());
+        let mut subs = lock(&self.subscriptions);
         subs.retain(|w| w.strong_count() > 0);
         subs.push(Arc::downgrade(&shared));
         drop(subs);
@@ -651,8 +714,7 @@ impl EventBus {
     /// calls fail with [`Error::Closed`]. Calling it again does nothing.
     pub fn close(&self) {
         self.closed.store(true, Ordering::SeqCst);
-        let subs =
-            std::mem::take(&mut *self.subscriptions.lock().unwrap_or_else(|p| p.into_inner()));
+        let subs = std::mem::take(&mut *lock(&self.subscriptions));
         let live: Vec<Arc<Shared>> = subs.iter().filter_map(Weak::upgrade).collect();
         for shared in &live {
             shared.request_stop();

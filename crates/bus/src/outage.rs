@@ -99,7 +99,7 @@ mod tests {
 
     #[test]
     fn only_an_unavailable_store_is_transient() {
-        assert!(is_transient(&seed_event::Error::Unavailable("down".into()).into()));
+        assert!(is_transient(&seed_event::Error::unavailable("down").into()));
         for fatal in [
             Error::Store(seed_event::Error::corrupt("here", "bad")),
             Error::Store(seed_event::Error::invalid("topic", "bad")),

@@ -9,6 +9,7 @@ use crate::Result;
 
 /// What to replay and how fast.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct ReplayConfig {
     /// The topic or pattern to replay.
     pub pattern: TopicPattern,
@@ -24,6 +25,24 @@ impl ReplayConfig {
     /// Replays every stored event of `pattern` as fast as possible.
     pub fn new(pattern: TopicPattern) -> ReplayConfig {
         ReplayConfig { pattern, since: None, until: None, speed: 0.0 }
+    }
+
+    /// This replay from `since` (inclusive).
+    pub fn since(mut self, since: Timestamp) -> ReplayConfig {
+        self.since = Some(since);
+        self
+    }
+
+    /// This replay up to `until` (exclusive).
+    pub fn until(mut self, until: Timestamp) -> ReplayConfig {
+        self.until = Some(until);
+        self
+    }
+
+    /// This replay at `speed` times the original pace (`0`: as fast as possible).
+    pub fn speed(mut self, speed: f64) -> ReplayConfig {
+        self.speed = speed;
+        self
     }
 
     fn validate(&self) -> Result<()> {

@@ -7,6 +7,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle, ThreadId};
 use std::time::{Duration, Instant};
 
+use seed_event::support::{lock, wait, wait_timeout};
 use seed_event::{
     ConsumerName, Cursor, EventStore, FollowFrom, Follower, StoredEvent, Topic, TopicPattern,
 };
@@ -57,20 +58,20 @@ pub(crate) struct Shared {
 
 impl Shared {
     fn outcome(&self) -> MutexGuard<'_, Outcome> {
-        self.outcome.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.outcome)
     }
 
     /// Asks the thread to stop after the event it is handling.
     pub(crate) fn request_stop(&self) {
         self.stop.store(true, Ordering::SeqCst);
-        *self.stopping.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        *lock(&self.stopping) = true;
         self.stop_requested.notify_all();
     }
 
-    /// Waits up to `wait`, returning early (true) when a stop is requested.
-    fn wait_for_stop(&self, wait: Duration) -> bool {
-        let deadline = Instant::now().checked_add(wait);
-        let mut stopping = self.stopping.lock().unwrap_or_else(|p| p.into_inner());
+    /// Waits up to `duration`, returning early (true) when a stop is requested.
+    fn wait_for_stop(&self, duration: Duration) -> bool {
+        let deadline = Instant::now().checked_add(duration);
+        let mut stopping = lock(&self.stopping);
         while !*stopping {
             let left =
                 deadline.map_or(Duration::MAX, |d| d.saturating_duration_since(Instant::now()));
@@ -78,29 +79,24 @@ impl Shared {
                 return false;
             }
             stopping = match deadline {
-                Some(_) => {
-                    self.stop_requested
-                        .wait_timeout(stopping, left)
-                        .unwrap_or_else(|p| p.into_inner())
-                        .0
-                }
-                None => self.stop_requested.wait(stopping).unwrap_or_else(|p| p.into_inner()),
+                Some(_) => wait_timeout(&self.stop_requested, stopping, left).0,
+                None => wait(&self.stop_requested, stopping),
             };
         }
         true
     }
 
     fn set_status(&self, status: Status) {
-        *self.status.lock().unwrap_or_else(|p| p.into_inner()) = status;
+        *lock(&self.status) = status;
     }
 
     /// Waits for the thread to end (unless called from the thread itself).
     pub(crate) fn join(&self) {
-        let own = *self.thread_id.lock().unwrap_or_else(|p| p.into_inner());
+        let own = *lock(&self.thread_id);
         if own == Some(thread::current().id()) {
             return;
         }
-        let handle = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let handle = lock(&self.thread).take();
         if let Some(handle) = handle {
             if handle.join().is_err() {
                 log::error!("subscription {}: its thread panicked", self.label);
@@ -108,7 +104,7 @@ impl Shared {
         }
         let mut outcome = self.outcome();
         while !outcome.finished {
-            outcome = self.finished.wait(outcome).unwrap_or_else(|p| p.into_inner());
+            outcome = wait(&self.finished, outcome);
         }
     }
 
@@ -178,9 +174,9 @@ impl Subscription {
                     if left.is_zero() {
                         return false;
                     }
-                    finished.wait_timeout(outcome, left).unwrap_or_else(|p| p.into_inner()).0
+                    wait_timeout(finished, outcome, left).0
                 }
-                None => finished.wait(outcome).unwrap_or_else(|p| p.into_inner()),
+                None => wait(finished, outcome),
             };
         }
         true
@@ -193,7 +189,7 @@ impl Subscription {
             return Status::Stopped(outcome.error_text.clone());
         }
         drop(outcome);
-        self.shared.status.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        lock(&self.shared.status).clone()
     }
 
     /// Whether the subscription has ended.
@@ -321,8 +317,8 @@ pub(crate) fn spawn(label: String, worker: Worker) -> Result<(Subscription, Arc<
             inner.finish(result);
         })
         .map_err(|e| seed_event::Error::io("starting a subscription thread", e))?;
-    *shared.thread_id.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle.thread().id());
-    *shared.thread.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
+    *lock(&shared.thread_id) = Some(handle.thread().id());
+    *lock(&shared.thread) = Some(handle);
     Ok((Subscription { shared: shared.clone() }, shared))
 }
 

@@ -113,7 +113,7 @@ fn publishing_an_id_twice_stores_it_once() {
 #[test]
 fn the_idempotency_window_is_bounded() {
     let store = MemoryStore::new();
-    let config = BusConfig { idempotency_window: 2, ..BusConfig::default() };
+    let config = BusConfig::default().idempotency_window(2);
     let bus = EventBus::with_config(Arc::new(store.clone()), config);
     let t = topic("window");
     let event = Event::new(t.clone(), "s", payload(0));
@@ -304,10 +304,7 @@ fn max_events_ends_the_subscription() {
         publish(&bus, "m", n);
     }
     let (handler, rx) = collector();
-    let config = SubscribeConfig {
-        max_events: Some(3),
-        ..SubscribeConfig::new(pattern("m"), StartAt::Beginning)
-    };
+    let config = SubscribeConfig::new(pattern("m"), StartAt::Beginning).max_events(3);
     let sub = bus.subscribe_with(config, handler).unwrap();
     let summary = sub.wait().unwrap();
     assert_eq!(summary.delivered, 3);
@@ -315,7 +312,7 @@ fn max_events_ends_the_subscription() {
 }
 
 fn durable_config(name: &str, p: &str, start: StartAt) -> SubscribeConfig {
-    SubscribeConfig { consumer: Some(consumer(name)), ..SubscribeConfig::new(pattern(p), start) }
+    SubscribeConfig::new(pattern(p), start).consumer(consumer(name))
 }
 
 #[test]
@@ -325,8 +322,7 @@ fn durable_consumers_resume_after_their_last_commit() {
         publish(&bus, "d.a", n);
     }
     let (handler, rx) = collector();
-    let config =
-        SubscribeConfig { max_events: Some(3), ..durable_config("w", "d.>", StartAt::Beginning) };
+    let config = durable_config("w", "d.>", StartAt::Beginning).max_events(3);
     bus.subscribe_with(config, handler).unwrap().wait().unwrap();
     assert_eq!(numbers(&take(&rx, 3)), vec![0, 1, 2]);
     let committed = store.load_consumer(&consumer("w")).unwrap();
@@ -401,8 +397,7 @@ fn a_durable_consumer_created_since_a_time_keeps_that_start() {
 fn a_failing_durable_handler_is_retried_then_stops_visibly() {
     let store = MemoryStore::new();
     let retry = RetryPolicy { attempts: 3, backoff: Duration::from_millis(1) };
-    let bus =
-        EventBus::with_config(Arc::new(store.clone()), BusConfig { retry, ..BusConfig::default() });
+    let bus = EventBus::with_config(Arc::new(store.clone()), BusConfig::default().retry(retry));
     for n in 0..4 {
         publish(&bus, "f", n);
     }
@@ -447,7 +442,7 @@ fn now_ms() -> u64 {
 #[test]
 fn one_holder_per_durable_consumer() {
     let store = MemoryStore::new();
-    let config = BusConfig { lease_ttl: Duration::from_secs(1), ..BusConfig::default() };
+    let config = BusConfig::default().lease_ttl(Duration::from_secs(1));
     let bus = EventBus::with_config(Arc::new(store.clone()), config);
     let (handler, rx) = collector();
     let first =
@@ -476,7 +471,7 @@ fn one_holder_per_durable_consumer() {
 #[test]
 fn a_crashed_holders_lease_expires_and_a_stolen_lease_stops_the_loser() {
     let store = MemoryStore::new();
-    let config = BusConfig { lease_ttl: Duration::from_millis(300), ..BusConfig::default() };
+    let config = BusConfig::default().lease_ttl(Duration::from_millis(300));
     let bus = EventBus::with_config(Arc::new(store.clone()), config);
     let meta = consumer("y~meta");
     let lease = topic("lease");
@@ -486,7 +481,7 @@ fn a_crashed_holders_lease_expires_and_a_stolen_lease_stops_the_loser() {
         bus.subscribe_durable(&consumer("y"), &pattern("y"), StartAt::New, |_| Ok(())).unwrap_err();
     assert!(matches!(err, Error::ConsumerBusy { .. }), "{err}");
     let (handler, rx) = collector();
-    let config = SubscribeConfig { lease_wait: DEADLINE, ..durable_config("y", "y", StartAt::New) };
+    let config = durable_config("y", "y", StartAt::New).lease_wait(DEADLINE);
     let sub = bus.subscribe_with(config, handler).unwrap();
     publish(&bus, "y", 1);
     assert_eq!(numbers(&take(&rx, 1)), vec![1]);
@@ -517,12 +512,10 @@ fn replay_paces_counts_and_goes_on_after_failures() {
         bus.publish(&topic("r.a"), "s", payload(n), options).unwrap();
     }
     publish(&bus, "other", 9);
-    let config = ReplayConfig {
-        since: Some(Timestamp::from_unix_micros(base + 1_000_000)),
-        until: Some(Timestamp::from_unix_micros(base + 4_000_000)),
-        speed: 20.0,
-        ..ReplayConfig::new(pattern("r.>"))
-    };
+    let config = ReplayConfig::new(pattern("r.>"))
+        .since(Timestamp::from_unix_micros(base + 1_000_000))
+        .until(Timestamp::from_unix_micros(base + 4_000_000))
+        .speed(20.0);
     let estimate = bus.replay_estimate(&config).unwrap();
     assert_eq!(estimate.events, 3);
     assert_eq!(estimate.duration, Duration::from_millis(100));
@@ -545,7 +538,7 @@ fn replay_paces_counts_and_goes_on_after_failures() {
     let fast = ReplayConfig::new(pattern(">"));
     assert_eq!(bus.replay(&fast, |_| panic!("counted, not fatal")).unwrap().failed, 6);
     for speed in [-1.0, f64::NAN, f64::INFINITY] {
-        let err = bus.replay(&ReplayConfig { speed, ..fast.clone() }, |_| Ok(())).unwrap_err();
+        let err = bus.replay(&fast.clone().speed(speed), |_| Ok(())).unwrap_err();
         assert!(err.is_invalid_input() && err.to_string().contains("speed"), "{err}");
     }
 }
@@ -581,10 +574,8 @@ fn a_plain_subscription_resumes_named_topics_after_their_cursors() {
     let a: Vec<StoredEvent> = (0..3).map(|n| publish(&bus, "r.a", n)).collect();
     publish(&bus, "r.b", 10);
     let (handler, rx) = collector();
-    let config = SubscribeConfig {
-        after: BTreeMap::from([(topic("r.a"), a[1].cursor)]),
-        ..SubscribeConfig::new(pattern("r.>"), StartAt::New)
-    };
+    let after = BTreeMap::from([(topic("r.a"), a[1].cursor)]);
+    let config = SubscribeConfig::new(pattern("r.>"), StartAt::New).after(after.clone());
     let sub = bus.subscribe_with(config, handler).unwrap();
     publish(&bus, "r.b", 11);
     publish(&bus, "r.a", 3);
@@ -593,11 +584,8 @@ fn a_plain_subscription_resumes_named_topics_after_their_cursors() {
     assert_eq!(got, [("r.a".into(), 2), ("r.a".into(), 3), ("r.b".into(), 11)]);
     sub.unsubscribe().unwrap();
     let (handler, _rx) = collector();
-    let durable = SubscribeConfig {
-        consumer: Some(consumer("d")),
-        after: BTreeMap::from([(topic("r.a"), a[1].cursor)]),
-        ..SubscribeConfig::new(pattern("r.>"), StartAt::New)
-    };
+    let durable =
+        SubscribeConfig::new(pattern("r.>"), StartAt::New).consumer(consumer("d")).after(after);
     let err = bus.subscribe_with(durable, handler).unwrap_err();
     assert!(err.is_invalid_input(), "{err}");
 }
@@ -607,19 +595,13 @@ fn a_plain_subscription_resumes_named_topics_after_their_cursors() {
 fn waits_longer_than_the_clock_can_represent_do_not_panic() {
     let (bus, _) = new_bus();
     publish(&bus, "max", 0);
-    let config = SubscribeConfig {
-        max_events: Some(1),
-        ..SubscribeConfig::new(pattern("max"), StartAt::Beginning)
-    };
+    let config = SubscribeConfig::new(pattern("max"), StartAt::Beginning).max_events(1);
     let sub = bus.subscribe_with(config, |_| Ok(())).unwrap();
     assert!(sub.wait_timeout(Duration::MAX), "it ends after one event");
     assert_eq!(sub.wait().unwrap().delivered, 1);
 
-    let config = SubscribeConfig {
-        lease_wait: Duration::MAX,
-        max_events: Some(1),
-        ..durable_config("max", "max", StartAt::Beginning)
-    };
+    let config =
+        durable_config("max", "max", StartAt::Beginning).lease_wait(Duration::MAX).max_events(1);
     let sub = bus.subscribe_with(config, |_| Ok(())).unwrap();
     assert_eq!(sub.wait().unwrap().delivered, 1);
 }

@@ -56,7 +56,7 @@ impl Flaky {
 
     fn check(&self) -> seed_event::Result<()> {
         match *self.mode.lock().unwrap() {
-            Mode::Down => Err(seed_event::Error::Unavailable("flaky store is down".into())),
+            Mode::Down => Err(seed_event::Error::unavailable("flaky store is down")),
             _ => Ok(()),
         }
     }
@@ -78,7 +78,7 @@ impl Follower for FlakyFollower {
             Mode::Down => {
                 // A real store spends its timeout trying.
                 thread::sleep(timeout.min(Duration::from_millis(20)));
-                Err(seed_event::Error::Unavailable("flaky store is down".into()))
+                Err(seed_event::Error::unavailable("flaky store is down"))
             }
             Mode::Corrupt => Err(seed_event::Error::corrupt("flaky store", "a bad line")),
             Mode::Up | Mode::CommitsDown => self.inner.next_batch(max, timeout),
@@ -139,7 +139,7 @@ impl EventStore for Flaky {
     ) -> seed_event::Result<()> {
         if matches!(*self.mode.lock().unwrap(), Mode::Down | Mode::CommitsDown) {
             self.refused_commits.fetch_add(1, Ordering::SeqCst);
-            return Err(seed_event::Error::Unavailable("flaky store refuses commits".into()));
+            return Err(seed_event::Error::unavailable("flaky store refuses commits"));
         }
         self.inner.commit_consumer(name, topic, cursor)
     }
@@ -227,10 +227,7 @@ fn a_plain_subscription_survives_a_longer_outage() {
 
 #[test]
 fn a_durable_consumer_survives_an_outage() {
-    let config = SubscribeConfig {
-        consumer: Some(consumer("o")),
-        ..SubscribeConfig::new(pattern("o.>"), StartAt::New)
-    };
+    let config = SubscribeConfig::new(pattern("o.>"), StartAt::New).consumer(consumer("o"));
     survives_an_outage(config, Duration::from_secs(1));
 }
 
@@ -281,10 +278,8 @@ fn a_failed_commit_is_retried_and_never_redelivers() {
 fn give_up_after_stops_with_an_error_naming_the_store() {
     let store = Flaky::new();
     let bus = EventBus::new(Arc::new(store.clone()));
-    let config = SubscribeConfig {
-        give_up_after: Some(Duration::from_millis(300)),
-        ..SubscribeConfig::new(pattern("g"), StartAt::New)
-    };
+    let config =
+        SubscribeConfig::new(pattern("g"), StartAt::New).give_up_after(Duration::from_millis(300));
     let sub = bus.subscribe_with(config, |_| Ok(())).unwrap();
     store.set(Mode::Down);
     assert!(sub.wait_timeout(DEADLINE), "it gives up");

@@ -104,7 +104,7 @@ fn open_file_store(cli: &Cli) -> seed_event::Result<store_file::FileStore> {
         SyncArg::Batch => store_file::SyncPolicy::Batch,
         SyncArg::Always => store_file::SyncPolicy::Always,
     };
-    let config = store_file::FileStoreConfig { sync, ..Default::default() };
+    let config = store_file::FileStoreConfig::default().sync(sync);
     store_file::FileStore::open_with(events_dir(cli), config)
 }
 
@@ -349,13 +349,10 @@ fn subscribe(bus: &EventBus, args: &SubscribeArgs) -> Result<()> {
         )
         .into());
     }
-    let mut config = SubscribeConfig {
-        consumer: args.group.clone(),
-        after,
-        max_events: args.count,
-        give_up_after: args.give_up_after,
-        ..SubscribeConfig::new(args.topic.clone(), start_of(args.from))
-    };
+    let mut config = SubscribeConfig::new(args.topic.clone(), start_of(args.from)).after(after);
+    config.consumer = args.group.clone();
+    config.max_events = args.count;
+    config.give_up_after = args.give_up_after;
     let mut announced = false;
     let subscription = loop {
         match bus.subscribe_with(config.clone(), printer(out.clone(), broken.clone())) {
@@ -458,12 +455,8 @@ fn history(bus: &EventBus, args: &HistoryArgs, out: &mut dyn Write) -> Result<()
 }
 
 fn replay(bus: &EventBus, args: &ReplayArgs, out: &mut dyn Write) -> Result<()> {
-    let config = ReplayConfig {
-        since: Some(args.since),
-        until: args.until,
-        speed: args.speed,
-        ..ReplayConfig::new(args.topic.clone())
-    };
+    let mut config = ReplayConfig::new(args.topic.clone()).since(args.since).speed(args.speed);
+    config.until = args.until;
     // A progress bar only for a person watching a replay that takes a while.
     let mut progress = None;
     if io::stderr().is_terminal() {

@@ -65,32 +65,40 @@ macro_rules! conformance_tests {
     };
 }
 
-fn topic(name: &str) -> Topic {
+// Helpers for stores' own tests as well: events numbered by `payload.n`.
+
+/// A topic from a name the test knows to be valid.
+pub fn topic(name: &str) -> Topic {
     Topic::new(name).unwrap()
 }
 
-fn pattern(p: &str) -> TopicPattern {
+/// A pattern the test knows to be valid.
+pub fn pattern(p: &str) -> TopicPattern {
     TopicPattern::new(p).unwrap()
 }
 
-fn obj(v: serde_json::Value) -> JsonObject {
+/// The JSON object `v` (empty if it is not one).
+pub fn obj(v: serde_json::Value) -> JsonObject {
     v.as_object().cloned().unwrap_or_default()
 }
 
-fn event(t: &Topic, n: u64) -> Event {
+/// Event number `n` of `t`: payload `{"n": n}`, source `conformance`.
+pub fn event(t: &Topic, n: u64) -> Event {
     Event::new(t.clone(), "conformance", obj(json!({ "n": n })))
 }
 
-fn event_at(t: &Topic, n: u64, micros: i64) -> Event {
+/// [`event`] with its timestamp at `micros` since the Unix epoch.
+pub fn event_at(t: &Topic, n: u64, micros: i64) -> Event {
     event(t, n).with_timestamp(Timestamp::from_unix_micros(micros))
 }
 
-fn numbers(events: &[StoredEvent]) -> Vec<u64> {
+/// The numbers (`payload.n`) of `events`, in order; `u64::MAX` for an event without one.
+pub fn numbers(events: &[StoredEvent]) -> Vec<u64> {
     events.iter().map(|e| e.event.payload["n"].as_u64().unwrap_or(u64::MAX)).collect()
 }
 
-/// Reads from `follower` until `n` events came or the deadline passed.
-fn collect(follower: &mut dyn Follower, n: usize) -> Vec<StoredEvent> {
+/// Reads from `follower` until `n` events came or [`DEADLINE`] passed.
+pub fn collect(follower: &mut dyn Follower, n: usize) -> Vec<StoredEvent> {
     let deadline = Instant::now() + DEADLINE;
     let mut out = Vec::new();
     while out.len() < n && Instant::now() < deadline {

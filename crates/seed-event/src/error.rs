@@ -2,8 +2,11 @@
 
 use std::fmt;
 
+use crate::{Cursor, Topic};
+
 /// What went wrong, without the details: lets callers branch on the cause.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum ErrorKind {
     /// The caller passed something invalid; nothing was written.
     InvalidInput,
@@ -34,6 +37,7 @@ impl fmt::Display for ErrorKind {
 
 /// The error of every fallible operation in Seed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// Invalid input: `what` names the field or argument, `reason` what was expected.
     #[error("invalid {what}: {reason}")]
@@ -44,14 +48,18 @@ pub enum Error {
         reason: String,
     },
     /// A conditional append found another last position than the expected one.
-    #[error("conflict on topic {topic}: expected last position {expected}, found {actual}")]
+    #[error(
+        "conflict on topic {topic}: expected last position {}, found {}",
+        Position(*.expected),
+        Position(*.actual)
+    )]
     Conflict {
         /// The topic that was appended to.
-        topic: String,
-        /// The expected last position (`none` for an empty topic).
-        expected: String,
-        /// The last position actually found (`none` for an empty topic).
-        actual: String,
+        topic: Topic,
+        /// The expected last position (`None`: an empty topic).
+        expected: Option<Cursor>,
+        /// The last position actually found (`None`: an empty topic).
+        actual: Option<Cursor>,
     },
     /// Something named does not exist.
     #[error("not found: {0}")]
@@ -65,9 +73,16 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// The backend could not be reached or did not answer in time.
-    #[error("backend unavailable: {0}")]
-    Unavailable(String),
+    /// The backend could not be reached or did not answer in time: a
+    /// transient failure, worth retrying.
+    #[error("backend unavailable: {context}")]
+    Unavailable {
+        /// What failed, naming the backend, e.g. `Redis at redis://host:6379/0: connection refused`.
+        context: String,
+        /// The backend client's error, when there is one.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
     /// Stored data could not be decoded; `location` says where (topic and offset, key…).
     #[error("corrupt data at {location}: {reason}")]
     Corrupt {
@@ -86,7 +101,7 @@ impl Error {
             Error::Conflict { .. } => ErrorKind::Conflict,
             Error::NotFound(_) => ErrorKind::NotFound,
             Error::Io { .. } => ErrorKind::Io,
-            Error::Unavailable(_) => ErrorKind::Unavailable,
+            Error::Unavailable { .. } => ErrorKind::Unavailable,
             Error::Corrupt { .. } => ErrorKind::Corrupt,
         }
     }
@@ -101,9 +116,34 @@ impl Error {
         Error::Io { context: context.into(), source }
     }
 
+    /// An [`Error::Unavailable`] saying what failed.
+    pub fn unavailable(context: impl Into<String>) -> Error {
+        Error::Unavailable { context: context.into(), source: None }
+    }
+
+    /// An [`Error::Unavailable`] saying what failed, keeping the client's error as its source.
+    pub fn unavailable_from(
+        context: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Error {
+        Error::Unavailable { context: context.into(), source: Some(Box::new(source)) }
+    }
+
     /// An [`Error::Corrupt`] saying where and what.
     pub fn corrupt(location: impl Into<String>, reason: impl Into<String>) -> Error {
         Error::Corrupt { location: location.into(), reason: reason.into() }
+    }
+}
+
+/// A last position as the conflict message shows it: `none` for an empty topic.
+struct Position(Option<Cursor>);
+
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(c) => c.fmt(f),
+            None => f.write_str("none"),
+        }
     }
 }
 

@@ -101,20 +101,8 @@ pub fn parse_json_object(what: &str, text: &str) -> Result<JsonObject> {
         Value::Object(map) => Ok(map),
         other => Err(Error::invalid(
             what,
-            format!("expected a JSON object, got {}", json_type_name(&other)),
+            format!("expected a JSON object, got {}", crate::support::json_type_name(&other)),
         )),
-    }
-}
-
-/// The JSON type of `value` with its article, for error messages.
-pub fn json_type_name(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
 

@@ -1,7 +1,8 @@
 //! The event half of Seed: the [`Event`] model, [`Topic`] names and
 //! [`TopicPattern`]s, the [`EventStore`] trait every backend implements, the
 //! shared [`Error`] type, and (with the `conformance` feature) the suite that
-//! every store passes.
+//! every store passes. [`support`] holds what store implementations and the
+//! other crates built on this one share.
 //!
 //! ```
 //! use seed_event::{Event, EventStore, MemoryStore, Query, Topic, TopicPattern};
@@ -20,9 +21,10 @@
 mod cursor;
 mod error;
 mod event;
-pub mod memory;
+mod memory;
 mod retention;
 mod store;
+pub mod support;
 mod timestamp;
 mod topic;
 
@@ -31,12 +33,12 @@ pub mod conformance;
 
 pub use cursor::Cursor;
 pub use error::{Error, ErrorKind, Result};
-pub use event::{json_type_name, parse_json_object, Event, JsonObject};
+pub use event::{parse_json_object, Event, JsonObject};
 pub use memory::MemoryStore;
 pub use retention::{Limits, Retention};
 pub use store::{
-    apply_limit, check_batch_topic, conflict, merge_by_timestamp, Clear, ConsumerName, EventStore,
-    EventStream, FollowFrom, Follower, Limit, Query, Start, StoredEvent, TopicStats,
+    Clear, ConsumerName, EventStore, EventStream, FollowFrom, Follower, Limit, Query, Start,
+    StoredEvent, TopicStats,
 };
 pub use timestamp::Timestamp;
 pub use topic::{Topic, TopicPattern, MAX_TOPIC_BYTES};

@@ -8,7 +8,9 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::store::{apply_limit, check_batch_topic, conflict, merge_by_timestamp};
+use crate::support::{
+    apply_limit, check_batch_topic, conflict, lock, merge_by_timestamp, wait, wait_timeout,
+};
 use crate::{
     Clear, ConsumerName, Cursor, Event, EventStore, EventStream, FollowFrom, Follower, Query,
     Result, Start, StoredEvent, Topic, TopicPattern, TopicStats,
@@ -55,7 +57,7 @@ impl MemoryStore {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.shared.state.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.shared.state)
     }
 }
 
@@ -245,9 +247,9 @@ impl Follower for MemoryFollower {
                     if left.is_zero() {
                         return Ok(out);
                     }
-                    appended.wait_timeout(state, left).unwrap_or_else(|p| p.into_inner()).0
+                    wait_timeout(appended, state, left).0
                 }
-                None => appended.wait(state).unwrap_or_else(|p| p.into_inner()),
+                None => wait(appended, state),
             };
         }
     }

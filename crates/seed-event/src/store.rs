@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::support::{self, MaxLen, NameRules};
 use crate::{Cursor, Error, Event, Result, Timestamp, Topic, TopicPattern};
 
 /// An event together with its position in its topic.
@@ -160,6 +161,15 @@ pub trait Follower: Send {
     fn next_batch(&mut self, max: usize, timeout: Duration) -> Result<Vec<StoredEvent>>;
 }
 
+/// The rules of [`ConsumerName`].
+const CONSUMER_NAME: NameRules<'static> = NameRules {
+    what: "consumer name",
+    max_len: MaxLen::Bytes(255),
+    whitespace: false,
+    refused: (&[], ""),
+    example: "billing-worker",
+};
+
 /// The name of a durable consumer, such as `billing-worker`.
 ///
 /// Non-empty, at most 255 bytes, without whitespace or control characters.
@@ -171,23 +181,7 @@ impl ConsumerName {
     /// Validates a consumer name.
     pub fn new(name: impl Into<String>) -> Result<ConsumerName> {
         let name = name.into();
-        if name.is_empty() {
-            return Err(Error::invalid("consumer name", "must not be empty"));
-        }
-        if name.len() > 255 {
-            return Err(Error::invalid(
-                "consumer name",
-                format!("is {} bytes long, at most 255 are allowed", name.len()),
-            ));
-        }
-        if let Some(c) = name.chars().find(|c| c.is_whitespace() || c.is_control()) {
-            return Err(Error::invalid(
-                "consumer name",
-                format!(
-                    "{name:?} contains {c:?}; whitespace and control characters are not allowed"
-                ),
-            ));
-        }
+        support::check_name(&name, &CONSUMER_NAME)?;
         Ok(ConsumerName(name))
     }
 
@@ -313,85 +307,4 @@ pub trait EventStore: Send + Sync {
 
     /// Removes events; returns how many. Events appended while it runs are kept.
     fn clear(&self, what: &Clear) -> Result<u64>;
-}
-
-/// Checks that every event of a batch for `topic` has that topic: the
-/// precondition of [`EventStore::append_batch`], shared by every store.
-pub fn check_batch_topic(topic: &Topic, events: &[Event]) -> Result<()> {
-    match events.iter().enumerate().find(|(_, e)| e.topic != *topic) {
-        None => Ok(()),
-        Some((i, e)) => Err(Error::invalid(
-            "batch",
-            format!(
-                "event {i} has topic {:?}, every event of the batch must have topic {:?}",
-                e.topic.as_str(),
-                topic.as_str()
-            ),
-        )),
-    }
-}
-
-/// The [`Error::Conflict`] of a conditional append on `topic` that expected
-/// `expected` as the last cursor and found `actual` (`None`: no event).
-pub fn conflict(topic: &Topic, expected: Option<Cursor>, actual: Option<Cursor>) -> Error {
-    let show = |c: Option<Cursor>| c.map_or_else(|| "none".to_string(), |c| c.to_string());
-    Error::Conflict { topic: topic.to_string(), expected: show(expected), actual: show(actual) }
-}
-
-/// Merges per-topic streams, each in append order, into one ordered by timestamp.
-///
-/// At each step the stream whose next event has the smallest timestamp goes
-/// first (ties: the earlier stream in `streams`), so every topic keeps its
-/// append order even when its timestamps are out of order.
-pub fn merge_by_timestamp<'a>(streams: Vec<EventStream<'a>>) -> EventStream<'a> {
-    if streams.len() == 1 {
-        return streams.into_iter().next().unwrap_or_else(|| Box::new(std::iter::empty()));
-    }
-    let mut heads: Vec<(Option<Result<StoredEvent>>, EventStream<'a>)> =
-        streams.into_iter().map(|mut s| (s.next(), s)).collect();
-    Box::new(std::iter::from_fn(move || {
-        let mut best: Option<usize> = None;
-        for (i, (head, _)) in heads.iter().enumerate() {
-            match head {
-                None => {}
-                Some(Err(_)) => {
-                    best = Some(i);
-                    break;
-                }
-                Some(Ok(e)) => {
-                    let better = match best.and_then(|b| heads[b].0.as_ref()) {
-                        Some(Ok(b)) => e.event.timestamp < b.event.timestamp,
-                        _ => true,
-                    };
-                    if better {
-                        best = Some(i);
-                    }
-                }
-            }
-        }
-        let i = best?;
-        let next = heads[i].1.next();
-        std::mem::replace(&mut heads[i].0, next)
-    }))
-}
-
-/// Applies a [`Limit`] to an ordered stream: `First` stops early, `Last` keeps
-/// a ring of `n` and so holds at most `n` events in memory.
-pub fn apply_limit<'a>(stream: EventStream<'a>, limit: Option<Limit>) -> Result<EventStream<'a>> {
-    match limit {
-        None => Ok(stream),
-        Some(Limit::First(n)) => Ok(Box::new(stream.take(n))),
-        Some(Limit::Last(n)) => {
-            let mut ring = std::collections::VecDeque::with_capacity(n.min(4096));
-            if n > 0 {
-                for item in stream {
-                    if ring.len() == n {
-                        ring.pop_front();
-                    }
-                    ring.push_back(item?);
-                }
-            }
-            Ok(Box::new(ring.into_iter().map(Ok)))
-        }
-    }
 }

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use crate::support::{self, MaxLen, NameRules};
 use crate::{Error, Result};
 
 /// The longest topic name, in bytes of UTF-8.
@@ -77,15 +78,14 @@ impl<'de> serde::Deserialize<'de> for Topic {
 /// Checks the shared rules of topics and patterns; `pattern` allows `*` and `>` tokens.
 fn check_name(name: &str, what: &str, pattern: bool) -> Result<()> {
     let bad = |reason: String| Err(Error::invalid(what, format!("{name:?}: {reason}")));
-    if name.is_empty() {
-        return Err(Error::invalid(what, "must not be empty"));
-    }
-    if name.len() > MAX_TOPIC_BYTES {
-        return bad(format!("is {} bytes long, at most {MAX_TOPIC_BYTES} are allowed", name.len()));
-    }
-    if let Some(c) = name.chars().find(|c| c.is_whitespace() || c.is_control()) {
-        return bad(format!("contains {c:?}; whitespace and control characters are not allowed"));
-    }
+    let rules = NameRules {
+        what,
+        max_len: MaxLen::Bytes(MAX_TOPIC_BYTES),
+        whitespace: false,
+        refused: (&[], ""),
+        example: if pattern { "task.>" } else { "task.completed" },
+    };
+    support::check_name(name, &rules)?;
     let tokens: Vec<&str> = name.split('.').collect();
     if tokens.iter().any(|t| t.is_empty()) {
         return bad("has an empty token; tokens are separated by single dots and the name may not start or end with a dot".to_string());

@@ -3,7 +3,8 @@
 use serde::Serialize;
 use serde_json::Value;
 
-use seed_event::{json_type_name, Error, JsonObject, Result, Timestamp};
+use seed_event::support::{self, json_type_name, MaxLen, NameRules};
+use seed_event::{Error, JsonObject, Result, Timestamp};
 
 use crate::Status;
 
@@ -414,25 +415,14 @@ fn merge_patch(target: &mut JsonObject, patch: JsonObject) {
 
 /// Checks an id, type or source: 1 to [`MAX_NAME_CHARS`] characters, no whitespace or control.
 fn check_name(what: &str, name: &str) -> Result<()> {
-    if name.is_empty() {
-        return Err(Error::invalid(what, "must not be empty"));
-    }
-    let chars = name.chars().count();
-    if chars > MAX_NAME_CHARS {
-        return Err(Error::invalid(
-            what,
-            format!("is {chars} characters long, at most {MAX_NAME_CHARS} are allowed"),
-        ));
-    }
-    // U+FEFF counts as whitespace for JSON Schema's ECMA-262 `\s`.
-    if let Some(c) = name.chars().find(|&c| c.is_whitespace() || c.is_control() || c == '\u{feff}')
-    {
-        return Err(Error::invalid(
-            what,
-            format!("{name:?} contains {c:?}; whitespace and control characters are not allowed"),
-        ));
-    }
-    Ok(())
+    let rules = NameRules {
+        what,
+        max_len: MaxLen::Chars(MAX_NAME_CHARS),
+        whitespace: false,
+        refused: (&[], ""),
+        example: "task-42",
+    };
+    support::check_name(name, &rules)
 }
 
 fn expected(what: &str, expected: &str, got: &Value) -> Error {

@@ -135,7 +135,7 @@ fn publish(c: &mut Criterion) {
     let mut g = c.benchmark_group("publish");
     for sync in [SyncPolicy::Never, SyncPolicy::Always, SyncPolicy::Batch] {
         let dir = tempdir();
-        let config = FileStoreConfig { sync, ..FileStoreConfig::default() };
+        let config = FileStoreConfig::default().sync(sync);
         let store = FileStore::open_with(dir.path(), config).unwrap();
         let t = topic("bench.publish");
         if sync != SyncPolicy::Batch {

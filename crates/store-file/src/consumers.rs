@@ -37,10 +37,10 @@ pub(crate) fn commit(
     name: &ConsumerName,
     topic: &Topic,
     cursor: Cursor,
-    sync: bool,
+    durability: Durability,
 ) -> Result<()> {
     let cdir = consumer_dir(dir, name);
-    let creating = sync && !cdir.is_dir();
+    let creating = durability != Durability::None && !cdir.is_dir();
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -58,7 +58,7 @@ pub(crate) fn commit(
     let path = cdir.join(format!("{}.json", names::encode(topic.as_str())));
     let position = Position { consumer: name.clone(), topic: topic.clone(), cursor };
     let bytes = serde_json::to_vec(&position).unwrap_or_default();
-    write_atomic(&path, &bytes, if sync { Durability::Full } else { Durability::None })
+    write_atomic(&path, &bytes, durability)
 }
 
 fn positions_in(cdir: &Path) -> Result<Vec<Position>> {

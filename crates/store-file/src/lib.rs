@@ -137,7 +137,7 @@
 //! Each module imports only from the rows above its own (test code aside):
 //!
 //! 1. `fsutil` (private files, atomic writes, syncs, the one `flock` helper),
-//!    `mutex`, `names`, `digits`, `escape`: nothing from the crate.
+//!    `names`, `digits`, `escape`: nothing from the crate.
 //! 2. `civil`, `prefix` (the store fields), `meta` (the sidecar), `version`.
 //! 3. `encode` (a line, byte for byte as serde_json writes the event),
 //!    `lines` (forward and backward readers, the committed tail), `paths`.
@@ -200,7 +200,6 @@ mod fsutil;
 mod legacy;
 mod lines;
 mod meta;
-mod mutex;
 mod names;
 mod paths;
 mod prefix;

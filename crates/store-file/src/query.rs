@@ -4,10 +4,8 @@ use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use seed_event::{
-    apply_limit, merge_by_timestamp, Cursor, EventStream, Limit, Query, Result, StoredEvent, Topic,
-    TopicStats,
-};
+use seed_event::support::{apply_limit, merge_by_timestamp};
+use seed_event::{Cursor, EventStream, Limit, Query, Result, StoredEvent, Topic, TopicStats};
 
 use crate::decode::{decode_line, try_decode};
 use crate::lines::{open_snapshot, read_err, LineReader, RevLines, Tail};

@@ -11,8 +11,7 @@ use crate::prefix::parse_prefix;
 use crate::rewrite::Keep;
 use crate::writer::{Locked, TopicWriter};
 
-/// Whether a topic is far enough past its limits (by a tenth) to be worth rewriting:
-/// appends check now and then, and must not rewrite a big log for a few events.
+/// Whether a topic is past its [`Limits::looser`] limits, so worth rewriting.
 pub(crate) fn retention_due(paths: &Paths, limits: &Limits) -> Result<bool> {
     if limits.is_unlimited() {
         return Ok(false);
@@ -28,29 +27,21 @@ pub(crate) fn retention_due(paths: &Paths, limits: &Limits) -> Result<bool> {
         }
     }
     let Some((first_seq, first_ts)) = first else { return Ok(false) };
-    if let Some(max) = limits.max_events {
+    let due = limits.looser();
+    if let Some(max) = due.max_events {
         let gaps = meta::read(&paths.meta)?.map_or(0, |m| m.missing_before(last.seq));
         let count = (last.seq + 1).saturating_sub(first_seq).saturating_sub(gaps);
-        if count > max + (max / 10).max(1) {
+        if count > max {
             return Ok(true);
         }
     }
-    if let Some(age) = limits.max_age {
-        let slack = age + age / 10;
-        let limit = Timestamp::now().add_micros(-(slack.as_micros().min(i64::MAX as u128) as i64));
-        if first_ts < limit.unix_micros() {
-            return Ok(true);
-        }
-    }
-    Ok(false)
+    Ok(due.cutoff(Timestamp::now()).is_some_and(|cutoff| first_ts < cutoff.unix_micros()))
 }
 
 /// Removes what `limits` do not allow from the log of `writer`.
 pub(crate) fn enforce_limits(writer: &mut TopicWriter, limits: &Limits) -> Result<u64> {
     let mut locked = writer.lock_strict()?;
-    let too_old = limits.max_age.map(|age| {
-        Timestamp::now().add_micros(-(age.as_micros().min(i64::MAX as u128) as i64)).unix_micros()
-    });
+    let too_old = limits.cutoff(Timestamp::now()).map(Timestamp::unix_micros);
     // With a count limit, find how many readable lines there are first.
     let mut drop_first = 0u64;
     if let Some(max) = limits.max_events {

@@ -7,16 +7,17 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use seed_event::support::{lock, AppendCondition};
 use seed_event::{
     Clear, ConsumerName, Cursor, Error, Event, EventStore, EventStream, FollowFrom, Follower,
     Query, Result, Retention, Topic, TopicPattern, TopicStats,
 };
 
+use crate::fsutil::Durability;
 use crate::lines::open_snapshot;
-use crate::mutex::lock;
 use crate::paths::{list_logs, Paths};
 use crate::query::{self, CorruptLine};
-use crate::writer::TopicWriter;
+use crate::writer::{AppendSync, TopicWriter};
 use crate::{consumers, follow, retention, version, watch};
 
 /// When appends reach the disk (not just the page cache) before they return.
@@ -36,7 +37,14 @@ pub enum SyncPolicy {
 }
 
 /// How a [`FileStore`] behaves; `Default` gives no sync, no retention and inotify.
+///
+/// ```
+/// use store_file::{FileStoreConfig, SyncPolicy};
+/// let config = FileStoreConfig::default().sync(SyncPolicy::Batch);
+/// assert_eq!(config.sync, SyncPolicy::Batch);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct FileStoreConfig {
     /// When appends are synced to disk.
     pub sync: SyncPolicy,
@@ -59,6 +67,26 @@ impl Default for FileStoreConfig {
             inotify: true,
             poll_interval: Duration::from_millis(5),
         }
+    }
+}
+
+impl FileStoreConfig {
+    /// This configuration with another sync policy.
+    pub fn sync(mut self, sync: SyncPolicy) -> FileStoreConfig {
+        self.sync = sync;
+        self
+    }
+
+    /// This configuration with other retention limits.
+    pub fn retention(mut self, retention: Retention) -> FileStoreConfig {
+        self.retention = retention;
+        self
+    }
+
+    /// This configuration with inotify on or off (off: followers poll).
+    pub fn inotify(mut self, inotify: bool) -> FileStoreConfig {
+        self.inotify = inotify;
+        self
     }
 }
 
@@ -149,8 +177,8 @@ impl FileStore {
         &self,
         topic: &Topic,
         events: &[Event],
-        expected: Option<Option<Cursor>>,
-        sync: bool,
+        condition: AppendCondition,
+        sync: AppendSync,
     ) -> Result<u64> {
         let slot = self.writer(topic);
         let mut guard = lock(&slot);
@@ -161,12 +189,7 @@ impl FileStore {
         writer.prepare(events);
         let first = {
             let mut locked = writer.lock()?;
-            if let Some(expected) = expected {
-                let actual = locked.last_cursor();
-                if actual != expected {
-                    return Err(seed_event::conflict(topic, expected, actual));
-                }
-            }
+            condition.check(topic, locked.last_cursor())?;
             locked.append(events, sync)?
         };
         *since_check += events.len() as u64;
@@ -214,6 +237,15 @@ impl FileStore {
     fn durable(&self) -> bool {
         self.config.sync != SyncPolicy::Never
     }
+
+    /// What an append of one event (not a batch) syncs under the policy.
+    fn single_append_sync(&self) -> AppendSync {
+        if self.config.sync == SyncPolicy::Always {
+            AppendSync::Data
+        } else {
+            AppendSync::None
+        }
+    }
 }
 
 impl EventStore for FileStore {
@@ -222,24 +254,32 @@ impl EventStore for FileStore {
     }
 
     fn append(&self, event: &Event) -> Result<Cursor> {
-        let sync = self.config.sync == SyncPolicy::Always;
-        let first = self.write(&event.topic, std::slice::from_ref(event), None, sync)?;
+        let first = self.write(
+            &event.topic,
+            std::slice::from_ref(event),
+            AppendCondition::Always,
+            self.single_append_sync(),
+        )?;
         Ok(Cursor::new(first, 0))
     }
 
     fn append_batch(&self, topic: &Topic, events: &[Event]) -> Result<Vec<Cursor>> {
-        seed_event::check_batch_topic(topic, events)?;
+        seed_event::support::check_batch_topic(topic, events)?;
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        let sync = self.config.sync != SyncPolicy::Never;
-        let first = self.write(topic, events, None, sync)?;
+        let sync = if self.durable() { AppendSync::Data } else { AppendSync::None };
+        let first = self.write(topic, events, AppendCondition::Always, sync)?;
         Ok((first..first + events.len() as u64).map(|seq| Cursor::new(seq, 0)).collect())
     }
 
     fn append_expecting(&self, event: &Event, expected: Option<Cursor>) -> Result<Cursor> {
-        let sync = self.config.sync == SyncPolicy::Always;
-        let first = self.write(&event.topic, std::slice::from_ref(event), Some(expected), sync)?;
+        let first = self.write(
+            &event.topic,
+            std::slice::from_ref(event),
+            AppendCondition::LastIs(expected),
+            self.single_append_sync(),
+        )?;
         Ok(Cursor::new(first, 0))
     }
 
@@ -278,7 +318,8 @@ impl EventStore for FileStore {
 
     fn commit_consumer(&self, name: &ConsumerName, topic: &Topic, cursor: Cursor) -> Result<()> {
         version::ensure_writable(&self.dir, self.durable())?;
-        consumers::commit(&self.dir, name, topic, cursor, self.durable())
+        let durability = if self.durable() { Durability::Full } else { Durability::None };
+        consumers::commit(&self.dir, name, topic, cursor, durability)
     }
 
     fn consumers(&self) -> Result<Vec<ConsumerName>> {
@@ -328,7 +369,7 @@ mod tests {
     use seed_event::JsonObject;
 
     fn store(dir: &Path, sync: SyncPolicy) -> FileStore {
-        FileStore::open_with(dir, FileStoreConfig { sync, ..FileStoreConfig::default() }).unwrap()
+        FileStore::open_with(dir, FileStoreConfig::default().sync(sync)).unwrap()
     }
 
     fn event(t: &Topic) -> Event {

@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 
 use seed_event::{Topic, TopicPattern};
 
-use crate::mutex::lock;
 use crate::names;
+use seed_event::support::{lock, wait_timeout};
 
 /// Changes to the directory's names (logs created, renamed in, removed).
 const NAMES: u32 = libc::IN_CREATE | libc::IN_MOVED_TO | libc::IN_MOVED_FROM | libc::IN_DELETE;
@@ -350,10 +350,7 @@ impl Watch {
                 return Ok(wake);
             }
             if st.reading {
-                st = w
-                    .changed
-                    .wait_timeout(st, deadline - now)
-                    .map_or_else(|p| p.into_inner().0, |r| r.0);
+                st = wait_timeout(&w.changed, st, deadline - now).0;
                 continue;
             }
             st.reading = true;

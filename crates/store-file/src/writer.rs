@@ -17,6 +17,15 @@ use crate::paths::Paths;
 use crate::prefix::{encode_prefix, Prefix};
 
 /// The append side of one topic in this process: an open log and what is known of its tail.
+/// Whether an append waits until its data is on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AppendSync {
+    /// Return once the bytes are written (they survive a process crash).
+    None,
+    /// fdatasync before returning (and, once per log file, sync its directory).
+    Data,
+}
+
 pub(crate) struct TopicWriter {
     pub(crate) topic: Topic,
     pub(crate) paths: Paths,
@@ -439,7 +448,7 @@ impl Locked<'_> {
 
     /// Appends `events`, [prepared](TopicWriter::prepare) just before, in one
     /// write; returns the first sequence number used.
-    pub(crate) fn append(&mut self, events: &[Event], sync: bool) -> Result<u64> {
+    pub(crate) fn append(&mut self, events: &[Event], sync: AppendSync) -> Result<u64> {
         let w = &mut *self.w;
         let first = w.seq + 1;
         let n = events.len();
@@ -465,7 +474,7 @@ impl Locked<'_> {
             w.cached_len = None;
             return Err(Error::io(format!("appending to {}", w.paths.log.display()), e));
         }
-        if sync {
+        if sync == AppendSync::Data {
             // A synced append is on disk only if the log's name is too: the
             // first synced append to a log file (new, or renamed in by a
             // clear or retention run) also syncs the directory.
@@ -554,7 +563,7 @@ mod tests {
             expected_more.extend((0..size).map(|i| i + 1 < size));
             w.prepare(&events);
             let mut locked = w.lock().unwrap();
-            let first = locked.append(&events, false).unwrap();
+            let first = locked.append(&events, AppendSync::None).unwrap();
             assert_eq!(first, expected_ts.len() as u64 - size as u64 + 1);
         }
         for w in &writers {
@@ -580,10 +589,10 @@ mod tests {
     }
 
     fn append_one(w: &mut TopicWriter, topic: &Topic) -> u64 {
-        append_one_synced(w, topic, false)
+        append_one_synced(w, topic, AppendSync::None)
     }
 
-    fn append_one_synced(w: &mut TopicWriter, topic: &Topic, sync: bool) -> u64 {
+    fn append_one_synced(w: &mut TopicWriter, topic: &Topic, sync: AppendSync) -> u64 {
         let events = [Event::new(topic.clone(), "w", Default::default())];
         w.prepare(&events);
         let mut locked = w.lock().unwrap();
@@ -598,19 +607,19 @@ mod tests {
         let (_dir, topic, path, mut a) = one_writer("sync.dir");
         append_one(&mut a, &topic);
         assert_eq!(a.dir_syncs, 0, "unsynced appends leave the directory alone");
-        append_one_synced(&mut a, &topic, true);
+        append_one_synced(&mut a, &topic, AppendSync::Data);
         assert_eq!(a.dir_syncs, 1);
-        append_one_synced(&mut a, &topic, true);
-        append_one_synced(&mut a, &topic, true);
+        append_one_synced(&mut a, &topic, AppendSync::Data);
+        append_one_synced(&mut a, &topic, AppendSync::Data);
         assert_eq!(a.dir_syncs, 1, "once per log file");
         a.lock_strict().unwrap().rewrite(|_, _| Keep::No(true)).unwrap();
-        assert_eq!(append_one_synced(&mut a, &topic, true), 5);
+        assert_eq!(append_one_synced(&mut a, &topic, AppendSync::Data), 5);
         assert_eq!(a.dir_syncs, 2, "the log a clear renamed in is a new file");
         // Deleted by hand and created again: often with the same inode
         // number, still a new directory entry to sync.
         fs::remove_file(&path).unwrap();
         while !path.exists() {
-            append_one_synced(&mut a, &topic, true);
+            append_one_synced(&mut a, &topic, AppendSync::Data);
         }
         assert_eq!(a.dir_syncs, 3, "the log created after a deletion by hand");
     }

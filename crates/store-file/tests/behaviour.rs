@@ -11,23 +11,16 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use fs2::FileExt;
+use seed_event::conformance::{collect, event, numbers, topic};
 use seed_event::{
-    Clear, ErrorKind, Event, EventStore, FollowFrom, Follower, Limit, Query, Start, StoredEvent,
-    Timestamp, Topic, TopicPattern,
+    Clear, ErrorKind, Event, EventStore, FollowFrom, Limit, Query, Start, StoredEvent, Timestamp,
+    Topic, TopicPattern,
 };
 use serde_json::json;
 use store_file::{FileStore, FileStoreConfig, Limits, Retention, SyncPolicy};
 
 const DEADLINE: Duration = Duration::from_secs(10);
 const BASE: i64 = 1_776_340_800_000_000; // 2026-04-16T12:00:00Z
-
-fn topic(name: &str) -> Topic {
-    Topic::new(name).unwrap()
-}
-
-fn event(t: &Topic, n: u64) -> Event {
-    Event::new(t.clone(), "tests", json!({ "n": n }).as_object().cloned().unwrap())
-}
 
 /// Event `n` of `t` at `BASE + off` microseconds.
 fn event_at(t: &Topic, n: u64, off: i64) -> Event {
@@ -38,19 +31,6 @@ fn event_at(t: &Topic, n: u64, off: i64) -> Event {
 fn clear_before(store: &FileStore, topic: Option<&Topic>, off: i64) -> u64 {
     let before = Some(Timestamp::from_unix_micros(BASE + off));
     store.clear(&Clear { topic: topic.cloned(), before }).unwrap()
-}
-
-fn numbers(events: &[StoredEvent]) -> Vec<u64> {
-    events.iter().map(|e| e.event.payload["n"].as_u64().unwrap()).collect()
-}
-
-fn collect(follower: &mut dyn Follower, n: usize) -> Vec<StoredEvent> {
-    let deadline = Instant::now() + DEADLINE;
-    let mut out = Vec::new();
-    while out.len() < n && Instant::now() < deadline {
-        out.extend(follower.next_batch(n - out.len(), Duration::from_millis(100)).unwrap());
-    }
-    out
 }
 
 /// The line the store would write for `event` at `seq` (see the crate docs for the format).
@@ -326,20 +306,11 @@ fn a_corrupt_line_is_reported_with_its_place_and_skipped() {
 fn retention_by_age_and_count_per_topic() {
     let dir = tempfile::tempdir().unwrap();
     let (busy, old, free) = (topic("keep.few"), topic("keep.recent"), topic("keep.all"));
-    let config = FileStoreConfig {
-        retention: Retention {
-            default: Limits::default(),
-            per_topic: [
-                (busy.clone(), Limits { max_events: Some(100), max_age: None }),
-                (
-                    old.clone(),
-                    Limits { max_events: None, max_age: Some(Duration::from_secs(3600)) },
-                ),
-            ]
-            .into(),
-        },
-        ..FileStoreConfig::default()
-    };
+    let config = FileStoreConfig::default().retention(
+        Retention::default()
+            .with_topic(busy.clone(), Limits::default().max_events(100))
+            .with_topic(old.clone(), Limits::default().max_age(Duration::from_secs(3600))),
+    );
     let store = FileStore::open_with(dir.path(), config).unwrap();
     let now = Timestamp::now().unix_micros();
     for n in 0..300 {
@@ -446,11 +417,8 @@ fn a_clear_that_removes_the_end_of_a_batch_keeps_the_rest_of_it() {
 fn sync_policies_write_the_same_events() {
     for sync in [SyncPolicy::Never, SyncPolicy::Batch, SyncPolicy::Always] {
         let dir = tempfile::tempdir().unwrap();
-        let store = FileStore::open_with(
-            dir.path(),
-            FileStoreConfig { sync, ..FileStoreConfig::default() },
-        )
-        .unwrap();
+        let store =
+            FileStore::open_with(dir.path(), FileStoreConfig::default().sync(sync)).unwrap();
         let t = topic("durable");
         store.append(&event(&t, 0)).unwrap();
         let events: Vec<Event> = (1..4).map(|n| event(&t, n)).collect();

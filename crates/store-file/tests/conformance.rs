@@ -23,7 +23,7 @@ fn with_inotify() -> Dir {
 }
 
 fn polling() -> Dir {
-    let config = FileStoreConfig { inotify: false, ..FileStoreConfig::default() };
+    let config = FileStoreConfig::default().inotify(false);
     Dir { dir: tempfile::tempdir().unwrap(), config }
 }
 

@@ -6,20 +6,12 @@ use std::fs;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use seed_event::conformance::{event, topic};
 use seed_event::{
-    Clear, ConsumerName, Cursor, ErrorKind, Event, EventStore, FollowFrom, Limit, Query, Start,
-    Topic, TopicPattern,
+    Clear, ConsumerName, Cursor, ErrorKind, EventStore, FollowFrom, Limit, Query, Start,
+    TopicPattern,
 };
-use serde_json::json;
 use store_file::{FileStore, FileStoreConfig, Limits, Retention};
-
-fn topic(name: &str) -> Topic {
-    Topic::new(name).unwrap()
-}
-
-fn event(t: &Topic, n: u64) -> Event {
-    Event::new(t.clone(), "tests", json!({ "n": n }).as_object().cloned().unwrap())
-}
 
 /// Every file under `dir` with its bytes, to tell that nothing was written.
 fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
@@ -85,13 +77,8 @@ fn a_directory_of_another_format_is_refused_and_left_alone() {
         let dir = tempfile::tempdir().unwrap();
         marked(dir.path(), mark);
         let before = snapshot(dir.path());
-        let config = FileStoreConfig {
-            retention: Retention {
-                default: Limits { max_events: Some(1), ..Limits::default() },
-                ..Retention::default()
-            },
-            ..FileStoreConfig::default()
-        };
+        let config =
+            FileStoreConfig::default().retention(Retention::new(Limits::default().max_events(1)));
         let t = topic("a.one");
         let name = ConsumerName::new("c").unwrap();
         let check = |what: &str, err: seed_event::Error| {

@@ -14,23 +14,15 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use seed_event::conformance::{obj, topic};
 use seed_event::{
-    Clear, Event, EventStore, FollowFrom, JsonObject, Query, Start, StoredEvent, Topic,
-    TopicPattern,
+    Clear, Event, EventStore, FollowFrom, Query, Start, StoredEvent, Topic, TopicPattern,
 };
 use serde_json::json;
 use store_file::FileStore;
 
 const CHILD_ROLE: &str = "STORE_FILE_CHILD";
 const DEADLINE: Duration = Duration::from_secs(60);
-
-fn topic(name: &str) -> Topic {
-    Topic::new(name).unwrap()
-}
-
-fn obj(v: serde_json::Value) -> JsonObject {
-    v.as_object().cloned().unwrap_or_default()
-}
 
 /// A command that runs this binary as a child playing `role`.
 fn child(role: &str, dir: &Path, vars: &[(&str, String)]) -> Command {
@@ -486,13 +478,8 @@ fn follower_in_another_process_sees_appends_clears_and_retention() {
         // Alternately clear the topic and apply a retention limit, from another store.
         let other = FileStore::open_with(
             dir.path(),
-            store_file::FileStoreConfig {
-                retention: store_file::Retention {
-                    default: store_file::Limits { max_events: Some(7), max_age: None },
-                    ..Default::default()
-                },
-                ..Default::default()
-            },
+            store_file::FileStoreConfig::default()
+                .retention(store_file::Retention::new(store_file::Limits::default().max_events(7))),
         )
         .unwrap();
         if step % 2 == 0 {

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use redis::{ConnectionLike, Value};
+use seed_event::support::{conflict, lock, wait, AppendCondition};
 use seed_event::{Cursor, Error, Event, Result, Topic};
 
 use crate::codec::{array, int, parse_id, text};
@@ -29,13 +30,16 @@ pub(crate) fn script_append(
     shared: &Shared,
     topic: &Topic,
     events: &[Event],
-    expected: Option<Option<Cursor>>,
+    condition: AppendCondition,
     attempt: Attempt,
 ) -> Result<Vec<Cursor>> {
     let keys = &shared.keys;
     let (stream, meta) = (keys.stream(topic.as_str()), keys.meta(topic.as_str()));
     let show = |c: Option<Cursor>| c.map_or("none".to_string(), |c| c.to_string());
-    let expected_arg = expected.map_or(String::new(), show);
+    let expected_arg = match condition {
+        AppendCondition::Always => String::new(),
+        AppendCondition::LastIs(expected) => show(expected),
+    };
     let first_id = events.first().map(|e| e.id.to_string()).unwrap_or_default();
     let first_ms = events.first().map_or(0, millis);
     // Milliseconds that never decrease along the batch, as the ids will have them.
@@ -70,11 +74,12 @@ pub(crate) fn script_append(
     let mut items = array(reply).ok_or_else(|| bad("expected a list"))?.into_iter();
     let status = items.next().as_ref().and_then(int);
     if status == Some(0) {
-        return Err(Error::Conflict {
-            topic: topic.to_string(),
-            expected: show(expected.flatten()),
-            actual: items.next().and_then(text).unwrap_or_else(|| "none".to_string()),
-        });
+        let actual = items.next().and_then(text).and_then(|t| t.parse().ok());
+        let expected = match condition {
+            AppendCondition::LastIs(expected) => expected,
+            AppendCondition::Always => None,
+        };
+        return Err(conflict(topic, expected, actual));
     }
     let mut ids: Vec<Cursor> = items
         .map(|v| text(v).and_then(|t| t.parse().ok()))
@@ -156,16 +161,16 @@ pub(crate) struct Appender {
 
 impl Appender {
     fn lock(&self) -> MutexGuard<'_, Queue> {
-        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.queue)
     }
 
     fn is_known(&self, topic: &Topic) -> bool {
-        self.known.lock().unwrap_or_else(|p| p.into_inner()).contains_key(topic)
+        lock(&self.known).contains_key(topic)
     }
 
     /// Counts `n` events appended to `topic`; true when a retention check is due.
     pub(crate) fn count_towards_check(&self, topic: &Topic, n: u64) -> bool {
-        let mut counts = self.since_check.lock().unwrap_or_else(|p| p.into_inner());
+        let mut counts = lock(&self.since_check);
         let count = counts.entry(topic.clone()).or_insert(0);
         *count += n;
         if *count >= crate::RETENTION_CHECK_EVERY {
@@ -177,7 +182,7 @@ impl Appender {
 
     /// Records that `topic` is in the topic set and holds an entry at `id`.
     pub(crate) fn learn(&self, topic: &Topic, id: Cursor) {
-        let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+        let mut known = lock(&self.known);
         let floor = known.entry(topic.clone()).or_insert(0);
         *floor = (*floor).max(i64::try_from(id.major()).unwrap_or(i64::MAX));
     }
@@ -189,7 +194,13 @@ impl Appender {
         if !self.is_known(topic) {
             // The first append of this store to a topic goes through the script,
             // which registers the topic and announces it to followers atomically.
-            let cursor = first(script_append(shared, topic, single, None, Attempt::Fresh)?)?;
+            let cursor = first(script_append(
+                shared,
+                topic,
+                single,
+                AppendCondition::Always,
+                Attempt::Fresh,
+            )?)?;
             self.learn(topic, cursor);
             return Ok(cursor);
         }
@@ -222,12 +233,24 @@ impl Appender {
             }
             Outcome::TooLow => {
                 // Another writer is ahead: the script continues from its top.
-                let cursor = first(script_append(shared, topic, single, None, Attempt::Counted)?)?;
+                let cursor = first(script_append(
+                    shared,
+                    topic,
+                    single,
+                    AppendCondition::Always,
+                    Attempt::Counted,
+                )?)?;
                 self.learn(topic, cursor);
                 Ok(cursor)
             }
             Outcome::Lost => {
-                let cursor = first(script_append(shared, topic, single, None, Attempt::Lost)?)?;
+                let cursor = first(script_append(
+                    shared,
+                    topic,
+                    single,
+                    AppendCondition::Always,
+                    Attempt::Lost,
+                )?)?;
                 self.learn(topic, cursor);
                 Ok(cursor)
             }
@@ -251,7 +274,8 @@ impl Appender {
         events: &[Event],
     ) -> Result<Vec<Cursor>> {
         if !self.is_known(topic) {
-            let ids = script_append(shared, topic, events, None, Attempt::Fresh)?;
+            let ids =
+                script_append(shared, topic, events, AppendCondition::Always, Attempt::Fresh)?;
             if let Some(last) = ids.last() {
                 self.learn(topic, *last);
             }
@@ -259,7 +283,7 @@ impl Appender {
         }
         let keys = &shared.keys;
         let ms = {
-            let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+            let mut known = lock(&self.known);
             let floor = known.entry(topic.clone()).or_insert(0);
             *floor = events.iter().map(millis).fold(*floor, i64::max);
             *floor
@@ -324,7 +348,13 @@ impl Appender {
             Ok(_) | Err(_) => {
                 // The transaction ran whole or not at all; the script finds out which.
                 drop(con);
-                return script_append(shared, topic, events, None, Attempt::Lost);
+                return script_append(
+                    shared,
+                    topic,
+                    events,
+                    AppendCondition::Always,
+                    Attempt::Lost,
+                );
             }
         };
         let ids: Option<Vec<Cursor>> = replies[1..=events.len()]
@@ -343,7 +373,13 @@ impl Appender {
                     }
                 }
                 // Another writer is ahead (every XADD was refused): the script continues from its top.
-                let ids = script_append(shared, topic, events, None, Attempt::Counted)?;
+                let ids = script_append(
+                    shared,
+                    topic,
+                    events,
+                    AppendCondition::Always,
+                    Attempt::Counted,
+                )?;
                 if let Some(last) = ids.last() {
                     self.learn(topic, *last);
                 }
@@ -357,12 +393,11 @@ impl Appender {
         let mut queue = self.lock();
         queue.pending.push(request.clone());
         loop {
-            if let Some(outcome) = request.outcome.lock().unwrap_or_else(|p| p.into_inner()).take()
-            {
+            if let Some(outcome) = lock(&request.outcome).take() {
                 return outcome;
             }
             if queue.busy {
-                queue = request.ready.wait(queue).unwrap_or_else(|p| p.into_inner());
+                queue = wait(&request.ready, queue);
                 continue;
             }
             queue.busy = true;
@@ -389,7 +424,7 @@ impl Drop for Turn<'_> {
     fn drop(&mut self) {
         let mut queue = self.appender.lock();
         for r in &self.batch {
-            let mut outcome = r.outcome.lock().unwrap_or_else(|p| p.into_inner());
+            let mut outcome = lock(&r.outcome);
             if outcome.is_none() {
                 *outcome = Some(Outcome::Lost);
             }
@@ -421,7 +456,7 @@ impl Appender {
     /// only another writer can put it higher.
     fn round_trip(&self, shared: &Shared, batch: &[Arc<Request>]) {
         let set = |r: &Request, o: Outcome| {
-            *r.outcome.lock().unwrap_or_else(|p| p.into_inner()) = Some(o);
+            *lock(&r.outcome) = Some(o);
         };
         let keys = &shared.keys;
         // Per distinct topic one SADD (keeps the topic set whole) and one HINCRBY
@@ -445,7 +480,7 @@ impl Appender {
             pack(&mut packed, &mut cmd, &[b"SADD", keys.topics.as_bytes(), t.as_str().as_bytes()]);
         }
         {
-            let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+            let mut known = lock(&self.known);
             for r in batch {
                 let floor = known.entry(r.topic.clone()).or_insert(0);
                 *floor = (*floor).max(r.ms);
@@ -471,7 +506,7 @@ impl Appender {
             Err(e) => {
                 let text = e.to_string();
                 for r in batch {
-                    set(r, Outcome::Failed(Error::Unavailable(text.clone())));
+                    set(r, Outcome::Failed(Error::unavailable(text.clone())));
                 }
                 return;
             }

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use redis::io::tcp::TcpSettings;
 use redis::{ConnectionLike, IntoConnectionInfo, RedisError};
+use seed_event::support::lock;
 use seed_event::{Error, Result};
 
 use crate::error::{classify, is_lost, Origin};
@@ -54,7 +55,7 @@ impl Shared {
     }
 
     fn pool(&self) -> MutexGuard<'_, Vec<Idle>> {
-        self.pool.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.pool)
     }
 
     /// Opens a new connection, failing with [`Error::Unavailable`] within the
@@ -64,11 +65,14 @@ impl Shared {
         let timeout = self.config.connect_timeout.max(Duration::from_millis(1));
         let con = self.client.get_connection_with_timeout(timeout).map_err(|e| {
             if is_lost(&e) {
-                Error::Unavailable(format!(
-                    "cannot reach Redis at {} within {timeout:?}: {}",
-                    self.redacted,
-                    self.error_text(&e)
-                ))
+                let text = self.error_text(&e);
+                let context =
+                    format!("cannot reach Redis at {} within {timeout:?}: {text}", self.redacted);
+                if text == e.to_string() {
+                    Error::unavailable_from(context, e)
+                } else {
+                    Error::unavailable(context)
+                }
             } else {
                 self.error(e)
             }
@@ -137,7 +141,7 @@ impl Shared {
     /// Maps a `redis` error to Seed's (see [`crate::error`]), without the password.
     pub(crate) fn error(&self, e: RedisError) -> Error {
         let origin = Origin { url: &self.redacted, prefix: &self.config.prefix };
-        classify(&e).to_error(&origin, &self.error_text(&e))
+        classify(&e).to_error(&origin, &e, &self.error_text(&e))
     }
 
     /// The text of a `redis` error, without the password.

@@ -82,12 +82,20 @@ pub(crate) struct Origin<'a> {
 }
 
 impl Class {
-    /// Seed's error for an error of this class; `text` is the `redis` error's
-    /// message, already without the password.
-    pub(crate) fn to_error(self, origin: &Origin<'_>, text: &str) -> Error {
+    /// Seed's error for `e`, of this class; `text` is its message without the
+    /// password. A transient error keeps `e` as its source unless its own text
+    /// held the password.
+    pub(crate) fn to_error(self, origin: &Origin<'_>, e: &RedisError, text: &str) -> Error {
         let url = origin.url;
         match self {
-            Class::Lost | Class::Busy => Error::Unavailable(format!("Redis at {url}: {text}")),
+            Class::Lost | Class::Busy => {
+                let context = format!("Redis at {url}: {text}");
+                if e.to_string() == text {
+                    Error::unavailable_from(context, e.clone())
+                } else {
+                    Error::unavailable(context)
+                }
+            }
             Class::Refused => {
                 Error::invalid("redis credentials", format!("Redis at {url} refused them: {text}"))
             }
@@ -171,8 +179,14 @@ mod tests {
         ] {
             for e in errors {
                 assert_eq!(classify(&e), class, "{e}");
-                let error = class.to_error(&origin, &e.to_string());
+                let error = class.to_error(&origin, &e, &e.to_string());
                 assert_eq!(error.kind(), seed, "{e}: {error}");
+                if seed == Seed::Unavailable {
+                    let source = std::error::Error::source(&error).expect("the redis error");
+                    assert_eq!(source.to_string(), e.to_string());
+                    let scrubbed = class.to_error(&origin, &e, "***");
+                    assert!(std::error::Error::source(&scrubbed).is_none(), "{e}");
+                }
                 assert!(error.to_string().contains(origin.url), "{error}");
             }
         }

@@ -155,7 +155,9 @@ impl RedisFollower {
                 }
             }
         }
-        self.con.as_mut().ok_or_else(|| Error::Unavailable("no connection".to_string()))
+        self.con.as_mut().ok_or_else(|| {
+            Error::unavailable(format!("no connection to Redis at {}", self.shared.redacted))
+        })
     }
 
     /// One `XREAD`: returns the reply, or `None` when the connection dropped.
@@ -293,7 +295,7 @@ impl Follower for RedisFollower {
                 if Instant::now() >= deadline {
                     // Dropped just now: one more immediate attempt decides.
                     let Some(reply) = self.read_once(max, None, deadline + MAX_BACKOFF)? else {
-                        return Err(Error::Unavailable(format!(
+                        return Err(Error::unavailable(format!(
                             "lost the connection to Redis at {}",
                             self.shared.redacted
                         )));

@@ -169,15 +169,13 @@ use crate::conn::Shared;
 ///
 /// ```
 /// use std::time::Duration;
-/// let config = store_redis::RedisConfig {
-///     url: "redis://127.0.0.1:6380/1".to_string(),
-///     prefix: "tests:".to_string(),
-///     connect_timeout: Duration::from_millis(500),
-///     ..store_redis::RedisConfig::default()
-/// };
+/// let config = store_redis::RedisConfig::new("redis://127.0.0.1:6380/1")
+///     .prefix("tests:")
+///     .connect_timeout(Duration::from_millis(500));
 /// assert_eq!(config.command_timeout, Duration::from_secs(10));
 /// ```
 #[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RedisConfig {
     /// `redis://[user][:password@]host[:port][/db]` or `redis+unix:///path`.
     pub url: String,
@@ -229,22 +227,33 @@ impl RedisConfig {
         RedisConfig { url: url.into(), ..RedisConfig::default() }
     }
 
+    /// This configuration with another key prefix.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> RedisConfig {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// This configuration with another connect timeout.
+    pub fn connect_timeout(mut self, timeout: Duration) -> RedisConfig {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// This configuration with other retention limits.
+    pub fn retention(mut self, retention: Retention) -> RedisConfig {
+        self.retention = retention;
+        self
+    }
+
     fn validate(&self) -> Result<()> {
-        let prefix = &self.prefix;
-        if prefix.is_empty() {
-            return Err(Error::invalid("key prefix", "must not be empty, e.g. seed:"));
-        }
-        if let Some(c) =
-            prefix.chars().find(|c| c.is_whitespace() || c.is_control() || *c == '{' || *c == '}')
-        {
-            return Err(Error::invalid(
-                "key prefix",
-                format!(
-                    "{prefix:?} contains {c:?}; whitespace, control characters and braces \
-                     (which would change the keys' Cluster hash tag) are not allowed"
-                ),
-            ));
-        }
+        let rules = seed_event::support::NameRules {
+            what: "key prefix",
+            max_len: seed_event::support::MaxLen::Bytes(256),
+            whitespace: false,
+            refused: (&['{', '}'], "braces would change the keys' Cluster hash tag"),
+            example: "seed:",
+        };
+        seed_event::support::check_name(&self.prefix, &rules)?;
         if self.connect_timeout.is_zero() || self.command_timeout.is_zero() {
             return Err(Error::invalid("redis timeouts", "must be longer than zero"));
         }
@@ -430,7 +439,7 @@ impl EventStore for RedisStore {
     }
 
     fn append_batch(&self, topic: &Topic, events: &[Event]) -> Result<Vec<Cursor>> {
-        seed_event::check_batch_topic(topic, events)?;
+        seed_event::support::check_batch_topic(topic, events)?;
         if events.is_empty() {
             return Ok(Vec::new());
         }
@@ -445,7 +454,7 @@ impl EventStore for RedisStore {
             &self.shared,
             &event.topic,
             single,
-            Some(expected),
+            seed_event::support::AppendCondition::LastIs(expected),
             Attempt::Fresh,
         )?;
         let cursor = append::first(ids)?;

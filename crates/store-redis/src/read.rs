@@ -3,9 +3,8 @@
 use std::collections::VecDeque;
 
 use redis::Value;
-use seed_event::{
-    apply_limit, merge_by_timestamp, Cursor, EventStream, Limit, Query, Result, StoredEvent, Topic,
-};
+use seed_event::support::{apply_limit, merge_by_timestamp};
+use seed_event::{Cursor, EventStream, Limit, Query, Result, StoredEvent, Topic};
 
 use crate::codec::{decode, raw_entries};
 use crate::{RedisStore, PAGE};

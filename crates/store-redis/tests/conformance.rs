@@ -14,10 +14,7 @@ struct Redis {
 
 impl Harness for Redis {
     fn open(&self) -> Arc<dyn EventStore> {
-        let config = RedisConfig {
-            prefix: "conformance:".to_string(),
-            ..RedisConfig::new(self.server.url())
-        };
+        let config = RedisConfig::new(self.server.url()).prefix("conformance:");
         Arc::new(RedisStore::open_with(config).unwrap())
     }
 }

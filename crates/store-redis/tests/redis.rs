@@ -9,28 +9,15 @@ use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use seed_event::conformance::{event, numbers, topic};
 use seed_event::{
-    Clear, ConsumerName, Cursor, ErrorKind, Event, EventStore, FollowFrom, JsonObject, Query,
-    Start, StoredEvent, Topic, TopicPattern,
+    Clear, ConsumerName, Cursor, ErrorKind, Event, EventStore, FollowFrom, Query, Start,
+    StoredEvent, Topic, TopicPattern,
 };
 use store_redis::testing::{RedisServer, ServerOptions};
 use store_redis::{redact_url, RedisConfig, RedisStore};
 
 const DEADLINE: Duration = Duration::from_secs(30);
-
-fn topic(name: &str) -> Topic {
-    Topic::new(name).unwrap()
-}
-
-fn event(t: &Topic, n: u64) -> Event {
-    let payload: JsonObject =
-        serde_json::json!({ "n": n }).as_object().cloned().unwrap_or_default();
-    Event::new(t.clone(), "redis-tests", payload)
-}
-
-fn numbers(events: &[StoredEvent]) -> Vec<u64> {
-    events.iter().map(|e| e.event.payload["n"].as_u64().unwrap_or(u64::MAX)).collect()
-}
 
 /// What the store's byte count of `events` must be: their JSON lines and newlines.
 fn line_bytes(events: &[StoredEvent]) -> u64 {
@@ -38,8 +25,7 @@ fn line_bytes(events: &[StoredEvent]) -> u64 {
 }
 
 fn store(url: &str, prefix: &str) -> RedisStore {
-    RedisStore::open_with(RedisConfig { prefix: prefix.to_string(), ..RedisConfig::new(url) })
-        .unwrap()
+    RedisStore::open_with(RedisConfig::new(url).prefix(prefix)).unwrap()
 }
 
 /// Runs `f` on a thread and fails the test if it has not returned within `DEADLINE`.
@@ -274,10 +260,7 @@ type Check = Box<dyn FnOnce(&RedisStore) -> seed_event::Error + Send>;
 
 #[test]
 fn an_unreachable_server_is_unavailable_within_bounded_time_without_the_password() {
-    let config = |url: String| RedisConfig {
-        connect_timeout: Duration::from_millis(300),
-        ..RedisConfig::new(url)
-    };
+    let config = |url: String| RedisConfig::new(url).connect_timeout(Duration::from_millis(300));
     // Nobody listens.
     let closed = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     // Someone listens but never answers.
@@ -363,7 +346,7 @@ fn bad_urls_and_prefixes_are_rejected_with_the_password_hidden() {
     }
     let server = RedisServer::start();
     for prefix in ["", "a b", "x{y}:", "tab\t"] {
-        let config = RedisConfig { prefix: prefix.to_string(), ..RedisConfig::new(server.url()) };
+        let config = RedisConfig::new(server.url()).prefix(prefix);
         let err = RedisStore::open_with(config).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidInput, "{prefix:?}: {err}");
         assert!(err.to_string().contains("prefix"), "{err}");
@@ -615,11 +598,11 @@ fn retention_trims_by_count_and_age_with_exact_bytes() {
     let server = RedisServer::start();
     let (busy, aged, free) = (topic("ret.busy"), topic("ret.aged"), topic("ret.free"));
     let mut retention = Retention::default();
-    let newest_10 = Limits { max_events: Some(10), ..Limits::default() };
-    let one_hour = Limits { max_age: Some(Duration::from_secs(3600)), ..Limits::default() };
+    let newest_10 = Limits::default().max_events(10);
+    let one_hour = Limits::default().max_age(Duration::from_secs(3600));
     retention.per_topic.insert(busy.clone(), newest_10);
     retention.per_topic.insert(aged.clone(), one_hour);
-    let config = RedisConfig { retention, ..RedisConfig::new(server.url()) };
+    let config = RedisConfig::new(server.url()).retention(retention);
     let store = RedisStore::open_with(config).unwrap();
     let count = |t: &Topic| numbers(&store.query(&Query::topic(t)).unwrap());
     let stats = |t: &Topic| store.topics().unwrap().into_iter().find(|s| s.topic == *t).unwrap();

@@ -57,7 +57,7 @@ fn topic(name: &str) -> Result<Topic> {
 }
 
 fn open(dir: &Path, sync: SyncPolicy) -> Result<FileStore> {
-    Ok(FileStore::open_with(dir, FileStoreConfig { sync, ..FileStoreConfig::default() })?)
+    Ok(FileStore::open_with(dir, FileStoreConfig::default().sync(sync))?)
 }
 
 /// A file store in a fresh directory (removed on drop) publishing ~390-byte
