@@ -176,9 +176,14 @@
 //!
 //! - A topic's event count ([`TopicStats::events`]) is computed from sequence
 //!   numbers, so an unreadable line in the middle still counts.
-//! - A query over several topics keeps one open file per topic while it
-//!   streams; last-N over several topics reads them forwards (bounded memory,
-//!   not bounded time). Last-N over one topic reads backwards.
+//! - A query over up to 16 topics keeps their logs open while it streams.
+//!   Over more, it holds one 8 KiB block and one event of each topic in
+//!   memory and opens a log again (one at a time) for each block it reads,
+//!   going on after the last sequence number it read: if a clear or
+//!   retention run replaces a log meanwhile, the query returns the events of
+//!   the new log it had not reached, not the ones removed. Last-N over
+//!   several topics reads them forwards (bounded memory, not bounded time).
+//!   Last-N over one topic reads backwards.
 //! - Append throughput is bounded by one `flock`, `lseek`, `write` and
 //!   unlock per call plus encoding the event; batches amortise all but the
 //!   encoding. Processes appending to one topic in turn add one `pread` of
