@@ -97,18 +97,31 @@
 //!
 //! # Following
 //!
-//! A follower keeps each topic's log open with a byte offset, and waits on
-//! inotify: a watch on the directory for logs of its topics created, renamed
-//! in or removed, and one on each followed log for appends, so that appends
-//! to other topics never wake it. All followers of a `FileStore` share one
-//! inotify instance (a user may have as few as 128, for all programs): one
-//! waiting follower reads it, the others sleep until it records something
-//! for them. Where inotify is missing followers poll every
-//! [`FileStoreConfig::poll_interval`], listing the directory each time; where
-//! a log cannot be watched they wake on appends to any file of the directory.
-//! With inotify a follower still lists the directory and rereads its logs at
-//! least once a second, so on a file system that sends no events (a network
-//! or FUSE mount) it finds appends and new topics all the same. A clear or
+//! A follower waits on inotify: a watch on the directory for logs of its
+//! topics created, renamed in or removed, and one on each followed log for
+//! appends, so that appends to other topics never wake it, and it reads
+//! only the logs inotify saw appended to. All followers of a `FileStore`
+//! share one inotify instance (a user may have as few as 128, for all
+//! programs): one waiting follower reads it, the others sleep until it
+//! records something for them.
+//!
+//! A follower keeps at most 8 logs open, the most recently read; it opens
+//! another by name when it has to read it, and starts after the last
+//! sequence number it handled, never at a remembered byte offset, so a log
+//! replaced while it was closed (even by a file with the old inode number)
+//! is read from the right place. Its watch stays while it is closed:
+//! watches take no file descriptors, but each counts against the user's
+//! `fs.inotify.max_user_watches` (8,192 on kernels before 5.11, more on
+//! later ones with enough memory; for every program of the user). Once a log
+//! cannot be watched (a warning says so, once), followers wake on appends to
+//! any file of the directory and then compare every followed log's length
+//! and modification time with what they read.
+//!
+//! Where inotify is missing followers poll every
+//! [`FileStoreConfig::poll_interval`], listing the directory and comparing
+//! the logs each time. With inotify a follower still does so at least once a
+//! second, so on a file system that sends no events (a network or FUSE
+//! mount) it finds appends and new topics all the same. A clear or
 //! retention run writes the kept lines to a new file and renames it over the
 //! log; the follower sees the new inode, reopens it and continues after the
 //! last sequence number it returned.

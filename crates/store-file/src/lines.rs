@@ -80,6 +80,13 @@ impl LineReader {
         self.start = 0;
     }
 
+    /// Continues at the next line, giving the buffer's memory back.
+    pub(crate) fn free(&mut self) {
+        let pos = self.pos();
+        self.rewind(pos);
+        self.buf = Vec::new();
+    }
+
     /// The next complete line (without its `\n`) and its offset.
     pub(crate) fn next_line(&mut self, file: &File) -> io::Result<Option<(u64, &[u8])>> {
         let mut searched = self.start;
