@@ -1,6 +1,6 @@
 //! Following topics: tail their logs, woken by inotify (or by polling where it is missing).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::MetadataExt;
@@ -19,15 +19,58 @@ use crate::prefix::parse_prefix;
 use crate::search::search;
 use crate::watch::Watch;
 
-/// One followed topic's open log.
+/// One followed topic's log: open while it is among the follower's
+/// [`OPEN_LOGS`] most recently read, and opened again when it is read next.
 struct Tailer {
     path: PathBuf,
-    /// Its inotify watch, given back when it is closed.
+    /// Its inotify watch, given back when another file takes its place.
     wd: Option<i32>,
-    file: File,
-    id: (u64, u64),
+    file: Option<File>,
     reader: LineReader,
+    /// What the log looked like when it was last read.
+    stamp: Option<Stamp>,
+    /// Whether it may hold lines not read yet.
+    dirty: bool,
 }
+
+impl Tailer {
+    /// A log known by name only, to be opened and read.
+    fn unopened(path: PathBuf) -> Tailer {
+        Tailer {
+            path,
+            wd: None,
+            file: None,
+            reader: LineReader::new(0, 0),
+            stamp: None,
+            dirty: true,
+        }
+    }
+
+    /// Closes the log, giving its buffer back; it is opened again, by name, when read next.
+    fn close(&mut self) {
+        self.file = None;
+        self.reader.free();
+    }
+}
+
+/// A log file's identity, length and modification time: a log whose stamp
+/// is what it was when last read holds nothing new.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    id: (u64, u64),
+    len: u64,
+    mtime: (i64, i64),
+}
+
+impl Stamp {
+    fn of(m: &std::fs::Metadata) -> Stamp {
+        Stamp { id: (m.dev(), m.ino()), len: m.len(), mtime: (m.mtime(), m.mtime_nsec()) }
+    }
+}
+
+/// How many logs a follower keeps open at most (one file descriptor each);
+/// it opens the others again when it reads them.
+const OPEN_LOGS: usize = 8;
 
 /// Settings a follower takes from its store.
 #[derive(Debug, Clone)]
@@ -44,7 +87,12 @@ pub(crate) struct FileFollower {
     positions: BTreeMap<Topic, u64>,
     /// For [`Start::Since`]: the time, and each topic's last sequence number when following began.
     since: Option<(Timestamp, BTreeMap<Topic, u64>)>,
-    open: BTreeMap<Topic, Tailer>,
+    /// Every followed topic's log.
+    tailers: BTreeMap<Topic, Tailer>,
+    /// The topics whose logs are open, least recently read first.
+    open: VecDeque<Topic>,
+    /// The topic of each log watch.
+    watched: HashMap<i32, Topic>,
     inotify: Option<Watch>,
     rescan: bool,
     settings: FollowSettings,
@@ -117,7 +165,9 @@ impl FileFollower {
             pattern,
             positions,
             since,
-            open: BTreeMap::new(),
+            tailers: BTreeMap::new(),
+            open: VecDeque::new(),
+            watched: HashMap::new(),
             inotify,
             rescan: true,
             settings,
@@ -138,7 +188,10 @@ impl FileFollower {
         }
     }
 
-    /// Opens the log of `topic` at `path`, at the first line it may want.
+    /// Opens the log of `topic` at `path`, at the first line it may want:
+    /// the first after the last sequence number handled, whichever file the
+    /// name holds now (never an offset into the file read before, which a
+    /// clear may have replaced, even by one with the same inode number).
     fn open_log(&mut self, topic: &Topic, path: &Path) -> Result<Option<Tailer>> {
         let file = match File::open(path) {
             Ok(f) => f,
@@ -158,44 +211,118 @@ impl FileFollower {
         Ok(Some(Tailer {
             path: path.to_path_buf(),
             wd,
-            file,
-            id: (stat.dev(), stat.ino()),
+            file: Some(file),
             reader: LineReader::new(start, size),
+            stamp: None,
+            dirty: true,
         }))
     }
 
-    /// Lists the directory: opens new matching topics, reopens replaced logs.
+    /// Opens the log of `topic` again; `false` if there is none now.
+    fn reopen(&mut self, topic: &Topic) -> Result<bool> {
+        let Some(old) = self.tailers.get_mut(topic) else { return Ok(false) };
+        let (path, old_wd) = (old.path.clone(), old.wd);
+        let Some(new) = self.open_log(topic, &path)? else {
+            // Removed: a log created under the name later is found by a rescan.
+            if let Some(t) = self.tailers.get_mut(topic) {
+                t.dirty = false;
+            }
+            return Ok(false);
+        };
+        // The old file's watch goes after the new one's came: no gap. The
+        // same inode gives the same watch back.
+        if let (Some(wd), true) = (old_wd, old_wd != new.wd) {
+            self.watched.remove(&wd);
+            if let Some(inotify) = &mut self.inotify {
+                inotify.unwatch(wd);
+            }
+        }
+        if let Some(wd) = new.wd {
+            self.watched.insert(wd, topic.clone());
+        }
+        self.tailers.insert(topic.clone(), new);
+        self.opened(topic);
+        Ok(true)
+    }
+
+    /// Counts the log of `topic` as the most recently read open one, and
+    /// closes the least recently read past [`OPEN_LOGS`].
+    fn opened(&mut self, topic: &Topic) {
+        self.unlist(topic);
+        self.open.push_back(topic.clone());
+        while self.open.len() > OPEN_LOGS {
+            let Some(oldest) = self.open.pop_front() else { break };
+            if let Some(t) = self.tailers.get_mut(&oldest) {
+                t.close();
+            }
+        }
+    }
+
+    /// Closes the log of `topic` if it is open.
+    fn close(&mut self, topic: &Topic) {
+        self.unlist(topic);
+        if let Some(t) = self.tailers.get_mut(topic) {
+            t.close();
+        }
+    }
+
+    /// Takes `topic` off the list of open logs.
+    fn unlist(&mut self, topic: &Topic) {
+        if let Some(i) = self.open.iter().position(|t| t == topic) {
+            self.open.remove(i);
+        }
+    }
+
+    /// Lists the directory: takes in new matching topics, and marks for
+    /// reading the logs that changed since they were last read (a log
+    /// replaced by a clear is closed, to be opened again by name).
     fn rescan(&mut self) -> Result<()> {
         let logs = list_logs(&self.dir)?;
         for (topic, path) in logs {
             if !self.pattern.matches(&topic) {
                 continue;
             }
-            let replaced = match self.open.get(&topic) {
-                None => true,
-                Some(t) => match std::fs::metadata(&t.path) {
-                    Ok(m) => (m.dev(), m.ino()) != t.id,
-                    Err(_) => false,
-                },
+            let Some(t) = self.tailers.get_mut(&topic) else {
+                self.tailers.insert(topic, Tailer::unopened(path));
+                continue;
             };
-            if replaced {
-                let old = match self.open_log(&topic, &path)? {
-                    Some(t) => self.open.insert(topic, t),
-                    None => self.open.remove(&topic),
-                };
-                // The old log's watch goes after the new one's came: no gap.
-                if let (Some(wd), Some(inotify)) = (old.and_then(|t| t.wd), &mut self.inotify) {
-                    inotify.unwatch(wd);
+            let Ok(now) = std::fs::metadata(&t.path).map(|m| Stamp::of(&m)) else { continue };
+            match t.stamp {
+                Some(seen) if seen == now => {}
+                Some(seen) if seen.id != now.id => {
+                    t.dirty = true;
+                    self.close(&topic);
                 }
+                _ => t.dirty = true,
             }
         }
         Ok(())
     }
 
-    /// Reads what is complete in every open log, up to `max` events, starting
-    /// one topic further each call so that a busy topic cannot starve the rest.
+    /// Marks for reading the logs inotify saw appended to; where it cannot
+    /// tell which (its queue overflowed, or logs are not watched one by
+    /// one), the next rescan looks at them all.
+    fn note_appends(&mut self) {
+        let Some(inotify) = &mut self.inotify else { return };
+        match inotify.take_appended() {
+            Some(wds) => {
+                for wd in wds {
+                    let topic = self.watched.get(&wd);
+                    if let Some(t) = topic.and_then(|topic| self.tailers.get_mut(topic)) {
+                        t.dirty = true;
+                    }
+                }
+            }
+            None => self.rescan = true,
+        }
+    }
+
+    /// Reads what is complete in the logs that may have changed, up to `max`
+    /// events, starting one topic further each call so that a busy topic
+    /// cannot starve the rest.
     fn read_available(&mut self, max: usize, out: &mut Vec<StoredEvent>) -> Result<()> {
-        let mut topics: Vec<Topic> = self.open.keys().cloned().collect();
+        let mut topics: Vec<Topic> =
+            self.tailers.iter().filter(|(_, t)| t.dirty).map(|(topic, _)| topic.clone()).collect();
         if !topics.is_empty() {
             self.turn = (self.turn + 1) % topics.len();
             topics.rotate_left(self.turn);
@@ -216,20 +343,30 @@ impl FileFollower {
             Some((t, heads)) => heads.get(topic).map(|h| (*h, t.unix_micros())),
             None => None,
         };
-        let Some(tailer) = self.open.get_mut(topic) else { return Ok(()) };
+        let open = self.tailers.get(topic).map(|t| t.file.is_some());
+        match open {
+            None => return Ok(()),
+            Some(false) if !self.reopen(topic)? => return Ok(()),
+            Some(false) => {}
+            Some(true) if self.open.back() != Some(topic) => self.opened(topic),
+            Some(true) => {}
+        }
+        let Some(tailer) = self.tailers.get_mut(topic) else { return Ok(()) };
+        let Some(file) = tailer.file.as_ref() else { return Ok(()) };
         let io_err = |e: io::Error| Error::io(format!("following {}", tailer.path.display()), e);
-        let size = tailer.file.metadata().map_err(io_err)?.len();
+        let stat = file.metadata().map_err(io_err)?;
+        let size = stat.len();
         // Read only up to the end of the last complete append: bytes past it
         // (a torn line, a batch without its last line) may be cut off by the
         // next writer and their offsets written again, and a half line read
         // before the cut would be glued to what comes after it.
-        let committed = inspect_tail(&tailer.file, size).map_err(io_err)?.end;
+        let committed = inspect_tail(file, size).map_err(io_err)?.end;
         tailer.reader.set_limit(committed);
         // Lines of a batch whose last line is not there yet are held back.
         let mut pending: Vec<(u64, u64, Option<StoredEvent>)> = Vec::new();
         let mut last_seq = None;
         let mut resume = None;
-        while let Some((off, line)) = tailer.reader.next_line(&tailer.file).map_err(io_err)? {
+        while let Some((off, line)) = tailer.reader.next_line(file).map_err(io_err)? {
             let Some(prefix) = parse_prefix(line) else {
                 // A corrupt line: reported and passed over (it holds no position).
                 let _ = decode_line(topic, off, line);
@@ -265,6 +402,9 @@ impl FileFollower {
         // batch, or where `max` stopped), rereading from the file next time.
         let next = resume.or(pending.first().map(|p| p.0)).unwrap_or(tailer.reader.pos());
         tailer.reader.rewind(next);
+        // Read to its committed end unless `max` stopped it: then it stays to be read.
+        tailer.dirty = resume.is_some() || out.len() >= max;
+        tailer.stamp = Some(Stamp::of(&stat));
         if let Some(seq) = last_seq {
             let pos = self.positions.entry(topic.clone()).or_insert(0);
             *pos = (*pos).max(seq);
@@ -290,6 +430,7 @@ impl Follower for FileFollower {
         let deadline = Instant::now() + timeout;
         let mut out = Vec::new();
         loop {
+            self.note_appends();
             if self.rescan || self.inotify.is_none() || self.listed.elapsed() >= RESCAN_EVERY {
                 self.rescan()?;
                 self.rescan = false;
@@ -322,6 +463,8 @@ impl Follower for FileFollower {
 mod tests {
     use super::*;
 
+    use std::sync::Arc;
+
     use seed_event::{Event, EventStore, JsonObject};
 
     use crate::FileStore;
@@ -341,6 +484,30 @@ mod tests {
             inotify,
             FollowSettings { poll_interval: Duration::from_millis(50) },
         )
+    }
+
+    /// A follower of `pattern` in `dir` from `start`, waking through `watcher`.
+    fn pattern_follower(
+        dir: &Path,
+        pattern: &TopicPattern,
+        start: Start,
+        watcher: Arc<crate::watch::Watcher>,
+    ) -> FileFollower {
+        let inotify = Some(Watch::new(watcher, pattern));
+        let settings = FollowSettings { poll_interval: Duration::from_millis(50) };
+        FileFollower::start(dir, pattern, FollowFrom::start(start), inotify, settings).unwrap()
+    }
+
+    /// Three times [`OPEN_LOGS`] topics `<prefix>.t<n>`, each given `each` events.
+    fn more_topics_than_open_logs(store: &FileStore, prefix: &str, each: usize) -> Vec<Topic> {
+        let topics: Vec<Topic> =
+            (0..3 * OPEN_LOGS).map(|i| Topic::new(format!("{prefix}.t{i}")).unwrap()).collect();
+        for t in &topics {
+            for _ in 0..each {
+                store.append(&Event::new(t.clone(), "test", JsonObject::new())).unwrap();
+            }
+        }
+        topics
     }
 
     /// What the follower's inotify has queued now (appends are queued as they return).
@@ -399,7 +566,7 @@ mod tests {
     /// exactly, their own topic's events.
     #[test]
     fn followers_of_a_store_share_one_inotify_instance() {
-        use std::sync::{mpsc, Arc};
+        use std::sync::mpsc;
 
         let dir = tempfile::tempdir().unwrap();
         let store = FileStore::open(dir.path()).unwrap();
@@ -497,14 +664,7 @@ mod tests {
         let other = FileStore::open(elsewhere.path()).unwrap();
         let pattern = TopicPattern::new("a.>").unwrap();
         let deaf = crate::watch::Watcher::shared(&other.watcher, elsewhere.path()).unwrap();
-        let mut f = FileFollower::start(
-            dir.path(),
-            &pattern,
-            FollowFrom::start(Start::New),
-            Some(Watch::new(deaf, &pattern)),
-            FollowSettings { poll_interval: Duration::from_millis(50) },
-        )
-        .unwrap();
+        let mut f = pattern_follower(dir.path(), &pattern, Start::New, deaf);
         assert!(f.next_batch(10, Duration::ZERO).unwrap().is_empty());
         let sent = Event::new(Topic::new("a.new").unwrap(), "test", JsonObject::new());
         store.append(&sent).unwrap();
@@ -515,5 +675,100 @@ mod tests {
         }
         assert_eq!(got.iter().map(|e| e.event.id).collect::<Vec<_>>(), vec![sent.id]);
         assert_eq!(f.wakes, 0, "found by listing, not woken");
+    }
+
+    /// A follower of more topics than it keeps open closes the least
+    /// recently read logs and opens them again by name when they grow. It
+    /// goes on after the last sequence number it handled, never at a byte
+    /// offset: here a closed log is rewritten in place (as when a clear's new
+    /// log gets the old inode number back) and appended to, and the follower
+    /// returns exactly the kept events it had not returned, whole, once.
+    #[test]
+    fn a_follower_of_many_topics_reopens_logs_by_sequence_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::open(dir.path()).unwrap();
+        let topics = more_topics_than_open_logs(&store, "many", 3);
+        let event = |t: &Topic| Event::new(t.clone(), "test", JsonObject::new());
+        let pattern = TopicPattern::new("many.>").unwrap();
+        let watcher = crate::watch::Watcher::shared(&store.watcher, store.dir()).unwrap();
+        let mut f = pattern_follower(dir.path(), &pattern, Start::Beginning, watcher);
+        let collect = |f: &mut FileFollower, n: usize| {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let mut got: BTreeMap<Topic, Vec<u64>> = BTreeMap::new();
+            let mut count = 0;
+            while count < n && Instant::now() < deadline {
+                for e in f.next_batch(7, Duration::from_millis(200)).unwrap() {
+                    got.entry(e.event.topic.clone()).or_default().push(e.cursor.major());
+                    count += 1;
+                }
+            }
+            got
+        };
+        let got = collect(&mut f, 3 * topics.len());
+        assert_eq!(got.len(), topics.len());
+        assert!(got.values().all(|seqs| seqs == &[1, 2, 3]), "{got:?}");
+        let open = f.tailers.values().filter(|t| t.file.is_some()).count();
+        assert!(open <= OPEN_LOGS, "{open} logs open");
+
+        let closed = topics.iter().find(|t| f.tailers[*t].file.is_none()).unwrap().clone();
+        for _ in 0..3 {
+            store.append(&event(&closed)).unwrap();
+        }
+        let log = Paths::new(dir.path(), closed.as_str()).log;
+        let text = std::fs::read(&log).unwrap();
+        let kept: Vec<u8> = text
+            .split_inclusive(|&b| b == b'\n')
+            .filter(|l| parse_prefix(l).is_some_and(|p| p.seq >= 5))
+            .flatten()
+            .copied()
+            .collect();
+        std::fs::write(&log, kept).unwrap();
+        store.append(&event(&closed)).unwrap();
+        let got = collect(&mut f, 3);
+        assert_eq!(got, BTreeMap::from([(closed.clone(), vec![5, 6, 7])]));
+        assert!(f.next_batch(10, Duration::from_millis(100)).unwrap().is_empty(), "nothing twice");
+    }
+
+    /// Where logs cannot be watched one by one (the user's inotify watches
+    /// are used up), a follower of many topics is woken by appends to any
+    /// file of the directory, reads the logs whose length changed, and so
+    /// still returns every event once.
+    #[test]
+    fn a_follower_whose_logs_cannot_be_watched_gets_every_append() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::open(dir.path()).unwrap();
+        let topics = more_topics_than_open_logs(&store, "nowatch", 1);
+        let event = |t: &Topic| Event::new(t.clone(), "test", JsonObject::new());
+        let pattern = TopicPattern::new("nowatch.>").unwrap();
+        let watcher = crate::watch::Watcher::shared(&store.watcher, store.dir()).unwrap();
+        watcher.stop_watching_logs();
+        let mut f = pattern_follower(dir.path(), &pattern, Start::New, watcher);
+        assert!(f.next_batch(100, Duration::ZERO).unwrap().is_empty());
+        assert!(f.tailers.values().all(|t| t.wd.is_none()), "no log is watched");
+        // No listing by the clock: only what inotify says makes it read.
+        f.listed = Instant::now() + Duration::from_secs(3600);
+        let mut sent = Vec::new();
+        for round in 0..3 {
+            for t in topics.iter().skip(round).step_by(2) {
+                let e = event(t);
+                sent.push(e.id);
+                store.append(&e).unwrap();
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut got = Vec::new();
+        while got.len() < sent.len() && Instant::now() < deadline {
+            got.extend(
+                f.next_batch(100, Duration::from_millis(200))
+                    .unwrap()
+                    .into_iter()
+                    .map(|e| e.event.id),
+            );
+        }
+        got.sort();
+        sent.sort();
+        assert_eq!(got, sent);
+        assert!(f.wakes > 0, "woken by inotify");
+        assert!(f.next_batch(10, Duration::from_millis(100)).unwrap().is_empty(), "nothing twice");
     }
 }

@@ -60,6 +60,12 @@
 //! Readers never lock: they stop before a line without its newline and
 //! before an incomplete batch.
 //!
+//! A store keeps the logs of at most [`FileStoreConfig::open_writers`]
+//! topics open for appending (64 by default), one file descriptor each,
+//! and closes the least recently appended-to past that. The next append to
+//! a closed topic opens its log by name and makes the full check described
+//! below, so closing costs that append a few system calls and nothing else.
+//!
 //! Making sure takes one `lseek(SEEK_END)` in the common case: if the log's
 //! length is what this process left, nobody appended, repaired or replaced
 //! it, and the prepared lines go out as they are. If the length changed and
@@ -91,18 +97,31 @@
 //!
 //! # Following
 //!
-//! A follower keeps each topic's log open with a byte offset, and waits on
-//! inotify: a watch on the directory for logs of its topics created, renamed
-//! in or removed, and one on each followed log for appends, so that appends
-//! to other topics never wake it. All followers of a `FileStore` share one
-//! inotify instance (a user may have as few as 128, for all programs): one
-//! waiting follower reads it, the others sleep until it records something
-//! for them. Where inotify is missing followers poll every
-//! [`FileStoreConfig::poll_interval`], listing the directory each time; where
-//! a log cannot be watched they wake on appends to any file of the directory.
-//! With inotify a follower still lists the directory and rereads its logs at
-//! least once a second, so on a file system that sends no events (a network
-//! or FUSE mount) it finds appends and new topics all the same. A clear or
+//! A follower waits on inotify: a watch on the directory for logs of its
+//! topics created, renamed in or removed, and one on each followed log for
+//! appends, so that appends to other topics never wake it, and it reads
+//! only the logs inotify saw appended to. All followers of a `FileStore`
+//! share one inotify instance (a user may have as few as 128, for all
+//! programs): one waiting follower reads it, the others sleep until it
+//! records something for them.
+//!
+//! A follower keeps at most 8 logs open, the most recently read; it opens
+//! another by name when it has to read it, and starts after the last
+//! sequence number it handled, never at a remembered byte offset, so a log
+//! replaced while it was closed (even by a file with the old inode number)
+//! is read from the right place. Its watch stays while it is closed:
+//! watches take no file descriptors, but each counts against the user's
+//! `fs.inotify.max_user_watches` (8,192 on kernels before 5.11, more on
+//! later ones with enough memory; for every program of the user). Once a log
+//! cannot be watched (a warning says so, once), followers wake on appends to
+//! any file of the directory and then compare every followed log's length
+//! and modification time with what they read.
+//!
+//! Where inotify is missing followers poll every
+//! [`FileStoreConfig::poll_interval`], listing the directory and comparing
+//! the logs each time. With inotify a follower still does so at least once a
+//! second, so on a file system that sends no events (a network or FUSE
+//! mount) it finds appends and new topics all the same. A clear or
 //! retention run writes the kept lines to a new file and renames it over the
 //! log; the follower sees the new inode, reopens it and continues after the
 //! last sequence number it returned.
@@ -143,7 +162,8 @@
 //!    `lines` (forward and backward readers, the committed tail), `paths`.
 //! 4. `search` (bisection), `decode` (a line back into an event).
 //! 5. `writer` (a topic's append side and its lock), `consumers`.
-//! 6. `rewrite` (a log rewritten without some lines).
+//! 6. `rewrite` (a log rewritten without some lines), `writers` (the topic
+//!    writers a store keeps open, least recently used closed first).
 //! 7. `retention` (what clear and retention remove), `query`, `watch` (inotify).
 //! 8. `follow`.
 //! 9. `store` ([`FileStore`] and the [`EventStore`] implementation), `legacy`.
@@ -169,9 +189,14 @@
 //!
 //! - A topic's event count ([`TopicStats::events`]) is computed from sequence
 //!   numbers, so an unreadable line in the middle still counts.
-//! - A query over several topics keeps one open file per topic while it
-//!   streams; last-N over several topics reads them forwards (bounded memory,
-//!   not bounded time). Last-N over one topic reads backwards.
+//! - A query over up to 16 topics keeps their logs open while it streams.
+//!   Over more, it holds one 8 KiB block and one event of each topic in
+//!   memory and opens a log again (one at a time) for each block it reads,
+//!   going on after the last sequence number it read: if a clear or
+//!   retention run replaces a log meanwhile, the query returns the events of
+//!   the new log it had not reached, not the ones removed. Last-N over
+//!   several topics reads them forwards (bounded memory, not bounded time).
+//!   Last-N over one topic reads backwards.
 //! - Append throughput is bounded by one `flock`, `lseek`, `write` and
 //!   unlock per call plus encoding the event; batches amortise all but the
 //!   encoding. Processes appending to one topic in turn add one `pread` of
@@ -211,10 +236,12 @@ mod store;
 mod version;
 mod watch;
 mod writer;
+mod writers;
 
 pub use legacy::{import_legacy, BadLine, ImportReport};
 pub use query::CorruptLine;
 pub use seed_event::{Limits, Retention};
 pub use store::{
-    default_events_dir, FileStore, FileStoreConfig, SyncPolicy, RETENTION_CHECK_EVERY,
+    default_events_dir, FileStore, FileStoreConfig, SyncPolicy, DEFAULT_OPEN_WRITERS,
+    RETENTION_CHECK_EVERY,
 };

@@ -40,12 +40,25 @@ pub(crate) struct LineReader {
     start: usize,
     /// Bytes at or after this offset are not read.
     limit: u64,
+    /// How much to read at once after the first read.
+    chunk: usize,
 }
 
 impl LineReader {
     /// A reader starting at `pos` (a line start) that reads nothing at or past `limit`.
     pub(crate) fn new(pos: u64, limit: u64) -> LineReader {
-        LineReader { buf: Vec::new(), buf_off: pos, start: 0, limit }
+        LineReader { buf: Vec::new(), buf_off: pos, start: 0, limit, chunk: CHUNK }
+    }
+
+    /// The same reader reading small blocks: for one of many logs read at
+    /// once, whose buffers all stay in memory.
+    pub(crate) fn in_blocks(self) -> LineReader {
+        LineReader { chunk: BLOCK, ..self }
+    }
+
+    /// The limit: bytes at or past it are not read.
+    pub(crate) fn limit(&self) -> u64 {
+        self.limit
     }
 
     /// Moves the limit (it may grow as a file grows).
@@ -67,6 +80,13 @@ impl LineReader {
         self.start = 0;
     }
 
+    /// Continues at the next line, giving the buffer's memory back.
+    pub(crate) fn free(&mut self) {
+        let pos = self.pos();
+        self.rewind(pos);
+        self.buf = Vec::new();
+    }
+
     /// The next complete line (without its `\n`) and its offset.
     pub(crate) fn next_line(&mut self, file: &File) -> io::Result<Option<(u64, &[u8])>> {
         let mut searched = self.start;
@@ -77,36 +97,72 @@ impl LineReader {
                 self.start = nl + 1;
                 return Ok(Some((self.buf_off + s as u64, &self.buf[s..nl])));
             }
-            let file_end = self.buf_off + self.buf.len() as u64;
-            if file_end >= self.limit {
-                return Ok(None);
-            }
-            if self.start > 0 {
-                self.buf.drain(..self.start);
-                self.buf_off += self.start as u64;
-                self.start = 0;
-            }
-            searched = self.buf.len();
-            // Start small (a query near the end reads little), then read in big chunks.
-            let chunk = if self.buf.capacity() == 0 { BLOCK } else { CHUNK };
-            let want = (chunk.max(self.buf.len())).min((self.limit - file_end) as usize);
-            let old = self.buf.len();
-            self.buf.resize(old + want, 0);
-            let n = loop {
-                match file.read_at(&mut self.buf[old..], file_end) {
-                    Ok(n) => break n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => {
-                        self.buf.truncate(old);
-                        return Err(e);
-                    }
-                }
-            };
-            self.buf.truncate(old + n);
-            if n == 0 {
-                return Ok(None);
+            match self.read_more(file)? {
+                Some(from) => searched = from,
+                None => return Ok(None),
             }
         }
+    }
+
+    /// Whether a complete line is buffered.
+    pub(crate) fn buffered(&self) -> bool {
+        memchr::memchr(b'\n', &self.buf[self.start..]).is_some()
+    }
+
+    /// The next complete line already read, without touching the file.
+    pub(crate) fn next_buffered(&mut self) -> Option<(u64, &[u8])> {
+        let s = self.start;
+        let nl = s + memchr::memchr(b'\n', &self.buf[s..])?;
+        self.start = nl + 1;
+        Some((self.buf_off + s as u64, &self.buf[s..nl]))
+    }
+
+    /// Reads from `file` until a complete line is buffered (or the limit or
+    /// the end of the file is reached), so that [`LineReader::next_buffered`]
+    /// can do without the file for a while; returns whether a line is buffered.
+    pub(crate) fn fill(&mut self, file: &File) -> io::Result<bool> {
+        let mut searched = self.start;
+        loop {
+            if memchr::memchr(b'\n', &self.buf[searched..]).is_some() {
+                return Ok(true);
+            }
+            match self.read_more(file)? {
+                Some(from) => searched = from,
+                None => return Ok(false),
+            }
+        }
+    }
+
+    /// Reads the next chunk into the buffer, dropping the lines already
+    /// returned; returns where in the buffer the new bytes begin, or `None`
+    /// at the limit or the end of the file.
+    fn read_more(&mut self, file: &File) -> io::Result<Option<usize>> {
+        let file_end = self.buf_off + self.buf.len() as u64;
+        if file_end >= self.limit {
+            return Ok(None);
+        }
+        if self.start > 0 {
+            self.buf.drain(..self.start);
+            self.buf_off += self.start as u64;
+            self.start = 0;
+        }
+        let old = self.buf.len();
+        // Start small (a query near the end reads little), then read in big chunks.
+        let chunk = if self.buf.capacity() == 0 { BLOCK } else { self.chunk };
+        let want = (chunk.max(old)).min((self.limit - file_end) as usize);
+        self.buf.resize(old + want, 0);
+        let n = loop {
+            match file.read_at(&mut self.buf[old..], file_end) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.buf.truncate(old);
+                    return Err(e);
+                }
+            }
+        };
+        self.buf.truncate(old + n);
+        Ok((n > 0).then_some(old))
     }
 }
 

@@ -1,14 +1,18 @@
 //! Queries: forward scans, last-N read backwards, counts, statistics and verification.
 
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 
 use seed_event::support::{apply_limit, merge_by_timestamp};
-use seed_event::{Cursor, EventStream, Limit, Query, Result, StoredEvent, Topic, TopicStats};
+use seed_event::{
+    Cursor, Error, EventStream, Limit, Query, Result, StoredEvent, Timestamp, Topic, TopicStats,
+};
 
 use crate::decode::{decode_line, try_decode};
-use crate::lines::{open_snapshot, read_err, LineReader, RevLines, Tail};
+use crate::lines::{inspect_tail, open_snapshot, read_err, LineReader, RevLines, Tail};
 use crate::meta;
 use crate::paths::{list_logs, Paths};
 use crate::prefix::{parse_prefix, Prefix};
@@ -39,13 +43,80 @@ pub(crate) fn read(dir: &Path, query: &Query) -> Result<EventStream<'static>> {
         let events = last_n(topic, path, query, n)?;
         return Ok(Box::new(events.into_iter().map(Ok)));
     }
+    let keep_open = topics.len() <= OPEN_SCANS;
     let mut streams: Vec<EventStream<'static>> = Vec::new();
     for (topic, path) in &topics {
-        if let Some(scan) = scan(topic, path, query)? {
+        if let Some(scan) = scan(topic, path, query, keep_open)? {
             streams.push(Box::new(scan));
         }
     }
-    apply_limit(merge_by_timestamp(streams), query.limit)
+    let merged = match keep_open {
+        true => merge_by_timestamp(streams),
+        false => merge_many(streams),
+    };
+    apply_limit(merged, query.limit)
+}
+
+/// Up to this many topics, a query keeps each one's log open while it
+/// streams; past it, each topic's log is opened only to read its next block
+/// (8 KiB), so a query holds at most one file open however many topics it spans.
+const OPEN_SCANS: usize = 16;
+
+/// [`merge_by_timestamp`] for many streams: the same order (by timestamp,
+/// then by stream), from a heap instead of a look at every stream's head.
+/// A stream that fails is not read further; its error comes next.
+fn merge_many(streams: Vec<EventStream<'static>>) -> EventStream<'static> {
+    let n = streams.len();
+    let mut merge = Merge {
+        streams,
+        heads: (0..n).map(|_| None).collect(),
+        heap: BinaryHeap::with_capacity(n),
+        errors: VecDeque::new(),
+    };
+    for i in 0..n {
+        merge.advance(i);
+    }
+    Box::new(merge)
+}
+
+/// The state of [`merge_many`].
+struct Merge {
+    streams: Vec<EventStream<'static>>,
+    /// Each stream's next event.
+    heads: Vec<Option<StoredEvent>>,
+    /// The heads' timestamps and streams, earliest on top.
+    heap: BinaryHeap<Reverse<(Timestamp, usize)>>,
+    errors: VecDeque<Error>,
+}
+
+impl Merge {
+    /// Reads stream `i`'s next event into its head.
+    fn advance(&mut self, i: usize) {
+        match self.streams[i].next() {
+            Some(Ok(e)) => {
+                self.heap.push(Reverse((e.event.timestamp, i)));
+                self.heads[i] = Some(e);
+            }
+            Some(Err(e)) => self.errors.push_back(e),
+            None => {}
+        }
+    }
+}
+
+impl Iterator for Merge {
+    type Item = Result<StoredEvent>;
+
+    fn next(&mut self) -> Option<Result<StoredEvent>> {
+        loop {
+            if let Some(e) = self.errors.pop_front() {
+                return Some(Err(e));
+            }
+            let Reverse((_, i)) = self.heap.pop()?;
+            let Some(event) = self.heads[i].take() else { continue };
+            self.advance(i);
+            return Some(Ok(event));
+        }
+    }
 }
 
 /// The cursor of the last event in the log at `path`.
@@ -92,8 +163,9 @@ pub(crate) fn verify(dir: &Path) -> Result<Vec<CorruptLine>> {
     Ok(out)
 }
 
-/// A forward scan of one topic, from the first line that can match.
-fn scan(topic: &Topic, path: &Path, query: &Query) -> Result<Option<TopicScan>> {
+/// A forward scan of one topic, from the first line that can match; with
+/// `keep_open` false, the log is closed once the first block is read.
+fn scan(topic: &Topic, path: &Path, query: &Query, keep_open: bool) -> Result<Option<TopicScan>> {
     let Some((file, tail)) = open_snapshot(path)? else { return Ok(None) };
     let start = start_offset(&file, &tail, query).map_err(|e| read_err(path, e))?;
     let field = |name: &str, value: &Option<String>| {
@@ -106,11 +178,20 @@ fn scan(topic: &Topic, path: &Path, query: &Query) -> Result<Option<TopicScan>> 
         .into_iter()
         .flatten()
         .collect();
+    let mut reader = LineReader::new(start, tail.end);
+    let source = match keep_open {
+        true => Source::Open(file),
+        false => {
+            reader = reader.in_blocks();
+            reader.fill(&file).map_err(|e| read_err(path, e))?;
+            Source::Reopened { last_seq: None, ceiling: tail.last.map_or(0, |p| p.seq) }
+        }
+    };
     Ok(Some(TopicScan {
         topic: topic.clone(),
         path: path.to_path_buf(),
-        file,
-        reader: LineReader::new(start, tail.end),
+        source,
+        reader,
         query: query.clone(),
         needles,
     }))
@@ -199,11 +280,55 @@ fn start_offset(file: &File, tail: &Tail, query: &Query) -> io::Result<u64> {
 struct TopicScan {
     topic: Topic,
     path: PathBuf,
-    file: File,
+    source: Source,
     reader: LineReader,
     query: Query,
     /// Texts every matching line contains (the source, the correlation id).
     needles: Vec<memchr::memmem::Finder<'static>>,
+}
+
+/// Where a [`TopicScan`] reads its log from.
+enum Source {
+    /// The log opened when the query began, kept open.
+    Open(File),
+    /// The log opened again for each block, by name. The file found may be
+    /// another one by then (a clear or retention run renamed a new log in),
+    /// so it is read on after the last sequence number read, never by offset.
+    Reopened {
+        /// The sequence number of the last line read.
+        last_seq: Option<u64>,
+        /// The log's last sequence number when the query began: later events are not part of it.
+        ceiling: u64,
+    },
+    /// Nothing more to read.
+    Done,
+}
+
+impl TopicScan {
+    /// Reopens the log and buffers its next block; `false` when there is none.
+    fn refill(&mut self) -> Result<bool> {
+        let Source::Reopened { last_seq, .. } = self.source else { return Ok(false) };
+        if self.reader.pos() >= self.reader.limit() {
+            // Everything up to the query's end was read (in this file or one it replaced).
+            return Ok(false);
+        }
+        let file = match File::open(&self.path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(Error::io(format!("opening {}", self.path.display()), e)),
+        };
+        let err = |e| read_err(&self.path, e);
+        let size = file.metadata().map_err(err)?.len();
+        let tail = inspect_tail(&file, size).map_err(err)?;
+        let start = match last_seq {
+            Some(last) => search(&file, 0, tail.end, tail.end, |p| p.seq > last),
+            None => start_offset(&file, &tail, &self.query),
+        }
+        .map_err(err)?;
+        self.reader.rewind(start);
+        self.reader.set_limit(tail.end);
+        self.reader.fill(&file).map_err(err)
+    }
 }
 
 /// Whether `line` is an event at or after `query`'s `until`, told without
@@ -229,11 +354,34 @@ impl Iterator for TopicScan {
 
     fn next(&mut self) -> Option<Result<StoredEvent>> {
         loop {
-            let (offset, line) = match self.reader.next_line(&self.file) {
+            if matches!(self.source, Source::Reopened { .. }) && !self.reader.buffered() {
+                match self.refill() {
+                    Ok(true) => {}
+                    done => {
+                        self.source = Source::Done;
+                        return done.err().map(Err);
+                    }
+                }
+            }
+            let read = match &self.source {
+                Source::Open(file) => self.reader.next_line(file),
+                Source::Reopened { .. } => Ok(self.reader.next_buffered()),
+                Source::Done => return None,
+            };
+            let (offset, line) = match read {
                 Ok(Some(x)) => x,
                 Ok(None) => return None,
                 Err(e) => return Some(Err(read_err(&self.path, e))),
             };
+            if let Source::Reopened { last_seq, ceiling } = &mut self.source {
+                if let Some(p) = parse_prefix(line) {
+                    if p.seq > *ceiling {
+                        self.source = Source::Done;
+                        return None;
+                    }
+                    *last_seq = Some(p.seq);
+                }
+            }
             // The store writes events compactly, so a line without the source's
             // (or correlation id's) exact text cannot match: skip it without parsing.
             if self.needles.iter().any(|f| f.find(line).is_none()) {
@@ -248,5 +396,72 @@ impl Iterator for TopicScan {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use seed_event::{Event, EventStore, JsonObject, Timestamp, TopicPattern};
+
+    use super::*;
+    use crate::FileStore;
+
+    /// A query over more topics than it keeps open reads each log a block at
+    /// a time, opening it again by name, and goes on after the last sequence
+    /// number it read, never at a byte offset: here a log is rewritten in
+    /// place between two blocks (as when a clear's new log gets the old
+    /// inode number back), and the query still returns whole events in
+    /// order, every kept one, none twice, none appended after it began.
+    #[test]
+    fn a_query_over_many_topics_goes_on_by_sequence_number_after_a_rewrite() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::open(dir.path()).unwrap();
+        let base = 1_776_340_800_000_000i64;
+        let event = |t: &Topic, n: i64| {
+            let mut payload = JsonObject::new();
+            payload.insert("n".into(), n.into());
+            payload.insert("pad".into(), "p".repeat(400).into());
+            Event::new(t.clone(), "test", payload)
+                .with_timestamp(Timestamp::from_unix_micros(base + n))
+        };
+        for i in 0..OPEN_SCANS as i64 {
+            store.append(&event(&Topic::new(format!("q.small{i}")).unwrap(), i)).unwrap();
+        }
+        let big = Topic::new("q.big").unwrap();
+        for n in 1..=100 {
+            store.append(&event(&big, 1000 + n)).unwrap();
+        }
+        let mut stream = store.read(&Query::pattern(TopicPattern::all())).unwrap();
+        let mut seqs = Vec::new();
+        for _ in 0..OPEN_SCANS + 30 {
+            let e = stream.next().unwrap().unwrap();
+            if e.event.topic == big {
+                seqs.push(e.cursor.major());
+            }
+        }
+        assert_eq!(seqs, (1..=30).collect::<Vec<_>>());
+
+        let log = dir.path().join("q.big.jsonl");
+        let text = std::fs::read(&log).unwrap();
+        let kept: Vec<u8> = text
+            .split_inclusive(|&b| b == b'\n')
+            .filter(|l| parse_prefix(l).is_some_and(|p| p.seq > 40))
+            .flatten()
+            .copied()
+            .collect();
+        std::fs::write(&log, kept).unwrap();
+        for n in 101..=105 {
+            store.append(&event(&big, 1000 + n)).unwrap();
+        }
+
+        for e in stream {
+            let e = e.unwrap();
+            assert_eq!(e.event.topic, big);
+            assert_eq!(e.event.payload["n"], 1000 + e.cursor.major() as i64, "whole events");
+            seqs.push(e.cursor.major());
+        }
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "in order, none twice: {seqs:?}");
+        assert!((41..=100).all(|s| seqs.contains(&s)), "every kept event: {seqs:?}");
+        assert_eq!(seqs.last(), Some(&100), "nothing appended after the query began");
     }
 }

@@ -2,9 +2,10 @@
 //! [`EventStore`] implementation, which hands reads, clears and consumers to
 //! their modules.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use seed_event::support::{lock, AppendCondition};
@@ -17,7 +18,8 @@ use crate::fsutil::Durability;
 use crate::lines::open_snapshot;
 use crate::paths::{list_logs, Paths};
 use crate::query::{self, CorruptLine};
-use crate::writer::{AppendSync, TopicWriter};
+use crate::writer::AppendSync;
+use crate::writers::Writers;
 use crate::{consumers, follow, retention, version, watch};
 
 /// When appends reach the disk (not just the page cache) before they return.
@@ -49,14 +51,19 @@ pub struct FileStoreConfig {
     /// When appends are synced to disk.
     pub sync: SyncPolicy,
     /// Retention limits, applied exactly by [`FileStore::enforce_retention`]; and
-    /// every [`RETENTION_CHECK_EVERY`] appends to a topic, the appending process
-    /// applies them once a topic is a tenth past a limit (so that a big log is
-    /// not rewritten for a handful of events).
+    /// the append whose sequence numbers reach a multiple of
+    /// [`RETENTION_CHECK_EVERY`] applies them once its topic is a tenth past a
+    /// limit (so that a big log is not rewritten for a handful of events).
     pub retention: Retention,
     /// Wake followers with inotify (when `false`, or when inotify is unavailable, they poll).
     pub inotify: bool,
     /// How often followers look for new events when they poll.
     pub poll_interval: Duration,
+    /// How many topics' logs the store keeps open for appending (one file
+    /// descriptor each); past it, the least recently appended-to is closed
+    /// (once its append in progress, if any, returns), and the next append
+    /// to it opens it again with the full check.
+    pub open_writers: NonZeroUsize,
 }
 
 impl Default for FileStoreConfig {
@@ -66,6 +73,7 @@ impl Default for FileStoreConfig {
             retention: Retention::default(),
             inotify: true,
             poll_interval: Duration::from_millis(5),
+            open_writers: DEFAULT_OPEN_WRITERS,
         }
     }
 }
@@ -88,9 +96,23 @@ impl FileStoreConfig {
         self.inotify = inotify;
         self
     }
+
+    /// This configuration keeping at most `n` topic writers open.
+    pub fn open_writers(mut self, n: NonZeroUsize) -> FileStoreConfig {
+        self.open_writers = n;
+        self
+    }
 }
 
-/// How many appends to a topic pass between two retention checks by one process.
+/// The default of [`FileStoreConfig::open_writers`]: 64 file descriptors,
+/// a sixteenth of the usual soft limit of 1,024 open files.
+pub const DEFAULT_OPEN_WRITERS: NonZeroUsize = match NonZeroUsize::new(64) {
+    Some(n) => n,
+    None => unreachable!(),
+};
+
+/// A topic's retention limits are checked by the append whose sequence
+/// numbers reach a multiple of this (by whichever process makes it).
 pub const RETENTION_CHECK_EVERY: u64 = 1024;
 
 /// The default events directory: `$SEED_EVENTS_DIR`, else
@@ -107,14 +129,12 @@ pub fn default_events_dir() -> PathBuf {
     home.join(".local").join("share").join("seed").join("events")
 }
 
-type WriterSlot = Arc<Mutex<(TopicWriter, u64)>>;
-
 /// The file store: see the [crate documentation](crate).
 pub struct FileStore {
     dir: PathBuf,
     config: FileStoreConfig,
-    /// Per topic: the writer and the appends since the last retention check.
-    writers: Mutex<HashMap<Topic, WriterSlot>>,
+    /// The topic writers kept open.
+    writers: Writers,
     /// The inotify instance the store's followers share, while any is alive.
     pub(crate) watcher: Mutex<std::sync::Weak<watch::Watcher>>,
 }
@@ -137,9 +157,9 @@ impl FileStore {
             ));
         }
         Ok(FileStore {
+            writers: Writers::new(&dir, config.open_writers),
             dir,
             config,
-            writers: Mutex::new(HashMap::new()),
             watcher: Mutex::new(std::sync::Weak::new()),
         })
     }
@@ -154,20 +174,6 @@ impl FileStore {
         &self.config
     }
 
-    fn writer(&self, topic: &Topic) -> WriterSlot {
-        let mut writers = lock(&self.writers);
-        // Look up before `entry`, which would copy the topic name on every append.
-        if let Some(slot) = writers.get(topic) {
-            return slot.clone();
-        }
-        writers
-            .entry(topic.clone())
-            .or_insert_with(|| {
-                Arc::new(Mutex::new((TopicWriter::new(&self.dir, topic.clone()), 0)))
-            })
-            .clone()
-    }
-
     fn paths(&self, topic: &Topic) -> Paths {
         Paths::new(&self.dir, topic.as_str())
     }
@@ -180,9 +186,8 @@ impl FileStore {
         condition: AppendCondition,
         sync: AppendSync,
     ) -> Result<u64> {
-        let slot = self.writer(topic);
-        let mut guard = lock(&slot);
-        let (writer, since_check) = &mut *guard;
+        let slot = self.writers.get(topic);
+        let mut writer = lock(&slot);
         if !writer.is_open() {
             version::ensure_writable(&self.dir, self.durable())?;
         }
@@ -192,16 +197,18 @@ impl FileStore {
             condition.check(topic, locked.last_cursor())?;
             locked.append(events, sync)?
         };
-        *since_check += events.len() as u64;
-        if *since_check >= RETENTION_CHECK_EVERY && !self.config.retention.is_unlimited() {
-            *since_check = 0;
+        let last = first + events.len() as u64 - 1;
+        let check = (first - 1) / RETENTION_CHECK_EVERY != last / RETENTION_CHECK_EVERY;
+        if check && !self.config.retention.is_unlimited() {
             let limits = self.config.retention.limits(topic).clone();
             let due = retention::retention_due(&self.paths(topic), &limits);
-            if let Err(e) =
-                due.and_then(
-                    |due| if due { retention::enforce_limits(writer, &limits) } else { Ok(0) },
-                )
-            {
+            if let Err(e) = due.and_then(|due| {
+                if due {
+                    retention::enforce_limits(&mut writer, &limits)
+                } else {
+                    Ok(0)
+                }
+            }) {
                 log::warn!("retention of topic {topic} failed: {e}");
             }
         }
@@ -220,9 +227,8 @@ impl FileStore {
             if limits.is_unlimited() {
                 continue;
             }
-            let slot = self.writer(&topic);
-            let mut guard = lock(&slot);
-            removed += retention::enforce_limits(&mut guard.0, &limits)?;
+            let slot = self.writers.get(&topic);
+            removed += retention::enforce_limits(&mut lock(&slot), &limits)?;
         }
         Ok(removed)
     }
@@ -353,9 +359,9 @@ impl EventStore for FileStore {
         let before = what.before.map(|t| t.unix_micros());
         let mut removed = 0;
         for (topic, limit) in limits {
-            let slot = self.writer(&topic);
-            let mut guard = lock(&slot);
-            let mut locked = guard.0.lock_strict()?;
+            let slot = self.writers.get(&topic);
+            let mut writer = lock(&slot);
+            let mut locked = writer.lock_strict()?;
             removed += retention::clear_up_to(&mut locked, limit, before)?;
         }
         Ok(removed)
@@ -401,6 +407,42 @@ mod tests {
             let first_synced = usize::from(policy == SyncPolicy::Batch);
             assert_eq!(take_syncs(), [2 * per_batch, 0, first_synced], "{policy:?}: two batches");
         }
+    }
+
+    /// A store keeps at most `open_writers` topic writers: the least recently
+    /// used goes (its log closed), and the next append to its topic opens the
+    /// log again with the full check. A clear by another process (here
+    /// another store) that replaced the log in between is seen: numbering
+    /// goes on after the cleared events, and the event lands in the new log.
+    #[test]
+    fn writers_past_the_limit_are_closed_and_reopened_with_the_full_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = FileStoreConfig {
+            open_writers: NonZeroUsize::new(2).unwrap(),
+            ..FileStoreConfig::default()
+        };
+        let s = FileStore::open_with(dir.path(), config).unwrap();
+        let [a, b, c] = ["lru.a", "lru.b", "lru.c"].map(|t| Topic::new(t).unwrap());
+        for _ in 0..3 {
+            s.append(&event(&a)).unwrap();
+        }
+        s.append(&event(&b)).unwrap();
+        s.append(&event(&a)).unwrap();
+        s.append(&event(&c)).unwrap();
+        assert_eq!(s.writers.len(), 2);
+        assert!(s.writers.holds(&a) && s.writers.holds(&c), "b was the least recently used");
+        s.append(&event(&b)).unwrap();
+        assert!(!s.writers.holds(&a), "then a was");
+
+        let other = FileStore::open(dir.path()).unwrap();
+        assert_eq!(other.clear(&Clear { topic: Some(a.clone()), before: None }).unwrap(), 4);
+        let log = dir.path().join("lru.a.jsonl");
+        let replaced = std::fs::metadata(&log).unwrap().len();
+        assert_eq!(replaced, 0, "the clear renamed an empty log in");
+        assert_eq!(s.append(&event(&a)).unwrap(), Cursor::new(5, 0));
+        let got = s.query(&Query::topic(&a)).unwrap();
+        assert_eq!(got.iter().map(|e| e.cursor).collect::<Vec<_>>(), vec![Cursor::new(5, 0)]);
+        assert_eq!(s.last_cursor(&b).unwrap(), Some(Cursor::new(2, 0)));
     }
 
     /// Under `batch` and `always` a consumer commit syncs its position file

@@ -127,6 +127,24 @@ impl Watcher {
         })
     }
 
+    /// Makes the directory's watch report appends to any file, for logs
+    /// that cannot be watched one by one (the user's watches are used up).
+    fn watch_any_file(&self, st: &mut State) {
+        // SAFETY: as in `Watcher::new`; the same watch, with a wider mask.
+        let wd = unsafe {
+            libc::inotify_add_watch(self.fd.as_raw_fd(), self.dir.as_ptr(), NAMES | CONTENT)
+        };
+        if wd >= 0 {
+            st.dir_content = true;
+        }
+    }
+
+    /// Watches no more logs one by one, as when the user's watches are used up.
+    #[cfg(test)]
+    pub(crate) fn stop_watching_logs(&self) {
+        self.watch_any_file(&mut lock(&self.state));
+    }
+
     /// Reads what the instance holds, waiting up to `timeout` for something;
     /// records it and wakes the waiting followers.
     fn read(&self, timeout: Duration) -> io::Result<()> {
@@ -213,6 +231,9 @@ pub(crate) struct Watch {
     logs: HashSet<i32>,
     /// The generation up to which it has looked.
     seen: u64,
+    /// The watches of its logs appended to since [`Watch::take_appended`]
+    /// last gave them; `None` if it cannot tell which.
+    appended: Option<Vec<i32>>,
 }
 
 impl Drop for Watch {
@@ -228,7 +249,13 @@ impl Watch {
     /// sees every change (watch first, then look).
     pub(crate) fn new(watcher: Arc<Watcher>, pattern: &TopicPattern) -> Watch {
         let seen = lock(&watcher.state).generation;
-        Watch { watcher, pattern: pattern.clone(), logs: HashSet::new(), seen }
+        Watch {
+            watcher,
+            pattern: pattern.clone(),
+            logs: HashSet::new(),
+            seen,
+            appended: Some(Vec::new()),
+        }
     }
 
     /// Watches the log `file`, opened at `path`, for appends; call it before
@@ -273,15 +300,11 @@ impl Watch {
             Err(e) => e,
         };
         log::warn!(
-            "cannot watch {} ({e}); followers wake on appends to any file of the directory instead",
+            "cannot watch {} ({e}); followers wake on appends to any file of the directory \
+             instead (fs.inotify.max_user_watches is the usual limit)",
             path.display()
         );
-        // SAFETY: as in `Watcher::new`; the same watch, with a wider mask.
-        let wd =
-            unsafe { libc::inotify_add_watch(w.fd.as_raw_fd(), w.dir.as_ptr(), NAMES | CONTENT) };
-        if wd >= 0 {
-            st.dir_content = true;
-        }
+        w.watch_any_file(&mut st);
         None
     }
 
@@ -333,6 +356,25 @@ impl Watch {
                 .is_some_and(|t| self.pattern.matches(&t))
     }
 
+    /// The watches of the follower's logs appended to since the last call,
+    /// as [`Watch::wait`] found them; `None` if it could not tell which (the
+    /// kernel's queue overflowed, or logs are not watched one by one).
+    pub(crate) fn take_appended(&mut self) -> Option<Vec<i32>> {
+        self.appended.replace(Vec::new())
+    }
+
+    /// Notes which of the follower's logs were appended to since it last looked.
+    fn note_appended(&mut self, st: &State) {
+        let Some(appended) = &mut self.appended else { return };
+        if st.lost > self.seen || (st.dir_content && st.any_append > self.seen) {
+            self.appended = None;
+            return;
+        }
+        let seen = self.seen;
+        appended
+            .extend(self.logs.iter().filter(|wd| st.appended.get(wd).is_some_and(|&g| g > seen)));
+    }
+
     /// Waits until one of the follower's logs changes or `timeout` passes.
     pub(crate) fn wait(&mut self, timeout: Duration) -> io::Result<Wake> {
         let deadline = Instant::now() + timeout;
@@ -346,6 +388,9 @@ impl Watch {
             let now = Instant::now();
             let late = now >= deadline;
             if wake.any() || (late && (looked || st.reading)) {
+                if wake.appended {
+                    self.note_appended(&st);
+                }
                 self.seen = st.generation;
                 return Ok(wake);
             }

@@ -168,7 +168,91 @@ fn child_main(role: &str) {
                 }
             }
         }
+        // Under a limit of 256 open files: appends EACH events to each of
+        // TOPICS topics, round-robin; queries them all; follows them all from
+        // the beginning; follows them live while one more event goes to each.
+        // Prints `peak-fds <n>` at the end.
+        "many-topics" => {
+            let (topics, each): (u64, u64) = (var("STORE_FILE_TOPICS"), var("STORE_FILE_EACH"));
+            // SAFETY: a plain call setting this process's limit.
+            unsafe {
+                let lim = libc::rlimit { rlim_cur: 256, rlim_max: 256 };
+                assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
+            }
+            let names: Vec<Topic> =
+                (0..topics).map(|i| topic(&format!("task.{i}.status"))).collect();
+            let mut peak = open_fds();
+            let publish = |round: u64, peak: &mut usize| {
+                for (i, t) in names.iter().enumerate() {
+                    let payload = obj(json!({"i": i, "round": round}));
+                    store.append(&Event::new(t.clone(), "many", payload)).unwrap();
+                    if i % 500 == 0 {
+                        *peak = (*peak).max(open_fds());
+                    }
+                }
+            };
+            for round in 0..each {
+                publish(round, &mut peak);
+            }
+            let all = TopicPattern::all();
+            let queried: Vec<StoredEvent> =
+                store.query(&Query::pattern(all.clone())).unwrap().into_iter().collect();
+            check_every_event("the query", &queried, topics, 0..each);
+            let mut from_start = store.follow(&all, FollowFrom::start(Start::Beginning)).unwrap();
+            let followed = take(&mut *from_start, (topics * each) as usize, &mut peak);
+            check_every_event("the follower from the beginning", &followed, topics, 0..each);
+            let mut live = store.follow(&all, FollowFrom::start(Start::New)).unwrap();
+            publish(each, &mut peak);
+            let new = take(&mut *live, topics as usize, &mut peak);
+            check_every_event("the live follower", &new, topics, each..each + 1);
+            let rest = take(&mut *from_start, topics as usize, &mut peak);
+            check_every_event(
+                "the follower from the beginning, live",
+                &rest,
+                topics,
+                each..each + 1,
+            );
+            println!("peak-fds {peak}");
+        }
         other => panic!("unknown child role {other:?}"),
+    }
+}
+
+/// How many files this process has open.
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
+}
+
+/// `n` events from `follower` (within [`DEADLINE`]), noting the open files.
+fn take(follower: &mut dyn seed_event::Follower, n: usize, peak: &mut usize) -> Vec<StoredEvent> {
+    let mut got = Vec::new();
+    let deadline = Instant::now() + DEADLINE;
+    while got.len() < n && Instant::now() < deadline {
+        got.extend(follower.next_batch(n - got.len(), Duration::from_millis(200)).unwrap());
+        *peak = (*peak).max(open_fds());
+    }
+    got
+}
+
+/// Checks that `events` are exactly one event of each round in `rounds` for
+/// each of `topics` topics (as the `many-topics` child appends them), each
+/// topic's in order.
+fn check_every_event(
+    what: &str,
+    events: &[StoredEvent],
+    topics: u64,
+    rounds: std::ops::Range<u64>,
+) {
+    let mut per_topic: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+    for e in events {
+        let i = e.event.payload["i"].as_u64().unwrap();
+        assert_eq!(e.event.topic.as_str(), format!("task.{i}.status"), "{what}");
+        per_topic.entry(i).or_default().push(e.event.payload["round"].as_u64().unwrap());
+    }
+    let want: Vec<u64> = rounds.collect();
+    assert_eq!(per_topic.len() as u64, topics, "{what}: every topic's events");
+    for (i, got) in &per_topic {
+        assert_eq!(got, &want, "{what}: topic {i}: each event once, in order");
     }
 }
 
@@ -494,6 +578,28 @@ fn follower_in_another_process_sees_appends_clears_and_retention() {
     assert!(seen.windows(2).all(|p| p[0].cursor < p[1].cursor), "in order, nothing twice");
 }
 
+/// With at most 256 open files, one process appends three events to each of
+/// 10,000 topics, round-robin; a query over them all returns every event; a
+/// follower from the beginning returns every event once; a live follower of
+/// them all sees one more event appended to each, as does the first.
+fn ten_thousand_topics_with_256_open_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let vars = [
+        ("STORE_FILE_TOPIC", "unused".to_string()),
+        ("STORE_FILE_TOPICS", "10000".to_string()),
+        ("STORE_FILE_EACH", "3".to_string()),
+    ];
+    let mut cmd = child("many-topics", dir.path(), &vars);
+    let out = cmd.output().unwrap();
+    let out = expect_success("the process of 10,000 topics", &cmd, out);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let peak: usize = text
+        .lines()
+        .find_map(|l| l.strip_prefix("peak-fds ").and_then(|n| n.parse().ok()))
+        .unwrap_or_else(|| panic!("no peak-fds line in {text:?}"));
+    println!("10,000 topics: at most {peak} files open");
+}
+
 type Case = (&'static str, fn());
 
 const CASES: &[Case] = &[
@@ -512,6 +618,7 @@ const CASES: &[Case] = &[
         "appends_cut_short_by_the_file_size_limit_are_taken_back_whole",
         appends_cut_short_by_the_file_size_limit_are_taken_back_whole,
     ),
+    ("ten_thousand_topics_with_256_open_files", ten_thousand_topics_with_256_open_files),
 ];
 
 fn main() {

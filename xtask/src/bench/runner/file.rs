@@ -29,6 +29,11 @@ const SYNC_ALWAYS: &str = "file: sync=always, one per call";
 const SYNC_ALWAYS_RATIO: &str = "file: sync=always / fdatasync per line";
 const SYNC_BATCH: &str = "file: sync=batch, batches of 1,000";
 const SYNC_BATCH_RATIO: &str = "file: sync=batch / fdatasync per 1,000";
+const ROUND_ROBIN: &str = "file: publish to 10,000 topics round-robin";
+const ROUND_ROBIN_FILES: &str = "file: 10,000 topics round-robin, peak open files";
+/// The topics of the round-robin scenario: one per entity, more than a
+/// process may keep open under a low `ulimit -n`.
+const ROUND_ROBIN_TOPICS: usize = 10_000;
 
 /// The scenarios of [`publish`].
 pub fn publish_specs() -> Vec<Spec> {
@@ -45,6 +50,8 @@ pub fn publish_specs() -> Vec<Spec> {
         Spec::with(SYNC_ALWAYS_RATIO, "ratio", Target::new(Op::AtLeast, 0.8, ">= 0.8x")),
         Spec::info(SYNC_BATCH, "events/s"),
         Spec::with(SYNC_BATCH_RATIO, "ratio", Target::new(Op::AtLeast, 0.8, ">= 0.8x")),
+        Spec::info(ROUND_ROBIN, "events/s"),
+        Spec::with(ROUND_ROBIN_FILES, "files", Target::new(Op::AtMost, 256.0, "<= 256")),
     ]
 }
 
@@ -135,6 +142,39 @@ impl Drop for Publisher {
     }
 }
 
+/// Publishes `n` events one per call to [`ROUND_ROBIN_TOPICS`] topics in
+/// turn, in a fresh store at `dir`; returns the events per second and the
+/// most files the process had open (counted between chunks of 1,000
+/// appends, outside the clock, like building and freeing the events).
+fn round_robin(dir: &Path, n: usize) -> Result<(f64, f64)> {
+    let _ = std::fs::remove_dir_all(dir);
+    let store = open(dir, SyncPolicy::Never)?;
+    let makers = (0..ROUND_ROBIN_TOPICS)
+        .map(|i| Ok(Maker::new(&topic(&format!("bench.task.{i}.status"))?)))
+        .collect::<Result<Vec<Maker>>>()?;
+    let open_files = || std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count());
+    let mut peak = open_files();
+    let mut elapsed = Duration::ZERO;
+    let mut done = 0;
+    while done < n {
+        let k = (n - done).min(1000);
+        let events: Vec<Event> = (done..done + k)
+            .map(|i| makers[i % ROUND_ROBIN_TOPICS].event("bench", i as u64, None))
+            .collect();
+        let start = Instant::now();
+        for event in &events {
+            store.append(event)?;
+        }
+        elapsed += start.elapsed();
+        drop(events);
+        peak = peak.max(open_files());
+        done += k;
+    }
+    drop(store);
+    let _ = std::fs::remove_dir_all(dir);
+    Ok((per_second(n, elapsed), peak as f64))
+}
+
 /// How many turns each side of a pair takes within one run.
 const TURNS: usize = 5;
 
@@ -205,6 +245,10 @@ pub fn publish(plan: &Plan, work: &Path, rows: &mut Vec<Row>) -> Result<()> {
         put(LIMIT_FSYNC_1000, fsync_1000 * 1000.0);
         put(SYNC_BATCH, batch_sync * 1000.0);
         put(SYNC_BATCH_RATIO, batch_sync / fsync_1000);
+
+        let (rate, files) = round_robin(&d("publish-round-robin"), n)?;
+        put(ROUND_ROBIN, rate);
+        put(ROUND_ROBIN_FILES, files);
     }
     let _ = std::fs::remove_dir_all(&limits_dir);
     let pair = |what: &str| {
@@ -230,6 +274,15 @@ pub fn publish(plan: &Plan, work: &Path, rows: &mut Vec<Row>) -> Result<()> {
             format!("{} batches per run, built and freed outside the clock", plan.sync_batches),
         ),
         (SYNC_BATCH_RATIO, pair("fdatasync per 1,000 lines")),
+        (
+            ROUND_ROBIN,
+            format!(
+                "{n} events of ~390 bytes per run, one per call, to {ROUND_ROBIN_TOPICS} topics \
+                 in turn; the store keeps 64 logs open",
+                n = plan.publish_n
+            ),
+        ),
+        (ROUND_ROBIN_FILES, "all files of the process, counted every 1,000 appends".to_string()),
     ];
     for s in &specs {
         let values = v.get(s.name).map(Vec::as_slice).unwrap_or(&[]);
