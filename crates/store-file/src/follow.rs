@@ -427,7 +427,8 @@ fn head(dir: &Path, topic: &Topic, path: &Path) -> Result<u64> {
 
 impl Follower for FileFollower {
     fn next_batch(&mut self, max: usize, timeout: Duration) -> Result<Vec<StoredEvent>> {
-        let deadline = Instant::now() + timeout;
+        // A timeout past what the clock can hold means no deadline.
+        let deadline = Instant::now().checked_add(timeout);
         let mut out = Vec::new();
         loop {
             self.note_appends();
@@ -440,20 +441,21 @@ impl Follower for FileFollower {
             if !out.is_empty() || max == 0 {
                 return Ok(out);
             }
-            let now = Instant::now();
-            if now >= deadline {
+            let left =
+                deadline.map_or(Duration::MAX, |d| d.saturating_duration_since(Instant::now()));
+            if left.is_zero() {
                 return Ok(out);
             }
             match &mut self.inotify {
                 Some(inotify) => {
                     let until_rescan = RESCAN_EVERY.saturating_sub(self.listed.elapsed());
                     let wake = inotify
-                        .wait((deadline - now).min(until_rescan))
+                        .wait(left.min(until_rescan))
                         .map_err(|e| Error::io(format!("waiting on {}", self.dir.display()), e))?;
                     self.rescan |= wake.rescan;
                     self.wakes += u64::from(wake.any());
                 }
-                None => std::thread::sleep((deadline - now).min(self.settings.poll_interval)),
+                None => std::thread::sleep(left.min(self.settings.poll_interval)),
             }
         }
     }
@@ -462,6 +464,18 @@ impl Follower for FileFollower {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_timeout_past_the_clock_is_no_deadline() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::open(dir.path()).unwrap();
+        let t = seed_event::Topic::new("max").unwrap();
+        store.append(&Event::new(t.clone(), "s", JsonObject::new())).unwrap();
+        let pattern = seed_event::TopicPattern::new("max").unwrap();
+        let mut f =
+            store.follow(&pattern, FollowFrom::start(seed_event::Start::Beginning)).unwrap();
+        assert_eq!(f.next_batch(10, Duration::MAX).unwrap().len(), 1);
+    }
 
     use std::sync::Arc;
 
