@@ -286,6 +286,14 @@ pub async fn history(
                 return;
             }
         };
+        // A store that fails at once (e.g. Redis gone) still gets its status.
+        let mut events = events.peekable();
+        if let Some(Err(_)) = events.peek() {
+            if let Some(Err(e)) = events.next() {
+                let _ = first_tx.send(Err(e.into()));
+            }
+            return;
+        }
         let _ = first_tx.send(Ok(()));
         let mut events = events.filter(move |item| match item {
             Ok(e) => positions.get(&e.event.topic).is_none_or(|c| e.cursor > *c),

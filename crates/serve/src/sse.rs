@@ -282,7 +282,8 @@ pub async fn subscribe(
     let mut shutdown = app.shutdown.clone();
     let stream = async_stream::stream! {
         let _counted = Counted::new(metrics.clone());
-        yield Ok::<_, Infallible>(SseEvent::default().comment("listening"));
+        // The id names the start, so a client that drops before any event resumes without a gap.
+        yield Ok::<_, Infallible>(SseEvent::default().comment("listening").id(resume.token()));
         let mut ended = false;
         if let Some(mut steps) = catching_up {
             while !ended {

@@ -164,7 +164,10 @@ async function readStream(response, status) {
         else if (line.startsWith("event:")) kind = line.slice(6).trim();
         else if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""));
       }
-      if (!data.length) continue;
+      if (!data.length) {
+        if (id) lastId = id;
+        continue;
+      }
       if (kind === "error") {
         setPill(status, JSON.parse(data.join("\n")).error, "warn");
         continue;
