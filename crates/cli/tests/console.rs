@@ -78,7 +78,11 @@ impl Browser {
         let response = match method {
             "GET" => self.agent.get(&url).call(),
             "DELETE" => self.agent.delete(&url).call(),
-            _ => self.agent.post(&url).header("Content-Type", "application/json").send(body.to_string().as_bytes()),
+            _ => self
+                .agent
+                .post(&url)
+                .header("Content-Type", "application/json")
+                .send(body.to_string().as_bytes()),
         };
         let mut response = response.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
         let status = response.status().as_u16();
@@ -102,8 +106,14 @@ impl Browser {
     }
 
     fn element(&self, css: &str) -> String {
-        let found = self.session("POST", "/element", json!({"using": "css selector", "value": css}));
-        found.as_object().and_then(|o| o.values().next()).and_then(Value::as_str).expect("element id").to_string()
+        let found =
+            self.session("POST", "/element", json!({"using": "css selector", "value": css}));
+        found
+            .as_object()
+            .and_then(|o| o.values().next())
+            .and_then(Value::as_str)
+            .expect("element id")
+            .to_string()
     }
 
     fn type_into(&self, css: &str, text: &str) {
@@ -118,19 +128,28 @@ impl Browser {
     }
 
     fn text(&self, css: &str) -> String {
-        let script = format!("const e = document.querySelector({css:?}); return e ? e.textContent : null;");
+        let script =
+            format!("const e = document.querySelector({css:?}); return e ? e.textContent : null;");
         self.eval(&script).as_str().unwrap_or_default().to_string()
     }
 
     /// The browser console's entries so far.
     fn logs(&self) -> Vec<Value> {
-        self.session("POST", "/se/log", json!({"type": "browser"})).as_array().cloned().unwrap_or_default()
+        self.session("POST", "/se/log", json!({"type": "browser"}))
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
     }
 
     fn screenshot(&self, name: &str) -> PathBuf {
         let png = self.session("GET", "/screenshot", json!({}));
-        let bytes = base64::engine::general_purpose::STANDARD.decode(png.as_str().expect("base64")).expect("PNG");
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).parent().expect("target dir").join("console");
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(png.as_str().expect("base64"))
+            .expect("PNG");
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .parent()
+            .expect("target dir")
+            .join("console");
         std::fs::create_dir_all(&dir).expect("target/console");
         let path = dir.join(name);
         std::fs::write(&path, bytes).expect("write screenshot");
@@ -163,13 +182,16 @@ fn the_console_shows_live_events_and_publishes_in_a_real_browser() {
     // A published event shows in the live tail.
     let marker = "tail-check-4711";
     let published = Instant::now();
-    let event = s.publish("task.completed", json!({"payload": {"marker": marker}, "source": "hermes"}));
+    let event =
+        s.publish("task.completed", json!({"payload": {"marker": marker}, "source": "hermes"}));
     wait_until("the event in the live tail", || browser.text("#tail").contains(marker));
     eprintln!("published → shown in the live tail: {:?}", published.elapsed());
 
     // Its full JSON on click.
     browser.click("#tail li.event-row");
-    wait_until("the event's JSON", || browser.text("#detail").contains(event["id"].as_str().unwrap()));
+    wait_until("the event's JSON", || {
+        browser.text("#detail").contains(event["id"].as_str().unwrap())
+    });
 
     // The publish form writes to the store, and the event comes back through the tail.
     browser.type_into("#publish-topic", "console.test");
@@ -178,7 +200,10 @@ fn the_console_shows_live_events_and_publishes_in_a_real_browser() {
     wait_until("the publish result", || browser.text("#publish-result").starts_with("Published"));
     let stored = s.history("topic=console.test");
     assert_eq!(stored.len(), 1);
-    assert_eq!((stored[0]["payload"]["from"].as_str(), stored[0]["source"].as_str()), (Some("the form"), Some("console")));
+    assert_eq!(
+        (stored[0]["payload"]["from"].as_str(), stored[0]["source"].as_str()),
+        (Some("the form"), Some("console"))
+    );
     wait_until("the form's event in the tail", || browser.text("#tail").contains("the form"));
     // A payload that is not JSON is refused in the page, and nothing is sent.
     browser.type_into("#publish-payload", "{oops");
@@ -199,10 +224,13 @@ fn the_console_shows_live_events_and_publishes_in_a_real_browser() {
     browser.click("#theme");
     browser.screenshot("console-1280-dark.png");
     browser.session("POST", "/window/rect", json!({"width": 390, "height": 844}));
-    let overflow = browser.eval("return document.documentElement.scrollWidth - document.documentElement.clientWidth;");
+    let overflow = browser.eval(
+        "return document.documentElement.scrollWidth - document.documentElement.clientWidth;",
+    );
     assert_eq!(overflow, json!(0), "the page scrolls sideways at phone width");
     browser.screenshot("console-phone.png");
 
-    let errors: Vec<Value> = browser.logs().into_iter().filter(|l| l["level"] == "SEVERE").collect();
+    let errors: Vec<Value> =
+        browser.logs().into_iter().filter(|l| l["level"] == "SEVERE").collect();
     assert!(errors.is_empty(), "the browser console has errors: {errors:#?}");
 }

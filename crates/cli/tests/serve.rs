@@ -215,7 +215,12 @@ fn a_store_that_cannot_be_reached_answers_503_without_its_password() {
     let dir = Dir::with_redis(redis.url());
     let mut s = Served::start_env(&dir, &[], &[("RUST_LOG", "debug")]);
     s.publish("a", json!({"payload": {}, "source": "s"}));
+    let stream = s.stream("topic=a", None);
+    stream.listening();
     drop(redis);
+    // The pattern's follower gives up after its retries: the stream ends with an error event.
+    let items = stream.until_end();
+    assert!(matches!(items.last(), Some(Item::Error(_))), "{items:?}");
     let (status, text) =
         s.post("/v1/topics/a/events", "application/json", br#"{"payload": {}, "source": "s"}"#);
     assert_eq!(status, 503, "{text}");
@@ -299,6 +304,10 @@ fn resume_loses_and_repeats_nothing(dir: &Dir) {
     // And live events keep coming after the resumed history, each once.
     let live = s.publish("r.b", json!({"payload": {"n": 99}, "source": "s"}));
     assert_eq!(stream_events(&second, 1)[0]["id"], live["id"]);
+
+    // An id this server did not give is refused.
+    assert_eq!(s.stream("topic=r.*", Some("no-token")).status(), 400);
+    assert_eq!(s.stream("topic=x.*", Some(&last_id)).status(), 400, "a token of other topics");
 
     // A stream that dropped before any event resumes from the id of its `: listening`.
     let idle = s.stream("topic=q.*", None);

@@ -49,7 +49,11 @@ impl Wire {
 }
 
 struct Hub {
-    sender: broadcast::Sender<Arc<Wire>>,
+    /// Weak: the subscription's handler holds the only strong sender, so the
+    /// streams see the channel close when the subscription stops.
+    sender: broadcast::WeakSender<Arc<Wire>>,
+    /// Tells this hub from one that replaced it for the same pattern.
+    generation: u64,
     streams: usize,
     subscription: Option<Subscription>,
 }
@@ -60,18 +64,26 @@ pub struct Hubs {
     capacity: usize,
     metrics: Arc<Metrics>,
     hubs: Mutex<HashMap<TopicPattern, Hub>>,
+    generations: std::sync::atomic::AtomicU64,
 }
 
 /// A stream's hold on its pattern's hub; the last one to go stops the hub.
 pub struct HubLease {
     hubs: Arc<Hubs>,
     pattern: TopicPattern,
+    generation: u64,
 }
 
 impl Hubs {
     /// No hubs yet; each will hold up to `capacity` events for its slowest stream.
     pub fn new(bus: Arc<EventBus>, capacity: usize, metrics: Arc<Metrics>) -> Hubs {
-        Hubs { bus, capacity, metrics, hubs: Mutex::new(HashMap::new()) }
+        Hubs {
+            bus,
+            capacity,
+            metrics,
+            hubs: Mutex::new(HashMap::new()),
+            generations: std::sync::atomic::AtomicU64::new(0),
+        }
     }
 
     /// Joins (or starts) the hub of `pattern`: every event appended after
@@ -82,28 +94,44 @@ impl Hubs {
         pattern: &TopicPattern,
     ) -> bus::Result<(HubLease, broadcast::Receiver<Arc<Wire>>)> {
         let mut hubs = self.hubs.lock().unwrap_or_else(|p| p.into_inner());
-        let receiver = match hubs.get_mut(pattern) {
-            Some(hub) => {
+        let live = hubs.get_mut(pattern).and_then(|hub| Some((hub.sender.upgrade()?, hub)));
+        let receiver = match live {
+            Some((sender, hub)) => {
                 hub.streams += 1;
-                hub.sender.subscribe()
+                sender.subscribe()
             }
             None => {
-                let (sender, receiver) = broadcast::channel(self.capacity);
-                let tx = sender.clone();
+                // No hub, or one whose subscription stopped (its streams have ended).
+                let (tx, receiver) = broadcast::channel(self.capacity);
+                let sender = tx.downgrade();
                 let subscription = self.bus.subscribe(pattern, StartAt::New, move |e| {
                     // No receiver is fine: the hub is about to stop.
                     let _ = tx.send(Arc::new(Wire::new(e)));
                     Ok(())
                 })?;
-                self.metrics.followers.fetch_add(1, Ordering::Relaxed);
-                hubs.insert(
+                let old = hubs.insert(
                     pattern.clone(),
-                    Hub { sender, streams: 1, subscription: Some(subscription) },
+                    Hub {
+                        sender,
+                        generation: self.generations.fetch_add(1, Ordering::Relaxed),
+                        streams: 1,
+                        subscription: Some(subscription),
+                    },
                 );
+                match old {
+                    // Its streams' leases no longer count here; stop its thread off the lock.
+                    Some(old) => {
+                        std::thread::spawn(move || drop(old.subscription));
+                    }
+                    None => {
+                        self.metrics.followers.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
                 receiver
             }
         };
-        Ok((HubLease { hubs: self.clone(), pattern: pattern.clone() }, receiver))
+        let generation = hubs.get(pattern).map_or(0, |hub| hub.generation);
+        Ok((HubLease { hubs: self.clone(), pattern: pattern.clone(), generation }, receiver))
     }
 
     /// Stops every hub (at shutdown).
@@ -117,6 +145,9 @@ impl Drop for HubLease {
     fn drop(&mut self) {
         let mut hubs = self.hubs.hubs.lock().unwrap_or_else(|p| p.into_inner());
         let Some(hub) = hubs.get_mut(&self.pattern) else { return };
+        if hub.generation != self.generation {
+            return; // a hub that replaced ours
+        }
         hub.streams -= 1;
         if hub.streams > 0 {
             return;
@@ -326,7 +357,12 @@ pub async fn subscribe(
                             )));
                             break;
                         }
-                        Err(broadcast::error::RecvError::Closed) => break,
+                        Err(broadcast::error::RecvError::Closed) => {
+                            yield Ok(error_event(
+                                "the store follower of this pattern stopped (see the server's log); reconnect with Last-Event-ID to resume",
+                            ));
+                            break;
+                        }
                     },
                 }
             }
