@@ -454,6 +454,97 @@ fn a_slow_stream_is_cut_off_without_delaying_the_others() {
 }
 
 #[test]
+fn idle_streams_get_keep_alive_comments_and_cors_is_off_unless_asked() {
+    let dir = Dir::new();
+    let s = Served::start(&dir, &["--keep-alive-ms", "50"]);
+    let stream = s.stream("topic=a", None);
+    stream.listening();
+    assert_eq!(stream.next(), Item::Comment);
+    assert_eq!(stream.next(), Item::Comment);
+
+    let agent: ureq::Agent =
+        ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let allowed = |s: &Served| {
+        let response = agent
+            .get(format!("{}/v1/topics", s.base))
+            .header("Origin", "https://app.example")
+            .call()
+            .unwrap();
+        response
+            .headers()
+            .get("access-control-allow-origin")
+            .map(|v| v.to_str().unwrap().to_string())
+    };
+    assert_eq!(allowed(&s), None);
+    let with_cors = Served::start(&dir, &["--cors", "https://app.example"]);
+    assert_eq!(allowed(&with_cors).as_deref(), Some("https://app.example"));
+
+    // History is compressed for clients that accept gzip.
+    s.publish("a", json!({"payload": {}, "source": "s"}));
+    let response = agent
+        .get(format!("{}/v1/events", s.base))
+        .header("Accept-Encoding", "gzip")
+        .call()
+        .unwrap();
+    assert_eq!(
+        response.headers().get("content-encoding").map(|v| v.to_str().unwrap()),
+        Some("gzip")
+    );
+}
+
+/// A Python subscriber whose callback waits on stdin at its first event.
+const PY_STALLED: &str = r#"
+import json, sys, threading
+sys.path.insert(0, sys.argv[1])
+from seed_client import EventBus
+bus = EventBus(sys.argv[2])
+done = threading.Event()
+seen = []
+def on_event(e):
+    if not seen:
+        sys.stdin.readline()
+    seen.append(e.payload["n"])
+    if len(seen) == int(sys.argv[3]):
+        done.set()
+unsubscribe = bus.subscribe("p.>", on_event)
+print("ready", flush=True)
+done.wait(120)
+unsubscribe()
+print(json.dumps(seen), flush=True)
+"#;
+
+#[test]
+fn a_python_subscriber_cut_off_for_lagging_resumes_without_loss_or_repeats() {
+    let dir = Dir::new();
+    let s = Served::start(&dir, &["--stream-buffer", "100", "--max-body", "4MiB"]);
+    let total = 12_000;
+    let mut py = Command::new("python3")
+        .args(["-c", PY_STALLED, &python_dir(), &s.base, &total.to_string()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut out = std::io::BufReader::new(py.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    assert_eq!(line.trim(), "ready");
+    let filler = "x".repeat(2000);
+    for b in 0..total / 1000 {
+        let payloads: Vec<Value> =
+            (0..1000).map(|i| json!({"n": b * 1000 + i, "fill": filler})).collect();
+        s.publish_batch("p.x", &payloads);
+    }
+    // More than the socket buffers and the channel hold is waiting: let the callback go.
+    std::io::Write::write_all(py.stdin.as_mut().unwrap(), b"go\n").unwrap();
+    line.clear();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    let seen: Vec<u64> = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
+    assert_eq!(seen, (0..total as u64).collect::<Vec<_>>(), "lost or repeated events");
+    assert_eq!(py.wait().unwrap().code(), Some(0));
+    assert_eq!(s.metric("seed_streams_lagged_total"), Some(1.0), "the stream was never cut off");
+}
+
+#[test]
 fn a_stop_signal_ends_the_streams_and_exits_0() {
     for signal in [libc::SIGTERM, libc::SIGINT] {
         let dir = Dir::new();

@@ -22,6 +22,9 @@ pub struct ServeArgs {
     /// Events a live stream may fall behind before it is ended with an `error` event
     #[arg(long, value_name = "N", default_value_t = 4096, hide = true)]
     pub stream_buffer: usize,
+    /// Milliseconds between the comment lines that keep an idle event stream open
+    #[arg(long, value_name = "MS", default_value_t = 15_000, hide = true)]
+    pub keep_alive_ms: u64,
 }
 
 /// A checked server configuration.
@@ -37,6 +40,8 @@ pub struct Config {
     pub cors: Option<axum::http::HeaderValue>,
     /// Capacity of each pattern's broadcast channel.
     pub stream_buffer: usize,
+    /// How often an idle event stream sends a comment line.
+    pub keep_alive: std::time::Duration,
 }
 
 impl std::fmt::Debug for Config {
@@ -47,6 +52,7 @@ impl std::fmt::Debug for Config {
             .field("max_body", &self.max_body)
             .field("cors", &self.cors)
             .field("stream_buffer", &self.stream_buffer)
+            .field("keep_alive", &self.keep_alive)
             .finish()
     }
 }
@@ -73,8 +79,8 @@ impl Config {
                 )
             })?),
         };
-        if args.stream_buffer == 0 {
-            return Err(Error::invalid("--stream-buffer", "must be at least 1"));
+        if args.stream_buffer == 0 || args.keep_alive_ms == 0 {
+            return Err(Error::invalid("--stream-buffer/--keep-alive-ms", "must be at least 1"));
         }
         Ok(Config {
             listen: args.listen,
@@ -82,6 +88,7 @@ impl Config {
             max_body: args.max_body,
             cors,
             stream_buffer: args.stream_buffer,
+            keep_alive: std::time::Duration::from_millis(args.keep_alive_ms),
         })
     }
 }
@@ -113,6 +120,7 @@ mod tests {
             max_body: 1024,
             cors: None,
             stream_buffer: 16,
+            keep_alive_ms: 15_000,
         }
     }
 

@@ -31,9 +31,6 @@ use crate::events::event_json;
 use crate::metrics::Metrics;
 use crate::resume::{Resume, StreamStart};
 
-/// How often an idle stream sends a comment line, so proxies keep it open.
-const KEEP_ALIVE: Duration = Duration::from_secs(15);
-
 /// An event as streams send it: its topic and cursor, and its JSON once.
 #[derive(Debug)]
 pub struct Wire {
@@ -310,6 +307,7 @@ pub async fn subscribe(
         live = Some(app.blocking(move || hubs.join(&p)).await??);
     }
     let metrics = app.metrics.clone();
+    let keep_alive = app.config.keep_alive;
     let mut shutdown = app.shutdown.clone();
     let stream = async_stream::stream! {
         let _counted = Counted::new(metrics.clone());
@@ -369,7 +367,7 @@ pub async fn subscribe(
         }
     };
     let mut response =
-        Sse::new(stream).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)).into_response();
+        Sse::new(stream).keep_alive(KeepAlive::new().interval(keep_alive)).into_response();
     response.headers_mut().insert("x-accel-buffering", axum::http::HeaderValue::from_static("no"));
     Ok(response)
 }

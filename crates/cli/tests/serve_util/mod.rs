@@ -147,6 +147,8 @@ pub enum Item {
     Event(String, serde_json::Value),
     /// A final `error` event's data.
     Error(serde_json::Value),
+    /// A comment line other than `: listening` (a keep-alive).
+    Comment,
     /// The stream ended.
     End,
 }
@@ -316,7 +318,7 @@ fn parse_block(block: &str) -> Option<Item> {
         return Some(Item::Listening(id.unwrap_or_default()));
     }
     if data.is_empty() {
-        return None; // a keep-alive comment
+        return block.starts_with(':').then_some(Item::Comment);
     }
     let value: serde_json::Value =
         serde_json::from_str(&data.join("\n")).expect("event data is JSON");
