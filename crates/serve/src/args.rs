@@ -27,6 +27,20 @@ pub struct ServeArgs {
     pub keep_alive_ms: u64,
 }
 
+impl Default for ServeArgs {
+    /// The command line's defaults: loopback port 7007, no token, 1 MiB bodies, no CORS.
+    fn default() -> ServeArgs {
+        ServeArgs {
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 7007)),
+            token: None,
+            max_body: 1 << 20,
+            cors: None,
+            stream_buffer: 4096,
+            keep_alive_ms: 15_000,
+        }
+    }
+}
+
 /// A checked server configuration.
 #[derive(Clone)]
 pub struct Config {
@@ -117,11 +131,36 @@ mod tests {
         ServeArgs {
             listen: listen.parse().unwrap(),
             token: token.map(String::from),
-            max_body: 1024,
-            cors: None,
-            stream_buffer: 16,
-            keep_alive_ms: 15_000,
+            ..ServeArgs::default()
         }
+    }
+
+    #[test]
+    fn the_defaults_are_the_command_lines() {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        let parsed = Cli::try_parse_from(["seed"]).unwrap().serve;
+        let default = ServeArgs::default();
+        assert_eq!(
+            (
+                parsed.listen,
+                parsed.max_body,
+                parsed.stream_buffer,
+                parsed.keep_alive_ms,
+                parsed.cors
+            ),
+            (
+                default.listen,
+                default.max_body,
+                default.stream_buffer,
+                default.keep_alive_ms,
+                default.cors
+            )
+        );
     }
 
     #[test]

@@ -13,6 +13,33 @@
 //! publish and history, `resume.rs` the SSE resume token, `sse.rs` live
 //! streams and their fan-out, `metrics.rs` the Prometheus text, `console.rs`
 //! the web console's files, `openapi.rs` the API description.
+//!
+//! ```
+//! use std::io::{Read, Write};
+//! use std::sync::Arc;
+//!
+//! let bus = Arc::new(bus::EventBus::new(Arc::new(seed_event::MemoryStore::new())));
+//! let args = serve::ServeArgs { listen: "127.0.0.1:0".parse()?, ..serve::ServeArgs::default() };
+//! let runtime = tokio::runtime::Runtime::new()?;
+//! let server = runtime.block_on(serve::Server::bind(bus, serve::Config::from_args(&args)?))?;
+//! let addr = server.local_addr()?;
+//! let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+//! let serving = runtime.spawn(server.run(async move {
+//!     let _ = stopped.await;
+//! }));
+//!
+//! // Any HTTP client will do; here one request by hand.
+//! let mut socket = std::net::TcpStream::connect(addr)?;
+//! socket.write_all(b"GET /healthz HTTP/1.1\r\nHost: seed\r\nConnection: close\r\n\r\n")?;
+//! let mut answer = String::new();
+//! socket.read_to_string(&mut answer)?;
+//! assert!(answer.starts_with("HTTP/1.1 200"));
+//! assert!(answer.ends_with(r#"{"status":"ok"}"#));
+//!
+//! let _ = stop.send(());
+//! runtime.block_on(serving)??;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 mod app;
 mod args;
