@@ -357,11 +357,9 @@ pub async fn history(
     first_rx.await.map_err(|_| {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "history reader stopped")
     })??;
-    let stream =
-        futures_util::stream::unfold(
-            rx,
-            |mut rx| async move { rx.recv().await.map(|item| (item, rx)) },
-        );
+    // `poll_recv` may be polled again after the end (the compression layer does).
+    let mut rx = rx;
+    let stream = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
     let mut response = Response::new(Body::from_stream(stream));
     response
         .headers_mut()
