@@ -240,6 +240,10 @@ fn the_token_is_required_checked_and_never_printed() {
     let err = cmd.fails_with(2);
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("needs --token"), "{err}");
+    let mut open = dir.spawn(&["serve", "--listen", "0.0.0.0:0", "--token", "t"]);
+    open.wait_stderr("Serving on http://0.0.0.0:");
+    open.signal(libc::SIGTERM);
+    open.expect_exit(0);
 
     let mut s = Served::start(&dir, &["--token", "s3cr3t-token"]);
     assert_eq!(s.get_with("/healthz", None).0, 200);

@@ -232,21 +232,21 @@ pub(crate) async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
-/// Ctrl-C or SIGTERM.
-async fn stop_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    let term = async {
-        match term.as_mut() {
-            Some(term) => {
-                term.recv().await;
-            }
-            None => std::future::pending().await,
+/// Listens for Ctrl-C (SIGINT) and SIGTERM from now on (before the ready
+/// line is printed, so a signal right after it is not fatal); the future
+/// completes at the first of them.
+fn stop_signal() -> seed_event::Result<impl Future<Output = ()> + Send + 'static> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let listen =
+        |kind: SignalKind| signal(kind).map_err(|e| Error::io("listening for stop signals", e));
+    let (mut interrupt, mut terminate) =
+        (listen(SignalKind::interrupt())?, listen(SignalKind::terminate())?);
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
-    }
+    })
 }
 
 /// `seed serve`: serves the bus over `store` until Ctrl-C or SIGTERM.
@@ -262,8 +262,9 @@ pub fn run(store: Arc<dyn EventStore>, args: &ServeArgs) -> seed_event::Result<(
     let bus = Arc::new(EventBus::new(store));
     let result = runtime.block_on(async {
         let server = Server::bind(bus.clone(), config).await?;
+        let stop = stop_signal()?;
         eprintln!("Serving on http://{}", server.local_addr()?);
-        server.run(stop_signal()).await
+        server.run(stop).await
     });
     runtime.shutdown_timeout(Duration::from_secs(5));
     bus.close();
