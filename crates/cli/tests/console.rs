@@ -234,3 +234,27 @@ fn the_console_shows_live_events_and_publishes_in_a_real_browser() {
         browser.logs().into_iter().filter(|l| l["level"] == "SEVERE").collect();
     assert!(errors.is_empty(), "the browser console has errors: {errors:#?}");
 }
+
+#[test]
+fn the_console_asks_for_the_token_once_and_keeps_it_for_the_tab() {
+    let dir = Dir::new();
+    let s = Served::start(&dir, &["--token", "console-t0ken"]);
+    let browser = Browser::start(1280, 860);
+    browser.go(&s.base);
+    let dialog_open = || browser.eval("return document.getElementById('token-dialog').open;");
+    wait_until("the token dialog", || dialog_open() == json!(true));
+    browser.type_into("#token-input", "console-t0ken");
+    browser.click("#token-form button[type=submit]");
+    wait_until("the live tail", || browser.text("#tail-status") == "live");
+    s.publish("a.b", json!({"payload": {"marker": "with-token"}, "source": "s"}));
+    wait_until("the event in the tail", || browser.text("#tail").contains("with-token"));
+    // A reload in the same tab does not ask again.
+    browser.go(&s.base);
+    wait_until("the live tail after a reload", || browser.text("#tail-status") == "live");
+    assert_eq!(dialog_open(), json!(false));
+    assert_eq!(
+        browser.eval("return sessionStorage.getItem('seed-token') !== null && localStorage.getItem('seed-token') === null;"),
+        json!(true),
+        "the token must be kept for the tab only"
+    );
+}
