@@ -26,6 +26,12 @@ pub const REDIS: [Need; 2] = [
     Need { program: "redis-benchmark", package: "redis-tools" },
 ];
 
+/// Headless chromium and its WebDriver: the web console's browser test.
+pub const BROWSER: [Need; 2] = [
+    Need { program: "chromium", package: "chromium" },
+    Need { program: "chromedriver", package: "chromium-driver" },
+];
+
 /// What `cargo xtask release` and its check run besides cargo (dpkg-deb, tar,
 /// gzip and sha256sum come with every Debian system).
 pub const RELEASE: [Need; 3] = [

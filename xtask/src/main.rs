@@ -90,6 +90,7 @@ pub fn cargo(root: &Path, args: &[&str]) -> Result<()> {
 fn test(root: &Path) -> Result<()> {
     let mut needs = ensure::REDIS.to_vec();
     needs.extend(ensure::RELEASE);
+    needs.extend(ensure::BROWSER);
     ensure::programs(&needs)?;
     model_cards::check(root)?;
     cargo(root, &["fmt", "--all", "--", "--check"])?;

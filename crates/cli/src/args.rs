@@ -172,6 +172,17 @@ Examples:
         #[command(subcommand)]
         command: model_cards::cli::ModelsCommand,
     },
+
+    /// Serve the bus over HTTP and Server-Sent Events, with a web console at /
+    #[command(after_help = "\
+Prints Serving on http://HOST:PORT on stderr once it accepts requests; Ctrl-C or SIGTERM
+ends the event streams and exits 0. Listening on another address than loopback needs a token.
+
+Examples:
+  seed serve
+  seed serve --listen 127.0.0.1:0
+  SEED_TOKEN=secret seed serve --listen 0.0.0.0:7007")]
+    Serve(serve::ServeArgs),
 }
 
 /// How a command prints what it found (`--output`).

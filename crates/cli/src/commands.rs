@@ -65,6 +65,7 @@ pub fn run(cli: Cli) -> Result<u8> {
                 Command::Topics(args) => topics(&bus, args.output.format(), out),
                 Command::Stats(args) => stats(&bus, args, out),
                 Command::Clear(args) => return clear(&bus, args, out),
+                Command::Serve(args) => serve::run(bus.store().clone(), args).map_err(Into::into),
                 Command::Completions { .. }
                 | Command::ManPages { .. }
                 | Command::Import { .. }

@@ -146,6 +146,8 @@ const REDIS_THREADS_RATIO: &str = "redis: 50 threads / redis-benchmark (50 clien
 const REDIS_BATCH_RATIO: &str = "redis: batches / redis-benchmark -P 16";
 const REDIS_LAST10: &str = "redis: history last 10";
 const REDIS_FOLLOW: &str = "redis: follow latency, cross-process";
+const HTTP_ONE: &str = "http: publish one per request, 8 connections";
+const HTTP_BATCH: &str = "http: NDJSON batches of 1,000, 8 connections";
 
 /// The README's lines, in order.
 fn lines(run: &Run<'_>) -> Vec<Line> {
@@ -286,6 +288,18 @@ fn lines(run: &Run<'_>) -> Vec<Line> {
             target: "0.6 / 1 ms",
             judge: Judge::Rows(&[REDIS_FOLLOW]),
             cells: r.latency(REDIS_FOLLOW),
+        },
+        Line {
+            label: "http: publish one per request, 8 keep-alive connections (file)",
+            target: "≥ 50k/s",
+            judge: Judge::Rows(&[HTTP_ONE]),
+            cells: no_p99(r.median(HTTP_ONE).map(|m| format!("{} events/s", rate(m)))),
+        },
+        Line {
+            label: "http: NDJSON batches of 1,000, 8 keep-alive connections (file)",
+            target: "≥ 500k/s",
+            judge: Judge::Rows(&[HTTP_BATCH]),
+            cells: no_p99(r.median(HTTP_BATCH).map(|m| format!("{} events/s", rate(m)))),
         },
     ]
 }

@@ -48,6 +48,7 @@ impl Dir {
             .current_dir(self.dir.path())
             .env_remove("SEED_REDIS_URL")
             .env_remove("RUST_LOG")
+            .env_remove("SEED_TOKEN")
             .env("SEED_EVENTS_DIR", self.dir.path().join("events"))
             .stdin(Stdio::null());
         if let Some(url) = &self.redis {
@@ -82,7 +83,13 @@ impl Dir {
 
     /// Starts `seed args…` in the background with piped stdio.
     pub fn spawn(&self, args: &[&str]) -> Running {
+        self.spawn_env(args, &[])
+    }
+
+    /// Starts `seed args…` in the background with these environment variables set.
+    pub fn spawn_env(&self, args: &[&str], env: &[(&str, &str)]) -> Running {
         let mut test = self.command(args);
+        test.cmd.envs(env.iter().copied());
         test.cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let shown = test.describe();
         let mut child = test.cmd.spawn().unwrap_or_else(|e| panic!("cannot start {shown}: {e}"));
@@ -202,6 +209,11 @@ impl Running {
     /// Waits for the `Listening on <pattern>` line on stderr.
     pub fn wait_listening(&self) {
         self.wait_stderr("Listening on ");
+    }
+
+    /// Every line it wrote so far, tagged `[stdout]` or `[stderr]`.
+    pub fn transcript(&self) -> String {
+        self.transcript.lock().unwrap().clone()
     }
 
     /// Waits for a stderr line starting with `prefix`, and returns it.

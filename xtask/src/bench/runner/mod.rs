@@ -9,6 +9,7 @@
 
 mod events;
 mod file;
+mod http;
 mod latency;
 mod limits;
 mod proc;
@@ -54,6 +55,10 @@ pub struct Plan {
     pub redis_bench_n: usize,
     /// Entries of the Redis history topic.
     pub redis_history_n: usize,
+    /// Events published over HTTP one per request, per run (all connections).
+    pub http_one_n: usize,
+    /// NDJSON batches of 1,000 published over HTTP, per run (all connections).
+    pub http_batches: usize,
 }
 
 impl Plan {
@@ -76,6 +81,8 @@ impl Plan {
                 redis_batches: 20,
                 redis_bench_n: 50_000,
                 redis_history_n: 100_000,
+                http_one_n: 40_000,
+                http_batches: 200,
             }
         } else {
             Plan {
@@ -94,6 +101,8 @@ impl Plan {
                 redis_batches: 100,
                 redis_bench_n: 100_000,
                 redis_history_n: 1_000_000,
+                http_one_n: 200_000,
+                http_batches: 1_000,
             }
         }
     }
@@ -235,7 +244,7 @@ fn child(role: &str, args: &serde_json::Value) -> Result<()> {
 
 /// Every scenario, in the order of the table.
 /// The scenario groups, in the order they run; `memory` reads the topic `history` fills.
-pub const GROUPS: &[&str] = &["publish", "procs", "history", "latency", "memory", "redis"];
+pub const GROUPS: &[&str] = &["publish", "procs", "history", "latency", "memory", "redis", "http"];
 
 /// The groups of a comma-separated `--only` list, each checked against [`GROUPS`].
 pub fn parse_groups(list: &str) -> Result<Vec<&'static str>> {
@@ -309,6 +318,11 @@ fn all(plan: &Plan, work: &Path, groups: &[&str]) -> Vec<Row> {
     let _ = std::fs::remove_dir_all(&history);
     if run("redis") {
         guarded(&mut rows, "redis", &redis::specs(), |rows| redis::all(plan, rows));
+    }
+    if run("http") {
+        guarded(&mut rows, "seed serve over HTTP", &http::specs(), |rows| {
+            http::all(plan, work, rows)
+        });
     }
     rows
 }

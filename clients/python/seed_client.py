@@ -1,0 +1,368 @@
+"""Seed event bus client for `seed serve`: one file, Python standard library only.
+
+It keeps the API of the original implementation's ``models/event_bus.py``, so
+an archon moves over by changing one import::
+
+    from seed_client import EventBus
+
+    bus = EventBus("http://127.0.0.1:7007", token=None)
+    event = bus.publish("task.completed", {"task_id": "abc"}, source="fenrir")
+    unsubscribe = bus.subscribe("task.*", lambda e: print(e.payload))
+    recent = bus.query_history("task.completed", since=some_datetime)
+    bus.replay("task.completed", since=some_datetime, callback=print, speed=10)
+    unsubscribe()
+
+Errors of the server raise ``SeedError`` with its HTTP status and one-line message.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import socket
+import threading
+import time
+import urllib.parse
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable, Dict, List, Optional
+
+__all__ = ["Event", "EventBus", "SeedError"]
+
+logger = logging.getLogger("seed_client")
+
+
+class SeedError(Exception):
+    """An error answered by the server (``status`` 0: it could not be reached)."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(f"{status}: {message}" if status else message)
+        self.status = status
+        self.message = message
+
+
+def _parse_time(text: Optional[str]) -> Optional[datetime]:
+    if text is None:
+        return None
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def _format_time(value: Any) -> str:
+    """A datetime (naive ones are taken as UTC) or an RFC 3339 string."""
+    if isinstance(value, str):
+        return value
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc).isoformat()
+
+
+@dataclass
+class Event:
+    """An event with the original's fields, and ``cursor``, its position in its topic."""
+
+    id: str
+    topic: str
+    payload: Dict[str, Any]
+    source: str
+    timestamp: datetime
+    correlation_id: Optional[str] = None
+    metadata: Dict[str, Any] = field(default_factory=dict)
+    cursor: Optional[str] = None
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The event's fields as the original wrote them (without the cursor)."""
+        return {
+            "id": self.id,
+            "topic": self.topic,
+            "payload": self.payload,
+            "source": self.source,
+            "timestamp": self.timestamp.isoformat(),
+            "correlation_id": self.correlation_id,
+            "metadata": self.metadata,
+        }
+
+    def to_json(self) -> str:
+        """The event as one JSON line."""
+        return json.dumps(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any]) -> "Event":
+        """An event from the server's JSON (with or without ``cursor``)."""
+        return cls(
+            id=data["id"],
+            topic=data["topic"],
+            payload=data.get("payload") or {},
+            source=data["source"],
+            timestamp=_parse_time(data["timestamp"]),
+            correlation_id=data.get("correlation_id"),
+            metadata=data.get("metadata") or {},
+            cursor=data.get("cursor"),
+        )
+
+
+class _Stream(threading.Thread):
+    """One subscription: reads the event stream, calls back, resumes after a drop."""
+
+    def __init__(self, bus: "EventBus", topic: str, callback: Callable[[Event], None]):
+        super().__init__(daemon=True, name=f"seed-subscribe-{topic}")
+        self.bus = bus
+        self.topic = topic
+        self.callback = callback
+        self.stop = threading.Event()
+        self.ready = threading.Event()
+        self.failure: Optional[SeedError] = None
+        self.last_id: Optional[str] = None
+        self.conn: Optional[http.client.HTTPConnection] = None
+        self.lock = threading.Lock()
+
+    def close(self) -> None:
+        self.stop.set()
+        with self.lock:
+            conn = self.conn
+        if conn is not None and conn.sock is not None:
+            try:
+                conn.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        if threading.current_thread() is not self:
+            self.join(timeout=5)
+
+    def run(self) -> None:
+        delay = 0.1
+        while not self.stop.is_set():
+            try:
+                self._read_once()
+                delay = 0.1
+            except SeedError as e:
+                if not self.ready.is_set() or e.status in (400, 401, 404):
+                    self.failure = e
+                    self.ready.set()
+                    return
+                logger.warning("subscription to %s: %s", self.topic, e)
+            except (OSError, http.client.HTTPException) as e:
+                if self.stop.is_set():
+                    return
+                if not self.ready.is_set():
+                    self.failure = SeedError(0, f"cannot reach {self.bus.url}: {e}")
+                    self.ready.set()
+                    return
+                logger.warning("subscription to %s dropped (%s); resuming", self.topic, e)
+            self.stop.wait(delay)
+            delay = min(delay * 2, 5.0)
+
+    def _read_once(self) -> None:
+        query = urllib.parse.urlencode({"topic": self.topic, "from": "new"})
+        headers = self.bus._headers({"Accept": "text/event-stream"})
+        if self.last_id:
+            headers["Last-Event-ID"] = self.last_id
+        conn = self.bus._connection(timeout=60)
+        with self.lock:
+            self.conn = conn
+        try:
+            if self.stop.is_set():
+                return
+            conn.request("GET", f"/v1/subscribe?{query}", headers=headers)
+            response = conn.getresponse()
+            if response.status != 200:
+                raise SeedError(response.status, _error_text(response.read()))
+            self._read_events(response)
+        finally:
+            with self.lock:
+                self.conn = None
+            conn.close()
+
+    def _read_events(self, response: http.client.HTTPResponse) -> None:
+        event_id, kind, data = None, "message", []
+        while not self.stop.is_set():
+            raw = response.fp.readline()
+            if not raw:
+                return
+            line = raw.decode("utf-8").rstrip("\r\n")
+            if line == "":
+                if data:
+                    self._dispatch(event_id, kind, "\n".join(data))
+                elif event_id:
+                    # The first block names the stream's start, so even a drop
+                    # before any event resumes without a gap.
+                    self.last_id = event_id
+                event_id, kind, data = None, "message", []
+            elif line.startswith(":"):
+                if line[1:].strip() == "listening":
+                    self.ready.set()
+            else:
+                name, _, value = line.partition(":")
+                value = value[1:] if value.startswith(" ") else value
+                if name == "id":
+                    event_id = value
+                elif name == "event":
+                    kind = value
+                elif name == "data":
+                    data.append(value)
+
+    def _dispatch(self, event_id: Optional[str], kind: str, data: str) -> None:
+        if kind == "error":
+            # The stream fell behind and was ended; the next connection resumes after last_id.
+            raise SeedError(503, json.loads(data).get("error", data))
+        event = Event.from_dict(json.loads(data))
+        if event_id:
+            self.last_id = event_id
+        try:
+            self.callback(event)
+        except Exception as e:  # noqa: BLE001 - a failing callback must not end the subscription
+            logger.error("Callback error: %s", e)
+
+
+def _error_text(body: bytes) -> str:
+    try:
+        return json.loads(body)["error"]
+    except (ValueError, KeyError, TypeError):
+        return body.decode("utf-8", "replace").strip() or "no message"
+
+
+class EventBus:
+    """The event bus of a ``seed serve`` at ``url`` (``token``: its bearer token, if any)."""
+
+    def __init__(self, url: str = "http://127.0.0.1:7007", token: Optional[str] = None, timeout: float = 30.0):
+        parsed = urllib.parse.urlsplit(url)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise ValueError(f"url {url!r}: expected http://HOST:PORT")
+        self.url = url.rstrip("/")
+        self.token = token
+        self.timeout = timeout
+        self._parsed = parsed
+        self._streams: List[_Stream] = []
+        self._lock = threading.Lock()
+
+    def _connection(self, timeout: Optional[float] = None) -> http.client.HTTPConnection:
+        kind = http.client.HTTPSConnection if self._parsed.scheme == "https" else http.client.HTTPConnection
+        return kind(self._parsed.hostname, self._parsed.port, timeout=timeout or self.timeout)
+
+    def _headers(self, extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+        headers = dict(extra or {})
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        return headers
+
+    def _request(self, method: str, path: str, body: Optional[bytes] = None, content_type: str = "application/json") -> bytes:
+        conn = self._connection()
+        try:
+            headers = self._headers({"Content-Type": content_type} if body is not None else {})
+            conn.request(method, path, body=body, headers=headers)
+            response = conn.getresponse()
+            data = response.read()
+        except (OSError, http.client.HTTPException) as e:
+            raise SeedError(0, f"cannot reach {self.url}: {e}") from e
+        finally:
+            conn.close()
+        if response.status >= 400:
+            raise SeedError(response.status, _error_text(data))
+        return data
+
+    def publish(
+        self,
+        topic: str,
+        payload: Dict[str, Any],
+        source: str,
+        correlation_id: Optional[str] = None,
+        metadata: Optional[Dict[str, Any]] = None,
+        id: Optional[str] = None,
+    ) -> Event:
+        """Publishes an event and returns it as stored; a given ``id`` makes it idempotent."""
+        body: Dict[str, Any] = {"payload": payload, "source": source}
+        if correlation_id is not None:
+            body["correlation_id"] = correlation_id
+        if metadata is not None:
+            body["metadata"] = metadata
+        if id is not None:
+            body["id"] = id
+        path = "/v1/topics/" + urllib.parse.quote(topic, safe="") + "/events"
+        return Event.from_dict(json.loads(self._request("POST", path, json.dumps(body).encode())))
+
+    def publish_batch(self, topic: str, events: List[Dict[str, Any]]) -> Dict[str, Any]:
+        """Publishes events (dicts with payload, source, …) to ``topic`` at once: all or none."""
+        lines = "".join(json.dumps(e) + "\n" for e in events).encode()
+        path = "/v1/topics/" + urllib.parse.quote(topic, safe="") + "/events"
+        return json.loads(self._request("POST", path, lines, "application/x-ndjson"))
+
+    def subscribe(self, topic: str, callback: Callable[[Event], None], poll_interval: float = 0.5) -> Callable[[], None]:
+        """Calls ``callback`` with every event published to ``topic`` (a pattern: ``*``, ``>``)
+        after this returns, on a thread of its own; returns the function that unsubscribes.
+
+        A dropped connection resumes exactly after the last event delivered.
+        ``poll_interval`` is accepted for the original's signature; events are pushed.
+        """
+        stream = _Stream(self, topic, callback)
+        stream.start()
+        if not stream.ready.wait(self.timeout):
+            stream.close()
+            raise SeedError(0, f"no event stream from {self.url} within {self.timeout}s")
+        if stream.failure is not None:
+            stream.close()
+            raise stream.failure
+        with self._lock:
+            self._streams.append(stream)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if stream in self._streams:
+                    self._streams.remove(stream)
+            stream.close()
+
+        return unsubscribe
+
+    def query_history(
+        self,
+        topic: Optional[str] = None,
+        topics: Optional[List[str]] = None,
+        since: Optional[Any] = None,
+        source: Optional[str] = None,
+        limit: Optional[int] = None,
+        until: Optional[Any] = None,
+        last: Optional[int] = None,
+        correlation_id: Optional[str] = None,
+    ) -> List[Event]:
+        """Stored events matching the filters, as ``seed history`` selects them."""
+        params: List[tuple] = [("topic", t) for t in ([topic] if topic else topics or [])]
+        if since is not None:
+            params.append(("since", _format_time(since)))
+        if until is not None:
+            params.append(("until", _format_time(until)))
+        for name, value in (("source", source), ("correlation_id", correlation_id), ("limit", limit), ("last", last)):
+            if value is not None:
+                params.append((name, str(value)))
+        data = self._request("GET", "/v1/events?" + urllib.parse.urlencode(params))
+        return [Event.from_dict(json.loads(line)) for line in data.splitlines() if line.strip()]
+
+    def replay(self, topic: str, since: Any, callback: Callable[[Event], None], speed: float = 1.0) -> int:
+        """Calls ``callback`` on the stored events of ``topic`` from ``since`` on, paced by
+        their original gaps divided by ``speed`` (0: no pauses); returns how many it handed out."""
+        count = 0
+        previous: Optional[datetime] = None
+        for event in self.query_history(topic=topic, since=since):
+            if previous is not None and speed > 0:
+                gap = (event.timestamp - previous).total_seconds()
+                if gap > 0:
+                    time.sleep(gap / speed)
+            try:
+                callback(event)
+                count += 1
+            except Exception as e:  # noqa: BLE001 - as the original: log and go on
+                logger.error("Replay callback error: %s", e)
+            previous = event.timestamp
+        return count
+
+    def list_topics(self) -> List[str]:
+        """Every topic's name, sorted."""
+        return json.loads(self._request("GET", "/v1/topics"))
+
+    def stats(self) -> Dict[str, Any]:
+        """Events, bytes and times per topic; positions and lag per durable consumer."""
+        return json.loads(self._request("GET", "/v1/stats"))
+
+    def close(self) -> None:
+        """Ends every subscription of this client."""
+        with self._lock:
+            streams, self._streams = self._streams, []
+        for stream in streams:
+            stream.close()

@@ -1,0 +1,580 @@
+//! Black-box tests of `seed serve`: the real binary on a free loopback port,
+//! on the file store (and on Redis where it is cheap), driven over HTTP.
+
+mod serve_util;
+mod util;
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+use serde_json::{json, Value};
+use serve_util::{wait_until, Item, Served};
+use store_redis::testing::{RedisServer, ServerOptions};
+use util::Dir;
+
+/// The `ids` of events, in order.
+fn ids(events: &[Value]) -> Vec<String> {
+    events.iter().map(|e| e["id"].as_str().expect("id").to_string()).collect()
+}
+
+/// The event ids per topic, in delivery order.
+fn per_topic(events: &[Value]) -> BTreeMap<String, Vec<String>> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for e in events {
+        out.entry(e["topic"].as_str().unwrap().to_string())
+            .or_default()
+            .push(e["id"].as_str().unwrap().to_string());
+    }
+    out
+}
+
+/// Publish, history, topics, stats and every error code, on any store.
+fn api_round_trip(dir: &Dir) {
+    let s = Served::start(dir, &["--max-body", "4KiB"]);
+    let (status, body) = s.get("/healthz");
+    assert_eq!((status, body.as_str()), (200, r#"{"status":"ok"}"#));
+
+    let one = s.publish("task.done", json!({"payload": {"n": 1}, "source": "fenrir", "correlation_id": "c1", "metadata": {"m": true}}));
+    assert_eq!(
+        (one["topic"].as_str(), one["correlation_id"].as_str()),
+        (Some("task.done"), Some("c1"))
+    );
+    assert!(one["cursor"].is_string(), "{one}");
+    // Idempotent with an id: the second publish returns the stored event and writes nothing.
+    let id = "01890a5d-ac96-774b-bcce-b302099a8057";
+    let first = s.publish("task.done", json!({"payload": {"n": 2}, "source": "fenrir", "id": id}));
+    let again = s.publish("task.done", json!({"payload": {"n": 2}, "source": "fenrir", "id": id}));
+    assert_eq!(first, again);
+    let batch =
+        s.publish_batch("task.failed", &[json!({"n": 3}), json!({"n": 4}), json!({"n": 5})]);
+    assert_eq!(batch["published"], 3);
+    assert_ne!(batch["first_cursor"], batch["last_cursor"]);
+    let all = s.history("topic=task.%3E");
+    assert_eq!(all.len(), 5);
+    assert_eq!(all[1]["id"], id);
+
+    // History mirrors `seed history --output ndjson` for the same filters, line for line.
+    for (http, cli) in [
+        ("topic=task.*", vec!["--topic", "task.*"]),
+        (
+            "topic=task.done&topic=task.failed&last=2",
+            vec!["--topic", "task.done", "--topic", "task.failed", "--last", "2"],
+        ),
+        ("source=batch&limit=2", vec!["--source", "batch", "--limit", "2"]),
+        ("correlation_id=c1", vec!["--correlation-id", "c1"]),
+        (
+            "topic=task.*&after=task.failed%3D0-0&limit=4",
+            vec!["--topic", "task.*", "--after", "task.failed=0-0", "--limit", "4"],
+        ),
+    ] {
+        let (status, text) = s.get(&format!("/v1/events?{http}"));
+        assert_eq!(status, 200, "{http}: {text}");
+        let mut args = vec!["history", "--output", "ndjson"];
+        args.extend(cli);
+        assert_eq!(text, dir.stdout(&args), "{http}");
+    }
+    let since = all[2]["timestamp"].as_str().unwrap().replace('+', "%2B");
+    assert_eq!(ids(&s.history(&format!("since={since}"))), ids(&all[2..]));
+    assert_eq!(ids(&s.history(&format!("until={since}"))), ids(&all[..2]));
+
+    let (status, topics) = s.get("/v1/topics");
+    assert_eq!((status, topics.trim()), (200, dir.stdout(&["topics", "--json"]).trim()));
+    let (status, stats) = s.get("/v1/stats");
+    assert_eq!(status, 200);
+    let stats: Value = serde_json::from_str(&stats).unwrap();
+    assert_eq!(stats["topics"][0]["topic"], "task.done");
+    assert_eq!(stats["topics"][0]["events"], 2);
+    let (status, one_topic) = s.get("/v1/stats?topic=task.failed");
+    assert_eq!(status, 200);
+    assert_eq!(
+        serde_json::from_str::<Value>(&one_topic).unwrap()["topics"].as_array().unwrap().len(),
+        1
+    );
+
+    // Bad input: 400 with one line naming the problem, and nothing written.
+    let big = format!(r#"{{"payload": {{"x": "{}"}}, "source": "s"}}"#, "y".repeat(5000));
+    for (topic, content_type, body, status, expected) in [
+        ("t.bad", "application/json", "not json".to_string(), 400, "not JSON"),
+        ("t.bad", "application/json", "[1, 2]".to_string(), 400, "expected a JSON object"),
+        ("t.bad", "application/json", r#"{"source": "s"}"#.to_string(), 400, "payload is missing"),
+        (
+            "t.bad",
+            "application/json",
+            r#"{"payload": [], "source": "s"}"#.to_string(),
+            400,
+            "payload must be a JSON object",
+        ),
+        (
+            "t.bad",
+            "application/json",
+            r#"{"payload": {}, "source": ""}"#.to_string(),
+            400,
+            "source",
+        ),
+        (
+            "t.bad",
+            "application/json",
+            r#"{"payload": {}, "source": "s", "extra": 1}"#.to_string(),
+            400,
+            "unknown field",
+        ),
+        (
+            "t..bad",
+            "application/json",
+            r#"{"payload": {}, "source": "s"}"#.to_string(),
+            400,
+            "empty token",
+        ),
+        (
+            "t.*",
+            "application/json",
+            r#"{"payload": {}, "source": "s"}"#.to_string(),
+            400,
+            "reserved for patterns",
+        ),
+        (
+            "t.bad",
+            "application/x-ndjson",
+            "{\"payload\": {}, \"source\": \"s\"}\n{\"payload\": 1, \"source\": \"s\"}\n"
+                .to_string(),
+            400,
+            "line 2: payload",
+        ),
+        ("t.bad", "application/x-ndjson", "\n\n".to_string(), 400, "no events"),
+        (
+            "t.bad",
+            "application/x-ndjson",
+            format!("{{\"payload\": {{}}, \"source\": \"s\", \"id\": \"{id}\"}}\n"),
+            400,
+            "fresh id",
+        ),
+        ("t.bad", "application/json", big, 413, "larger than"),
+    ] {
+        let (got, text) =
+            s.post(&format!("/v1/topics/{topic}/events"), content_type, body.as_bytes());
+        assert_eq!(got, status, "{topic} {body:.60}: {text}");
+        let error: Value =
+            serde_json::from_str(&text).unwrap_or_else(|_| panic!("not a JSON error: {text}"));
+        let message = error["error"].as_str().expect("an error field");
+        assert!(
+            message.contains(expected) && !message.contains('\n'),
+            "{message:?} lacks {expected:?}"
+        );
+    }
+    assert_eq!(s.history("").len(), 5, "a rejected publish wrote something");
+    for (path, status) in [
+        ("/v1/events?limit=1&last=1", 400),
+        ("/v1/events?since=yesterday", 400),
+        ("/v1/events?after=1-0", 400),
+        ("/v1/events?bogus=1", 400),
+        ("/v1/subscribe", 400),
+        ("/v1/subscribe?topic=a&from=later", 400),
+        ("/v1/stats?topic=a..b", 400),
+        ("/v1/nothing", 404),
+    ] {
+        let (got, text) = s.get(path);
+        assert_eq!(got, status, "{path}: {text}");
+        assert!(
+            serde_json::from_str::<Value>(&text).unwrap()["error"].is_string(),
+            "{path}: {text}"
+        );
+    }
+    let (status, text) = s.post("/v1/topics", "application/json", b"{}");
+    assert_eq!(
+        (status, serde_json::from_str::<Value>(&text).unwrap()["error"].is_string()),
+        (405, true)
+    );
+
+    let published = s.metric("seed_events_published_total{topic=\"task.failed\"}");
+    assert_eq!(published, Some(3.0));
+    assert!(
+        s.metric("seed_http_request_duration_seconds_count{method=\"GET\",route=\"/v1/events\"}")
+            .unwrap()
+            >= 1.0
+    );
+    let (status, doc) = s.get("/v1/openapi.json");
+    assert_eq!(status, 200);
+    assert!(serde_json::from_str::<Value>(&doc).unwrap()["paths"]["/v1/subscribe"].is_object());
+}
+
+#[test]
+fn every_endpoint_and_error_code_on_the_file_store() {
+    api_round_trip(&Dir::new());
+}
+
+#[test]
+fn every_endpoint_and_error_code_on_redis() {
+    let redis = RedisServer::start();
+    api_round_trip(&Dir::with_redis(redis.url()));
+}
+
+#[test]
+fn a_store_that_cannot_be_reached_answers_503_without_its_password() {
+    let options = ServerOptions { password: Some("redis-pa55".into()), ..ServerOptions::default() };
+    let redis = RedisServer::start_with(options);
+    let dir = Dir::with_redis(redis.url());
+    let mut s = Served::start_env(&dir, &[], &[("RUST_LOG", "debug")]);
+    s.publish("a", json!({"payload": {}, "source": "s"}));
+    let stream = s.stream("topic=a", None);
+    stream.listening();
+    drop(redis);
+    // The pattern's follower gives up after its retries: the stream ends with an error event.
+    let items = stream.until_end();
+    assert!(matches!(items.last(), Some(Item::Error(_))), "{items:?}");
+    let (status, text) =
+        s.post("/v1/topics/a/events", "application/json", br#"{"payload": {}, "source": "s"}"#);
+    assert_eq!(status, 503, "{text}");
+    let (status, text) = s.get("/v1/events?topic=a");
+    assert_eq!(status, 503, "{text}");
+    assert!(!text.contains("redis-pa55"), "{text}");
+    assert_eq!(s.metric("seed_store_errors_total"), Some(2.0));
+    s.process.signal(libc::SIGTERM);
+    s.process.expect_exit(0);
+    assert!(!s.process.transcript().contains("redis-pa55"), "{}", s.process.transcript());
+}
+
+#[test]
+fn the_token_is_required_checked_and_never_printed() {
+    let dir = Dir::new();
+    let mut cmd = dir.command(&["serve", "--listen", "0.0.0.0:0"]);
+    let err = cmd.fails_with(2);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("needs --token"), "{err}");
+    let mut open = dir.spawn(&["serve", "--listen", "0.0.0.0:0", "--token", "t"]);
+    open.wait_stderr("Serving on http://0.0.0.0:");
+    open.signal(libc::SIGTERM);
+    open.expect_exit(0);
+
+    let mut s = Served::start(&dir, &["--token", "s3cr3t-token"]);
+    assert_eq!(s.get_with("/healthz", None).0, 200);
+    assert_eq!(s.get_with("/", None).0, 200, "the console's page holds no data");
+    let (status, text) = s.get_with("/v1/topics", None);
+    assert_eq!(status, 401);
+    assert!(text.contains("Authorization: Bearer"), "{text}");
+    assert_eq!(s.get_with("/v1/topics", Some("s3cr3t-tokeN")).0, 401);
+    assert_eq!(s.get_with("/v1/topics", Some("s3cr3t")).0, 401);
+    assert_eq!(s.get_with("/metrics", None).0, 401);
+    assert_eq!(s.get("/v1/topics").0, 200);
+    s.publish("a", json!({"payload": {}, "source": "s"}));
+    let stream = serve_util::Sse::open(&s.addr, "/v1/subscribe?topic=a", None, None);
+    assert_eq!(stream.status(), 401);
+    s.process.signal(libc::SIGTERM);
+    s.process.expect_exit(0);
+}
+
+#[test]
+fn a_token_from_the_environment_is_not_logged() {
+    let dir = Dir::new();
+    let env = [("SEED_TOKEN", "env-s3cr3t"), ("RUST_LOG", "trace")];
+    let mut s = Served::start_env(&dir, &[], &env);
+    assert_eq!(s.get_with("/v1/topics", None).0, 401);
+    s.publish("a", json!({"payload": {}, "source": "s"}));
+    let (status, text) = s.get_with("/v1/topics", Some("wrong"));
+    assert!(status == 401 && !text.contains("env-s3cr3t"), "{text}");
+    s.process.signal(libc::SIGINT);
+    s.process.expect_exit(0);
+    let log = s.process.transcript();
+    assert!(log.contains("/v1/topics"), "request logging was off:\n{log}");
+    assert!(!log.contains("env-s3cr3t"), "the token was logged:\n{log}");
+}
+
+/// Collects `n` events from an SSE stream.
+fn stream_events(stream: &serve_util::Sse, n: usize) -> Vec<Value> {
+    stream.events(n).into_iter().map(|(_, e)| e).collect()
+}
+
+fn resume_loses_and_repeats_nothing(dir: &Dir) {
+    let s = Served::start(dir, &[]);
+    let mut published = Vec::new();
+    for i in 0..6 {
+        let topic = ["r.a", "r.b"][i % 2];
+        published.push(s.publish(topic, json!({"payload": {"n": i}, "source": "s"})));
+    }
+    let first = s.stream("topic=r.*&from=beginning", None);
+    first.listening();
+    let got = first.events(4);
+    let last_id = got.last().unwrap().0.clone();
+    first.close();
+    for i in 6..12 {
+        let topic = ["r.a", "r.b", "r.c"][i % 3];
+        published.push(s.publish(topic, json!({"payload": {"n": i}, "source": "s"})));
+    }
+    let second = s.stream("topic=r.*&from=beginning", Some(&last_id));
+    second.listening();
+    let rest = stream_events(&second, published.len() - 4);
+    let mut delivered: Vec<Value> = got.into_iter().map(|(_, e)| e).collect();
+    delivered.extend(rest);
+    assert_eq!(per_topic(&delivered), per_topic(&published), "lost or repeated an event");
+    // And live events keep coming after the resumed history, each once.
+    let live = s.publish("r.b", json!({"payload": {"n": 99}, "source": "s"}));
+    assert_eq!(stream_events(&second, 1)[0]["id"], live["id"]);
+
+    // An id this server did not give is refused.
+    assert_eq!(s.stream("topic=r.*", Some("no-token")).status(), 400);
+    assert_eq!(s.stream("topic=x.*", Some(&last_id)).status(), 400, "a token of other topics");
+
+    // A stream that dropped before any event resumes from the id of its `: listening`.
+    let idle = s.stream("topic=q.*", None);
+    let start_id = idle.listening();
+    idle.close();
+    let missed = s.publish("q.x", json!({"payload": {}, "source": "s"}));
+    let back = s.stream("topic=q.*", Some(&start_id));
+    back.listening();
+    assert_eq!(stream_events(&back, 1)[0]["id"], missed["id"]);
+}
+
+#[test]
+fn last_event_id_resume_loses_and_repeats_nothing() {
+    resume_loses_and_repeats_nothing(&Dir::new());
+}
+
+#[test]
+fn last_event_id_resume_loses_and_repeats_nothing_on_redis() {
+    let redis = RedisServer::start();
+    resume_loses_and_repeats_nothing(&Dir::with_redis(redis.url()));
+}
+
+/// A Python subscriber with the client: prints `ready`, then each event as JSON.
+const PY_SUBSCRIBER: &str = r#"
+import json, sys, threading
+sys.path.insert(0, sys.argv[1])
+from seed_client import EventBus
+bus = EventBus(sys.argv[2])
+done = threading.Event()
+count = [0]
+def on_event(e):
+    print(json.dumps({"id": e.id, "topic": e.topic, "cursor": e.cursor}), flush=True)
+    count[0] += 1
+    if count[0] == int(sys.argv[4]):
+        done.set()
+unsubscribe = bus.subscribe(sys.argv[3], on_event)
+print("ready", flush=True)
+done.wait(60)
+unsubscribe()
+"#;
+
+fn python_dir() -> String {
+    concat!(env!("CARGO_MANIFEST_DIR"), "/../../clients/python").to_string()
+}
+
+#[test]
+fn sse_clients_and_a_python_subscriber_get_what_seed_subscribe_gets() {
+    let dir = Dir::new();
+    let s = Served::start(&dir, &[]);
+    let total = 60;
+    let mut seed = dir.spawn(&[
+        "subscribe",
+        "--topic",
+        "f.>",
+        "--output",
+        "ndjson",
+        "--count",
+        &total.to_string(),
+    ]);
+    seed.wait_listening();
+    let a = s.stream("topic=f.%3E", None);
+    let b = s.stream("topic=f.%3E", None);
+    a.listening();
+    b.listening();
+    let mut py = Command::new("python3");
+    py.args(["-c", PY_SUBSCRIBER, &python_dir(), &s.base, "f.>", &total.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit());
+    let mut py = py.spawn().expect("python3");
+    let (py_tx, py_rx) = std::sync::mpsc::channel();
+    let out = py.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = py_tx.send(line);
+        }
+    });
+    assert_eq!(py_rx.recv_timeout(util::DEADLINE).expect("python ready"), "ready");
+    // One store follower for the one pattern, however many streams read it.
+    assert_eq!(s.metric("seed_stream_followers"), Some(1.0));
+    assert_eq!(s.metric("seed_subscribers"), Some(3.0));
+
+    for i in 0..total / 2 {
+        s.publish(["f.a", "f.b.c", "f.d"][i % 3], json!({"payload": {"n": i}, "source": "s"}));
+    }
+    s.publish_batch("f.a", &(0..total / 2).map(|n| json!({"n": n})).collect::<Vec<_>>());
+    dir.publish("g.other", "{}");
+
+    let expected: Vec<Value> = seed.events(total);
+    seed.expect_exit(0);
+    let from_a = stream_events(&a, total);
+    let from_b = stream_events(&b, total);
+    let from_py: Vec<Value> = (0..total)
+        .map(|_| {
+            serde_json::from_str(&py_rx.recv_timeout(util::DEADLINE).expect("python event"))
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(py.wait().unwrap().code(), Some(0));
+    for (who, got) in [("sse a", &from_a), ("sse b", &from_b), ("python", &from_py)] {
+        assert_eq!(
+            per_topic(got),
+            per_topic(&expected),
+            "{who} got other events than seed subscribe"
+        );
+    }
+    let cursors: BTreeMap<String, Value> =
+        expected.iter().map(|e| (e["id"].to_string(), e["cursor"].clone())).collect();
+    for e in from_a.iter().chain(&from_py) {
+        assert_eq!(Some(&e["cursor"]), cursors.get(&e["id"].to_string()), "{e}");
+    }
+    let delivered = s.metric("seed_events_delivered_total{topic=\"f.a\"}").unwrap();
+    assert!(delivered >= 2.0 * 45.0, "{delivered}");
+}
+
+#[test]
+fn a_slow_stream_is_cut_off_without_delaying_the_others() {
+    let dir = Dir::new();
+    let s = Served::start(&dir, &["--stream-buffer", "2000", "--max-body", "4MiB"]);
+    // Connects, and then does not read a byte of the stream until the end.
+    let (slow, release) = s.held_stream("topic=s.%3E");
+    let fast = s.stream("topic=s.%3E", None);
+    fast.listening();
+    wait_until("two streams", || s.metric("seed_subscribers") == Some(2.0));
+    let filler = "x".repeat(2000);
+    let batches = 12;
+    for b in 0..batches {
+        let payloads: Vec<Value> =
+            (0..1000).map(|i| json!({"n": b * 1000 + i, "fill": filler})).collect();
+        s.publish_batch("s.x", &payloads);
+        // The fast stream gets each batch while the slow one holds on to its connection.
+        let got = stream_events(&fast, 1000);
+        assert_eq!(got.last().unwrap()["payload"]["n"], json!(b * 1000 + 999));
+    }
+    release.send(()).unwrap();
+    // The slow one gets what fit in the buffers, then a final error event, then the end.
+    let items = slow.until_end();
+    let Some(Item::Error(error)) = items.last() else {
+        panic!("the slow stream did not end with an error event: {:?}", items.last())
+    };
+    assert!(error["error"].as_str().unwrap().contains("behind"), "{error}");
+    assert!(items.len() < batches * 1000);
+    assert_eq!(s.metric("seed_streams_lagged_total"), Some(1.0));
+}
+
+#[test]
+fn idle_streams_get_keep_alive_comments_and_cors_is_off_unless_asked() {
+    let dir = Dir::new();
+    let s = Served::start(&dir, &["--keep-alive-ms", "50"]);
+    let stream = s.stream("topic=a", None);
+    stream.listening();
+    assert_eq!(stream.next(), Item::Comment);
+    assert_eq!(stream.next(), Item::Comment);
+
+    let agent: ureq::Agent =
+        ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let allowed = |s: &Served| {
+        let response = agent
+            .get(format!("{}/v1/topics", s.base))
+            .header("Origin", "https://app.example")
+            .call()
+            .unwrap();
+        response
+            .headers()
+            .get("access-control-allow-origin")
+            .map(|v| v.to_str().unwrap().to_string())
+    };
+    assert_eq!(allowed(&s), None);
+    let with_cors = Served::start(&dir, &["--cors", "https://app.example"]);
+    assert_eq!(allowed(&with_cors).as_deref(), Some("https://app.example"));
+
+    // History is compressed for clients that accept gzip.
+    s.publish("a", json!({"payload": {}, "source": "s"}));
+    let response = agent
+        .get(format!("{}/v1/events", s.base))
+        .header("Accept-Encoding", "gzip")
+        .call()
+        .unwrap();
+    assert_eq!(
+        response.headers().get("content-encoding").map(|v| v.to_str().unwrap()),
+        Some("gzip")
+    );
+}
+
+/// A Python subscriber whose callback waits on stdin at its first event.
+const PY_STALLED: &str = r#"
+import json, sys, threading
+sys.path.insert(0, sys.argv[1])
+from seed_client import EventBus
+bus = EventBus(sys.argv[2])
+done = threading.Event()
+seen = []
+def on_event(e):
+    if not seen:
+        sys.stdin.readline()
+    seen.append(e.payload["n"])
+    if len(seen) == int(sys.argv[3]):
+        done.set()
+unsubscribe = bus.subscribe("p.>", on_event)
+print("ready", flush=True)
+done.wait(120)
+unsubscribe()
+print(json.dumps(seen), flush=True)
+"#;
+
+#[test]
+fn a_python_subscriber_cut_off_for_lagging_resumes_without_loss_or_repeats() {
+    let dir = Dir::new();
+    let s = Served::start(&dir, &["--stream-buffer", "100", "--max-body", "4MiB"]);
+    let total = 12_000;
+    let mut py = Command::new("python3")
+        .args(["-c", PY_STALLED, &python_dir(), &s.base, &total.to_string()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut out = std::io::BufReader::new(py.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    assert_eq!(line.trim(), "ready");
+    let filler = "x".repeat(2000);
+    for b in 0..total / 1000 {
+        let payloads: Vec<Value> =
+            (0..1000).map(|i| json!({"n": b * 1000 + i, "fill": filler})).collect();
+        s.publish_batch("p.x", &payloads);
+    }
+    // More than the socket buffers and the channel hold is waiting: let the callback go.
+    std::io::Write::write_all(py.stdin.as_mut().unwrap(), b"go\n").unwrap();
+    line.clear();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    let seen: Vec<u64> = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
+    assert_eq!(seen, (0..total as u64).collect::<Vec<_>>(), "lost or repeated events");
+    assert_eq!(py.wait().unwrap().code(), Some(0));
+    assert_eq!(s.metric("seed_streams_lagged_total"), Some(1.0), "the stream was never cut off");
+}
+
+#[test]
+fn a_stop_signal_ends_the_streams_and_exits_0() {
+    for signal in [libc::SIGTERM, libc::SIGINT] {
+        let dir = Dir::new();
+        let mut s = Served::start(&dir, &[]);
+        let stream = s.stream("topic=a", None);
+        stream.listening();
+        let from_start = s.stream("topic=a&from=beginning", None);
+        from_start.listening();
+        s.process.signal(signal);
+        assert!(stream.until_end().is_empty());
+        assert!(from_start.until_end().is_empty());
+        s.process.expect_exit(0);
+    }
+}
+
+#[test]
+fn the_python_client_works_against_a_real_server() {
+    let dir = Dir::new();
+    let s = Served::start(&dir, &["--token", "py-token"]);
+    let status = Command::new("python3")
+        .args(["-m", "unittest", "-v", "test_seed_client"])
+        .current_dir(python_dir())
+        .env("SEED_TEST_URL", &s.base)
+        .env("SEED_TEST_TOKEN", "py-token")
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .status()
+        .expect("python3");
+    assert!(status.success(), "the Python client's tests failed");
+}

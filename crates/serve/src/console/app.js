@@ -1,0 +1,223 @@
+// The Seed console: topics with live rates, a live tail, an event's JSON, a publish form.
+// Plain browser JavaScript, no build step; the server compiles this file into its binary.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const MAX_ROWS = 500;
+let token = sessionStorage.getItem("seed-token");
+let asking = null;
+
+// Asks for the token once; it is kept in sessionStorage (this tab only).
+function askToken() {
+  if (!asking) {
+    asking = new Promise((resolve) => {
+      const dialog = $("token-dialog");
+      $("token-form").onsubmit = () => {
+        token = $("token-input").value;
+        sessionStorage.setItem("seed-token", token);
+        asking = null;
+        resolve();
+      };
+      dialog.showModal();
+    });
+  }
+  return asking;
+}
+
+async function api(path, options = {}) {
+  for (;;) {
+    const headers = Object.assign({}, options.headers || {});
+    if (token) headers.Authorization = "Bearer " + token;
+    const response = await fetch(path, Object.assign({}, options, { headers }));
+    if (response.status !== 401) return response;
+    await askToken();
+  }
+}
+
+async function errorText(response) {
+  try { return (await response.json()).error; } catch (e) { return response.status + " " + response.statusText; }
+}
+
+function setPill(el, text, kind) {
+  el.textContent = text;
+  el.className = "pill" + (kind ? " " + kind : "");
+}
+
+// Topics and their rates, from /v1/stats every two seconds.
+const previous = new Map();
+async function refreshTopics() {
+  try {
+    const response = await api("/v1/stats");
+    if (!response.ok) throw new Error(await errorText(response));
+    const stats = await response.json();
+    const now = performance.now();
+    const body = $("topics").tBodies[0];
+    body.replaceChildren();
+    for (const t of stats.topics) {
+      const before = previous.get(t.topic);
+      const rate = before ? Math.max(0, (t.events - before.events) / ((now - before.at) / 1000)) : 0;
+      previous.set(t.topic, { events: t.events, at: now });
+      const tr = document.createElement("tr");
+      for (const [text, cls] of [[t.topic, ""], [t.events.toLocaleString(), "num"], [rate < 10 ? rate.toFixed(1) : Math.round(rate).toLocaleString(), "num"]]) {
+        const td = document.createElement("td");
+        td.textContent = text;
+        if (cls) td.className = cls;
+        tr.append(td);
+      }
+      tr.onclick = () => { $("tail-pattern").value = t.topic; follow(); };
+      body.append(tr);
+    }
+    $("topics-empty").hidden = stats.topics.length > 0;
+    setPill($("server-status"), "connected", "ok");
+  } catch (e) {
+    setPill($("server-status"), "unreachable", "bad");
+  }
+}
+
+// The live tail: an event stream read with fetch (EventSource cannot send the token).
+let stream = null;
+let paused = false;
+let held = [];
+let lastId = null;
+
+function addRow(event) {
+  const li = document.createElement("li");
+  li.className = "event-row";
+  li.dataset.topic = event.topic;
+  const time = document.createElement("span");
+  time.className = "time";
+  time.textContent = (event.timestamp || "").slice(11, 23);
+  const topic = document.createElement("span");
+  topic.className = "topic";
+  topic.textContent = event.topic;
+  const payload = document.createElement("span");
+  payload.className = "payload";
+  payload.textContent = event.source + ": " + JSON.stringify(event.payload);
+  li.append(time, topic, payload);
+  li.onclick = () => {
+    for (const s of document.querySelectorAll("#tail li.selected")) s.classList.remove("selected");
+    li.classList.add("selected");
+    const detail = $("detail");
+    detail.className = "";
+    detail.textContent = JSON.stringify(event, null, 2);
+  };
+  const tail = $("tail");
+  tail.prepend(li);
+  while (tail.children.length > MAX_ROWS) tail.lastElementChild.remove();
+  $("tail-empty").hidden = true;
+}
+
+function onEvent(event) {
+  if (paused) {
+    held.push(event);
+    if (held.length > MAX_ROWS) held.shift();
+    $("tail-pause").textContent = "Resume (" + held.length + ")";
+  } else {
+    addRow(event);
+  }
+}
+
+async function follow() {
+  if (stream) stream.abort();
+  const controller = new AbortController();
+  stream = controller;
+  lastId = null;
+  const pattern = $("tail-pattern").value.trim() || ">";
+  const status = $("tail-status");
+  let delay = 500;
+  while (stream === controller) {
+    try {
+      const headers = { Accept: "text/event-stream" };
+      if (lastId) headers["Last-Event-ID"] = lastId;
+      const response = await api("/v1/subscribe?topic=" + encodeURIComponent(pattern), { headers, signal: controller.signal });
+      if (!response.ok) {
+        setPill(status, await errorText(response), "bad");
+        return;
+      }
+      await readStream(response, status);
+      delay = 500;
+    } catch (e) {
+      if (controller.signal.aborted) return;
+    }
+    setPill(status, "reconnecting", "warn");
+    await new Promise((r) => setTimeout(r, delay));
+    delay = Math.min(delay * 2, 5000);
+  }
+}
+
+async function readStream(response, status) {
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += decoder.decode(value, { stream: true });
+    let end;
+    while ((end = buffer.indexOf("\n\n")) >= 0) {
+      const block = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      let id = null, kind = "message", data = [];
+      for (const line of block.split("\n")) {
+        if (line === ": listening" || line === ":listening") setPill(status, "live", "ok");
+        else if (line.startsWith("id:")) id = line.slice(3).trim();
+        else if (line.startsWith("event:")) kind = line.slice(6).trim();
+        else if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""));
+      }
+      if (!data.length) {
+        if (id) lastId = id;
+        continue;
+      }
+      if (kind === "error") {
+        setPill(status, JSON.parse(data.join("\n")).error, "warn");
+        continue;
+      }
+      if (id) lastId = id;
+      onEvent(JSON.parse(data.join("\n")));
+    }
+  }
+}
+
+$("tail-form").onsubmit = (e) => { e.preventDefault(); $("tail").replaceChildren(); follow(); };
+$("tail-pause").onclick = () => {
+  paused = !paused;
+  if (!paused) { for (const ev of held) addRow(ev); held = []; }
+  $("tail-pause").textContent = paused ? "Resume (" + held.length + ")" : "Pause";
+};
+$("tail-clear").onclick = () => { $("tail").replaceChildren(); $("tail-empty").hidden = false; };
+
+$("publish-form").onsubmit = async (e) => {
+  e.preventDefault();
+  const result = $("publish-result");
+  let payload;
+  try { payload = JSON.parse($("publish-payload").value); } catch (err) {
+    result.className = "bad";
+    result.textContent = "The payload is not JSON: " + err.message;
+    return;
+  }
+  const body = JSON.stringify({ payload, source: $("publish-source").value });
+  const topic = encodeURIComponent($("publish-topic").value.trim());
+  const response = await api("/v1/topics/" + topic + "/events", { method: "POST", headers: { "Content-Type": "application/json" }, body });
+  if (response.ok) {
+    const event = await response.json();
+    result.className = "ok";
+    result.textContent = "Published " + event.id + " at " + event.cursor;
+    refreshTopics();
+  } else {
+    result.className = "bad";
+    result.textContent = await errorText(response);
+  }
+};
+
+const theme = localStorage.getItem("seed-theme") ||
+  (matchMedia("(prefers-color-scheme: dark)").matches ? "dark" : "light");
+document.documentElement.dataset.theme = theme;
+$("theme").onclick = () => {
+  const next = document.documentElement.dataset.theme === "dark" ? "light" : "dark";
+  document.documentElement.dataset.theme = next;
+  localStorage.setItem("seed-theme", next);
+};
+
+refreshTopics();
+setInterval(refreshTopics, 2000);
+follow();

@@ -1,0 +1,156 @@
+//! Counters of the server, written as Prometheus text at `/metrics`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Upper bounds, in seconds, of the request latency histogram's buckets.
+const BUCKETS: [f64; 10] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.5];
+
+#[derive(Default)]
+struct Histogram {
+    counts: [u64; BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+/// What `/metrics` reports.
+#[derive(Default)]
+pub struct Metrics {
+    published: Mutex<BTreeMap<String, u64>>,
+    delivered: Mutex<BTreeMap<String, u64>>,
+    requests: Mutex<BTreeMap<(String, String), Histogram>>,
+    /// Open event streams.
+    pub subscribers: AtomicU64,
+    /// Store followers feeding the streams (one per distinct pattern).
+    pub followers: AtomicU64,
+    /// Streams ended because their client fell behind.
+    pub lagged: AtomicU64,
+    /// Requests answered with a server error (store failures).
+    pub store_errors: AtomicU64,
+}
+
+fn add(map: &Mutex<BTreeMap<String, u64>>, topic: &str, n: u64) {
+    let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
+    match map.get_mut(topic) {
+        Some(count) => *count += n,
+        None => {
+            map.insert(topic.to_string(), n);
+        }
+    }
+}
+
+/// A label value with `\`, `"` and newlines escaped.
+fn label(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+impl Metrics {
+    /// Counts `n` events published over HTTP to `topic`.
+    pub fn published(&self, topic: &str, n: u64) {
+        add(&self.published, topic, n);
+    }
+
+    /// Counts `n` events of `topic` written to event streams.
+    pub fn delivered(&self, topic: &str, n: u64) {
+        add(&self.delivered, topic, n);
+    }
+
+    /// Records one request's latency under its method and route.
+    pub fn request(&self, method: &str, route: &str, took: Duration) {
+        let seconds = took.as_secs_f64();
+        let mut requests = self.requests.lock().unwrap_or_else(|p| p.into_inner());
+        let h = requests.entry((method.to_string(), route.to_string())).or_default();
+        for (i, bound) in BUCKETS.iter().enumerate() {
+            if seconds <= *bound {
+                h.counts[i] += 1;
+            }
+        }
+        h.count += 1;
+        h.sum += seconds;
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        for (name, help, map) in [
+            (
+                "seed_events_published_total",
+                "Events published over HTTP, per topic.",
+                &self.published,
+            ),
+            (
+                "seed_events_delivered_total",
+                "Events written to event streams, per topic.",
+                &self.delivered,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (topic, n) in map.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+                let _ = writeln!(out, "{name}{{topic=\"{}\"}} {n}", label(topic));
+            }
+        }
+        for (name, kind, help, value) in [
+            ("seed_subscribers", "gauge", "Open event streams.", &self.subscribers),
+            (
+                "seed_stream_followers",
+                "gauge",
+                "Store followers feeding event streams, one per distinct pattern.",
+                &self.followers,
+            ),
+            (
+                "seed_streams_lagged_total",
+                "counter",
+                "Event streams ended because their client fell behind.",
+                &self.lagged,
+            ),
+            (
+                "seed_store_errors_total",
+                "counter",
+                "Requests that failed with a server or store error.",
+                &self.store_errors,
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}",
+                value.load(Ordering::Relaxed)
+            );
+        }
+        let name = "seed_http_request_duration_seconds";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Request latency by method and route.\n# TYPE {name} histogram"
+        );
+        for ((method, route), h) in self.requests.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            let labels = format!("method=\"{}\",route=\"{}\"", label(method), label(route));
+            for (bound, count) in BUCKETS.iter().zip(h.counts) {
+                let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{bound}\"}} {count}");
+            }
+            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {}", h.count);
+            let _ = writeln!(out, "{name}_sum{{{labels}}} {}", h.sum);
+            let _ = writeln!(out, "{name}_count{{{labels}}} {}", h.count);
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_with_escaped_labels_and_cumulative_buckets() {
+        let m = Metrics::default();
+        m.published("a\"b", 2);
+        m.published("a\"b", 1);
+        m.request("GET", "/v1/topics", Duration::from_millis(3));
+        let text = m.render();
+        assert!(text.contains("seed_events_published_total{topic=\"a\\\"b\"} 3"), "{text}");
+        assert!(text.contains("route=\"/v1/topics\",le=\"0.0025\"} 0"), "{text}");
+        assert!(text.contains("route=\"/v1/topics\",le=\"0.005\"} 1"), "{text}");
+        assert!(text.contains("route=\"/v1/topics\",le=\"+Inf\"} 1"), "{text}");
+    }
+}
