@@ -209,18 +209,19 @@ fn every_endpoint_and_error_code_on_redis() {
 }
 
 #[test]
-fn a_store_that_cannot_be_reached_answers_503_without_its_password() {
-    let options = ServerOptions { password: Some("redis-pa55".into()), ..ServerOptions::default() };
-    let redis = RedisServer::start_with(options);
+fn a_store_that_cannot_be_reached_answers_503_and_streams_wait_it_out() {
+    let options = ServerOptions {
+        password: Some("redis-pa55".into()),
+        persistent: true,
+        ..ServerOptions::default()
+    };
+    let mut redis = RedisServer::start_with(options);
     let dir = Dir::with_redis(redis.url());
     let mut s = Served::start_env(&dir, &[], &[("RUST_LOG", "debug")]);
-    s.publish("a", json!({"payload": {}, "source": "s"}));
+    s.publish("a", json!({"payload": {"n": 0}, "source": "s"}));
     let stream = s.stream("topic=a", None);
     stream.listening();
-    drop(redis);
-    // The pattern's follower gives up after its retries: the stream ends with an error event.
-    let items = stream.until_end();
-    assert!(matches!(items.last(), Some(Item::Error(_))), "{items:?}");
+    redis.stop();
     let (status, text) =
         s.post("/v1/topics/a/events", "application/json", br#"{"payload": {}, "source": "s"}"#);
     assert_eq!(status, 503, "{text}");
@@ -228,6 +229,21 @@ fn a_store_that_cannot_be_reached_answers_503_without_its_password() {
     assert_eq!(status, 503, "{text}");
     assert!(!text.contains("redis-pa55"), "{text}");
     assert_eq!(s.metric("seed_store_errors_total"), Some(2.0));
+    // The pattern's subscription waits the outage out: the open stream goes on
+    // with what is published once the server is back, nothing lost or repeated.
+    redis.restart();
+    wait_until("the store to be back", || {
+        let (status, _) = s.post(
+            "/v1/topics/a/events",
+            "application/json",
+            br#"{"payload": {"n": 1}, "source": "s"}"#,
+        );
+        status == 201
+    });
+    s.publish("a", json!({"payload": {"n": 2}, "source": "s"}));
+    let got: Vec<u64> =
+        stream.events(2).iter().map(|(_, e)| e["payload"]["n"].as_u64().unwrap()).collect();
+    assert_eq!(got, [1, 2]);
     s.process.signal(libc::SIGTERM);
     s.process.expect_exit(0);
     assert!(!s.process.transcript().contains("redis-pa55"), "{}", s.process.transcript());
