@@ -153,3 +153,32 @@ proptest! {
         read_everything(dir.path(), &t, &bytes);
     }
 }
+
+/// A line whose timestamp is past year 9999 once its offset is applied is
+/// not an event: `verify` reports it where it starts, and reads skip it.
+#[test]
+fn a_timestamp_outside_the_calendar_is_a_corrupt_line() {
+    let t = topic("t");
+    let bytes = valid_log(&t);
+    let text = String::from_utf8(bytes).unwrap();
+    let second = text.find('\n').unwrap() + 1;
+    let (head, tail) = text.split_at(second);
+    let stamp = tail.find("\"timestamp\":\"").unwrap() + "\"timestamp\":\"".len();
+    let end = stamp + tail[stamp..].find('"').unwrap();
+    let changed =
+        format!("{head}{}9999-12-31T23:59:59.999999-01:00{}", &tail[..stamp], &tail[end..]);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("t.jsonl"), &changed).unwrap();
+    let store = FileStore::open(dir.path()).unwrap();
+    let corrupt = store.verify().unwrap();
+    assert_eq!(corrupt.len(), 1, "{corrupt:?}");
+    assert_eq!((&corrupt[0].topic, corrupt[0].offset), (&t, second as u64));
+    assert!(corrupt[0].reason.contains("is outside"), "{}", corrupt[0].reason);
+    let numbers: Vec<_> = store
+        .query(&Query::topic(&t))
+        .unwrap()
+        .iter()
+        .map(|e| e.event.payload["n"].as_u64().unwrap())
+        .collect();
+    assert_eq!(numbers, vec![0, 2, 3, 4]);
+}
