@@ -74,7 +74,9 @@ pub(crate) fn meta_name(name: &ConsumerName) -> Result<ConsumerName> {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// What the hidden record says about a consumer.
@@ -89,7 +91,9 @@ pub(crate) fn load_meta(store: &dyn EventStore, meta: &ConsumerName) -> Result<M
     let map = store.load_consumer(meta)?;
     Ok(Meta {
         created: map.contains_key(&key("created")),
-        since: map.get(&key("since")).map(|c| Timestamp::from_unix_micros(c.major() as i64)),
+        since: map
+            .get(&key("since"))
+            .map(|c| Timestamp::from_unix_micros(i64::try_from(c.major()).unwrap_or(i64::MAX))),
     })
 }
 
@@ -135,7 +139,7 @@ impl Lease {
     ) -> Result<Lease> {
         let meta = meta_name(name)?;
         let token = (uuid::Uuid::new_v4().as_u64_pair().0) & !1;
-        let ttl_ms = ttl.as_millis().max(1) as u64;
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
         // A wait past what the clock can represent is no deadline.
         let deadline = Instant::now().checked_add(wait);
         loop {
@@ -144,8 +148,8 @@ impl Lease {
             let held_until = current.filter(|c| c.minor() & 1 == 0 && c.major() > now);
             match held_until {
                 None => {
-                    let floor = current.map_or(0, |c| c.major() + 1);
-                    let expiry = (now + ttl_ms).max(floor);
+                    let floor = current.map_or(0, |c| c.major().saturating_add(1));
+                    let expiry = now.saturating_add(ttl_ms).max(floor);
                     store.commit_consumer(&meta, &key("lease"), Cursor::new(expiry, token))?;
                     thread::sleep(SETTLE);
                     let check = lease_of(&store.load_consumer(&meta)?);
@@ -192,7 +196,8 @@ impl Lease {
                         &map,
                     ) {
                         Some(c) if c.minor() == token => {
-                            let expiry = (now_ms() + ttl_ms).max(c.major() + 1);
+                            let expiry =
+                                now_ms().saturating_add(ttl_ms).max(c.major().saturating_add(1));
                             store.commit_consumer(
                                 &meta,
                                 &key("lease"),

@@ -604,4 +604,15 @@ fn waits_longer_than_the_clock_can_represent_do_not_panic() {
         durable_config("max", "max", StartAt::Beginning).lease_wait(Duration::MAX).max_events(1);
     let sub = bus.subscribe_with(config, |_| Ok(())).unwrap();
     assert_eq!(sub.wait().unwrap().delivered, 1);
+
+    // A lease that never expires is held, renewed and released.
+    let store = MemoryStore::new();
+    let config = BusConfig::default().lease_ttl(Duration::MAX);
+    let bus = EventBus::with_config(Arc::new(store), config);
+    publish(&bus, "max", 0);
+    let config = durable_config("forever", "max", StartAt::Beginning).max_events(1);
+    let sub = bus.subscribe_with(config, |_| Ok(())).unwrap();
+    assert_eq!(sub.wait().unwrap().delivered, 1);
+    let again = durable_config("forever", "max", StartAt::Beginning);
+    bus.subscribe_with(again, |_| Ok(())).unwrap().unsubscribe().unwrap();
 }

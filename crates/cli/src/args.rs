@@ -457,7 +457,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 /// Parses an RFC 3339 time or a duration ago (`90s`, `15m`, `2h`, `7d`); a
-/// bare number is neither.
+/// bare number is neither. A duration ago reaching past year 0000 gives
+/// [`Timestamp::MIN`].
 pub fn parse_time(s: &str) -> Result<Timestamp, String> {
     let text = s.trim();
     if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
@@ -467,7 +468,8 @@ pub fn parse_time(s: &str) -> Result<Timestamp, String> {
     }
     if text.starts_with(|c: char| c.is_ascii_digit()) && !text.contains('-') {
         let ago = parse_duration(text).map_err(|_| time_error())?;
-        let micros = i64::try_from(ago.as_micros()).map_err(|_| time_error())?;
+        // A duration ago past year 0000 is the earliest time.
+        let micros = i64::try_from(ago.as_micros()).unwrap_or(i64::MAX);
         return Ok(Timestamp::now().add_micros(-micros));
     }
     Timestamp::parse(text).map_err(|_| time_error())

@@ -40,30 +40,39 @@ fn main() -> ExitCode {
 
 /// Clap's own output for help, version and most usage errors; one line for a bad value.
 fn clap_error(e: clap::Error) -> ExitCode {
-    if matches!(e.kind(), ErrorKind::ValueValidation | ErrorKind::InvalidValue) {
-        let arg = match e.get(ContextKind::InvalidArg) {
-            Some(ContextValue::String(arg)) => arg.clone(),
-            _ => "argument".to_string(),
-        };
-        let value = match e.get(ContextKind::InvalidValue) {
-            Some(ContextValue::String(value)) => Some(value.clone()),
-            _ => None,
-        };
-        let reason = match std::error::Error::source(&e) {
-            Some(source) => source.to_string(),
-            None => match (&value, e.get(ContextKind::ValidValue)) {
-                (Some(value), Some(valid)) => format!("{value} is not one of {valid}"),
-                (Some(value), None) => format!("{value:?} is not accepted"),
-                _ => e.kind().to_string(),
-            },
-        };
-        eprintln!("seed: {}", value_error(&arg, value.as_deref(), &reason));
+    if let Some(line) = bad_value_line(&e) {
+        eprintln!("seed: {line}");
         return ExitCode::from(2);
     }
     let status = e.exit_code();
     // Printing help or an error can only fail when stdout or stderr is gone.
     let _ = e.print();
     ExitCode::from(u8::try_from(status).unwrap_or(2))
+}
+
+/// The one line for a value clap or one of our parsers refused (naming the
+/// argument); `None` for every other clap error.
+fn bad_value_line(e: &clap::Error) -> Option<String> {
+    if !matches!(e.kind(), ErrorKind::ValueValidation | ErrorKind::InvalidValue) {
+        return None;
+    }
+    let arg = match e.get(ContextKind::InvalidArg) {
+        Some(ContextValue::String(arg)) => arg.clone(),
+        _ => "argument".to_string(),
+    };
+    let value = match e.get(ContextKind::InvalidValue) {
+        Some(ContextValue::String(value)) => Some(value.clone()),
+        _ => None,
+    };
+    let reason = match std::error::Error::source(e) {
+        Some(source) => source.to_string(),
+        None => match (&value, e.get(ContextKind::ValidValue)) {
+            (Some(value), Some(valid)) => format!("{value} is not one of {valid}"),
+            (Some(value), None) => format!("{value:?} is not accepted"),
+            _ => e.kind().to_string(),
+        },
+    };
+    Some(value_error(&arg, value.as_deref(), &reason))
 }
 
 /// `invalid --since "2026": <reason>`, or `--topic <T>: <reason>` when the reason quotes the value.
@@ -121,4 +130,98 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
         c.downcast_ref::<io::Error>().is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Every option that takes a value, in a command line that is valid without it:
+    /// the words before the value, and the flag the value is given to.
+    const VALUE_ARGS: &[(&[&str], &str)] = &[
+        (&["subscribe", "--topic", "a"], "--timeout"),
+        (&["subscribe", "--topic", "a"], "--give-up-after"),
+        (&["subscribe", "--topic", "a"], "--from"),
+        (&["subscribe", "--topic", "a"], "--after"),
+        (&["subscribe", "--topic", "a"], "--group"),
+        (&["subscribe", "--topic", "a"], "--count"),
+        (&["subscribe", "--topic", "a"], "--output"),
+        (&["subscribe"], "--topic"),
+        (&["history"], "--topic"),
+        (&["history"], "--since"),
+        (&["history"], "--until"),
+        (&["history"], "--limit"),
+        (&["history"], "--last"),
+        (&["history", "--topic", "a"], "--after"),
+        (&["replay", "--topic", "a"], "--since"),
+        (&["replay", "--since", "1h"], "--topic"),
+        (&["replay", "--topic", "a", "--since", "1h"], "--until"),
+        (&["replay", "--topic", "a", "--since", "1h"], "--speed"),
+        (&["publish", "--source", "s", "--payload", "{}"], "--topic"),
+        (&["publish", "--topic", "a", "--payload", "{}"], "--source"),
+        (&["publish", "--topic", "a", "--source", "s"], "--payload"),
+        (&["publish", "--topic", "a", "--source", "s", "--payload", "{}"], "--metadata"),
+        (&["publish", "--topic", "a", "--source", "s", "--payload", "{}"], "--timestamp"),
+        (&["publish", "--topic", "a", "--source", "s", "--payload", "{}"], "--id"),
+        (&["stats"], "--topic"),
+        (&["clear"], "--topic"),
+        (&["clear"], "--before"),
+        (&["topics"], "--sync"),
+    ];
+
+    /// Values near what each option takes, and past its edges: durations with
+    /// huge numbers, times at the ends of the calendar, cursors, names, JSON.
+    fn value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "-?[0-9]{1,25}(\\.[0-9]{0,4})?(ms|s|m|h|d|x|)",
+            "[0-9]{4}-[0-1][0-9]-[0-3][0-9]T[0-2][0-9]:[0-5][0-9]:[0-6][0-9](\\.[0-9]{1,9})?(Z|[+-][0-2][0-9]:[0-5][0-9])?",
+            "[0-9]{0,21}-?[0-9]{0,21}",
+            "([a-z*>]{0,3}\\.?){0,4}(=[0-9]{1,3}-[0-9])?",
+            "\\{\"[a-z]\": ?[0-9\\[\\]{}]{0,4}\\}?",
+            "new|beginning|text|json|ndjson|never|always|batch|inf|NaN|-0|1e400",
+            any::<String>(),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Any value of any option parses or is refused with one line naming the option.
+        #[test]
+        fn every_refused_value_names_its_option(
+            which in 0..VALUE_ARGS.len(),
+            value in value(),
+        ) {
+            let (words, flag) = VALUE_ARGS[which];
+            let mut argv = vec!["seed".to_string()];
+            argv.extend(words.iter().map(|w| w.to_string()));
+            argv.push(format!("{flag}={value}"));
+            if let Err(e) = args::Cli::try_parse_from(&argv) {
+                let line = bad_value_line(&e);
+                prop_assert!(line.is_some(), "{argv:?}: not a bad value: {e}");
+                let line = line.unwrap();
+                prop_assert!(line.contains(flag), "{argv:?}: {line}");
+                prop_assert!(!line.contains('\n'), "{argv:?}: {line:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_duration_past_the_clock_is_accepted_and_times_past_the_calendar_clamp() {
+        let cli = args::Cli::try_parse_from([
+            "seed",
+            "subscribe",
+            "--topic",
+            "a",
+            "--timeout",
+            "10000000000000000000s",
+        ])
+        .unwrap();
+        let args::Command::Subscribe(sub) = cli.command else { panic!("a subscribe command") };
+        assert_eq!(sub.timeout, Some(std::time::Duration::from_secs(10_000_000_000_000_000_000)));
+        let cli = args::Cli::try_parse_from(["seed", "clear", "--before", "99999999999999d"]);
+        let args::Command::Clear(clear) = cli.unwrap().command else { panic!("a clear command") };
+        assert_eq!(clear.before, Some(seed_event::Timestamp::MIN));
+    }
 }

@@ -19,7 +19,8 @@
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -48,7 +49,8 @@ macro_rules! conformance_tests {
             append_then_read, batches_are_ordered_and_checked, batches_are_all_or_nothing_to_readers,
             conditional_append, conditional_append_race_has_one_winner, query_filters,
             query_limits, query_orders_across_topics, out_of_order_timestamps,
-            after_needs_one_topic, follow_times_out_then_wakes, follow_start_modes,
+            after_needs_one_topic, follow_times_out_then_wakes, follow_waits_past_the_clock,
+            follow_start_modes,
             follow_patterns_and_new_topics, follow_survives_clear, cursors_survive_reopen,
             consumers_commit_and_reload, topic_stats, clear_scopes, topic_names_are_lossless,
             concurrent_appends_lose_nothing, count_after_cursor
@@ -161,35 +163,70 @@ pub fn batches_are_ordered_and_checked(h: &dyn Harness) {
     assert_eq!(store.query(&Query::topic(&t)).unwrap().len(), 500);
 }
 
-/// A reader running beside a batch writer sees whole batches only.
+/// Readers running beside a batch writer see whole batches only: every query,
+/// and every prefix a follower has returned, holds a whole number of batches
+/// of each topic, and the reads overlap the writes.
 pub fn batches_are_all_or_nothing_to_readers(h: &dyn Harness) {
     let store = h.open();
-    let t = topic("batch.atomic");
+    let topics = [topic("batch.atomic.a"), topic("batch.atomic.b")];
     const BATCH: usize = 200;
     const BATCHES: u64 = 30;
+    let per_topic = BATCH * BATCHES as usize;
+    let total = per_topic * topics.len();
+    let mut follower =
+        store.follow(&pattern("batch.atomic.*"), FollowFrom::start(Start::Beginning)).unwrap();
+    let reader_saw_some = Arc::new(AtomicBool::new(false));
     let writer = {
         let store = h.open();
-        let t = t.clone();
+        let topics = topics.clone();
+        let reader_saw_some = reader_saw_some.clone();
         thread::spawn(move || {
             for b in 0..BATCHES {
-                let events: Vec<Event> =
-                    (0..BATCH as u64).map(|i| event(&t, b * BATCH as u64 + i)).collect();
-                store.append_batch(&t, &events).unwrap();
+                for t in &topics {
+                    let events: Vec<Event> =
+                        (0..BATCH as u64).map(|i| event(t, b * BATCH as u64 + i)).collect();
+                    store.append_batch(t, &events).unwrap();
+                }
+                // Half way, wait for the reader, so that reads overlap writes.
+                let deadline = Instant::now() + DEADLINE;
+                while b == BATCHES / 2
+                    && !reader_saw_some.load(Ordering::SeqCst)
+                    && Instant::now() < deadline
+                {
+                    thread::yield_now();
+                }
             }
         })
     };
-    let mut follower =
-        store.follow(&TopicPattern::from(t.clone()), FollowFrom::start(Start::Beginning)).unwrap();
-    let mut seen = 0usize;
+    let mut seen: BTreeMap<Topic, Vec<u64>> = BTreeMap::new();
+    let mut overlapped = false;
     let deadline = Instant::now() + DEADLINE * 3;
-    while seen < BATCH * BATCHES as usize && Instant::now() < deadline {
-        let n = store.query(&Query::topic(&t)).unwrap().len();
-        assert_eq!(n % BATCH, 0, "a reader saw {n} events, not a whole number of batches");
-        seen += follower.next_batch(10_000, Duration::from_millis(50)).unwrap().len();
+    while seen.values().map(Vec::len).sum::<usize>() < total && Instant::now() < deadline {
+        for t in &topics {
+            let n = store.query(&Query::topic(t)).unwrap().len();
+            assert_eq!(n % BATCH, 0, "a query of {t} saw {n} events, not whole batches");
+        }
+        let got = follower.next_batch(total, Duration::from_millis(50)).unwrap();
+        for e in &got {
+            let n = e.event.payload["n"].as_u64().unwrap_or(u64::MAX);
+            seen.entry(e.event.topic.clone()).or_default().push(n);
+        }
+        for (t, numbers) in &seen {
+            let n = numbers.len();
+            assert_eq!(n % BATCH, 0, "a follower returned {n} events of {t}, not whole batches");
+        }
+        if !got.is_empty() && seen.values().map(Vec::len).sum::<usize>() < total {
+            overlapped = true;
+            reader_saw_some.store(true, Ordering::SeqCst);
+        }
     }
     writer.join().unwrap();
-    seen += collect(follower.as_mut(), BATCH * BATCHES as usize - seen).len();
-    assert_eq!(seen, BATCH * BATCHES as usize);
+    assert!(overlapped, "the follower read while the writer was writing");
+    for t in &topics {
+        let expected: Vec<u64> = (0..per_topic as u64).collect();
+        assert_eq!(seen.get(t), Some(&expected), "every event of {t} once, in order");
+    }
+    assert_quiet(follower.as_mut());
 }
 
 /// Conditional append succeeds on the expected last cursor and conflicts otherwise.
@@ -215,34 +252,56 @@ pub fn conditional_append(h: &dyn Harness) {
     assert_eq!(err.kind(), ErrorKind::Conflict);
 }
 
-/// Racing conditional appends on one expected cursor: exactly one wins each round.
+/// Racing conditional appends on one expected cursor: each round every
+/// thread reads the last cursor, then all append expecting it at once, and
+/// exactly one wins; the winners form a chain, each expecting the one before.
 pub fn conditional_append_race_has_one_winner(h: &dyn Harness) {
     let t = topic("race.cas");
     let rounds = 20u64;
-    let threads = 4u64;
-    let handles: Vec<_> = (0..threads)
+    let threads = 4usize;
+    let barrier = Arc::new(Barrier::new(threads));
+    let handles: Vec<_> = (0..threads as u64)
         .map(|w| {
             let store = h.open();
             let t = t.clone();
+            let barrier = barrier.clone();
             thread::spawn(move || {
-                let mut wins = 0;
-                let mut round = 0;
-                while round < rounds {
+                let mut tries = Vec::new();
+                for round in 0..rounds {
+                    // Every append of the round before has returned.
+                    barrier.wait();
                     let expected = store.last_cursor(&t).unwrap();
-                    match store.append_expecting(&event(&t, w * 1000 + round), expected) {
-                        Ok(_) => wins += 1,
+                    // Nobody appends before everybody has read `expected`.
+                    barrier.wait();
+                    let result = store.append_expecting(&event(&t, round * 1000 + w), expected);
+                    match &result {
+                        Ok(cursor) => {
+                            assert!(Some(*cursor) > expected, "{cursor} after {expected:?}")
+                        }
                         Err(e) => assert_eq!(e.kind(), ErrorKind::Conflict, "{e}"),
                     }
-                    round += 1;
+                    tries.push((round, expected, result.ok()));
                 }
-                wins
+                tries
             })
         })
         .collect();
-    let wins: u64 = handles.into_iter().map(|h| h.join().unwrap()).sum();
+    let tries: Vec<_> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
+    let mut chain = None;
+    let mut winners = Vec::new();
+    for round in 0..rounds {
+        let this: Vec<_> = tries.iter().filter(|(r, _, _)| *r == round).collect();
+        assert!(this.iter().all(|(_, expected, _)| *expected == chain), "round {round}: {this:?}");
+        let won: Vec<Cursor> = this.iter().filter_map(|(_, _, won)| *won).collect();
+        assert_eq!(won.len(), 1, "round {round}: exactly one append expecting {chain:?} wins");
+        chain = Some(won[0]);
+        winners.push(won[0]);
+    }
     let stored = h.open().query(&Query::topic(&t)).unwrap();
-    assert_eq!(stored.len() as u64, wins, "every win is stored once, every loss not at all");
-    assert!(wins >= rounds, "at least one append per round wins");
+    let cursors: Vec<Cursor> = stored.iter().map(|e| e.cursor).collect();
+    assert_eq!(cursors, winners, "every winner is stored once, every loser not at all");
+    let rounds_stored: Vec<u64> = numbers(&stored).iter().map(|n| n / 1000).collect();
+    assert_eq!(rounds_stored, (0..rounds).collect::<Vec<_>>());
 }
 
 /// Source, correlation id, since (inclusive), until (exclusive) and after filter exactly.
@@ -317,7 +376,6 @@ pub fn query_limits(h: &dyn Harness) {
         .unwrap()
         .last()
         .map(|e| e.cursor);
-    filtered.until = None;
     assert_eq!(numbers(&store.query(&filtered).unwrap()), vec![48, 49]);
     let timestamps: Vec<_> =
         store.query(&Query::topic(&t)).unwrap().iter().map(|e| e.event.timestamp).collect();
@@ -403,7 +461,8 @@ pub fn after_needs_one_topic(h: &dyn Harness) {
     }
 }
 
-/// Follow returns empty when the time runs out and wakes for an append from another thread.
+/// Follow returns empty when the time runs out, wakes for an append from
+/// another thread, and goes on after a wait that ran out without rereading.
 pub fn follow_times_out_then_wakes(h: &dyn Harness) {
     let store = h.open();
     let t = topic("follow.wake");
@@ -422,6 +481,33 @@ pub fn follow_times_out_then_wakes(h: &dyn Harness) {
     writer.join().unwrap();
     assert_eq!(numbers(&got), vec![7]);
     assert_quiet(follower.as_mut());
+    // After a wait that ran out it goes on where it was: the next event, once.
+    store.append_owned(event(&t, 8)).unwrap();
+    assert_eq!(numbers(&collect(follower.as_mut(), 1)), vec![8]);
+    assert_quiet(follower.as_mut());
+}
+
+/// A timeout past what the clock can represent ([`Duration::MAX`]) returns
+/// what is there at once, and otherwise waits without limit for an append.
+pub fn follow_waits_past_the_clock(h: &dyn Harness) {
+    let store = h.open();
+    let t = topic("follow.forever");
+    store.append_owned(event(&t, 0)).unwrap();
+    let mut follower =
+        store.follow(&TopicPattern::from(t.clone()), FollowFrom::start(Start::Beginning)).unwrap();
+    assert_eq!(numbers(&follower.next_batch(10, Duration::MAX).unwrap()), vec![0]);
+    // The wait runs on its own thread so that a store that never wakes fails, not hangs.
+    let (tx, rx) = mpsc::channel();
+    let waiter = thread::spawn(move || {
+        let got = follower.next_batch(10, Duration::MAX);
+        let _ = tx.send(got.map(|events| numbers(&events)));
+    });
+    store.append_owned(event(&t, 1)).unwrap();
+    match rx.recv_timeout(DEADLINE) {
+        Ok(got) => assert_eq!(got.unwrap(), vec![1]),
+        Err(_) => panic!("next_batch(.., Duration::MAX) did not return an event appended later"),
+    }
+    waiter.join().unwrap();
 }
 
 /// Beginning, New, Since and per-topic positions start where they promise.
@@ -581,7 +667,8 @@ pub fn clear_scopes(h: &dyn Harness) {
     assert_eq!(numbers(&store.query(&Query::topic(&a)).unwrap()), vec![100]);
 }
 
-/// Names that look alike stay distinct, long and non-ASCII names work, and are listed exactly.
+/// Names that look alike stay distinct, long and non-ASCII names work, and are
+/// listed exactly; names that climb out of a directory are not topics at all.
 pub fn topic_names_are_lossless(h: &dyn Harness) {
     let store = h.open();
     let long = "x".repeat(250) + ".long";
@@ -591,25 +678,29 @@ pub fn topic_names_are_lossless(h: &dyn Harness) {
         "service_api.health",
         "service\\api.health",
         "service%2Fapi.health",
-        "..%2e",
+        "%2e%2e",
+        "/etc/passwd",
         "CON",
         "a.b",
         "A.b",
         "größe.ändern",
         "日本.語",
-        "../../etc/passwd",
         "x.jsonl",
+        "x.meta",
         long.as_str(),
         long_unicode.as_str(),
     ];
-    let names: Vec<&str> = names.into_iter().filter(|n| Topic::new(*n).is_ok()).collect();
-    assert!(names.contains(&"../../etc/passwd") == Topic::new("../../etc/passwd").is_ok());
+    for refused in ["..", "..%2e", "../../etc/passwd", "a/../b"] {
+        let err = Topic::new(refused).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput, "{refused:?} is not a topic");
+    }
     for (n, name) in names.iter().enumerate() {
         store.append_owned(event(&topic(name), n as u64)).unwrap();
     }
     let listed: BTreeSet<String> =
         store.topics().unwrap().into_iter().map(|s| s.topic.to_string()).collect();
     let expected: BTreeSet<String> = names.iter().map(|n| n.to_string()).collect();
+    assert_eq!(listed.len(), 15, "all 15 names are distinct topics");
     assert_eq!(listed, expected);
     for (n, name) in names.iter().enumerate() {
         let got = store.query(&Query::topic(&topic(name))).unwrap();

@@ -8,13 +8,17 @@ use time::OffsetDateTime;
 
 use crate::{Error, Result};
 
-/// A UTC instant with microsecond precision.
+/// A UTC instant with microsecond precision, from [`Timestamp::MIN`]
+/// (0000-01-01) to [`Timestamp::MAX`] (9999-12-31), the years RFC 3339 can write.
 ///
 /// It is written as RFC 3339 with six fractional digits and a `+00:00` offset,
 /// exactly as the original Python implementation wrote them
 /// (`2026-04-16T12:00:00.123456+00:00`); any RFC 3339 text parses, with a `Z`
 /// or another offset (converted to UTC) and from 0 to 9 fractional digits
-/// (digits past the sixth are dropped).
+/// (digits past the sixth are dropped). Every way to make one (parsing,
+/// serde, [`Timestamp::try_from_unix_micros`]) refuses a time outside the
+/// range, and the saturating ones ([`Timestamp::from_unix_micros`],
+/// [`Timestamp::add_micros`]) stop at its ends, so every timestamp prints.
 ///
 /// ```
 /// use seed_event::Timestamp;
@@ -25,15 +29,32 @@ use crate::{Error, Result};
 pub struct Timestamp(i64);
 
 impl Timestamp {
+    /// The earliest timestamp: 0000-01-01T00:00:00.000000+00:00.
+    pub const MIN: Timestamp = Timestamp(-62_167_219_200_000_000);
+
+    /// The latest timestamp: 9999-12-31T23:59:59.999999+00:00.
+    pub const MAX: Timestamp = Timestamp(253_402_300_799_999_999);
+
     /// The current time, truncated to microseconds.
     pub fn now() -> Timestamp {
-        let now = OffsetDateTime::now_utc();
-        Timestamp((now.unix_timestamp_nanos() / 1_000) as i64)
+        let micros = OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000;
+        Timestamp::from_unix_micros(i64::try_from(micros).unwrap_or(i64::MAX))
     }
 
-    /// The instant `micros` microseconds after the Unix epoch.
+    /// The instant `micros` microseconds after the Unix epoch, clamped to
+    /// [`Timestamp::MIN`]..=[`Timestamp::MAX`].
     pub fn from_unix_micros(micros: i64) -> Timestamp {
-        Timestamp(micros)
+        Timestamp(micros.clamp(Timestamp::MIN.0, Timestamp::MAX.0))
+    }
+
+    /// The instant `micros` microseconds after the Unix epoch; an error naming
+    /// the range for a time before year 0000 or after year 9999.
+    pub fn try_from_unix_micros(micros: i64) -> Result<Timestamp> {
+        if (Timestamp::MIN.0..=Timestamp::MAX.0).contains(&micros) {
+            Ok(Timestamp(micros))
+        } else {
+            Err(out_of_range(&format!("{micros} microseconds after the Unix epoch")))
+        }
     }
 
     /// Microseconds since the Unix epoch.
@@ -46,9 +67,10 @@ impl Timestamp {
         self.0.div_euclid(1_000)
     }
 
-    /// This instant moved by `micros` microseconds (negative moves back), saturating.
+    /// This instant moved by `micros` microseconds (negative moves back),
+    /// saturating at [`Timestamp::MIN`] and [`Timestamp::MAX`].
     pub fn add_micros(self, micros: i64) -> Timestamp {
-        Timestamp(self.0.saturating_add(micros))
+        Timestamp::from_unix_micros(self.0.saturating_add(micros))
     }
 
     /// Parses RFC 3339 text; the error names the text and the expected form.
@@ -61,16 +83,27 @@ impl Timestamp {
                 ),
             )
         })?;
+        // An offset can move a time of year 0000 or 9999 out of the range.
         let micros = parsed.unix_timestamp_nanos().div_euclid(1_000);
         i64::try_from(micros)
-            .map(Timestamp)
-            .map_err(|_| Error::invalid("timestamp", format!("{text:?} is out of range")))
+            .ok()
+            .and_then(|m| Timestamp::try_from_unix_micros(m).ok())
+            .ok_or_else(|| out_of_range(&format!("{text:?}")))
     }
 
     fn to_datetime(self) -> OffsetDateTime {
-        OffsetDateTime::from_unix_timestamp_nanos(self.0 as i128 * 1_000)
+        // Every value in the range converts; the fallback is never taken.
+        OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.0) * 1_000)
             .unwrap_or(OffsetDateTime::UNIX_EPOCH)
     }
+}
+
+/// The error for a time outside [`Timestamp::MIN`]..=[`Timestamp::MAX`].
+fn out_of_range(what: &str) -> Error {
+    Error::invalid(
+        "timestamp",
+        format!("{what} is outside {}..={} in UTC", Timestamp::MIN, Timestamp::MAX),
+    )
 }
 
 impl fmt::Display for Timestamp {
@@ -142,6 +175,45 @@ mod tests {
         let old = Timestamp::from_unix_micros(-1);
         assert_eq!(old.to_string(), "1969-12-31T23:59:59.999999+00:00");
         assert_eq!(Timestamp::parse(&old.to_string()).unwrap(), old);
+    }
+
+    #[test]
+    fn the_range_is_what_rfc_3339_writes() {
+        assert_eq!(Timestamp::MIN.to_string(), "0000-01-01T00:00:00.000000+00:00");
+        assert_eq!(Timestamp::MAX.to_string(), "9999-12-31T23:59:59.999999+00:00");
+        for t in [Timestamp::MIN, Timestamp::MAX] {
+            assert_eq!(Timestamp::parse(&t.to_string()).unwrap(), t);
+            assert_eq!(Timestamp::try_from_unix_micros(t.unix_micros()).unwrap(), t);
+        }
+        for micros in [i64::MIN, Timestamp::MIN.0 - 1, Timestamp::MAX.0 + 1, i64::MAX] {
+            let err = Timestamp::try_from_unix_micros(micros).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "invalid timestamp: {micros} microseconds after the Unix epoch is outside \
+                     0000-01-01T00:00:00.000000+00:00..=9999-12-31T23:59:59.999999+00:00 in UTC"
+                )
+            );
+        }
+        assert_eq!(Timestamp::from_unix_micros(i64::MIN), Timestamp::MIN);
+        assert_eq!(Timestamp::from_unix_micros(i64::MAX), Timestamp::MAX);
+        assert_eq!(Timestamp::MAX.add_micros(1), Timestamp::MAX);
+        assert_eq!(Timestamp::MIN.add_micros(i64::MIN), Timestamp::MIN);
+        assert_eq!(Timestamp::MIN.add_micros(i64::MAX), Timestamp::MAX);
+    }
+
+    #[test]
+    fn an_offset_cannot_move_a_time_out_of_the_range() {
+        for text in ["0000-01-01T00:00:00+00:01", "9999-12-31T23:59:59.999999-00:01"] {
+            let err = Timestamp::parse(text).unwrap_err();
+            assert!(err.to_string().starts_with("invalid timestamp: "), "{err}");
+            assert!(err.to_string().contains("is outside 0000-01-01"), "{err}");
+            let json = format!("{text:?}");
+            let err = serde_json::from_str::<Timestamp>(&json).unwrap_err();
+            assert!(err.to_string().contains("is outside"), "{err}");
+        }
+        let late = Timestamp::parse("9999-12-31T23:59:59.999999+00:00").unwrap();
+        assert_eq!(late, Timestamp::MAX);
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! The conformance suite against the in-memory reference store, so the suite itself is tested.
+//! The conformance suite against the in-memory reference store: the suite passes on a correct
+//! store (`broken_stores.rs` shows that its cases fail on broken ones).
 
 use std::sync::Arc;
 

@@ -9,9 +9,9 @@ pub(crate) const YEAR_10000: u64 = 253_402_300_800_000_000;
 
 /// `Timestamp`'s text form (`2026-04-16T12:00:00.123456+00:00`) without a formatter.
 ///
-/// Times from 1970 to 9999 take an unsigned path whose divisions by
-/// constants compile to multiplications; other times go through
-/// `Timestamp`'s `Display`.
+/// Times from 1970 on (a `Timestamp` ends in 9999) take an unsigned path
+/// whose divisions by constants compile to multiplications; earlier times go
+/// through `Timestamp`'s `Display`.
 pub(crate) fn push_timestamp(out: &mut Vec<u8>, t: seed_event::Timestamp) {
     let Ok(micros) = u64::try_from(t.unix_micros()) else {
         let _ = write!(out, "{t}");
@@ -56,9 +56,10 @@ mod tests {
     use super::*;
     use seed_event::Timestamp;
 
-    /// Days from 1969 to 10000 a month and a bit apart (so every day of
-    /// the month and time of day comes round), and the days around the end
-    /// of February of leap and century years, as `Timestamp` displays them.
+    /// Days from 1969 to the end of 9999 a month and a bit apart (so every
+    /// day of the month and time of day comes round), the last instant, and
+    /// the days around the end of February of leap and century years, as
+    /// `Timestamp` displays them.
     #[test]
     fn timestamps_are_written_as_timestamp_displays_them() {
         const DAY: i64 = 86_400_000_000;
@@ -70,10 +71,11 @@ mod tests {
             assert_eq!(String::from_utf8(out.clone()).unwrap(), t.to_string(), "{micros}");
         };
         let mut micros = -400 * DAY;
-        while micros < 253_402_300_800_000_000 + 400 * DAY {
+        while micros < YEAR_10000 as i64 {
             check(micros);
             micros += 31 * DAY + 3_601_000_007;
         }
+        check(Timestamp::MAX.unix_micros());
         for year in [1970i64, 1972, 2000, 2024, 2100, 2400, 9996, 9999] {
             // About 1 March of `year` in Unix days (the ±3 days cover the
             // end of February whether or not the year is a leap year).

@@ -184,7 +184,7 @@ impl RedisFollower {
         }
         let con = self.connection(deadline)?;
         let result = con
-            .set_read_timeout(Some(block.unwrap_or_default() + margin))
+            .set_read_timeout(Some(block.unwrap_or_default().saturating_add(margin)))
             .and_then(|()| cmd.query::<Value>(con));
         match result {
             Ok(v) => Ok(Some(v)),

@@ -758,3 +758,23 @@ fn count_after_counts_past_its_chunks() {
     assert_eq!(store.count_after(&t, cursors[4_999]).unwrap(), 20_000);
     assert_eq!(store.count_after(&t, cursors[24_999]).unwrap(), 0);
 }
+
+/// Timeouts past what the clock can represent, in the configuration and in
+/// `next_batch`, are long waits, not overflows.
+#[test]
+fn timeouts_past_the_clock_do_not_panic() {
+    let server = RedisServer::start();
+    let mut config = RedisConfig::new(server.url()).connect_timeout(Duration::MAX);
+    config.command_timeout = Duration::MAX;
+    let store = RedisStore::open_with(config).unwrap();
+    let t = topic("forever");
+    store.append(&event(&t, 0)).unwrap();
+    let mut follower =
+        store.follow(&TopicPattern::from(t.clone()), FollowFrom::start(Start::Beginning)).unwrap();
+    let got = bounded("next_batch", move || {
+        let first = follower.next_batch(10, Duration::MAX).unwrap();
+        let none = follower.next_batch(10, Duration::from_millis(20)).unwrap();
+        (numbers(&first), none.len())
+    });
+    assert_eq!(got, (vec![0], 0));
+}
