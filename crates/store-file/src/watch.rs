@@ -18,10 +18,11 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use seed_event::{Topic, TopicPattern};
+use seed_event::{Interrupt, Topic, TopicPattern};
 
 use crate::names;
 use seed_event::support::{lock, wait_timeout};
@@ -37,6 +38,8 @@ const NAMES_KEPT: usize = 1024;
 /// The store's inotify instance.
 pub(crate) struct Watcher {
     fd: OwnedFd,
+    /// An eventfd in the reader's `poll` beside `fd`: written to cut the read short.
+    wake_fd: OwnedFd,
     dir: CString,
     /// The directory's watch descriptor.
     dir_wd: i32,
@@ -96,18 +99,24 @@ impl Watcher {
     }
 
     fn new(dir: &Path) -> Option<Watcher> {
-        // SAFETY: plain system call; the result is checked.
-        let raw = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
-        if raw < 0 {
-            log::warn!(
-                "no inotify instance for {} ({}); its followers poll",
-                dir.display(),
-                io::Error::last_os_error()
-            );
-            return None;
-        }
-        // SAFETY: `raw` is a fresh descriptor that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        // A descriptor a system call just returned, or why there is none.
+        let owned = |raw: i32, what: &str| {
+            if raw < 0 {
+                let e = io::Error::last_os_error();
+                log::warn!("no {what} for {} ({e}); its followers poll", dir.display());
+                return None;
+            }
+            // SAFETY: `raw` is a fresh descriptor that nothing else owns.
+            Some(unsafe { OwnedFd::from_raw_fd(raw) })
+        };
+        // SAFETY: plain system calls; their results are checked.
+        let fd = owned(
+            unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) },
+            "inotify instance",
+        )?;
+        // SAFETY: as above.
+        let wake_fd =
+            owned(unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) }, "eventfd")?;
         let dir = CString::new(dir.as_os_str().as_bytes()).ok()?;
         // SAFETY: `dir` is a valid C string and `fd` an inotify descriptor.
         let dir_wd = unsafe { libc::inotify_add_watch(fd.as_raw_fd(), dir.as_ptr(), NAMES) };
@@ -120,6 +129,7 @@ impl Watcher {
         }
         (dir_wd >= 0).then(|| Watcher {
             fd,
+            wake_fd,
             dir,
             dir_wd,
             state: Mutex::default(),
@@ -145,17 +155,37 @@ impl Watcher {
         self.watch_any_file(&mut lock(&self.state));
     }
 
-    /// Reads what the instance holds, waiting up to `timeout` for something;
-    /// records it and wakes the waiting followers.
+    /// Wakes every waiting follower, also the one reading the instance, to
+    /// look at its [`Wakeup`].
+    fn wake_all(&self) {
+        drop(lock(&self.state));
+        self.changed.notify_all();
+        let one = 1u64.to_ne_bytes();
+        // SAFETY: writes 8 bytes from a valid buffer to our eventfd; a full
+        // counter (EAGAIN) still leaves it readable, which is all we need.
+        unsafe { libc::write(self.wake_fd.as_raw_fd(), one.as_ptr().cast(), one.len()) };
+    }
+
+    /// Reads what the instance holds, waiting up to `timeout` for something
+    /// (or a [`Watcher::wake_all`]); records it and wakes the waiting followers.
     fn read(&self, timeout: Duration) -> io::Result<()> {
-        let mut pfd = libc::pollfd { fd: self.fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        let mut pfds = [self.fd.as_raw_fd(), self.wake_fd.as_raw_fd()].map(|fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        });
         let ms = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
-        // SAFETY: one valid pollfd.
-        if unsafe { libc::poll(&mut pfd, 1, ms) } < 0 {
+        // SAFETY: two valid pollfds.
+        if unsafe { libc::poll(pfds.as_mut_ptr(), 2, ms) } < 0 {
             let e = io::Error::last_os_error();
             if e.kind() != io::ErrorKind::Interrupted {
                 return Err(e);
             }
+        }
+        if pfds[1].revents != 0 {
+            let mut count = [0u8; 8];
+            // SAFETY: reads 8 bytes into a valid buffer from our non-blocking eventfd.
+            unsafe { libc::read(self.wake_fd.as_raw_fd(), count.as_mut_ptr().cast(), count.len()) };
         }
         let mut buf = [0u8; 4096];
         loop {
@@ -222,6 +252,60 @@ fn names_a_log(name: &[u8]) -> bool {
         && (name.ends_with(b".jsonl") || (name.ends_with(b".meta") && name.contains(&b'~')))
 }
 
+/// Cuts one follower's wait short: its [`Interrupt`].
+///
+/// The request stays until the follower takes it, so an interrupt that
+/// comes before the wait still ends it.
+pub(crate) struct Wakeup {
+    requested: AtomicBool,
+    /// For followers without inotify, which sleep on `slept`.
+    sleep: Mutex<()>,
+    slept: Condvar,
+    /// Weak: a handle kept after its follower went does not keep the instance open.
+    watcher: Weak<Watcher>,
+}
+
+impl Wakeup {
+    /// A wakeup for a follower that waits on `watcher` (or sleeps, without one).
+    pub(crate) fn new(watcher: Option<&Arc<Watcher>>) -> Wakeup {
+        Wakeup {
+            requested: AtomicBool::new(false),
+            sleep: Mutex::new(()),
+            slept: Condvar::new(),
+            watcher: watcher.map_or_else(Weak::new, Arc::downgrade),
+        }
+    }
+
+    /// Whether an interrupt is waiting to be taken.
+    pub(crate) fn is_set(&self) -> bool {
+        self.requested.load(Ordering::SeqCst)
+    }
+
+    /// Takes the interrupt waiting, if any.
+    pub(crate) fn take(&self) -> bool {
+        self.requested.swap(false, Ordering::SeqCst)
+    }
+
+    /// Sleeps up to `duration`, less if interrupted.
+    pub(crate) fn sleep(&self, duration: Duration) {
+        let guard = lock(&self.sleep);
+        if !self.is_set() {
+            drop(wait_timeout(&self.slept, guard, duration));
+        }
+    }
+}
+
+impl Interrupt for Wakeup {
+    fn interrupt(&self) {
+        self.requested.store(true, Ordering::SeqCst);
+        drop(lock(&self.sleep));
+        self.slept.notify_all();
+        if let Some(w) = self.watcher.upgrade() {
+            w.wake_all();
+        }
+    }
+}
+
 /// One follower's view of its store's [`Watcher`].
 pub(crate) struct Watch {
     watcher: Arc<Watcher>,
@@ -256,6 +340,11 @@ impl Watch {
             seen,
             appended: Some(Vec::new()),
         }
+    }
+
+    /// The store's watcher this view is of.
+    pub(crate) fn watcher(&self) -> &Arc<Watcher> {
+        &self.watcher
     }
 
     /// Watches the log `file`, opened at `path`, for appends; call it before
@@ -375,9 +464,10 @@ impl Watch {
             .extend(self.logs.iter().filter(|wd| st.appended.get(wd).is_some_and(|&g| g > seen)));
     }
 
-    /// Waits until one of the follower's logs changes or `timeout` passes.
-    pub(crate) fn wait(&mut self, timeout: Duration) -> io::Result<Wake> {
-        let deadline = Instant::now() + timeout;
+    /// Waits until one of the follower's logs changes, `timeout` passes or
+    /// `wakeup` is interrupted.
+    pub(crate) fn wait(&mut self, timeout: Duration, wakeup: &Wakeup) -> io::Result<Wake> {
+        let deadline = Instant::now().checked_add(timeout);
         let w = Arc::clone(&self.watcher);
         let mut st = lock(&w.state);
         // Whether this call read the instance at least once: even with no
@@ -386,7 +476,8 @@ impl Watch {
         loop {
             let wake = self.news(&st);
             let now = Instant::now();
-            let late = now >= deadline;
+            let left = deadline.map_or(Duration::MAX, |d| d.saturating_duration_since(now));
+            let late = left.is_zero() || wakeup.is_set();
             if wake.any() || (late && (looked || st.reading)) {
                 if wake.appended {
                     self.note_appended(&st);
@@ -395,12 +486,12 @@ impl Watch {
                 return Ok(wake);
             }
             if st.reading {
-                st = wait_timeout(&w.changed, st, deadline - now).0;
+                st = wait_timeout(&w.changed, st, left).0;
                 continue;
             }
             st.reading = true;
             drop(st);
-            let read = w.read(deadline.saturating_duration_since(now));
+            let read = w.read(if wakeup.is_set() { Duration::ZERO } else { left });
             looked = true;
             st = lock(&w.state);
             st.reading = false;
@@ -424,7 +515,7 @@ mod tests {
     }
 
     fn now(w: &mut Watch) -> Wake {
-        w.wait(Duration::ZERO).unwrap()
+        w.wait(Duration::ZERO, &Wakeup::new(None)).unwrap()
     }
 
     /// A clear may rename a new log over the name between the follower's
