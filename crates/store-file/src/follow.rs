@@ -109,8 +109,9 @@ pub(crate) struct FileFollower {
 }
 
 /// How often a follower with inotify lists the directory and rereads its
-/// logs anyway: on a file system that sends no events (a network or FUSE
-/// mount), that is how it finds appends and new topics.
+/// logs anyway where the file system is not known to send an event for
+/// every change (a network or FUSE mount): that is how it finds appends and
+/// new topics there. On local file systems it waits for inotify alone.
 const RESCAN_EVERY: Duration = Duration::from_secs(1);
 
 impl FileFollower {
@@ -441,7 +442,14 @@ impl Follower for FileFollower {
                 return Ok(out);
             }
             self.note_appends();
-            if self.rescan || self.inotify.is_none() || self.listed.elapsed() >= RESCAN_EVERY {
+            let by_clock = match &self.inotify {
+                Some(inotify) => !inotify.watcher().is_local(),
+                None => true,
+            };
+            if self.rescan
+                || self.inotify.is_none()
+                || (by_clock && self.listed.elapsed() >= RESCAN_EVERY)
+            {
                 self.rescan()?;
                 self.rescan = false;
                 self.listed = Instant::now();
@@ -457,7 +465,10 @@ impl Follower for FileFollower {
             }
             match &mut self.inotify {
                 Some(inotify) => {
-                    let until_rescan = RESCAN_EVERY.saturating_sub(self.listed.elapsed());
+                    let until_rescan = match by_clock {
+                        true => RESCAN_EVERY.saturating_sub(self.listed.elapsed()),
+                        false => Duration::MAX,
+                    };
                     let wake = inotify
                         .wait(left.min(until_rescan), &self.wakeup)
                         .map_err(|e| Error::io(format!("waiting on {}", self.dir.display()), e))?;
@@ -736,6 +747,7 @@ mod tests {
         let other = FileStore::open(elsewhere.path()).unwrap();
         let pattern = TopicPattern::new("a.>").unwrap();
         let deaf = crate::watch::Watcher::shared(&other.watcher, elsewhere.path()).unwrap();
+        deaf.distrust_events();
         let mut f = pattern_follower(dir.path(), &pattern, Start::New, deaf);
         assert!(f.next_batch(10, Duration::ZERO).unwrap().is_empty());
         let sent = Event::new(Topic::new("a.new").unwrap(), "test", JsonObject::new());
@@ -747,6 +759,26 @@ mod tests {
         }
         assert_eq!(got.iter().map(|e| e.event.id).collect::<Vec<_>>(), vec![sent.id]);
         assert_eq!(f.wakes, 0, "found by listing, not woken");
+    }
+
+    /// On a local file system a waiting follower trusts inotify alone: it
+    /// does not list the directory by the clock (what 1,000 idle followers
+    /// would otherwise do 1,000 times a second).
+    #[test]
+    fn on_a_local_file_system_an_idle_follower_does_not_list_by_the_clock() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::open(dir.path()).unwrap();
+        let t = Topic::new("quiet").unwrap();
+        let mut f = follower(&store, &t);
+        assert!(f.inotify.as_ref().unwrap().watcher().is_local(), "{}", dir.path().display());
+        assert!(f.next_batch(10, Duration::ZERO).unwrap().is_empty());
+        let listed = f.listed;
+        assert!(f.next_batch(10, RESCAN_EVERY * 2).unwrap().is_empty());
+        assert_eq!(f.listed, listed, "not listed again");
+        let sent = Event::new(t.clone(), "test", JsonObject::new());
+        store.append(&sent).unwrap();
+        let got = f.next_batch(10, Duration::MAX).unwrap();
+        assert_eq!(got.iter().map(|e| e.event.id).collect::<Vec<_>>(), vec![sent.id]);
     }
 
     /// A follower of more topics than it keeps open closes the least

@@ -44,8 +44,38 @@ pub(crate) struct Watcher {
     /// The directory's watch descriptor.
     dir_wd: i32,
     state: Mutex<State>,
-    /// Signalled when a reader recorded events or stopped reading.
-    changed: Condvar,
+    /// Whether the directory is on a local file system, whose inotify
+    /// events can be trusted; on others followers list it now and then.
+    local: AtomicBool,
+}
+
+/// `statfs` magic numbers of local file systems that send inotify events
+/// for every change (ext2/3/4, XFS, Btrfs, tmpfs, overlayfs, ZFS, F2FS,
+/// ReiserFS, JFS). Network and FUSE mounts, and any file system not named
+/// here, may change without events.
+const LOCAL_FILE_SYSTEMS: [i64; 9] = [
+    0xEF53,
+    0x5846_5342,
+    0x9123_683E,
+    0x0102_1994,
+    0x794C_7630,
+    0x2FC1_2FC1,
+    0xF2F5_2010,
+    0x5265_4973,
+    0x3153_464A,
+];
+
+/// Whether `dir` is on one of [`LOCAL_FILE_SYSTEMS`].
+fn is_local(dir: &CString) -> bool {
+    // SAFETY: statfs fills the zeroed struct; `dir` is a valid C string.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::statfs(dir.as_ptr(), &mut st) } != 0 {
+        return false;
+    }
+    #[allow(clippy::unnecessary_cast)] // the field's type differs between targets
+    let magic = st.f_type as i64;
+    LOCAL_FILE_SYSTEMS.contains(&magic)
 }
 
 /// What the readers of a [`Watcher`] saw.
@@ -67,6 +97,28 @@ struct State {
     refs: HashMap<i32, usize>,
     /// Whether a follower is reading the instance now.
     reading: bool,
+    /// The condition variables of the followers waiting for the reader,
+    /// each its own so that an interrupt wakes only its follower.
+    waiting: Vec<Arc<Condvar>>,
+}
+
+impl State {
+    /// Wakes every waiting follower: a reader recorded events.
+    fn wake_waiting(&self) {
+        for cv in &self.waiting {
+            cv.notify_all();
+        }
+    }
+
+    /// Called by a follower leaving its wait: when nobody reads the instance
+    /// now, one waiting follower is woken to take over (the others sleep on).
+    fn pass_reading(&self) {
+        if !self.reading {
+            if let Some(cv) = self.waiting.last() {
+                cv.notify_all();
+            }
+        }
+    }
 }
 
 /// What a wake-up said.
@@ -127,14 +179,8 @@ impl Watcher {
                 io::Error::last_os_error()
             );
         }
-        (dir_wd >= 0).then(|| Watcher {
-            fd,
-            wake_fd,
-            dir,
-            dir_wd,
-            state: Mutex::default(),
-            changed: Condvar::new(),
-        })
+        let local = AtomicBool::new(is_local(&dir));
+        (dir_wd >= 0).then(|| Watcher { fd, wake_fd, local, dir, dir_wd, state: Mutex::default() })
     }
 
     /// Makes the directory's watch report appends to any file, for logs
@@ -149,17 +195,29 @@ impl Watcher {
         }
     }
 
+    /// Whether every change to the directory sends an event: then its
+    /// followers need not list it by the clock.
+    pub(crate) fn is_local(&self) -> bool {
+        self.local.load(Ordering::Relaxed)
+    }
+
+    /// Takes the directory for one whose changes may send no events.
+    #[cfg(test)]
+    pub(crate) fn distrust_events(&self) {
+        self.local.store(false, Ordering::Relaxed);
+    }
+
     /// Watches no more logs one by one, as when the user's watches are used up.
     #[cfg(test)]
     pub(crate) fn stop_watching_logs(&self) {
         self.watch_any_file(&mut lock(&self.state));
     }
 
-    /// Wakes every waiting follower, also the one reading the instance, to
-    /// look at its [`Wakeup`].
-    fn wake_all(&self) {
+    /// Wakes the follower waiting on `cv`, or reading the instance, to look
+    /// at its [`Wakeup`].
+    fn wake(&self, cv: &Condvar) {
         drop(lock(&self.state));
-        self.changed.notify_all();
+        cv.notify_all();
         let one = 1u64.to_ne_bytes();
         // SAFETY: writes 8 bytes from a valid buffer to our eventfd; a full
         // counter (EAGAIN) still leaves it readable, which is all we need.
@@ -167,7 +225,7 @@ impl Watcher {
     }
 
     /// Reads what the instance holds, waiting up to `timeout` for something
-    /// (or a [`Watcher::wake_all`]); records it and wakes the waiting followers.
+    /// (or a [`Watcher::wake`]); records it and wakes the waiting followers.
     fn read(&self, timeout: Duration) -> io::Result<()> {
         let mut pfds = [self.fd.as_raw_fd(), self.wake_fd.as_raw_fd()].map(|fd| libc::pollfd {
             fd,
@@ -238,8 +296,7 @@ impl Watcher {
                 }
                 i += 16 + len;
             }
-            drop(st);
-            self.changed.notify_all();
+            st.wake_waiting();
         }
     }
 }
@@ -261,6 +318,8 @@ pub(crate) struct Wakeup {
     /// For followers without inotify, which sleep on `slept`.
     sleep: Mutex<()>,
     slept: Condvar,
+    /// What the follower waits on, under its watcher's lock, while another reads.
+    woken: Arc<Condvar>,
     /// Weak: a handle kept after its follower went does not keep the instance open.
     watcher: Weak<Watcher>,
 }
@@ -272,6 +331,7 @@ impl Wakeup {
             requested: AtomicBool::new(false),
             sleep: Mutex::new(()),
             slept: Condvar::new(),
+            woken: Arc::new(Condvar::new()),
             watcher: watcher.map_or_else(Weak::new, Arc::downgrade),
         }
     }
@@ -301,7 +361,7 @@ impl Interrupt for Wakeup {
         drop(lock(&self.sleep));
         self.slept.notify_all();
         if let Some(w) = self.watcher.upgrade() {
-            w.wake_all();
+            w.wake(&self.woken);
         }
     }
 }
@@ -483,10 +543,15 @@ impl Watch {
                     self.note_appended(&st);
                 }
                 self.seen = st.generation;
+                st.pass_reading();
                 return Ok(wake);
             }
             if st.reading {
-                st = wait_timeout(&w.changed, st, left).0;
+                st.waiting.push(wakeup.woken.clone());
+                st = wait_timeout(&wakeup.woken, st, left).0;
+                if let Some(at) = st.waiting.iter().position(|cv| Arc::ptr_eq(cv, &wakeup.woken)) {
+                    st.waiting.swap_remove(at);
+                }
                 continue;
             }
             st.reading = true;
@@ -495,9 +560,10 @@ impl Watch {
             looked = true;
             st = lock(&w.state);
             st.reading = false;
-            // Another follower may have to take over reading.
-            w.changed.notify_all();
-            read?;
+            if let Err(e) = read {
+                st.pass_reading();
+                return Err(e);
+            }
         }
     }
 }
