@@ -9,6 +9,7 @@
 
 mod events;
 mod file;
+mod idle;
 mod latency;
 mod limits;
 mod proc;
@@ -54,6 +55,8 @@ pub struct Plan {
     pub redis_bench_n: usize,
     /// Entries of the Redis history topic.
     pub redis_history_n: usize,
+    /// How long idle subscriptions are watched for their CPU.
+    pub idle_window: Duration,
 }
 
 impl Plan {
@@ -76,6 +79,7 @@ impl Plan {
                 redis_batches: 20,
                 redis_bench_n: 50_000,
                 redis_history_n: 100_000,
+                idle_window: Duration::from_secs(3),
             }
         } else {
             Plan {
@@ -94,6 +98,7 @@ impl Plan {
                 redis_batches: 100,
                 redis_bench_n: 100_000,
                 redis_history_n: 1_000_000,
+                idle_window: Duration::from_secs(10),
             }
         }
     }
@@ -229,13 +234,14 @@ fn child(role: &str, args: &serde_json::Value) -> Result<()> {
         "rss-publisher" => file::rss_publisher(args),
         "rss-reader" => file::rss_reader(args),
         "rss-subscriber" => file::rss_subscriber(args),
+        "idle-subscriptions" => idle::subscriptions(args),
         other => bail!("unknown child role {other:?}"),
     }
 }
 
 /// Every scenario, in the order of the table.
 /// The scenario groups, in the order they run; `memory` reads the topic `history` fills.
-pub const GROUPS: &[&str] = &["publish", "procs", "history", "latency", "memory", "redis"];
+pub const GROUPS: &[&str] = &["publish", "procs", "history", "latency", "memory", "redis", "idle"];
 
 /// The groups of a comma-separated `--only` list, each checked against [`GROUPS`].
 pub fn parse_groups(list: &str) -> Result<Vec<&'static str>> {
@@ -309,6 +315,9 @@ fn all(plan: &Plan, work: &Path, groups: &[&str]) -> Vec<Row> {
     let _ = std::fs::remove_dir_all(&history);
     if run("redis") {
         guarded(&mut rows, "redis", &redis::specs(), |rows| redis::all(plan, rows));
+    }
+    if run("idle") {
+        guarded(&mut rows, "idle subscribers", &idle::specs(), |rows| idle::all(plan, work, rows));
     }
     rows
 }
