@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use seed_event::support::{lock, wait, wait_timeout};
 use seed_event::{
-    ConsumerName, Cursor, EventStore, FollowFrom, Follower, StoredEvent, Topic, TopicPattern,
+    ConsumerName, Cursor, EventStore, FollowFrom, Follower, Interrupt, StoredEvent, Topic,
+    TopicPattern,
 };
 
 use crate::lease::Lease;
@@ -18,8 +19,16 @@ use crate::{Error, HandlerResult, Result, RetryPolicy};
 
 /// How many events one `next_batch` call may return.
 const BATCH: usize = 256;
-/// How long one `next_batch` call waits: bounds how long unsubscribing takes.
+/// How long one `next_batch` call waits on a follower that cannot be
+/// interrupted: bounds how long unsubscribing takes.
 const POLL: Duration = Duration::from_millis(50);
+/// How long one `next_batch` call waits on a follower that can be
+/// interrupted (a stop request cuts it short); the store decides how it
+/// waits meanwhile (inotify, `XREAD BLOCK`).
+const IDLE: Duration = Duration::from_secs(60);
+/// How long one such call waits for a durable consumer, which looks at its
+/// lease between calls.
+const IDLE_DURABLE: Duration = Duration::from_secs(1);
 
 pub(crate) type BoxHandler = Box<dyn FnMut(&StoredEvent) -> HandlerResult + Send>;
 
@@ -46,6 +55,8 @@ pub(crate) struct Shared {
     stop: AtomicBool,
     stopping: Mutex<bool>,
     stop_requested: Condvar,
+    /// Cuts the follower's wait short on a stop request, once the follower is there.
+    interrupt: Mutex<Option<Arc<dyn Interrupt>>>,
     /// `Live` or `Reconnecting`; `Stopped` comes from `outcome`.
     status: Mutex<Status>,
     delivered: AtomicU64,
@@ -66,6 +77,10 @@ impl Shared {
         self.stop.store(true, Ordering::SeqCst);
         *lock(&self.stopping) = true;
         self.stop_requested.notify_all();
+        let interrupt = lock(&self.interrupt).clone();
+        if let Some(interrupt) = interrupt {
+            interrupt.interrupt();
+        }
     }
 
     /// Waits up to `duration`, returning early (true) when a stop is requested.
@@ -301,6 +316,7 @@ pub(crate) fn spawn(label: String, worker: Worker) -> Result<(Subscription, Arc<
         stop: AtomicBool::new(false),
         stopping: Mutex::new(false),
         stop_requested: Condvar::new(),
+        interrupt: Mutex::new(None),
         status: Mutex::new(status),
         delivered: AtomicU64::new(0),
         failed: AtomicU64::new(0),
@@ -368,7 +384,7 @@ impl Worker {
                     return Err(Error::LeaseLost { name: d.name.clone() });
                 }
             }
-            let Some(batch) = self.with_store(shared, Worker::next_batch)? else {
+            let Some(batch) = self.with_store(shared, |w| w.next_batch(shared))? else {
                 return Ok(());
             };
             let mut handled: BTreeMap<Topic, Cursor> = BTreeMap::new();
@@ -382,13 +398,29 @@ impl Worker {
 
     /// The follower's next batch; the follower is created first if the store
     /// was unavailable when the subscription started.
-    fn next_batch(&mut self) -> Result<Vec<StoredEvent>> {
+    fn next_batch(&mut self, shared: &Shared) -> Result<Vec<StoredEvent>> {
         let mut follower = match self.source.follower.take() {
             Some(follower) => follower,
             None => self.store.follow(&self.source.pattern, self.source.from.clone())?,
         };
+        let mut interrupt = lock(&shared.interrupt);
+        if interrupt.is_none() {
+            *interrupt = follower.interrupter();
+        }
+        let timeout = match interrupt.is_some() {
+            false => POLL,
+            true if self.durable.is_some() => IDLE_DURABLE,
+            true => IDLE,
+        };
+        drop(interrupt);
+        // A stop requested before the interrupter was known is not lost:
+        // the stop flag is looked at again before the wait.
+        if shared.stop.load(Ordering::SeqCst) {
+            self.source.follower = Some(follower);
+            return Ok(Vec::new());
+        }
         // A follower stays usable after an error: the next call goes on where it was.
-        let batch = follower.next_batch(BATCH, POLL);
+        let batch = follower.next_batch(BATCH, timeout);
         self.source.follower = Some(follower);
         Ok(batch?)
     }

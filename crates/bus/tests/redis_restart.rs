@@ -61,3 +61,37 @@ fn a_plain_subscription_survives_a_redis_restart() {
     assert_each_once_in_order(&got, 30);
     assert_eq!(sub.unsubscribe().unwrap().delivered, 30);
 }
+
+/// While the server is silent (a listener that takes connections and never
+/// answers, as a host that went away behind a proxy), unsubscribing does not
+/// wait for the reconnect under way: it returns at once with what was
+/// delivered. The time it took is printed, not asserted.
+#[test]
+fn unsubscribing_while_redis_is_silent_returns_at_once() {
+    let mut server = RedisServer::start();
+    let port = server.port();
+    let store = RedisStore::open(&server.url()).unwrap();
+    let bus = Arc::new(EventBus::new(Arc::new(store)));
+    for (idle, label) in [(true, "idle"), (false, "reconnecting")] {
+        let (handler, rx) = collector();
+        let sub = bus.subscribe(&pattern("silent.>"), StartAt::New, handler).unwrap();
+        publish_retrying(&bus, "silent.a", 0);
+        take(&rx, 1);
+        if idle {
+            let start = std::time::Instant::now();
+            assert_eq!(sub.unsubscribe().unwrap().delivered, 1);
+            println!("unsubscribe of an idle subscription: {:?}", start.elapsed());
+            continue;
+        }
+        server.stop();
+        let silent = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+        wait_for("the subscription to notice", || outage_age(&sub).is_some());
+        // Let it get into its next reconnect, waiting for the silent server.
+        let until = std::time::Instant::now() + Duration::from_millis(300);
+        wait_for("a moment into the reconnect", || std::time::Instant::now() >= until);
+        let start = std::time::Instant::now();
+        assert_eq!(sub.unsubscribe().unwrap().delivered, 1);
+        println!("unsubscribe during an outage ({label}): {:?}", start.elapsed());
+        drop(silent);
+    }
+}

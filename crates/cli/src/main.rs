@@ -20,7 +20,7 @@ use crate::args::Cli;
 use crate::commands::Usage;
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn,bus=info"))
         .format_timestamp(None)
         .format_target(false)
         .init();

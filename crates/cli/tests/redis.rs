@@ -3,6 +3,8 @@
 
 mod util;
 
+use std::time::Duration;
+
 use serde_json::Value;
 use store_redis::testing::RedisServer;
 use util::Dir;
@@ -151,4 +153,110 @@ fn give_up_after_exits_1_naming_the_url_without_its_password() {
     assert!(warning.contains(&shown) && !warning.contains(password), "{warning}");
     assert!(line.starts_with(&format!("seed: gave up on Redis store at {shown}")), "{line}");
     assert!(!line.contains(password), "{line}");
+}
+
+/// Publishes event `n` to `topic` with a fixed id, retrying while the
+/// server is down (exit 1), so a retry after a lost reply stores nothing twice.
+fn publish_until_stored(dir: &Dir, topic: &str, n: u64) {
+    let id = format!("00000000-0000-4000-8000-{n:012}");
+    let payload = format!(r#"{{"n": {n}}}"#);
+    let args =
+        ["publish", "--topic", topic, "--source", "test", "--payload", &payload, "--id", &id];
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = dir.command(&args).output();
+        match out.status.code() {
+            Some(0) => return,
+            Some(1) => assert!(std::time::Instant::now() < deadline, "publishing {n} kept failing"),
+            other => panic!("publish exited {other:?}: {}", String::from_utf8_lossy(&out.stderr)),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits until `outage` has passed since `start` (the outage's length is
+/// the scenario, not a wait for something to happen).
+fn let_pass(start: std::time::Instant, outage: Duration) {
+    while start.elapsed() < outage {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Publishes events `range` round-robin to `rr.a` and `rr.b`.
+fn publish_range(dir: &Dir, range: std::ops::Range<u64>) {
+    for n in range {
+        publish_until_stored(dir, if n.is_multiple_of(2) { "rr.a" } else { "rr.b" }, n);
+    }
+}
+
+/// `seed subscribe` (plain, or with `--group`) across Redis restarts after
+/// each of `outages`, with events published before, during (retried until
+/// the server is back) and after each: every event delivered, none twice
+/// (a `--group` subscriber at most the one in flight per outage); the
+/// subscriber says when the store is back.
+fn subscriber_survives_restarts(extra: &[&str], outages: &[Duration]) {
+    // Log lines name a group subscriber by its group, a plain one by its pattern.
+    let label = extra.iter().skip_while(|a| **a != "--group").nth(1).copied().unwrap_or("rr.>");
+    use std::collections::BTreeSet;
+    use store_redis::testing::ServerOptions;
+    let mut server =
+        RedisServer::start_with(ServerOptions { persistent: true, ..ServerOptions::default() });
+    let dir = Dir::with_redis(server.url());
+    let mut args = vec!["subscribe", "--topic", "rr.>"];
+    args.extend_from_slice(extra);
+    let mut sub = dir.spawn(&args);
+    sub.wait_listening();
+    let mut got = Vec::new();
+    let take_until = |got: &mut Vec<u64>, n: u64| {
+        while got.iter().collect::<BTreeSet<_>>().len() < n as usize {
+            got.extend(ns(&sub.events(1)));
+        }
+    };
+    let mut n = 0u64;
+    for outage in outages {
+        publish_range(&dir, n..n + 3);
+        n += 3;
+        take_until(&mut got, n);
+        server.stop();
+        let down = std::time::Instant::now();
+        sub.wait_stderr(&format!("[WARN ] subscription {label}: lost Redis store at "));
+        let publisher = {
+            let (url, during) = (server.url(), n..n + 3);
+            std::thread::spawn(move || publish_range(&Dir::with_redis(url), during))
+        };
+        n += 3;
+        let_pass(down, *outage);
+        server.restart();
+        let back = sub.wait_stderr(&format!("[INFO ] subscription {label}: "));
+        assert!(back.contains(" is back after "), "{back}");
+        publisher.join().unwrap();
+        publish_range(&dir, n..n + 3);
+        n += 3;
+        take_until(&mut got, n);
+    }
+    sub.signal(libc::SIGINT);
+    sub.expect_exit(0);
+    got.extend(ns(&sub
+        .lines_within(Duration::from_secs(5))
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect::<Vec<Value>>()));
+    let distinct: BTreeSet<u64> = got.iter().copied().collect();
+    assert_eq!(distinct, (0..n).collect(), "every event delivered: {got:?}");
+    let twice = got.len() - distinct.len();
+    let allowed = if extra.contains(&"--group") { outages.len() } else { 0 };
+    assert!(twice <= allowed, "{twice} delivered twice: {got:?}");
+}
+
+#[test]
+fn a_plain_subscriber_survives_redis_restarts() {
+    subscriber_survives_restarts(&[], &[Duration::from_secs(1), Duration::from_secs(10)]);
+}
+
+#[test]
+fn a_group_subscriber_survives_redis_restarts() {
+    subscriber_survives_restarts(
+        &["--group", "g"],
+        &[Duration::from_secs(1), Duration::from_secs(10)],
+    );
 }

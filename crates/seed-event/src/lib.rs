@@ -37,8 +37,8 @@ pub use event::{parse_json_object, Event, JsonObject};
 pub use memory::MemoryStore;
 pub use retention::{Limits, Retention};
 pub use store::{
-    Clear, ConsumerName, EventStore, EventStream, FollowFrom, Follower, Limit, Query, Start,
-    StoredEvent, TopicStats,
+    Clear, ConsumerName, EventStore, EventStream, FollowFrom, Follower, Interrupt, Limit, Query,
+    Start, StoredEvent, TopicStats,
 };
 pub use timestamp::Timestamp;
 pub use topic::{Topic, TopicPattern, MAX_TOPIC_BYTES};

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -159,6 +160,19 @@ pub trait Follower: Send {
     /// After an [`Error::Unavailable`] the follower stays usable: the next call
     /// tries again and goes on where it was.
     fn next_batch(&mut self, max: usize, timeout: Duration) -> Result<Vec<StoredEvent>>;
+
+    /// A handle that cuts this follower's waits short from another thread,
+    /// or `None` when they cannot be (then callers keep their timeouts short).
+    fn interrupter(&self) -> Option<Arc<dyn Interrupt>> {
+        None
+    }
+}
+
+/// Cuts a [`Follower`]'s wait short from another thread, from [`Follower::interrupter`].
+pub trait Interrupt: Send + Sync {
+    /// Makes the follower's `next_batch` call in progress, or else its next
+    /// one, return soon without an error, with the events it has (perhaps none).
+    fn interrupt(&self);
 }
 
 /// The rules of [`ConsumerName`].

@@ -5,10 +5,12 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use seed_event::{
-    Cursor, Error, FollowFrom, Follower, Result, Start, StoredEvent, Timestamp, Topic, TopicPattern,
+    Cursor, Error, FollowFrom, Follower, Interrupt, Result, Start, StoredEvent, Timestamp, Topic,
+    TopicPattern,
 };
 
 use crate::decode::decode_line;
@@ -17,7 +19,7 @@ use crate::meta;
 use crate::paths::{list_logs, Paths};
 use crate::prefix::parse_prefix;
 use crate::search::search;
-use crate::watch::Watch;
+use crate::watch::{Wakeup, Watch};
 
 /// One followed topic's log: open while it is among the follower's
 /// [`OPEN_LOGS`] most recently read, and opened again when it is read next.
@@ -94,6 +96,8 @@ pub(crate) struct FileFollower {
     /// The topic of each log watch.
     watched: HashMap<i32, Topic>,
     inotify: Option<Watch>,
+    /// Cuts its waits short from other threads.
+    wakeup: Arc<Wakeup>,
     rescan: bool,
     settings: FollowSettings,
     /// Which topic is read first next time.
@@ -105,8 +109,9 @@ pub(crate) struct FileFollower {
 }
 
 /// How often a follower with inotify lists the directory and rereads its
-/// logs anyway: on a file system that sends no events (a network or FUSE
-/// mount), that is how it finds appends and new topics.
+/// logs anyway where the file system is not known to send an event for
+/// every change (a network or FUSE mount): that is how it finds appends and
+/// new topics there. On local file systems it waits for inotify alone.
 const RESCAN_EVERY: Duration = Duration::from_secs(1);
 
 impl FileFollower {
@@ -160,6 +165,7 @@ impl FileFollower {
             Start::Since(t) => Some((t, heads)),
             _ => None,
         };
+        let wakeup = Arc::new(Wakeup::new(inotify.as_ref().map(Watch::watcher)));
         FileFollower {
             dir,
             pattern,
@@ -169,6 +175,7 @@ impl FileFollower {
             open: VecDeque::new(),
             watched: HashMap::new(),
             inotify,
+            wakeup,
             rescan: true,
             settings,
             turn: 0,
@@ -431,8 +438,18 @@ impl Follower for FileFollower {
         let deadline = Instant::now().checked_add(timeout);
         let mut out = Vec::new();
         loop {
+            if self.wakeup.take() {
+                return Ok(out);
+            }
             self.note_appends();
-            if self.rescan || self.inotify.is_none() || self.listed.elapsed() >= RESCAN_EVERY {
+            let by_clock = match &self.inotify {
+                Some(inotify) => !inotify.watcher().is_local(),
+                None => true,
+            };
+            if self.rescan
+                || self.inotify.is_none()
+                || (by_clock && self.listed.elapsed() >= RESCAN_EVERY)
+            {
                 self.rescan()?;
                 self.rescan = false;
                 self.listed = Instant::now();
@@ -448,16 +465,23 @@ impl Follower for FileFollower {
             }
             match &mut self.inotify {
                 Some(inotify) => {
-                    let until_rescan = RESCAN_EVERY.saturating_sub(self.listed.elapsed());
+                    let until_rescan = match by_clock {
+                        true => RESCAN_EVERY.saturating_sub(self.listed.elapsed()),
+                        false => Duration::MAX,
+                    };
                     let wake = inotify
-                        .wait(left.min(until_rescan))
+                        .wait(left.min(until_rescan), &self.wakeup)
                         .map_err(|e| Error::io(format!("waiting on {}", self.dir.display()), e))?;
                     self.rescan |= wake.rescan;
                     self.wakes += u64::from(wake.any());
                 }
-                None => std::thread::sleep(left.min(self.settings.poll_interval)),
+                None => self.wakeup.sleep(left.min(self.settings.poll_interval)),
             }
         }
+    }
+
+    fn interrupter(&self) -> Option<Arc<dyn Interrupt>> {
+        Some(self.wakeup.clone())
     }
 }
 
@@ -477,11 +501,56 @@ mod tests {
         assert_eq!(f.next_batch(10, Duration::MAX).unwrap().len(), 1);
     }
 
-    use std::sync::Arc;
-
     use seed_event::{Event, EventStore, JsonObject};
 
-    use crate::FileStore;
+    use crate::{FileStore, FileStoreConfig};
+
+    /// An interrupt ends the one follower's wait without a deadline (or its
+    /// next one, when it comes first); the others sharing its inotify
+    /// instance go on waiting and get the next event.
+    #[test]
+    fn an_interrupt_ends_one_wait_without_a_deadline() {
+        use std::sync::mpsc;
+        use std::thread;
+        const DEADLINE: Duration = Duration::from_secs(10);
+        for inotify in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let config = FileStoreConfig::default().inotify(inotify);
+            let store = FileStore::open_with(dir.path(), config).unwrap();
+            let t = Topic::new("idle").unwrap();
+            let pattern = TopicPattern::from(t.clone());
+            let (tx, rx) = mpsc::channel();
+            let mut interrupts = Vec::new();
+            let threads: Vec<_> = (0..3)
+                .map(|i| {
+                    let mut f = store.follow(&pattern, FollowFrom::start(Start::New)).unwrap();
+                    interrupts.push(f.interrupter().expect("file followers can be interrupted"));
+                    let tx = tx.clone();
+                    thread::spawn(move || {
+                        let first = f.next_batch(10, Duration::MAX).unwrap();
+                        tx.send((i, first.len())).unwrap();
+                        if first.is_empty() {
+                            // Interrupted first: the next event still comes.
+                            let next = f.next_batch(10, Duration::MAX).unwrap();
+                            tx.send((i, next.len())).unwrap();
+                        }
+                    })
+                })
+                .collect();
+            interrupts[1].interrupt();
+            assert_eq!(rx.recv_timeout(DEADLINE).unwrap(), (1, 0), "inotify {inotify}");
+            assert!(rx.try_recv().is_err(), "the others still wait (inotify {inotify})");
+            store.append(&Event::new(t.clone(), "s", JsonObject::new())).unwrap();
+            let mut got: Vec<_> = (0..3).map(|_| rx.recv_timeout(DEADLINE).unwrap()).collect();
+            got.sort();
+            assert_eq!(got, vec![(0, 1), (1, 1), (2, 1)], "inotify {inotify}");
+            threads.into_iter().for_each(|t| t.join().unwrap());
+
+            let mut f = store.follow(&pattern, FollowFrom::start(Start::New)).unwrap();
+            f.interrupter().unwrap().interrupt();
+            assert!(f.next_batch(10, Duration::MAX).unwrap().is_empty(), "taken before the wait");
+        }
+    }
 
     /// A follower of `topic` from its next event, as `FileStore::follow` makes it.
     fn follower(store: &FileStore, topic: &Topic) -> FileFollower {
@@ -526,7 +595,7 @@ mod tests {
 
     /// What the follower's inotify has queued now (appends are queued as they return).
     fn queued(f: &mut FileFollower) -> crate::watch::Wake {
-        f.inotify.as_mut().unwrap().wait(Duration::ZERO).unwrap()
+        f.inotify.as_mut().unwrap().wait(Duration::ZERO, &Wakeup::new(None)).unwrap()
     }
 
     /// Appends to other topics' logs, their sidecars and a clear of another
@@ -678,6 +747,7 @@ mod tests {
         let other = FileStore::open(elsewhere.path()).unwrap();
         let pattern = TopicPattern::new("a.>").unwrap();
         let deaf = crate::watch::Watcher::shared(&other.watcher, elsewhere.path()).unwrap();
+        deaf.distrust_events();
         let mut f = pattern_follower(dir.path(), &pattern, Start::New, deaf);
         assert!(f.next_batch(10, Duration::ZERO).unwrap().is_empty());
         let sent = Event::new(Topic::new("a.new").unwrap(), "test", JsonObject::new());
@@ -689,6 +759,26 @@ mod tests {
         }
         assert_eq!(got.iter().map(|e| e.event.id).collect::<Vec<_>>(), vec![sent.id]);
         assert_eq!(f.wakes, 0, "found by listing, not woken");
+    }
+
+    /// On a local file system a waiting follower trusts inotify alone: it
+    /// does not list the directory by the clock (what 1,000 idle followers
+    /// would otherwise do 1,000 times a second).
+    #[test]
+    fn on_a_local_file_system_an_idle_follower_does_not_list_by_the_clock() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::open(dir.path()).unwrap();
+        let t = Topic::new("quiet").unwrap();
+        let mut f = follower(&store, &t);
+        assert!(f.inotify.as_ref().unwrap().watcher().is_local(), "{}", dir.path().display());
+        assert!(f.next_batch(10, Duration::ZERO).unwrap().is_empty());
+        let listed = f.listed;
+        assert!(f.next_batch(10, RESCAN_EVERY * 2).unwrap().is_empty());
+        assert_eq!(f.listed, listed, "not listed again");
+        let sent = Event::new(t.clone(), "test", JsonObject::new());
+        store.append(&sent).unwrap();
+        let got = f.next_batch(10, Duration::MAX).unwrap();
+        assert_eq!(got.iter().map(|e| e.event.id).collect::<Vec<_>>(), vec![sent.id]);
     }
 
     /// A follower of more topics than it keeps open closes the least

@@ -119,9 +119,13 @@
 //!
 //! Where inotify is missing followers poll every
 //! [`FileStoreConfig::poll_interval`], listing the directory and comparing
-//! the logs each time. With inotify a follower still does so at least once a
-//! second, so on a file system that sends no events (a network or FUSE
-//! mount) it finds appends and new topics all the same. A clear or
+//! the logs each time. With inotify, a follower on a file system not known
+//! to send an event for every change (a network or FUSE mount, anything but
+//! ext2/3/4, XFS, Btrfs, tmpfs, overlayfs, ZFS, F2FS, ReiserFS and JFS)
+//! still does so once a second, so it finds appends and new topics all the
+//! same; on the local ones an idle follower waits on inotify alone, without
+//! waking. Its wait can be cut short from another thread
+//! ([`Follower::interrupter`](seed_event::Follower::interrupter)). A clear or
 //! retention run writes the kept lines to a new file and renames it over the
 //! log; the follower sees the new inode, reopens it and continues after the
 //! last sequence number it returned.

@@ -18,10 +18,11 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use seed_event::{Topic, TopicPattern};
+use seed_event::{Interrupt, Topic, TopicPattern};
 
 use crate::names;
 use seed_event::support::{lock, wait_timeout};
@@ -37,12 +38,44 @@ const NAMES_KEPT: usize = 1024;
 /// The store's inotify instance.
 pub(crate) struct Watcher {
     fd: OwnedFd,
+    /// An eventfd in the reader's `poll` beside `fd`: written to cut the read short.
+    wake_fd: OwnedFd,
     dir: CString,
     /// The directory's watch descriptor.
     dir_wd: i32,
     state: Mutex<State>,
-    /// Signalled when a reader recorded events or stopped reading.
-    changed: Condvar,
+    /// Whether the directory is on a local file system, whose inotify
+    /// events can be trusted; on others followers list it now and then.
+    local: AtomicBool,
+}
+
+/// `statfs` magic numbers of local file systems that send inotify events
+/// for every change (ext2/3/4, XFS, Btrfs, tmpfs, overlayfs, ZFS, F2FS,
+/// ReiserFS, JFS). Network and FUSE mounts, and any file system not named
+/// here, may change without events.
+const LOCAL_FILE_SYSTEMS: [i64; 9] = [
+    0xEF53,
+    0x5846_5342,
+    0x9123_683E,
+    0x0102_1994,
+    0x794C_7630,
+    0x2FC1_2FC1,
+    0xF2F5_2010,
+    0x5265_4973,
+    0x3153_464A,
+];
+
+/// Whether `dir` is on one of [`LOCAL_FILE_SYSTEMS`].
+fn is_local(dir: &CString) -> bool {
+    // SAFETY: statfs fills the zeroed struct; `dir` is a valid C string.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::statfs(dir.as_ptr(), &mut st) } != 0 {
+        return false;
+    }
+    #[allow(clippy::unnecessary_cast)] // the field's type differs between targets
+    let magic = st.f_type as i64;
+    LOCAL_FILE_SYSTEMS.contains(&magic)
 }
 
 /// What the readers of a [`Watcher`] saw.
@@ -64,6 +97,28 @@ struct State {
     refs: HashMap<i32, usize>,
     /// Whether a follower is reading the instance now.
     reading: bool,
+    /// The condition variables of the followers waiting for the reader,
+    /// each its own so that an interrupt wakes only its follower.
+    waiting: Vec<Arc<Condvar>>,
+}
+
+impl State {
+    /// Wakes every waiting follower: a reader recorded events.
+    fn wake_waiting(&self) {
+        for cv in &self.waiting {
+            cv.notify_all();
+        }
+    }
+
+    /// Called by a follower leaving its wait: when nobody reads the instance
+    /// now, one waiting follower is woken to take over (the others sleep on).
+    fn pass_reading(&self) {
+        if !self.reading {
+            if let Some(cv) = self.waiting.last() {
+                cv.notify_all();
+            }
+        }
+    }
 }
 
 /// What a wake-up said.
@@ -96,18 +151,24 @@ impl Watcher {
     }
 
     fn new(dir: &Path) -> Option<Watcher> {
-        // SAFETY: plain system call; the result is checked.
-        let raw = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
-        if raw < 0 {
-            log::warn!(
-                "no inotify instance for {} ({}); its followers poll",
-                dir.display(),
-                io::Error::last_os_error()
-            );
-            return None;
-        }
-        // SAFETY: `raw` is a fresh descriptor that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        // A descriptor a system call just returned, or why there is none.
+        let owned = |raw: i32, what: &str| {
+            if raw < 0 {
+                let e = io::Error::last_os_error();
+                log::warn!("no {what} for {} ({e}); its followers poll", dir.display());
+                return None;
+            }
+            // SAFETY: `raw` is a fresh descriptor that nothing else owns.
+            Some(unsafe { OwnedFd::from_raw_fd(raw) })
+        };
+        // SAFETY: plain system calls; their results are checked.
+        let fd = owned(
+            unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) },
+            "inotify instance",
+        )?;
+        // SAFETY: as above.
+        let wake_fd =
+            owned(unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) }, "eventfd")?;
         let dir = CString::new(dir.as_os_str().as_bytes()).ok()?;
         // SAFETY: `dir` is a valid C string and `fd` an inotify descriptor.
         let dir_wd = unsafe { libc::inotify_add_watch(fd.as_raw_fd(), dir.as_ptr(), NAMES) };
@@ -118,13 +179,8 @@ impl Watcher {
                 io::Error::last_os_error()
             );
         }
-        (dir_wd >= 0).then(|| Watcher {
-            fd,
-            dir,
-            dir_wd,
-            state: Mutex::default(),
-            changed: Condvar::new(),
-        })
+        let local = AtomicBool::new(is_local(&dir));
+        (dir_wd >= 0).then(|| Watcher { fd, wake_fd, local, dir, dir_wd, state: Mutex::default() })
     }
 
     /// Makes the directory's watch report appends to any file, for logs
@@ -139,23 +195,55 @@ impl Watcher {
         }
     }
 
+    /// Whether every change to the directory sends an event: then its
+    /// followers need not list it by the clock.
+    pub(crate) fn is_local(&self) -> bool {
+        self.local.load(Ordering::Relaxed)
+    }
+
+    /// Takes the directory for one whose changes may send no events.
+    #[cfg(test)]
+    pub(crate) fn distrust_events(&self) {
+        self.local.store(false, Ordering::Relaxed);
+    }
+
     /// Watches no more logs one by one, as when the user's watches are used up.
     #[cfg(test)]
     pub(crate) fn stop_watching_logs(&self) {
         self.watch_any_file(&mut lock(&self.state));
     }
 
-    /// Reads what the instance holds, waiting up to `timeout` for something;
-    /// records it and wakes the waiting followers.
+    /// Wakes the follower waiting on `cv`, or reading the instance, to look
+    /// at its [`Wakeup`].
+    fn wake(&self, cv: &Condvar) {
+        drop(lock(&self.state));
+        cv.notify_all();
+        let one = 1u64.to_ne_bytes();
+        // SAFETY: writes 8 bytes from a valid buffer to our eventfd; a full
+        // counter (EAGAIN) still leaves it readable, which is all we need.
+        unsafe { libc::write(self.wake_fd.as_raw_fd(), one.as_ptr().cast(), one.len()) };
+    }
+
+    /// Reads what the instance holds, waiting up to `timeout` for something
+    /// (or a [`Watcher::wake`]); records it and wakes the waiting followers.
     fn read(&self, timeout: Duration) -> io::Result<()> {
-        let mut pfd = libc::pollfd { fd: self.fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        let mut pfds = [self.fd.as_raw_fd(), self.wake_fd.as_raw_fd()].map(|fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        });
         let ms = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
-        // SAFETY: one valid pollfd.
-        if unsafe { libc::poll(&mut pfd, 1, ms) } < 0 {
+        // SAFETY: two valid pollfds.
+        if unsafe { libc::poll(pfds.as_mut_ptr(), 2, ms) } < 0 {
             let e = io::Error::last_os_error();
             if e.kind() != io::ErrorKind::Interrupted {
                 return Err(e);
             }
+        }
+        if pfds[1].revents != 0 {
+            let mut count = [0u8; 8];
+            // SAFETY: reads 8 bytes into a valid buffer from our non-blocking eventfd.
+            unsafe { libc::read(self.wake_fd.as_raw_fd(), count.as_mut_ptr().cast(), count.len()) };
         }
         let mut buf = [0u8; 4096];
         loop {
@@ -208,8 +296,7 @@ impl Watcher {
                 }
                 i += 16 + len;
             }
-            drop(st);
-            self.changed.notify_all();
+            st.wake_waiting();
         }
     }
 }
@@ -220,6 +307,63 @@ impl Watcher {
 fn names_a_log(name: &[u8]) -> bool {
     !name.starts_with(b".")
         && (name.ends_with(b".jsonl") || (name.ends_with(b".meta") && name.contains(&b'~')))
+}
+
+/// Cuts one follower's wait short: its [`Interrupt`].
+///
+/// The request stays until the follower takes it, so an interrupt that
+/// comes before the wait still ends it.
+pub(crate) struct Wakeup {
+    requested: AtomicBool,
+    /// For followers without inotify, which sleep on `slept`.
+    sleep: Mutex<()>,
+    slept: Condvar,
+    /// What the follower waits on, under its watcher's lock, while another reads.
+    woken: Arc<Condvar>,
+    /// Weak: a handle kept after its follower went does not keep the instance open.
+    watcher: Weak<Watcher>,
+}
+
+impl Wakeup {
+    /// A wakeup for a follower that waits on `watcher` (or sleeps, without one).
+    pub(crate) fn new(watcher: Option<&Arc<Watcher>>) -> Wakeup {
+        Wakeup {
+            requested: AtomicBool::new(false),
+            sleep: Mutex::new(()),
+            slept: Condvar::new(),
+            woken: Arc::new(Condvar::new()),
+            watcher: watcher.map_or_else(Weak::new, Arc::downgrade),
+        }
+    }
+
+    /// Whether an interrupt is waiting to be taken.
+    pub(crate) fn is_set(&self) -> bool {
+        self.requested.load(Ordering::SeqCst)
+    }
+
+    /// Takes the interrupt waiting, if any.
+    pub(crate) fn take(&self) -> bool {
+        self.requested.swap(false, Ordering::SeqCst)
+    }
+
+    /// Sleeps up to `duration`, less if interrupted.
+    pub(crate) fn sleep(&self, duration: Duration) {
+        let guard = lock(&self.sleep);
+        if !self.is_set() {
+            drop(wait_timeout(&self.slept, guard, duration));
+        }
+    }
+}
+
+impl Interrupt for Wakeup {
+    fn interrupt(&self) {
+        self.requested.store(true, Ordering::SeqCst);
+        drop(lock(&self.sleep));
+        self.slept.notify_all();
+        if let Some(w) = self.watcher.upgrade() {
+            w.wake(&self.woken);
+        }
+    }
 }
 
 /// One follower's view of its store's [`Watcher`].
@@ -256,6 +400,11 @@ impl Watch {
             seen,
             appended: Some(Vec::new()),
         }
+    }
+
+    /// The store's watcher this view is of.
+    pub(crate) fn watcher(&self) -> &Arc<Watcher> {
+        &self.watcher
     }
 
     /// Watches the log `file`, opened at `path`, for appends; call it before
@@ -375,9 +524,10 @@ impl Watch {
             .extend(self.logs.iter().filter(|wd| st.appended.get(wd).is_some_and(|&g| g > seen)));
     }
 
-    /// Waits until one of the follower's logs changes or `timeout` passes.
-    pub(crate) fn wait(&mut self, timeout: Duration) -> io::Result<Wake> {
-        let deadline = Instant::now() + timeout;
+    /// Waits until one of the follower's logs changes, `timeout` passes or
+    /// `wakeup` is interrupted.
+    pub(crate) fn wait(&mut self, timeout: Duration, wakeup: &Wakeup) -> io::Result<Wake> {
+        let deadline = Instant::now().checked_add(timeout);
         let w = Arc::clone(&self.watcher);
         let mut st = lock(&w.state);
         // Whether this call read the instance at least once: even with no
@@ -386,27 +536,34 @@ impl Watch {
         loop {
             let wake = self.news(&st);
             let now = Instant::now();
-            let late = now >= deadline;
+            let left = deadline.map_or(Duration::MAX, |d| d.saturating_duration_since(now));
+            let late = left.is_zero() || wakeup.is_set();
             if wake.any() || (late && (looked || st.reading)) {
                 if wake.appended {
                     self.note_appended(&st);
                 }
                 self.seen = st.generation;
+                st.pass_reading();
                 return Ok(wake);
             }
             if st.reading {
-                st = wait_timeout(&w.changed, st, deadline - now).0;
+                st.waiting.push(wakeup.woken.clone());
+                st = wait_timeout(&wakeup.woken, st, left).0;
+                if let Some(at) = st.waiting.iter().position(|cv| Arc::ptr_eq(cv, &wakeup.woken)) {
+                    st.waiting.swap_remove(at);
+                }
                 continue;
             }
             st.reading = true;
             drop(st);
-            let read = w.read(deadline.saturating_duration_since(now));
+            let read = w.read(if wakeup.is_set() { Duration::ZERO } else { left });
             looked = true;
             st = lock(&w.state);
             st.reading = false;
-            // Another follower may have to take over reading.
-            w.changed.notify_all();
-            read?;
+            if let Err(e) = read {
+                st.pass_reading();
+                return Err(e);
+            }
         }
     }
 }
@@ -424,7 +581,7 @@ mod tests {
     }
 
     fn now(w: &mut Watch) -> Wake {
-        w.wait(Duration::ZERO).unwrap()
+        w.wait(Duration::ZERO, &Wakeup::new(None)).unwrap()
     }
 
     /// A clear may rename a new log over the name between the follower's

@@ -15,6 +15,9 @@ use crate::{redact_url, Keys, RedisConfig};
 /// Pooled connections idle longer than this are checked with `PING` before use,
 /// so a server restart costs a reconnect instead of a failed command.
 const CHECK_IDLE_AFTER: Duration = Duration::from_secs(1);
+/// How long `CLIENT UNBLOCK` may take to connect and to answer: it runs
+/// while somebody waits for a subscription to stop.
+const UNBLOCK_WITHIN: Duration = Duration::from_millis(100);
 
 struct Idle {
     con: redis::Connection,
@@ -62,7 +65,13 @@ impl Shared {
     /// connect timeout when the server does not answer (the `redis` crate
     /// bounds the connect and its hand-shake by it).
     pub(crate) fn connect(&self) -> Result<redis::Connection> {
-        let timeout = self.config.connect_timeout.max(Duration::from_millis(1));
+        self.connect_within(self.config.connect_timeout)
+    }
+
+    /// [`Shared::connect`] within `limit` when that is shorter than the
+    /// connect timeout: a caller's deadline bounds its reconnects.
+    pub(crate) fn connect_within(&self, limit: Duration) -> Result<redis::Connection> {
+        let timeout = self.config.connect_timeout.min(limit).max(Duration::from_millis(1));
         let con = self.client.get_connection_with_timeout(timeout).map_err(|e| {
             if is_lost(&e) {
                 let text = self.error_text(&e);
@@ -136,6 +145,23 @@ impl Shared {
                 Err(self.error(e))
             }
         }
+    }
+
+    /// Ends the `BLOCK` of the client `id` now (`CLIENT UNBLOCK`), on `con`
+    /// (opened within [`UNBLOCK_WITHIN`] if `None`); false if the client was
+    /// not blocked.
+    pub(crate) fn unblock(&self, con: &mut Option<redis::Connection>, id: u64) -> Result<bool> {
+        if con.is_none() {
+            let fresh = self.connect_within(UNBLOCK_WITHIN)?;
+            fresh.set_read_timeout(Some(UNBLOCK_WITHIN)).map_err(|e| self.error(e))?;
+            *con = Some(fresh);
+        }
+        let Some(c) = con.as_mut() else { return Ok(false) };
+        let unblocked = redis::cmd("CLIENT").arg("UNBLOCK").arg(id).query::<i64>(c);
+        unblocked.map(|n| n == 1).map_err(|e| {
+            *con = None;
+            self.error(e)
+        })
     }
 
     /// Maps a `redis` error to Seed's (see [`crate::error`]), without the password.

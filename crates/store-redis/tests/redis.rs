@@ -778,3 +778,62 @@ fn timeouts_past_the_clock_do_not_panic() {
     });
     assert_eq!(got, (vec![0], 0));
 }
+
+/// The calls of `command` (as `INFO commandstats` names it, e.g. `xread`) the server has seen.
+fn calls(con: &mut redis::Connection, command: &str) -> u64 {
+    let info: String = redis::cmd("INFO").arg("commandstats").query(con).unwrap();
+    let prefix = format!("cmdstat_{command}:calls=");
+    info.lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+/// A follower waiting without a deadline blocks in one `XREAD` at a time
+/// and is woken by its interrupt through `CLIENT UNBLOCK`, without an
+/// error; an interrupt that comes first ends the next wait; afterwards it
+/// goes on with the next event.
+#[test]
+fn an_interrupt_unblocks_a_waiting_follower() {
+    let server = RedisServer::start();
+    let store = store(&server.url(), "seed");
+    let mut admin = raw(&server);
+    let t = topic("idle.t");
+    let pattern = TopicPattern::from(t.clone());
+    let mut follower = store.follow(&pattern, FollowFrom::start(Start::New)).unwrap();
+    let interrupt = follower.interrupter().expect("Redis followers can be interrupted");
+
+    interrupt.interrupt();
+    assert!(bounded("an interrupted wait", move || {
+        let first = follower.next_batch(10, Duration::MAX).unwrap();
+        (first, follower)
+    })
+    .0
+    .is_empty());
+
+    let mut follower = store.follow(&pattern, FollowFrom::start(Start::New)).unwrap();
+    let interrupt = follower.interrupter().unwrap();
+    let (tx, rx) = mpsc::channel();
+    let waiter = thread::spawn(move || {
+        let first = follower.next_batch(10, Duration::MAX).unwrap();
+        tx.send(first.len()).unwrap();
+        let next = follower.next_batch(10, Duration::MAX).unwrap();
+        tx.send(next.len()).unwrap();
+    });
+    let blocked = |admin: &mut redis::Connection| {
+        let info: String = redis::cmd("INFO").arg("clients").query(admin).unwrap();
+        info.lines().any(|l| l.strip_prefix("blocked_clients:").is_some_and(|n| n != "0"))
+    };
+    let start = Instant::now();
+    while !blocked(&mut admin) {
+        assert!(start.elapsed() < DEADLINE, "the follower never blocked");
+        thread::sleep(Duration::from_millis(5));
+    }
+    let unblocks = calls(&mut admin, "client|unblock");
+    interrupt.interrupt();
+    assert_eq!(rx.recv_timeout(DEADLINE).unwrap(), 0, "interrupted without an event");
+    assert!(calls(&mut admin, "client|unblock") > unblocks, "through CLIENT UNBLOCK");
+    store.append(&event(&t, 1)).unwrap();
+    assert_eq!(rx.recv_timeout(DEADLINE).unwrap(), 1, "the next event still comes");
+    waiter.join().unwrap();
+}

@@ -148,6 +148,10 @@ const REDIS_LAST10: &str = "redis: history last 10";
 const REDIS_FOLLOW: &str = "redis: follow latency, cross-process";
 const HTTP_ONE: &str = "http: publish one per request, 8 connections";
 const HTTP_BATCH: &str = "http: NDJSON batches of 1,000, 8 connections";
+const IDLE_FILE_CPU: &str = "file: CPU of 1,000 idle subscriptions";
+const IDLE_REDIS_CPU: &str = "redis: CPU of 1,000 idle subscriptions";
+const IDLE_REDIS_COMMANDS: &str = "redis: commands per idle subscriber";
+const REDIS_RESTART: &str = "redis: restart to first event delivered";
 
 /// The README's lines, in order.
 fn lines(run: &Run<'_>) -> Vec<Line> {
@@ -300,6 +304,27 @@ fn lines(run: &Run<'_>) -> Vec<Line> {
             target: "≥ 500k/s",
             judge: Judge::Rows(&[HTTP_BATCH]),
             cells: no_p99(r.median(HTTP_BATCH).map(|m| format!("{} events/s", rate(m)))),
+        },
+        Line {
+            label: "1,000 idle subscriptions in one process, CPU: file / redis",
+            target: "< 1% of a core",
+            judge: Judge::Rows(&[IDLE_FILE_CPU, IDLE_REDIS_CPU]),
+            cells: no_p99((|| {
+                let (f, r) = (r.median(IDLE_FILE_CPU)?, r.median(IDLE_REDIS_CPU)?);
+                Ok(format!("{f:.2}% / {r:.2}% of a core"))
+            })()),
+        },
+        Line {
+            label: "redis: commands sent per idle subscriber",
+            target: "≤ 1/s",
+            judge: Judge::Rows(&[IDLE_REDIS_COMMANDS]),
+            cells: no_p99(r.median(IDLE_REDIS_COMMANDS).map(|c| format!("{c:.2}/s"))),
+        },
+        Line {
+            label: "redis: restart → first event delivered",
+            target: "",
+            judge: Judge::None,
+            cells: no_p99(r.median(REDIS_RESTART).map(ms)),
         },
     ]
 }

@@ -10,6 +10,7 @@
 mod events;
 mod file;
 mod http;
+mod idle;
 mod latency;
 mod limits;
 mod proc;
@@ -59,6 +60,8 @@ pub struct Plan {
     pub http_one_n: usize,
     /// NDJSON batches of 1,000 published over HTTP, per run (all connections).
     pub http_batches: usize,
+    /// How long idle subscriptions are watched for their CPU.
+    pub idle_window: Duration,
 }
 
 impl Plan {
@@ -83,6 +86,7 @@ impl Plan {
                 redis_history_n: 100_000,
                 http_one_n: 40_000,
                 http_batches: 200,
+                idle_window: Duration::from_secs(3),
             }
         } else {
             Plan {
@@ -103,6 +107,7 @@ impl Plan {
                 redis_history_n: 1_000_000,
                 http_one_n: 200_000,
                 http_batches: 1_000,
+                idle_window: Duration::from_secs(10),
             }
         }
     }
@@ -238,13 +243,15 @@ fn child(role: &str, args: &serde_json::Value) -> Result<()> {
         "rss-publisher" => file::rss_publisher(args),
         "rss-reader" => file::rss_reader(args),
         "rss-subscriber" => file::rss_subscriber(args),
+        "idle-subscriptions" => idle::subscriptions(args),
         other => bail!("unknown child role {other:?}"),
     }
 }
 
 /// Every scenario, in the order of the table.
 /// The scenario groups, in the order they run; `memory` reads the topic `history` fills.
-pub const GROUPS: &[&str] = &["publish", "procs", "history", "latency", "memory", "redis", "http"];
+pub const GROUPS: &[&str] =
+    &["publish", "procs", "history", "latency", "memory", "redis", "http", "idle"];
 
 /// The groups of a comma-separated `--only` list, each checked against [`GROUPS`].
 pub fn parse_groups(list: &str) -> Result<Vec<&'static str>> {
@@ -323,6 +330,9 @@ fn all(plan: &Plan, work: &Path, groups: &[&str]) -> Vec<Row> {
         guarded(&mut rows, "seed serve over HTTP", &http::specs(), |rows| {
             http::all(plan, work, rows)
         });
+    }
+    if run("idle") {
+        guarded(&mut rows, "idle subscribers", &idle::specs(), |rows| idle::all(plan, work, rows));
     }
     rows
 }
