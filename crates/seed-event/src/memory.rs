@@ -219,6 +219,7 @@ impl EventStore for MemoryStore {
                 continue;
             }
             let before = log.events.len();
+            let old: Vec<Cursor> = log.events.iter().map(|e| e.cursor).collect();
             // A state topic keeps each entity's newest record.
             let newest: BTreeSet<Cursor> = crate::entity_type_of(topic)
                 .and_then(|kind| state.states.get(kind))
@@ -230,8 +231,8 @@ impl EventStore for MemoryStore {
             removed += (before - log.events.len()) as u64;
             if before > log.events.len() {
                 if let Some(kind) = crate::entity_type_of(topic) {
-                    // Which cursors went is not kept: everything up to the clear may be missing.
-                    let through = Some(Cursor::new(log.last_seq, 0));
+                    let kept: BTreeSet<Cursor> = log.events.iter().map(|e| e.cursor).collect();
+                    let through = old.into_iter().filter(|c| !kept.contains(c)).max();
                     let entry = state.states.entry(kind.to_string()).or_default();
                     entry.compacted = entry.compacted.max(through);
                 }
@@ -252,7 +253,8 @@ impl StateBackend for MemoryStore {
         put.validate()?;
         let mut state = self.lock();
         let records = state.states.get(put.kind).and_then(|t| t.entities.get(put.id));
-        let actual = records.and_then(|r| r.last()).and_then(|e| change_of(&e.event)).map_or(0, |c| c.1);
+        let actual =
+            records.and_then(|r| r.last()).and_then(|e| change_of(&e.event)).map_or(0, |c| c.1);
         if actual != put.version - 1 {
             return Err(version_conflict(put.kind, put.id, put.version - 1, actual));
         }
@@ -262,8 +264,8 @@ impl StateBackend for MemoryStore {
         let records = kind.entities.entry(put.id.to_string()).or_default();
         records.push(StoredEvent { cursor, event: put.event.clone() });
         if records.len() > history {
-            let gone = records.drain(..records.len() - history).last().map(|e| e.cursor);
-            kind.compacted = kind.compacted.max(gone);
+            // The topic's log keeps the events: a watch misses nothing.
+            records.drain(..records.len() - history);
         }
         drop(state);
         self.shared.appended.notify_all();

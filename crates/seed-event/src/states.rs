@@ -78,7 +78,11 @@ impl StatePut<'_> {
         if self.event.topic != topic {
             return Err(Error::invalid(
                 "state change",
-                format!("the event's topic is {:?}, expected {:?}", self.event.topic.as_str(), topic.as_str()),
+                format!(
+                    "the event's topic is {:?}, expected {:?}",
+                    self.event.topic.as_str(),
+                    topic.as_str()
+                ),
             ));
         }
         if self.version == 0 {

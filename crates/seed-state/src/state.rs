@@ -320,7 +320,10 @@ impl State {
     pub(crate) fn moved_to(&self, version: u64, by: &str, at: Timestamp) -> Result<State> {
         check_name("updated_by", by)?;
         if version > MAX_VERSION {
-            return Err(Error::invalid("version", format!("{} is the highest version", self.version)));
+            return Err(Error::invalid(
+                "version",
+                format!("{} is the highest version", self.version),
+            ));
         }
         Ok(State {
             version,
@@ -333,7 +336,10 @@ impl State {
     /// This new state (version 1) as the first version of a life that continues at `version`.
     pub(crate) fn renumbered(mut self, version: u64) -> Result<State> {
         if version > MAX_VERSION {
-            return Err(Error::invalid("version", format!("{} is past the highest version", version)));
+            return Err(Error::invalid(
+                "version",
+                format!("{} is past the highest version", version),
+            ));
         }
         self.version = version;
         Ok(self)

@@ -99,7 +99,8 @@ pub(crate) fn change_event(state: &State, deleted: bool, cause: &Cause) -> Resul
         Value::Object(map) => map,
         _ => JsonObject::new(),
     };
-    let mut event = Event::new(topic, state.updated_by(), payload).with_timestamp(state.updated_at());
+    let mut event =
+        Event::new(topic, state.updated_by(), payload).with_timestamp(state.updated_at());
     event.correlation_id = cause.correlation_id.clone();
     Ok(event)
 }
@@ -171,7 +172,9 @@ impl StateStore {
             let previous = match self.latest(&kind, &id)? {
                 None => 0,
                 Some(e) if e.deleted => e.state.version(),
-                Some(e) => return Err(seed_event::version_conflict(&kind, &id, 0, e.state.version())),
+                Some(e) => {
+                    return Err(seed_event::version_conflict(&kind, &id, 0, e.state.version()))
+                }
             };
             let state = first.clone().renumbered(previous + 1)?;
             match self.put(&state, false, &cause) {
@@ -187,7 +190,9 @@ impl StateStore {
     pub fn get(&self, kind: &str, id: &str) -> Result<Entry> {
         match self.latest(kind, id)? {
             Some(e) if !e.deleted => Ok(e),
-            Some(e) => Err(not_found(kind, id, &format!(" (deleted at version {})", e.state.version()))),
+            Some(e) => {
+                Err(not_found(kind, id, &format!(" (deleted at version {})", e.state.version())))
+            }
             None => Err(not_found(kind, id, "")),
         }
     }
@@ -202,7 +207,13 @@ impl StateStore {
 
     /// Applies `change` if the entity is at `expected_version`; returns the new
     /// version, or a conflict carrying the version found. No update is ever lost.
-    pub fn update(&self, kind: &str, id: &str, expected_version: u64, change: Change) -> Result<Entry> {
+    pub fn update(
+        &self,
+        kind: &str,
+        id: &str,
+        expected_version: u64,
+        change: Change,
+    ) -> Result<Entry> {
         let current = self.current_at(kind, id, expected_version)?;
         let cause = change.reason().clone();
         let next = current.state.update(change)?;
@@ -213,7 +224,13 @@ impl StateStore {
     /// next version, made by `change`'s source (a change that sets nothing
     /// else, e.g. `Change::by("fenrir")`). Its history stays; a later create
     /// continues its versions.
-    pub fn delete(&self, kind: &str, id: &str, expected_version: u64, change: Change) -> Result<Entry> {
+    pub fn delete(
+        &self,
+        kind: &str,
+        id: &str,
+        expected_version: u64,
+        change: Change,
+    ) -> Result<Entry> {
         if !change.is_bare() {
             return Err(Error::invalid(
                 "change",
@@ -238,7 +255,9 @@ impl StateStore {
         }
         match latest {
             Some(e) if !e.deleted => Ok(e),
-            Some(e) => Err(not_found(kind, id, &format!(" (deleted at version {})", e.state.version()))),
+            Some(e) => {
+                Err(not_found(kind, id, &format!(" (deleted at version {})", e.state.version())))
+            }
             None => Err(not_found(kind, id, "")),
         }
     }
@@ -260,11 +279,9 @@ impl StateStore {
         status: Option<Status>,
     ) -> Result<Box<dyn Iterator<Item = Result<Entry>> + Send + '_>> {
         let records = self.backend().list(kind)?;
-        Ok(Box::new(records.filter_map(move |r| {
-            match r.and_then(|e| Entry::from_event(&e)) {
-                Ok(e) if e.deleted || status.is_some_and(|s| s != e.state.status()) => None,
-                other => Some(other),
-            }
+        Ok(Box::new(records.filter_map(move |r| match r.and_then(|e| Entry::from_event(&e)) {
+            Ok(e) if e.deleted || status.is_some_and(|s| s != e.state.status()) => None,
+            other => Some(other),
         })))
     }
 

@@ -35,7 +35,7 @@ pub enum WatchFrom {
 #[derive(Debug, Clone, PartialEq)]
 pub enum WatchEvent {
     /// A state: a current one at the start, then each change (tombstones too).
-    Entry(Entry),
+    Entry(Box<Entry>),
     /// The initial states are out (or the watch caught up); changes follow live.
     Ready,
     /// Changes after the revision asked for were removed up to `through`; the
@@ -72,6 +72,8 @@ pub struct Watch {
     skip: HashMap<(Topic, String), Cursor>,
     /// For [`WatchFrom::After`]: the revision after which [`WatchEvent::Ready`] is due.
     ready_at: Option<(Topic, Cursor)>,
+    /// Per watched type: the revision up to which the follower has read.
+    read_to: HashMap<Topic, Cursor>,
     started: bool,
     failures: u32,
 }
@@ -103,6 +105,7 @@ impl StateStore {
             follower: None,
             skip: HashMap::new(),
             ready_at: None,
+            read_to: HashMap::new(),
             started: false,
             failures: 0,
         };
@@ -125,7 +128,8 @@ impl Watch {
             if let Some(e) = self.queue.pop_front() {
                 return Ok(Some(e));
             }
-            let left = deadline.map_or(Duration::MAX, |d| d.saturating_duration_since(Instant::now()));
+            let left =
+                deadline.map_or(Duration::MAX, |d| d.saturating_duration_since(Instant::now()));
             if left.is_zero() {
                 return Ok(None);
             }
@@ -164,8 +168,33 @@ impl Watch {
             return Err(Error::unavailable("the watch has no follower yet"));
         };
         let batch = follower.next_batch(BATCH, wait.min(Duration::from_millis(500)))?;
+        // Changes the follower was about to read may have been compacted
+        // away under it: then say so and start again from the current states.
+        let mut queued = Vec::new();
+        for stored in &batch {
+            self.read_to.insert(stored.event.topic.clone(), stored.cursor);
+        }
+        for (topic, at) in &self.read_to {
+            let kind = topic.as_str().trim_start_matches(STATE_TOPIC_PREFIX);
+            if let Some(through) = self.store.backend().compacted_through(kind)? {
+                if through > *at {
+                    queued.push(WatchEvent::Compacted { through });
+                }
+            }
+        }
+        if let Some(compacted) = queued.pop() {
+            self.follower = None;
+            self.started = false;
+            self.from = WatchFrom::Now;
+            self.ready_at = None;
+            self.read_to.clear();
+            self.queue.push_back(compacted);
+            return Ok(());
+        }
         for stored in batch {
-            let Some(kind) = entity_type_of(&stored.event.topic) else { continue };
+            if entity_type_of(&stored.event.topic).is_none() {
+                continue;
+            }
             let Some((id, _)) = change_of(&stored.event) else { continue };
             if self.target.id.as_deref().is_some_and(|want| want != id) {
                 continue;
@@ -177,9 +206,8 @@ impl Watch {
                 }
                 self.skip.remove(&key);
             }
-            let _ = kind;
             let entry = Entry::from_event(&stored)?;
-            self.queue.push_back(WatchEvent::Entry(entry));
+            self.queue.push_back(WatchEvent::Entry(Box::new(entry)));
             if let Some((topic, at)) = &self.ready_at {
                 if *topic == stored.event.topic && stored.cursor >= *at {
                     self.ready_at = None;
@@ -209,9 +237,12 @@ impl Watch {
                         .events()
                         .follow(&self.target.pattern, FollowFrom::after(topic.clone(), revision))?;
                     match last {
-                        Some(last) if last > revision => self.ready_at = Some((topic, last)),
+                        Some(last) if last > revision => {
+                            self.ready_at = Some((topic.clone(), last))
+                        }
                         _ => self.queue.push_back(WatchEvent::Ready),
                     }
+                    self.read_to = HashMap::from([(topic, revision)]);
                     self.follower = Some(follower);
                     self.started = true;
                     return Ok(());
@@ -229,7 +260,9 @@ impl Watch {
             Some(topic) => kinds.push(topic),
             None => {
                 for stats in events.topics()? {
-                    if entity_type_of(&stats.topic).is_some() && self.target.pattern.matches(&stats.topic) {
+                    if entity_type_of(&stats.topic).is_some()
+                        && self.target.pattern.matches(&stats.topic)
+                    {
                         kinds.push(stats.topic);
                     }
                 }
@@ -249,18 +282,17 @@ impl Watch {
             let kind = topic.as_str().trim_start_matches(STATE_TOPIC_PREFIX);
             let start = positions.get(topic).copied().unwrap_or(Cursor::ZERO);
             match &self.target.id {
-                Some(id) => match self.store.backend().latest(kind, id)? {
-                    Some(stored) => {
+                Some(id) => {
+                    if let Some(stored) = self.store.backend().latest(kind, id)? {
                         let entry = Entry::from_event(&stored)?;
                         if entry.revision > start {
                             skip.insert((topic.clone(), id.clone()), entry.revision);
                         }
                         if !entry.deleted {
-                            initial.push(WatchEvent::Entry(entry));
+                            initial.push(WatchEvent::Entry(Box::new(entry)));
                         }
                     }
-                    None => {}
-                },
+                }
                 None => {
                     for stored in self.store.backend().list(kind)? {
                         let entry = Entry::from_event(&stored?)?;
@@ -269,7 +301,7 @@ impl Watch {
                             skip.insert(key, entry.revision);
                         }
                         if !entry.deleted {
-                            initial.push(WatchEvent::Entry(entry));
+                            initial.push(WatchEvent::Entry(Box::new(entry)));
                         }
                     }
                 }
@@ -277,6 +309,7 @@ impl Watch {
         }
         self.queue.extend(initial);
         self.queue.push_back(WatchEvent::Ready);
+        self.read_to = positions.into_iter().collect();
         self.skip = skip;
         self.follower = Some(follower);
         self.started = true;

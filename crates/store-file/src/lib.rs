@@ -207,6 +207,8 @@ mod query;
 mod retention;
 mod rewrite;
 mod search;
+mod state_index;
+mod states;
 mod store;
 mod version;
 mod watch;

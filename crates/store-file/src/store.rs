@@ -17,6 +17,7 @@ use crate::fsutil::Durability;
 use crate::lines::open_snapshot;
 use crate::paths::{list_logs, Paths};
 use crate::query::{self, CorruptLine};
+use crate::states::FileStates;
 use crate::writer::{AppendSync, TopicWriter};
 use crate::{consumers, follow, retention, version, watch};
 
@@ -57,6 +58,9 @@ pub struct FileStoreConfig {
     pub inotify: bool,
     /// How often followers look for new events when they poll.
     pub poll_interval: Duration,
+    /// How many versions of each entity the state store keeps (the newest;
+    /// default [`seed_event::DEFAULT_STATE_HISTORY`]).
+    pub state_history: u64,
 }
 
 impl Default for FileStoreConfig {
@@ -66,6 +70,7 @@ impl Default for FileStoreConfig {
             retention: Retention::default(),
             inotify: true,
             poll_interval: Duration::from_millis(5),
+            state_history: seed_event::DEFAULT_STATE_HISTORY,
         }
     }
 }
@@ -80,6 +85,12 @@ impl FileStoreConfig {
     /// This configuration with other retention limits.
     pub fn retention(mut self, retention: Retention) -> FileStoreConfig {
         self.retention = retention;
+        self
+    }
+
+    /// This configuration keeping the newest `n` versions of each entity (at least 1).
+    pub fn state_history(mut self, n: u64) -> FileStoreConfig {
+        self.state_history = n.max(1);
         self
     }
 
@@ -107,7 +118,7 @@ pub fn default_events_dir() -> PathBuf {
     home.join(".local").join("share").join("seed").join("events")
 }
 
-type WriterSlot = Arc<Mutex<(TopicWriter, u64)>>;
+pub(crate) type WriterSlot = Arc<Mutex<(TopicWriter, u64)>>;
 
 /// The file store: see the [crate documentation](crate).
 pub struct FileStore {
@@ -117,6 +128,8 @@ pub struct FileStore {
     writers: Mutex<HashMap<Topic, WriterSlot>>,
     /// The inotify instance the store's followers share, while any is alive.
     pub(crate) watcher: Mutex<std::sync::Weak<watch::Watcher>>,
+    /// The open state index files.
+    pub(crate) states: FileStates,
 }
 
 impl FileStore {
@@ -141,6 +154,7 @@ impl FileStore {
             config,
             writers: Mutex::new(HashMap::new()),
             watcher: Mutex::new(std::sync::Weak::new()),
+            states: FileStates::default(),
         })
     }
 
@@ -154,7 +168,7 @@ impl FileStore {
         &self.config
     }
 
-    fn writer(&self, topic: &Topic) -> WriterSlot {
+    pub(crate) fn writer(&self, topic: &Topic) -> WriterSlot {
         let mut writers = lock(&self.writers);
         // Look up before `entry`, which would copy the topic name on every append.
         if let Some(slot) = writers.get(topic) {
@@ -168,7 +182,7 @@ impl FileStore {
             .clone()
     }
 
-    fn paths(&self, topic: &Topic) -> Paths {
+    pub(crate) fn paths(&self, topic: &Topic) -> Paths {
         Paths::new(&self.dir, topic.as_str())
     }
 
@@ -193,7 +207,9 @@ impl FileStore {
             locked.append(events, sync)?
         };
         *since_check += events.len() as u64;
-        if *since_check >= RETENTION_CHECK_EVERY && !self.config.retention.is_unlimited() {
+        let states = seed_event::entity_type_of(topic).is_some();
+        if *since_check >= RETENTION_CHECK_EVERY && !self.config.retention.is_unlimited() && !states
+        {
             *since_check = 0;
             let limits = self.config.retention.limits(topic).clone();
             let due = retention::retention_due(&self.paths(topic), &limits);
@@ -217,7 +233,8 @@ impl FileStore {
         }
         for (topic, _) in logs {
             let limits = self.config.retention.limits(&topic).clone();
-            if limits.is_unlimited() {
+            // State topics keep their own history limit instead.
+            if limits.is_unlimited() || seed_event::entity_type_of(&topic).is_some() {
                 continue;
             }
             let slot = self.writer(&topic);
@@ -356,9 +373,20 @@ impl EventStore for FileStore {
             let slot = self.writer(&topic);
             let mut guard = lock(&slot);
             let mut locked = guard.0.lock_strict()?;
-            removed += retention::clear_up_to(&mut locked, limit, before)?;
+            if seed_event::entity_type_of(&topic).is_some() {
+                // A state topic keeps each entity's newest record.
+                removed += self.rewrite_states(&mut locked, &topic, |seq, line, v, newest| {
+                    crate::states::kept_by_clear(seq, line, v, newest, limit, before)
+                })?;
+            } else {
+                removed += retention::clear_up_to(&mut locked, limit, before)?;
+            }
         }
         Ok(removed)
+    }
+
+    fn states(&self) -> Option<&dyn seed_event::StateBackend> {
+        Some(self)
     }
 }
 
