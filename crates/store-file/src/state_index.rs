@@ -235,7 +235,8 @@ impl Table {
         durable: bool,
     ) -> io::Result<Index> {
         if let Some(dir) = path.parent() {
-            fs::create_dir_all(dir)?;
+            std::os::unix::fs::DirBuilderExt::mode(fs::DirBuilder::new().recursive(true), 0o700)
+                .create(dir)?;
         }
         let tmp = temp_path(path);
         let result = (|| {

@@ -438,7 +438,12 @@ impl FileStore {
             Durability::Full
         };
         if let Some(dir) = mark.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| read_err(dir, e))?;
+            std::os::unix::fs::DirBuilderExt::mode(
+                std::fs::DirBuilder::new().recursive(true),
+                0o700,
+            )
+            .create(dir)
+            .map_err(|e| read_err(dir, e))?;
         }
         write_atomic(&mark, gone.max(before).to_string().as_bytes(), durability)?;
         locked.rewrite(|_, line| match decide(line) {
