@@ -195,3 +195,21 @@ fn watch_prints_states_then_changes() {
     watch.signal(libc::SIGINT);
     watch.expect_exit(0);
 }
+
+/// A watch from a revision whose changes a clear removed says so on stderr
+/// and starts again from the current states; `seed clear` keeps every current state.
+#[test]
+fn watch_from_a_cleared_revision_says_so_and_starts_from_the_current_states() {
+    let dir = Dir::new();
+    let v1 = one(&dir, &["create", "task", "a", "--by", "x"]);
+    one(&dir, &["update", "task", "a", "--expect-version", "1", "--by", "y", "--status", "active"]);
+    one(&dir, &["update", "task", "a", "--expect-version", "2", "--by", "y", "--status", "paused"]);
+    dir.stdout(&["clear", "--confirm"]);
+    assert_eq!(one(&dir, &["get", "task", "a"])["version"], 3);
+    let watch =
+        dir.spawn(&["state", "watch", "task", "--from-revision", v1["revision"].as_str().unwrap()]);
+    let said = watch.wait_stderr("seed: changes of state task");
+    assert!(said.contains("compacted"), "{said}");
+    assert_eq!(parse(&watch.line())["version"], 3);
+    watch.wait_stderr("Watching state task");
+}

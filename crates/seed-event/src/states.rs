@@ -107,7 +107,8 @@ pub fn version_conflict(kind: &str, id: &str, expected: u64, actual: u64) -> Err
     Error::StateConflict { entity: format!("{kind}/{id}"), expected, actual }
 }
 
-/// What a store does to keep versioned entity states: see the [module docs](self).
+/// What a store does to keep versioned entity states: a change is one event on
+/// `state.<entity_type>`, appended together with the store's index of newest records.
 ///
 /// Every method is safe to call from many threads and processes at once.
 /// Records are the change events, with their cursors (the revision of the

@@ -36,6 +36,22 @@
 //! | `seed:topics:new` | stream | one entry per topic created, so followers learn of new topics |
 //! | `seed:consumers` | set | every consumer with a committed position |
 //! | `seed:consumer:<name>` | hash | the consumer's position per topic |
+//! | `seed:{state.<type>}:latest` | hash | entity id → `<version> <stream id> <event line>`: its newest record |
+//! | `seed:{state.<type>}:v` | hash | `<entity id>\n<version>` → `<stream id> <event line>`: its kept versions |
+//!
+//! # Entity states
+//!
+//! [`RedisStore`] is also a [`seed_event::StateBackend`]. A change of an
+//! entity of type `T` is one script (atomic): it compares the entity's newest
+//! version in the latest hash, appends the change event to the stream of
+//! topic `state.T` (fields `e`, the event, and `k`, the entity id), sets the
+//! latest and versions hashes, and drops the version that falls past
+//! [`RedisConfig::state_history`] from the versions hash and the stream. A
+//! retry after a lost reply finds its own event as the newest record and
+//! answers with its id. Reading an entity is one `HGET`; listing is `HSCAN`
+//! pages; a watch learns of removed entries from the stream's
+//! `max-deleted-entry-id` (Redis 7). A clear of a state topic keeps each
+//! entity's newest entry.
 //!
 //! # Cursors and time
 //!

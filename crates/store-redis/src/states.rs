@@ -38,36 +38,36 @@ impl RedisStore {
     fn history_len(&self) -> u64 {
         self.shared.config.state_history.max(1)
     }
-}
 
-impl StateBackend for RedisStore {
-    fn put(&self, put: &StatePut<'_>) -> Result<Cursor> {
-        put.validate()?;
-        let topic = &put.event.topic;
+    /// The script invocation that applies `put`.
+    fn change_script(&self, put: &StatePut<'_>) -> redis::ScriptInvocation<'static> {
+        let topic = put.event.topic.as_str();
         let keys = self.keys();
         let line = put.event.to_json_line();
-        let dropped = put.version.saturating_sub(self.history_len());
-        let ms = put.event.timestamp.unix_millis().max(0);
-        let event_id = put.event.id.to_string();
-        let reply: Value = self.shared.run(|con, _| {
-            scripts::PUT_STATE
-                .key(keys.stream(topic.as_str()))
-                .key(keys.meta(topic.as_str()))
-                .key(&keys.topics)
-                .key(&keys.new_topics)
-                .key(keys.latest(topic.as_str()))
-                .key(keys.versions(topic.as_str()))
-                .arg(topic.as_str())
-                .arg(put.id)
-                .arg(put.version - 1)
-                .arg(put.version)
-                .arg(ms)
-                .arg(&line)
-                .arg(line.len() + 1)
-                .arg(dropped)
-                .arg(&event_id)
-                .invoke(con)
-        })?;
+        let mut invocation = scripts::PUT_STATE.prepare_invoke();
+        invocation
+            .key(keys.stream(topic))
+            .key(keys.meta(topic))
+            .key(&keys.topics)
+            .key(&keys.new_topics)
+            .key(keys.latest(topic))
+            .key(keys.versions(topic))
+            .arg(topic)
+            .arg(put.id)
+            .arg(put.version - 1)
+            .arg(put.version)
+            .arg(put.event.timestamp.unix_millis().max(0))
+            .arg(&line)
+            .arg(line.len() + 1)
+            .arg(put.version.saturating_sub(self.history_len()))
+            .arg(put.event.id.to_string());
+        invocation
+    }
+
+    /// Reads the script's reply: the change's stream id, or the conflict.
+    fn change_reply(&self, put: &StatePut<'_>, reply: Value) -> Result<Cursor> {
+        let topic = &put.event.topic;
+        let keys = self.keys();
         let bad = || {
             Error::corrupt(
                 format!("Redis key {}", keys.latest(topic.as_str())),
@@ -85,6 +85,15 @@ impl StateBackend for RedisStore {
         }
         let actual = text(second).and_then(|t| t.parse().ok()).ok_or_else(bad)?;
         Err(version_conflict(put.kind, put.id, put.version - 1, actual))
+    }
+}
+
+impl StateBackend for RedisStore {
+    fn put(&self, put: &StatePut<'_>) -> Result<Cursor> {
+        put.validate()?;
+        let invocation = self.change_script(put);
+        let reply: Value = self.shared.run(|con, _| invocation.invoke(con))?;
+        self.change_reply(put, reply)
     }
 
     fn latest(&self, kind: &str, id: &str) -> Result<Option<StoredEvent>> {
@@ -191,5 +200,37 @@ impl Iterator for Listing<'_> {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::RedisServer;
+    use seed_event::{Event, EventStore, JsonObject, Query};
+
+    /// A retry whose first try landed (its reply lost with the connection)
+    /// answers with the first try's id, and stores nothing twice.
+    #[test]
+    fn a_retried_change_is_stored_once() {
+        let server = RedisServer::start();
+        let store = RedisStore::open(&server.url()).unwrap();
+        let topic = state_topic("job").unwrap();
+        let payload = serde_json::json!({"entity_id": "a", "version": 1});
+        let event =
+            Event::new(topic.clone(), "t", payload.as_object().cloned().unwrap_or_default());
+        let put = StatePut { kind: "job", id: "a", version: 1, event: &event };
+        let invocation = store.change_script(&put);
+        let mut con = redis::Client::open(server.url()).unwrap().get_connection().unwrap();
+        let first = store.change_reply(&put, invocation.invoke(&mut con).unwrap()).unwrap();
+        let again = store.change_reply(&put, invocation.invoke(&mut con).unwrap()).unwrap();
+        assert_eq!(first, again);
+        assert_eq!(store.query(&Query::topic(&topic)).unwrap().len(), 1);
+        let other = Event::new(topic, "t", JsonObject::new());
+        let payload = serde_json::json!({"entity_id": "a", "version": 1});
+        let other = Event { payload: payload.as_object().cloned().unwrap_or_default(), ..other };
+        let put = StatePut { kind: "job", id: "a", version: 1, event: &other };
+        let err = store.put(&put).unwrap_err();
+        assert_eq!(err.to_string(), "conflict: job/a already exists");
     }
 }
