@@ -420,6 +420,21 @@ pub fn state_watch_survives_clear(h: &dyn Harness) {
         "{got:?}"
     );
     assert_eq!(summary(&got[1..]), vec![("k".into(), 4), ("READY".into(), 0)]);
+    // A clear of changes a live watch had not read yet: the watch still
+    // gives them (a follower that read them before the clear took effect),
+    // or says they were compacted and starts again from the current states.
+    checked(states.update("kt", "k", 4, Change::by("a").replace_data(counter(4))));
+    checked(states.update("kt", "k", 5, Change::by("a").replace_data(counter(5))));
+    h.open().clear(&Clear::default()).unwrap();
+    let got = watch_until(&mut watch, |g| {
+        ready(g) || (g.len() == 2 && !matches!(g[0], WatchEvent::Compacted { .. }))
+    });
+    match got[0] {
+        WatchEvent::Compacted { .. } => {
+            assert_eq!(summary(&got[1..]), vec![("k".into(), 6), ("READY".into(), 0)])
+        }
+        _ => assert_eq!(summary(&got), vec![("k".into(), 5), ("k".into(), 6)]),
+    }
 }
 
 /// History keeps the newest versions up to the store's limit; compaction

@@ -170,14 +170,24 @@ impl Watch {
         let batch = follower.next_batch(BATCH, wait.min(Duration::from_millis(500)))?;
         // Changes the follower was about to read may have been compacted
         // away under it: then say so and start again from the current states.
-        let mut queued = Vec::new();
+        // A change right after the one before it (`seq + 1`, as the file and
+        // memory stores number them) cannot have had one removed before it;
+        // only after a jump is the store asked.
+        let mut jumps: HashMap<&Topic, Cursor> = HashMap::new();
         for stored in &batch {
-            self.read_to.insert(stored.event.topic.clone(), stored.cursor);
+            let topic = &stored.event.topic;
+            let before = self.read_to.get(topic).copied().unwrap_or(Cursor::ZERO);
+            if stored.cursor != Cursor::new(before.major().saturating_add(1), 0) {
+                let low = jumps.entry(topic).or_insert(before);
+                *low = (*low).min(before);
+            }
+            self.read_to.insert(topic.clone(), stored.cursor);
         }
-        for (topic, at) in &self.read_to {
+        let mut queued = Vec::new();
+        for (topic, before) in jumps {
             let kind = topic.as_str().trim_start_matches(STATE_TOPIC_PREFIX);
             if let Some(through) = self.store.backend().compacted_through(kind)? {
-                if through > *at {
+                if through > before {
                     queued.push(WatchEvent::Compacted { through });
                 }
             }

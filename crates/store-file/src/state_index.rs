@@ -8,14 +8,14 @@
 //!   entities, covered end (the log offset up to which every line is in the
 //!   table), the log's device and inode, lines in the log, lines past the
 //!   history limit, then a check word over them;
-//! - slot `i` at `128 + 40 i`: hash of the id (0: empty), version, offset of
-//!   the record's line, the entity's oldest version still in the log, and a
-//!   check word.
+//! - slot `i` at `128 + 48 i`: two independent 64-bit hashes of the id (the
+//!   first 0: empty), version, offset of the record's line, the entity's
+//!   oldest version still in the log, and a check word.
 //!
 //! Slots and header are changed in place with `pwrite`, only under the log's
 //! lock; the check words let a lock-free reader notice a torn read and read
-//! again. A slot's hash is only a hint: readers confirm the entity id on the
-//! log line it points to. A bigger table, or one rebuilt from the log, is
+//! again. Writers take an entity's 128 bits of hash for its id; readers
+//! also confirm the id on the log line a slot points to. A bigger table, or one rebuilt from the log, is
 //! written beside it and renamed over it, after the old one's magic was
 //! overwritten with `SEEDSTAL` so that processes holding it open reopen it.
 
@@ -31,7 +31,7 @@ const STALE: &[u8; 8] = b"SEEDSTAL";
 /// Bytes of the header.
 pub(crate) const HEADER: u64 = 128;
 /// Bytes of one slot.
-pub(crate) const SLOT: u64 = 40;
+pub(crate) const SLOT: u64 = 48;
 /// The smallest table.
 pub(crate) const MIN_CAPACITY: u64 = 1024;
 /// A salt for the check words, so that zeroes do not check.
@@ -70,30 +70,40 @@ impl Header {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Slot {
     pub hash: u64,
+    pub tag: u64,
     pub version: u64,
     pub offset: u64,
     pub first: u64,
 }
 
 impl Slot {
+    fn words(&self) -> [u64; 5] {
+        [self.hash, self.tag, self.version, self.offset, self.first]
+    }
+
     fn encode(&self) -> [u8; SLOT as usize] {
-        let words = [self.hash, self.version, self.offset, self.first];
+        let words = self.words();
         let mut out = [0u8; SLOT as usize];
         for (i, w) in words.iter().enumerate() {
             out[i * 8..i * 8 + 8].copy_from_slice(&w.to_le_bytes());
         }
-        out[32..40].copy_from_slice(&check(&words).to_le_bytes());
+        out[40..48].copy_from_slice(&check(&words).to_le_bytes());
         out
     }
 
+    /// Whether this slot holds the entity of hashes `(hash, tag)`.
+    pub(crate) fn holds(&self, (hash, tag): (u64, u64)) -> bool {
+        self.hash == hash && self.tag == tag
+    }
+
     /// `None` for a torn or garbled slot; an empty slot is all zeroes.
-    fn decode(bytes: &[u8]) -> Option<Slot> {
+    pub(crate) fn decode(bytes: &[u8]) -> Option<Slot> {
         let w = |i: usize| u64::from_le_bytes(bytes[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
-        let slot = Slot { hash: w(0), version: w(1), offset: w(2), first: w(3) };
-        if slot == Slot::default() && w(4) == 0 {
+        let slot = Slot { hash: w(0), tag: w(1), version: w(2), offset: w(3), first: w(4) };
+        if slot == Slot::default() && w(5) == 0 {
             return Some(slot);
         }
-        (check(&[slot.hash, slot.version, slot.offset, slot.first]) == w(4)).then_some(slot)
+        (check(&slot.words()) == w(5)).then_some(slot)
     }
 }
 
@@ -108,13 +118,15 @@ fn mix(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
-/// The hash of an entity id in the table: never 0 (which marks an empty slot).
-pub(crate) fn hash_id(id: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in id.bytes() {
-        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+/// The two hashes of an entity id in the table: the first places it and is
+/// never 0 (which marks an empty slot), the second tells ids apart with it.
+pub(crate) fn hash_id(id: &str) -> (u64, u64) {
+    let (mut a, mut b): (u64, u64) = (0xcbf2_9ce4_8422_2325, 0x6c62_272e_07bb_0142);
+    for byte in id.bytes() {
+        a = (a ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+        b = (b ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3).rotate_left(5);
     }
-    mix(h).max(1)
+    (mix(a).max(1), mix(b ^ id.len() as u64))
 }
 
 /// An open index file.
@@ -266,13 +278,13 @@ mod tests {
 
     #[test]
     fn slots_and_headers_round_trip_and_torn_ones_do_not_check() {
-        let slot = Slot { hash: 7, version: 3, offset: 1234, first: 1 };
+        let slot = Slot { hash: 7, tag: 9, version: 3, offset: 1234, first: 1 };
         let bytes = slot.encode();
         assert_eq!(Slot::decode(&bytes), Some(slot));
-        assert_eq!(Slot::decode(&[0; 40]), Some(Slot::default()));
         let mut torn = bytes;
-        torn[8..16].copy_from_slice(&4u64.to_le_bytes());
+        torn[16..24].copy_from_slice(&4u64.to_le_bytes());
         assert_eq!(Slot::decode(&torn), None);
+        assert_eq!(Slot::decode(&[0; 48]), Some(Slot::default()));
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.idx");
         let mut table = Table::with_room(10);
@@ -287,6 +299,7 @@ mod tests {
         assert!(matches!(index.header().unwrap(), Head::Stale));
         assert!(matches!(again.header().unwrap(), Head::Current(_)));
         assert_ne!(hash_id("a"), hash_id("b"));
-        assert_ne!(hash_id(""), 0);
+        assert_ne!(hash_id("ab").1, hash_id("ba").1);
+        assert_ne!(hash_id("").0, 0);
     }
 }

@@ -32,7 +32,7 @@ use crate::lines::{open_snapshot, read_at, read_err, LineReader};
 use crate::names;
 use crate::prefix::parse_prefix;
 use crate::rewrite::Keep;
-use crate::state_index::{hash_id, Head, Header, Index, Table};
+use crate::state_index::{hash_id, Head, Header, Index, Slot, Table};
 use crate::state_index::{HEADER, SLOT};
 use crate::store::FileStore;
 use crate::version;
@@ -81,7 +81,7 @@ fn change_in(line: &[u8]) -> Option<(Cow<'_, str>, u64)> {
 
 /// The whole line starting at `offset`, without its newline; `None` if it has none.
 fn line_at(file: &File, offset: u64) -> io::Result<Option<Vec<u8>>> {
-    let mut want = 2048;
+    let mut want = 1024;
     loop {
         let buf = read_at(file, offset, want)?;
         if let Some(nl) = memchr::memchr(b'\n', &buf) {
@@ -96,10 +96,8 @@ fn line_at(file: &File, offset: u64) -> io::Result<Option<Vec<u8>>> {
     }
 }
 
-/// Whether the line at `offset` is a record of entity `id`.
-fn is_entity(file: &File, offset: u64, id: &str) -> io::Result<bool> {
-    Ok(line_at(file, offset)?.as_deref().and_then(change_in).is_some_and(|(i, _)| i == id))
-}
+/// Where an entity is in the table: `Ok((index, slot))`, or `Err(index)` of the empty slot it would take.
+type Place = std::result::Result<(u64, Slot), u64>;
 
 /// The index path of a type's log.
 fn index_path(dir: &std::path::Path, topic: &Topic) -> PathBuf {
@@ -125,31 +123,30 @@ fn read_mark(path: &std::path::Path) -> Result<Option<u64>> {
 }
 
 /// A table in memory being filled from a log.
-struct Builder<'a> {
+struct Builder {
     table: Table,
-    log: &'a File,
     history: u64,
 }
 
-impl Builder<'_> {
+impl Builder {
     /// Puts version `version` of `id` at `offset` (a line later in the log than any before).
-    fn add(&mut self, id: &str, version: u64, offset: u64) -> io::Result<()> {
+    fn add(&mut self, id: &str, version: u64, offset: u64) {
         if (self.table.header.count + 1) * 2 > self.table.header.capacity {
             self.table = grown(&self.table);
         }
         let h = hash_id(id);
         let mask = self.table.header.capacity - 1;
-        let mut i = h & mask;
+        let mut i = h.0 & mask;
         loop {
             let mut slot = self.table.slot(i);
             if slot.hash == 0 {
-                let new = crate::state_index::Slot { hash: h, version, offset, first: version };
+                let new = Slot { hash: h.0, tag: h.1, version, offset, first: version };
                 self.table.set(i, &new);
                 self.table.header.count += 1;
                 self.table.header.lines += 1;
-                return Ok(());
+                return;
             }
-            if slot.hash == h && is_entity(self.log, slot.offset, id)? {
+            if slot.holds(h) {
                 if version > slot.version {
                     slot.version = version;
                     slot.offset = offset;
@@ -159,7 +156,7 @@ impl Builder<'_> {
                     self.table.header.lines += 1;
                     self.table.set(i, &slot);
                 }
-                return Ok(());
+                return;
             }
             i = (i + 1) & mask;
         }
@@ -245,14 +242,13 @@ impl FileStore {
             _ => 0,
         };
         let log = locked.file();
-        let mut builder =
-            Builder { table: Table::with_room(estimate), log, history: self.history() };
+        let mut builder = Builder { table: Table::with_room(estimate), history: self.history() };
         let mut reader = LineReader::new(0, len);
         while let Some((offset, line)) =
             reader.next_line(log).map_err(|e| read_err(&locked.w.paths.log, e))?
         {
             if let Some((id, version)) = change_in(line) {
-                builder.add(&id, version, offset).map_err(|e| read_err(&locked.w.paths.log, e))?;
+                builder.add(&id, version, offset);
             }
         }
         let mut table = builder.table;
@@ -319,6 +315,8 @@ impl FileStore {
         let ioerr = |e: io::Error| Error::io(format!("reading {}", path.display()), e);
         for _ in 0..4 {
             if files.index.is_none() {
+                // A process checks the format mark as it opens an index.
+                version::check_readable(self.dir())?;
                 files.index = Index::open(&path).map_err(ioerr)?;
             }
             let Some(index) = files.index.as_ref() else {
@@ -417,7 +415,7 @@ impl FileStore {
         let log = locked.file().try_clone().map_err(|e| read_err(&logpath, e))?;
         let mut decide = |line: &[u8]| -> Option<(u64, bool)> {
             let (p, (id, version)) = (parse_prefix(line)?, change_in(line)?);
-            let newest = newest_in(&table, &log, &id).unwrap_or(version);
+            let newest = newest_in(&table, &id).unwrap_or(version);
             Some((p.seq, keep(p.seq, line, version, newest)))
         };
         let mut reader = LineReader::new(0, locked.w.cached_len.unwrap_or(0));
@@ -476,17 +474,17 @@ impl FileStore {
     }
 }
 
-/// The newest version of `id` in an in-memory table (confirming ids on the log).
-fn newest_in(table: &Table, log: &File, id: &str) -> Option<u64> {
+/// The newest version of `id` in an in-memory table.
+fn newest_in(table: &Table, id: &str) -> Option<u64> {
     let h = hash_id(id);
     let mask = table.header.capacity - 1;
-    let mut i = h & mask;
+    let mut i = h.0 & mask;
     loop {
         let slot = table.slot(i);
         if slot.hash == 0 {
             return None;
         }
-        if slot.hash == h && is_entity(log, slot.offset, id).ok()? {
+        if slot.holds(h) {
             return Some(slot.version);
         }
         i = (i + 1) & mask;
@@ -506,13 +504,13 @@ fn probe(
 ) -> io::Result<Option<Option<Found>>> {
     let h = hash_id(id);
     let mask = header.capacity - 1;
-    let mut i = h & mask;
+    let mut i = h.0 & mask;
     for _ in 0..header.capacity {
         let Some(slot) = index.slot(i)? else { return Ok(None) };
         if slot.hash == 0 {
             return Ok(Some(None));
         }
-        if slot.hash == h {
+        if slot.holds(h) {
             if let Some(line) = line_at(log, slot.offset)? {
                 if let Some((i2, version)) = change_in(&line) {
                     if i2 == id {
@@ -541,8 +539,7 @@ impl Synced<'_, '_> {
             reader.next_line(&log).map_err(|e| read_err(&self.locked.w.paths.log, e))?
         {
             if let Some((id, version)) = change_in(line) {
-                let id = id.into_owned();
-                self.apply(&log, &id, version, offset)?;
+                self.apply(&id, version, offset)?;
             }
         }
         self.header.covered_end = len;
@@ -557,15 +554,11 @@ impl Synced<'_, '_> {
         self.index.write_header(&self.header).map_err(|e| self.io(e))
     }
 
-    /// The slot of `id`: `Ok(index)` where it is, `Err(index)` of the empty slot it would take.
-    fn find(
-        &self,
-        log: &File,
-        id: &str,
-    ) -> Result<std::result::Result<(u64, crate::state_index::Slot), u64>> {
+    /// The slot of `id`: `Ok((index, slot))` where it is, `Err(index)` of the empty slot it would take.
+    fn find(&self, id: &str) -> Result<Place> {
         let h = hash_id(id);
         let mask = self.header.capacity - 1;
-        let mut i = h & mask;
+        let mut i = h.0 & mask;
         for _ in 0..self.header.capacity {
             let slot = self.index.slot(i).map_err(|e| self.io(e))?.ok_or_else(|| {
                 Error::corrupt(self.index.path.display().to_string(), "a slot does not check")
@@ -573,7 +566,7 @@ impl Synced<'_, '_> {
             if slot.hash == 0 {
                 return Ok(Err(i));
             }
-            if slot.hash == h && is_entity(log, slot.offset, id).map_err(|e| self.io(e))? {
+            if slot.holds(h) {
                 return Ok(Ok((i, slot)));
             }
             i = (i + 1) & mask;
@@ -582,8 +575,14 @@ impl Synced<'_, '_> {
     }
 
     /// Records version `version` of `id` at `offset` (idempotent: older versions are ignored).
-    fn apply(&mut self, log: &File, id: &str, version: u64, offset: u64) -> Result<()> {
-        match self.find(log, id)? {
+    fn apply(&mut self, id: &str, version: u64, offset: u64) -> Result<()> {
+        let place = self.find(id)?;
+        self.apply_at(place, id, version, offset)
+    }
+
+    /// [`Synced::apply`] at the place [`Synced::find`] found.
+    fn apply_at(&mut self, place: Place, id: &str, version: u64, offset: u64) -> Result<()> {
+        match place {
             Ok((i, mut slot)) => {
                 if version <= slot.version {
                     return Ok(());
@@ -596,8 +595,8 @@ impl Synced<'_, '_> {
                 self.index.write_slot(i, &slot).map_err(|e| self.io(e))?;
             }
             Err(i) => {
-                let slot =
-                    crate::state_index::Slot { hash: hash_id(id), version, offset, first: version };
+                let h = hash_id(id);
+                let slot = Slot { hash: h.0, tag: h.1, version, offset, first: version };
                 self.index.write_slot(i, &slot).map_err(|e| self.io(e))?;
                 self.header.count += 1;
             }
@@ -607,9 +606,9 @@ impl Synced<'_, '_> {
     }
 
     /// Doubles the table when it is half full, before an insert.
-    fn make_room(&mut self, durable: bool) -> Result<()> {
+    fn make_room(&mut self, durable: bool) -> Result<bool> {
         if (self.header.count + 1) * 2 <= self.header.capacity {
-            return Ok(());
+            return Ok(false);
         }
         let bytes = read_at(&self.index.file, HEADER, (self.header.capacity * SLOT) as usize)
             .map_err(|e| self.io(e))?;
@@ -618,7 +617,7 @@ impl Synced<'_, '_> {
             table.install(&self.index.path, Some(&self.index), durable).map_err(|e| self.io(e))?;
         self.index = index;
         self.header = table.header;
-        Ok(())
+        Ok(true)
     }
 }
 
@@ -633,22 +632,18 @@ impl StateBackend for FileStore {
         };
         let event: &Event = put.event;
         let (cursor, compact) = self.with_synced(put.kind, |s| {
-            let log =
-                s.locked.file().try_clone().map_err(|e| read_err(&s.locked.w.paths.log, e))?;
-            let actual = match s.find(&log, put.id)? {
-                Ok((_, slot)) => slot.version,
-                Err(_) => 0,
-            };
+            let mut place = s.find(put.id)?;
+            let actual = place.map_or(0, |(_, slot)| slot.version);
             if actual != put.version - 1 {
                 return Err(version_conflict(put.kind, put.id, put.version - 1, actual));
             }
-            if actual == 0 {
-                s.make_room(durable)?;
+            if actual == 0 && s.make_room(durable)? {
+                place = s.find(put.id)?;
             }
             let offset = s.locked.w.cached_len.unwrap_or(0);
             s.locked.w.prepare(std::slice::from_ref(event));
             let seq = s.locked.append(std::slice::from_ref(event), sync)?;
-            s.apply(&log, put.id, put.version, offset)?;
+            s.apply_at(place, put.id, put.version, offset)?;
             s.header.covered_end = s.locked.w.cached_len.unwrap_or(0);
             s.write_header()?;
             let compact = s.header.excess >= (s.header.lines / 2).max(1024);
@@ -664,7 +659,6 @@ impl StateBackend for FileStore {
 
     fn latest(&self, kind: &str, id: &str) -> Result<Option<StoredEvent>> {
         let topic = state_topic(kind)?;
-        version::check_readable(self.dir())?;
         if let Some(found) = self.latest_unlocked(&topic, kind, id)? {
             return Ok(found);
         }
@@ -672,11 +666,10 @@ impl StateBackend for FileStore {
             return Ok(None);
         }
         self.with_synced(kind, |s| {
-            let log =
-                s.locked.file().try_clone().map_err(|e| read_err(&s.locked.w.paths.log, e))?;
-            match s.find(&log, id)? {
+            let log = s.locked.file();
+            match s.find(id)? {
                 Err(_) => Ok(None),
-                Ok((_, slot)) => match line_at(&log, slot.offset).map_err(|e| s.io(e))? {
+                Ok((_, slot)) => match line_at(log, slot.offset).map_err(|e| s.io(e))? {
                     Some(line) => decode(&topic, slot.offset, &line).map(Some),
                     None => Ok(None),
                 },
@@ -720,7 +713,17 @@ impl StateBackend for FileStore {
                 "the states of {kind} were compacted while listing them; list again"
             )));
         }
-        Ok(Box::new(Listing { topic, index, log, header, next: 0, chunk: Vec::new(), at: 0, path }))
+        Ok(Box::new(Listing {
+            topic,
+            index,
+            log,
+            header,
+            next: 0,
+            first: 0,
+            chunk: Vec::new(),
+            at: 0,
+            path,
+        }))
     }
 
     fn history_limit(&self) -> u64 {
@@ -745,9 +748,27 @@ struct Listing {
     header: Header,
     /// The next slot to read into `chunk`.
     next: u64,
+    /// The slot `chunk` starts with.
+    first: u64,
     chunk: Vec<u8>,
     at: usize,
     path: PathBuf,
+}
+
+impl Listing {
+    /// Slot `i` read again until it checks.
+    fn reread(&self, i: u64) -> Result<Slot> {
+        let index = Index {
+            file: self.index.try_clone().map_err(|e| read_err(&self.path, e))?,
+            path: self.path.clone(),
+        };
+        for _ in 0..100 {
+            if let Some(slot) = index.slot(i).map_err(|e| read_err(&self.path, e))? {
+                return Ok(slot);
+            }
+        }
+        Err(Error::corrupt(self.path.display().to_string(), format!("slot {i} does not check")))
+    }
 }
 
 impl Iterator for Listing {
@@ -761,7 +782,10 @@ impl Iterator for Listing {
                 }
                 let n = (self.header.capacity - self.next).min(1024);
                 match read_at(&self.index, HEADER + self.next * SLOT, (n * SLOT) as usize) {
-                    Ok(b) => self.chunk = b,
+                    Ok(b) => {
+                        self.chunk = b;
+                        self.first = self.next;
+                    }
                     Err(e) => return Some(Err(read_err(&self.path, e))),
                 }
                 self.next += n;
@@ -772,11 +796,18 @@ impl Iterator for Listing {
             }
             let raw = &self.chunk[self.at..(self.at + SLOT as usize).min(self.chunk.len())];
             self.at += SLOT as usize;
-            let offset = u64::from_le_bytes(raw.get(16..24)?.try_into().ok()?);
-            let hash = u64::from_le_bytes(raw.get(0..8)?.try_into().ok()?);
-            if hash == 0 {
+            // A torn slot (a writer is at it) is read again from the file.
+            let slot = match Slot::decode(raw) {
+                Some(slot) => slot,
+                None => match self.reread(self.first + (self.at as u64 / SLOT) - 1) {
+                    Ok(slot) => slot,
+                    Err(e) => return Some(Err(e)),
+                },
+            };
+            if slot.hash == 0 {
                 continue;
             }
+            let offset = slot.offset;
             return Some(match line_at(&self.log, offset) {
                 Ok(Some(line)) => decode(&self.topic, offset, &line),
                 Ok(None) => Err(Error::corrupt(
