@@ -170,7 +170,7 @@
 //! [`FileStore`] is also a [`seed_event::StateBackend`]: the records of
 //! entity type `T` are the lines of the log of topic `state.T`, and
 //! `.states/<stem>.idx` is an open-addressing hash table on disk (a 128-byte
-//! header, 40-byte slots, each with a check word) from entity id to its
+//! header, 48-byte slots, each with a check word) from entity id to its
 //! newest record's version and byte offset, with the log offset it covers.
 //! A change is written under the log's lock: the index is brought up to the
 //! log's end (caught up from the lines after its covered end, or rebuilt from
