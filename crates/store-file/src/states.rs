@@ -882,6 +882,20 @@ mod tests {
         assert_eq!((h.count, h.lines), (2, 4));
     }
 
+    /// Event retention limits leave state topics alone: states keep their own history limit.
+    #[test]
+    fn retention_limits_do_not_apply_to_state_topics() {
+        let dir = tempfile::tempdir().unwrap();
+        let retention = seed_event::Retention::new(seed_event::Limits::default().max_events(1));
+        let config = crate::FileStoreConfig::default().retention(retention);
+        let store = FileStore::open_with(dir.path(), config).unwrap();
+        for n in 0..5 {
+            put(&store, &format!("e{n}"), 1).unwrap();
+        }
+        assert_eq!(store.enforce_retention().unwrap(), 0);
+        assert_eq!(store.list("k").unwrap().count(), 5);
+    }
+
     /// An index that is garbage, missing or of a replaced log is rebuilt from the log.
     #[test]
     fn a_broken_or_missing_index_is_rebuilt() {

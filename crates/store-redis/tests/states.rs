@@ -95,3 +95,20 @@ fn latest_states_are_one_hash_under_the_prefix_and_hash_tag() {
         redis::cmd("HGET").arg("states:{state.task}:latest").arg("t-1").query(&mut con).unwrap();
     assert!(value.starts_with(&format!("1 {} {{", v1.revision)), "{value}");
 }
+
+/// Event retention limits leave state topics alone: states keep their own history limit.
+#[test]
+fn retention_limits_do_not_apply_to_state_topics() {
+    let server = RedisServer::start();
+    let retention = seed_event::Retention::new(seed_event::Limits::default().max_events(1));
+    let config = RedisConfig::new(server.url()).retention(retention);
+    let store = RedisStore::open_with(config).unwrap();
+    let states = StateStore::new(Arc::new(store.clone())).unwrap();
+    for n in 0..5 {
+        states.create(NewState::new(format!("e{n}"), "job", "a")).unwrap();
+    }
+    assert_eq!(store.enforce_retention().unwrap(), 0);
+    let topic = seed_event::Topic::new("state.job").unwrap();
+    assert_eq!(store.query(&seed_event::Query::topic(&topic)).unwrap().len(), 5);
+    assert_eq!(states.list("job", None).unwrap().count(), 5);
+}
