@@ -36,11 +36,7 @@ impl Reconnect {
     /// doubled delay, capped at `max`, then a random point in its upper half,
     /// so subscribers that lost the store together do not retry in step.
     pub fn wait_for(&self, attempt: u32) -> Duration {
-        let factor = 1u32 << attempt.saturating_sub(1).min(20);
-        let full = self.first.saturating_mul(factor).min(self.max);
-        let random = uuid::Uuid::new_v4().as_u64_pair().0;
-        let fraction = (random >> 11) as f64 / (1u64 << 53) as f64;
-        full / 2 + (full / 2).mul_f64(fraction)
+        seed_event::support::backoff(self.first, self.max, attempt)
     }
 }
 

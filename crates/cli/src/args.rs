@@ -163,6 +163,22 @@ Examples:
         legacy_dir: PathBuf,
     },
 
+    /// Keep versioned entity states: create, get, update with compare-and-set, delete, watch
+    #[command(after_help = "\
+Exit status: 0 success; 1 runtime failure or not found (naming TYPE/ID); 2 invalid input;
+3 conflict (conflict: TYPE/ID is at version M, expected N, or already exists), so scripts
+can loop on compare-and-set.
+
+Examples:
+  seed state create task t-42 --by fenrir --data '{\"title\": \"index\"}'
+  seed state update task t-42 --expect-version 1 --by odin --status active
+  seed state watch task")]
+    State {
+        /// What to do with states.
+        #[command(subcommand)]
+        command: crate::state::StateCommand,
+    },
+
     /// Look up, compare and pick language models from the built-in model cards
     #[command(
         after_help = "Examples:\n  seed models list\n  seed models pick --needs vision,tools"

@@ -49,6 +49,9 @@ pub fn run(cli: Cli) -> Result<u8> {
         }
         Command::ManPages { dir } => crate::man::write_pages(dir).map(|()| 0),
         Command::Import { legacy_dir } => import(&cli, legacy_dir, out).map(|()| 0),
+        Command::State { command } => {
+            crate::state::run(open_store(&cli)?, command, out).map(|()| 0)
+        }
         Command::Models { command } => {
             let result = command.run(out);
             let status = model_cards::cli::exit_code(&result);
@@ -69,6 +72,7 @@ pub fn run(cli: Cli) -> Result<u8> {
                 Command::Completions { .. }
                 | Command::ManPages { .. }
                 | Command::Import { .. }
+                | Command::State { .. }
                 | Command::Models { .. } => Ok(()),
             }
             .map(|()| 0)

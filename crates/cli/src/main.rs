@@ -2,13 +2,15 @@
 //! prints; the work is done by the `bus` crate over the file store (or Redis
 //! with `--redis`).
 //!
-//! Exit status: 0 success, 1 runtime failure, 2 usage or invalid input.
+//! Exit status: 0 success, 1 runtime failure (a state not found too), 2
+//! usage or invalid input, 3 a state conflict.
 
 mod args;
 mod commands;
 mod man;
 mod output;
 mod signal;
+mod state;
 
 use std::io;
 use std::process::ExitCode;
@@ -88,9 +90,12 @@ fn value_error(arg: &str, value: Option<&str>, reason: &str) -> String {
     }
 }
 
-/// 2 for invalid input (ours, the bus's or the store's), 1 for everything else.
+/// 3 for a state conflict, 2 for invalid input (ours, the bus's or the store's), 1 for everything else.
 fn exit_status(e: &anyhow::Error) -> u8 {
     for cause in e.chain() {
+        if let Some(failure) = cause.downcast_ref::<state::StateFailure>() {
+            return failure.status();
+        }
         if cause.downcast_ref::<Usage>().is_some() {
             return 2;
         }

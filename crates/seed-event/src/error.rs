@@ -61,6 +61,16 @@ pub enum Error {
         /// The last position actually found (`None`: an empty topic).
         actual: Option<Cursor>,
     },
+    /// A state change expected another version of the entity than its newest.
+    #[error("{}", state_conflict(entity, *.expected, *.actual))]
+    StateConflict {
+        /// `TYPE/ID`.
+        entity: String,
+        /// The version the caller expected the entity to be at (0: no entity).
+        expected: u64,
+        /// The entity's newest version (0: no record).
+        actual: u64,
+    },
     /// Something named does not exist.
     #[error("not found: {0}")]
     NotFound(String),
@@ -98,7 +108,7 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::InvalidInput { .. } => ErrorKind::InvalidInput,
-            Error::Conflict { .. } => ErrorKind::Conflict,
+            Error::Conflict { .. } | Error::StateConflict { .. } => ErrorKind::Conflict,
             Error::NotFound(_) => ErrorKind::NotFound,
             Error::Io { .. } => ErrorKind::Io,
             Error::Unavailable { .. } => ErrorKind::Unavailable,
@@ -132,6 +142,15 @@ impl Error {
     /// An [`Error::Corrupt`] saying where and what.
     pub fn corrupt(location: impl Into<String>, reason: impl Into<String>) -> Error {
         Error::Corrupt { location: location.into(), reason: reason.into() }
+    }
+}
+
+/// The text of [`Error::StateConflict`]: expecting no entity, `already exists`.
+fn state_conflict(entity: &str, expected: u64, actual: u64) -> String {
+    if expected == 0 {
+        format!("conflict: {entity} already exists")
+    } else {
+        format!("conflict: {entity} is at version {actual}, expected {expected}")
     }
 }
 

@@ -23,6 +23,7 @@ mod error;
 mod event;
 mod memory;
 mod retention;
+mod states;
 mod store;
 pub mod support;
 mod timestamp;
@@ -36,6 +37,10 @@ pub use error::{Error, ErrorKind, Result};
 pub use event::{parse_json_object, Event, JsonObject};
 pub use memory::MemoryStore;
 pub use retention::{Limits, Retention};
+pub use states::{
+    change_of, check_entity_type, entity_type_of, state_topic, version_conflict, StateBackend,
+    StatePut, DEFAULT_STATE_HISTORY, STATE_TOPIC_PREFIX,
+};
 pub use store::{
     Clear, ConsumerName, EventStore, EventStream, FollowFrom, Follower, Interrupt, Limit, Query,
     Start, StoredEvent, TopicStats,

@@ -4,7 +4,7 @@
 //! conformance suite has a plainly correct store to run against, and so the
 //! bus can be unit-tested without a disk.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -12,8 +12,9 @@ use crate::support::{
     apply_limit, check_batch_topic, conflict, lock, merge_by_timestamp, wait, wait_timeout,
 };
 use crate::{
-    Clear, ConsumerName, Cursor, Event, EventStore, EventStream, FollowFrom, Follower, Query,
-    Result, Start, StoredEvent, Topic, TopicPattern, TopicStats,
+    change_of, version_conflict, Clear, ConsumerName, Cursor, Event, EventStore, EventStream,
+    FollowFrom, Follower, Query, Result, Start, StateBackend, StatePut, StoredEvent, Topic,
+    TopicPattern, TopicStats,
 };
 
 #[derive(Default)]
@@ -28,12 +29,31 @@ struct TopicLog {
 struct State {
     topics: BTreeMap<Topic, TopicLog>,
     consumers: BTreeMap<ConsumerName, BTreeMap<Topic, Cursor>>,
+    /// Per entity type: each entity's kept records, oldest first.
+    states: BTreeMap<String, TypeStates>,
 }
 
 #[derive(Default)]
+struct TypeStates {
+    entities: BTreeMap<String, Vec<StoredEvent>>,
+    compacted: Option<Cursor>,
+}
+
 struct Shared {
     state: Mutex<State>,
     appended: Condvar,
+    /// Versions kept per entity.
+    history: u64,
+}
+
+impl Default for Shared {
+    fn default() -> Shared {
+        Shared {
+            state: Mutex::default(),
+            appended: Condvar::new(),
+            history: crate::DEFAULT_STATE_HISTORY,
+        }
+    }
 }
 
 /// An [`EventStore`] in memory; clones share the same events.
@@ -54,6 +74,11 @@ impl MemoryStore {
     /// An empty store.
     pub fn new() -> MemoryStore {
         MemoryStore::default()
+    }
+
+    /// An empty store that keeps the newest `n` versions of each entity (at least 1).
+    pub fn with_state_history(n: u64) -> MemoryStore {
+        MemoryStore { shared: Arc::new(Shared { history: n.max(1), ..Shared::default() }) }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -186,18 +211,110 @@ impl EventStore for MemoryStore {
     }
 
     fn clear(&self, what: &Clear) -> Result<u64> {
-        let mut state = self.lock();
+        let mut guard = self.lock();
+        let state = &mut *guard;
         let mut removed = 0;
         for (topic, log) in state.topics.iter_mut() {
             if what.topic.as_ref().is_some_and(|t| t != topic) {
                 continue;
             }
             let before = log.events.len();
-            log.events.retain(|e| what.before.is_some_and(|b| e.event.timestamp >= b));
+            let old: Vec<Cursor> = log.events.iter().map(|e| e.cursor).collect();
+            // A state topic keeps each entity's newest record.
+            let newest: BTreeSet<Cursor> = crate::entity_type_of(topic)
+                .and_then(|kind| state.states.get(kind))
+                .map(|t| t.entities.values().filter_map(|r| r.last()).map(|e| e.cursor).collect())
+                .unwrap_or_default();
+            log.events.retain(|e| {
+                what.before.is_some_and(|b| e.event.timestamp >= b) || newest.contains(&e.cursor)
+            });
             removed += (before - log.events.len()) as u64;
+            if before > log.events.len() {
+                if let Some(kind) = crate::entity_type_of(topic) {
+                    let kept: BTreeSet<Cursor> = log.events.iter().map(|e| e.cursor).collect();
+                    let through = old.into_iter().filter(|c| !kept.contains(c)).max();
+                    let entry = state.states.entry(kind.to_string()).or_default();
+                    entry.compacted = entry.compacted.max(through);
+                }
+            }
             log.bytes = log.events.iter().map(|e| e.event.to_json_line().len() as u64 + 1).sum();
         }
+
         Ok(removed)
+    }
+
+    fn states(&self) -> Option<&dyn StateBackend> {
+        Some(self)
+    }
+}
+
+impl StateBackend for MemoryStore {
+    fn put(&self, put: &StatePut<'_>) -> Result<Cursor> {
+        put.validate()?;
+        let mut state = self.lock();
+        let records = state.states.get(put.kind).and_then(|t| t.entities.get(put.id));
+        let actual =
+            records.and_then(|r| r.last()).and_then(|e| change_of(&e.event)).map_or(0, |c| c.1);
+        if actual != put.version - 1 {
+            return Err(version_conflict(put.kind, put.id, put.version - 1, actual));
+        }
+        let cursor = push(&mut state, put.event.clone());
+        let history = self.shared.history as usize;
+        let kind = state.states.entry(put.kind.to_string()).or_default();
+        let records = kind.entities.entry(put.id.to_string()).or_default();
+        records.push(StoredEvent { cursor, event: put.event.clone() });
+        if records.len() > history {
+            // The topic's log keeps the events: a watch misses nothing.
+            records.drain(..records.len() - history);
+        }
+        drop(state);
+        self.shared.appended.notify_all();
+        Ok(cursor)
+    }
+
+    fn latest(&self, kind: &str, id: &str) -> Result<Option<StoredEvent>> {
+        crate::check_entity_type(kind)?;
+        let state = self.lock();
+        Ok(state.states.get(kind).and_then(|t| t.entities.get(id)).and_then(|r| r.last()).cloned())
+    }
+
+    fn at_version(&self, kind: &str, id: &str, version: u64) -> Result<Option<StoredEvent>> {
+        Ok(self
+            .history(kind, id)?
+            .into_iter()
+            .find(|e| change_of(&e.event).is_some_and(|c| c.1 == version)))
+    }
+
+    fn history(&self, kind: &str, id: &str) -> Result<Vec<StoredEvent>> {
+        crate::check_entity_type(kind)?;
+        let state = self.lock();
+        Ok(state.states.get(kind).and_then(|t| t.entities.get(id)).cloned().unwrap_or_default())
+    }
+
+    fn list(&self, kind: &str) -> Result<EventStream<'_>> {
+        crate::check_entity_type(kind)?;
+        let state = self.lock();
+        let latest: Vec<StoredEvent> = state
+            .states
+            .get(kind)
+            .map(|t| t.entities.values().filter_map(|r| r.last().cloned()).collect())
+            .unwrap_or_default();
+        Ok(Box::new(latest.into_iter().map(Ok)))
+    }
+
+    fn history_limit(&self) -> u64 {
+        self.shared.history
+    }
+
+    fn compact(&self, kind: &str) -> Result<u64> {
+        // Records past the limit go as they are put: nothing is ever waiting.
+        crate::check_entity_type(kind)?;
+        Ok(0)
+    }
+
+    fn compacted_through(&self, kind: &str) -> Result<Option<Cursor>> {
+        crate::check_entity_type(kind)?;
+        Ok(self.lock().states.get(kind).and_then(|t| t.compacted))
     }
 }
 

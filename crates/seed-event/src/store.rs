@@ -321,4 +321,10 @@ pub trait EventStore: Send + Sync {
 
     /// Removes events; returns how many. Events appended while it runs are kept.
     fn clear(&self, what: &Clear) -> Result<u64>;
+
+    /// The store's versioned entity states, if it keeps them (`seed-state`'s
+    /// `StateStore` is built on it).
+    fn states(&self) -> Option<&dyn crate::StateBackend> {
+        None
+    }
 }

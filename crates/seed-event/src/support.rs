@@ -189,6 +189,19 @@ pub fn check_name(name: &str, rules: &NameRules<'_>) -> Result<()> {
     Ok(())
 }
 
+/// The wait after failed attempt number `attempt` (1 = the first) at a store
+/// that is unavailable: `first` doubled per attempt, capped at `max`, then a
+/// random point in its upper half, so clients that lost the store together do
+/// not retry in step. The bus's subscriptions and the state store's watches
+/// wait so.
+pub fn backoff(first: Duration, max: Duration, attempt: u32) -> Duration {
+    let factor = 1u32 << attempt.saturating_sub(1).min(20);
+    let full = first.saturating_mul(factor).min(max);
+    let random = uuid::Uuid::new_v4().as_u64_pair().0;
+    let fraction = (random >> 11) as f64 / (1u64 << 53) as f64;
+    full / 2 + (full / 2).mul_f64(fraction)
+}
+
 /// Locks `mutex`, also when another thread panicked while holding it: the
 /// data Seed guards stays consistent at every unlock, so poisoning carries no
 /// information here.

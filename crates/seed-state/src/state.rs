@@ -71,6 +71,18 @@ pub struct NewState {
     pub data: JsonObject,
     /// Free-form extra data.
     pub metadata: JsonObject,
+    /// Why it is created: written on the change event, not in the state.
+    pub cause: Cause,
+}
+
+/// Why a change was made, written on its change event (not in the state):
+/// the event that caused it and a correlation id.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Cause {
+    /// The id of the event that caused the change.
+    pub caused_by: Option<uuid::Uuid>,
+    /// Ties the change to a request or a flow.
+    pub correlation_id: Option<String>,
 }
 
 impl NewState {
@@ -87,6 +99,7 @@ impl NewState {
             status: Status::Pending,
             data: JsonObject::new(),
             metadata: JsonObject::new(),
+            cause: Cause::default(),
         }
     }
 
@@ -105,6 +118,12 @@ impl NewState {
     /// This new state with metadata.
     pub fn metadata(mut self, metadata: JsonObject) -> NewState {
         self.metadata = metadata;
+        self
+    }
+
+    /// This new state with the reason for it (caused_by, correlation id).
+    pub fn cause(mut self, cause: Cause) -> NewState {
+        self.cause = cause;
         self
     }
 }
@@ -139,6 +158,7 @@ pub struct Change {
     status: Option<Status>,
     data: DataChange,
     metadata: Option<JsonObject>,
+    cause: Cause,
 }
 
 impl Change {
@@ -169,6 +189,27 @@ impl Change {
     pub fn metadata(mut self, metadata: JsonObject) -> Change {
         self.metadata = Some(metadata);
         self
+    }
+
+    /// This change with the reason for it (caused_by, correlation id).
+    pub fn cause(mut self, cause: Cause) -> Change {
+        self.cause = cause;
+        self
+    }
+
+    /// Who makes the change.
+    pub fn source(&self) -> &str {
+        &self.by
+    }
+
+    /// Why the change is made.
+    pub fn reason(&self) -> &Cause {
+        &self.cause
+    }
+
+    /// Whether the change sets nothing but who makes it and why (what a delete takes).
+    pub fn is_bare(&self) -> bool {
+        self.status.is_none() && self.data == DataChange::Keep && self.metadata.is_none()
     }
 }
 
@@ -272,6 +313,36 @@ impl State {
             updated_by: change.by,
             metadata,
         })
+    }
+
+    /// This state at another version, made by `by` at `at`: a tombstone
+    /// (the next version of a deleted entity) or a creation after a delete.
+    pub(crate) fn moved_to(&self, version: u64, by: &str, at: Timestamp) -> Result<State> {
+        check_name("updated_by", by)?;
+        if version > MAX_VERSION {
+            return Err(Error::invalid(
+                "version",
+                format!("{} is the highest version", self.version),
+            ));
+        }
+        Ok(State {
+            version,
+            updated_by: by.to_string(),
+            updated_at: at.max(self.updated_at),
+            ..self.clone()
+        })
+    }
+
+    /// This new state (version 1) as the first version of a life that continues at `version`.
+    pub(crate) fn renumbered(mut self, version: u64) -> Result<State> {
+        if version > MAX_VERSION {
+            return Err(Error::invalid(
+                "version",
+                format!("{} is past the highest version", version),
+            ));
+        }
+        self.version = version;
+        Ok(self)
     }
 
     /// The entity's id.

@@ -29,6 +29,10 @@
 //!   atomically. Every writer reads it for each log file it opens.
 //! - `<dir>/.consumers/<consumer>/<topic>.json`: durable consumer positions,
 //!   one file per consumer and topic, replaced atomically.
+//! - `<dir>/.states/<stem>.idx`: the index of the entity states of topic
+//!   `state.<type>` (see [Entity states](#entity-states)), and
+//!   `<dir>/.states/<stem>.compacted`: the greatest sequence number a
+//!   compaction or clear removed from that log.
 //! - `<dir>/.format`: the on-disk format version, `1` (see
 //!   [Format version](#format-version)).
 //! - The first write creates the directory, with mode 0700; files get 0600.
@@ -170,7 +174,9 @@
 //!    writers a store keeps open, least recently used closed first).
 //! 7. `retention` (what clear and retention remove), `query`, `watch` (inotify).
 //! 8. `follow`.
-//! 9. `store` ([`FileStore`] and the [`EventStore`] implementation), `legacy`.
+//! 9. `store` ([`FileStore`] and the [`EventStore`] implementation), `legacy`,
+//!    `states` (the state backend) over `state_index` (its file format,
+//!    which imports only `fsutil`).
 //!
 //! # Format version
 //!
@@ -182,6 +188,32 @@
 //! with another version, or with a mark that is not a version, with an error
 //! naming the directory, the version found and this build's; nothing is
 //! written then.
+//!
+//! # Entity states
+//!
+//! [`FileStore`] is also a [`seed_event::StateBackend`]: the records of
+//! entity type `T` are the lines of the log of topic `state.T`, and
+//! `.states/<stem>.idx` is an open-addressing hash table on disk (a 128-byte
+//! header, 48-byte slots, each with a check word) from entity id to its
+//! newest record's version and byte offset, with the log offset it covers.
+//! A change is written under the log's lock: the index is brought up to the
+//! log's end (caught up from the lines after its covered end, or rebuilt from
+//! the whole log when it is missing, unreadable or made for a log file since
+//! replaced), the version compared, the line appended, then the slot and the
+//! covered end written. A writer killed in between leaves lines past the
+//! covered end, which readers scan too and the next writer applies. A read
+//! takes no lock: a header, a slot and a line (`pread`s), plus the lines past
+//! the covered end; a torn slot fails its check and is read again. The table
+//! doubles when half full, written beside the old one and renamed over it
+//! after the old one was marked stale.
+//!
+//! Each entity keeps its newest [`FileStoreConfig::state_history`] records:
+//! once half of a log's lines are past that, the appending process rewrites
+//! it without them ([`seed_event::StateBackend::compact`] does it at once).
+//! A clear of a state topic removes old records but keeps each entity's
+//! newest. Retention limits do not apply to state topics. History and one
+//! past version are found by a scan of the type's log for the entity's id;
+//! the current state and listings use the index.
 //!
 //! # Importing the Python layout
 //!
@@ -236,6 +268,8 @@ mod query;
 mod retention;
 mod rewrite;
 mod search;
+mod state_index;
+mod states;
 mod store;
 mod version;
 mod watch;

@@ -18,6 +18,7 @@ use crate::fsutil::Durability;
 use crate::lines::open_snapshot;
 use crate::paths::{list_logs, Paths};
 use crate::query::{self, CorruptLine};
+use crate::states::FileStates;
 use crate::writer::AppendSync;
 use crate::writers::Writers;
 use crate::{consumers, follow, retention, version, watch};
@@ -64,6 +65,9 @@ pub struct FileStoreConfig {
     /// (once its append in progress, if any, returns), and the next append
     /// to it opens it again with the full check.
     pub open_writers: NonZeroUsize,
+    /// How many versions of each entity the state store keeps (the newest;
+    /// default [`seed_event::DEFAULT_STATE_HISTORY`]).
+    pub state_history: u64,
 }
 
 impl Default for FileStoreConfig {
@@ -74,6 +78,7 @@ impl Default for FileStoreConfig {
             inotify: true,
             poll_interval: Duration::from_millis(5),
             open_writers: DEFAULT_OPEN_WRITERS,
+            state_history: seed_event::DEFAULT_STATE_HISTORY,
         }
     }
 }
@@ -88,6 +93,12 @@ impl FileStoreConfig {
     /// This configuration with other retention limits.
     pub fn retention(mut self, retention: Retention) -> FileStoreConfig {
         self.retention = retention;
+        self
+    }
+
+    /// This configuration keeping the newest `n` versions of each entity (at least 1).
+    pub fn state_history(mut self, n: u64) -> FileStoreConfig {
+        self.state_history = n.max(1);
         self
     }
 
@@ -137,6 +148,8 @@ pub struct FileStore {
     writers: Writers,
     /// The inotify instance the store's followers share, while any is alive.
     pub(crate) watcher: Mutex<std::sync::Weak<watch::Watcher>>,
+    /// The open state index files.
+    pub(crate) states: FileStates,
 }
 
 impl FileStore {
@@ -161,6 +174,7 @@ impl FileStore {
             dir,
             config,
             watcher: Mutex::new(std::sync::Weak::new()),
+            states: FileStates::default(),
         })
     }
 
@@ -174,7 +188,14 @@ impl FileStore {
         &self.config
     }
 
-    fn paths(&self, topic: &Topic) -> Paths {
+    pub(crate) fn writer(
+        &self,
+        topic: &Topic,
+    ) -> std::sync::Arc<Mutex<crate::writer::TopicWriter>> {
+        self.writers.get(topic)
+    }
+
+    pub(crate) fn paths(&self, topic: &Topic) -> Paths {
         Paths::new(&self.dir, topic.as_str())
     }
 
@@ -199,7 +220,9 @@ impl FileStore {
         };
         let last = first + events.len() as u64 - 1;
         let check = (first - 1) / RETENTION_CHECK_EVERY != last / RETENTION_CHECK_EVERY;
-        if check && !self.config.retention.is_unlimited() {
+        // State topics keep their own history limit instead.
+        let states = seed_event::entity_type_of(topic).is_some();
+        if check && !self.config.retention.is_unlimited() && !states {
             let limits = self.config.retention.limits(topic).clone();
             let due = retention::retention_due(&self.paths(topic), &limits);
             if let Err(e) = due.and_then(|due| {
@@ -224,7 +247,8 @@ impl FileStore {
         }
         for (topic, _) in logs {
             let limits = self.config.retention.limits(&topic).clone();
-            if limits.is_unlimited() {
+            // State topics keep their own history limit instead.
+            if limits.is_unlimited() || seed_event::entity_type_of(&topic).is_some() {
                 continue;
             }
             let slot = self.writers.get(&topic);
@@ -362,9 +386,20 @@ impl EventStore for FileStore {
             let slot = self.writers.get(&topic);
             let mut writer = lock(&slot);
             let mut locked = writer.lock_strict()?;
-            removed += retention::clear_up_to(&mut locked, limit, before)?;
+            if seed_event::entity_type_of(&topic).is_some() {
+                // A state topic keeps each entity's newest record.
+                removed += self.rewrite_states(&mut locked, &topic, |seq, line, v, newest| {
+                    crate::states::kept_by_clear(seq, line, v, newest, limit, before)
+                })?;
+            } else {
+                removed += retention::clear_up_to(&mut locked, limit, before)?;
+            }
         }
         Ok(removed)
+    }
+
+    fn states(&self) -> Option<&dyn seed_event::StateBackend> {
+        Some(self)
     }
 }
 

@@ -105,6 +105,11 @@ impl TopicWriter {
         Error::io(format!("{what} {}", self.paths.log.display()), e)
     }
 
+    /// The device and inode of the log file this writer last checked.
+    pub(crate) fn identity(&self) -> (u64, u64) {
+        self.id
+    }
+
     /// Whether the log file is open (a write through a closed writer opens it first).
     #[inline]
     pub(crate) fn is_open(&self) -> bool {

@@ -32,3 +32,7 @@ seed_event::conformance_tests!(crate::with_inotify());
 mod polling {
     seed_event::conformance_tests!(crate::polling());
 }
+
+mod states {
+    seed_state::state_conformance_tests!(crate::with_inotify());
+}

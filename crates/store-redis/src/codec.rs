@@ -40,6 +40,16 @@ impl Keys {
         format!("{}{{{topic}}}:m", self.prefix)
     }
 
+    /// The hash of the newest record of each entity of a state topic.
+    pub(crate) fn latest(&self, topic: &str) -> String {
+        format!("{}{{{topic}}}:latest", self.prefix)
+    }
+
+    /// The hash of the kept versions of each entity of a state topic.
+    pub(crate) fn versions(&self, topic: &str) -> String {
+        format!("{}{{{topic}}}:v", self.prefix)
+    }
+
     /// The hash of a consumer's positions, topic to cursor.
     pub(crate) fn consumer(&self, name: &str) -> String {
         format!("{}consumer:{name}", self.prefix)

@@ -36,6 +36,22 @@
 //! | `seed:topics:new` | stream | one entry per topic created, so followers learn of new topics |
 //! | `seed:consumers` | set | every consumer with a committed position |
 //! | `seed:consumer:<name>` | hash | the consumer's position per topic |
+//! | `seed:{state.<type>}:latest` | hash | entity id → `<version> <stream id> <event line>`: its newest record |
+//! | `seed:{state.<type>}:v` | hash | `<entity id>\n<version>` → `<stream id> <event line>`: its kept versions |
+//!
+//! # Entity states
+//!
+//! [`RedisStore`] is also a [`seed_event::StateBackend`]. A change of an
+//! entity of type `T` is one script (atomic): it compares the entity's newest
+//! version in the latest hash, appends the change event to the stream of
+//! topic `state.T` (fields `e`, the event, and `k`, the entity id), sets the
+//! latest and versions hashes, and drops the version that falls past
+//! [`RedisConfig::state_history`] from the versions hash and the stream. A
+//! retry after a lost reply finds its own event as the newest record and
+//! answers with its id. Reading an entity is one `HGET`; listing is `HSCAN`
+//! pages; a watch learns of removed entries from the stream's
+//! `max-deleted-entry-id` (Redis 7). A clear of a state topic keeps each
+//! entity's newest entry.
 //!
 //! # Cursors and time
 //!
@@ -144,6 +160,7 @@ mod follow;
 mod read;
 mod retention;
 mod scripts;
+mod states;
 
 pub use retention::RETENTION_CHECK_EVERY;
 pub use seed_event::{Limits, Retention};
@@ -192,6 +209,9 @@ pub struct RedisConfig {
     /// and every [`RETENTION_CHECK_EVERY`] events a store appends to a topic,
     /// it trims the topic once it is a tenth past a limit.
     pub retention: Retention,
+    /// How many versions of each entity the state store keeps (the newest;
+    /// default [`seed_event::DEFAULT_STATE_HISTORY`]).
+    pub state_history: u64,
 }
 
 impl Default for RedisConfig {
@@ -203,6 +223,7 @@ impl Default for RedisConfig {
             command_timeout: Duration::from_secs(10),
             max_idle_connections: 16,
             retention: Retention::default(),
+            state_history: seed_event::DEFAULT_STATE_HISTORY,
         }
     }
 }
@@ -217,6 +238,7 @@ impl std::fmt::Debug for RedisConfig {
             .field("command_timeout", &self.command_timeout)
             .field("max_idle_connections", &self.max_idle_connections)
             .field("retention", &self.retention)
+            .field("state_history", &self.state_history)
             .finish()
     }
 }
@@ -242,6 +264,12 @@ impl RedisConfig {
     /// This configuration with other retention limits.
     pub fn retention(mut self, retention: Retention) -> RedisConfig {
         self.retention = retention;
+        self
+    }
+
+    /// This configuration keeping the newest `n` versions of each entity (at least 1).
+    pub fn state_history(mut self, n: u64) -> RedisConfig {
+        self.state_history = n.max(1);
         self
     }
 
@@ -368,20 +396,49 @@ impl RedisStore {
     /// Removes `topic`'s events older than `before` (all without it). With
     /// `exact` false only entries whose id is below `before` are looked at
     /// (they are certainly older); late events further on stay.
+    /// The entries of `doomed` that are not their entity's newest record.
+    fn without_newest(
+        &self,
+        topic: &Topic,
+        doomed: Vec<(Cursor, usize, StoredEvent)>,
+    ) -> Result<Vec<(Cursor, usize, StoredEvent)>> {
+        if doomed.is_empty() {
+            return Ok(doomed);
+        }
+        let key = self.keys().latest(topic.as_str());
+        let ids: Vec<String> = doomed
+            .iter()
+            .map(|(_, _, e)| seed_event::change_of(&e.event).map_or("", |c| c.0).to_string())
+            .collect();
+        let newest: Vec<Option<String>> =
+            self.shared.run(|con, _| redis::cmd("HMGET").arg(&key).arg(&ids).query(con))?;
+        Ok(doomed
+            .into_iter()
+            .zip(newest)
+            .filter(|((cursor, _, _), latest)| {
+                let at = latest.as_deref().and_then(|v| v.split(' ').nth(1));
+                at.and_then(|id| codec::parse_id(id.as_bytes())) != Some(*cursor)
+            })
+            .map(|(d, _)| d)
+            .collect())
+    }
+
     fn clear_topic(&self, topic: &Topic, before: Option<Timestamp>, exact: bool) -> Result<u64> {
         let stream = self.keys().stream(topic.as_str());
         let meta = self.keys().meta(topic.as_str());
-        let Some(before) = before else {
+        // A state topic keeps each entity's newest record: it is scanned like a clear by time.
+        let states = seed_event::entity_type_of(topic).is_some();
+        if before.is_none() && !states {
             let n: i64 = self
                 .shared
                 .run(|con, _| scripts::CLEAR_TOPIC.key(&stream).key(&meta).invoke(con))?;
             return Ok(n.max(0) as u64);
-        };
+        }
         // Only what was stored when the clear began; late events may sit anywhere, so scan.
         let Some(mut end) = self.last_cursor(topic)? else {
             return Ok(0);
         };
-        if !exact {
+        if let (false, Some(before)) = (exact, before) {
             let below = before.unix_millis().max(0) as u64;
             if below == 0 {
                 return Ok(0);
@@ -410,11 +467,17 @@ impl RedisStore {
                 let cursor = raw.cursor;
                 let size = raw.line.as_ref().map_or(0, |l| l.len() + 1);
                 match decode(raw, topic, &stream) {
-                    Ok(e) if e.event.timestamp < before => doomed.push((cursor, size)),
+                    Ok(e) if before.is_none_or(|b| e.event.timestamp < b) => {
+                        doomed.push((cursor, size, e))
+                    }
                     Ok(_) => {}
                     Err(e) => log::warn!("clear skips an entry it cannot read: {e}"),
                 }
             }
+            if states {
+                doomed = self.without_newest(topic, doomed)?;
+            }
+            let doomed: Vec<(Cursor, usize)> = doomed.into_iter().map(|(c, s, _)| (c, s)).collect();
             if !doomed.is_empty() {
                 removed += self.delete_entries(&stream, &meta, &doomed)?;
             }
@@ -605,5 +668,9 @@ impl EventStore for RedisStore {
             removed += self.clear_topic(topic, what.before, true)?;
         }
         Ok(removed)
+    }
+
+    fn states(&self) -> Option<&dyn seed_event::StateBackend> {
+        Some(self)
     }
 }

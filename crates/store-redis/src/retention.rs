@@ -61,6 +61,10 @@ impl RedisStore {
     /// a limit, and by age only to entries whose id is below the cut-off.
     fn enforce_limits(&self, topic: &Topic, limits: &Limits, exact: bool) -> Result<u64> {
         let mut removed = 0;
+        // State topics keep their own history limit instead.
+        if seed_event::entity_type_of(topic).is_some() {
+            return Ok(0);
+        }
         if let Some(age) = limits.max_age {
             let micros = i64::try_from(age.as_micros()).unwrap_or(i64::MAX);
             let cutoff = Timestamp::now().add_micros(-micros);

@@ -131,3 +131,58 @@ return {#r, r[#r][1]}
 "#,
     )
 });
+
+/// Applies one state change: compares the entity's newest version, appends
+/// the change event to the type's stream, makes it the newest record and
+/// keeps it among the entity's versions, dropping (from the versions and the
+/// stream) the one that falls past the history limit; all or nothing.
+///
+/// KEYS: stream, meta hash, topic set, new-topic stream, latest hash, versions hash.
+/// ARGV: topic, entity id, expected version, new version, event ms, event
+/// JSON line, bytes to count, the version falling out of the history (`0`:
+/// none), the event's id (to recognise a retry whose first try landed).
+///
+/// A latest value is `<version> <stream id> <line>`, a versions value
+/// `<stream id> <line>`, under the field `<entity id>\n<version>`. Returns
+/// `{1, stream id}`, or `{0, newest version}` on a conflict.
+pub(crate) static PUT_STATE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local cur = redis.call('HGET', KEYS[5], ARGV[2])
+local curv = '0'
+if cur then curv = string.match(cur, '^(%d+) ') end
+if curv ~= ARGV[3] then
+  if curv == ARGV[4] and string.find(cur, '{"id":"' .. ARGV[9] .. '"', 1, true) then
+    return {1, string.match(cur, '^%d+ (%S+) ')}
+  end
+  return {0, curv}
+end
+if redis.call('SADD', KEYS[3], ARGV[1]) == 1 then
+  redis.call('XADD', KEYS[4], 'MAXLEN', '~', 1000, '*', 't', ARGV[1])
+end
+local id = redis.pcall('XADD', KEYS[1], ARGV[5] .. '-*', 'e', ARGV[6], 'k', ARGV[2])
+if type(id) == 'table' and id.err then
+  local info = redis.call('XINFO', 'STREAM', KEYS[1])
+  local top = nil
+  for j = 1, #info, 2 do
+    if info[j] == 'last-generated-id' then top = info[j + 1] end
+  end
+  id = redis.call('XADD', KEYS[1], string.match(top, '^(%d+)-') .. '-*', 'e', ARGV[6], 'k', ARGV[2])
+end
+local bytes = tonumber(ARGV[7])
+redis.call('HSET', KEYS[5], ARGV[2], ARGV[4] .. ' ' .. id .. ' ' .. ARGV[6])
+redis.call('HSET', KEYS[6], ARGV[2] .. '\n' .. ARGV[4], id .. ' ' .. ARGV[6])
+if ARGV[8] ~= '0' then
+  local field = ARGV[2] .. '\n' .. ARGV[8]
+  local old = redis.call('HGET', KEYS[6], field)
+  if old then
+    redis.call('HDEL', KEYS[6], field)
+    local oid, oline = string.match(old, '^(%S+) (.*)$')
+    if redis.call('XDEL', KEYS[1], oid) == 1 then bytes = bytes - #oline - 1 end
+  end
+end
+redis.call('HINCRBY', KEYS[2], 'bytes', bytes)
+return {1, id}
+"#,
+    )
+});

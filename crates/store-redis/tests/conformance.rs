@@ -20,3 +20,9 @@ impl Harness for Redis {
 }
 
 seed_event::conformance_tests!(Redis { server: RedisServer::start() });
+
+mod states {
+    seed_state::state_conformance_tests!(crate::Redis {
+        server: store_redis::testing::RedisServer::start()
+    });
+}

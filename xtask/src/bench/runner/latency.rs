@@ -29,9 +29,11 @@ pub fn specs() -> Vec<Spec> {
     ]
 }
 
+/// What a latency child reports: one delivery latency per event, in ns.
 #[derive(Serialize, Deserialize)]
-struct Latencies {
-    ns: Vec<u64>,
+pub struct Latencies {
+    /// The latencies, in the order delivered.
+    pub ns: Vec<u64>,
 }
 
 /// Opens the store a follower child is told to use: `{"backend": "file", "dir": …}` or `{"backend": "redis", "url": …}`.

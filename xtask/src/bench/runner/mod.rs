@@ -15,6 +15,7 @@ mod latency;
 mod limits;
 mod proc;
 mod redis;
+mod states;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -244,6 +245,8 @@ fn child(role: &str, args: &serde_json::Value) -> Result<()> {
         "rss-reader" => file::rss_reader(args),
         "rss-subscriber" => file::rss_subscriber(args),
         "idle-subscriptions" => idle::subscriptions(args),
+        "state-get" => states::getter(args),
+        "state-watcher" => states::watcher(args),
         other => bail!("unknown child role {other:?}"),
     }
 }
@@ -251,7 +254,7 @@ fn child(role: &str, args: &serde_json::Value) -> Result<()> {
 /// Every scenario, in the order of the table.
 /// The scenario groups, in the order they run; `memory` reads the topic `history` fills.
 pub const GROUPS: &[&str] =
-    &["publish", "procs", "history", "latency", "memory", "redis", "http", "idle"];
+    &["publish", "procs", "history", "latency", "memory", "redis", "http", "idle", "states"];
 
 /// The groups of a comma-separated `--only` list, each checked against [`GROUPS`].
 pub fn parse_groups(list: &str) -> Result<Vec<&'static str>> {
@@ -333,6 +336,9 @@ fn all(plan: &Plan, work: &Path, groups: &[&str]) -> Vec<Row> {
     }
     if run("idle") {
         guarded(&mut rows, "idle subscribers", &idle::specs(), |rows| idle::all(plan, work, rows));
+    }
+    if run("states") {
+        guarded(&mut rows, "entity states", &states::specs(), |rows| states::all(plan, work, rows));
     }
     rows
 }

@@ -51,7 +51,13 @@ fn spec(name: &str) -> Spec {
 }
 
 /// Requests per second of `redis-benchmark … XADD <key> * f <~390-byte value>`.
-fn redis_benchmark(program: &Path, port: u16, n: usize, extra: &[&str], key: &str) -> Result<f64> {
+pub fn redis_benchmark(
+    program: &Path,
+    port: u16,
+    n: usize,
+    extra: &[&str],
+    key: &str,
+) -> Result<f64> {
     let value = "v".repeat(LINE_BYTES);
     let n = n.to_string();
     let port = port.to_string();

@@ -1,0 +1,166 @@
+//! The state capability of a store: [`StateBackend`], the primitives that
+//! `seed-state`'s `StateStore` builds on, which each store implements natively
+//! and atomically.
+//!
+//! A change of an entity's state is one event on the topic
+//! `state.<entity_type>` (see [`state_topic`]); the backend appends it and
+//! updates its latest-state index in one step, so a change and its event
+//! never disagree. The event's payload holds at least
+//! `{"entity_id": ID, "version": N, …}`; the rest (the state itself) is the
+//! business of the crate above.
+
+use crate::support::{self, MaxLen, NameRules};
+use crate::{Cursor, Error, Event, EventStream, Result, StoredEvent, Topic};
+
+/// The prefix of every state topic: `state.<entity_type>`.
+pub const STATE_TOPIC_PREFIX: &str = "state.";
+
+/// How many versions of each entity a store keeps unless configured otherwise.
+pub const DEFAULT_STATE_HISTORY: u64 = 64;
+
+/// The longest entity type or id, in characters.
+const MAX_CHARS: usize = 255;
+
+/// Checks an entity type: a name (1 to 255 characters, no whitespace or
+/// control characters) that is one topic token, so without `.`, `*` or `>`.
+pub fn check_entity_type(kind: &str) -> Result<()> {
+    let rules = NameRules {
+        what: "entity_type",
+        max_len: MaxLen::Chars(MAX_CHARS),
+        whitespace: false,
+        refused: (&['.', '*', '>'], "an entity type is one topic token (state.<entity_type>)"),
+        example: "task",
+    };
+    support::check_name(kind, &rules)?;
+    // At most 255 bytes of topic: `state.` and the type.
+    Topic::new(format!("{STATE_TOPIC_PREFIX}{kind}"))
+        .map_err(|e| Error::invalid("entity_type", e.to_string()))?;
+    Ok(())
+}
+
+/// The topic that carries the changes of entities of type `kind`.
+pub fn state_topic(kind: &str) -> Result<Topic> {
+    check_entity_type(kind)?;
+    Topic::new(format!("{STATE_TOPIC_PREFIX}{kind}"))
+}
+
+/// The entity type whose changes `topic` carries, if it is a state topic.
+pub fn entity_type_of(topic: &Topic) -> Option<&str> {
+    topic.as_str().strip_prefix(STATE_TOPIC_PREFIX).filter(|k| check_entity_type(k).is_ok())
+}
+
+/// The entity id and version a state change event carries in its payload.
+pub fn change_of(event: &Event) -> Option<(&str, u64)> {
+    let id = event.payload.get("entity_id")?.as_str()?;
+    let version = event.payload.get("version")?.as_u64()?;
+    Some((id, version))
+}
+
+/// One change for [`StateBackend::put`]: version `version` of entity `id`,
+/// carried by `event` (topic `state.<kind>`, payload with `entity_id` and `version`).
+#[derive(Debug, Clone, Copy)]
+pub struct StatePut<'a> {
+    /// The entity type.
+    pub kind: &'a str,
+    /// The entity id.
+    pub id: &'a str,
+    /// The new version; the entity's newest record must have `version - 1`
+    /// (0: the entity never had a record).
+    pub version: u64,
+    /// The event to append.
+    pub event: &'a Event,
+}
+
+impl StatePut<'_> {
+    /// Checks that the event is on the type's topic and carries this id and version.
+    pub fn validate(&self) -> Result<()> {
+        let topic = state_topic(self.kind)?;
+        if self.event.topic != topic {
+            return Err(Error::invalid(
+                "state change",
+                format!(
+                    "the event's topic is {:?}, expected {:?}",
+                    self.event.topic.as_str(),
+                    topic.as_str()
+                ),
+            ));
+        }
+        if self.version == 0 {
+            return Err(Error::invalid("version", "a new version is at least 1"));
+        }
+        match change_of(self.event) {
+            Some((id, v)) if id == self.id && v == self.version => Ok(()),
+            _ => Err(Error::invalid(
+                "state change",
+                format!(
+                    "the event's payload must carry entity_id {:?} and version {}",
+                    self.id, self.version
+                ),
+            )),
+        }
+    }
+}
+
+/// The conflict of a [`StateBackend::put`] that expected `expected` as the
+/// entity's newest version and found `actual`.
+pub fn version_conflict(kind: &str, id: &str, expected: u64, actual: u64) -> Error {
+    Error::StateConflict { entity: format!("{kind}/{id}"), expected, actual }
+}
+
+/// What a store does to keep versioned entity states: a change is one event on
+/// `state.<entity_type>`, appended together with the store's index of newest records.
+///
+/// Every method is safe to call from many threads and processes at once.
+/// Records are the change events, with their cursors (the revision of the
+/// change in its type's topic). The `state` conformance suite of
+/// `seed-state` checks every promise.
+pub trait StateBackend: Send + Sync {
+    /// Appends the change if the entity's newest record has version
+    /// `put.version - 1` (0: no record), and makes it the entity's newest
+    /// record, atomically; else fails with [`Error::StateConflict`] carrying
+    /// the newest version found.
+    fn put(&self, put: &StatePut<'_>) -> Result<Cursor>;
+
+    /// The newest record of the entity (a tombstone too), in O(1) or O(log n).
+    fn latest(&self, kind: &str, id: &str) -> Result<Option<StoredEvent>>;
+
+    /// The record of one version of the entity, if it is still kept.
+    fn at_version(&self, kind: &str, id: &str, version: u64) -> Result<Option<StoredEvent>>;
+
+    /// The kept records of the entity, oldest first (at most [`StateBackend::history_limit`]).
+    fn history(&self, kind: &str, id: &str) -> Result<Vec<StoredEvent>>;
+
+    /// The newest record of every entity of the type (tombstones too), in no
+    /// particular order, streamed: never every entity in memory at once.
+    fn list(&self, kind: &str) -> Result<EventStream<'_>>;
+
+    /// How many versions of each entity are kept (the newest; the newest
+    /// record, tombstone or not, is never removed).
+    fn history_limit(&self) -> u64;
+
+    /// Removes the records past the history limit now; returns how many went.
+    fn compact(&self, kind: &str) -> Result<u64>;
+
+    /// The greatest revision at or below which changes of the type may have
+    /// been removed (by compaction or a clear); `None` if none ever were.
+    fn compacted_through(&self, kind: &str) -> Result<Option<Cursor>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entity_types_are_one_topic_token() {
+        assert!(check_entity_type("task").is_ok());
+        assert!(check_entity_type("tâche-1").is_ok());
+        for bad in ["", "a.b", "a*", ">", "a b"] {
+            let err = check_entity_type(bad).unwrap_err().to_string();
+            assert!(err.starts_with("invalid entity_type"), "{bad:?}: {err}");
+        }
+        assert_eq!(state_topic("task").unwrap().as_str(), "state.task");
+        assert_eq!(entity_type_of(&Topic::new("state.task").unwrap()), Some("task"));
+        assert_eq!(entity_type_of(&Topic::new("state.a.b").unwrap()), None);
+        assert_eq!(entity_type_of(&Topic::new("task").unwrap()), None);
+    }
+}

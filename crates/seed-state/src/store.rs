@@ -1,0 +1,297 @@
+//! [`StateStore`]: versioned entity states with compare-and-set on any
+//! [`EventStore`] that keeps states, and [`Entry`], one stored version.
+
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use seed_event::{
+    change_of, state_topic, Cursor, Error, ErrorKind, Event, EventStore, JsonObject, Result,
+    StateBackend, StatePut, StoredEvent, Timestamp,
+};
+
+use crate::{Cause, Change, NewState, State, Status};
+
+/// How often a create retries when the entity was deleted and created
+/// again between its read and its write (each retry means another writer won a race).
+const CREATE_RETRIES: u32 = 100;
+
+/// One stored version of an entity: its state, whether it is a tombstone, and
+/// where its change event stands.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    /// The state at this version (of a tombstone: the last state, at the delete's version).
+    pub state: State,
+    /// Whether this version deleted the entity.
+    pub deleted: bool,
+    /// The change event's cursor in `state.<entity_type>`: the revision a watch resumes after.
+    pub revision: Cursor,
+    /// The change event's id.
+    pub event_id: Uuid,
+    /// The id of the event that caused the change, if given.
+    pub caused_by: Option<Uuid>,
+    /// The change's correlation id, if given.
+    pub correlation_id: Option<String>,
+}
+
+impl Entry {
+    /// The JSON form: the state's fields (validating against `schema/state.json`),
+    /// then `"revision"`, and `"deleted": true` for a tombstone.
+    pub fn to_value(&self) -> Value {
+        let mut value = self.state.to_value();
+        if let Value::Object(map) = &mut value {
+            map.insert("revision".into(), Value::String(self.revision.to_string()));
+            if self.deleted {
+                map.insert("deleted".into(), Value::Bool(true));
+            }
+        }
+        value
+    }
+
+    /// [`Entry::to_value`] as one line of text.
+    pub fn to_json(&self) -> String {
+        self.to_value().to_string()
+    }
+
+    /// Reads a change event back; the error says what is wrong with it.
+    pub fn from_event(stored: &StoredEvent) -> Result<Entry> {
+        let event = &stored.event;
+        let location = || format!("topic {}, cursor {}", event.topic, stored.cursor);
+        let bad = |reason: String| Error::corrupt(location(), reason);
+        let state = event
+            .payload
+            .get("state")
+            .ok_or_else(|| bad("the state change event has no `state`".into()))
+            .and_then(|v| State::from_value(v).map_err(|e| bad(e.to_string())))?;
+        match change_of(event) {
+            Some((id, v)) if id == state.entity_id() && v == state.version() => {}
+            _ => return Err(bad("entity_id or version differ from the state's".into())),
+        }
+        let caused_by = match event.payload.get("caused_by") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(s.parse().map_err(|e| bad(format!("caused_by: {e}")))?),
+            Some(_) => return Err(bad("caused_by is not a UUID".into())),
+        };
+        Ok(Entry {
+            deleted: event.payload.get("deleted").and_then(Value::as_bool).unwrap_or(false),
+            revision: stored.cursor,
+            event_id: event.id,
+            caused_by,
+            correlation_id: event.correlation_id.clone(),
+            state,
+        })
+    }
+}
+
+/// The change event of `state`: topic `state.<entity_type>`, source
+/// `updated_by`, timestamp `updated_at`; see the [crate docs](crate).
+pub(crate) fn change_event(state: &State, deleted: bool, cause: &Cause) -> Result<Event> {
+    let topic = state_topic(state.entity_type())?;
+    let payload = json!({
+        "entity_id": state.entity_id(),
+        "version": state.version(),
+        "deleted": deleted,
+        "caused_by": cause.caused_by.map(|u| u.to_string()),
+        "state": state.to_value(),
+    });
+    let payload: JsonObject = match payload {
+        Value::Object(map) => map,
+        _ => JsonObject::new(),
+    };
+    let mut event =
+        Event::new(topic, state.updated_by(), payload).with_timestamp(state.updated_at());
+    event.correlation_id = cause.correlation_id.clone();
+    Ok(event)
+}
+
+/// Versioned entity states on a store: create, read, compare-and-set
+/// updates, deletes, history, listing and watching. See the [crate docs](crate).
+#[derive(Clone)]
+pub struct StateStore {
+    store: Arc<dyn EventStore>,
+}
+
+impl StateStore {
+    /// The states of `store`; fails if the store keeps none.
+    pub fn new(store: Arc<dyn EventStore>) -> Result<StateStore> {
+        if store.states().is_none() {
+            return Err(Error::invalid(
+                "store",
+                format!("{} keeps no entity states", store.describe()),
+            ));
+        }
+        Ok(StateStore { store })
+    }
+
+    /// The store underneath.
+    pub fn events(&self) -> &Arc<dyn EventStore> {
+        &self.store
+    }
+
+    pub(crate) fn backend(&self) -> &dyn StateBackend {
+        // `new` made sure there is one, and a store's answer does not change.
+        match self.store.states() {
+            Some(b) => b,
+            None => unreachable!("StateStore::new checked that the store keeps states"),
+        }
+    }
+
+    /// The newest record of an entity (a tombstone too), if it has one.
+    fn latest(&self, kind: &str, id: &str) -> Result<Option<Entry>> {
+        self.backend().latest(kind, id)?.as_ref().map(Entry::from_event).transpose()
+    }
+
+    fn put(&self, state: &State, deleted: bool, cause: &Cause) -> Result<Entry> {
+        let event = change_event(state, deleted, cause)?;
+        let put = StatePut {
+            kind: state.entity_type(),
+            id: state.entity_id(),
+            version: state.version(),
+            event: &event,
+        };
+        let cursor = self.backend().put(&put)?;
+        Ok(Entry {
+            state: state.clone(),
+            deleted,
+            revision: cursor,
+            event_id: event.id,
+            caused_by: cause.caused_by,
+            correlation_id: cause.correlation_id.clone(),
+        })
+    }
+
+    /// Creates the entity at version 1, or after a delete at the version after
+    /// the tombstone's. Fails with a conflict (`already exists`) if it exists;
+    /// of many concurrent creates exactly one wins, also after a delete.
+    pub fn create(&self, new: NewState) -> Result<Entry> {
+        let cause = new.cause.clone();
+        let first = State::create(new)?;
+        let (kind, id) = (first.entity_type().to_string(), first.entity_id().to_string());
+        for _ in 0..CREATE_RETRIES {
+            let previous = match self.latest(&kind, &id)? {
+                None => 0,
+                Some(e) if e.deleted => e.state.version(),
+                Some(e) => {
+                    return Err(seed_event::version_conflict(&kind, &id, 0, e.state.version()))
+                }
+            };
+            let state = first.clone().renumbered(previous + 1)?;
+            match self.put(&state, false, &cause) {
+                Err(e) if e.kind() == ErrorKind::Conflict => continue,
+                other => return other,
+            }
+        }
+        let actual = self.latest(&kind, &id)?.map_or(0, |e| e.state.version());
+        Err(seed_event::version_conflict(&kind, &id, 0, actual))
+    }
+
+    /// The entity's current state; not found if it never existed or is deleted.
+    pub fn get(&self, kind: &str, id: &str) -> Result<Entry> {
+        match self.latest(kind, id)? {
+            Some(e) if !e.deleted => Ok(e),
+            Some(e) => {
+                Err(not_found(kind, id, &format!(" (deleted at version {})", e.state.version())))
+            }
+            None => Err(not_found(kind, id, "")),
+        }
+    }
+
+    /// One version of the entity, if still kept (a tombstone too).
+    pub fn get_version(&self, kind: &str, id: &str, version: u64) -> Result<Entry> {
+        match self.backend().at_version(kind, id, version)? {
+            Some(e) => Entry::from_event(&e),
+            None => Err(not_found(kind, id, &format!(" at version {version}"))),
+        }
+    }
+
+    /// Applies `change` if the entity is at `expected_version`; returns the new
+    /// version, or a conflict carrying the version found. No update is ever lost.
+    pub fn update(
+        &self,
+        kind: &str,
+        id: &str,
+        expected_version: u64,
+        change: Change,
+    ) -> Result<Entry> {
+        let current = self.current_at(kind, id, expected_version)?;
+        let cause = change.reason().clone();
+        let next = current.state.update(change)?;
+        self.put(&next, false, &cause)
+    }
+
+    /// Deletes the entity if it is at `expected_version`: a tombstone at the
+    /// next version, made by `change`'s source (a change that sets nothing
+    /// else, e.g. `Change::by("fenrir")`). Its history stays; a later create
+    /// continues its versions.
+    pub fn delete(
+        &self,
+        kind: &str,
+        id: &str,
+        expected_version: u64,
+        change: Change,
+    ) -> Result<Entry> {
+        if !change.is_bare() {
+            return Err(Error::invalid(
+                "change",
+                "a delete sets no status, data or metadata; give only who deletes and why",
+            ));
+        }
+        let current = self.current_at(kind, id, expected_version)?;
+        let version = current.state.version() + 1;
+        let tombstone = current.state.moved_to(version, change.source(), Timestamp::now())?;
+        self.put(&tombstone, true, change.reason())
+    }
+
+    /// The live entity at exactly `expected` (else a conflict or not found).
+    fn current_at(&self, kind: &str, id: &str, expected: u64) -> Result<Entry> {
+        if expected == 0 {
+            return Err(Error::invalid("expected version", "versions start at 1"));
+        }
+        let latest = self.latest(kind, id)?;
+        let actual = latest.as_ref().map_or(0, |e| e.state.version());
+        if actual != expected && actual != 0 {
+            return Err(seed_event::version_conflict(kind, id, expected, actual));
+        }
+        match latest {
+            Some(e) if !e.deleted => Ok(e),
+            Some(e) => {
+                Err(not_found(kind, id, &format!(" (deleted at version {})", e.state.version())))
+            }
+            None => Err(not_found(kind, id, "")),
+        }
+    }
+
+    /// The kept versions of the entity, oldest first, tombstones included.
+    pub fn history(&self, kind: &str, id: &str) -> Result<Vec<Entry>> {
+        let records = self.backend().history(kind, id)?;
+        if records.is_empty() {
+            return Err(not_found(kind, id, ""));
+        }
+        records.iter().map(Entry::from_event).collect()
+    }
+
+    /// The current state of every live entity of `kind` (with `status`, only
+    /// those in it), streamed, in no particular order.
+    pub fn list(
+        &self,
+        kind: &str,
+        status: Option<Status>,
+    ) -> Result<Box<dyn Iterator<Item = Result<Entry>> + Send + '_>> {
+        let records = self.backend().list(kind)?;
+        Ok(Box::new(records.filter_map(move |r| match r.and_then(|e| Entry::from_event(&e)) {
+            Ok(e) if e.deleted || status.is_some_and(|s| s != e.state.status()) => None,
+            other => Some(other),
+        })))
+    }
+
+    /// Removes the versions past the store's history limit now; returns how many went.
+    pub fn compact(&self, kind: &str) -> Result<u64> {
+        self.backend().compact(kind)
+    }
+}
+
+/// The not-found error naming `TYPE/ID`.
+fn not_found(kind: &str, id: &str, detail: &str) -> Error {
+    Error::NotFound(format!("{kind}/{id}{detail}"))
+}

@@ -1,0 +1,236 @@
+//! Entity states on Redis: the [`StateBackend`] of [`RedisStore`].
+//!
+//! The change events of type `T` are the entries of the topic `state.T`'s
+//! stream (field `e` the event, field `k` the entity id); the newest record
+//! of each entity is in the hash `<prefix>{state.T}:latest` (one `HGET`), and
+//! the kept versions in `<prefix>{state.T}:v`. [`scripts::PUT_STATE`] applies
+//! a change to all three at once.
+
+use redis::Value;
+
+use seed_event::{
+    change_of, state_topic, version_conflict, Cursor, Error, EventStream, Result, StateBackend,
+    StatePut, StoredEvent, Topic,
+};
+
+use crate::codec::{array, decode, int, parse_id, text, RawEntry};
+use crate::{scripts, RedisStore};
+
+/// Fields one `HSCAN` of a listing asks for.
+const SCAN: usize = 1000;
+
+/// A stored `<stream id> <line>` (after the version of a latest value) as a record.
+fn record(value: &str, topic: &Topic, key: &str) -> Result<StoredEvent> {
+    let bad =
+        || Error::corrupt(format!("Redis key {key}"), format!("bad state record {value:.60?}"));
+    let (id, line) = value.split_once(' ').ok_or_else(bad)?;
+    let cursor = parse_id(id.as_bytes()).ok_or_else(bad)?;
+    decode(RawEntry { cursor, line: Some(line.as_bytes().to_vec()) }, topic, key)
+}
+
+/// A latest value, `<version> <stream id> <line>`, as a record.
+fn latest_record(value: &str, topic: &Topic, key: &str) -> Result<StoredEvent> {
+    let rest = value.split_once(' ').map_or("", |(_, rest)| rest);
+    record(rest, topic, key)
+}
+
+impl RedisStore {
+    fn history_len(&self) -> u64 {
+        self.shared.config.state_history.max(1)
+    }
+
+    /// The script invocation that applies `put`.
+    fn change_script(&self, put: &StatePut<'_>) -> redis::ScriptInvocation<'static> {
+        let topic = put.event.topic.as_str();
+        let keys = self.keys();
+        let line = put.event.to_json_line();
+        let mut invocation = scripts::PUT_STATE.prepare_invoke();
+        invocation
+            .key(keys.stream(topic))
+            .key(keys.meta(topic))
+            .key(&keys.topics)
+            .key(&keys.new_topics)
+            .key(keys.latest(topic))
+            .key(keys.versions(topic))
+            .arg(topic)
+            .arg(put.id)
+            .arg(put.version - 1)
+            .arg(put.version)
+            .arg(put.event.timestamp.unix_millis().max(0))
+            .arg(&line)
+            .arg(line.len() + 1)
+            .arg(put.version.saturating_sub(self.history_len()))
+            .arg(put.event.id.to_string());
+        invocation
+    }
+
+    /// Reads the script's reply: the change's stream id, or the conflict.
+    fn change_reply(&self, put: &StatePut<'_>, reply: Value) -> Result<Cursor> {
+        let topic = &put.event.topic;
+        let keys = self.keys();
+        let bad = || {
+            Error::corrupt(
+                format!("Redis key {}", keys.latest(topic.as_str())),
+                "bad reply to a state change",
+            )
+        };
+        let mut items = array(reply).ok_or_else(bad)?.into_iter();
+        let ok = items.next().as_ref().and_then(int).ok_or_else(bad)?;
+        let second = items.next().ok_or_else(bad)?;
+        if ok == 1 {
+            let id = text(second).ok_or_else(bad)?;
+            let cursor = parse_id(id.as_bytes()).ok_or_else(bad)?;
+            self.appender.learn(topic, cursor);
+            return Ok(cursor);
+        }
+        let actual = text(second).and_then(|t| t.parse().ok()).ok_or_else(bad)?;
+        Err(version_conflict(put.kind, put.id, put.version - 1, actual))
+    }
+}
+
+impl StateBackend for RedisStore {
+    fn put(&self, put: &StatePut<'_>) -> Result<Cursor> {
+        put.validate()?;
+        let invocation = self.change_script(put);
+        let reply: Value = self.shared.run(|con, _| invocation.invoke(con))?;
+        self.change_reply(put, reply)
+    }
+
+    fn latest(&self, kind: &str, id: &str) -> Result<Option<StoredEvent>> {
+        let topic = state_topic(kind)?;
+        let key = self.keys().latest(topic.as_str());
+        let value: Option<String> =
+            self.shared.run(|con, _| redis::cmd("HGET").arg(&key).arg(id).query(con))?;
+        value.map(|v| latest_record(&v, &topic, &key)).transpose()
+    }
+
+    fn at_version(&self, kind: &str, id: &str, version: u64) -> Result<Option<StoredEvent>> {
+        let topic = state_topic(kind)?;
+        let key = self.keys().versions(topic.as_str());
+        let field = format!("{id}\n{version}");
+        let value: Option<String> =
+            self.shared.run(|con, _| redis::cmd("HGET").arg(&key).arg(&field).query(con))?;
+        value.map(|v| record(&v, &topic, &key)).transpose()
+    }
+
+    fn history(&self, kind: &str, id: &str) -> Result<Vec<StoredEvent>> {
+        let Some(newest) = self.latest(kind, id)? else { return Ok(Vec::new()) };
+        let Some((_, last)) = change_of(&newest.event) else { return Ok(vec![newest]) };
+        let topic = state_topic(kind)?;
+        let key = self.keys().versions(topic.as_str());
+        let first = last.saturating_sub(self.history_len() - 1).max(1);
+        let fields: Vec<String> = (first..=last).map(|v| format!("{id}\n{v}")).collect();
+        let values: Vec<Option<String>> =
+            self.shared.run(|con, _| redis::cmd("HMGET").arg(&key).arg(&fields).query(con))?;
+        values.into_iter().flatten().map(|v| record(&v, &topic, &key)).collect()
+    }
+
+    fn list(&self, kind: &str) -> Result<EventStream<'_>> {
+        let topic = state_topic(kind)?;
+        let key = self.keys().latest(topic.as_str());
+        Ok(Box::new(Listing { store: self, topic, key, cursor: None, page: Vec::new() }))
+    }
+
+    fn history_limit(&self) -> u64 {
+        self.history_len()
+    }
+
+    fn compact(&self, kind: &str) -> Result<u64> {
+        // Versions past the limit go with the change that pushes them out.
+        state_topic(kind)?;
+        Ok(0)
+    }
+
+    fn compacted_through(&self, kind: &str) -> Result<Option<Cursor>> {
+        let topic = state_topic(kind)?;
+        let key = self.keys().stream(topic.as_str());
+        let info: Value = self.shared.run(|con, _| {
+            redis::cmd("EXISTS").arg(&key).query::<i64>(con).and_then(|n| {
+                if n == 0 {
+                    Ok(Value::Nil)
+                } else {
+                    redis::cmd("XINFO").arg("STREAM").arg(&key).query(con)
+                }
+            })
+        })?;
+        let mut items = array(info).unwrap_or_default().into_iter();
+        while let (Some(name), Some(value)) = (items.next(), items.next()) {
+            if text(name).as_deref() == Some("max-deleted-entry-id") {
+                let id = text(value).and_then(|t| parse_id(t.as_bytes()));
+                return Ok(id.filter(|c| *c > Cursor::ZERO));
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// Streams the newest record of every entity with `HSCAN`, a page at a time.
+struct Listing<'a> {
+    store: &'a RedisStore,
+    topic: Topic,
+    key: String,
+    /// The next `HSCAN` cursor; `None` before the first, `Some("0")` at the end.
+    cursor: Option<String>,
+    page: Vec<String>,
+}
+
+impl Iterator for Listing<'_> {
+    type Item = Result<StoredEvent>;
+
+    fn next(&mut self) -> Option<Result<StoredEvent>> {
+        loop {
+            if let Some(value) = self.page.pop() {
+                return Some(latest_record(&value, &self.topic, &self.key));
+            }
+            if self.cursor.as_deref() == Some("0") {
+                return None;
+            }
+            let at = self.cursor.clone().unwrap_or_else(|| "0".to_string());
+            let reply: Result<(String, Vec<String>)> = self.store.shared.run(|con, _| {
+                redis::cmd("HSCAN").arg(&self.key).arg(&at).arg("COUNT").arg(SCAN).query(con)
+            });
+            match reply {
+                Ok((next, pairs)) => {
+                    self.cursor = Some(next);
+                    self.page = pairs.into_iter().skip(1).step_by(2).collect();
+                }
+                Err(e) => {
+                    self.cursor = Some("0".to_string());
+                    return Some(Err(e));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::RedisServer;
+    use seed_event::{Event, EventStore, JsonObject, Query};
+
+    /// A retry whose first try landed (its reply lost with the connection)
+    /// answers with the first try's id, and stores nothing twice.
+    #[test]
+    fn a_retried_change_is_stored_once() {
+        let server = RedisServer::start();
+        let store = RedisStore::open(&server.url()).unwrap();
+        let topic = state_topic("job").unwrap();
+        let payload = serde_json::json!({"entity_id": "a", "version": 1});
+        let event =
+            Event::new(topic.clone(), "t", payload.as_object().cloned().unwrap_or_default());
+        let put = StatePut { kind: "job", id: "a", version: 1, event: &event };
+        let invocation = store.change_script(&put);
+        let mut con = redis::Client::open(server.url()).unwrap().get_connection().unwrap();
+        let first = store.change_reply(&put, invocation.invoke(&mut con).unwrap()).unwrap();
+        let again = store.change_reply(&put, invocation.invoke(&mut con).unwrap()).unwrap();
+        assert_eq!(first, again);
+        assert_eq!(store.query(&Query::topic(&topic)).unwrap().len(), 1);
+        let other = Event::new(topic, "t", JsonObject::new());
+        let payload = serde_json::json!({"entity_id": "a", "version": 1});
+        let other = Event { payload: payload.as_object().cloned().unwrap_or_default(), ..other };
+        let put = StatePut { kind: "job", id: "a", version: 1, event: &other };
+        let err = store.put(&put).unwrap_err();
+        assert_eq!(err.to_string(), "conflict: job/a already exists");
+    }
+}
