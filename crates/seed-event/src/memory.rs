@@ -12,8 +12,9 @@ use crate::support::{
     apply_limit, check_batch_topic, conflict, lock, merge_by_timestamp, wait, wait_timeout,
 };
 use crate::{
-    Clear, ConsumerName, Cursor, Event, EventStore, EventStream, FollowFrom, Follower, Query,
-    Result, Start, StoredEvent, Topic, TopicPattern, TopicStats,
+    Clear, ConsumerLock, ConsumerName, Cursor, Error, Event, EventStore, EventStream, Fence,
+    FollowFrom, Follower, LockRequest, Query, Result, Start, StoredEvent, Topic, TopicPattern,
+    TopicStats,
 };
 
 #[derive(Default)]
@@ -28,6 +29,8 @@ struct TopicLog {
 struct State {
     topics: BTreeMap<Topic, TopicLog>,
     consumers: BTreeMap<ConsumerName, BTreeMap<Topic, Cursor>>,
+    /// Per consumer: the last lock generation handed out and whether it is held.
+    locks: BTreeMap<ConsumerName, (u64, bool)>,
 }
 
 #[derive(Default)]
@@ -58,6 +61,34 @@ impl MemoryStore {
 
     fn lock(&self) -> MutexGuard<'_, State> {
         lock(&self.shared.state)
+    }
+}
+
+/// A held lock of a [`MemoryStore`] consumer.
+struct MemoryLock {
+    store: MemoryStore,
+    name: ConsumerName,
+    fence: u64,
+}
+
+impl ConsumerLock for MemoryLock {
+    fn fence(&self) -> Fence {
+        Fence(self.fence)
+    }
+
+    fn is_lost(&self) -> bool {
+        self.store.lock().locks.get(&self.name) != Some(&(self.fence, true))
+    }
+}
+
+impl Drop for MemoryLock {
+    fn drop(&mut self) {
+        let mut state = self.store.lock();
+        if let Some(entry) = state.locks.get_mut(&self.name) {
+            if entry.0 == self.fence {
+                entry.1 = false;
+            }
+        }
     }
 }
 
@@ -167,6 +198,39 @@ impl EventStore for MemoryStore {
 
     fn consumers(&self) -> Result<Vec<ConsumerName>> {
         Ok(self.lock().consumers.keys().cloned().collect())
+    }
+
+    fn lock_consumer(
+        &self,
+        name: &ConsumerName,
+        request: &LockRequest,
+    ) -> Result<Option<Box<dyn ConsumerLock>>> {
+        let take = || {
+            let mut state = self.lock();
+            let entry = state.locks.entry(name.clone()).or_insert((0, false));
+            if entry.1 {
+                return Ok(None);
+            }
+            *entry = (entry.0 + 1, true);
+            let held = MemoryLock { store: self.clone(), name: name.clone(), fence: entry.0 };
+            Ok(Some(Box::new(held) as Box<dyn ConsumerLock>))
+        };
+        request.retry(take, |_| Duration::from_millis(5))
+    }
+
+    fn commit_fenced(
+        &self,
+        name: &ConsumerName,
+        fence: Fence,
+        topic: &Topic,
+        cursor: Cursor,
+    ) -> Result<()> {
+        let mut state = self.lock();
+        if state.locks.get(name) != Some(&(fence.0, true)) {
+            return Err(Error::StaleLock { consumer: name.to_string(), fence: fence.0 });
+        }
+        state.consumers.entry(name.clone()).or_default().insert(topic.clone(), cursor);
+        Ok(())
     }
 
     fn topics(&self) -> Result<Vec<TopicStats>> {
