@@ -19,6 +19,16 @@ pub(crate) fn lock_exclusive(file: &File) -> io::Result<()> {
     fs2::FileExt::lock_exclusive(file)
 }
 
+/// Takes `file`'s exclusive lock if it is free: false when another open
+/// file (in this or another process) holds it.
+pub(crate) fn try_lock_exclusive(file: &File) -> io::Result<bool> {
+    match fs2::FileExt::try_lock_exclusive(file) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == fs2::lock_contended_error().kind() => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// Lets go of `file`'s lock.
 #[inline]
 pub(crate) fn unlock(file: &File) -> io::Result<()> {
