@@ -36,6 +36,8 @@
 //! | `seed:topics:new` | stream | one entry per topic created, so followers learn of new topics |
 //! | `seed:consumers` | set | every consumer with a committed position |
 //! | `seed:consumer:<name>` | hash | the consumer's position per topic |
+//! | `seed:lock:<name>` | string | the consumer's lock: `<generation> <holder's CLIENT ID>`, with a TTL |
+//! | `seed:lockgen:<name>` | string | the consumer's last lock generation |
 //!
 //! # Cursors and time
 //!
@@ -141,6 +143,7 @@ mod codec;
 mod conn;
 mod error;
 mod follow;
+mod lock;
 mod read;
 mod retention;
 mod scripts;
@@ -533,6 +536,24 @@ impl EventStore for RedisStore {
                 .ignore()
                 .query::<()>(con)
         })
+    }
+
+    fn lock_consumer(
+        &self,
+        name: &ConsumerName,
+        request: &seed_event::LockRequest,
+    ) -> Result<Option<Box<dyn seed_event::ConsumerLock>>> {
+        lock::lock(&self.shared, name, request)
+    }
+
+    fn commit_fenced(
+        &self,
+        name: &ConsumerName,
+        fence: seed_event::Fence,
+        topic: &Topic,
+        cursor: Cursor,
+    ) -> Result<()> {
+        lock::commit_fenced(&self.shared, name, fence, topic, cursor)
     }
 
     fn consumers(&self) -> Result<Vec<ConsumerName>> {
