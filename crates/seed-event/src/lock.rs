@@ -46,6 +46,15 @@ impl std::fmt::Debug for Cancel {
     }
 }
 
+/// Two cancels are equal when they are clones of one another.
+impl PartialEq for Cancel {
+    fn eq(&self, other: &Cancel) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+}
+
+impl Eq for Cancel {}
+
 impl Cancel {
     /// A wait not cancelled yet.
     pub fn new() -> Cancel {
