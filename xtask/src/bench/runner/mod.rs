@@ -13,6 +13,7 @@ mod latency;
 mod limits;
 mod proc;
 mod redis;
+mod takeover;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -229,13 +230,15 @@ fn child(role: &str, args: &serde_json::Value) -> Result<()> {
         "rss-publisher" => file::rss_publisher(args),
         "rss-reader" => file::rss_reader(args),
         "rss-subscriber" => file::rss_subscriber(args),
+        "lock-holder" => takeover::holder(args),
         other => bail!("unknown child role {other:?}"),
     }
 }
 
 /// Every scenario, in the order of the table.
 /// The scenario groups, in the order they run; `memory` reads the topic `history` fills.
-pub const GROUPS: &[&str] = &["publish", "procs", "history", "latency", "memory", "redis"];
+pub const GROUPS: &[&str] =
+    &["publish", "procs", "history", "latency", "memory", "redis", "takeover"];
 
 /// The groups of a comma-separated `--only` list, each checked against [`GROUPS`].
 pub fn parse_groups(list: &str) -> Result<Vec<&'static str>> {
@@ -309,6 +312,11 @@ fn all(plan: &Plan, work: &Path, groups: &[&str]) -> Vec<Row> {
     let _ = std::fs::remove_dir_all(&history);
     if run("redis") {
         guarded(&mut rows, "redis", &redis::specs(), |rows| redis::all(plan, rows));
+    }
+    if run("takeover") {
+        guarded(&mut rows, "consumer takeover", &takeover::specs(), |rows| {
+            takeover::all(plan, work, rows)
+        });
     }
     rows
 }
