@@ -28,7 +28,7 @@ pub enum Error {
     /// before committing again.
     #[error("consumer {name} lost its lock to another subscriber and stopped")]
     LeaseLost {
-        /// The consumer whose lease was lost.
+        /// The consumer whose lock was lost.
         name: ConsumerName,
     },
     /// A durable consumer's handler failed on the same event too many times.

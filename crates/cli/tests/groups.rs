@@ -149,3 +149,15 @@ fn the_lease_ttl_must_be_a_positive_duration() {
         assert!(stderr.contains("--lease-ttl"), "{stderr}");
     }
 }
+
+#[test]
+fn ctrl_c_ends_the_wait_for_a_held_group() {
+    let dir = Dir::new();
+    let holder = dir.spawn(&["subscribe", "--topic", "w", "--group", "g"]);
+    holder.wait_listening();
+    let mut waiting = dir.spawn(&["subscribe", "--topic", "w", "--group", "g"]);
+    waiting.wait_stderr("Waiting for group g");
+    waiting.signal(libc::SIGINT);
+    waiting.expect_exit(0);
+    drop(holder);
+}
