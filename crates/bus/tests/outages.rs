@@ -60,6 +60,15 @@ impl Flaky {
             _ => Ok(()),
         }
     }
+
+    /// Refuses (and counts) a commit while commits are down.
+    fn check_commit(&self) -> seed_event::Result<()> {
+        if matches!(*self.mode.lock().unwrap(), Mode::Down | Mode::CommitsDown) {
+            self.refused_commits.fetch_add(1, Ordering::SeqCst);
+            return Err(seed_event::Error::unavailable("flaky store refuses commits"));
+        }
+        Ok(())
+    }
 }
 
 struct FlakyFollower {
@@ -137,10 +146,7 @@ impl EventStore for Flaky {
         topic: &Topic,
         cursor: Cursor,
     ) -> seed_event::Result<()> {
-        if matches!(*self.mode.lock().unwrap(), Mode::Down | Mode::CommitsDown) {
-            self.refused_commits.fetch_add(1, Ordering::SeqCst);
-            return Err(seed_event::Error::unavailable("flaky store refuses commits"));
-        }
+        self.check_commit()?;
         self.inner.commit_consumer(name, topic, cursor)
     }
     fn lock_consumer(
@@ -158,10 +164,7 @@ impl EventStore for Flaky {
         topic: &Topic,
         cursor: Cursor,
     ) -> seed_event::Result<()> {
-        if matches!(*self.mode.lock().unwrap(), Mode::Down | Mode::CommitsDown) {
-            self.refused_commits.fetch_add(1, Ordering::SeqCst);
-            return Err(seed_event::Error::unavailable("flaky store refuses commits"));
-        }
+        self.check_commit()?;
         self.inner.commit_fenced(name, fence, topic, cursor)
     }
     fn consumers(&self) -> seed_event::Result<Vec<ConsumerName>> {

@@ -245,33 +245,27 @@ impl Renewer {
         Ok(self.con.as_mut().unwrap_or_else(|| unreachable!("just opened")))
     }
 
-    fn renew(&mut self) -> Result<bool> {
-        let (generation, ttl_ms, keys) = (self.generation, self.ttl_ms, &self.keys);
-        let (lock, counter) = (keys.lock.clone(), keys.generation.clone());
-        let shared = self.shared.clone();
+    /// Runs `script` on the lock connection with the lock's keys and
+    /// generation, then `args`; the client id comes first when `with_id`.
+    fn call(&mut self, script: &Script, with_id: bool, args: &[u64]) -> Result<i64> {
+        let (generation, shared) = (self.generation, self.shared.clone());
+        let keys = [self.keys.lock.clone(), self.keys.generation.clone()];
         let con = self.connection()?;
-        let renewed: i64 = RENEW
-            .key(lock)
-            .key(counter)
-            .arg(generation)
-            .arg(con.id)
-            .arg(ttl_ms)
-            .invoke(&mut con.con)
-            .map_err(|e| shared.error(e))?;
-        Ok(renewed == 1)
+        let mut invocation = script.key(&keys[0]);
+        invocation.key(&keys[1]).arg(generation);
+        if with_id {
+            invocation.arg(con.id);
+        }
+        invocation.arg(args);
+        invocation.invoke(&mut con.con).map_err(|e| shared.error(e))
+    }
+
+    fn renew(&mut self) -> Result<bool> {
+        Ok(self.call(&RENEW, true, &[self.ttl_ms])? == 1)
     }
 
     fn release(&mut self) -> Result<()> {
-        let (generation, lock) = (self.generation, self.keys.lock.clone());
-        let counter = self.keys.generation.clone();
-        let shared = self.shared.clone();
-        let con = self.connection()?;
-        let _: i64 = RELEASE
-            .key(lock)
-            .key(counter)
-            .arg(generation)
-            .invoke(&mut con.con)
-            .map_err(|e| shared.error(e))?;
+        self.call(&RELEASE, false, &[])?;
         Ok(())
     }
 }
