@@ -18,21 +18,17 @@ pub enum Error {
     /// The store failed or rejected the input (see [`seed_event::Error`]).
     #[error(transparent)]
     Store(#[from] seed_event::Error),
-    /// Another subscriber holds the durable consumer's lease.
-    #[error(
-        "consumer {name} is in use by another subscriber (its lease expires in {}s unless renewed)",
-        expires_in.as_secs_f64().ceil()
-    )]
+    /// Another subscriber holds the durable consumer's lock.
+    #[error("consumer {name} is held by another subscriber")]
     ConsumerBusy {
         /// The consumer asked for.
         name: ConsumerName,
-        /// How long the current holder's lease still runs.
-        expires_in: Duration,
     },
-    /// Another subscriber took the durable consumer's lease; this one stopped.
-    #[error("consumer {name} lost its lease to another subscriber and stopped")]
+    /// Another subscriber took the durable consumer's lock; this one stopped
+    /// before committing again.
+    #[error("consumer {name} lost its lock to another subscriber and stopped")]
     LeaseLost {
-        /// The consumer whose lease was lost.
+        /// The consumer whose lock was lost.
         name: ConsumerName,
     },
     /// A durable consumer's handler failed on the same event too many times.

@@ -23,13 +23,18 @@
 //!   handler is not called again for an event whose commit had to wait. Every
 //!   other store error stops the subscription with that error.
 //! - A durable consumer `NAME` commits its position per topic after each
-//!   batch of events its handler returned `Ok` for (and when it stops), so a
-//!   crash redelivers at most the uncommitted part of one batch: at least
-//!   once, nothing lost. Only one subscriber holds a consumer at a time: the
-//!   bus keeps a lease in the store under the hidden consumer `NAME~meta`
-//!   (names ending in `~meta` are reserved), renewed while the holder lives
-//!   and released when it stops; after a crash it expires after
-//!   [`BusConfig::lease_ttl`] (5 s).
+//!   batch of events its handler returned `Ok` for (and when it stops), or
+//!   after each event with [`SubscribeConfig::commit_each_event`], so a
+//!   crash redelivers at most the uncommitted part of one batch (or the one
+//!   event in flight): at least once, nothing lost. Only one subscriber
+//!   holds a consumer at a time: it holds the store's lock of the consumer
+//!   ([`EventStore::lock_consumer`]) while it lives, and its commits carry
+//!   the lock's fence, so one that lost the lock stops before committing
+//!   again ([`Error::LeaseLost`]). A crashed holder's lock is free at once on
+//!   the file store, and on Redis once the server sees its connection close
+//!   (a silent host: after [`BusConfig::lease_ttl`], 5 s). The bus keeps a
+//!   consumer's metadata under the hidden consumer `NAME~meta` (names ending
+//!   in `~meta` are reserved).
 //! - Publishing with a given id is idempotent within the topic's newest
 //!   [`BusConfig::idempotency_window`] events (1000).
 //!
@@ -57,8 +62,8 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod consumer;
 mod error;
-mod lease;
 mod outage;
 mod replay;
 mod subscription;
@@ -71,8 +76,9 @@ use std::time::Duration;
 
 use seed_event::support::{self, lock, MaxLen, NameRules};
 use seed_event::{
-    Clear, ConsumerName, Cursor, ErrorKind, Event, EventStore, EventStream, FollowFrom, JsonObject,
-    Limit, Query, Start, StoredEvent, Timestamp, Topic, TopicPattern, TopicStats,
+    Cancel, Clear, ConsumerName, Cursor, ErrorKind, Event, EventStore, EventStream, FollowFrom,
+    JsonObject, Limit, LockRequest, Query, Start, StoredEvent, Timestamp, Topic, TopicPattern,
+    TopicStats,
 };
 use serde::Serialize;
 use uuid::Uuid;
@@ -119,9 +125,9 @@ pub struct BusConfig {
     /// How many of a topic's newest events are checked for a duplicate id when
     /// an event with a given id is published (see [`EventBus::publish_event`]).
     pub idempotency_window: usize,
-    /// How long a durable consumer's lease lasts without renewal (it is
-    /// renewed every fifth of this): after a crash, another subscriber can
-    /// take the consumer over once this has passed.
+    /// How long a durable consumer's lock lasts without renewal where the
+    /// store cannot see its holder die (Redis: a holder whose host went
+    /// silent); the holder renews it while it lives.
     pub lease_ttl: Duration,
     /// Retries of failing durable handlers.
     pub retry: RetryPolicy,
@@ -147,7 +153,7 @@ impl BusConfig {
         self
     }
 
-    /// This configuration with another lease time to live.
+    /// This configuration with another lock time to live.
     pub fn lease_ttl(mut self, ttl: Duration) -> BusConfig {
         self.lease_ttl = ttl;
         self
@@ -216,8 +222,13 @@ pub struct SubscribeConfig {
     /// Ends the subscription after this many delivered events.
     pub max_events: Option<u64>,
     /// How long a durable subscription waits for another holder of the
-    /// consumer to let go before failing with [`Error::ConsumerBusy`].
+    /// consumer to let go before failing with [`Error::ConsumerBusy`]
+    /// (`Duration::MAX`: no limit).
     pub lease_wait: Duration,
+    /// Ends that wait early (then `subscribe` fails with [`Error::ConsumerBusy`]).
+    pub lease_cancel: Cancel,
+    /// A durable consumer commits after each event instead of after each batch.
+    pub commit_each_event: bool,
     /// Stop with [`Error::StoreUnavailable`] once the store has been
     /// unavailable this long; `None` (the default) keeps trying while the
     /// subscription lives.
@@ -234,6 +245,8 @@ impl SubscribeConfig {
             consumer: None,
             max_events: None,
             lease_wait: Duration::ZERO,
+            lease_cancel: Cancel::new(),
+            commit_each_event: false,
             give_up_after: None,
         }
     }
@@ -259,6 +272,19 @@ impl SubscribeConfig {
     /// This subscription waiting up to `wait` for another holder of its consumer.
     pub fn lease_wait(mut self, wait: Duration) -> SubscribeConfig {
         self.lease_wait = wait;
+        self
+    }
+
+    /// This subscription's wait for its consumer ending when `cancel` is cancelled.
+    pub fn lease_cancel(mut self, cancel: Cancel) -> SubscribeConfig {
+        self.lease_cancel = cancel;
+        self
+    }
+
+    /// This durable subscription committing after each event: a crash then
+    /// redelivers at most the event in flight, at the cost of a commit per event.
+    pub fn commit_each_event(mut self) -> SubscribeConfig {
+        self.commit_each_event = true;
         self
     }
 
@@ -563,27 +589,16 @@ impl EventBus {
                 (source, None, config.pattern.to_string())
             }
             Some(name) => {
-                lease::meta_name(name)?;
-                let lease = lease::Lease::acquire(
-                    self.store.clone(),
-                    name,
-                    self.config.lease_ttl,
-                    config.lease_wait,
-                )?;
-                let source = self.durable_start(name, &config, after_topic).and_then(|from| {
-                    Source::open(self.store.as_ref(), config.pattern.clone(), from)
-                });
-                let source = match source {
-                    Ok(source) => source,
-                    Err(e) => {
-                        // Let go at once rather than when the lease expires.
-                        if let Err(release) = lease.release() {
-                            log::warn!("consumer {name}: releasing the lease failed: {release}");
-                        }
-                        return Err(e);
-                    }
-                };
-                (source, Some(Durable { name: name.clone(), lease }), name.to_string())
+                consumer::meta_name(name)?;
+                let request = LockRequest::new(self.config.lease_ttl)
+                    .wait(config.lease_wait)
+                    .cancel(config.lease_cancel.clone());
+                let held = consumer::Held::acquire(self.store.as_ref(), name, &request)?;
+                // On an error the lock drops here, letting go at once.
+                let from = self.durable_start(&held, &config, after_topic)?;
+                let source = Source::open(self.store.as_ref(), config.pattern.clone(), from)?;
+                let durable = Durable { held, each_event: config.commit_each_event };
+                (source, Some(durable), name.to_string())
             }
         };
         let (source, outage) = source;
@@ -614,16 +629,17 @@ impl EventBus {
         Ok(subscription)
     }
 
-    /// Where a durable consumer (whose lease we hold) starts following.
+    /// Where a durable consumer (whose lock we hold) starts following.
     fn durable_start(
         &self,
-        name: &ConsumerName,
+        held: &consumer::Held,
         config: &SubscribeConfig,
         after_topic: Option<Topic>,
     ) -> Result<FollowFrom> {
         let store = self.store.as_ref();
-        let meta_name = lease::meta_name(name)?;
-        let meta = lease::load_meta(store, &meta_name)?;
+        let name = &held.name;
+        let meta_name = consumer::meta_name(name)?;
+        let meta = consumer::load_meta(store, &meta_name)?;
         let mut positions = store.load_consumer(name)?;
         if meta.created {
             // Topics it has no position in: from the beginning, or from its `since`.
@@ -650,7 +666,7 @@ impl EventBus {
                 }
                 for (topic, cursor) in heads {
                     if let Entry::Vacant(slot) = positions.entry(topic) {
-                        store.commit_consumer(name, slot.key(), cursor)?;
+                        held.commit(store, slot.key(), cursor)?;
                         slot.insert(cursor);
                     }
                 }
@@ -658,13 +674,13 @@ impl EventBus {
             }
             StartAt::After(cursor) => {
                 if let Some(Entry::Vacant(slot)) = after_topic.map(|t| positions.entry(t)) {
-                    store.commit_consumer(name, slot.key(), cursor)?;
+                    held.commit(store, slot.key(), cursor)?;
                     slot.insert(cursor);
                 }
                 Start::Beginning
             }
         };
-        lease::mark_created(store, &meta_name, since)?;
+        consumer::mark_created(store, &meta_name, since)?;
         Ok(FollowFrom { start, positions })
     }
 
@@ -685,7 +701,7 @@ impl EventBus {
             .collect();
         let mut consumers = Vec::new();
         for name in self.store.consumers()? {
-            if name.as_str().ends_with(lease::META_SUFFIX) {
+            if name.as_str().ends_with(consumer::META_SUFFIX) {
                 continue;
             }
             let mut positions = Vec::new();

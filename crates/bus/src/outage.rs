@@ -11,7 +11,7 @@ use crate::Error;
 ///
 /// A store that could not be reached ([`ErrorKind::Unavailable`]) may come
 /// back; everything else (corrupt data, refused files, invalid input, a lost
-/// lease, a failing handler) stays as it is, so retrying cannot help.
+/// lock, a failing handler) stays as it is, so retrying cannot help.
 pub(crate) fn is_transient(e: &Error) -> bool {
     matches!(e, Error::Store(s) if s.kind() == ErrorKind::Unavailable)
 }

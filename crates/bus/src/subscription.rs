@@ -9,11 +9,10 @@ use std::time::{Duration, Instant};
 
 use seed_event::support::{lock, wait, wait_timeout};
 use seed_event::{
-    ConsumerName, Cursor, EventStore, FollowFrom, Follower, Interrupt, StoredEvent, Topic,
-    TopicPattern,
+    Cursor, EventStore, FollowFrom, Follower, Interrupt, StoredEvent, Topic, TopicPattern,
 };
 
-use crate::lease::Lease;
+use crate::consumer::Held;
 use crate::outage::{is_transient, Outage, Reconnect, Status};
 use crate::{Error, HandlerResult, Result, RetryPolicy};
 
@@ -247,8 +246,9 @@ impl std::fmt::Debug for Subscription {
 
 /// A durable consumer's state inside its thread.
 pub(crate) struct Durable {
-    pub(crate) name: ConsumerName,
-    pub(crate) lease: Lease,
+    pub(crate) held: Held,
+    /// Commit after each event rather than after each batch.
+    pub(crate) each_event: bool,
 }
 
 /// What a subscription thread follows, and its follower once the store gave one.
@@ -364,13 +364,8 @@ pub(crate) fn call(
 impl Worker {
     fn run(mut self, shared: &Shared) -> Result<()> {
         let result = self.deliver_all(shared);
-        if let Some(durable) = self.durable.take() {
-            // Let go so another subscriber can take over at once; a failure
-            // only delays that until the lease expires.
-            if let Err(e) = durable.lease.release() {
-                log::warn!("consumer {}: releasing the lease failed: {e}", durable.name);
-            }
-        }
+        // Dropping the lock lets go, so another subscriber can take over at once.
+        self.durable = None;
         result
     }
 
@@ -380,9 +375,7 @@ impl Worker {
                 return Ok(());
             }
             if let Some(d) = &self.durable {
-                if d.lease.is_lost() {
-                    return Err(Error::LeaseLost { name: d.name.clone() });
-                }
+                d.held.check()?;
             }
             let Some(batch) = self.with_store(shared, |w| w.next_batch(shared))? else {
                 return Ok(());
@@ -511,6 +504,10 @@ impl Worker {
                     Ok(()) => {
                         shared.delivered.fetch_add(1, Ordering::SeqCst);
                         handled.insert(event.event.topic.clone(), event.cursor);
+                        if self.durable.as_ref().is_some_and(|d| d.each_event) {
+                            self.commit(shared, handled)?;
+                            handled.clear();
+                        }
                         break;
                     }
                     Err(reason) => {
@@ -547,9 +544,9 @@ impl Worker {
         Ok(true)
     }
 
-    /// Commits a durable consumer's handled positions (after checking its
-    /// lease), waiting out an unavailable store; a stop request meanwhile
-    /// leaves the rest uncommitted, to be delivered again.
+    /// Commits a durable consumer's handled positions under its lock,
+    /// waiting out an unavailable store; a stop request meanwhile leaves the
+    /// rest uncommitted, to be delivered again.
     fn commit(&mut self, shared: &Shared, handled: &BTreeMap<Topic, Cursor>) -> Result<()> {
         if self.durable.is_none() || handled.is_empty() {
             return Ok(());
@@ -557,9 +554,8 @@ impl Worker {
         let mut pending = handled.iter().peekable();
         self.with_store(shared, |w| {
             let Some(durable) = &w.durable else { return Ok(()) };
-            durable.lease.check()?;
             while let Some((topic, cursor)) = pending.peek() {
-                w.store.commit_consumer(&durable.name, topic, **cursor)?;
+                durable.held.commit(w.store.as_ref(), topic, **cursor)?;
                 pending.next();
             }
             Ok(())

@@ -60,6 +60,15 @@ impl Flaky {
             _ => Ok(()),
         }
     }
+
+    /// Refuses (and counts) a commit while commits are down.
+    fn check_commit(&self) -> seed_event::Result<()> {
+        if matches!(*self.mode.lock().unwrap(), Mode::Down | Mode::CommitsDown) {
+            self.refused_commits.fetch_add(1, Ordering::SeqCst);
+            return Err(seed_event::Error::unavailable("flaky store refuses commits"));
+        }
+        Ok(())
+    }
 }
 
 struct FlakyFollower {
@@ -137,11 +146,26 @@ impl EventStore for Flaky {
         topic: &Topic,
         cursor: Cursor,
     ) -> seed_event::Result<()> {
-        if matches!(*self.mode.lock().unwrap(), Mode::Down | Mode::CommitsDown) {
-            self.refused_commits.fetch_add(1, Ordering::SeqCst);
-            return Err(seed_event::Error::unavailable("flaky store refuses commits"));
-        }
+        self.check_commit()?;
         self.inner.commit_consumer(name, topic, cursor)
+    }
+    fn lock_consumer(
+        &self,
+        name: &ConsumerName,
+        request: &seed_event::LockRequest,
+    ) -> seed_event::Result<Option<Box<dyn seed_event::ConsumerLock>>> {
+        self.check()?;
+        self.inner.lock_consumer(name, request)
+    }
+    fn commit_fenced(
+        &self,
+        name: &ConsumerName,
+        fence: seed_event::Fence,
+        topic: &Topic,
+        cursor: Cursor,
+    ) -> seed_event::Result<()> {
+        self.check_commit()?;
+        self.inner.commit_fenced(name, fence, topic, cursor)
     }
     fn consumers(&self) -> seed_event::Result<Vec<ConsumerName>> {
         self.check()?;

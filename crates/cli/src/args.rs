@@ -296,6 +296,9 @@ pub struct SubscribeArgs {
     /// Exit after this long, e.g. 30s, 500ms, 2m
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub timeout: Option<Duration>,
+    /// With --group: how long the group's lock outlives a holder whose host went silent (Redis)
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_lease_ttl)]
+    pub lease_ttl: Duration,
     /// Exit 1 once the store has been unreachable this long (default: keep retrying)
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub give_up_after: Option<Duration>,
@@ -454,6 +457,17 @@ fn parse_speed(s: &str) -> Result<f64, String> {
 }
 
 /// Parses `90s`, `15m`, `2h`, `7d` or `500ms`; a number without a unit is rejected.
+/// A lock's time to live: a duration longer than zero.
+fn parse_lease_ttl(s: &str) -> Result<Duration, String> {
+    match parse_duration(s)? {
+        d if d < Duration::from_millis(1) => {
+            Err("a lease TTL must be at least 1ms, such as 5s".to_string())
+        }
+        d => Ok(d),
+    }
+}
+
+/// A DURATION argument: a number with a unit.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let text = s.trim();
     let bad = || "expected a number with a unit such as 500ms, 90s, 15m, 2h or 7d".to_string();

@@ -9,7 +9,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use bus::{EventBus, HandlerResult, PublishOptions, ReplayConfig, StartAt, SubscribeConfig};
+use bus::{
+    BusConfig, EventBus, HandlerResult, PublishOptions, ReplayConfig, StartAt, SubscribeConfig,
+};
 use clap::CommandFactory;
 use seed_event::{
     parse_json_object, Clear, Cursor, Event, EventStore, Limit, Query, StoredEvent, Topic,
@@ -59,7 +61,11 @@ pub fn run(cli: Cli) -> Result<u8> {
             Ok(status)
         }
         command => {
-            let bus = EventBus::new(open_store(&cli)?);
+            let mut config = BusConfig::default();
+            if let Command::Subscribe(args) = command {
+                config = config.lease_ttl(args.lease_ttl);
+            }
+            let bus = EventBus::with_config(open_store(&cli)?, config);
             match command {
                 Command::Publish(args) => publish(&bus, args, out),
                 Command::Subscribe(args) => subscribe(&bus, args),
@@ -342,7 +348,7 @@ fn subscribe(bus: &EventBus, args: &SubscribeArgs) -> Result<()> {
     signal::catch_stop_signals();
     // A timeout past what the clock can represent is no deadline.
     let deadline = args.timeout.and_then(|t| Instant::now().checked_add(t));
-    let past_deadline = || deadline.is_some_and(|d| Instant::now() >= d);
+    let past_deadline = move || deadline.is_some_and(|d| Instant::now() >= d);
     let broken = Arc::new(AtomicBool::new(false));
     let out =
         Arc::new(Mutex::new(EventPrinter::new(io::stdout(), args.output.format(), json_line)));
@@ -358,30 +364,46 @@ fn subscribe(bus: &EventBus, args: &SubscribeArgs) -> Result<()> {
     config.consumer = args.group.clone();
     config.max_events = args.count;
     config.give_up_after = args.give_up_after;
-    let mut announced = false;
-    let subscription = loop {
+    if args.group.is_some() {
+        // A SIGKILL then redelivers at most the event being printed.
+        config = config.commit_each_event();
+    }
+    let subscription =
         match bus.subscribe_with(config.clone(), printer(out.clone(), broken.clone())) {
-            Ok(subscription) => break subscription,
-            Err(bus::Error::ConsumerBusy { name, expires_in }) => {
-                if !announced {
-                    eprintln!(
-                        "Waiting for group {name}: another subscriber holds it (for up to {}s more unless it is alive)",
-                        expires_in.as_secs_f64().ceil()
-                    );
-                    announced = true;
+            Err(bus::Error::ConsumerBusy { name }) => {
+                eprintln!("Waiting for group {name}: another subscriber holds it");
+                // The wait ends when the holder lets go (or dies), at the
+                // deadline, or at Ctrl-C, which a watcher turns into a cancel.
+                let cancel = seed_event::Cancel::new();
+                let watcher = {
+                    let cancel = cancel.clone();
+                    thread::spawn(move || {
+                        while !cancel.sleep(Duration::from_millis(20)) {
+                            if signal::stop_requested() || past_deadline() {
+                                cancel.cancel();
+                            }
+                        }
+                    })
+                };
+                config.lease_wait =
+                    deadline.map_or(Duration::MAX, |d| d.saturating_duration_since(Instant::now()));
+                config.lease_cancel = cancel.clone();
+                let result = bus.subscribe_with(config, printer(out.clone(), broken.clone()));
+                cancel.cancel();
+                let _ = watcher.join();
+                match result {
+                    Err(bus::Error::ConsumerBusy { .. }) if signal::stop_requested() => {
+                        finish_shared(&out)?;
+                        return Ok(());
+                    }
+                    Err(bus::Error::ConsumerBusy { .. }) => {
+                        bail!("group {name} is still held by another subscriber")
+                    }
+                    other => other?,
                 }
-                if signal::stop_requested() {
-                    finish_shared(&out)?;
-                    return Ok(());
-                }
-                if past_deadline() {
-                    bail!("group {name} is still held by another subscriber");
-                }
-                config.lease_wait = Duration::from_millis(300);
             }
-            Err(e) => return Err(e.into()),
-        }
-    };
+            other => other?,
+        };
     eprintln!("Listening on {}", args.topic);
     loop {
         if subscription.wait_timeout(Duration::from_millis(20)) {

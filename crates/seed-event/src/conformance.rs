@@ -5,7 +5,7 @@
 //! Each case is a plain function here, so a failing one names itself.
 //!
 //! ```
-//! use std::sync::Arc;
+//! use std::sync::{Arc, Barrier};
 //! use seed_event::conformance::Harness;
 //! use seed_event::{EventStore, MemoryStore};
 //!
@@ -27,8 +27,9 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::{
-    Clear, ConsumerName, Cursor, ErrorKind, Event, EventStore, FollowFrom, Follower, JsonObject,
-    Limit, Query, Start, StoredEvent, Timestamp, Topic, TopicPattern,
+    Cancel, Clear, ConsumerLock, ConsumerName, Cursor, Error, ErrorKind, Event, EventStore, Fence,
+    FollowFrom, Follower, JsonObject, Limit, LockRequest, Query, Start, StoredEvent, Timestamp,
+    Topic, TopicPattern,
 };
 
 /// One store location for one test case.
@@ -53,7 +54,9 @@ macro_rules! conformance_tests {
             follow_start_modes,
             follow_patterns_and_new_topics, follow_survives_clear, cursors_survive_reopen,
             consumers_commit_and_reload, topic_stats, clear_scopes, topic_names_are_lossless,
-            concurrent_appends_lose_nothing, count_after_cursor
+            concurrent_appends_lose_nothing, count_after_cursor,
+            consumer_lock_has_one_holder_in_a_race, consumer_lock_is_released_on_drop,
+            consumer_lock_refuses_a_stale_commit, consumer_lock_is_taken_again_after_release
         );
     };
     (@cases $harness:expr; $($case:ident),* $(,)?) => {
@@ -753,4 +756,127 @@ pub fn count_after_cursor(h: &dyn Harness) {
     assert_eq!(store.count_after(&t, written[3].cursor).unwrap(), 3);
     assert_eq!(store.count_after(&t, written[6].cursor).unwrap(), 0);
     assert_eq!(store.count_after(&topic("lag.none"), Cursor::ZERO).unwrap(), 0);
+}
+
+// Consumer locks.
+
+/// The time to live the lock cases ask for: long enough never to run out in a case.
+const LOCK_TTL: Duration = Duration::from_secs(30);
+
+fn try_lock(store: &dyn EventStore, name: &ConsumerName) -> Option<Box<dyn ConsumerLock>> {
+    store.lock_consumer(name, &LockRequest::new(LOCK_TTL)).unwrap()
+}
+
+/// Threads (each with its own handle on the store) started together by a
+/// barrier race for one consumer's lock, round after round: exactly one wins
+/// each round, while the winner still holds it.
+pub fn consumer_lock_has_one_holder_in_a_race(h: &dyn Harness) {
+    const RACERS: usize = 8;
+    const ROUNDS: usize = 20;
+    let name = ConsumerName::new("racer").unwrap();
+    let start = Arc::new(Barrier::new(RACERS));
+    let tried = Arc::new(Barrier::new(RACERS));
+    let released = Arc::new(Barrier::new(RACERS));
+    let threads: Vec<_> = (0..RACERS)
+        .map(|_| {
+            let (store, name) = (h.open(), name.clone());
+            let (start, tried, released) = (start.clone(), tried.clone(), released.clone());
+            thread::spawn(move || {
+                let mut wins = Vec::new();
+                for _ in 0..ROUNDS {
+                    start.wait();
+                    let held = try_lock(store.as_ref(), &name);
+                    wins.push(held.as_ref().map(|l| l.fence()));
+                    tried.wait();
+                    drop(held);
+                    released.wait();
+                }
+                wins
+            })
+        })
+        .collect();
+    let wins: Vec<Vec<Option<Fence>>> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let mut fences = Vec::new();
+    for round in 0..ROUNDS {
+        let winners: Vec<Fence> = wins.iter().filter_map(|w| w[round]).collect();
+        assert_eq!(winners.len(), 1, "round {round}: {} holders at once", winners.len());
+        fences.push(winners[0]);
+    }
+    assert!(fences.windows(2).all(|w| w[0] < w[1]), "fences must grow: {fences:?}");
+}
+
+/// A held lock keeps others out (also other handles on the store) until it
+/// is dropped; a waiter takes it as soon as it is, and a cancelled wait ends.
+pub fn consumer_lock_is_released_on_drop(h: &dyn Harness) {
+    let (store, other) = (h.open(), h.open());
+    let name = ConsumerName::new("worker/one").unwrap();
+    let held = try_lock(store.as_ref(), &name).expect("a free lock is taken");
+    assert!(!held.is_lost());
+    assert!(try_lock(other.as_ref(), &name).is_none(), "a held lock is refused");
+    assert!(try_lock(other.as_ref(), &ConsumerName::new("worker/two").unwrap()).is_some());
+    assert!(store.consumers().unwrap().is_empty(), "a lock is not a committed position");
+    let waited = Duration::from_millis(200);
+    let begun = Instant::now();
+    let request = LockRequest::new(LOCK_TTL).wait(waited);
+    assert!(other.lock_consumer(&name, &request).unwrap().is_none());
+    assert!(begun.elapsed() >= waited, "gave up before the wait ran out");
+    // A wait without limit, cancelled from another thread.
+    let cancel = Cancel::new();
+    let request = LockRequest::new(LOCK_TTL).wait(Duration::MAX).cancel(cancel.clone());
+    let (store2, name2) = (other.clone(), name.clone());
+    let waiter = thread::spawn(move || store2.lock_consumer(&name2, &request).unwrap().is_none());
+    cancel.cancel();
+    assert!(waiter.join().unwrap(), "a cancelled wait returns no lock");
+    // A waiter without limit takes it once it is dropped.
+    let (store2, name2) = (other.clone(), name.clone());
+    let request = LockRequest::new(LOCK_TTL).wait(Duration::MAX);
+    let waiter = thread::spawn(move || store2.lock_consumer(&name2, &request).unwrap());
+    let fence = held.fence();
+    drop(held);
+    let next = waiter.join().unwrap().expect("the waiter takes the released lock");
+    assert!(next.fence() > fence);
+}
+
+/// A holder whose lock was taken over cannot commit: its fence is refused
+/// with [`Error::StaleLock`] and nothing is written; the new holder commits.
+pub fn consumer_lock_refuses_a_stale_commit(h: &dyn Harness) {
+    let store = h.open();
+    let name = ConsumerName::new("fenced").unwrap();
+    let t = topic("fenced.t");
+    let first = try_lock(store.as_ref(), &name).unwrap();
+    let old = first.fence();
+    store.commit_fenced(&name, old, &t, Cursor::new(1, 0)).unwrap();
+    drop(first);
+    let refused = store.commit_fenced(&name, old, &t, Cursor::new(2, 0)).unwrap_err();
+    assert!(matches!(refused, Error::StaleLock { .. }), "{refused}");
+    let second = try_lock(h.open().as_ref(), &name).unwrap();
+    let refused = store.commit_fenced(&name, old, &t, Cursor::new(3, 0)).unwrap_err();
+    assert_eq!(refused.kind(), ErrorKind::Conflict, "{refused}");
+    assert!(refused.to_string().contains("fenced"), "names the consumer: {refused}");
+    assert_eq!(
+        store.load_consumer(&name).unwrap(),
+        BTreeMap::from([(t.clone(), Cursor::new(1, 0))])
+    );
+    store.commit_fenced(&name, second.fence(), &t, Cursor::new(4, 0)).unwrap();
+    assert_eq!(
+        store.load_consumer(&name).unwrap(),
+        BTreeMap::from([(t.clone(), Cursor::new(4, 0))])
+    );
+    // A fence never handed out is refused too.
+    let never = ConsumerName::new("never-locked").unwrap();
+    assert!(store.commit_fenced(&never, Fence(1), &t, Cursor::new(1, 0)).is_err());
+    assert!(store.load_consumer(&never).unwrap().is_empty());
+}
+
+/// Taken, released and taken again, also through a reopened store: each
+/// acquisition has a greater fence.
+pub fn consumer_lock_is_taken_again_after_release(h: &dyn Harness) {
+    let name = ConsumerName::new("again").unwrap();
+    let mut last = None;
+    for _ in 0..5 {
+        let store = h.open();
+        let held = try_lock(store.as_ref(), &name).expect("a released lock is free");
+        assert!(last.is_none_or(|l| held.fence() > l), "{:?} after {last:?}", held.fence());
+        last = Some(held.fence());
+    }
 }

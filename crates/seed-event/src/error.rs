@@ -10,7 +10,8 @@ use crate::{Cursor, Topic};
 pub enum ErrorKind {
     /// The caller passed something invalid; nothing was written.
     InvalidInput,
-    /// A conditional append lost: the topic's last position was not the expected one.
+    /// A conditional write lost: a topic's last position was not the expected
+    /// one, or a consumer's lock has another holder now.
     Conflict,
     /// The named thing (topic, consumer, model…) does not exist.
     NotFound,
@@ -101,6 +102,15 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// A fenced commit came from a holder whose consumer lock was taken over
+    /// since; nothing was written. Its kind is [`ErrorKind::Conflict`].
+    #[error("consumer {consumer} is held by another holder now: the commit of lock generation {fence} was refused")]
+    StaleLock {
+        /// The consumer.
+        consumer: String,
+        /// The refused generation.
+        fence: u64,
+    },
 }
 
 impl Error {
@@ -113,6 +123,7 @@ impl Error {
             Error::Io { .. } => ErrorKind::Io,
             Error::Unavailable { .. } => ErrorKind::Unavailable,
             Error::Corrupt { .. } => ErrorKind::Corrupt,
+            Error::StaleLock { .. } => ErrorKind::Conflict,
         }
     }
 

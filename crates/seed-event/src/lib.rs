@@ -21,6 +21,7 @@
 mod cursor;
 mod error;
 mod event;
+mod lock;
 mod memory;
 mod retention;
 mod states;
@@ -35,6 +36,7 @@ pub mod conformance;
 pub use cursor::Cursor;
 pub use error::{Error, ErrorKind, Result};
 pub use event::{parse_json_object, Event, JsonObject};
+pub use lock::{Cancel, ConsumerLock, Fence, LockRequest};
 pub use memory::MemoryStore;
 pub use retention::{Limits, Retention};
 pub use states::{

@@ -12,9 +12,9 @@ use crate::support::{
     apply_limit, check_batch_topic, conflict, lock, merge_by_timestamp, wait, wait_timeout,
 };
 use crate::{
-    change_of, version_conflict, Clear, ConsumerName, Cursor, Event, EventStore, EventStream,
-    FollowFrom, Follower, Query, Result, Start, StateBackend, StatePut, StoredEvent, Topic,
-    TopicPattern, TopicStats,
+    change_of, version_conflict, Clear, ConsumerLock, ConsumerName, Cursor, Error, Event,
+    EventStore, EventStream, Fence, FollowFrom, Follower, LockRequest, Query, Result, Start,
+    StateBackend, StatePut, StoredEvent, Topic, TopicPattern, TopicStats,
 };
 
 #[derive(Default)]
@@ -31,6 +31,8 @@ struct State {
     consumers: BTreeMap<ConsumerName, BTreeMap<Topic, Cursor>>,
     /// Per entity type: each entity's kept records, oldest first.
     states: BTreeMap<String, TypeStates>,
+    /// Per consumer: the last lock generation handed out and whether it is held.
+    locks: BTreeMap<ConsumerName, (u64, bool)>,
 }
 
 #[derive(Default)]
@@ -83,6 +85,34 @@ impl MemoryStore {
 
     fn lock(&self) -> MutexGuard<'_, State> {
         lock(&self.shared.state)
+    }
+}
+
+/// A held lock of a [`MemoryStore`] consumer.
+struct MemoryLock {
+    store: MemoryStore,
+    name: ConsumerName,
+    fence: u64,
+}
+
+impl ConsumerLock for MemoryLock {
+    fn fence(&self) -> Fence {
+        Fence(self.fence)
+    }
+
+    fn is_lost(&self) -> bool {
+        self.store.lock().locks.get(&self.name) != Some(&(self.fence, true))
+    }
+}
+
+impl Drop for MemoryLock {
+    fn drop(&mut self) {
+        let mut state = self.store.lock();
+        if let Some(entry) = state.locks.get_mut(&self.name) {
+            if entry.0 == self.fence {
+                entry.1 = false;
+            }
+        }
     }
 }
 
@@ -192,6 +222,39 @@ impl EventStore for MemoryStore {
 
     fn consumers(&self) -> Result<Vec<ConsumerName>> {
         Ok(self.lock().consumers.keys().cloned().collect())
+    }
+
+    fn lock_consumer(
+        &self,
+        name: &ConsumerName,
+        request: &LockRequest,
+    ) -> Result<Option<Box<dyn ConsumerLock>>> {
+        let take = || {
+            let mut state = self.lock();
+            let entry = state.locks.entry(name.clone()).or_insert((0, false));
+            if entry.1 {
+                return Ok(None);
+            }
+            *entry = (entry.0 + 1, true);
+            let held = MemoryLock { store: self.clone(), name: name.clone(), fence: entry.0 };
+            Ok(Some(Box::new(held) as Box<dyn ConsumerLock>))
+        };
+        request.retry(take, |_| Duration::from_millis(5))
+    }
+
+    fn commit_fenced(
+        &self,
+        name: &ConsumerName,
+        fence: Fence,
+        topic: &Topic,
+        cursor: Cursor,
+    ) -> Result<()> {
+        let mut state = self.lock();
+        if state.locks.get(name) != Some(&(fence.0, true)) {
+            return Err(Error::StaleLock { consumer: name.to_string(), fence: fence.0 });
+        }
+        state.consumers.entry(name.clone()).or_default().insert(topic.clone(), cursor);
+        Ok(())
     }
 
     fn topics(&self) -> Result<Vec<TopicStats>> {

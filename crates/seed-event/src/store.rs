@@ -8,7 +8,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::support::{self, MaxLen, NameRules};
-use crate::{Cursor, Error, Event, Result, Timestamp, Topic, TopicPattern};
+use crate::{
+    ConsumerLock, Cursor, Error, Event, Fence, LockRequest, Result, Timestamp, Topic, TopicPattern,
+};
 
 /// An event together with its position in its topic.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -327,4 +329,44 @@ pub trait EventStore: Send + Sync {
     fn states(&self) -> Option<&dyn crate::StateBackend> {
         None
     }
+
+    /// Takes the exclusive lock of durable consumer `name`, waiting as
+    /// `request` says; `None` when another holder kept it (or the wait was
+    /// cancelled). At most one lock of a consumer is held at a time, across
+    /// threads and processes; a holder that dies loses it (the file store at
+    /// once; Redis at once when the holder's connection closes, else after
+    /// `request.ttl`). The default has no locks and fails.
+    fn lock_consumer(
+        &self,
+        name: &ConsumerName,
+        request: &LockRequest,
+    ) -> Result<Option<Box<dyn ConsumerLock>>> {
+        let _ = request;
+        Err(no_locks(self, name))
+    }
+
+    /// [`commit_consumer`](EventStore::commit_consumer) only while `fence`
+    /// is the current holder's: otherwise [`Error::StaleLock`] and nothing is
+    /// written. The default has no locks and fails.
+    fn commit_fenced(
+        &self,
+        name: &ConsumerName,
+        fence: Fence,
+        topic: &Topic,
+        cursor: Cursor,
+    ) -> Result<()> {
+        let _ = (fence, topic, cursor);
+        Err(no_locks(self, name))
+    }
+}
+
+/// The error of a store without consumer locks.
+fn no_locks<S: EventStore + ?Sized>(store: &S, name: &ConsumerName) -> Error {
+    Error::invalid(
+        "durable consumer",
+        format!(
+            "{} cannot lock consumer {name}; expected a store with consumer locks",
+            store.describe()
+        ),
+    )
 }

@@ -27,7 +27,8 @@ struct Position {
     cursor: Cursor,
 }
 
-fn consumer_dir(dir: &Path, name: &ConsumerName) -> PathBuf {
+/// The directory of `name`'s positions (and its lock).
+pub(crate) fn consumer_dir(dir: &Path, name: &ConsumerName) -> PathBuf {
     root(dir).join(names::encode(name.as_str()))
 }
 

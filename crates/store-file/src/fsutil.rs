@@ -19,6 +19,16 @@ pub(crate) fn lock_exclusive(file: &File) -> io::Result<()> {
     fs2::FileExt::lock_exclusive(file)
 }
 
+/// Takes `file`'s exclusive lock if it is free: false when another open
+/// file (in this or another process) holds it.
+pub(crate) fn try_lock_exclusive(file: &File) -> io::Result<bool> {
+    match fs2::FileExt::try_lock_exclusive(file) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == fs2::lock_contended_error().kind() => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// Lets go of `file`'s lock.
 #[inline]
 pub(crate) fn unlock(file: &File) -> io::Result<()> {
@@ -84,8 +94,9 @@ pub(crate) fn write_atomic(
         f.write_all(bytes)?;
         if durability != Durability::None {
             sync_all(&f)?;
+            return fs::rename(&tmp, path);
         }
-        fs::rename(&tmp, path)
+        replace_unsynced(&tmp, path)
     })();
     if let Err(e) = result {
         let _ = fs::remove_file(&tmp);
@@ -104,6 +115,39 @@ pub(crate) fn write_atomic(
         })?;
     }
     Ok(())
+}
+
+/// Puts `tmp` in `path`'s place for a write that is not synced.
+///
+/// ext4 writes a file's data back before a rename that replaces another
+/// file (its `auto_da_alloc` guard for unsynced replace-by-rename), which
+/// costs a disk write per call; swapping the two names (`RENAME_EXCHANGE`)
+/// and removing the old content is as atomic to readers and skips that.
+/// Where the exchange is not possible (no file at `path` yet, a file system
+/// without it) it is a plain rename.
+fn replace_unsynced(tmp: &Path, path: &Path) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let (Ok(from), Ok(to)) = (
+        std::ffi::CString::new(tmp.as_os_str().as_bytes()),
+        std::ffi::CString::new(path.as_os_str().as_bytes()),
+    ) else {
+        return fs::rename(tmp, path);
+    };
+    // SAFETY: both are valid NUL-terminated paths that outlive the call.
+    let swapped = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    if swapped == 0 {
+        // `tmp` now holds the old content.
+        return fs::remove_file(tmp);
+    }
+    fs::rename(tmp, path)
 }
 
 /// What a sync call synced, counted in tests.
@@ -139,4 +183,22 @@ fn count(_: Sync) {}
 #[cfg(test)]
 pub(crate) fn take_syncs() -> [usize; 3] {
     SYNCS.with(|s| s.replace([0; 3]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unsynced_atomic_write_replaces_the_file_and_leaves_no_temporary() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pos.json");
+        for content in ["first", "second, longer", "3"] {
+            write_atomic(&path, content.as_bytes(), Durability::None).unwrap();
+            assert_eq!(fs::read_to_string(&path).unwrap(), content);
+        }
+        let names: Vec<_> =
+            fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, vec!["pos.json"], "no temporary file is left");
+    }
 }

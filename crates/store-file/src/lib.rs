@@ -251,6 +251,7 @@
 //!   by its appends once it reopens the log.
 
 mod civil;
+mod consumer_lock;
 mod consumers;
 mod decode;
 mod digits;

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use seed_event::support::{lock, AppendCondition};
 use seed_event::{
-    Clear, ConsumerName, Cursor, Error, Event, EventStore, EventStream, FollowFrom, Follower,
-    Query, Result, Retention, Topic, TopicPattern, TopicStats,
+    Clear, ConsumerLock, ConsumerName, Cursor, Error, Event, EventStore, EventStream, Fence,
+    FollowFrom, Follower, LockRequest, Query, Result, Retention, Topic, TopicPattern, TopicStats,
 };
 
 use crate::fsutil::Durability;
@@ -21,7 +21,7 @@ use crate::query::{self, CorruptLine};
 use crate::states::FileStates;
 use crate::writer::AppendSync;
 use crate::writers::Writers;
-use crate::{consumers, follow, retention, version, watch};
+use crate::{consumer_lock, consumers, follow, retention, version, watch};
 
 /// When appends reach the disk (not just the page cache) before they return.
 ///
@@ -268,6 +268,15 @@ impl FileStore {
         self.config.sync != SyncPolicy::Never
     }
 
+    /// How consumer positions and lock generations are written under the policy.
+    fn consumer_durability(&self) -> Durability {
+        if self.durable() {
+            Durability::Full
+        } else {
+            Durability::None
+        }
+    }
+
     /// What an append of one event (not a batch) syncs under the policy.
     fn single_append_sync(&self) -> AppendSync {
         if self.config.sync == SyncPolicy::Always {
@@ -348,13 +357,33 @@ impl EventStore for FileStore {
 
     fn commit_consumer(&self, name: &ConsumerName, topic: &Topic, cursor: Cursor) -> Result<()> {
         version::ensure_writable(&self.dir, self.durable())?;
-        let durability = if self.durable() { Durability::Full } else { Durability::None };
-        consumers::commit(&self.dir, name, topic, cursor, durability)
+        consumers::commit(&self.dir, name, topic, cursor, self.consumer_durability())
     }
 
     fn consumers(&self) -> Result<Vec<ConsumerName>> {
         version::check_readable(&self.dir)?;
         consumers::list(&self.dir)
+    }
+
+    fn lock_consumer(
+        &self,
+        name: &ConsumerName,
+        request: &LockRequest,
+    ) -> Result<Option<Box<dyn ConsumerLock>>> {
+        version::ensure_writable(&self.dir, self.durable())?;
+        consumer_lock::lock(&self.dir, name, request, self.consumer_durability())
+    }
+
+    fn commit_fenced(
+        &self,
+        name: &ConsumerName,
+        fence: Fence,
+        topic: &Topic,
+        cursor: Cursor,
+    ) -> Result<()> {
+        version::ensure_writable(&self.dir, self.durable())?;
+        consumer_lock::check_fence(&self.dir, name, fence)?;
+        consumers::commit(&self.dir, name, topic, cursor, self.consumer_durability())
     }
 
     fn topics(&self) -> Result<Vec<TopicStats>> {

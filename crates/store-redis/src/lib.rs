@@ -38,6 +38,8 @@
 //! | `seed:consumer:<name>` | hash | the consumer's position per topic |
 //! | `seed:{state.<type>}:latest` | hash | entity id → `<version> <stream id> <event line>`: its newest record |
 //! | `seed:{state.<type>}:v` | hash | `<entity id>\n<version>` → `<stream id> <event line>`: its kept versions |
+//! | `seed:lock:<name>` | string | the consumer's lock: `<generation> <holder's CLIENT ID>`, with a TTL |
+//! | `seed:lockgen:<name>` | string | the consumer's last lock generation |
 //!
 //! # Entity states
 //!
@@ -157,6 +159,7 @@ mod codec;
 mod conn;
 mod error;
 mod follow;
+mod lock;
 mod read;
 mod retention;
 mod scripts;
@@ -596,6 +599,24 @@ impl EventStore for RedisStore {
                 .ignore()
                 .query::<()>(con)
         })
+    }
+
+    fn lock_consumer(
+        &self,
+        name: &ConsumerName,
+        request: &seed_event::LockRequest,
+    ) -> Result<Option<Box<dyn seed_event::ConsumerLock>>> {
+        lock::lock(&self.shared, name, request)
+    }
+
+    fn commit_fenced(
+        &self,
+        name: &ConsumerName,
+        fence: seed_event::Fence,
+        topic: &Topic,
+        cursor: Cursor,
+    ) -> Result<()> {
+        lock::commit_fenced(&self.shared, name, fence, topic, cursor)
     }
 
     fn consumers(&self) -> Result<Vec<ConsumerName>> {

@@ -40,7 +40,7 @@ const FULL_CRITERION_BUDGET: Duration = Duration::from_secs(600);
 
 /// The usage of `cargo xtask bench`.
 pub const USAGE: &str = "cargo xtask bench [--quick] [--no-criterion] [--only GROUPS] | --readme
-  GROUPS: comma-separated scenario groups of publish, procs, history, latency, memory, redis, idle
+  GROUPS: comma-separated scenario groups of publish, procs, history, latency, memory, redis, http, idle, states, takeover
   a complete run (none of the options) also rewrites README.md's performance table;
   --readme rewrites it from the last complete run's target/seed-bench/summary.json";
 

@@ -275,6 +275,20 @@ impl Running {
         out
     }
 
+    /// Every stdout line still to come, up to the end of the output (call
+    /// it once the process exited).
+    pub fn rest(&self) -> Vec<String> {
+        let deadline = Instant::now() + DEADLINE;
+        let mut out = Vec::new();
+        loop {
+            match self.stdout.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(line) => out.push(line),
+                Err(mpsc::RecvTimeoutError::Disconnected) => return out,
+                Err(mpsc::RecvTimeoutError::Timeout) => self.fail("its stdout did not close"),
+            }
+        }
+    }
+
     /// Sends `signal` (e.g. `libc::SIGINT`) to the process.
     pub fn signal(&self, signal: i32) {
         let pid = i32::try_from(self.child.id()).expect("pid");

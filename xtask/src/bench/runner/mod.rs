@@ -16,6 +16,7 @@ mod limits;
 mod proc;
 mod redis;
 mod states;
+mod takeover;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -247,14 +248,17 @@ fn child(role: &str, args: &serde_json::Value) -> Result<()> {
         "idle-subscriptions" => idle::subscriptions(args),
         "state-get" => states::getter(args),
         "state-watcher" => states::watcher(args),
+        "lock-holder" => takeover::holder(args),
         other => bail!("unknown child role {other:?}"),
     }
 }
 
 /// Every scenario, in the order of the table.
 /// The scenario groups, in the order they run; `memory` reads the topic `history` fills.
-pub const GROUPS: &[&str] =
-    &["publish", "procs", "history", "latency", "memory", "redis", "http", "idle", "states"];
+pub const GROUPS: &[&str] = &[
+    "publish", "procs", "history", "latency", "memory", "redis", "http", "idle", "states",
+    "takeover",
+];
 
 /// The groups of a comma-separated `--only` list, each checked against [`GROUPS`].
 pub fn parse_groups(list: &str) -> Result<Vec<&'static str>> {
@@ -339,6 +343,11 @@ fn all(plan: &Plan, work: &Path, groups: &[&str]) -> Vec<Row> {
     }
     if run("states") {
         guarded(&mut rows, "entity states", &states::specs(), |rows| states::all(plan, work, rows));
+    }
+    if run("takeover") {
+        guarded(&mut rows, "consumer takeover", &takeover::specs(), |rows| {
+            takeover::all(plan, work, rows)
+        });
     }
     rows
 }
