@@ -148,6 +148,11 @@ const REDIS_LAST10: &str = "redis: history last 10";
 const REDIS_FOLLOW: &str = "redis: follow latency, cross-process";
 const HTTP_ONE: &str = "http: publish one per request, 8 connections";
 const HTTP_BATCH: &str = "http: NDJSON batches of 1,000, 8 connections";
+const SSE_LATENCY: &str = "http: SSE delivery, 1,000 streams at 1,000 events/s";
+const SSE_RSS: &str = "http: SSE server peak RSS, 1,000 streams";
+const SSE_FOLLOWERS: &str = "http: SSE store followers, 1,000 streams of one pattern";
+const SSE_THREADS: &str = "http: SSE server threads, 1,000 streams";
+const SSE_FDS: &str = "http: SSE server open files, 1,000 streams";
 
 /// The README's lines, in order.
 fn lines(run: &Run<'_>) -> Vec<Line> {
@@ -300,6 +305,22 @@ fn lines(run: &Run<'_>) -> Vec<Line> {
             target: "≥ 500k/s",
             judge: Judge::Rows(&[HTTP_BATCH]),
             cells: no_p99(r.median(HTTP_BATCH).map(|m| format!("{} events/s", rate(m)))),
+        },
+        Line {
+            label: "http: SSE delivery, 1,000 streams of one pattern at 1,000 events/s (file)",
+            target: "p99 < 5 ms",
+            judge: Judge::Rows(&[SSE_LATENCY]),
+            cells: r.latency(SSE_LATENCY),
+        },
+        Line {
+            label: "http: server with those 1,000 streams: peak RSS, store followers, threads, open files",
+            target: "< 150 MiB, 1 follower",
+            judge: Judge::Rows(&[SSE_RSS, SSE_FOLLOWERS]),
+            cells: no_p99((|| {
+                let (rss, followers) = (r.median(SSE_RSS)?, r.median(SSE_FOLLOWERS)?);
+                let (threads, fds) = (r.median(SSE_THREADS)?, r.median(SSE_FDS)?);
+                Ok(format!("{rss:.1} MiB, {followers} follower(s), {threads} threads, {fds} fds"))
+            })()),
         },
     ]
 }

@@ -14,6 +14,7 @@ mod latency;
 mod limits;
 mod proc;
 mod redis;
+mod sse;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -59,6 +60,8 @@ pub struct Plan {
     pub http_one_n: usize,
     /// NDJSON batches of 1,000 published over HTTP, per run (all connections).
     pub http_batches: usize,
+    /// Events published at 1,000/s to the 1,000 event streams.
+    pub sse_events: usize,
 }
 
 impl Plan {
@@ -83,6 +86,7 @@ impl Plan {
                 redis_history_n: 100_000,
                 http_one_n: 40_000,
                 http_batches: 200,
+                sse_events: 3_000,
             }
         } else {
             Plan {
@@ -103,6 +107,7 @@ impl Plan {
                 redis_history_n: 1_000_000,
                 http_one_n: 200_000,
                 http_batches: 1_000,
+                sse_events: 10_000,
             }
         }
     }
@@ -238,6 +243,7 @@ fn child(role: &str, args: &serde_json::Value) -> Result<()> {
         "rss-publisher" => file::rss_publisher(args),
         "rss-reader" => file::rss_reader(args),
         "rss-subscriber" => file::rss_subscriber(args),
+        "sse-server" => sse::server(args),
         other => bail!("unknown child role {other:?}"),
     }
 }
