@@ -435,6 +435,14 @@ mod tests {
             row("redis: last 10 of 1M"),
             "| redis: last 10 of 1M | not measured: redis: history last 10 skipped: redis-server not on PATH | | < 0.3 ms | not run |"
         );
+        assert_eq!(
+            row("http: SSE delivery, 1,000 streams of one pattern at 1,000 events/s (file)"),
+            "| http: SSE delivery, 1,000 streams of one pattern at 1,000 events/s (file) | 24.6 ms | 105 ms | p99 < 5 ms | missed |"
+        );
+        assert_eq!(
+            row("http: server with those 1,000 streams: peak RSS, store followers, threads, open files"),
+            "| http: server with those 1,000 streams: peak RSS, store followers, threads, open files | 26.5 MiB, 1 follower(s), 35 threads, 1016 fds | | < 150 MiB, 1 follower | pass |"
+        );
         assert!(
             row("redis: follow latency across processes")
                 .contains("not measured: no redis: follow latency, cross-process in this run"),
