@@ -210,11 +210,7 @@ fn every_endpoint_and_error_code_on_redis() {
 
 #[test]
 fn a_store_that_cannot_be_reached_answers_503_and_streams_wait_it_out() {
-    let options = ServerOptions {
-        password: Some("redis-pa55".into()),
-        persistent: true,
-        ..ServerOptions::default()
-    };
+    let options = ServerOptions { password: Some("redis-pa55".into()), persistent: true };
     let mut redis = RedisServer::start_with(options);
     let dir = Dir::with_redis(redis.url());
     let mut s = Served::start_env(&dir, &[], &[("RUST_LOG", "debug")]);

@@ -142,11 +142,9 @@ async fn stream(
             ensure!(complete.starts_with(b"HTTP/1.1 200"), "the stream was refused");
             answered = true;
         }
-        if !started {
-            if complete.windows(11).any(|w| w == b": listening") {
-                started = true;
-                counts.listening.fetch_add(1, Ordering::SeqCst);
-            }
+        if !started && complete.windows(11).any(|w| w == b": listening") {
+            started = true;
+            counts.listening.fetch_add(1, Ordering::SeqCst);
         }
         ensure!(
             !complete.windows(13).any(|w| w == b"event: error\n"),
