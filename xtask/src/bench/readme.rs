@@ -152,6 +152,11 @@ const IDLE_FILE_CPU: &str = "file: CPU of 1,000 idle subscriptions";
 const IDLE_REDIS_CPU: &str = "redis: CPU of 1,000 idle subscriptions";
 const IDLE_REDIS_COMMANDS: &str = "redis: commands per idle subscriber";
 const REDIS_RESTART: &str = "redis: restart to first event delivered";
+const SSE_LATENCY: &str = "http: SSE delivery, 1,000 streams at 1,000 events/s";
+const SSE_RSS: &str = "http: SSE server peak RSS, 1,000 streams";
+const SSE_FOLLOWERS: &str = "http: SSE store followers, 1,000 streams of one pattern";
+const SSE_THREADS: &str = "http: SSE server threads, 1,000 streams";
+const SSE_FDS: &str = "http: SSE server open files, 1,000 streams";
 
 /// The README's lines, in order.
 fn lines(run: &Run<'_>) -> Vec<Line> {
@@ -306,6 +311,22 @@ fn lines(run: &Run<'_>) -> Vec<Line> {
             cells: no_p99(r.median(HTTP_BATCH).map(|m| format!("{} events/s", rate(m)))),
         },
         Line {
+            label: "http: SSE delivery, 1,000 streams of one pattern at 1,000 events/s (file)",
+            target: "p99 < 5 ms",
+            judge: Judge::Rows(&[SSE_LATENCY]),
+            cells: r.latency(SSE_LATENCY),
+        },
+        Line {
+            label: "http: server with those 1,000 streams: peak RSS, store followers, threads, open files",
+            target: "< 150 MiB, 1 follower",
+            judge: Judge::Rows(&[SSE_RSS, SSE_FOLLOWERS]),
+            cells: no_p99((|| {
+                let (rss, followers) = (r.median(SSE_RSS)?, r.median(SSE_FOLLOWERS)?);
+                let (threads, fds) = (r.median(SSE_THREADS)?, r.median(SSE_FDS)?);
+                Ok(format!("{rss:.1} MiB, {followers} follower(s), {threads} threads, {fds} fds"))
+            })()),
+        },
+        Line {
             label: "1,000 idle subscriptions in one process, CPU: file / redis",
             target: "< 1% of a core",
             judge: Judge::Rows(&[IDLE_FILE_CPU, IDLE_REDIS_CPU]),
@@ -438,6 +459,14 @@ mod tests {
         assert_eq!(
             row("redis: last 10 of 1M"),
             "| redis: last 10 of 1M | not measured: redis: history last 10 skipped: redis-server not on PATH | | < 0.3 ms | not run |"
+        );
+        assert_eq!(
+            row("http: SSE delivery, 1,000 streams of one pattern at 1,000 events/s (file)"),
+            "| http: SSE delivery, 1,000 streams of one pattern at 1,000 events/s (file) | 24.6 ms | 105 ms | p99 < 5 ms | missed |"
+        );
+        assert_eq!(
+            row("http: server with those 1,000 streams: peak RSS, store followers, threads, open files"),
+            "| http: server with those 1,000 streams: peak RSS, store followers, threads, open files | 26.5 MiB, 1 follower(s), 35 threads, 1016 fds | | < 150 MiB, 1 follower | pass |"
         );
         assert!(
             row("redis: follow latency across processes")

@@ -1,5 +1,6 @@
 //! `seed serve` scenarios: HTTP publish over keep-alive connections, against
-//! an in-process server on a file store, driven by plain blocking sockets.
+//! an in-process server on a file store, driven by plain blocking sockets;
+//! then the fan-out of event streams ([`super::sse`]).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -20,10 +21,79 @@ const CONNECTIONS: usize = 8;
 
 /// The HTTP scenarios.
 pub fn specs() -> Vec<Spec> {
-    vec![
+    let mut specs = vec![
         Spec::with(ONE, "events/s", Target::new(Op::AtLeast, 50_000.0, ">= 50k/s")),
         Spec::with(BATCH, "events/s", Target::new(Op::AtLeast, 500_000.0, ">= 500k/s")),
-    ]
+    ];
+    specs.extend(super::sse::specs());
+    specs
+}
+
+/// One keep-alive connection to `seed serve`, used by one thread.
+pub struct Conn {
+    addr: SocketAddr,
+    writer: TcpStream,
+    reader: BufReader<TcpStream>,
+    line: String,
+    answer: Vec<u8>,
+}
+
+impl Conn {
+    /// Connects to `addr`.
+    pub fn open(addr: SocketAddr) -> Result<Conn> {
+        let stream = TcpStream::connect(addr).context("connecting to seed serve")?;
+        stream.set_nodelay(true)?;
+        let writer = stream.try_clone()?;
+        let reader = BufReader::new(stream);
+        Ok(Conn { addr, writer, reader, line: String::new(), answer: Vec::new() })
+    }
+
+    /// The head of a POST of `length` bytes.
+    fn post_head(&self, path: &str, content_type: &str, length: usize) -> Vec<u8> {
+        let addr = self.addr;
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: {content_type}\r\nContent-Length: {length}\r\n\r\n"
+        )
+        .into_bytes()
+    }
+
+    /// Sends `request` whole and reads the answer, which must have `status`.
+    fn exchange(&mut self, request: &[u8], status: &str) -> Result<&[u8]> {
+        self.writer.write_all(request)?;
+        self.line.clear();
+        self.reader.read_line(&mut self.line)?;
+        ensure!(self.line.starts_with(status), "seed serve answered {:?}", self.line);
+        let mut length = 0;
+        loop {
+            self.line.clear();
+            self.reader.read_line(&mut self.line)?;
+            if self.line == "\r\n" || self.line.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = self.line.split_once(':') {
+                if name.eq_ignore_ascii_case("content-length") {
+                    length = value.trim().parse()?;
+                }
+            }
+        }
+        self.answer.resize(length, 0);
+        self.reader.read_exact(&mut self.answer)?;
+        Ok(&self.answer)
+    }
+
+    /// POSTs `body` to `path`, which must answer 201.
+    pub fn post(&mut self, path: &str, content_type: &str, body: &[u8]) -> Result<()> {
+        let mut request = self.post_head(path, content_type, body.len());
+        request.extend_from_slice(body);
+        self.exchange(&request, "HTTP/1.1 201").map(|_| ())
+    }
+
+    /// GETs `path` (answered 200 with a length) as text.
+    pub fn get(&mut self, path: &str) -> Result<String> {
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {}\r\n\r\n", self.addr);
+        let answer = self.exchange(request.as_bytes(), "HTTP/1.1 200")?;
+        Ok(String::from_utf8_lossy(answer).into_owned())
+    }
 }
 
 /// Sends `requests` POSTs of `body` on one keep-alive connection, each answered 201.
@@ -34,38 +104,11 @@ fn post_many(
     body: &[u8],
     requests: usize,
 ) -> Result<()> {
-    let stream = TcpStream::connect(addr).context("connecting to seed serve")?;
-    stream.set_nodelay(true)?;
-    let mut writer = stream.try_clone()?;
-    let mut reader = BufReader::new(stream);
-    let head = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
-    let mut request = head.into_bytes();
+    let mut conn = Conn::open(addr)?;
+    let mut request = conn.post_head(path, content_type, body.len());
     request.extend_from_slice(body);
-    let mut line = String::new();
-    let mut answer = Vec::new();
     for _ in 0..requests {
-        writer.write_all(&request)?;
-        line.clear();
-        reader.read_line(&mut line)?;
-        ensure!(line.starts_with("HTTP/1.1 201"), "seed serve answered {line:?}");
-        let mut length = 0;
-        loop {
-            line.clear();
-            reader.read_line(&mut line)?;
-            if line == "\r\n" || line.is_empty() {
-                break;
-            }
-            if let Some((name, value)) = line.split_once(':') {
-                if name.eq_ignore_ascii_case("content-length") {
-                    length = value.trim().parse()?;
-                }
-            }
-        }
-        answer.resize(length, 0);
-        reader.read_exact(&mut answer)?;
+        conn.exchange(&request, "HTTP/1.1 201")?;
     }
     Ok(())
 }
@@ -144,5 +187,5 @@ pub fn all(plan: &Plan, work: &Path, rows: &mut Vec<Row>) -> Result<()> {
     let _ = stop.send(());
     runtime.block_on(serving).context("the server task")??;
     let _ = std::fs::remove_dir_all(&dir);
-    Ok(())
+    super::sse::fan_out(plan, work, rows)
 }

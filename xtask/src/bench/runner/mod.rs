@@ -15,6 +15,7 @@ mod latency;
 mod limits;
 mod proc;
 mod redis;
+mod sse;
 mod states;
 mod takeover;
 
@@ -64,6 +65,8 @@ pub struct Plan {
     pub http_batches: usize,
     /// How long idle subscriptions are watched for their CPU.
     pub idle_window: Duration,
+    /// Events published at 1,000/s to the 1,000 event streams.
+    pub sse_events: usize,
 }
 
 impl Plan {
@@ -89,6 +92,7 @@ impl Plan {
                 http_one_n: 40_000,
                 http_batches: 200,
                 idle_window: Duration::from_secs(3),
+                sse_events: 3_000,
             }
         } else {
             Plan {
@@ -110,6 +114,7 @@ impl Plan {
                 http_one_n: 200_000,
                 http_batches: 1_000,
                 idle_window: Duration::from_secs(10),
+                sse_events: 10_000,
             }
         }
     }
@@ -249,6 +254,7 @@ fn child(role: &str, args: &serde_json::Value) -> Result<()> {
         "state-get" => states::getter(args),
         "state-watcher" => states::watcher(args),
         "lock-holder" => takeover::holder(args),
+        "sse-server" => sse::server(args),
         other => bail!("unknown child role {other:?}"),
     }
 }
