@@ -47,6 +47,46 @@ mod tests {
         }
     }
 
+    /// ARCHITECTURE.md promises that public error enums and configuration
+    /// structs are `#[non_exhaustive]`, so adding a field or variant is not a
+    /// breaking change.
+    #[test]
+    fn public_errors_and_configs_are_non_exhaustive() {
+        let root = project_root();
+        let mut checked = 0;
+        for file in files(&root.join("crates"), ".rs") {
+            if file.components().any(|c| c.as_os_str() == "tests" || c.as_os_str() == "benches") {
+                continue;
+            }
+            let text = read(&file);
+            let lines: Vec<&str> = text.lines().collect();
+            for (i, line) in lines.iter().enumerate() {
+                let Some(name) = line
+                    .strip_prefix("pub struct ")
+                    .or_else(|| line.strip_prefix("pub enum "))
+                    .and_then(|rest| rest.split([' ', '<', '{', '(']).next())
+                else {
+                    continue;
+                };
+                if !(name.ends_with("Config") || name == "Error" || name == "ErrorKind") {
+                    continue;
+                }
+                checked += 1;
+                let attributes = lines[..i]
+                    .iter()
+                    .rev()
+                    .take_while(|l| l.starts_with("#[") || l.starts_with("///"));
+                assert!(
+                    attributes.clone().any(|l| l.trim() == "#[non_exhaustive]"),
+                    "{}:{}: `{name}` must be #[non_exhaustive]",
+                    file.display(),
+                    i + 1
+                );
+            }
+        }
+        assert!(checked >= 9, "found only {checked} public errors and configurations");
+    }
+
     #[test]
     fn no_stubs_or_hidden_tests() {
         let banned = [

@@ -43,6 +43,7 @@ impl Default for ServeArgs {
 
 /// A checked server configuration.
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct Config {
     /// Where to listen.
     pub listen: SocketAddr,
