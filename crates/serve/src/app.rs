@@ -12,6 +12,7 @@ use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, MethodRouter};
+use axum::serve::ListenerExt;
 use axum::Router;
 use bus::EventBus;
 use seed_event::{Error, EventStore, Topic};
@@ -211,6 +212,14 @@ impl Server {
         let hubs = app.hubs.clone();
         let mut stopping_rx = app.shutdown.clone();
         let service = router(app).into_make_service();
+        // Event-stream frames and small replies go out at once: with Nagle's
+        // algorithm a frame written while an earlier one is unacknowledged
+        // waits for the client's delayed ACK (up to 40 ms on Linux).
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                log::debug!("cannot set TCP_NODELAY on a connection: {e}");
+            }
+        });
         let stopping = async move {
             signal.await;
             let _ = stop.send(true);
