@@ -590,3 +590,206 @@ fn the_python_client_works_against_a_real_server() {
         .expect("python3");
     assert!(status.success(), "the Python client's tests failed");
 }
+
+/// Every state endpoint and its error codes, on any store: versions travel
+/// in ETag and If-Match, a lost race is 412 naming the current version, a
+/// create of an existing entity 409, and nothing is written on a rejected call.
+fn states_round_trip(dir: &Dir) {
+    let s = Served::start(dir, &["--keep-alive-ms", "200"]);
+    let json_of = |text: &str| -> Value { serde_json::from_str(text).expect("a JSON body") };
+    let lines = |text: &str| -> Vec<Value> { text.lines().map(&json_of).collect() };
+    let create = r#"{"entity_id": "t-1", "updated_by": "fenrir", "data": {"title": "index"}}"#;
+    let (status, etag, text) = s.call("POST", "/v1/state/task", &[], Some(create));
+    assert_eq!((status, etag.as_deref()), (201, Some("\"1\"")), "{text}");
+    let first = json_of(&text);
+    assert_eq!(
+        (first["entity_id"].as_str(), first["version"].as_u64(), first["status"].as_str()),
+        (Some("t-1"), Some(1), Some("pending"))
+    );
+    assert_eq!(first["data"], json!({"title": "index"}));
+    assert!(first["revision"].is_string(), "{first}");
+    let (status, _, text) = s.call("POST", "/v1/state/task", &[], Some(create));
+    assert_eq!(status, 409, "{text}");
+    assert!(json_of(&text)["error"].as_str().unwrap().contains("already exists"), "{text}");
+
+    // Rejected creates write nothing.
+    for (body, says) in [
+        ("nope", "not JSON"),
+        ("[1]", "expected a JSON object"),
+        (r#"{"entity_id": "t-9"}"#, "updated_by is missing"),
+        (r#"{"entity_id": "t-9", "updated_by": "f", "status": "later"}"#, "not one of"),
+        (r#"{"entity_id": "t-9", "updated_by": "f", "colour": 1}"#, "unknown field"),
+        (r#"{"entity_id": "t-9", "updated_by": "f", "data": [1]}"#, "data must be a JSON object"),
+        (r#"{"entity_id": "t-9", "updated_by": "f", "caused_by": "x"}"#, "caused_by"),
+    ] {
+        let (status, _, text) = s.call("POST", "/v1/state/task", &[], Some(body));
+        assert_eq!(status, 400, "{body}: {text}");
+        assert!(json_of(&text)["error"].as_str().unwrap().contains(says), "{body}: {text}");
+    }
+    let (status, _, text) =
+        s.call("POST", "/v1/state/a.b", &[], Some(r#"{"entity_id": "x", "updated_by": "f"}"#));
+    assert_eq!(status, 400, "{text}");
+    let (status, _, text) = s.call("GET", "/v1/state/task/t-9", &[], None);
+    assert_eq!(status, 404, "{text}");
+    assert!(json_of(&text)["error"].as_str().unwrap().contains("task/t-9"), "{text}");
+
+    // Compare-and-set updates.
+    let (status, etag, text) = s.call("GET", "/v1/state/task/t-1", &[], None);
+    assert_eq!((status, etag.as_deref()), (200, Some("\"1\"")), "{text}");
+    let change = r#"{"updated_by": "odin", "status": "active", "merge": {"n": 1}}"#;
+    let (status, _, text) = s.call("PUT", "/v1/state/task/t-1", &[], Some(change));
+    assert_eq!(status, 428, "{text}");
+    let (status, etag, text) =
+        s.call("PUT", "/v1/state/task/t-1", &[("If-Match", "\"1\"")], Some(change));
+    assert_eq!((status, etag.as_deref()), (200, Some("\"2\"")), "{text}");
+    let second = json_of(&text);
+    assert_eq!(second["data"], json!({"title": "index", "n": 1}));
+    assert_eq!(
+        (second["status"].as_str(), second["updated_by"].as_str()),
+        (Some("active"), Some("odin"))
+    );
+    let (status, _, text) =
+        s.call("PUT", "/v1/state/task/t-1", &[("If-Match", "\"1\"")], Some(change));
+    assert_eq!(status, 412, "{text}");
+    let message = json_of(&text)["error"].as_str().unwrap().to_string();
+    assert!(message.contains("version 2") && message.contains("expected 1"), "{message}");
+    for (headers, body, code) in [
+        (&[("If-Match", "\"2\"")][..], r#"{"updated_by": "o", "data": {}, "merge": {}}"#, 400),
+        (&[("If-Match", "\"2\"")][..], r#"{"status": "done"}"#, 400),
+        (&[("If-Match", "\"2\"")][..], r#"{"updated_by": "o", "status": "later"}"#, 400),
+        (&[("If-Match", "\"two\"")][..], r#"{"updated_by": "o"}"#, 400),
+        (&[("If-Match", "\"2\"")][..], "{", 400),
+    ] {
+        let (status, _, text) = s.call("PUT", "/v1/state/task/t-1", headers, Some(body));
+        assert_eq!(status, code, "{body}: {text}");
+    }
+    let (status, _, text) =
+        s.call("PUT", "/v1/state/task/t-404", &[("If-Match", "\"1\"")], Some(change));
+    assert_eq!(status, 404, "{text}");
+    let (_, etag, text) = s.call("GET", "/v1/state/task/t-1", &[], None);
+    assert_eq!(etag.as_deref(), Some("\"2\""), "the rejected changes wrote nothing: {text}");
+    let (status, etag, text) = s.call("GET", "/v1/state/task/t-1?version=1", &[], None);
+    assert_eq!((status, etag.as_deref()), (200, Some("\"1\"")), "{text}");
+    assert_eq!(json_of(&text)["data"], json!({"title": "index"}));
+    for bad in ["?version=0", "?version=x", "?colour=red"] {
+        let (status, _, text) = s.call("GET", &format!("/v1/state/task/t-1{bad}"), &[], None);
+        assert_eq!(status, 400, "{bad}: {text}");
+    }
+
+    // Lists by status, streamed as NDJSON.
+    let other = r#"{"entity_id": "t-2", "updated_by": "fenrir", "status": "paused"}"#;
+    assert_eq!(s.call("POST", "/v1/state/task", &[], Some(other)).0, 201);
+    let (status, _, text) = s.call("GET", "/v1/state/task", &[], None);
+    assert_eq!(status, 200, "{text}");
+    let mut ids: Vec<String> =
+        lines(&text).iter().map(|e| e["entity_id"].as_str().unwrap().to_string()).collect();
+    ids.sort();
+    assert_eq!(ids, ["t-1", "t-2"]);
+    let (_, _, text) = s.call("GET", "/v1/state/task?status=paused", &[], None);
+    assert_eq!(lines(&text).len(), 1, "{text}");
+    assert_eq!(lines(&text)[0]["entity_id"], "t-2");
+    let (status, _, text) = s.call("GET", "/v1/state/task?status=later", &[], None);
+    assert_eq!(status, 400, "{text}");
+    let (_, _, text) = s.call("GET", "/v1/state/nothing", &[], None);
+    assert_eq!(text, "", "a type without entities lists nothing");
+
+    // A watch: the current states, `ready`, then each change as it happens.
+    let watch = s.stream_at("/v1/state/task/watch", None);
+    assert_eq!(watch.status(), 200, "{}", watch.head);
+    assert!(watch.head.contains("text/event-stream"), "{}", watch.head);
+    assert_eq!(watch.next(), Item::Comment);
+    let mut initial = BTreeMap::new();
+    for _ in 0..2 {
+        match watch.next() {
+            Item::Event(id, state) => {
+                assert_eq!(Some(id.as_str()), state["revision"].as_str());
+                initial.insert(
+                    state["entity_id"].as_str().unwrap().to_string(),
+                    state["version"].as_u64(),
+                );
+            }
+            other => panic!("expected a current state, got {other:?}"),
+        }
+    }
+    assert_eq!(initial, BTreeMap::from([("t-1".into(), Some(2)), ("t-2".into(), Some(1))]));
+    assert!(matches!(watch.next(), Item::Named(kind, _) if kind == "ready"));
+    let (status, _, _) = s.call(
+        "PUT",
+        "/v1/state/task/t-2",
+        &[("If-Match", "\"1\"")],
+        Some(r#"{"updated_by": "odin", "status": "active"}"#),
+    );
+    assert_eq!(status, 200);
+    let changed = match watch.next() {
+        Item::Event(id, state) => {
+            assert_eq!(
+                (state["entity_id"].as_str(), state["version"].as_u64()),
+                (Some("t-2"), Some(2))
+            );
+            id
+        }
+        other => panic!("expected the change, got {other:?}"),
+    };
+    watch.close();
+
+    // Deletes leave a tombstone; the history stays and versions continue on re-create.
+    let (status, _, text) = s.call("DELETE", "/v1/state/task/t-1?updated_by=odin", &[], None);
+    assert_eq!(status, 428, "{text}");
+    let (status, _, text) = s.call("DELETE", "/v1/state/task/t-1", &[("If-Match", "\"2\"")], None);
+    assert_eq!(status, 400, "who deletes is required: {text}");
+    let (status, _, text) =
+        s.call("DELETE", "/v1/state/task/t-1?updated_by=odin", &[("If-Match", "\"1\"")], None);
+    assert_eq!(status, 412, "{text}");
+    let (status, etag, text) = s.call(
+        "DELETE",
+        "/v1/state/task/t-1",
+        &[("If-Match", "\"2\"")],
+        Some(r#"{"updated_by": "odin"}"#),
+    );
+    assert_eq!((status, etag.as_deref()), (200, Some("\"3\"")), "{text}");
+    assert_eq!(json_of(&text)["deleted"], json!(true));
+    let (status, _, text) = s.call("GET", "/v1/state/task/t-1", &[], None);
+    assert_eq!(status, 404, "{text}");
+    assert!(text.contains("deleted at version 3"), "{text}");
+    let (status, _, text) = s.call("GET", "/v1/state/task/t-1/history", &[], None);
+    assert_eq!(status, 200, "{text}");
+    let versions: Vec<u64> = lines(&text).iter().map(|e| e["version"].as_u64().unwrap()).collect();
+    assert_eq!(versions, [1, 2, 3]);
+    let (status, _, text) = s.call("GET", "/v1/state/task/t-404/history", &[], None);
+    assert_eq!(status, 404, "{text}");
+    let (status, etag, text) = s.call("POST", "/v1/state/task", &[], Some(create));
+    assert_eq!((status, etag.as_deref()), (201, Some("\"4\"")), "{text}");
+
+    // A watch from a revision gets the changes after it, with no current states first.
+    let watch = s.stream_at(&format!("/v1/state/task/watch?from_revision={changed}"), None);
+    assert_eq!(watch.next(), Item::Comment);
+    let versions: Vec<(String, u64)> = (0..2)
+        .map(|_| match watch.next() {
+            Item::Event(_, state) => (
+                state["entity_id"].as_str().unwrap().to_string(),
+                state["version"].as_u64().unwrap(),
+            ),
+            other => panic!("expected a change, got {other:?}"),
+        })
+        .collect();
+    assert_eq!(versions, [("t-1".to_string(), 3), ("t-1".to_string(), 4)]);
+    watch.close();
+    let (status, _, text) = s.call("GET", "/v1/state/task/watch?from_revision=soon", &[], None);
+    assert_eq!(status, 400, "{text}");
+
+    // Every change is an event on state.task, and counted as published.
+    let changes = s.history("topic=state.task");
+    assert_eq!(changes.len(), 6, "{changes:?}");
+    assert_eq!(s.metric("seed_events_published_total{topic=\"state.task\"}"), Some(6.0));
+}
+
+#[test]
+fn every_state_endpoint_and_error_code_on_the_file_store() {
+    states_round_trip(&Dir::new());
+}
+
+#[test]
+fn every_state_endpoint_and_error_code_on_redis() {
+    let redis = RedisServer::start();
+    states_round_trip(&Dir::with_redis(redis.url()));
+}

@@ -11,7 +11,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, RawQuery, Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, MethodRouter};
+use axum::routing::{delete, get, post, put, MethodRouter};
 use axum::serve::ListenerExt;
 use axum::Router;
 use bus::EventBus;
@@ -27,7 +27,7 @@ use crate::args::{Config, ServeArgs};
 use crate::error::{ensure_json_error, json_response, ApiError, StoreFailed};
 use crate::metrics::Metrics;
 use crate::sse::Hubs;
-use crate::{auth, console, events, openapi, sse};
+use crate::{auth, console, events, openapi, sse, states};
 
 /// How long in-flight requests may take to finish after a stop signal.
 const GRACE: Duration = Duration::from_secs(10);
@@ -73,6 +73,13 @@ fn api() -> Vec<(&'static str, Method, MethodRouter<App>)> {
         ("/v1/topics/{topic}/events", Method::POST, post(events::publish)),
         ("/v1/events", Method::GET, get(events::history)),
         ("/v1/subscribe", Method::GET, get(sse::subscribe)),
+        ("/v1/state/{type}", Method::POST, post(states::create)),
+        ("/v1/state/{type}", Method::GET, get(states::list)),
+        ("/v1/state/{type}/watch", Method::GET, get(states::watch)),
+        ("/v1/state/{type}/{id}", Method::GET, get(states::get)),
+        ("/v1/state/{type}/{id}", Method::PUT, put(states::update)),
+        ("/v1/state/{type}/{id}", Method::DELETE, delete(states::delete)),
+        ("/v1/state/{type}/{id}/history", Method::GET, get(states::history)),
     ]
 }
 
@@ -93,12 +100,14 @@ pub(crate) fn router(app: App) -> Router {
         router = router.layer(
             CorsLayer::new()
                 .allow_origin(origin)
-                .allow_methods([Method::GET, Method::POST])
+                .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
                 .allow_headers([
                     header::AUTHORIZATION,
                     header::CONTENT_TYPE,
+                    header::IF_MATCH,
                     "last-event-id".parse().unwrap(),
-                ]),
+                ])
+                .expose_headers([header::ETAG]),
         );
     }
     router
