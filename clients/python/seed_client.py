@@ -12,7 +12,12 @@ an archon moves over by changing one import::
     bus.replay("task.completed", since=some_datetime, callback=print, speed=10)
     unsubscribe()
 
-Errors of the server raise ``SeedError`` with its HTTP status and one-line message.
+    task = bus.state.create("task", "t-42", updated_by="fenrir", data={"title": "index"})
+    task = bus.state.update("task", "t-42", task["version"], updated_by="odin", status="active")
+
+Errors of the server raise ``SeedError`` with its HTTP status and one-line
+message; a compare-and-set that lost its race raises ``Conflict`` (a
+``SeedError``), after which the caller reads the state again and retries.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Dict, List, Optional
 
-__all__ = ["Event", "EventBus", "SeedError"]
+__all__ = ["Conflict", "Event", "EventBus", "SeedError", "States"]
 
 logger = logging.getLogger("seed_client")
 
@@ -40,6 +45,10 @@ class SeedError(Exception):
         super().__init__(f"{status}: {message}" if status else message)
         self.status = status
         self.message = message
+
+
+class Conflict(SeedError):
+    """A state is not at the expected version (HTTP 412), or already exists (409)."""
 
 
 def _parse_time(text: Optional[str]) -> Optional[datetime]:
@@ -244,20 +253,36 @@ class EventBus:
             headers["Authorization"] = f"Bearer {self.token}"
         return headers
 
-    def _request(self, method: str, path: str, body: Optional[bytes] = None, content_type: str = "application/json") -> bytes:
+    def _request(
+        self,
+        method: str,
+        path: str,
+        body: Optional[bytes] = None,
+        content_type: str = "application/json",
+        headers: Optional[Dict[str, str]] = None,
+    ) -> bytes:
         conn = self._connection()
         try:
-            headers = self._headers({"Content-Type": content_type} if body is not None else {})
-            conn.request(method, path, body=body, headers=headers)
+            extra = dict(headers or {})
+            if body is not None:
+                extra["Content-Type"] = content_type
+            conn.request(method, path, body=body, headers=self._headers(extra))
             response = conn.getresponse()
             data = response.read()
         except (OSError, http.client.HTTPException) as e:
             raise SeedError(0, f"cannot reach {self.url}: {e}") from e
         finally:
             conn.close()
+        if response.status in (409, 412):
+            raise Conflict(response.status, _error_text(data))
         if response.status >= 400:
             raise SeedError(response.status, _error_text(data))
         return data
+
+    @property
+    def state(self) -> "States":
+        """The server's entity states (versioned, compare-and-set)."""
+        return States(self)
 
     def publish(
         self,
@@ -366,3 +391,77 @@ class EventBus:
             streams, self._streams = self._streams, []
         for stream in streams:
             stream.close()
+
+
+def _state_path(entity_type: str, entity_id: Optional[str] = None, tail: str = "") -> str:
+    path = "/v1/state/" + urllib.parse.quote(entity_type, safe="")
+    if entity_id is not None:
+        path += "/" + urllib.parse.quote(entity_id, safe="")
+    return path + tail
+
+
+class States:
+    """Entity states of a ``seed serve``: each a dict in the form of ``schema/state.json``
+    plus its ``revision`` (and ``deleted: True`` for a tombstone)."""
+
+    def __init__(self, bus: EventBus):
+        self._bus = bus
+
+    def create(
+        self,
+        entity_type: str,
+        entity_id: str,
+        updated_by: str,
+        data: Optional[Dict[str, Any]] = None,
+        status: Optional[str] = None,
+        metadata: Optional[Dict[str, Any]] = None,
+    ) -> Dict[str, Any]:
+        """Creates the entity at version 1; raises ``Conflict`` if it exists."""
+        body: Dict[str, Any] = {"entity_id": entity_id, "updated_by": updated_by}
+        for name, value in (("data", data), ("status", status), ("metadata", metadata)):
+            if value is not None:
+                body[name] = value
+        return json.loads(self._bus._request("POST", _state_path(entity_type), json.dumps(body).encode()))
+
+    def get(self, entity_type: str, entity_id: str, version: Optional[int] = None) -> Dict[str, Any]:
+        """The current state (or one kept ``version``); ``SeedError`` 404 if there is none."""
+        tail = f"?version={version}" if version is not None else ""
+        return json.loads(self._bus._request("GET", _state_path(entity_type, entity_id, tail)))
+
+    def update(
+        self,
+        entity_type: str,
+        entity_id: str,
+        expected_version: int,
+        updated_by: str,
+        data: Optional[Dict[str, Any]] = None,
+        merge: Optional[Dict[str, Any]] = None,
+        status: Optional[str] = None,
+        metadata: Optional[Dict[str, Any]] = None,
+    ) -> Dict[str, Any]:
+        """Changes the entity if it is at ``expected_version`` (``data`` replaces, ``merge``
+        patches); raises ``Conflict`` naming the current version otherwise."""
+        body: Dict[str, Any] = {"updated_by": updated_by}
+        for name, value in (("data", data), ("merge", merge), ("status", status), ("metadata", metadata)):
+            if value is not None:
+                body[name] = value
+        headers = {"If-Match": f'"{expected_version}"'}
+        path = _state_path(entity_type, entity_id)
+        return json.loads(self._bus._request("PUT", path, json.dumps(body).encode(), headers=headers))
+
+    def delete(self, entity_type: str, entity_id: str, expected_version: int, updated_by: str) -> Dict[str, Any]:
+        """Deletes the entity at ``expected_version``: returns the tombstone; history stays."""
+        headers = {"If-Match": f'"{expected_version}"'}
+        body = json.dumps({"updated_by": updated_by}).encode()
+        return json.loads(self._bus._request("DELETE", _state_path(entity_type, entity_id), body, headers=headers))
+
+    def history(self, entity_type: str, entity_id: str) -> List[Dict[str, Any]]:
+        """The kept versions, oldest first."""
+        data = self._bus._request("GET", _state_path(entity_type, entity_id, "/history"))
+        return [json.loads(line) for line in data.splitlines() if line.strip()]
+
+    def list(self, entity_type: str, status: Optional[str] = None) -> List[Dict[str, Any]]:
+        """The current state of every live entity of the type (with ``status``: only those)."""
+        tail = "?" + urllib.parse.urlencode({"status": status}) if status is not None else ""
+        data = self._bus._request("GET", _state_path(entity_type, None, tail))
+        return [json.loads(line) for line in data.splitlines() if line.strip()]

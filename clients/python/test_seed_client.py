@@ -9,7 +9,7 @@ import unittest
 import uuid
 from datetime import datetime, timedelta, timezone
 
-from seed_client import Event, EventBus, SeedError
+from seed_client import Conflict, Event, EventBus, SeedError
 
 URL = os.environ.get("SEED_TEST_URL", "http://127.0.0.1:7007")
 TOKEN = os.environ.get("SEED_TEST_TOKEN")
@@ -118,6 +118,29 @@ class ClientTest(unittest.TestCase):
         with self.assertRaises(SeedError):
             self.bus.publish_batch(self.topic, [{"payload": {"n": 3}, "source": "s"}, {"payload": 4, "source": "s"}])
         self.assertEqual(len(self.bus.query_history(self.topic)), 2)
+
+    def test_states_compare_and_set_with_conflicts_to_retry_on(self):
+        kind, eid = "pytask", uuid.uuid4().hex[:8]
+        first = self.bus.state.create(kind, eid, updated_by="fenrir", data={"title": "index"})
+        self.assertEqual((first["version"], first["status"], first["data"]), (1, "pending", {"title": "index"}))
+        with self.assertRaises(Conflict) as exists:
+            self.bus.state.create(kind, eid, updated_by="fenrir")
+        self.assertEqual(exists.exception.status, 409)
+        second = self.bus.state.update(kind, eid, 1, updated_by="odin", merge={"n": 1}, status="active")
+        self.assertEqual((second["version"], second["data"]), (2, {"title": "index", "n": 1}))
+        with self.assertRaises(Conflict) as lost:
+            self.bus.state.update(kind, eid, 1, updated_by="loki", status="paused")
+        self.assertEqual(lost.exception.status, 412)
+        self.assertIn("version 2", lost.exception.message)
+        self.assertEqual(self.bus.state.get(kind, eid)["version"], 2)
+        self.assertEqual(self.bus.state.get(kind, eid, version=1)["data"], {"title": "index"})
+        self.assertIn(eid, [s["entity_id"] for s in self.bus.state.list(kind, status="active")])
+        tombstone = self.bus.state.delete(kind, eid, 2, updated_by="odin")
+        self.assertTrue(tombstone["deleted"])
+        self.assertEqual([s["version"] for s in self.bus.state.history(kind, eid)], [1, 2, 3])
+        with self.assertRaises(SeedError) as gone:
+            self.bus.state.get(kind, eid)
+        self.assertEqual(gone.exception.status, 404)
 
 
 if __name__ == "__main__":
