@@ -1,4 +1,5 @@
-// The Seed console: topics with live rates, a live tail, an event's JSON, a publish form.
+// The Seed console: topics with live rates, a live tail, an event's JSON, the
+// state browser (entities of a type by status, an entity's history), a publish form.
 // Plain browser JavaScript, no build step; the server compiles this file into its binary.
 "use strict";
 
@@ -208,6 +209,53 @@ $("publish-form").onsubmit = async (e) => {
     result.textContent = await errorText(response);
   }
 };
+
+// The state browser: the entities of a type (by status) from /v1/state/{type},
+// and an entity's kept versions in the detail panel on click.
+function ndjson(text) {
+  return text.split("\n").filter((l) => l.trim()).map((l) => JSON.parse(l));
+}
+
+async function listStates() {
+  const kind = $("states-type").value.trim();
+  const status = $("states-status").value;
+  const empty = $("states-empty");
+  const body = $("states").tBodies[0];
+  body.replaceChildren();
+  const query = status ? "?status=" + encodeURIComponent(status) : "";
+  const response = await api("/v1/state/" + encodeURIComponent(kind) + query);
+  if (!response.ok) {
+    empty.hidden = false;
+    empty.textContent = await errorText(response);
+    return;
+  }
+  const states = ndjson(await response.text());
+  states.sort((a, b) => a.entity_id.localeCompare(b.entity_id));
+  for (const s of states.slice(0, MAX_ROWS)) {
+    const tr = document.createElement("tr");
+    for (const [text, cls] of [[s.entity_id, ""], [s.status, ""], [String(s.version), "num"], [s.updated_by, ""]]) {
+      const td = document.createElement("td");
+      td.textContent = text;
+      if (cls) td.className = cls;
+      tr.append(td);
+    }
+    tr.onclick = () => showHistory(kind, s.entity_id);
+    body.append(tr);
+  }
+  empty.hidden = states.length > 0;
+  empty.textContent = "No " + (status ? status + " " : "") + "entities of type " + kind + ".";
+}
+
+async function showHistory(kind, id) {
+  const detail = $("detail");
+  const response = await api("/v1/state/" + encodeURIComponent(kind) + "/" + encodeURIComponent(id) + "/history");
+  detail.className = "";
+  detail.textContent = response.ok
+    ? kind + "/" + id + ", oldest first:\n" + ndjson(await response.text()).map((s) => JSON.stringify(s, null, 2)).join("\n")
+    : await errorText(response);
+}
+
+$("states-form").onsubmit = (e) => { e.preventDefault(); listStates(); };
 
 const theme = localStorage.getItem("seed-theme") ||
   (matchMedia("(prefers-color-scheme: dark)").matches ? "dark" : "light");
