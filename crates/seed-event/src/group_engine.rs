@@ -43,6 +43,11 @@ pub struct Pending {
 /// pending events and its counters.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct GroupState {
+    /// Bumped by every save where the store keeps the state in a file (so a
+    /// member that saved it last need not parse it again); first, so that it
+    /// can be read from the start of the file.
+    #[serde(default)]
+    pub version: u64,
     /// The pattern, as created.
     pub pattern: String,
     /// The ordering, as created.
