@@ -35,6 +35,13 @@
 //!   (a silent host: after [`BusConfig::lease_ttl`], 5 s). The bus keeps a
 //!   consumer's metadata under the hidden consumer `NAME~meta` (names ending
 //!   in `~meta` are reserved).
+//! - A work-group member ([`EventBus::join_group`]) shares the events of its
+//!   group's pattern with the group's other members, in any process: each
+//!   event is handled by one member at a time; `Ok` acks it (in batches,
+//!   with the next fetch), an error nacks it (it comes back after the
+//!   group's backoff and is dead-lettered after `max_deliveries` failures),
+//!   and a member that stops or dies hands its unacked events to the others
+//!   (see [`seed_event::GroupBackend`]).
 //! - Publishing with a given id is idempotent within the topic's newest
 //!   [`BusConfig::idempotency_window`] events (1000).
 //!
@@ -64,6 +71,7 @@
 
 mod consumer;
 mod error;
+mod group;
 mod outage;
 mod replay;
 mod subscription;
@@ -76,14 +84,15 @@ use std::time::Duration;
 
 use seed_event::support::{self, lock, MaxLen, NameRules};
 use seed_event::{
-    Cancel, Clear, ConsumerName, Cursor, ErrorKind, Event, EventStore, EventStream, FollowFrom,
-    JsonObject, Limit, LockRequest, Query, Start, StoredEvent, Timestamp, Topic, TopicPattern,
-    TopicStats,
+    Cancel, Clear, ConsumerName, Cursor, Delivery, ErrorKind, Event, EventStore, EventStream,
+    FollowFrom, GroupInfo, JsonObject, Limit, LockRequest, Query, Start, StoredEvent, Timestamp,
+    Topic, TopicPattern, TopicStats,
 };
 use serde::Serialize;
 use uuid::Uuid;
 
 pub use error::{Error, HandlerError, HandlerResult, Result};
+pub use group::WorkerConfig;
 pub use outage::{Reconnect, Status};
 pub use replay::{ReplayConfig, ReplayEstimate, ReplayReport};
 pub use subscription::{Subscription, Summary};
@@ -682,6 +691,63 @@ impl EventBus {
         };
         consumer::mark_created(store, &meta_name, since)?;
         Ok(FollowFrom { start, positions })
+    }
+
+    /// Joins the work group `config.group` as a member that calls `handler`
+    /// on each event it gets, on a thread of its own, until the returned
+    /// [`Subscription`] is dropped (or it handled `config.max_events`).
+    ///
+    /// The group shares the events of its pattern among its members in any
+    /// process (see [`seed_event::GroupBackend`]): `Ok` acks the event, an
+    /// error or a panic nacks it (it comes back after the group's backoff,
+    /// and is dead-lettered after its `max_deliveries`-th failure). Events
+    /// are fetched up to `max_in_flight` at a time and acked in batches with
+    /// the next fetch. Fails with [`Error::Store`] (invalid input) on a store
+    /// without work groups.
+    pub fn join_group<F>(&self, config: WorkerConfig, handler: F) -> Result<Subscription>
+    where
+        F: FnMut(&Delivery) -> HandlerResult + Send + 'static,
+    {
+        self.open()?;
+        let groups = self.store.groups().ok_or_else(|| {
+            seed_event::Error::invalid(
+                "group",
+                format!(
+                    "{} has no work groups; expected the file store (or an exclusive consumer)",
+                    self.store.describe()
+                ),
+            )
+        })?;
+        let member = groups.join(&config.group, &config.member)?;
+        let label = format!("{}/{}", config.group.name, member.id());
+        let worker = group::GroupWorker {
+            store: self.store.clone(),
+            member,
+            handler: Box::new(handler),
+            config,
+            reconnect: self.config.reconnect,
+            outage: None,
+        };
+        let (subscription, shared) =
+            subscription::spawn_with(label, outage::Status::Live, move |s| worker.run(s))?;
+        let mut subs = lock(&self.subscriptions);
+        subs.retain(|w| w.strong_count() > 0);
+        subs.push(Arc::downgrade(&shared));
+        drop(subs);
+        if self.closed.load(Ordering::SeqCst) {
+            subscription.unsubscribe()?;
+            return Err(Error::Closed);
+        }
+        Ok(subscription)
+    }
+
+    /// Every work group of the store with its figures (none on a store without groups).
+    pub fn groups(&self) -> Result<Vec<GroupInfo>> {
+        self.open()?;
+        match self.store.groups() {
+            Some(groups) => Ok(groups.list()?),
+            None => Ok(Vec::new()),
+        }
     }
 
     /// Every topic's exact name, sorted.
