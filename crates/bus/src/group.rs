@@ -26,6 +26,9 @@ const IDLE: Duration = Duration::from_secs(60);
 /// A group member's handler: `Ok` acks the delivery, an error nacks it.
 pub(crate) type GroupHandler = Box<dyn FnMut(&Delivery) -> HandlerResult + Send>;
 
+/// Called before the handled events are acked (e.g. to flush their output).
+pub(crate) type BeforeAck = Box<dyn FnMut() -> HandlerResult + Send>;
+
 /// A work-group member's settings; [`WorkerConfig::new`] gives the defaults.
 ///
 /// ```
@@ -80,6 +83,7 @@ pub(crate) struct GroupWorker {
     pub(crate) store: Arc<dyn EventStore>,
     pub(crate) member: Box<dyn GroupMember>,
     pub(crate) handler: GroupHandler,
+    pub(crate) before_ack: BeforeAck,
     pub(crate) config: WorkerConfig,
     pub(crate) reconnect: Reconnect,
     pub(crate) outage: Option<Outage>,
@@ -100,7 +104,8 @@ impl GroupWorker {
         let mut acks: Vec<DeliveryToken> = Vec::new();
         let result = self.deliver_all(shared, &mut acks);
         // Whatever was handled is acked before leaving, also after a stop.
-        if !acks.is_empty() {
+        if !acks.is_empty() && result.is_ok() {
+            self.before_ack()?;
             let acked = self.with_store(shared, |w| w.member.ack(&acks));
             if let Err(e) = acked {
                 log::warn!(
@@ -117,6 +122,9 @@ impl GroupWorker {
         loop {
             if shared.stop.load(Ordering::SeqCst) {
                 return Ok(());
+            }
+            if !acks.is_empty() {
+                self.before_ack()?;
             }
             let Some(batch) =
                 self.with_store(shared, |w| w.member.ack_and_fetch(acks, max, IDLE))?
@@ -158,6 +166,17 @@ impl GroupWorker {
                 }
             }
         }
+    }
+
+    /// Runs the hook before acks; its failure stops the member without acking.
+    fn before_ack(&mut self) -> Result<()> {
+        (self.before_ack)().map_err(|e| {
+            seed_event::Error::io(
+                "finishing the handled events before their ack",
+                std::io::Error::other(e.to_string()),
+            )
+            .into()
+        })
     }
 
     /// Runs `op` until it succeeds or fails for good, waiting out an

@@ -708,6 +708,23 @@ impl EventBus {
     where
         F: FnMut(&Delivery) -> HandlerResult + Send + 'static,
     {
+        self.join_group_with(config, handler, || Ok(()))
+    }
+
+    /// As [`EventBus::join_group`], calling `before_ack` before each batch of
+    /// handled events is acked (e.g. to flush what the handler wrote, so that
+    /// an event is acked only once its output is out); if it fails, the
+    /// member stops with its error and the batch is not acked.
+    pub fn join_group_with<F, B>(
+        &self,
+        config: WorkerConfig,
+        handler: F,
+        before_ack: B,
+    ) -> Result<Subscription>
+    where
+        F: FnMut(&Delivery) -> HandlerResult + Send + 'static,
+        B: FnMut() -> HandlerResult + Send + 'static,
+    {
         self.open()?;
         let groups = self.store.groups().ok_or_else(|| {
             seed_event::Error::invalid(
@@ -724,6 +741,7 @@ impl EventBus {
             store: self.store.clone(),
             member,
             handler: Box::new(handler),
+            before_ack: Box::new(before_ack),
             config,
             reconnect: self.config.reconnect,
             outage: None,

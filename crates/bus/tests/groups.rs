@@ -180,3 +180,29 @@ fn a_stopped_member_hands_its_events_over() {
     second.unsubscribe().unwrap();
     eprintln!("an idle member stopped in {:?}", started.elapsed());
 }
+
+/// `before_ack` runs before each batch's ack; when it fails, the member
+/// stops with its error and the batch is not acked: another member gets it.
+#[test]
+fn a_failing_before_ack_stops_the_member_without_acking() {
+    let bus = EventBus::new(Arc::new(MemoryStore::new()));
+    publish(&bus, "flush", 0..5);
+    let config = WorkerConfig::new(group("flushing", "flush"));
+    let failing = bus
+        .join_group_with(config.clone(), |_| Ok(()), || Err("the output is gone".into()))
+        .unwrap();
+    assert!(wait_until(|| failing.is_finished()), "the member stops");
+    let err = failing.unsubscribe().unwrap_err();
+    assert!(err.to_string().contains("the output is gone"), "{err}");
+    let handled = Arc::new(Mutex::new(Vec::new()));
+    let other = {
+        let handled = handled.clone();
+        bus.join_group(config, move |d| {
+            handled.lock().unwrap().push(d.event.event.payload["n"].as_u64().unwrap());
+            Ok(())
+        })
+        .unwrap()
+    };
+    assert!(wait_until(|| handled.lock().unwrap().len() == 5), "the batch was not acked");
+    other.unsubscribe().unwrap();
+}

@@ -79,10 +79,18 @@ Output (--output):
 named start as --from says, which must then be new or beginning. --after CURSOR alone needs
 an exact --topic. Not with --group, which resumes from its own committed positions.
 
+--group NAME shares the events among every subscriber of the group, in any process: each
+event goes to one of them and is acked once its line is written; the events a subscriber
+held when it died go to the others at once, and an event delivered --max-deliveries times
+without being acked goes to the dead-letter topic (dead.<group>). With --exclusive one
+subscriber of the group delivers at a time and the others wait to take over.
+
 Examples:
   seed subscribe --topic 'task.>'
   seed subscribe --topic 'task.*' --from 15m --count 10 --timeout 30s
   seed subscribe --topic orders.created --group billing
+  seed subscribe --topic 'task.>' --group workers --ordered per-topic
+  seed subscribe --topic orders.created --group billing --exclusive
   seed subscribe --topic task.completed --after 42-0 --output ndjson")]
     Subscribe(SubscribeArgs),
 
@@ -287,16 +295,40 @@ pub struct SubscribeArgs {
     /// Where to start: new, beginning, an RFC 3339 time, or a duration ago such as 15m
     #[arg(long, default_value = "new", value_parser = parse_from)]
     pub from: FromArg,
-    /// Consume as this durable group: resume where it left off (--from applies only when new)
+    /// Share the events with the other subscribers of this work group, in any process (--from applies only when the group is new)
     #[arg(long, value_name = "NAME", value_parser = parse_group)]
     pub group: Option<ConsumerName>,
+    /// With --group: one subscriber delivers at a time, the others wait (an exclusive durable consumer)
+    #[arg(long, requires = "group")]
+    pub exclusive: bool,
+    /// With --group: how long an event stays with a subscriber that has not printed it
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_positive_duration, requires = "group", conflicts_with = "exclusive")]
+    pub ack_wait: Duration,
+    /// With --group: deliveries of an event before it goes to the dead-letter topic
+    #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..), requires = "group", conflicts_with = "exclusive")]
+    pub max_deliveries: u32,
+    /// With --group: events this subscriber takes at a time
+    #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=1_000_000), requires = "group", conflicts_with = "exclusive")]
+    pub max_in_flight: u32,
+    /// With --group: per-topic keeps one event per topic in flight across the group (each topic in order)
+    #[arg(
+        long,
+        value_enum,
+        value_name = "ORDER",
+        requires = "group",
+        conflicts_with = "exclusive"
+    )]
+    pub ordered: Option<Ordered>,
+    /// With --group: where events go after their last delivery (default dead.<group>)
+    #[arg(long, value_name = "TOPIC", value_parser = parse_topic, requires = "group", conflicts_with = "exclusive")]
+    pub dead_letter: Option<Topic>,
     /// Exit after this many events
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub count: Option<u64>,
     /// Exit after this long, e.g. 30s, 500ms, 2m
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub timeout: Option<Duration>,
-    /// With --group: how long the group's lock outlives a holder whose host went silent (Redis)
+    /// With --group --exclusive: how long the group's lock outlives a holder whose host went silent (Redis)
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_lease_ttl)]
     pub lease_ttl: Duration,
     /// Exit 1 once the store has been unreachable this long (default: keep retrying)
@@ -308,6 +340,13 @@ pub struct SubscribeArgs {
     /// How to print (see the command's help).
     #[command(flatten)]
     pub output: OutputArgs,
+}
+
+/// The ordering of a work group (`--ordered`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Ordered {
+    /// One event per topic in flight across the group: each topic in order.
+    PerTopic,
 }
 
 /// Where a subscription starts.
@@ -463,6 +502,14 @@ fn parse_lease_ttl(s: &str) -> Result<Duration, String> {
         d if d < Duration::from_millis(1) => {
             Err("a lease TTL must be at least 1ms, such as 5s".to_string())
         }
+        d => Ok(d),
+    }
+}
+
+/// A duration longer than zero, such as 30s.
+fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+    match parse_duration(s)? {
+        d if d < Duration::from_millis(1) => Err("must be at least 1ms, such as 30s".to_string()),
         d => Ok(d),
     }
 }

@@ -11,16 +11,17 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use bus::{
     BusConfig, EventBus, HandlerResult, PublishOptions, ReplayConfig, StartAt, SubscribeConfig,
+    WorkerConfig,
 };
 use clap::CommandFactory;
 use seed_event::{
-    parse_json_object, Clear, Cursor, Event, EventStore, Limit, Query, StoredEvent, Topic,
-    TopicPattern,
+    parse_json_object, Clear, ConsumerName, Cursor, Delivery, Event, EventStore, GroupConfig,
+    GroupOrdering, Limit, Query, Start, StoredEvent, Topic, TopicPattern,
 };
 
 use crate::args::{
-    AfterArg, ClearArgs, Cli, Command, Format, FromArg, HistoryArgs, PayloadArg, PublishArgs,
-    ReplayArgs, StatsArgs, SubscribeArgs, SyncArg,
+    AfterArg, ClearArgs, Cli, Command, Format, FromArg, HistoryArgs, Ordered, PayloadArg,
+    PublishArgs, ReplayArgs, StatsArgs, SubscribeArgs, SyncArg,
 };
 use crate::output::{count, history_line, python_isoformat, EventPrinter};
 use crate::signal;
@@ -344,7 +345,105 @@ fn replay_line(e: &Event) -> String {
     format!("[REPLAY] {}", e.to_json_line())
 }
 
+/// `subscribe --group NAME` (not `--exclusive`): a member of the work group
+/// that prints each event it gets; a batch of printed events is flushed,
+/// then acked with the next fetch.
+fn subscribe_group(bus: &EventBus, args: &SubscribeArgs, name: &ConsumerName) -> Result<()> {
+    if !args.after.is_empty() {
+        return Err(Usage(
+            "--after does not go with --group, which resumes from the group's own positions"
+                .to_string(),
+        )
+        .into());
+    }
+    if bus.store().groups().is_none() {
+        return Err(Usage(format!(
+            "--group {name} shares events among subscribers, which {} cannot do yet; expected the file store, or --exclusive for one subscriber at a time",
+            bus.store().describe()
+        ))
+        .into());
+    }
+    let mut group = match &args.dead_letter {
+        Some(topic) => {
+            GroupConfig::with_dead_letter(name.clone(), args.topic.clone(), topic.clone())
+        }
+        None => GroupConfig::new(name.clone(), args.topic.clone())
+            .map_err(|e| Usage(format!("{e} (or name one with --dead-letter TOPIC)")))?,
+    };
+    group = group
+        .start(match args.from {
+            FromArg::New => Start::New,
+            FromArg::Beginning => Start::Beginning,
+            FromArg::Since(t) => Start::Since(t),
+        })
+        .ack_wait(args.ack_wait)
+        .max_deliveries(args.max_deliveries)
+        .max_in_flight(args.max_in_flight as usize);
+    if args.ordered == Some(Ordered::PerTopic) {
+        group = group.ordering(GroupOrdering::PerTopic);
+    }
+    let mut config = WorkerConfig::new(group).member("cli");
+    config.max_events = args.count;
+    config.give_up_after = args.give_up_after;
+    signal::catch_stop_signals();
+    let deadline = args.timeout.and_then(|t| Instant::now().checked_add(t));
+    let past_deadline = move || deadline.is_some_and(|d| Instant::now() >= d);
+    let broken = Arc::new(AtomicBool::new(false));
+    let out = Arc::new(Mutex::new(EventPrinter::new(
+        io::BufWriter::with_capacity(1 << 16, io::stdout()),
+        args.output.format(),
+        json_line,
+    )));
+    let handler = {
+        let (out, broken) = (out.clone(), broken.clone());
+        move |d: &Delivery| -> HandlerResult {
+            let mut printer = out.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Err(err) = printer.push(&d.event) {
+                if err.kind() == io::ErrorKind::BrokenPipe {
+                    broken.store(true, Ordering::SeqCst);
+                }
+                return Err(err.into());
+            }
+            Ok(())
+        }
+    };
+    let flush = {
+        let (out, broken) = (out.clone(), broken.clone());
+        move || -> HandlerResult {
+            let mut printer = out.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Err(err) = printer.flush() {
+                if err.kind() == io::ErrorKind::BrokenPipe {
+                    broken.store(true, Ordering::SeqCst);
+                }
+                return Err(err.into());
+            }
+            Ok(())
+        }
+    };
+    let member = bus.join_group_with(config, handler, flush)?;
+    eprintln!("Listening on {}", args.topic);
+    loop {
+        if member.wait_timeout(Duration::from_millis(20)) {
+            break;
+        }
+        if signal::stop_requested() || broken.load(Ordering::SeqCst) || past_deadline() {
+            break;
+        }
+    }
+    // Stops after the event being printed, flushes and acks what was printed.
+    let result = member.unsubscribe();
+    if broken.load(Ordering::SeqCst) {
+        return Ok(());
+    }
+    out.lock().unwrap_or_else(PoisonError::into_inner).finish()?;
+    result?;
+    Ok(())
+}
+
 fn subscribe(bus: &EventBus, args: &SubscribeArgs) -> Result<()> {
+    if let Some(name) = args.group.as_ref().filter(|_| !args.exclusive) {
+        return subscribe_group(bus, args, name);
+    }
     signal::catch_stop_signals();
     // A timeout past what the clock can represent is no deadline.
     let deadline = args.timeout.and_then(|t| Instant::now().checked_add(t));

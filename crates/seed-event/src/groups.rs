@@ -84,7 +84,7 @@ pub struct GroupConfig {
 
 impl GroupConfig {
     /// Group `name` over `pattern`, from new events, with the defaults; fails
-    /// when `dead.<name>` is not a topic (then name one with [`GroupConfig::dead_letter`]).
+    /// when `dead.<name>` is not a topic (then use [`GroupConfig::with_dead_letter`]).
     pub fn new(name: ConsumerName, pattern: TopicPattern) -> Result<GroupConfig> {
         let dead_letter = Topic::new(format!("dead.{name}")).map_err(|e| {
             Error::invalid(
@@ -92,7 +92,16 @@ impl GroupConfig {
                 format!("the dead-letter topic dead.{name} is not a topic ({e}); expected a name that is one topic token, or a dead-letter topic given"),
             )
         })?;
-        Ok(GroupConfig {
+        Ok(GroupConfig::with_dead_letter(name, pattern, dead_letter))
+    }
+
+    /// Group `name` over `pattern` with the defaults and the dead-letter topic `dead_letter`.
+    pub fn with_dead_letter(
+        name: ConsumerName,
+        pattern: TopicPattern,
+        dead_letter: Topic,
+    ) -> GroupConfig {
+        GroupConfig {
             name,
             pattern,
             start: Start::New,
@@ -102,7 +111,7 @@ impl GroupConfig {
             ordering: GroupOrdering::None,
             dead_letter,
             backoff: Duration::from_secs(1),
-        })
+        }
     }
 
     /// This group starting at `start` when it is created.
