@@ -768,6 +768,20 @@ impl EventBus {
         }
     }
 
+    /// Deletes the work group `name` (its positions, unacked events and
+    /// counters; its dead letters stay); false when there is none. Refused
+    /// while it has live members, and on a store without work groups.
+    pub fn delete_group(&self, name: &ConsumerName) -> Result<bool> {
+        self.open()?;
+        let groups = self.store.groups().ok_or_else(|| {
+            seed_event::Error::invalid(
+                "group",
+                format!("{} has no work groups", self.store.describe()),
+            )
+        })?;
+        Ok(groups.delete(name)?)
+    }
+
     /// Every topic's exact name, sorted.
     pub fn list_topics(&self) -> Result<Vec<Topic>> {
         self.open()?;

@@ -198,6 +198,10 @@ impl seed_event::GroupBackend for Flaky {
         self.check()?;
         EventStore::groups(&self.inner).unwrap().list()
     }
+    fn delete(&self, name: &ConsumerName) -> seed_event::Result<bool> {
+        self.check()?;
+        EventStore::groups(&self.inner).unwrap().delete(name)
+    }
 }
 
 /// A group member whose every call fails while its store is down (a

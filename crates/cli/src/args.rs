@@ -141,6 +141,19 @@ Examples:
   seed stats --topic task.completed --json")]
     Stats(StatsArgs),
 
+    /// Show work groups: members alive, events in flight and waiting, redelivered, dead-lettered
+    #[command(after_help = "\
+Output (--output): text prints a table; json and ndjson one compact array on one line, an
+object per group with name, pattern, members (one object per live member, with its id),
+in_flight, waiting (events not delivered yet or waiting to be delivered again),
+redelivered and dead_lettered.
+
+Examples:
+  seed groups
+  seed groups --json
+  seed groups delete billing --confirm")]
+    Groups(GroupsArgs),
+
     /// Remove events (asks first unless --confirm is given)
     #[command(after_help = "\
 Examples:
@@ -438,6 +451,31 @@ pub struct StatsArgs {
     /// How to print (see the command's help).
     #[command(flatten)]
     pub output: OutputArgs,
+}
+
+/// Options of `groups`.
+#[derive(Debug, Args)]
+pub struct GroupsArgs {
+    /// What to do (list them when omitted).
+    #[command(subcommand)]
+    pub action: Option<GroupsAction>,
+    /// How to print (see the command's help).
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// `groups` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum GroupsAction {
+    /// Delete a group whose members all stopped: its positions and unacked events (asks first unless --confirm)
+    Delete {
+        /// The group.
+        #[arg(value_parser = parse_group)]
+        name: ConsumerName,
+        /// Do not ask
+        #[arg(long)]
+        confirm: bool,
+    },
 }
 
 /// Options of `clear`.

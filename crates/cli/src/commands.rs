@@ -20,8 +20,8 @@ use seed_event::{
 };
 
 use crate::args::{
-    AfterArg, ClearArgs, Cli, Command, Format, FromArg, HistoryArgs, Ordered, PayloadArg,
-    PublishArgs, ReplayArgs, StatsArgs, SubscribeArgs, SyncArg,
+    AfterArg, ClearArgs, Cli, Command, Format, FromArg, GroupsAction, GroupsArgs, HistoryArgs,
+    Ordered, PayloadArg, PublishArgs, ReplayArgs, StatsArgs, SubscribeArgs, SyncArg,
 };
 use crate::output::{count, history_line, python_isoformat, EventPrinter};
 use crate::signal;
@@ -75,6 +75,7 @@ pub fn run(cli: Cli) -> Result<u8> {
                 Command::Topics(args) => topics(&bus, args.output.format(), out),
                 Command::Stats(args) => stats(&bus, args, out),
                 Command::Clear(args) => return clear(&bus, args, out),
+                Command::Groups(args) => return groups(&bus, args, out),
                 Command::Serve(args) => serve::run(bus.store().clone(), args).map_err(Into::into),
                 Command::Completions { .. }
                 | Command::ManPages { .. }
@@ -709,6 +710,74 @@ fn write_table(out: &mut dyn Write, header: &[&str], rows: &[Vec<String>]) -> io
         writeln!(out, "{}", line(row.iter().map(String::as_str).collect()))?;
     }
     Ok(())
+}
+
+/// Lists the work groups, or deletes one (exit status 1 when the question was answered no).
+fn groups(bus: &EventBus, args: &GroupsArgs, out: &mut dyn Write) -> Result<u8> {
+    if let Some(GroupsAction::Delete { name, confirm }) = &args.action {
+        if !confirm {
+            if !io::stdin().is_terminal() {
+                return Err(Usage(
+                    "refusing to delete a group without --confirm: standard input is not a terminal to ask on"
+                        .to_string(),
+                )
+                .into());
+            }
+            eprint!("Delete group '{name}' with its positions and unacked events? [y/N] ");
+            let mut answer = String::new();
+            io::stdin().lock().read_line(&mut answer)?;
+            if !answer.trim().eq_ignore_ascii_case("y") {
+                writeln!(out, "Aborted.")?;
+                return Ok(1);
+            }
+        }
+        if bus.delete_group(name)? {
+            writeln!(out, "Deleted group '{name}'.")?;
+            return Ok(0);
+        }
+        return Err(Usage(format!("there is no group {name}; `seed groups` lists them")).into());
+    }
+    let groups = bus.groups()?;
+    if args.output.format() != Format::Text {
+        let json: Vec<serde_json::Value> = groups
+            .iter()
+            .map(|g| {
+                serde_json::json!({
+                    "name": g.name,
+                    "pattern": g.pattern,
+                    "members": g.members.iter().map(|id| serde_json::json!({"id": id})).collect::<Vec<_>>(),
+                    "in_flight": g.in_flight,
+                    "waiting": g.waiting,
+                    "redelivered": g.redelivered,
+                    "dead_lettered": g.dead_lettered,
+                })
+            })
+            .collect();
+        writeln!(out, "{}", serde_json::to_string(&json)?)?;
+        return Ok(0);
+    }
+    if groups.is_empty() {
+        eprintln!("No groups found.");
+        return Ok(0);
+    }
+    let rows: Vec<Vec<String>> = groups
+        .iter()
+        .map(|g| {
+            vec![
+                g.name.clone(),
+                g.pattern.clone(),
+                g.members.len().to_string(),
+                g.in_flight.to_string(),
+                g.waiting.to_string(),
+                g.redelivered.to_string(),
+                g.dead_lettered.to_string(),
+            ]
+        })
+        .collect();
+    let header =
+        ["GROUP", "PATTERN", "MEMBERS", "IN FLIGHT", "WAITING", "REDELIVERED", "DEAD-LETTERED"];
+    write_table(out, &header, &rows)?;
+    Ok(0)
 }
 
 /// Clears; exit status 1 when the question was answered no.

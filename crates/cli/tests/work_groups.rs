@@ -233,3 +233,35 @@ fn a_store_without_work_groups_is_refused_with_a_hint() {
     let err = dir.command(&["subscribe", "--topic", "a", "--group", "g"]).fails_with(2);
     assert!(err.contains("--exclusive"), "{err}");
 }
+
+#[test]
+fn groups_lists_and_deletes_work_groups() {
+    let dir = Dir::new();
+    assert_eq!(dir.stdout(&["groups", "--json"]), "[]\n");
+    let mut member = dir.spawn(&["subscribe", "--topic", "jobs.*", "--group", "g"]);
+    member.wait_listening();
+    publish_range(&dir, "jobs.a", 0, 3);
+    assert_eq!(member.lines(3).len(), 3);
+    let json: serde_json::Value = serde_json::from_str(&dir.stdout(&["groups", "--json"])).unwrap();
+    let g = &json[0];
+    assert_eq!((g["name"].as_str(), g["pattern"].as_str()), (Some("g"), Some("jobs.*")), "{json}");
+    assert_eq!(g["members"].as_array().unwrap().len(), 1, "{json}");
+    assert!(g["members"][0]["id"].as_str().unwrap().starts_with("cli-"), "{json}");
+    for field in ["in_flight", "waiting", "redelivered", "dead_lettered"] {
+        assert!(g[field].is_u64(), "{field} in {json}");
+    }
+    let text = dir.stdout(&["groups"]);
+    assert!(text.starts_with("GROUP  PATTERN  MEMBERS"), "{text}");
+    assert!(text.lines().nth(1).unwrap().starts_with("g      jobs.*   1"), "{text}");
+
+    let err = dir.command(&["groups", "delete", "g", "--confirm"]).fails_with(2);
+    assert!(err.contains("live member"), "{err}");
+    member.signal(libc::SIGINT);
+    member.expect_exit(0);
+    let err = dir.command(&["groups", "delete", "g"]).fails_with(2);
+    assert!(err.contains("--confirm"), "{err}");
+    assert_eq!(dir.stdout(&["groups", "delete", "g", "--confirm"]), "Deleted group 'g'.\n");
+    assert_eq!(dir.stdout(&["groups", "--json"]), "[]\n");
+    let err = dir.command(&["groups", "delete", "g", "--confirm"]).fails_with(2);
+    assert!(err.contains("no group g"), "{err}");
+}

@@ -25,7 +25,8 @@ macro_rules! group_conformance_tests {
             group_acks_nacks_and_backoff, group_ack_wait_and_in_progress,
             group_dead_letters_after_max_deliveries, group_per_topic_order,
             group_member_leaving_hands_its_events_over, group_survives_a_restart,
-            group_start_and_checks, group_fetch_waits_and_is_interrupted
+            group_start_and_checks, group_fetch_waits_and_is_interrupted,
+            group_delete_needs_every_member_gone
         );
     };
     (@cases $harness:expr; $($case:ident),* $(,)?) => {
@@ -454,4 +455,28 @@ pub fn group_fetch_waits_and_is_interrupted(h: &dyn Harness) {
     });
     assert!(m.fetch(10, Duration::MAX).unwrap().is_empty(), "the interrupt ends the wait");
     stopper.join().unwrap();
+}
+
+/// A group is deleted only once its members are gone; a new one of that
+/// name starts afresh.
+pub fn group_delete_needs_every_member_gone(h: &dyn Harness) {
+    let store = h.open();
+    let t = topic("del.t");
+    append_n(store.as_ref(), &t, 0..3);
+    let config = group("doomed", "del.t");
+    let name = config.name.clone();
+    let mut m = join(store.as_ref(), &config, "m");
+    let got = fetch_n(m.as_mut(), 3);
+    m.ack(&got[..2].iter().map(|d| d.token.clone()).collect::<Vec<_>>()).unwrap();
+    let groups = store.groups().unwrap();
+    let err = groups.delete(&name).expect_err("a group with a live member is not deleted");
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+    assert!(err.to_string().contains(m.id()), "the refusal names the live member: {err}");
+    assert_eq!(groups.list().unwrap().len(), 1, "nothing was deleted");
+    drop(m);
+    assert!(groups.delete(&name).unwrap());
+    assert!(groups.list().unwrap().is_empty());
+    assert!(!groups.delete(&name).unwrap(), "deleted already");
+    let mut again = join(store.as_ref(), &config, "m");
+    assert_eq!(ns(&fetch_n(again.as_mut(), 3)), vec![0, 1, 2], "a new group from the beginning");
 }

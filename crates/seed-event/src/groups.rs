@@ -232,6 +232,23 @@ pub trait GroupBackend: Send + Sync {
 
     /// Every group with its figures, sorted by name.
     fn list(&self) -> Result<Vec<GroupInfo>>;
+
+    /// Removes group `name` (its positions, pending events and counters);
+    /// false when there is no such group. Refused with
+    /// [`Error::InvalidInput`] while it has live members.
+    fn delete(&self, name: &ConsumerName) -> Result<bool>;
+}
+
+/// The refusal of [`GroupBackend::delete`] for a group with live members.
+pub fn group_in_use(name: &ConsumerName, members: &[String]) -> Error {
+    Error::invalid(
+        "group",
+        format!(
+            "group {name} has {} live member(s) ({}); expected a group whose members all stopped",
+            members.len(),
+            members.join(", ")
+        ),
+    )
 }
 
 /// One member of a group; dropping it leaves the group, and its in-flight

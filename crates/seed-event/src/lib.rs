@@ -41,7 +41,8 @@ pub use cursor::Cursor;
 pub use error::{Error, ErrorKind, Result};
 pub use event::{parse_json_object, Event, JsonObject};
 pub use groups::{
-    Delivery, DeliveryToken, GroupBackend, GroupConfig, GroupInfo, GroupMember, GroupOrdering,
+    group_in_use, Delivery, DeliveryToken, GroupBackend, GroupConfig, GroupInfo, GroupMember,
+    GroupOrdering,
 };
 pub use lock::{Cancel, ConsumerLock, Fence, LockRequest};
 pub use memory::MemoryStore;

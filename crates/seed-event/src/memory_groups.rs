@@ -102,6 +102,17 @@ impl GroupBackend for MemoryStore {
         }
         Ok(out)
     }
+
+    fn delete(&self, name: &crate::ConsumerName) -> Result<bool> {
+        let mut groups = lock(&self.shared.groups);
+        let live: Vec<String> =
+            groups.live.get(name.as_str()).map(|m| m.iter().cloned().collect()).unwrap_or_default();
+        if !live.is_empty() {
+            return Err(crate::group_in_use(name, &live));
+        }
+        groups.live.remove(name.as_str());
+        Ok(groups.states.remove(name.as_str()).is_some())
+    }
 }
 
 struct Wakeup {

@@ -26,6 +26,8 @@ enum Fault {
     NoOrder,
     /// A member that leaves keeps its events (until their ack wait passes).
     KeepsOnLeave,
+    /// Delete says yes and removes nothing.
+    DeleteDoesNothing,
 }
 
 #[derive(Clone)]
@@ -45,7 +47,7 @@ impl GroupBackend for Broken {
             }
             Fault::NeverDead => config.max_deliveries = u32::MAX,
             Fault::NoOrder => config.ordering = GroupOrdering::None,
-            Fault::KeepsOnLeave => {}
+            Fault::KeepsOnLeave | Fault::DeleteDoesNothing => {}
         }
         let inner = EventStore::groups(&self.inner).unwrap().join(&config, member)?;
         Ok(Box::new(Member { inner: Some(inner), keep: self.fault == Fault::KeepsOnLeave }))
@@ -53,6 +55,12 @@ impl GroupBackend for Broken {
 
     fn list(&self) -> Result<Vec<GroupInfo>> {
         EventStore::groups(&self.inner).unwrap().list()
+    }
+    fn delete(&self, name: &ConsumerName) -> Result<bool> {
+        if self.fault == Fault::DeleteDoesNothing {
+            return Ok(true);
+        }
+        EventStore::groups(&self.inner).unwrap().delete(name)
     }
 }
 
@@ -190,4 +198,9 @@ fn a_leaving_member_that_keeps_its_events_is_caught() {
         cases::group_member_leaving_hands_its_events_over,
         "b gets a's events",
     );
+}
+
+#[test]
+fn a_delete_that_removes_nothing_is_caught() {
+    caught(Fault::DeleteDoesNothing, cases::group_delete_needs_every_member_gone, "live member");
 }

@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 
 use seed_event::group_engine::{self, GroupState};
 use seed_event::{
-    Delivery, DeliveryToken, Error, EventStore, FollowFrom, Follower, GroupBackend, GroupConfig,
-    GroupInfo, GroupMember, Interrupt, Result, Start, Topic,
+    ConsumerName, Delivery, DeliveryToken, Error, EventStore, FollowFrom, Follower, GroupBackend,
+    GroupConfig, GroupInfo, GroupMember, Interrupt, Result, Start, Topic,
 };
 
 use crate::fsutil::{self, write_atomic, Durability};
@@ -230,6 +230,24 @@ impl GroupBackend for FileStore {
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
+    }
+
+    fn delete(&self, name: &ConsumerName) -> Result<bool> {
+        let files = GroupFiles::new(self.dir(), name.as_str());
+        if !files.dir.is_dir() {
+            return Ok(false);
+        }
+        version::ensure_writable(self.dir(), self.group_durability() != Durability::None)?;
+        let _locked = lock_group(&files)?;
+        let live = files.live_members()?;
+        if !live.is_empty() {
+            return Err(seed_event::group_in_use(name, &live));
+        }
+        fs::remove_dir_all(&files.dir).map_err(io_err("removing", &files.dir))?;
+        if self.group_durability() != Durability::None {
+            fsutil::sync_dir(&files.dir).map_err(io_err("syncing the directory of", &files.dir))?;
+        }
+        Ok(true)
     }
 }
 
