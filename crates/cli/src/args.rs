@@ -85,11 +85,19 @@ held when it died go to the others at once, and an event delivered --max-deliver
 without being acked goes to the dead-letter topic (dead.<group>). With --exclusive one
 subscriber of the group delivers at a time and the others wait to take over.
 
+--exec CMD makes the subscriber a worker in any language: each event's JSON line goes to
+`sh -c CMD` on stdin, with SEED_TOPIC, SEED_EVENT_ID, SEED_CURSOR and SEED_DELIVERY (1 for
+the first delivery) in its environment; exit 0 acks the event, any other exit fails it (it
+comes again after --backoff, and after --max-deliveries its last stderr line is the error
+recorded with the dead letter). Up to --concurrency commands run at once. Ctrl-C stops
+taking work and waits for the running commands.
+
 Examples:
   seed subscribe --topic 'task.>'
   seed subscribe --topic 'task.*' --from 15m --count 10 --timeout 30s
   seed subscribe --topic orders.created --group billing
   seed subscribe --topic 'task.>' --group workers --ordered per-topic
+  seed subscribe --topic task.created --group workers --exec './handle-task' --concurrency 4
   seed subscribe --topic orders.created --group billing --exclusive
   seed subscribe --topic task.completed --after 42-0 --output ndjson")]
     Subscribe(SubscribeArgs),
@@ -320,9 +328,18 @@ pub struct SubscribeArgs {
     /// With --group: deliveries of an event before it goes to the dead-letter topic
     #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..), requires = "group", conflicts_with = "exclusive")]
     pub max_deliveries: u32,
-    /// With --group: events this subscriber takes at a time
-    #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=1_000_000), requires = "group", conflicts_with = "exclusive")]
-    pub max_in_flight: u32,
+    /// With --group: events this subscriber takes at a time [default: 256; with --exec, 1 per command slot]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000), requires = "group", conflicts_with = "exclusive")]
+    pub max_in_flight: Option<u32>,
+    /// With --group: how long a failed event waits before it comes again, doubling per delivery up to --ack-wait
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration, requires = "group", conflicts_with = "exclusive")]
+    pub backoff: Duration,
+    /// With --group: run CMD with sh -c for each event instead of printing it (its JSON line on stdin; SEED_TOPIC, SEED_EVENT_ID, SEED_CURSOR, SEED_DELIVERY set); exit 0 acks, any other exit fails the delivery
+    #[arg(long, value_name = "CMD", requires = "group", conflicts_with = "exclusive")]
+    pub exec: Option<String>,
+    /// With --exec: commands run at once
+    #[arg(long, value_name = "K", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024), requires = "exec")]
+    pub concurrency: u32,
     /// With --group: per-topic keeps one event per topic in flight across the group (each topic in order)
     #[arg(
         long,

@@ -379,11 +379,19 @@ fn subscribe_group(bus: &EventBus, args: &SubscribeArgs, name: &ConsumerName) ->
         })
         .ack_wait(args.ack_wait)
         .max_deliveries(args.max_deliveries)
-        .max_in_flight(args.max_in_flight as usize);
+        .backoff(args.backoff);
     if args.ordered == Some(Ordered::PerTopic) {
         group = group.ordering(GroupOrdering::PerTopic);
     }
-    let mut config = WorkerConfig::new(group).member("cli");
+    if let Some(cmd) = &args.exec {
+        let in_flight = args.max_in_flight.map_or(1, |n| n as usize);
+        let mut config = WorkerConfig::new(group.max_in_flight(in_flight)).member("exec");
+        config.give_up_after = args.give_up_after;
+        return exec_workers(bus, args, config, cmd);
+    }
+    let mut config =
+        WorkerConfig::new(group.max_in_flight(args.max_in_flight.map_or(256, |n| n as usize)))
+            .member("cli");
     config.max_events = args.count;
     config.give_up_after = args.give_up_after;
     signal::catch_stop_signals();
@@ -439,6 +447,90 @@ fn subscribe_group(bus: &EventBus, args: &SubscribeArgs, name: &ConsumerName) ->
     out.lock().unwrap_or_else(PoisonError::into_inner).finish()?;
     result?;
     Ok(())
+}
+
+/// `subscribe --group NAME --exec CMD`: `--concurrency` members in this
+/// process, each running CMD for one event at a time.
+fn exec_workers(
+    bus: &EventBus,
+    args: &SubscribeArgs,
+    config: WorkerConfig,
+    cmd: &str,
+) -> Result<()> {
+    signal::catch_stop_signals();
+    let deadline = args.timeout.and_then(|t| Instant::now().checked_add(t));
+    let past_deadline = move || deadline.is_some_and(|d| Instant::now() >= d);
+    let handled = Arc::new(AtomicU64::new(0));
+    let mut members = Vec::new();
+    for _ in 0..args.concurrency {
+        let (cmd, handled) = (cmd.to_string(), handled.clone());
+        members.push(bus.join_group(config.clone(), move |d| {
+            run_command(&cmd, d)?;
+            handled.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        })?);
+    }
+    eprintln!("Listening on {}", args.topic);
+    let enough = || args.count.is_some_and(|n| handled.load(Ordering::SeqCst) >= n);
+    loop {
+        if members.iter().any(|m| m.wait_timeout(Duration::from_millis(20))) {
+            break;
+        }
+        if signal::stop_requested() || past_deadline() || enough() {
+            break;
+        }
+    }
+    // Each member stops after its running command and acks or nacks it.
+    let mut first_error = None;
+    for member in members {
+        if let Err(e) = member.unsubscribe() {
+            first_error.get_or_insert(e);
+        }
+    }
+    match first_error {
+        Some(e) => Err(e.into()),
+        None => Ok(()),
+    }
+}
+
+/// Runs `sh -c cmd` for one delivery: the event's JSON line on stdin, its
+/// topic, id, cursor and delivery count in the environment. Its stderr is
+/// passed on; on a failure its last stderr line is the error.
+fn run_command(cmd: &str, d: &Delivery) -> HandlerResult {
+    use std::process::{Command as Process, Stdio};
+    let mut child = Process::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .env("SEED_TOPIC", d.token.topic.as_str())
+        .env("SEED_EVENT_ID", d.event.event.id.to_string())
+        .env("SEED_CURSOR", d.event.cursor.to_string())
+        .env("SEED_DELIVERY", d.deliveries.to_string())
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run sh -c {cmd:?}: {e}"))?;
+    let line = format!("{}\n", d.event.event.to_json_line());
+    let writer = child.stdin.take().map(|mut stdin| {
+        thread::spawn(move || {
+            // A command that does not read its input is not a failure.
+            let _ = stdin.write_all(line.as_bytes());
+        })
+    });
+    let mut errors = Vec::new();
+    if let Some(mut stderr) = child.stderr.take() {
+        io::Read::read_to_end(&mut stderr, &mut errors)?;
+    }
+    let status = child.wait()?;
+    if let Some(w) = writer {
+        let _ = w.join();
+    }
+    io::stderr().write_all(&errors)?;
+    if status.success() {
+        return Ok(());
+    }
+    let text = String::from_utf8_lossy(&errors);
+    let last = text.lines().rev().find(|l| !l.trim().is_empty()).map(str::to_string);
+    Err(last.unwrap_or_else(|| format!("sh -c {cmd:?}: {status}")).into())
 }
 
 fn subscribe(bus: &EventBus, args: &SubscribeArgs) -> Result<()> {

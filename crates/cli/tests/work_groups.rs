@@ -265,3 +265,117 @@ fn groups_lists_and_deletes_work_groups() {
     let err = dir.command(&["groups", "delete", "g", "--confirm"]).fails_with(2);
     assert!(err.contains("no group g"), "{err}");
 }
+
+/// `--exec` with a command that fails for payloads marked poison: those land
+/// on `dead.<group>` after their last delivery, with the command's last
+/// stderr line; every other event is handled once, by one of two processes
+/// running two commands each.
+#[test]
+fn exec_workers_handle_each_event_once_and_dead_letter_poison() {
+    let dir = Dir::new();
+    let handled = dir.path().join("handled.txt");
+    let cmd = format!(
+        r#"read line; case "$line" in *poison*) echo "cannot handle $SEED_EVENT_ID" >&2; echo "poison at delivery $SEED_DELIVERY" >&2; exit 3;; esac; echo "$SEED_TOPIC $SEED_CURSOR $SEED_DELIVERY $line" >> {}"#,
+        handled.display()
+    );
+    let args = [
+        "subscribe",
+        "--topic",
+        "tasks",
+        "--group",
+        "w",
+        "--exec",
+        &cmd,
+        "--concurrency",
+        "2",
+        "--max-deliveries",
+        "3",
+        "--backoff",
+        "10ms",
+    ];
+    let workers: Vec<Running> = (0..2).map(|_| dir.spawn(&args)).collect();
+    for w in &workers {
+        w.wait_listening();
+    }
+    let input: String = (0..60)
+        .map(|n| {
+            if n % 20 == 7 {
+                format!("{{\"n\": {n}, \"poison\": true}}\n")
+            } else {
+                format!("{{\"n\": {n}}}\n")
+            }
+        })
+        .collect();
+    let mut publish =
+        dir.command(&["publish", "--topic", "tasks", "--source", "t", "--payload", "-"]);
+    let output = publish.output_with(input.as_bytes());
+    publish.expect_status(&output, 0);
+    let deadline = Instant::now() + DEADLINE;
+    let letters = loop {
+        let letters = dir.history(&["--topic", "dead.w"]);
+        let lines = std::fs::read_to_string(&handled).unwrap_or_default();
+        if letters.len() >= 3 && lines.lines().count() >= 57 {
+            break letters;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} dead letters, {} handled",
+            letters.len(),
+            lines.lines().count()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    for mut w in workers {
+        w.signal(libc::SIGINT);
+        w.expect_exit(0);
+    }
+    let lines = std::fs::read_to_string(&handled).unwrap();
+    let mut ns: Vec<u64> = lines
+        .lines()
+        .map(|l| {
+            let parts: Vec<&str> = l.splitn(4, ' ').collect();
+            assert_eq!((parts[0], parts[2]), ("tasks", "1"), "{l}");
+            n_of(parts[3])
+        })
+        .collect();
+    ns.sort();
+    let expected: Vec<u64> = (0..60).filter(|n| n % 20 != 7).collect();
+    assert_eq!(ns, expected, "every other event handled once");
+    assert_eq!(letters.len(), 3, "{letters:?}");
+    let mut poisoned: Vec<u64> =
+        letters.iter().map(|l| l["payload"]["event"]["payload"]["n"].as_u64().unwrap()).collect();
+    poisoned.sort();
+    assert_eq!(poisoned, vec![7, 27, 47]);
+    for l in &letters {
+        assert_eq!(l["payload"]["deliveries"], 3, "{l}");
+        assert_eq!(l["payload"]["error"], "poison at delivery 3", "{l}");
+        assert_eq!(l["payload"]["group"], "w");
+        assert_eq!(l["payload"]["topic"], "tasks");
+    }
+}
+
+/// Ctrl-C while a command runs: no new work is taken, the command finishes
+/// and its event is acked, the worker exits 0.
+#[test]
+fn ctrl_c_waits_for_the_running_command_and_acks_it() {
+    let dir = Dir::new();
+    let started = dir.path().join("started");
+    let done = dir.path().join("done");
+    let cmd = format!("touch {}; sleep 0.3; cat >> {}", started.display(), done.display());
+    let mut worker = dir.spawn(&["subscribe", "--topic", "slow", "--group", "s", "--exec", &cmd]);
+    worker.wait_listening();
+    dir.publish("slow", r#"{"n": 0}"#);
+    dir.publish("slow", r#"{"n": 1}"#);
+    let deadline = Instant::now() + DEADLINE;
+    while !started.exists() {
+        assert!(Instant::now() < deadline, "the command never started");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    worker.signal(libc::SIGINT);
+    worker.expect_exit(0);
+    let out = std::fs::read_to_string(&done).unwrap();
+    assert_eq!(out.lines().count(), 1, "one command ran to its end, no other started: {out}");
+    assert_eq!(n_of(out.trim()), 0);
+    let info = group_info(&dir, "s").unwrap();
+    assert_eq!((info.in_flight, info.waiting), (0, 1), "event 0 acked, event 1 waits: {info:?}");
+}
