@@ -768,6 +768,61 @@ impl EventBus {
         }
     }
 
+    /// Puts the dead letters of `dead_letter` (a group's dead-letter topic)
+    /// back on their original topics, each as the original event (same id,
+    /// fields and time) at a new cursor, so its group handles it again;
+    /// only the one with id `only`, if given. A redriven letter is marked by
+    /// an event `{"redriven": <letter id>, "topic", "cursor"}` on the
+    /// dead-letter topic (source `seed-redrive`), so that it is not redriven
+    /// twice. Returns the events put back. Fails with invalid input when
+    /// `only` names no dead letter there that was not redriven yet.
+    pub fn redrive(&self, dead_letter: &Topic, only: Option<Uuid>) -> Result<Vec<StoredEvent>> {
+        self.open()?;
+        let letters = self.store.query(&Query::topic(dead_letter))?;
+        let done: std::collections::BTreeSet<String> = letters
+            .iter()
+            .filter_map(|l| l.event.payload.get("redriven")?.as_str().map(str::to_string))
+            .collect();
+        let mut out = Vec::new();
+        for letter in &letters {
+            if only.is_some_and(|id| id != letter.event.id)
+                || done.contains(&letter.event.id.to_string())
+            {
+                continue;
+            }
+            let Some(original) = letter.event.payload.get("event").filter(|e| e.is_object()) else {
+                continue;
+            };
+            let event: Event = serde_json::from_value(original.clone()).map_err(|e| {
+                seed_event::Error::corrupt(
+                    format!("dead letter {} of topic {dead_letter}", letter.event.id),
+                    format!("its event is not an event: {e}"),
+                )
+            })?;
+            let stored = self.store.append_owned(event)?;
+            let marker = serde_json::json!({
+                "redriven": letter.event.id.to_string(),
+                "topic": stored.event.topic.as_str(),
+                "cursor": stored.cursor.to_string(),
+            });
+            let marker = Event::new(
+                dead_letter.clone(),
+                "seed-redrive",
+                marker.as_object().cloned().unwrap_or_default(),
+            );
+            self.store.append(&marker)?;
+            out.push(stored);
+        }
+        if let (Some(id), true) = (only, out.is_empty()) {
+            return Err(seed_event::Error::invalid(
+                "id",
+                format!("{dead_letter} holds no dead letter {id} that was not redriven yet"),
+            )
+            .into());
+        }
+        Ok(out)
+    }
+
     /// Deletes the work group `name` (its positions, unacked events and
     /// counters; its dead letters stay); false when there is none. Refused
     /// while it has live members, and on a store without work groups.

@@ -137,6 +137,14 @@ fn failing_events_come_back_then_are_dead_lettered() {
         .iter()
         .all(|l| l.event.payload["error"].as_str().unwrap().contains("delivery 3")));
     assert_eq!(bus.groups().unwrap()[0].dead_lettered, 10);
+    // Redriven, they are back on their topic once, with their ids.
+    let back = bus.redrive(&dead, None).unwrap();
+    assert_eq!(back.len(), 10);
+    let ids: Vec<_> = letters.iter().map(|l| l.event.payload["event"]["id"].clone()).collect();
+    let back_ids: Vec<_> = back.iter().map(|e| serde_json::json!(e.event.id.to_string())).collect();
+    assert_eq!(back_ids, ids);
+    assert!(bus.redrive(&dead, None).unwrap().is_empty(), "redriven once");
+    assert_eq!(store.query(&Query::topic(&Topic::new("work").unwrap())).unwrap().len(), 110);
 }
 
 /// A member stopped while it holds events hands them to another member;

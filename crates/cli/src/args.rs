@@ -162,6 +162,18 @@ Examples:
   seed groups delete billing --confirm")]
     Groups(GroupsArgs),
 
+    /// Put dead letters back on their original topics, to be handled again
+    #[command(after_help = "\
+Each dead letter not redriven yet goes back to its original topic as the original event (same
+id, fields and time); a marker event on the dead-letter topic keeps it from being redriven
+twice. Output (--output): text says how many; json and ndjson print the events put back, with
+their new cursors.
+
+Examples:
+  seed redrive --topic dead.billing
+  seed redrive --topic dead.billing --id 0199a3c4-5b6e-7f80-9a1b-2c3d4e5f6a7b")]
+    Redrive(RedriveArgs),
+
     /// Remove events (asks first unless --confirm is given)
     #[command(after_help = "\
 Examples:
@@ -493,6 +505,20 @@ pub enum GroupsAction {
         #[arg(long)]
         confirm: bool,
     },
+}
+
+/// Options of `redrive`.
+#[derive(Debug, Args)]
+pub struct RedriveArgs {
+    /// The dead-letter topic, such as dead.billing
+    #[arg(long, value_parser = parse_topic)]
+    pub topic: Topic,
+    /// Only the dead letter with this event id
+    #[arg(long)]
+    pub id: Option<uuid::Uuid>,
+    /// How to print (see the command's help).
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 /// Options of `clear`.

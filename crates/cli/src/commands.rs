@@ -21,7 +21,7 @@ use seed_event::{
 
 use crate::args::{
     AfterArg, ClearArgs, Cli, Command, Format, FromArg, GroupsAction, GroupsArgs, HistoryArgs,
-    Ordered, PayloadArg, PublishArgs, ReplayArgs, StatsArgs, SubscribeArgs, SyncArg,
+    Ordered, PayloadArg, PublishArgs, RedriveArgs, ReplayArgs, StatsArgs, SubscribeArgs, SyncArg,
 };
 use crate::output::{count, history_line, python_isoformat, EventPrinter};
 use crate::signal;
@@ -76,6 +76,7 @@ pub fn run(cli: Cli) -> Result<u8> {
                 Command::Stats(args) => stats(&bus, args, out),
                 Command::Clear(args) => return clear(&bus, args, out),
                 Command::Groups(args) => return groups(&bus, args, out),
+                Command::Redrive(args) => redrive(&bus, args, out),
                 Command::Serve(args) => serve::run(bus.store().clone(), args).map_err(Into::into),
                 Command::Completions { .. }
                 | Command::ManPages { .. }
@@ -801,6 +802,26 @@ fn write_table(out: &mut dyn Write, header: &[&str], rows: &[Vec<String>]) -> io
     for row in rows {
         writeln!(out, "{}", line(row.iter().map(String::as_str).collect()))?;
     }
+    Ok(())
+}
+
+fn redrive(bus: &EventBus, args: &RedriveArgs, out: &mut dyn Write) -> Result<()> {
+    let events = bus.redrive(&args.topic, args.id)?;
+    let format = args.output.format();
+    if format == Format::Text {
+        writeln!(
+            out,
+            "Redrove {} from {}.",
+            count(events.len() as u64, "dead letter"),
+            args.topic
+        )?;
+        return Ok(());
+    }
+    let mut printer = EventPrinter::new(io::BufWriter::new(out), format, json_line);
+    for e in &events {
+        printer.push(e)?;
+    }
+    printer.finish()?;
     Ok(())
 }
 

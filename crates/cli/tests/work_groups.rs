@@ -379,3 +379,46 @@ fn ctrl_c_waits_for_the_running_command_and_acks_it() {
     let info = group_info(&dir, "s").unwrap();
     assert_eq!((info.in_flight, info.waiting), (0, 1), "event 0 acked, event 1 waits: {info:?}");
 }
+
+/// A dead letter redriven goes back to its topic and is handled by its
+/// group; a second redrive puts nothing back; an unknown id is refused.
+#[test]
+fn redrive_puts_dead_letters_back_and_they_are_handled() {
+    let dir = Dir::new();
+    let failing =
+        ["subscribe", "--topic", "r", "--group", "g", "--exec", "exit 1", "--max-deliveries", "1"];
+    let mut worker = dir.spawn(&failing);
+    worker.wait_listening();
+    dir.publish("r", r#"{"n": 5}"#);
+    let deadline = Instant::now() + DEADLINE;
+    while dir.history(&["--topic", "dead.g"]).is_empty() {
+        assert!(Instant::now() < deadline, "no dead letter");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    worker.signal(libc::SIGINT);
+    worker.expect_exit(0);
+    let letter = dir.history(&["--topic", "dead.g"]).remove(0);
+    let id = letter["id"].as_str().unwrap().to_string();
+    let err = dir
+        .command(&["redrive", "--topic", "dead.g", "--id", "0199a3c4-5b6e-7f80-9a1b-2c3d4e5f6a7b"])
+        .fails_with(2);
+    assert!(err.contains("no dead letter"), "{err}");
+    assert_eq!(
+        dir.stdout(&["redrive", "--topic", "dead.g", "--id", &id]),
+        "Redrove 1 dead letter from dead.g.\n"
+    );
+    assert_eq!(
+        dir.stdout(&["redrive", "--topic", "dead.g"]),
+        "Redrove 0 dead letters from dead.g.\n"
+    );
+    let back = dir.history(&["--topic", "r"]);
+    assert_eq!(back.len(), 2, "{back:?}");
+    assert_eq!(back[1]["id"], letter["payload"]["event"]["id"], "the original event, same id");
+    let handled = dir.path().join("handled");
+    let ok = format!("cat >> {}", handled.display());
+    let mut worker =
+        dir.spawn(&["subscribe", "--topic", "r", "--group", "g", "--exec", &ok, "--count", "1"]);
+    worker.expect_exit(0);
+    let line = std::fs::read_to_string(&handled).unwrap();
+    assert_eq!(n_of(line.trim()), 5, "the redriven event was handled");
+}
