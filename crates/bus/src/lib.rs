@@ -35,6 +35,13 @@
 //!   (a silent host: after [`BusConfig::lease_ttl`], 5 s). The bus keeps a
 //!   consumer's metadata under the hidden consumer `NAME~meta` (names ending
 //!   in `~meta` are reserved).
+//! - A work-group member ([`EventBus::join_group`]) shares the events of its
+//!   group's pattern with the group's other members, in any process: each
+//!   event is handled by one member at a time; `Ok` acks it (in batches,
+//!   with the next fetch), an error nacks it (it comes back after the
+//!   group's backoff and is dead-lettered after `max_deliveries` failures),
+//!   and a member that stops or dies hands its unacked events to the others
+//!   (see [`seed_event::GroupBackend`]).
 //! - Publishing with a given id is idempotent within the topic's newest
 //!   [`BusConfig::idempotency_window`] events (1000).
 //!
@@ -64,6 +71,7 @@
 
 mod consumer;
 mod error;
+mod group;
 mod outage;
 mod replay;
 mod subscription;
@@ -76,14 +84,15 @@ use std::time::Duration;
 
 use seed_event::support::{self, lock, MaxLen, NameRules};
 use seed_event::{
-    Cancel, Clear, ConsumerName, Cursor, ErrorKind, Event, EventStore, EventStream, FollowFrom,
-    JsonObject, Limit, LockRequest, Query, Start, StoredEvent, Timestamp, Topic, TopicPattern,
-    TopicStats,
+    Cancel, Clear, ConsumerName, Cursor, Delivery, ErrorKind, Event, EventStore, EventStream,
+    FollowFrom, GroupInfo, JsonObject, Limit, LockRequest, Query, Start, StoredEvent, Timestamp,
+    Topic, TopicPattern, TopicStats,
 };
 use serde::Serialize;
 use uuid::Uuid;
 
 pub use error::{Error, HandlerError, HandlerResult, Result};
+pub use group::WorkerConfig;
 pub use outage::{Reconnect, Status};
 pub use replay::{ReplayConfig, ReplayEstimate, ReplayReport};
 pub use subscription::{Subscription, Summary};
@@ -682,6 +691,150 @@ impl EventBus {
         };
         consumer::mark_created(store, &meta_name, since)?;
         Ok(FollowFrom { start, positions })
+    }
+
+    /// Joins the work group `config.group` as a member that calls `handler`
+    /// on each event it gets, on a thread of its own, until the returned
+    /// [`Subscription`] is dropped (or it handled `config.max_events`).
+    ///
+    /// The group shares the events of its pattern among its members in any
+    /// process (see [`seed_event::GroupBackend`]): `Ok` acks the event, an
+    /// error or a panic nacks it (it comes back after the group's backoff,
+    /// and is dead-lettered after its `max_deliveries`-th failure). Events
+    /// are fetched up to `max_in_flight` at a time and acked in batches with
+    /// the next fetch. Fails with [`Error::Store`] (invalid input) on a store
+    /// without work groups.
+    pub fn join_group<F>(&self, config: WorkerConfig, handler: F) -> Result<Subscription>
+    where
+        F: FnMut(&Delivery) -> HandlerResult + Send + 'static,
+    {
+        self.join_group_with(config, handler, || Ok(()))
+    }
+
+    /// As [`EventBus::join_group`], calling `before_ack` before each batch of
+    /// handled events is acked (e.g. to flush what the handler wrote, so that
+    /// an event is acked only once its output is out); if it fails, the
+    /// member stops with its error and the batch is not acked.
+    pub fn join_group_with<F, B>(
+        &self,
+        config: WorkerConfig,
+        handler: F,
+        before_ack: B,
+    ) -> Result<Subscription>
+    where
+        F: FnMut(&Delivery) -> HandlerResult + Send + 'static,
+        B: FnMut() -> HandlerResult + Send + 'static,
+    {
+        self.open()?;
+        let groups = self.store.groups().ok_or_else(|| {
+            seed_event::Error::invalid(
+                "group",
+                format!(
+                    "{} has no work groups; expected the file store (or an exclusive consumer)",
+                    self.store.describe()
+                ),
+            )
+        })?;
+        let member = groups.join(&config.group, &config.member)?;
+        let label = format!("{}/{}", config.group.name, member.id());
+        let worker = group::GroupWorker {
+            store: self.store.clone(),
+            member,
+            handler: Box::new(handler),
+            before_ack: Box::new(before_ack),
+            config,
+            reconnect: self.config.reconnect,
+            outage: None,
+        };
+        let (subscription, shared) =
+            subscription::spawn_with(label, outage::Status::Live, move |s| worker.run(s))?;
+        let mut subs = lock(&self.subscriptions);
+        subs.retain(|w| w.strong_count() > 0);
+        subs.push(Arc::downgrade(&shared));
+        drop(subs);
+        if self.closed.load(Ordering::SeqCst) {
+            subscription.unsubscribe()?;
+            return Err(Error::Closed);
+        }
+        Ok(subscription)
+    }
+
+    /// Every work group of the store with its figures (none on a store without groups).
+    pub fn groups(&self) -> Result<Vec<GroupInfo>> {
+        self.open()?;
+        match self.store.groups() {
+            Some(groups) => Ok(groups.list()?),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Puts the dead letters of `dead_letter` (a group's dead-letter topic)
+    /// back on their original topics, each as the original event (same id,
+    /// fields and time) at a new cursor, so its group handles it again;
+    /// only the one with id `only`, if given. A redriven letter is marked by
+    /// an event `{"redriven": <letter id>, "topic", "cursor"}` on the
+    /// dead-letter topic (source `seed-redrive`), so that it is not redriven
+    /// twice. Returns the events put back. Fails with invalid input when
+    /// `only` names no dead letter there that was not redriven yet.
+    pub fn redrive(&self, dead_letter: &Topic, only: Option<Uuid>) -> Result<Vec<StoredEvent>> {
+        self.open()?;
+        let letters = self.store.query(&Query::topic(dead_letter))?;
+        let done: std::collections::BTreeSet<String> = letters
+            .iter()
+            .filter_map(|l| l.event.payload.get("redriven")?.as_str().map(str::to_string))
+            .collect();
+        let mut out = Vec::new();
+        for letter in &letters {
+            if only.is_some_and(|id| id != letter.event.id)
+                || done.contains(&letter.event.id.to_string())
+            {
+                continue;
+            }
+            let Some(original) = letter.event.payload.get("event").filter(|e| e.is_object()) else {
+                continue;
+            };
+            let event: Event = serde_json::from_value(original.clone()).map_err(|e| {
+                seed_event::Error::corrupt(
+                    format!("dead letter {} of topic {dead_letter}", letter.event.id),
+                    format!("its event is not an event: {e}"),
+                )
+            })?;
+            let stored = self.store.append_owned(event)?;
+            let marker = serde_json::json!({
+                "redriven": letter.event.id.to_string(),
+                "topic": stored.event.topic.as_str(),
+                "cursor": stored.cursor.to_string(),
+            });
+            let marker = Event::new(
+                dead_letter.clone(),
+                "seed-redrive",
+                marker.as_object().cloned().unwrap_or_default(),
+            );
+            self.store.append(&marker)?;
+            out.push(stored);
+        }
+        if let (Some(id), true) = (only, out.is_empty()) {
+            return Err(seed_event::Error::invalid(
+                "id",
+                format!("{dead_letter} holds no dead letter {id} that was not redriven yet"),
+            )
+            .into());
+        }
+        Ok(out)
+    }
+
+    /// Deletes the work group `name` (its positions, unacked events and
+    /// counters; its dead letters stay); false when there is none. Refused
+    /// while it has live members, and on a store without work groups.
+    pub fn delete_group(&self, name: &ConsumerName) -> Result<bool> {
+        self.open()?;
+        let groups = self.store.groups().ok_or_else(|| {
+            seed_event::Error::invalid(
+                "group",
+                format!("{} has no work groups", self.store.describe()),
+            )
+        })?;
+        Ok(groups.delete(name)?)
     }
 
     /// Every topic's exact name, sorted.

@@ -49,17 +49,17 @@ struct Outcome {
 
 /// The state a subscription's thread shares with its handle and the bus.
 pub(crate) struct Shared {
-    label: String,
+    pub(crate) label: String,
     /// Read without a lock on the delivery path; `stopping` is the same flag for waits.
-    stop: AtomicBool,
+    pub(crate) stop: AtomicBool,
     stopping: Mutex<bool>,
     stop_requested: Condvar,
     /// Cuts the follower's wait short on a stop request, once the follower is there.
-    interrupt: Mutex<Option<Arc<dyn Interrupt>>>,
+    pub(crate) interrupt: Mutex<Option<Arc<dyn Interrupt>>>,
     /// `Live` or `Reconnecting`; `Stopped` comes from `outcome`.
     status: Mutex<Status>,
-    delivered: AtomicU64,
-    failed: AtomicU64,
+    pub(crate) delivered: AtomicU64,
+    pub(crate) failed: AtomicU64,
     outcome: Mutex<Outcome>,
     finished: Condvar,
     thread: Mutex<Option<JoinHandle<()>>>,
@@ -83,7 +83,7 @@ impl Shared {
     }
 
     /// Waits up to `duration`, returning early (true) when a stop is requested.
-    fn wait_for_stop(&self, duration: Duration) -> bool {
+    pub(crate) fn wait_for_stop(&self, duration: Duration) -> bool {
         let deadline = Instant::now().checked_add(duration);
         let mut stopping = lock(&self.stopping);
         while !*stopping {
@@ -100,7 +100,7 @@ impl Shared {
         true
     }
 
-    fn set_status(&self, status: Status) {
+    pub(crate) fn set_status(&self, status: Status) {
         *lock(&self.status) = status;
     }
 
@@ -311,6 +311,15 @@ pub(crate) struct Worker {
 /// Starts `worker` on its own thread.
 pub(crate) fn spawn(label: String, worker: Worker) -> Result<(Subscription, Arc<Shared>)> {
     let status = worker.outage.as_ref().map_or(Status::Live, Outage::status);
+    spawn_with(label, status, move |shared| worker.run(shared))
+}
+
+/// Runs `run` on a thread of its own, as a [`Subscription`] showing `status` first.
+pub(crate) fn spawn_with(
+    label: String,
+    status: Status,
+    run: impl FnOnce(&Shared) -> Result<()> + Send + 'static,
+) -> Result<(Subscription, Arc<Shared>)> {
     let shared = Arc::new(Shared {
         label: label.clone(),
         stop: AtomicBool::new(false),
@@ -329,7 +338,7 @@ pub(crate) fn spawn(label: String, worker: Worker) -> Result<(Subscription, Arc<
     let handle = thread::Builder::new()
         .name(format!("sub-{label}"))
         .spawn(move || {
-            let result = worker.run(&inner);
+            let result = run(&inner);
             inner.finish(result);
         })
         .map_err(|e| seed_event::Error::io("starting a subscription thread", e))?;

@@ -179,6 +179,117 @@ impl EventStore for Flaky {
         self.check()?;
         self.inner.clear(what)
     }
+    fn groups(&self) -> Option<&dyn seed_event::GroupBackend> {
+        Some(self)
+    }
+}
+
+impl seed_event::GroupBackend for Flaky {
+    fn join(
+        &self,
+        config: &seed_event::GroupConfig,
+        member: &str,
+    ) -> seed_event::Result<Box<dyn seed_event::GroupMember>> {
+        self.check()?;
+        let inner = EventStore::groups(&self.inner).unwrap().join(config, member)?;
+        Ok(Box::new(FlakyMember { inner, store: self.clone() }))
+    }
+    fn list(&self) -> seed_event::Result<Vec<seed_event::GroupInfo>> {
+        self.check()?;
+        EventStore::groups(&self.inner).unwrap().list()
+    }
+    fn delete(&self, name: &ConsumerName) -> seed_event::Result<bool> {
+        self.check()?;
+        EventStore::groups(&self.inner).unwrap().delete(name)
+    }
+}
+
+/// A group member whose every call fails while its store is down (a
+/// corrupt store fails its fetches with `Corrupt`).
+struct FlakyMember {
+    inner: Box<dyn seed_event::GroupMember>,
+    store: Flaky,
+}
+
+impl seed_event::GroupMember for FlakyMember {
+    fn id(&self) -> &str {
+        self.inner.id()
+    }
+    fn fetch(
+        &mut self,
+        max: usize,
+        timeout: Duration,
+    ) -> seed_event::Result<Vec<seed_event::Delivery>> {
+        self.store.check()?;
+        if *self.store.mode.lock().unwrap() == Mode::Corrupt {
+            return Err(seed_event::Error::corrupt("flaky group", "a bad state"));
+        }
+        // Short waits, so that a switch of the mode is seen soon.
+        self.inner.fetch(max, timeout.min(Duration::from_millis(20)))
+    }
+    fn ack(&mut self, tokens: &[seed_event::DeliveryToken]) -> seed_event::Result<()> {
+        self.store.check_commit()?;
+        self.inner.ack(tokens)
+    }
+    fn nack(
+        &mut self,
+        token: &seed_event::DeliveryToken,
+        delay: Option<Duration>,
+        error: &str,
+    ) -> seed_event::Result<()> {
+        self.store.check()?;
+        self.inner.nack(token, delay, error)
+    }
+    fn in_progress(&mut self, token: &seed_event::DeliveryToken) -> seed_event::Result<()> {
+        self.store.check()?;
+        self.inner.in_progress(token)
+    }
+    fn interrupter(&self) -> Arc<dyn seed_event::Interrupt> {
+        self.inner.interrupter()
+    }
+}
+
+/// A group member waits out an outage (its fetches and acks fail meanwhile):
+/// every event is handled once, the status goes `Reconnecting` and back;
+/// a corrupt store stops it with the error.
+#[test]
+fn a_group_member_survives_an_outage_and_stops_on_a_fatal_error() {
+    let store = Flaky::new();
+    let bus = Arc::new(EventBus::new(Arc::new(store.clone())));
+    let group = seed_event::GroupConfig::new(consumer("workers"), pattern("o.>"))
+        .unwrap()
+        .start(seed_event::Start::Beginning);
+    let handled = Arc::new(Mutex::new(Vec::new()));
+    let sub = {
+        let handled = handled.clone();
+        bus.join_group(bus::WorkerConfig::new(group), move |d| {
+            handled.lock().unwrap().push(d.event.event.payload["n"].as_u64().unwrap());
+            Ok(())
+        })
+        .unwrap()
+    };
+    for n in 0..10 {
+        publish_retrying(&bus, topic_of(n), n);
+    }
+    wait_for("ten handled", || handled.lock().unwrap().len() == 10);
+    store.set(Mode::CommitsDown);
+    for n in 10..20 {
+        publish_retrying(&bus, topic_of(n), n);
+    }
+    wait_for("the member to notice", || reconnecting(&sub).is_some());
+    store.set(Mode::Down);
+    thread::sleep(Duration::from_millis(200));
+    store.set(Mode::Up);
+    wait_for("the member to be live again", || sub.status() == Status::Live);
+    wait_for("twenty handled", || handled.lock().unwrap().len() >= 20);
+    let mut got = handled.lock().unwrap().clone();
+    got.sort();
+    assert_eq!(got, (0..20).collect::<Vec<_>>(), "each event handled once");
+    assert!(store.refused_commits.load(Ordering::SeqCst) > 0, "acks were refused meanwhile");
+    store.set(Mode::Corrupt);
+    wait_for("the member to stop", || sub.is_finished());
+    let err = sub.unsubscribe().unwrap_err();
+    assert_eq!(err.store_kind(), Some(ErrorKind::Corrupt), "{err}");
 }
 
 fn reconnecting(sub: &Subscription) -> Option<(Duration, u32)> {

@@ -79,10 +79,26 @@ Output (--output):
 named start as --from says, which must then be new or beginning. --after CURSOR alone needs
 an exact --topic. Not with --group, which resumes from its own committed positions.
 
+--group NAME shares the events among every subscriber of the group, in any process: each
+event goes to one of them and is acked once its line is written; the events a subscriber
+held when it died go to the others at once, and an event delivered --max-deliveries times
+without being acked goes to the dead-letter topic (dead.<group>). With --exclusive one
+subscriber of the group delivers at a time and the others wait to take over.
+
+--exec CMD makes the subscriber a worker in any language: each event's JSON line goes to
+`sh -c CMD` on stdin, with SEED_TOPIC, SEED_EVENT_ID, SEED_CURSOR and SEED_DELIVERY (1 for
+the first delivery) in its environment; exit 0 acks the event, any other exit fails it (it
+comes again after --backoff, and after --max-deliveries its last stderr line is the error
+recorded with the dead letter). Up to --concurrency commands run at once. Ctrl-C stops
+taking work and waits for the running commands.
+
 Examples:
   seed subscribe --topic 'task.>'
   seed subscribe --topic 'task.*' --from 15m --count 10 --timeout 30s
   seed subscribe --topic orders.created --group billing
+  seed subscribe --topic 'task.>' --group workers --ordered per-topic
+  seed subscribe --topic task.created --group workers --exec './handle-task' --concurrency 4
+  seed subscribe --topic orders.created --group billing --exclusive
   seed subscribe --topic task.completed --after 42-0 --output ndjson")]
     Subscribe(SubscribeArgs),
 
@@ -132,6 +148,31 @@ Examples:
   seed stats
   seed stats --topic task.completed --json")]
     Stats(StatsArgs),
+
+    /// Show work groups: members alive, events in flight and waiting, redelivered, dead-lettered
+    #[command(after_help = "\
+Output (--output): text prints a table; json and ndjson one compact array on one line, an
+object per group with name, pattern, members (one object per live member, with its id),
+in_flight, waiting (events not delivered yet or waiting to be delivered again),
+redelivered and dead_lettered.
+
+Examples:
+  seed groups
+  seed groups --json
+  seed groups delete billing --confirm")]
+    Groups(GroupsArgs),
+
+    /// Put dead letters back on their original topics, to be handled again
+    #[command(after_help = "\
+Each dead letter not redriven yet goes back to its original topic as the original event (same
+id, fields and time); a marker event on the dead-letter topic keeps it from being redriven
+twice. Output (--output): text says how many; json and ndjson print the events put back, with
+their new cursors.
+
+Examples:
+  seed redrive --topic dead.billing
+  seed redrive --topic dead.billing --id 0199a3c4-5b6e-7f80-9a1b-2c3d4e5f6a7b")]
+    Redrive(RedriveArgs),
 
     /// Remove events (asks first unless --confirm is given)
     #[command(after_help = "\
@@ -287,16 +328,49 @@ pub struct SubscribeArgs {
     /// Where to start: new, beginning, an RFC 3339 time, or a duration ago such as 15m
     #[arg(long, default_value = "new", value_parser = parse_from)]
     pub from: FromArg,
-    /// Consume as this durable group: resume where it left off (--from applies only when new)
+    /// Share the events with the other subscribers of this work group, in any process (--from applies only when the group is new)
     #[arg(long, value_name = "NAME", value_parser = parse_group)]
     pub group: Option<ConsumerName>,
+    /// With --group: one subscriber delivers at a time, the others wait (an exclusive durable consumer)
+    #[arg(long, requires = "group")]
+    pub exclusive: bool,
+    /// With --group: how long an event stays with a subscriber that has not printed it
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_positive_duration, requires = "group", conflicts_with = "exclusive")]
+    pub ack_wait: Duration,
+    /// With --group: deliveries of an event before it goes to the dead-letter topic
+    #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..), requires = "group", conflicts_with = "exclusive")]
+    pub max_deliveries: u32,
+    /// With --group: events this subscriber takes at a time [default: 256; with --exec, 1 per command slot]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000), requires = "group", conflicts_with = "exclusive")]
+    pub max_in_flight: Option<u32>,
+    /// With --group: how long a failed event waits before it comes again, doubling per delivery up to --ack-wait
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration, requires = "group", conflicts_with = "exclusive")]
+    pub backoff: Duration,
+    /// With --group: run CMD with sh -c for each event instead of printing it (its JSON line on stdin; SEED_TOPIC, SEED_EVENT_ID, SEED_CURSOR, SEED_DELIVERY set); exit 0 acks, any other exit fails the delivery
+    #[arg(long, value_name = "CMD", requires = "group", conflicts_with = "exclusive")]
+    pub exec: Option<String>,
+    /// With --exec: commands run at once
+    #[arg(long, value_name = "K", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024), requires = "exec")]
+    pub concurrency: u32,
+    /// With --group: per-topic keeps one event per topic in flight across the group (each topic in order)
+    #[arg(
+        long,
+        value_enum,
+        value_name = "ORDER",
+        requires = "group",
+        conflicts_with = "exclusive"
+    )]
+    pub ordered: Option<Ordered>,
+    /// With --group: where events go after their last delivery (default dead.<group>)
+    #[arg(long, value_name = "TOPIC", value_parser = parse_topic, requires = "group", conflicts_with = "exclusive")]
+    pub dead_letter: Option<Topic>,
     /// Exit after this many events
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub count: Option<u64>,
     /// Exit after this long, e.g. 30s, 500ms, 2m
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub timeout: Option<Duration>,
-    /// With --group: how long the group's lock outlives a holder whose host went silent (Redis)
+    /// With --group --exclusive: how long the group's lock outlives a holder whose host went silent (Redis)
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_lease_ttl)]
     pub lease_ttl: Duration,
     /// Exit 1 once the store has been unreachable this long (default: keep retrying)
@@ -308,6 +382,13 @@ pub struct SubscribeArgs {
     /// How to print (see the command's help).
     #[command(flatten)]
     pub output: OutputArgs,
+}
+
+/// The ordering of a work group (`--ordered`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Ordered {
+    /// One event per topic in flight across the group: each topic in order.
+    PerTopic,
 }
 
 /// Where a subscription starts.
@@ -401,6 +482,45 @@ pub struct StatsArgs {
     pub output: OutputArgs,
 }
 
+/// Options of `groups`.
+#[derive(Debug, Args)]
+pub struct GroupsArgs {
+    /// What to do (list them when omitted).
+    #[command(subcommand)]
+    pub action: Option<GroupsAction>,
+    /// How to print (see the command's help).
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// `groups` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum GroupsAction {
+    /// Delete a group whose members all stopped: its positions and unacked events (asks first unless --confirm)
+    Delete {
+        /// The group.
+        #[arg(value_parser = parse_group)]
+        name: ConsumerName,
+        /// Do not ask
+        #[arg(long)]
+        confirm: bool,
+    },
+}
+
+/// Options of `redrive`.
+#[derive(Debug, Args)]
+pub struct RedriveArgs {
+    /// The dead-letter topic, such as dead.billing
+    #[arg(long, value_parser = parse_topic)]
+    pub topic: Topic,
+    /// Only the dead letter with this event id
+    #[arg(long)]
+    pub id: Option<uuid::Uuid>,
+    /// How to print (see the command's help).
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
 /// Options of `clear`.
 #[derive(Debug, Args)]
 pub struct ClearArgs {
@@ -463,6 +583,14 @@ fn parse_lease_ttl(s: &str) -> Result<Duration, String> {
         d if d < Duration::from_millis(1) => {
             Err("a lease TTL must be at least 1ms, such as 5s".to_string())
         }
+        d => Ok(d),
+    }
+}
+
+/// A duration longer than zero, such as 30s.
+fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+    match parse_duration(s)? {
+        d if d < Duration::from_millis(1) => Err("must be at least 1ms, such as 30s".to_string()),
         d => Ok(d),
     }
 }

@@ -11,16 +11,17 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use bus::{
     BusConfig, EventBus, HandlerResult, PublishOptions, ReplayConfig, StartAt, SubscribeConfig,
+    WorkerConfig,
 };
 use clap::CommandFactory;
 use seed_event::{
-    parse_json_object, Clear, Cursor, Event, EventStore, Limit, Query, StoredEvent, Topic,
-    TopicPattern,
+    parse_json_object, Clear, ConsumerName, Cursor, Delivery, Event, EventStore, GroupConfig,
+    GroupOrdering, Limit, Query, Start, StoredEvent, Topic, TopicPattern,
 };
 
 use crate::args::{
-    AfterArg, ClearArgs, Cli, Command, Format, FromArg, HistoryArgs, PayloadArg, PublishArgs,
-    ReplayArgs, StatsArgs, SubscribeArgs, SyncArg,
+    AfterArg, ClearArgs, Cli, Command, Format, FromArg, GroupsAction, GroupsArgs, HistoryArgs,
+    Ordered, PayloadArg, PublishArgs, RedriveArgs, ReplayArgs, StatsArgs, SubscribeArgs, SyncArg,
 };
 use crate::output::{count, history_line, python_isoformat, EventPrinter};
 use crate::signal;
@@ -74,6 +75,8 @@ pub fn run(cli: Cli) -> Result<u8> {
                 Command::Topics(args) => topics(&bus, args.output.format(), out),
                 Command::Stats(args) => stats(&bus, args, out),
                 Command::Clear(args) => return clear(&bus, args, out),
+                Command::Groups(args) => return groups(&bus, args, out),
+                Command::Redrive(args) => redrive(&bus, args, out),
                 Command::Serve(args) => serve::run(bus.store().clone(), args).map_err(Into::into),
                 Command::Completions { .. }
                 | Command::ManPages { .. }
@@ -344,7 +347,197 @@ fn replay_line(e: &Event) -> String {
     format!("[REPLAY] {}", e.to_json_line())
 }
 
+/// `subscribe --group NAME` (not `--exclusive`): a member of the work group
+/// that prints each event it gets; a batch of printed events is flushed,
+/// then acked with the next fetch.
+fn subscribe_group(bus: &EventBus, args: &SubscribeArgs, name: &ConsumerName) -> Result<()> {
+    if !args.after.is_empty() {
+        return Err(Usage(
+            "--after does not go with --group, which resumes from the group's own positions"
+                .to_string(),
+        )
+        .into());
+    }
+    if bus.store().groups().is_none() {
+        return Err(Usage(format!(
+            "--group {name} shares events among subscribers, which {} cannot do yet; expected the file store, or --exclusive for one subscriber at a time",
+            bus.store().describe()
+        ))
+        .into());
+    }
+    let mut group = match &args.dead_letter {
+        Some(topic) => {
+            GroupConfig::with_dead_letter(name.clone(), args.topic.clone(), topic.clone())
+        }
+        None => GroupConfig::new(name.clone(), args.topic.clone())
+            .map_err(|e| Usage(format!("{e} (or name one with --dead-letter TOPIC)")))?,
+    };
+    group = group
+        .start(match args.from {
+            FromArg::New => Start::New,
+            FromArg::Beginning => Start::Beginning,
+            FromArg::Since(t) => Start::Since(t),
+        })
+        .ack_wait(args.ack_wait)
+        .max_deliveries(args.max_deliveries)
+        .backoff(args.backoff);
+    if args.ordered == Some(Ordered::PerTopic) {
+        group = group.ordering(GroupOrdering::PerTopic);
+    }
+    if let Some(cmd) = &args.exec {
+        let in_flight = args.max_in_flight.map_or(1, |n| n as usize);
+        let mut config = WorkerConfig::new(group.max_in_flight(in_flight)).member("exec");
+        config.give_up_after = args.give_up_after;
+        return exec_workers(bus, args, config, cmd);
+    }
+    let mut config =
+        WorkerConfig::new(group.max_in_flight(args.max_in_flight.map_or(256, |n| n as usize)))
+            .member("cli");
+    config.max_events = args.count;
+    config.give_up_after = args.give_up_after;
+    signal::catch_stop_signals();
+    let deadline = args.timeout.and_then(|t| Instant::now().checked_add(t));
+    let past_deadline = move || deadline.is_some_and(|d| Instant::now() >= d);
+    let broken = Arc::new(AtomicBool::new(false));
+    let out = Arc::new(Mutex::new(EventPrinter::new(
+        io::BufWriter::with_capacity(1 << 16, io::stdout()),
+        args.output.format(),
+        json_line,
+    )));
+    let handler = {
+        let (out, broken) = (out.clone(), broken.clone());
+        move |d: &Delivery| -> HandlerResult {
+            let mut printer = out.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Err(err) = printer.push(&d.event) {
+                if err.kind() == io::ErrorKind::BrokenPipe {
+                    broken.store(true, Ordering::SeqCst);
+                }
+                return Err(err.into());
+            }
+            Ok(())
+        }
+    };
+    let flush = {
+        let (out, broken) = (out.clone(), broken.clone());
+        move || -> HandlerResult {
+            let mut printer = out.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Err(err) = printer.flush() {
+                if err.kind() == io::ErrorKind::BrokenPipe {
+                    broken.store(true, Ordering::SeqCst);
+                }
+                return Err(err.into());
+            }
+            Ok(())
+        }
+    };
+    let member = bus.join_group_with(config, handler, flush)?;
+    eprintln!("Listening on {}", args.topic);
+    loop {
+        if member.wait_timeout(Duration::from_millis(20)) {
+            break;
+        }
+        if signal::stop_requested() || broken.load(Ordering::SeqCst) || past_deadline() {
+            break;
+        }
+    }
+    // Stops after the event being printed, flushes and acks what was printed.
+    let result = member.unsubscribe();
+    if broken.load(Ordering::SeqCst) {
+        return Ok(());
+    }
+    out.lock().unwrap_or_else(PoisonError::into_inner).finish()?;
+    result?;
+    Ok(())
+}
+
+/// `subscribe --group NAME --exec CMD`: `--concurrency` members in this
+/// process, each running CMD for one event at a time.
+fn exec_workers(
+    bus: &EventBus,
+    args: &SubscribeArgs,
+    config: WorkerConfig,
+    cmd: &str,
+) -> Result<()> {
+    signal::catch_stop_signals();
+    let deadline = args.timeout.and_then(|t| Instant::now().checked_add(t));
+    let past_deadline = move || deadline.is_some_and(|d| Instant::now() >= d);
+    let handled = Arc::new(AtomicU64::new(0));
+    let mut members = Vec::new();
+    for _ in 0..args.concurrency {
+        let (cmd, handled) = (cmd.to_string(), handled.clone());
+        members.push(bus.join_group(config.clone(), move |d| {
+            run_command(&cmd, d)?;
+            handled.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        })?);
+    }
+    eprintln!("Listening on {}", args.topic);
+    let enough = || args.count.is_some_and(|n| handled.load(Ordering::SeqCst) >= n);
+    loop {
+        if members.iter().any(|m| m.wait_timeout(Duration::from_millis(20))) {
+            break;
+        }
+        if signal::stop_requested() || past_deadline() || enough() {
+            break;
+        }
+    }
+    // Each member stops after its running command and acks or nacks it.
+    let mut first_error = None;
+    for member in members {
+        if let Err(e) = member.unsubscribe() {
+            first_error.get_or_insert(e);
+        }
+    }
+    match first_error {
+        Some(e) => Err(e.into()),
+        None => Ok(()),
+    }
+}
+
+/// Runs `sh -c cmd` for one delivery: the event's JSON line on stdin, its
+/// topic, id, cursor and delivery count in the environment. Its stderr is
+/// passed on; on a failure its last stderr line is the error.
+fn run_command(cmd: &str, d: &Delivery) -> HandlerResult {
+    use std::process::{Command as Process, Stdio};
+    let mut child = Process::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .env("SEED_TOPIC", d.token.topic.as_str())
+        .env("SEED_EVENT_ID", d.event.event.id.to_string())
+        .env("SEED_CURSOR", d.event.cursor.to_string())
+        .env("SEED_DELIVERY", d.deliveries.to_string())
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run sh -c {cmd:?}: {e}"))?;
+    let line = format!("{}\n", d.event.event.to_json_line());
+    let writer = child.stdin.take().map(|mut stdin| {
+        thread::spawn(move || {
+            // A command that does not read its input is not a failure.
+            let _ = stdin.write_all(line.as_bytes());
+        })
+    });
+    let mut errors = Vec::new();
+    if let Some(mut stderr) = child.stderr.take() {
+        io::Read::read_to_end(&mut stderr, &mut errors)?;
+    }
+    let status = child.wait()?;
+    if let Some(w) = writer {
+        let _ = w.join();
+    }
+    io::stderr().write_all(&errors)?;
+    if status.success() {
+        return Ok(());
+    }
+    let text = String::from_utf8_lossy(&errors);
+    let last = text.lines().rev().find(|l| !l.trim().is_empty()).map(str::to_string);
+    Err(last.unwrap_or_else(|| format!("sh -c {cmd:?}: {status}")).into())
+}
+
 fn subscribe(bus: &EventBus, args: &SubscribeArgs) -> Result<()> {
+    if let Some(name) = args.group.as_ref().filter(|_| !args.exclusive) {
+        return subscribe_group(bus, args, name);
+    }
     signal::catch_stop_signals();
     // A timeout past what the clock can represent is no deadline.
     let deadline = args.timeout.and_then(|t| Instant::now().checked_add(t));
@@ -610,6 +803,94 @@ fn write_table(out: &mut dyn Write, header: &[&str], rows: &[Vec<String>]) -> io
         writeln!(out, "{}", line(row.iter().map(String::as_str).collect()))?;
     }
     Ok(())
+}
+
+fn redrive(bus: &EventBus, args: &RedriveArgs, out: &mut dyn Write) -> Result<()> {
+    let events = bus.redrive(&args.topic, args.id)?;
+    let format = args.output.format();
+    if format == Format::Text {
+        writeln!(
+            out,
+            "Redrove {} from {}.",
+            count(events.len() as u64, "dead letter"),
+            args.topic
+        )?;
+        return Ok(());
+    }
+    let mut printer = EventPrinter::new(io::BufWriter::new(out), format, json_line);
+    for e in &events {
+        printer.push(e)?;
+    }
+    printer.finish()?;
+    Ok(())
+}
+
+/// Lists the work groups, or deletes one (exit status 1 when the question was answered no).
+fn groups(bus: &EventBus, args: &GroupsArgs, out: &mut dyn Write) -> Result<u8> {
+    if let Some(GroupsAction::Delete { name, confirm }) = &args.action {
+        if !confirm {
+            if !io::stdin().is_terminal() {
+                return Err(Usage(
+                    "refusing to delete a group without --confirm: standard input is not a terminal to ask on"
+                        .to_string(),
+                )
+                .into());
+            }
+            eprint!("Delete group '{name}' with its positions and unacked events? [y/N] ");
+            let mut answer = String::new();
+            io::stdin().lock().read_line(&mut answer)?;
+            if !answer.trim().eq_ignore_ascii_case("y") {
+                writeln!(out, "Aborted.")?;
+                return Ok(1);
+            }
+        }
+        if bus.delete_group(name)? {
+            writeln!(out, "Deleted group '{name}'.")?;
+            return Ok(0);
+        }
+        return Err(Usage(format!("there is no group {name}; `seed groups` lists them")).into());
+    }
+    let groups = bus.groups()?;
+    if args.output.format() != Format::Text {
+        let json: Vec<serde_json::Value> = groups
+            .iter()
+            .map(|g| {
+                serde_json::json!({
+                    "name": g.name,
+                    "pattern": g.pattern,
+                    "members": g.members.iter().map(|id| serde_json::json!({"id": id})).collect::<Vec<_>>(),
+                    "in_flight": g.in_flight,
+                    "waiting": g.waiting,
+                    "redelivered": g.redelivered,
+                    "dead_lettered": g.dead_lettered,
+                })
+            })
+            .collect();
+        writeln!(out, "{}", serde_json::to_string(&json)?)?;
+        return Ok(0);
+    }
+    if groups.is_empty() {
+        eprintln!("No groups found.");
+        return Ok(0);
+    }
+    let rows: Vec<Vec<String>> = groups
+        .iter()
+        .map(|g| {
+            vec![
+                g.name.clone(),
+                g.pattern.clone(),
+                g.members.len().to_string(),
+                g.in_flight.to_string(),
+                g.waiting.to_string(),
+                g.redelivered.to_string(),
+                g.dead_lettered.to_string(),
+            ]
+        })
+        .collect();
+    let header =
+        ["GROUP", "PATTERN", "MEMBERS", "IN FLIGHT", "WAITING", "REDELIVERED", "DEAD-LETTERED"];
+    write_table(out, &header, &rows)?;
+    Ok(0)
 }
 
 /// Clears; exit status 1 when the question was answered no.

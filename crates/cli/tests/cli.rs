@@ -352,8 +352,16 @@ fn subscribe_from_the_beginning_a_time_or_a_duration_ago_with_a_timeout() {
 #[test]
 fn a_durable_group_killed_with_sigkill_resumes_after_its_last_commit() {
     let dir = Dir::new();
-    let mut first =
-        dir.spawn(&["subscribe", "--topic", "jobs.>", "--group", "workers", "--from", "beginning"]);
+    let mut first = dir.spawn(&[
+        "subscribe",
+        "--topic",
+        "jobs.>",
+        "--group",
+        "workers",
+        "--exclusive",
+        "--from",
+        "beginning",
+    ]);
     first.wait_listening();
     for n in 1..=5 {
         dir.publish("jobs.a", &format!(r#"{{"n": {n}}}"#));
@@ -364,8 +372,16 @@ fn a_durable_group_killed_with_sigkill_resumes_after_its_last_commit() {
         dir.publish(if n == 7 { "jobs.new" } else { "jobs.a" }, &format!(r#"{{"n": {n}}}"#));
     }
     // The kernel released the killed process's lock on the group: no wait.
-    let mut second =
-        dir.spawn(&["subscribe", "--topic", "jobs.>", "--group", "workers", "--from", "new"]);
+    let mut second = dir.spawn(&[
+        "subscribe",
+        "--topic",
+        "jobs.>",
+        "--group",
+        "workers",
+        "--exclusive",
+        "--from",
+        "new",
+    ]);
     second.wait_listening();
     dir.publish("jobs.a", r#"{"n": 9}"#);
     let mut seen = Vec::new();
@@ -397,7 +413,7 @@ fn a_durable_group_killed_with_sigkill_resumes_after_its_last_commit() {
 #[test]
 fn ctrl_c_commits_what_was_printed_and_lets_the_group_go() {
     let dir = Dir::new();
-    let mut sub = dir.spawn(&["subscribe", "--topic", "cc", "--group", "g"]);
+    let mut sub = dir.spawn(&["subscribe", "--topic", "cc", "--group", "g", "--exclusive"]);
     sub.wait_listening();
     for n in 0..3 {
         dir.publish("cc", &format!(r#"{{"n": {n}}}"#));
@@ -407,14 +423,23 @@ fn ctrl_c_commits_what_was_printed_and_lets_the_group_go() {
     sub.expect_exit(0);
     dir.publish("cc", r#"{"n": 3}"#);
     // Released: the next one starts at once, right after what was printed.
-    let mut next = dir.spawn(&["subscribe", "--topic", "cc", "--group", "g", "--count", "1"]);
+    let mut next =
+        dir.spawn(&["subscribe", "--topic", "cc", "--group", "g", "--exclusive", "--count", "1"]);
     assert_eq!(ns(&next.events(1)), vec![3]);
     next.expect_exit(0);
     // While a group is held, another subscriber waits, and gives up at its timeout.
-    let holder = dir.spawn(&["subscribe", "--topic", "cc", "--group", "g"]);
+    let holder = dir.spawn(&["subscribe", "--topic", "cc", "--group", "g", "--exclusive"]);
     holder.wait_listening();
-    let mut waiting =
-        dir.spawn(&["subscribe", "--topic", "cc", "--group", "g", "--timeout", "500ms"]);
+    let mut waiting = dir.spawn(&[
+        "subscribe",
+        "--topic",
+        "cc",
+        "--group",
+        "g",
+        "--exclusive",
+        "--timeout",
+        "500ms",
+    ]);
     waiting.wait_stderr("Waiting for group g");
     waiting.expect_exit(1);
     drop(holder);
@@ -526,6 +551,7 @@ fn topics_and_stats() {
         "a.one",
         "--group",
         "g",
+        "--exclusive",
         "--from",
         "beginning",
         "--count",
@@ -665,7 +691,8 @@ fn a_line_written_in_two_parts_is_delivered_once() {
 #[test]
 fn one_group_two_processes_one_deliverer() {
     let dir = Dir::new();
-    let args = ["subscribe", "--topic", "work", "--group", "pool", "--from", "beginning"];
+    let args =
+        ["subscribe", "--topic", "work", "--group", "pool", "--exclusive", "--from", "beginning"];
     let a = dir.spawn(&args);
     let b = dir.spawn(&args);
     let deadline = Instant::now() + DEADLINE;

@@ -1,4 +1,4 @@
-//! Exclusive `--group` consumers across processes, on the file store and on
+//! Exclusive `--group --exclusive` consumers across processes, on the file store and on
 //! a private redis-server: a holder killed with SIGKILL is taken over by a
 //! waiting subscriber and by a restarted one, with nothing lost and at most
 //! the event in flight printed twice; and two processes racing for one group
@@ -47,7 +47,8 @@ fn repeated(before: &BTreeSet<u64>, later: &[u64]) -> usize {
 
 fn sigkill_takeover(dir: &Dir, store: &str) {
     const EVENTS: u64 = 3000;
-    let group = ["subscribe", "--topic", "jobs", "--group", "g", "--from", "beginning"];
+    let group =
+        ["subscribe", "--topic", "jobs", "--group", "g", "--exclusive", "--from", "beginning"];
     publish_range(dir, "jobs", 0, EVENTS);
     let first = dir.spawn(&group);
     first.wait_listening();
@@ -108,8 +109,18 @@ fn a_killed_group_holder_is_taken_over_on_redis() {
 /// event and exits. If both held the group at once they would start from
 /// the same committed position and print the same event.
 fn race(dir: &Dir, store: &str, rounds: u64) {
-    let args =
-        ["subscribe", "--topic", "race", "--group", "g", "--from", "beginning", "--count", "1"];
+    let args = [
+        "subscribe",
+        "--topic",
+        "race",
+        "--group",
+        "g",
+        "--exclusive",
+        "--from",
+        "beginning",
+        "--count",
+        "1",
+    ];
     let begun = Instant::now();
     for round in 0..rounds {
         publish_range(dir, "race", 2 * round, 2 * round + 2);
@@ -144,7 +155,16 @@ fn the_lease_ttl_must_be_a_positive_duration() {
     let dir = Dir::new();
     for bad in ["0s", "5", "soon"] {
         let stderr = dir
-            .command(&["subscribe", "--topic", "a", "--group", "g", "--lease-ttl", bad])
+            .command(&[
+                "subscribe",
+                "--topic",
+                "a",
+                "--group",
+                "g",
+                "--exclusive",
+                "--lease-ttl",
+                bad,
+            ])
             .fails_with(2);
         assert!(stderr.contains("--lease-ttl"), "{stderr}");
     }
@@ -153,9 +173,9 @@ fn the_lease_ttl_must_be_a_positive_duration() {
 #[test]
 fn ctrl_c_ends_the_wait_for_a_held_group() {
     let dir = Dir::new();
-    let holder = dir.spawn(&["subscribe", "--topic", "w", "--group", "g"]);
+    let holder = dir.spawn(&["subscribe", "--topic", "w", "--group", "g", "--exclusive"]);
     holder.wait_listening();
-    let mut waiting = dir.spawn(&["subscribe", "--topic", "w", "--group", "g"]);
+    let mut waiting = dir.spawn(&["subscribe", "--topic", "w", "--group", "g", "--exclusive"]);
     waiting.wait_stderr("Waiting for group g");
     waiting.signal(libc::SIGINT);
     waiting.expect_exit(0);

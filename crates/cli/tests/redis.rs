@@ -19,7 +19,16 @@ fn every_command_works_on_redis() {
     let dir = Dir::with_redis(server.url());
 
     let mut sub = dir.spawn(&["subscribe", "--topic", "task.>", "--count", "3"]);
-    let mut group = dir.spawn(&["subscribe", "--topic", "task.*", "--group", "g", "--count", "2"]);
+    let mut group = dir.spawn(&[
+        "subscribe",
+        "--topic",
+        "task.*",
+        "--group",
+        "g",
+        "--exclusive",
+        "--count",
+        "2",
+    ]);
     sub.wait_listening();
     group.wait_listening();
     let id = dir.publish("task.a", r#"{"n": 0}"#);
@@ -83,7 +92,7 @@ fn subscribe_then_publish_at_once_misses_nothing_on_redis() {
 fn a_durable_group_resumes_on_redis() {
     let server = RedisServer::start();
     let dir = Dir::with_redis(server.url());
-    let mut sub = dir.spawn(&["subscribe", "--topic", "jobs.>", "--group", "w"]);
+    let mut sub = dir.spawn(&["subscribe", "--topic", "jobs.>", "--group", "w", "--exclusive"]);
     sub.wait_listening();
     for n in 0..3 {
         dir.publish("jobs.a", &format!(r#"{{"n": {n}}}"#));
@@ -93,7 +102,16 @@ fn a_durable_group_resumes_on_redis() {
     sub.expect_exit(0);
     dir.publish("jobs.a", r#"{"n": 3}"#);
     dir.publish("jobs.b", r#"{"n": 4}"#);
-    let mut sub = dir.spawn(&["subscribe", "--topic", "jobs.>", "--group", "w", "--count", "2"]);
+    let mut sub = dir.spawn(&[
+        "subscribe",
+        "--topic",
+        "jobs.>",
+        "--group",
+        "w",
+        "--exclusive",
+        "--count",
+        "2",
+    ]);
     let mut got = ns(&sub.events(2));
     got.sort_unstable();
     assert_eq!(got, vec![3, 4]);
@@ -256,7 +274,7 @@ fn a_plain_subscriber_survives_redis_restarts() {
 #[test]
 fn a_group_subscriber_survives_redis_restarts() {
     subscriber_survives_restarts(
-        &["--group", "g"],
+        &["--group", "g", "--exclusive"],
         &[Duration::from_secs(1), Duration::from_secs(10)],
     );
 }

@@ -21,6 +21,8 @@
 mod cursor;
 mod error;
 mod event;
+pub mod group_engine;
+mod groups;
 mod lock;
 mod memory;
 mod retention;
@@ -32,10 +34,16 @@ mod topic;
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
+#[cfg(any(test, feature = "conformance"))]
+pub mod group_conformance;
 
 pub use cursor::Cursor;
 pub use error::{Error, ErrorKind, Result};
 pub use event::{parse_json_object, Event, JsonObject};
+pub use groups::{
+    group_in_use, Delivery, DeliveryToken, GroupBackend, GroupConfig, GroupInfo, GroupMember,
+    GroupOrdering,
+};
 pub use lock::{Cancel, ConsumerLock, Fence, LockRequest};
 pub use memory::MemoryStore;
 pub use retention::{Limits, Retention};

@@ -44,6 +44,12 @@ struct TypeStates {
 struct Shared {
     state: Mutex<State>,
     appended: Condvar,
+    /// The work groups; never locked while `state` is held.
+    groups: Mutex<groups::Groups>,
+    /// Signalled when a group changes or an event is appended while a member waits.
+    group_changed: Condvar,
+    /// Members alive: appends signal `group_changed` only when there are some.
+    members: std::sync::atomic::AtomicUsize,
     /// Versions kept per entity.
     history: u64,
 }
@@ -53,6 +59,9 @@ impl Default for Shared {
         Shared {
             state: Mutex::default(),
             appended: Condvar::new(),
+            groups: Mutex::default(),
+            group_changed: Condvar::new(),
+            members: std::sync::atomic::AtomicUsize::new(0),
             history: crate::DEFAULT_STATE_HISTORY,
         }
     }
@@ -86,7 +95,16 @@ impl MemoryStore {
     fn lock(&self) -> MutexGuard<'_, State> {
         lock(&self.shared.state)
     }
+
+    /// Wakes the group members waiting for events (none of them is this thread).
+    fn appended(&self) {
+        self.shared.appended.notify_all();
+        groups::appended(self);
+    }
 }
+
+#[path = "memory_groups.rs"]
+mod groups;
 
 /// A held lock of a [`MemoryStore`] consumer.
 struct MemoryLock {
@@ -132,7 +150,7 @@ impl EventStore for MemoryStore {
 
     fn append(&self, event: &Event) -> Result<Cursor> {
         let cursor = push(&mut self.lock(), event.clone());
-        self.shared.appended.notify_all();
+        self.appended();
         Ok(cursor)
     }
 
@@ -141,7 +159,7 @@ impl EventStore for MemoryStore {
         let mut state = self.lock();
         let cursors = events.iter().map(|e| push(&mut state, e.clone())).collect();
         drop(state);
-        self.shared.appended.notify_all();
+        self.appended();
         Ok(cursors)
     }
 
@@ -153,7 +171,7 @@ impl EventStore for MemoryStore {
         }
         let cursor = push(&mut state, event.clone());
         drop(state);
-        self.shared.appended.notify_all();
+        self.appended();
         Ok(cursor)
     }
 
@@ -309,6 +327,10 @@ impl EventStore for MemoryStore {
     fn states(&self) -> Option<&dyn StateBackend> {
         Some(self)
     }
+
+    fn groups(&self) -> Option<&dyn crate::GroupBackend> {
+        Some(self)
+    }
 }
 
 impl StateBackend for MemoryStore {
@@ -331,7 +353,7 @@ impl StateBackend for MemoryStore {
             records.drain(..records.len() - history);
         }
         drop(state);
-        self.shared.appended.notify_all();
+        self.appended();
         Ok(cursor)
     }
 

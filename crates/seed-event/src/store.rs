@@ -330,6 +330,11 @@ pub trait EventStore: Send + Sync {
         None
     }
 
+    /// The store's work groups, if it has them (see [`crate::GroupBackend`]).
+    fn groups(&self) -> Option<&dyn crate::GroupBackend> {
+        None
+    }
+
     /// Takes the exclusive lock of durable consumer `name`, waiting as
     /// `request` says; `None` when another holder kept it (or the wait was
     /// cancelled). At most one lock of a consumer is held at a time, across

@@ -15,3 +15,7 @@ impl Harness for Memory {
 }
 
 seed_event::conformance_tests!(Memory(MemoryStore::new()));
+
+mod groups {
+    seed_event::group_conformance_tests!(crate::Memory(seed_event::MemoryStore::new()));
+}

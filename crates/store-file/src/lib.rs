@@ -29,6 +29,12 @@
 //!   atomically. Every writer reads it for each log file it opens.
 //! - `<dir>/.consumers/<consumer>/<topic>.json`: durable consumer positions,
 //!   one file per consumer and topic, replaced atomically.
+//! - `<dir>/.groups/<group>/`: a work group (see [`seed_event::GroupBackend`]):
+//!   `state.json` (its positions, pending events and counters, replaced
+//!   atomically under the group's `flock` on `.lock`, synced as the sync
+//!   policy says) and `members/<id>.lock`, each `flock`ed by its live member,
+//!   so that whoever holds the group lock sees a dead member (the kernel
+//!   released its lock) and delivers its events to the others at once.
 //! - `<dir>/.states/<stem>.idx`: the index of the entity states of topic
 //!   `state.<type>` (see [Entity states](#entity-states)), and
 //!   `<dir>/.states/<stem>.compacted`: the greatest sequence number a
@@ -259,6 +265,7 @@ mod encode;
 mod escape;
 mod follow;
 mod fsutil;
+mod groups;
 mod legacy;
 mod lines;
 mod meta;

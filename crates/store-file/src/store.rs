@@ -430,6 +430,10 @@ impl EventStore for FileStore {
     fn states(&self) -> Option<&dyn seed_event::StateBackend> {
         Some(self)
     }
+
+    fn groups(&self) -> Option<&dyn seed_event::GroupBackend> {
+        Some(self)
+    }
 }
 
 #[cfg(test)]

@@ -33,6 +33,10 @@ mod polling {
     seed_event::conformance_tests!(crate::polling());
 }
 
+mod groups {
+    seed_event::group_conformance_tests!(crate::with_inotify());
+}
+
 mod states {
     seed_state::state_conformance_tests!(crate::with_inotify());
 }

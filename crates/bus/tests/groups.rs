@@ -1,0 +1,216 @@
+//! Work-group members over the bus (`EventBus::join_group`), on the memory
+//! and the file store: members share the events, failing handlers' events
+//! come back and are dead-lettered, a stopped member hands its events over.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bus::{EventBus, PublishOptions, WorkerConfig};
+use seed_event::{
+    ConsumerName, EventStore, GroupConfig, JsonObject, MemoryStore, Query, Start, Topic,
+    TopicPattern,
+};
+use serde_json::json;
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+fn group(name: &str, pattern: &str) -> GroupConfig {
+    GroupConfig::new(ConsumerName::new(name).unwrap(), TopicPattern::new(pattern).unwrap())
+        .unwrap()
+        .start(Start::Beginning)
+}
+
+fn payload(n: u64) -> JsonObject {
+    json!({ "n": n }).as_object().cloned().unwrap()
+}
+
+fn publish(bus: &EventBus, topic: &str, range: std::ops::Range<u64>) {
+    let topic = Topic::new(topic).unwrap();
+    let payloads: Vec<JsonObject> = range.map(payload).collect();
+    for chunk in payloads.chunks(500) {
+        bus.publish_batch(&topic, "test", chunk.to_vec(), &PublishOptions::default()).unwrap();
+    }
+}
+
+/// Waits until `done` holds or the deadline passed.
+fn wait_until(mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + DEADLINE;
+    while Instant::now() < deadline {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    done()
+}
+
+/// Three members share `events` events: each is handled once, every member handles some.
+fn three_members_share(store: Arc<dyn EventStore>, events: u64) {
+    let bus = EventBus::new(store);
+    let handled: Arc<Mutex<BTreeMap<u64, Vec<usize>>>> = Arc::default();
+    let config = WorkerConfig::new(group("share", "jobs.*").max_in_flight(16));
+    let members: Vec<_> = (0..3)
+        .map(|m| {
+            let handled = handled.clone();
+            bus.join_group(config.clone().member(format!("m{m}")), move |d| {
+                let n = d.event.event.payload["n"].as_u64().unwrap();
+                handled.lock().unwrap().entry(n).or_default().push(m);
+                std::thread::sleep(Duration::from_micros(200));
+                Ok(())
+            })
+            .unwrap()
+        })
+        .collect();
+    publish(&bus, "jobs.a", 0..events / 2);
+    publish(&bus, "jobs.b", events / 2..events);
+    assert!(wait_until(|| handled.lock().unwrap().len() as u64 == events), "every event handled");
+    let mut per_member = [0u64; 3];
+    for m in members {
+        m.unsubscribe().unwrap();
+    }
+    let handled = handled.lock().unwrap();
+    for (n, by) in handled.iter() {
+        assert_eq!(by.len(), 1, "event {n} handled by {by:?}");
+        per_member[by[0]] += 1;
+    }
+    assert!(per_member.iter().all(|n| *n > 0), "every member handled some: {per_member:?}");
+    let info = bus.groups().unwrap();
+    assert_eq!((info[0].in_flight, info[0].waiting), (0, 0), "{info:?}");
+}
+
+#[test]
+fn three_members_share_the_events_on_the_memory_store() {
+    three_members_share(Arc::new(MemoryStore::new()), 1000);
+}
+
+#[test]
+fn three_members_share_the_events_on_the_file_store() {
+    let dir = tempfile::tempdir().unwrap();
+    three_members_share(Arc::new(store_file::FileStore::open(dir.path()).unwrap()), 3000);
+}
+
+/// A handler that fails on poison events: those are delivered
+/// `max_deliveries` times, then dead-lettered once each; the rest are
+/// handled once.
+#[test]
+fn failing_events_come_back_then_are_dead_lettered() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn EventStore> = Arc::new(store_file::FileStore::open(dir.path()).unwrap());
+    let bus = EventBus::new(store.clone());
+    let calls: Arc<Mutex<BTreeMap<u64, u32>>> = Arc::default();
+    let config = WorkerConfig::new(
+        group("poison", "work").max_deliveries(3).backoff(Duration::from_millis(10)),
+    );
+    let member = {
+        let calls = calls.clone();
+        bus.join_group(config, move |d| {
+            let n = d.event.event.payload["n"].as_u64().unwrap();
+            *calls.lock().unwrap().entry(n).or_default() += 1;
+            if n % 10 == 3 {
+                return Err(format!("poison {n} (delivery {})", d.deliveries).into());
+            }
+            Ok(())
+        })
+        .unwrap()
+    };
+    publish(&bus, "work", 0..100);
+    let dead = Topic::new("dead.poison").unwrap();
+    assert!(
+        wait_until(|| store.query(&Query::topic(&dead)).unwrap().len() == 10),
+        "ten dead letters"
+    );
+    let summary = member.unsubscribe().unwrap();
+    assert_eq!((summary.delivered, summary.failed), (90, 30));
+    let calls = calls.lock().unwrap();
+    for (n, count) in calls.iter() {
+        assert_eq!(*count, if n % 10 == 3 { 3 } else { 1 }, "event {n}");
+    }
+    let letters = store.query(&Query::topic(&dead)).unwrap();
+    let mut poisoned: Vec<u64> = letters
+        .iter()
+        .map(|l| l.event.payload["event"]["payload"]["n"].as_u64().unwrap())
+        .collect();
+    poisoned.sort();
+    assert_eq!(poisoned, (0..10).map(|i| i * 10 + 3).collect::<Vec<_>>());
+    assert!(letters
+        .iter()
+        .all(|l| l.event.payload["error"].as_str().unwrap().contains("delivery 3")));
+    assert_eq!(bus.groups().unwrap()[0].dead_lettered, 10);
+    // Redriven, they are back on their topic once, with their ids.
+    let back = bus.redrive(&dead, None).unwrap();
+    assert_eq!(back.len(), 10);
+    let ids: Vec<_> = letters.iter().map(|l| l.event.payload["event"]["id"].clone()).collect();
+    let back_ids: Vec<_> = back.iter().map(|e| serde_json::json!(e.event.id.to_string())).collect();
+    assert_eq!(back_ids, ids);
+    assert!(bus.redrive(&dead, None).unwrap().is_empty(), "redriven once");
+    assert_eq!(store.query(&Query::topic(&Topic::new("work").unwrap())).unwrap().len(), 110);
+}
+
+/// A member stopped while it holds events hands them to another member;
+/// an idle member stops at once.
+#[test]
+fn a_stopped_member_hands_its_events_over() {
+    let store: Arc<dyn EventStore> = Arc::new(MemoryStore::new());
+    let bus = EventBus::new(store);
+    publish(&bus, "slow", 0..20);
+    let config = WorkerConfig::new(group("handover", "slow").max_in_flight(20));
+    let (entered, release) = (Arc::new(Mutex::new(0u32)), Arc::new(Mutex::new(false)));
+    let first = {
+        let (entered, release) = (entered.clone(), release.clone());
+        bus.join_group(config.clone().member("first"), move |_| {
+            *entered.lock().unwrap() += 1;
+            while !*release.lock().unwrap() {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Ok(())
+        })
+        .unwrap()
+    };
+    assert!(wait_until(|| *entered.lock().unwrap() == 1), "the first member is busy");
+    let handled = Arc::new(Mutex::new(Vec::new()));
+    let second = {
+        let handled = handled.clone();
+        bus.join_group(config.member("second"), move |d| {
+            handled.lock().unwrap().push(d.event.event.payload["n"].as_u64().unwrap());
+            Ok(())
+        })
+        .unwrap()
+    };
+    // The first member holds all twenty: stopping it (after the event in
+    // its handler) gives the other nineteen to the second.
+    let stopper = std::thread::spawn(move || first.unsubscribe().unwrap());
+    std::thread::sleep(Duration::from_millis(50));
+    *release.lock().unwrap() = true;
+    assert_eq!(stopper.join().unwrap().delivered, 1);
+    assert!(wait_until(|| handled.lock().unwrap().len() == 19), "the second member got the rest");
+    let started = Instant::now();
+    second.unsubscribe().unwrap();
+    eprintln!("an idle member stopped in {:?}", started.elapsed());
+}
+
+/// `before_ack` runs before each batch's ack; when it fails, the member
+/// stops with its error and the batch is not acked: another member gets it.
+#[test]
+fn a_failing_before_ack_stops_the_member_without_acking() {
+    let bus = EventBus::new(Arc::new(MemoryStore::new()));
+    publish(&bus, "flush", 0..5);
+    let config = WorkerConfig::new(group("flushing", "flush"));
+    let failing = bus
+        .join_group_with(config.clone(), |_| Ok(()), || Err("the output is gone".into()))
+        .unwrap();
+    assert!(wait_until(|| failing.is_finished()), "the member stops");
+    let err = failing.unsubscribe().unwrap_err();
+    assert!(err.to_string().contains("the output is gone"), "{err}");
+    let handled = Arc::new(Mutex::new(Vec::new()));
+    let other = {
+        let handled = handled.clone();
+        bus.join_group(config, move |d| {
+            handled.lock().unwrap().push(d.event.event.payload["n"].as_u64().unwrap());
+            Ok(())
+        })
+        .unwrap()
+    };
+    assert!(wait_until(|| handled.lock().unwrap().len() == 5), "the batch was not acked");
+    other.unsubscribe().unwrap();
+}

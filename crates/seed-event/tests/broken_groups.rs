@@ -1,0 +1,206 @@
+//! The group cases of the conformance suite fail on broken group backends:
+//! each wraps the memory store's groups with one fault, and the case meant
+//! to catch it fails while the reference store passes it (`memory_conformance.rs`).
+
+use std::collections::BTreeMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use seed_event::conformance::Harness;
+use seed_event::group_conformance as cases;
+use seed_event::{
+    Clear, ConsumerName, Cursor, Delivery, DeliveryToken, Event, EventStore, EventStream,
+    FollowFrom, Follower, GroupBackend, GroupConfig, GroupInfo, GroupMember, GroupOrdering,
+    Interrupt, MemoryStore, Query, Result, Topic, TopicPattern, TopicStats,
+};
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Fault {
+    /// Each member joins a group of its own: every event goes to every member.
+    EveryMemberGetsAll,
+    /// Failures never dead-letter.
+    NeverDead,
+    /// Per-topic ordering is ignored.
+    NoOrder,
+    /// A member that leaves keeps its events (until their ack wait passes).
+    KeepsOnLeave,
+    /// Delete says yes and removes nothing.
+    DeleteDoesNothing,
+}
+
+#[derive(Clone)]
+struct Broken {
+    inner: MemoryStore,
+    fault: Fault,
+    joins: Arc<AtomicU64>,
+}
+
+impl GroupBackend for Broken {
+    fn join(&self, config: &GroupConfig, member: &str) -> Result<Box<dyn GroupMember>> {
+        let mut config = config.clone();
+        match self.fault {
+            Fault::EveryMemberGetsAll => {
+                let n = self.joins.fetch_add(1, Ordering::SeqCst);
+                config.name = ConsumerName::new(format!("{}-{n}", config.name))?;
+            }
+            Fault::NeverDead => config.max_deliveries = u32::MAX,
+            Fault::NoOrder => config.ordering = GroupOrdering::None,
+            Fault::KeepsOnLeave | Fault::DeleteDoesNothing => {}
+        }
+        let inner = EventStore::groups(&self.inner).unwrap().join(&config, member)?;
+        Ok(Box::new(Member { inner: Some(inner), keep: self.fault == Fault::KeepsOnLeave }))
+    }
+
+    fn list(&self) -> Result<Vec<GroupInfo>> {
+        EventStore::groups(&self.inner).unwrap().list()
+    }
+    fn delete(&self, name: &ConsumerName) -> Result<bool> {
+        if self.fault == Fault::DeleteDoesNothing {
+            return Ok(true);
+        }
+        EventStore::groups(&self.inner).unwrap().delete(name)
+    }
+}
+
+struct Member {
+    inner: Option<Box<dyn GroupMember>>,
+    keep: bool,
+}
+
+impl Member {
+    fn inner(&mut self) -> &mut dyn GroupMember {
+        self.inner.as_deref_mut().unwrap()
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        if self.keep {
+            std::mem::forget(self.inner.take());
+        }
+    }
+}
+
+impl GroupMember for Member {
+    fn id(&self) -> &str {
+        self.inner.as_deref().unwrap().id()
+    }
+    fn fetch(&mut self, max: usize, timeout: Duration) -> Result<Vec<Delivery>> {
+        self.inner().fetch(max, timeout)
+    }
+    fn ack(&mut self, tokens: &[DeliveryToken]) -> Result<()> {
+        self.inner().ack(tokens)
+    }
+    fn nack(&mut self, token: &DeliveryToken, delay: Option<Duration>, error: &str) -> Result<()> {
+        self.inner().nack(token, delay, error)
+    }
+    fn in_progress(&mut self, token: &DeliveryToken) -> Result<()> {
+        self.inner().in_progress(token)
+    }
+    fn interrupter(&self) -> Arc<dyn Interrupt> {
+        self.inner.as_deref().unwrap().interrupter()
+    }
+}
+
+impl EventStore for Broken {
+    fn describe(&self) -> String {
+        format!("broken groups ({:?})", self.fault)
+    }
+    fn append(&self, event: &Event) -> Result<Cursor> {
+        self.inner.append(event)
+    }
+    fn append_batch(&self, topic: &Topic, events: &[Event]) -> Result<Vec<Cursor>> {
+        self.inner.append_batch(topic, events)
+    }
+    fn append_expecting(&self, event: &Event, expected: Option<Cursor>) -> Result<Cursor> {
+        self.inner.append_expecting(event, expected)
+    }
+    fn last_cursor(&self, topic: &Topic) -> Result<Option<Cursor>> {
+        self.inner.last_cursor(topic)
+    }
+    fn read(&self, query: &Query) -> Result<EventStream<'_>> {
+        self.inner.read(query)
+    }
+    fn count_after(&self, topic: &Topic, cursor: Cursor) -> Result<u64> {
+        self.inner.count_after(topic, cursor)
+    }
+    fn follow(&self, pattern: &TopicPattern, from: FollowFrom) -> Result<Box<dyn Follower>> {
+        self.inner.follow(pattern, from)
+    }
+    fn load_consumer(&self, name: &ConsumerName) -> Result<BTreeMap<Topic, Cursor>> {
+        self.inner.load_consumer(name)
+    }
+    fn commit_consumer(&self, name: &ConsumerName, topic: &Topic, cursor: Cursor) -> Result<()> {
+        self.inner.commit_consumer(name, topic, cursor)
+    }
+    fn consumers(&self) -> Result<Vec<ConsumerName>> {
+        self.inner.consumers()
+    }
+    fn topics(&self) -> Result<Vec<TopicStats>> {
+        self.inner.topics()
+    }
+    fn clear(&self, what: &Clear) -> Result<u64> {
+        self.inner.clear(what)
+    }
+    fn groups(&self) -> Option<&dyn GroupBackend> {
+        Some(self)
+    }
+}
+
+impl Harness for Broken {
+    fn open(&self) -> Arc<dyn EventStore> {
+        Arc::new(self.clone())
+    }
+}
+
+fn broken(fault: Fault) -> Broken {
+    Broken { inner: MemoryStore::new(), fault, joins: Arc::default() }
+}
+
+/// Runs `case` against a store with `fault`; it must fail with a message containing `expected`.
+fn caught(fault: Fault, case: fn(&dyn Harness), expected: &str) {
+    let result = catch_unwind(AssertUnwindSafe(|| case(&broken(fault))));
+    let payload = result.expect_err(&format!("the case passed on a store with {fault:?}"));
+    let text = payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_default();
+    assert!(text.contains(expected), "{fault:?}: {text}");
+}
+
+#[test]
+fn duplicates_across_members_are_caught() {
+    caught(Fault::EveryMemberGetsAll, cases::group_each_event_goes_to_one_member, "two members");
+    caught(
+        Fault::EveryMemberGetsAll,
+        cases::group_members_racing_share_without_duplicates,
+        "twice",
+    );
+}
+
+#[test]
+fn a_poison_event_that_loops_forever_is_caught() {
+    caught(Fault::NeverDead, cases::group_dead_letters_after_max_deliveries, "not delivered again");
+}
+
+#[test]
+fn per_topic_order_that_is_not_kept_is_caught() {
+    caught(Fault::NoOrder, cases::group_per_topic_order, "in flight at once");
+}
+
+#[test]
+fn a_leaving_member_that_keeps_its_events_is_caught() {
+    caught(
+        Fault::KeepsOnLeave,
+        cases::group_member_leaving_hands_its_events_over,
+        "b gets a's events",
+    );
+}
+
+#[test]
+fn a_delete_that_removes_nothing_is_caught() {
+    caught(Fault::DeleteDoesNothing, cases::group_delete_needs_every_member_gone, "live member");
+}
