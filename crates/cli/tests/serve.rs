@@ -793,3 +793,147 @@ fn every_state_endpoint_and_error_code_on_redis() {
     let redis = RedisServer::start();
     states_round_trip(&Dir::with_redis(redis.url()));
 }
+
+/// `POST /v1/groups/{group}/fetch` as `name`: the events and their ack tokens.
+fn group_fetch(s: &Served, group: &str, body: Value) -> Vec<Value> {
+    let (status, _, text) =
+        s.call("POST", &format!("/v1/groups/{group}/fetch"), &[], Some(&body.to_string()));
+    assert_eq!(status, 200, "fetch {body}: {text}");
+    let answer: Value = serde_json::from_str(&text).expect("a fetch answer");
+    answer["events"].as_array().expect("events").clone()
+}
+
+fn group_call(s: &Served, group: &str, what: &str, body: Value) -> (u16, String) {
+    let (status, _, text) =
+        s.call("POST", &format!("/v1/groups/{group}/{what}"), &[], Some(&body.to_string()));
+    (status, text)
+}
+
+#[test]
+fn http_workers_share_a_group_with_acks_nacks_dead_letters_and_redrive() {
+    let dir = Dir::new();
+    let s = Served::start(&dir, &[]);
+    for n in 0..30 {
+        s.publish(&format!("job.{}", n % 3), json!({"payload": {"n": n}, "source": "s"}));
+    }
+    let join = |member: &str, max: u64| json!({"topic": "job.>", "member": member, "max": max, "wait_ms": 2000, "start": "beginning"});
+    // Two workers split what is there; nobody gets an event twice.
+    let first = group_fetch(&s, "jobs", join("w1", 10));
+    let second = group_fetch(&s, "jobs", join("w2", 10));
+    assert_eq!((first.len(), second.len()), (10, 10));
+    let number = |e: &Value| e["payload"]["n"].as_u64().unwrap();
+    let token = |e: &Value| e["ack_token"].as_str().unwrap().to_string();
+    let mut seen: Vec<u64> = first.iter().chain(&second).map(number).collect();
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), 20, "no event went to both workers");
+    assert!(first.iter().all(|e| e["deliveries"] == 1 && e["cursor"].is_string()));
+
+    // Acks in one call; a nack comes back with its count; in-progress extends.
+    let tokens: Vec<String> = first.iter().map(token).collect();
+    let (status, text) = group_call(&s, "jobs", "ack", json!({ "ack_tokens": tokens }));
+    assert_eq!((status, text.as_str()), (200, r#"{"acked":10}"#));
+    let nacked = &second[0];
+    let (status, text) = group_call(
+        &s,
+        "jobs",
+        "nack",
+        json!({"ack_token": token(nacked), "delay_ms": 0, "error": "try again"}),
+    );
+    assert_eq!(status, 200, "{text}");
+    let (status, text) =
+        group_call(&s, "jobs", "in-progress", json!({"ack_token": token(&second[1])}));
+    assert_eq!(status, 200, "{text}");
+    let rest: Vec<String> = second[1..].iter().map(token).collect();
+    assert_eq!(group_call(&s, "jobs", "ack", json!({ "ack_tokens": rest })).0, 200);
+    let mut handled: Vec<u64> = first.iter().chain(&second[1..]).map(number).collect();
+    let mut redelivered = 0;
+    wait_until("every event handled once", || {
+        for e in group_fetch(&s, "jobs", join("w1", 50)) {
+            if e["deliveries"].as_u64() > Some(1) {
+                assert_eq!(number(&e), number(nacked));
+                redelivered += 1;
+            }
+            handled.push(number(&e));
+            assert_eq!(group_call(&s, "jobs", "ack", json!({"ack_token": token(&e)})).0, 200);
+        }
+        handled.len() >= 30
+    });
+    handled.sort();
+    assert_eq!(handled, (0..30).collect::<Vec<_>>(), "each event handled exactly once");
+    assert_eq!(redelivered, 1);
+    let (_, groups) = s.get("/v1/groups");
+    let groups: Value = serde_json::from_str(&groups).unwrap();
+    let jobs = groups.as_array().unwrap().iter().find(|g| g["name"] == "jobs").expect("the group");
+    assert_eq!(
+        (jobs["in_flight"].as_u64(), jobs["waiting"].as_u64()),
+        (Some(0), Some(0)),
+        "{jobs}"
+    );
+    assert_eq!(jobs["redelivered"].as_u64(), Some(1), "{jobs}");
+    assert_eq!(s.metric("seed_group_in_flight{group=\"jobs\"}"), Some(0.0));
+    assert_eq!(s.metric("seed_group_acked_total{group=\"jobs\"}"), Some(30.0));
+
+    // A poison event is dead-lettered after its last delivery, then redriven.
+    s.publish("poison.a", json!({"payload": {"bad": true}, "source": "s"}));
+    let poison = json!({"topic": "poison.>", "member": "p", "max": 1, "wait_ms": 2000,
+        "start": "beginning", "max_deliveries": 2, "backoff_ms": 0});
+    for delivery in 1..=2 {
+        let got = group_fetch(&s, "cleanup", poison.clone());
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0]["deliveries"].as_u64(), Some(delivery));
+        let nack = json!({"ack_token": token(&got[0]), "delay_ms": 0, "error": "bad payload"});
+        assert_eq!(group_call(&s, "cleanup", "nack", nack).0, 200);
+    }
+    let letters = s.history("topic=dead.cleanup");
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    let letter = &letters[0]["payload"];
+    assert_eq!(
+        (letter["deliveries"].as_u64(), letter["error"].as_str(), letter["group"].as_str()),
+        (Some(2), Some("bad payload"), Some("cleanup"))
+    );
+    assert_eq!(letter["topic"], "poison.a");
+    let (status, text) = group_call(&s, "cleanup", "redrive", json!({}));
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(serde_json::from_str::<Value>(&text).unwrap()["redriven"], 1);
+    let again = group_fetch(&s, "cleanup", poison.clone());
+    assert_eq!(again.len(), 1, "the redriven event is handled again");
+    assert_eq!(again[0]["payload"], json!({"bad": true}));
+
+    // Bad input is refused and names what is wrong.
+    for (group, what, body, says) in [
+        ("cleanup", "fetch", json!({"member": "x"}), "topic is missing"),
+        ("cleanup", "fetch", json!({"topic": "job.>", "max": 0}), "max must be"),
+        ("jobs", "fetch", json!({"topic": "other.>", "member": "w1"}), "follows job.>"),
+        ("cleanup", "ack", json!({}), "ack_token is missing"),
+        ("cleanup", "ack", json!({"ack_token": "nonsense"}), "not a token"),
+        (
+            "cleanup",
+            "nack",
+            json!({"ack_token": token(&again[0]), "delay_ms": -1}),
+            "delay_ms must be",
+        ),
+    ] {
+        let (status, text) = group_call(&s, group, what, body.clone());
+        assert_eq!(status, 400, "{what} {body}: {text}");
+        assert!(text.contains(says), "{what} {body}: {text}");
+    }
+    // A member unused for its ack wait is let go: its token is refused with 409
+    // and its event goes to the others.
+    s.publish("short.a", json!({"payload": {"n": 1}, "source": "s"}));
+    let short = |member: &str| {
+        json!({"topic": "short.>", "member": member, "max": 1, "wait_ms": 2000,
+            "start": "beginning", "ack_wait_ms": 300})
+    };
+    let held = group_fetch(&s, "brief", short("slow"));
+    assert_eq!(held.len(), 1);
+    let mut taken_over = Vec::new();
+    wait_until("the slow member's event to go to another", || {
+        taken_over = group_fetch(&s, "brief", short("fast"));
+        !taken_over.is_empty()
+    });
+    assert_eq!(taken_over[0]["id"], held[0]["id"]);
+    let (status, text) = group_call(&s, "brief", "ack", json!({"ack_token": token(&held[0])}));
+    assert_eq!(status, 409, "{text}");
+    assert!(text.contains("member slow of group brief is gone"), "{text}");
+}

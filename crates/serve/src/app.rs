@@ -27,7 +27,7 @@ use crate::args::{Config, ServeArgs};
 use crate::error::{ensure_json_error, json_response, ApiError, StoreFailed};
 use crate::metrics::Metrics;
 use crate::sse::Hubs;
-use crate::{auth, console, events, openapi, sse, states};
+use crate::{auth, console, events, groups, openapi, sse, states};
 
 /// How long in-flight requests may take to finish after a stop signal.
 const GRACE: Duration = Duration::from_secs(10);
@@ -43,6 +43,8 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     /// The live-stream fan-out.
     pub hubs: Arc<Hubs>,
+    /// The work-group members held for HTTP workers.
+    pub members: Arc<groups::Members>,
     /// Becomes true when the server stops; event streams end then.
     pub shutdown: watch::Receiver<bool>,
     /// The runtime, for blocking work.
@@ -73,6 +75,12 @@ fn api() -> Vec<(&'static str, Method, MethodRouter<App>)> {
         ("/v1/topics/{topic}/events", Method::POST, post(events::publish)),
         ("/v1/events", Method::GET, get(events::history)),
         ("/v1/subscribe", Method::GET, get(sse::subscribe)),
+        ("/v1/groups", Method::GET, get(groups::list)),
+        ("/v1/groups/{group}/fetch", Method::POST, post(groups::fetch)),
+        ("/v1/groups/{group}/ack", Method::POST, post(groups::ack)),
+        ("/v1/groups/{group}/nack", Method::POST, post(groups::nack)),
+        ("/v1/groups/{group}/in-progress", Method::POST, post(groups::in_progress)),
+        ("/v1/groups/{group}/redrive", Method::POST, post(groups::redrive)),
         ("/v1/state/{type}", Method::POST, post(states::create)),
         ("/v1/state/{type}", Method::GET, get(states::list)),
         ("/v1/state/{type}/watch", Method::GET, get(states::watch)),
@@ -148,7 +156,17 @@ async fn healthz() -> Response {
 }
 
 async fn metrics(State(app): State<App>) -> Response {
-    let mut response = app.metrics.render().into_response();
+    let bus = app.bus.clone();
+    let groups = match app.blocking(move || bus.groups()).await {
+        Ok(Ok(groups)) => groups,
+        Ok(Err(e)) => {
+            log::warn!("/metrics without work groups: {e}");
+            app.metrics.store_errors.fetch_add(1, Ordering::Relaxed);
+            Vec::new()
+        }
+        Err(_) => Vec::new(),
+    };
+    let mut response = app.metrics.render(&groups).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
@@ -197,6 +215,7 @@ impl Server {
         let (stop, shutdown) = watch::channel(false);
         let app = App {
             hubs: Arc::new(Hubs::new(bus.clone(), config.stream_buffer, metrics.clone())),
+            members: Arc::default(),
             bus,
             config: Arc::new(config),
             metrics,
@@ -219,6 +238,7 @@ impl Server {
     ) -> seed_event::Result<()> {
         let Server { listener, app, stop } = self;
         let hubs = app.hubs.clone();
+        let members = app.members.clone();
         let mut stopping_rx = app.shutdown.clone();
         let service = router(app).into_make_service();
         // Event-stream frames and small replies go out at once: with Nagle's
@@ -240,7 +260,12 @@ impl Server {
                 log::warn!("requests still running {}s after the stop signal were cut off", GRACE.as_secs());
             }
         }
-        tokio::task::spawn_blocking(move || hubs.stop_all()).await.ok();
+        tokio::task::spawn_blocking(move || {
+            hubs.stop_all();
+            members.clear();
+        })
+        .await
+        .ok();
         Ok(())
     }
 }

@@ -10,7 +10,8 @@
 //! Modules: `args.rs` the command line and its checks, `app.rs` the router
 //! and the server's life (bind, serve, shut down), `error.rs` the one mapping
 //! of errors to HTTP statuses, `auth.rs` the bearer token, `events.rs`
-//! publish and history, `resume.rs` the SSE resume token, `sse.rs` live
+//! publish and history, `groups.rs` work groups for HTTP workers (the server
+//! holds a member per group and member label; `ack_token`s name them), `resume.rs` the SSE resume token, `sse.rs` live
 //! streams and their fan-out, `states.rs` entity states (`ETag` and
 //! `If-Match` carry versions), `metrics.rs` the Prometheus text, `console.rs`
 //! the web console's files, `openapi.rs` the API description.
@@ -48,6 +49,7 @@ mod auth;
 mod console;
 mod error;
 mod events;
+mod groups;
 mod metrics;
 mod openapi;
 mod resume;

@@ -21,6 +21,8 @@ struct Histogram {
 pub struct Metrics {
     published: Mutex<BTreeMap<String, u64>>,
     delivered: Mutex<BTreeMap<String, u64>>,
+    group_fetched: Mutex<BTreeMap<String, u64>>,
+    group_acked: Mutex<BTreeMap<String, u64>>,
     requests: Mutex<BTreeMap<(String, String), Histogram>>,
     /// Open event streams.
     pub subscribers: AtomicU64,
@@ -58,6 +60,16 @@ impl Metrics {
         add(&self.delivered, topic, n);
     }
 
+    /// Counts `n` events handed to HTTP members of `group`.
+    pub fn delivered_to_group(&self, group: &str, n: u64) {
+        add(&self.group_fetched, group, n);
+    }
+
+    /// Counts `n` events acked by HTTP members of `group`.
+    pub fn acked_in_group(&self, group: &str, n: u64) {
+        add(&self.group_acked, group, n);
+    }
+
     /// Records one request's latency under its method and route.
     pub fn request(&self, method: &str, route: &str, took: Duration) {
         let seconds = took.as_secs_f64();
@@ -72,9 +84,63 @@ impl Metrics {
         h.sum += seconds;
     }
 
-    /// The Prometheus text exposition of every metric.
-    pub fn render(&self) -> String {
+    /// The Prometheus text exposition of every metric, with the work
+    /// groups' figures as the store reports them now.
+    pub fn render(&self, groups: &[seed_event::GroupInfo]) -> String {
         let mut out = String::new();
+        for (name, help, map) in [
+            (
+                "seed_group_fetched_total",
+                "Events handed to HTTP members, per work group.",
+                &self.group_fetched,
+            ),
+            (
+                "seed_group_acked_total",
+                "Events acked by HTTP members, per work group.",
+                &self.group_acked,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (group, n) in map.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+                let _ = writeln!(out, "{name}{{group=\"{}\"}} {n}", label(group));
+            }
+        }
+        type Figure = fn(&seed_event::GroupInfo) -> u64;
+        let figures: [(&str, &str, &str, Figure); 5] = [
+            ("seed_group_members", "gauge", "Live members, per work group.", |g| {
+                g.members.len() as u64
+            }),
+            (
+                "seed_group_in_flight",
+                "gauge",
+                "Events delivered and not yet acked, per work group.",
+                |g| g.in_flight,
+            ),
+            (
+                "seed_group_waiting",
+                "gauge",
+                "Events waiting for a member (the lag), per work group.",
+                |g| g.waiting,
+            ),
+            (
+                "seed_group_redelivered_total",
+                "counter",
+                "Deliveries after the first, per work group.",
+                |g| g.redelivered,
+            ),
+            (
+                "seed_group_dead_lettered_total",
+                "counter",
+                "Events dead-lettered, per work group.",
+                |g| g.dead_lettered,
+            ),
+        ];
+        for (name, kind, help, figure) in figures {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for g in groups {
+                let _ = writeln!(out, "{name}{{group=\"{}\"}} {}", label(&g.name), figure(g));
+            }
+        }
         for (name, help, map) in [
             (
                 "seed_events_published_total",
@@ -147,7 +213,7 @@ mod tests {
         m.published("a\"b", 2);
         m.published("a\"b", 1);
         m.request("GET", "/v1/topics", Duration::from_millis(3));
-        let text = m.render();
+        let text = m.render(&[]);
         assert!(text.contains("seed_events_published_total{topic=\"a\\\"b\"} 3"), "{text}");
         assert!(text.contains("route=\"/v1/topics\",le=\"0.0025\"} 0"), "{text}");
         assert!(text.contains("route=\"/v1/topics\",le=\"0.005\"} 1"), "{text}");
