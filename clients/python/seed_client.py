@@ -12,6 +12,9 @@ an archon moves over by changing one import::
     bus.replay("task.completed", since=some_datetime, callback=print, speed=10)
     unsubscribe()
 
+    jobs = bus.group("indexers", "task.created", start="beginning")
+    jobs.work(lambda d: index(d.event.payload), stop=threading.Event())  # ack on return, nack on raise
+
     task = bus.state.create("task", "t-42", updated_by="fenrir", data={"title": "index"})
     task = bus.state.update("task", "t-42", task["version"], updated_by="odin", status="active")
 
@@ -33,7 +36,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Dict, List, Optional
 
-__all__ = ["Conflict", "Event", "EventBus", "SeedError", "States"]
+__all__ = ["Conflict", "Delivery", "Event", "EventBus", "Group", "SeedError", "States"]
 
 logger = logging.getLogger("seed_client")
 
@@ -279,6 +282,17 @@ class EventBus:
             raise SeedError(response.status, _error_text(data))
         return data
 
+    def group(self, name: str, topic: str, member: str = "python", **config: Any) -> "Group":
+        """A member of work group ``name`` over ``topic`` (a pattern); ``config`` holds the
+        group's settings for its creation (start, ack_wait_ms, max_deliveries, max_in_flight,
+        ordered, dead_letter, backoff_ms). Members with the same ``member`` label share one
+        server-side member; give each worker its own label."""
+        return Group(self, name, topic, member, config)
+
+    def groups(self) -> List[Dict[str, Any]]:
+        """Every work group with its members, in flight, waiting, redelivered and dead-lettered."""
+        return json.loads(self._request("GET", "/v1/groups"))
+
     @property
     def state(self) -> "States":
         """The server's entity states (versioned, compare-and-set)."""
@@ -465,3 +479,77 @@ class States:
         tail = "?" + urllib.parse.urlencode({"status": status}) if status is not None else ""
         data = self._bus._request("GET", _state_path(entity_type, None, tail))
         return [json.loads(line) for line in data.splitlines() if line.strip()]
+
+
+@dataclass
+class Delivery:
+    """An event handed to a group member, with its delivery count (1: the first)."""
+
+    event: Event
+    deliveries: int
+    ack_token: str
+
+
+class Group:
+    """A member of a work group of a ``seed serve``: fetch events, then ack, nack or extend
+    each one. Unacked events go to other members after the group's ack wait."""
+
+    def __init__(self, bus: EventBus, name: str, topic: str, member: str, config: Dict[str, Any]):
+        self._bus = bus
+        self.name = name
+        self.topic = topic
+        self.member = member
+        self._config = config
+        self._path = "/v1/groups/" + urllib.parse.quote(name, safe="")
+
+    def _post(self, what: str, body: Dict[str, Any], timeout: Optional[float] = None) -> Dict[str, Any]:
+        return json.loads(self._bus._request("POST", f"{self._path}/{what}", json.dumps(body).encode()))
+
+    def fetch(self, max: int = 1, wait: float = 0.0) -> List[Delivery]:
+        """Up to ``max`` events, waiting up to ``wait`` seconds (at most 60) for the first."""
+        body = dict(self._config, topic=self.topic, member=self.member, max=max, wait_ms=int(wait * 1000))
+        answer = self._post("fetch", body)
+        return [
+            Delivery(event=Event.from_dict(e), deliveries=e["deliveries"], ack_token=e["ack_token"])
+            for e in answer["events"]
+        ]
+
+    def ack(self, *deliveries: Delivery) -> int:
+        """The deliveries are done; returns how many were acked."""
+        return self._post("ack", {"ack_tokens": [d.ack_token for d in deliveries]})["acked"]
+
+    def nack(self, delivery: Delivery, delay: Optional[float] = None, error: Optional[str] = None) -> None:
+        """The delivery failed: it comes back after ``delay`` seconds (default: the group's
+        backoff), or goes to the dead-letter topic with ``error`` after its last delivery."""
+        body: Dict[str, Any] = {"ack_token": delivery.ack_token}
+        if delay is not None:
+            body["delay_ms"] = int(delay * 1000)
+        if error is not None:
+            body["error"] = error
+        self._post("nack", body)
+
+    def in_progress(self, delivery: Delivery) -> None:
+        """Still at it: the delivery's ack wait starts again."""
+        self._post("in-progress", {"ack_token": delivery.ack_token})
+
+    def work(
+        self,
+        handler: Callable[[Delivery], None],
+        stop: Optional[threading.Event] = None,
+        batch: int = 16,
+        wait: float = 5.0,
+    ) -> int:
+        """Hands each event to ``handler`` until ``stop`` is set: a return acks it, an
+        exception nacks it with its text as the error. Returns how many were acked."""
+        acked = 0
+        while stop is None or not stop.is_set():
+            done: List[Delivery] = []
+            for delivery in self.fetch(max=batch, wait=wait):
+                try:
+                    handler(delivery)
+                    done.append(delivery)
+                except Exception as e:  # noqa: BLE001 - a failed handler nacks, as in the bus
+                    self.nack(delivery, error=f"{type(e).__name__}: {e}")
+            if done:
+                acked += self.ack(*done)
+        return acked

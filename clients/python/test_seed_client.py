@@ -142,6 +142,48 @@ class ClientTest(unittest.TestCase):
             self.bus.state.get(kind, eid)
         self.assertEqual(gone.exception.status, 404)
 
+    def test_group_workers_share_events_and_failures_come_back(self):
+        topic = self.topic + ".jobs"
+        for n in range(12):
+            self.bus.publish(topic, {"n": n}, source="s")
+        name = "py" + uuid.uuid4().hex[:8]
+        a = self.bus.group(name, topic, member="a", start="beginning", backoff_ms=0)
+        b = self.bus.group(name, topic, member="b", start="beginning", backoff_ms=0)
+        got_a, got_b = a.fetch(max=6, wait=5), b.fetch(max=6, wait=5)
+        self.assertEqual((len(got_a), len(got_b)), (6, 6))
+        numbers = sorted(d.event.payload["n"] for d in got_a + got_b)
+        self.assertEqual(numbers, list(range(12)))
+        self.assertEqual(a.ack(*got_a), 6)
+        b.nack(got_b[0], delay=0, error="later")
+        b.in_progress(got_b[1])
+        b.ack(*got_b[1:])
+        again = a.fetch(max=6, wait=5)
+        self.assertEqual([(d.event.payload["n"], d.deliveries) for d in again], [(got_b[0].event.payload["n"], 2)])
+        a.ack(*again)
+        group = next(g for g in self.bus.groups() if g["name"] == name)
+        self.assertEqual((group["in_flight"], group["waiting"], group["redelivered"]), (0, 0, 1))
+
+    def test_work_acks_what_the_handler_returns_and_nacks_what_it_raises(self):
+        topic = self.topic + ".work"
+        for n in range(5):
+            self.bus.publish(topic, {"n": n}, source="s")
+        name = "pw" + uuid.uuid4().hex[:8]
+        group = self.bus.group(name, topic, start="beginning", backoff_ms=0, max_deliveries=1)
+        stop = threading.Event()
+        seen = []
+
+        def handler(delivery):
+            seen.append(delivery.event.payload["n"])
+            if delivery.event.payload["n"] == 3:
+                raise ValueError("three is poison")
+            if len(seen) >= 5:
+                stop.set()
+
+        self.assertEqual(group.work(handler, stop=stop, batch=5, wait=5), 4)
+        letters = self.bus.query_history(topic="dead." + name)
+        self.assertEqual(len(letters), 1)
+        self.assertEqual(letters[0].payload["error"], "ValueError: three is poison")
+
 
 if __name__ == "__main__":
     unittest.main()
