@@ -210,6 +210,65 @@ $("publish-form").onsubmit = async (e) => {
   }
 };
 
+// Work groups from /v1/groups every two seconds; a click shows the group's dead letters.
+let openGroup = null;
+async function refreshGroups() {
+  const response = await api("/v1/groups");
+  if (!response.ok) return;
+  const groups = await response.json();
+  const body = $("groups").tBodies[0];
+  body.replaceChildren();
+  for (const g of groups) {
+    const tr = document.createElement("tr");
+    tr.title = g.pattern + (g.members.length ? "; members: " + g.members.join(", ") : "");
+    for (const [text, cls] of [[g.name, ""], [String(g.members.length), "num"], [String(g.in_flight), "num"], [String(g.waiting), "num"], [String(g.dead_lettered), "num"]]) {
+      const td = document.createElement("td");
+      td.textContent = text;
+      if (cls) td.className = cls;
+      tr.append(td);
+    }
+    tr.onclick = () => { openGroup = g.name; showDeadLetters(); };
+    body.append(tr);
+  }
+  $("groups-empty").hidden = groups.length > 0;
+}
+
+// The dead letters of the open group not redriven yet, each with a Redrive button.
+async function showDeadLetters() {
+  const list = $("dead-letters");
+  const group = openGroup;
+  const response = await api("/v1/events?topic=" + encodeURIComponent("dead." + group));
+  if (!response.ok) { list.replaceChildren(); return; }
+  const events = ndjson(await response.text());
+  const redriven = new Set(events.filter((e) => e.payload.redriven).map((e) => e.payload.redriven));
+  const letters = events.filter((e) => e.payload.event && !redriven.has(e.id));
+  list.replaceChildren();
+  for (const letter of letters.slice(-20)) {
+    const li = document.createElement("li");
+    const what = document.createElement("span");
+    what.textContent = letter.payload.topic + " \u00d7" + letter.payload.deliveries + ": " + letter.payload.error;
+    what.onclick = () => { $("detail").className = ""; $("detail").textContent = JSON.stringify(letter, null, 2); };
+    const button = document.createElement("button");
+    button.type = "button";
+    button.textContent = "Redrive";
+    button.onclick = async () => {
+      const r = await api("/v1/groups/" + encodeURIComponent(group) + "/redrive", {
+        method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ id: letter.id }),
+      });
+      if (r.ok) showDeadLetters(); else what.textContent = await errorText(r);
+      refreshGroups();
+    };
+    li.append(what, button);
+    list.append(li);
+  }
+  if (!letters.length) {
+    const li = document.createElement("li");
+    li.className = "muted";
+    li.textContent = "No dead letters in group " + group + ".";
+    list.append(li);
+  }
+}
+
 // The state browser: the entities of a type (by status) from /v1/state/{type},
 // and an entity's kept versions in the detail panel on click.
 function ndjson(text) {
@@ -268,4 +327,6 @@ $("theme").onclick = () => {
 
 refreshTopics();
 setInterval(refreshTopics, 2000);
+refreshGroups();
+setInterval(refreshGroups, 2000);
 follow();
