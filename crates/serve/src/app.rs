@@ -32,9 +32,20 @@ use crate::{auth, console, events, groups, openapi, sse, states};
 /// How long in-flight requests may take to finish after a stop signal.
 const GRACE: Duration = Duration::from_secs(10);
 
-/// What every handler shares.
+/// What every handler shares: one reference-counted value, cloned per request.
 #[derive(Clone)]
-pub struct App {
+pub struct App(Arc<Shared>);
+
+impl std::ops::Deref for App {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The parts of [`App`].
+pub struct Shared {
     /// The bus over the store the CLI chose.
     pub bus: Arc<EventBus>,
     /// The checked configuration.
@@ -131,16 +142,14 @@ pub(crate) fn router(app: App) -> Router {
 /// Times the request, counts store failures, and gives every error the JSON shape.
 async fn observe(State(app): State<App>, request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = request.method().to_string();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let method = request.method().clone();
+    let route = request.extensions().get::<MatchedPath>().cloned();
     let response = next.run(request).await;
     if response.extensions().get::<StoreFailed>().is_some() {
         app.metrics.store_errors.fetch_add(1, Ordering::Relaxed);
     }
-    app.metrics.request(&method, &route, started.elapsed());
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    app.metrics.request(method.as_str(), route, started.elapsed());
     ensure_json_error(response)
 }
 
@@ -213,7 +222,7 @@ impl Server {
             .map_err(|e| Error::io(format!("listening on {}", config.listen), e))?;
         let metrics = Arc::new(Metrics::default());
         let (stop, shutdown) = watch::channel(false);
-        let app = App {
+        let app = App(Arc::new(Shared {
             hubs: Arc::new(Hubs::new(bus.clone(), config.stream_buffer, metrics.clone())),
             members: Arc::default(),
             bus,
@@ -221,7 +230,7 @@ impl Server {
             metrics,
             shutdown,
             runtime: tokio::runtime::Handle::current(),
-        };
+        }));
         Ok(Server { listener, app, stop })
     }
 

@@ -23,7 +23,8 @@ pub struct Metrics {
     delivered: Mutex<BTreeMap<String, u64>>,
     group_fetched: Mutex<BTreeMap<String, u64>>,
     group_acked: Mutex<BTreeMap<String, u64>>,
-    requests: Mutex<BTreeMap<(String, String), Histogram>>,
+    /// Request latencies by route, then method (looked up without allocating).
+    requests: Mutex<BTreeMap<String, BTreeMap<String, Histogram>>>,
     /// Open event streams.
     pub subscribers: AtomicU64,
     /// Store followers feeding the streams (one per distinct pattern).
@@ -74,7 +75,14 @@ impl Metrics {
     pub fn request(&self, method: &str, route: &str, took: Duration) {
         let seconds = took.as_secs_f64();
         let mut requests = self.requests.lock().unwrap_or_else(|p| p.into_inner());
-        let h = requests.entry((method.to_string(), route.to_string())).or_default();
+        if !requests.contains_key(route) {
+            requests.insert(route.to_string(), BTreeMap::new());
+        }
+        let Some(methods) = requests.get_mut(route) else { return };
+        if !methods.contains_key(method) {
+            methods.insert(method.to_string(), Histogram::default());
+        }
+        let Some(h) = methods.get_mut(method) else { return };
         for (i, bound) in BUCKETS.iter().enumerate() {
             if seconds <= *bound {
                 h.counts[i] += 1;
@@ -190,7 +198,11 @@ impl Metrics {
             out,
             "# HELP {name} Request latency by method and route.\n# TYPE {name} histogram"
         );
-        for ((method, route), h) in self.requests.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+        let requests = self.requests.lock().unwrap_or_else(|p| p.into_inner());
+        let by_method = requests
+            .iter()
+            .flat_map(|(route, methods)| methods.iter().map(move |(m, h)| (m, route, h)));
+        for (method, route, h) in by_method {
             let labels = format!("method=\"{}\",route=\"{}\"", label(method), label(route));
             for (bound, count) in BUCKETS.iter().zip(h.counts) {
                 let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{bound}\"}} {count}");
