@@ -25,7 +25,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::app::App;
-use crate::error::{json_response, ApiError};
+use crate::error::{json_object, json_response, ApiError};
 use crate::events::event_json;
 
 /// The longest a fetch waits for its first event.
@@ -119,21 +119,6 @@ fn text<'a>(fields: &'a JsonObject, name: &str) -> Result<Option<&'a str>, ApiEr
     }
 }
 
-fn object(body: &[u8], example: &str) -> Result<JsonObject, ApiError> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| {
-        ApiError::invalid(format!(
-            "the body is not JSON ({e}); expected an object such as {example}"
-        ))
-    })?;
-    match value {
-        Value::Object(fields) => Ok(fields),
-        other => Err(ApiError::invalid(format!(
-            "expected a JSON object, got {}",
-            json_type_name(&other)
-        ))),
-    }
-}
-
 fn known(fields: &JsonObject, expected: &[&str]) -> Result<(), ApiError> {
     match fields.keys().find(|k| !expected.contains(&k.as_str())) {
         Some(name) => Err(ApiError::invalid(format!(
@@ -145,7 +130,7 @@ fn known(fields: &JsonObject, expected: &[&str]) -> Result<(), ApiError> {
 }
 
 fn fetch_body(group: &str, body: &[u8]) -> Result<FetchBody, ApiError> {
-    let fields = object(body, r#"{"topic": "task.>", "max": 10, "wait_ms": 5000}"#)?;
+    let fields = json_object(body, r#"{"topic": "task.>", "max": 10, "wait_ms": 5000}"#)?;
     known(
         &fields,
         &[
@@ -375,7 +360,7 @@ pub async fn ack(
     Path(group): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let fields = object(&body, r#"{"ack_tokens": ["…"]}"#)?;
+    let fields = json_object(&body, r#"{"ack_tokens": ["…"]}"#)?;
     known(&fields, &["ack_token", "ack_tokens"])?;
     let mut by_member: HashMap<String, Vec<DeliveryToken>> = HashMap::new();
     for text in tokens(&fields)? {
@@ -405,7 +390,7 @@ pub async fn nack(
     Path(group): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let fields = object(&body, r#"{"ack_token": "…", "delay_ms": 1000, "error": "why"}"#)?;
+    let fields = json_object(&body, r#"{"ack_token": "…", "delay_ms": 1000, "error": "why"}"#)?;
     known(&fields, &["ack_token", "delay_ms", "error"])?;
     let (label, token) = parse_token(text(&fields, "ack_token")?.ok_or_else(|| {
         ApiError::invalid("ack_token is missing; expected the ack_token of a fetched event")
@@ -427,7 +412,7 @@ pub async fn in_progress(
     Path(group): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let fields = object(&body, r#"{"ack_token": "…"}"#)?;
+    let fields = json_object(&body, r#"{"ack_token": "…"}"#)?;
     known(&fields, &["ack_token"])?;
     let (label, token) = parse_token(text(&fields, "ack_token")?.ok_or_else(|| {
         ApiError::invalid("ack_token is missing; expected the ack_token of a fetched event")
@@ -457,7 +442,7 @@ pub async fn redrive(
     let fields = if body.iter().all(u8::is_ascii_whitespace) {
         JsonObject::new()
     } else {
-        object(&body, r#"{"id": "…"}"#)?
+        json_object(&body, r#"{"id": "…"}"#)?
     };
     known(&fields, &["id", "dead_letter"])?;
     let only = text(&fields, "id")?

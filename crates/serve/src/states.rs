@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::app::App;
-use crate::error::{error_body, json_response, ApiError};
+use crate::error::{error_body, json_object, json_response, ApiError};
 
 /// How long a watch's reader waits in the store before it looks whether its client left.
 const WATCH_POLL: Duration = Duration::from_secs(1);
@@ -64,22 +64,6 @@ fn if_match(headers: &HeaderMap) -> Result<u64, ApiError> {
         Ok(v) if v >= 1 => Ok(v),
         _ => Err(ApiError::invalid(format!(
             "If-Match {text:?} is not a version; expected a quoted version of 1 or more, e.g. \"3\""
-        ))),
-    }
-}
-
-/// The fields of a JSON object body, or 400 naming what is wrong.
-fn object_body(body: &[u8], example: &str) -> Result<JsonObject, ApiError> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| {
-        ApiError::invalid(format!(
-            "the body is not JSON ({e}); expected an object such as {example}"
-        ))
-    })?;
-    match value {
-        Value::Object(fields) => Ok(fields),
-        other => Err(ApiError::invalid(format!(
-            "expected a JSON object, got {}",
-            json_type_name(&other)
         ))),
     }
 }
@@ -150,7 +134,7 @@ pub async fn create(
     Path(kind): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let mut fields = object_body(&body, r#"{"entity_id": "t-42", "updated_by": "fenrir"}"#)?;
+    let mut fields = json_object(&body, r#"{"entity_id": "t-42", "updated_by": "fenrir"}"#)?;
     let id = string_field(&mut fields, "entity_id", Some("the entity's id, e.g. t-42"))?
         .unwrap_or_default();
     let by = string_field(&mut fields, "updated_by", Some("who creates it"))?.unwrap_or_default();
@@ -210,7 +194,7 @@ pub async fn update(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let expected = if_match(&headers)?;
-    let mut fields = object_body(&body, r#"{"updated_by": "odin", "status": "active"}"#)?;
+    let mut fields = json_object(&body, r#"{"updated_by": "odin", "status": "active"}"#)?;
     let by =
         string_field(&mut fields, "updated_by", Some("who makes the change"))?.unwrap_or_default();
     let mut change = Change::by(by);
@@ -269,7 +253,7 @@ pub async fn delete(
     }
     let mut cause = Cause::default();
     if !body.iter().all(u8::is_ascii_whitespace) {
-        let mut fields = object_body(&body, r#"{"updated_by": "odin"}"#)?;
+        let mut fields = json_object(&body, r#"{"updated_by": "odin"}"#)?;
         if let Some(name) = string_field(&mut fields, "updated_by", None)? {
             by = Some(name);
         }
@@ -518,13 +502,13 @@ mod tests {
 
     #[test]
     fn bodies_name_what_is_wrong() {
-        let err = |text: &str| match object_body(text.as_bytes(), "{}") {
+        let err = |text: &str| match json_object(text.as_bytes(), "{}") {
             Err(e) => format!("{e:?}"),
             Ok(_) => panic!("{text} was accepted"),
         };
         assert!(err("nope").contains("not JSON"));
         assert!(err("[1]").contains("got an array"));
-        let mut fields = object_body(br#"{"a": 1, "b": "", "c": {}}"#, "{}").unwrap();
+        let mut fields = json_object(br#"{"a": 1, "b": "", "c": {}}"#, "{}").unwrap();
         assert!(string_field(&mut fields, "a", None).is_err());
         assert!(string_field(&mut fields, "b", None).is_err());
         assert!(string_field(&mut fields, "z", Some("a name")).is_err());
