@@ -937,3 +937,21 @@ fn http_workers_share_a_group_with_acks_nacks_dead_letters_and_redrive() {
     assert_eq!(status, 409, "{text}");
     assert!(text.contains("member slow of group brief is gone"), "{text}");
 }
+
+#[test]
+fn state_watches_are_bounded_and_a_closed_one_frees_its_place() {
+    let dir = Dir::new();
+    let s = Served::start(&dir, &["--max-state-watches", "1"]);
+    let first = s.stream_at("/v1/state/task/watch", None);
+    assert_eq!(first.status(), 200, "{}", first.head);
+    let (status, _, text) = s.call("GET", "/v1/state/task/watch", &[], None);
+    assert_eq!(status, 503, "{text}");
+    assert!(text.contains("--max-state-watches"), "{text}");
+    first.close();
+    wait_until("the closed watch's place to be free", || {
+        let second = s.stream_at("/v1/state/task/watch", None);
+        let ok = second.status() == 200;
+        second.close();
+        ok
+    });
+}

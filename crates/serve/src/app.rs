@@ -56,6 +56,8 @@ pub struct Shared {
     pub hubs: Arc<Hubs>,
     /// The work-group members held for HTTP workers.
     pub members: Arc<groups::Members>,
+    /// One permit per state watch that may be open.
+    pub state_watches: Arc<tokio::sync::Semaphore>,
     /// Becomes true when the server stops; event streams end then.
     pub shutdown: watch::Receiver<bool>,
     /// The runtime, for blocking work.
@@ -225,6 +227,7 @@ impl Server {
         let app = App(Arc::new(Shared {
             hubs: Arc::new(Hubs::new(bus.clone(), config.stream_buffer, metrics.clone())),
             members: Arc::default(),
+            state_watches: Arc::new(tokio::sync::Semaphore::new(config.max_state_watches)),
             bus,
             config: Arc::new(config),
             metrics,

@@ -418,12 +418,24 @@ pub async fn watch(
     if let Some(last) = headers.get("last-event-id") {
         from = WatchFrom::After(parse_revision(last.to_str().unwrap_or(""))?);
     }
+    // Each watch holds a thread and a store follower while it is open: their
+    // number is bounded, and one past the bound is refused, not queued.
+    let permit = app.state_watches.clone().try_acquire_owned().map_err(|_| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "{} state watches are open, the most this server allows (--max-state-watches); close one or retry later",
+                app.config.max_state_watches
+            ),
+        )
+    })?;
     let states = states(&app)?;
     let mut watch = app.blocking(move || states.watch(&kind, id.as_deref(), from)).await??;
     let (tx, mut rx) = mpsc::channel::<Bytes>(64);
     let mut shutdown = app.shutdown.clone();
     let keep_alive = app.config.keep_alive;
     app.runtime.spawn_blocking(move || {
+        let _permit = permit;
         let mut quiet = Duration::ZERO;
         loop {
             if tx.is_closed() || *shutdown.borrow_and_update() {
