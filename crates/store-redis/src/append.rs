@@ -141,16 +141,40 @@ struct Queue {
     pending: Vec<Arc<Request>>,
     /// How many threads are doing a round trip for the queue right now.
     leaders: usize,
+    /// The topics of the rounds in flight: a topic is in one round at a time.
+    busy: Vec<Topic>,
+}
+
+impl Queue {
+    /// Whether a queued request's topic is in no round in flight.
+    fn has_free(&self) -> bool {
+        self.pending.iter().any(|r| !self.busy.contains(&r.topic))
+    }
+
+    /// Takes the queued requests whose topics are in no round in flight, and
+    /// marks their topics busy.
+    fn take_free(&mut self) -> Vec<Arc<Request>> {
+        let (free, wait): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending)
+            .into_iter()
+            .partition(|r| !self.busy.contains(&r.topic));
+        self.pending = wait;
+        for r in &free {
+            if !self.busy.contains(&r.topic) {
+                self.busy.push(r.topic.clone());
+            }
+        }
+        free
+    }
 }
 
 /// How many rounds may be in flight at once, each on its own connection.
 ///
 /// With one, the server waits while the client hands out replies and the
 /// client waits while the server works; on an idle machine each of those
-/// waits also costs a CPU's wake-up. A second round overlaps them. Rounds
-/// in flight together may reach the server in either order, so an append
-/// can find its topic's top above its time: it then takes the script's
-/// path, as with another writer ahead.
+/// waits also costs a CPU's wake-up. A second round overlaps them, for other
+/// topics only: two rounds of one topic could reach the server in either
+/// order, and an append refused for the top being above its time in a round
+/// whose reply is lost could not tell whether its bytes were counted.
 const ROUNDS_IN_FLIGHT: usize = 2;
 
 /// Combines concurrent single appends into pipelines (group commit).
@@ -410,9 +434,9 @@ impl Appender {
                 return outcome;
             }
             let mut queue = self.lock();
-            if queue.leaders < ROUNDS_IN_FLIGHT && !queue.pending.is_empty() {
+            if queue.leaders < ROUNDS_IN_FLIGHT && queue.has_free() {
                 queue.leaders += 1;
-                let batch = std::mem::take(&mut queue.pending);
+                let batch = queue.take_free();
                 drop(queue);
                 let turn = Turn { appender: self, batch };
                 self.round_trip(shared, &turn.batch);
@@ -446,6 +470,7 @@ impl Drop for Turn<'_> {
         }
         let mut queue = self.appender.lock();
         queue.leaders -= 1;
+        queue.busy.retain(|t| !self.batch.iter().any(|r| r.topic == *t));
         if let Some(next) = queue.pending.first() {
             next.thread.unpark();
         }

@@ -89,9 +89,9 @@
 //! `HINCRBY` of the bytes per topic; wrapped in `MULTI`/`EXEC` when it
 //! carries more than one), so many threads publishing one event per call
 //! share round trips like pipelined clients. Two such rounds may be in
-//! flight at once, on two connections, so the server works on one while
-//! the client hands out the replies of the other; an append whose round
-//! reached the server after a later one takes the script's path below. A batch is one `MULTI`…`EXEC`
+//! flight at once, on two connections, for different topics: the server
+//! works on one while the client hands out the replies of the other, and
+//! the rounds of one topic reach the server in the order they were made. A batch is one `MULTI`…`EXEC`
 //! transaction, written in 64 KiB chunks while the rest is serialized, in
 //! which every entry gets the same milliseconds (the batch's latest event
 //! time): `XADD` then accepts all of its entries or refuses all, so a batch is
