@@ -811,8 +811,13 @@ fn group_call(s: &Served, group: &str, what: &str, body: Value) -> (u16, String)
 
 #[test]
 fn http_workers_share_a_group_with_acks_nacks_dead_letters_and_redrive() {
-    let dir = Dir::new();
-    let s = Served::start(&dir, &[]);
+    http_workers(&Dir::new());
+}
+
+/// Two HTTP workers share a group; acks, nacks, in-progress, a poison event
+/// dead-lettered and redriven, bad bodies, and a member let go after its ack wait.
+fn http_workers(dir: &Dir) {
+    let s = Served::start(dir, &[]);
     for n in 0..30 {
         s.publish(&format!("job.{}", n % 3), json!({"payload": {"n": n}, "source": "s"}));
     }
