@@ -446,8 +446,15 @@ impl EventBus {
         let query = Query { limit: Some(Limit::Last(window)), after, ..Query::topic(&event.topic) };
         let mut attempts = 0;
         loop {
+            // With `after`, the query can be empty while the topic is not:
+            // the topic's last cursor, read first, is the condition then (an
+            // append in between makes the conditional append fail and retry).
+            let last = match after {
+                Some(_) => self.store.last_cursor(&event.topic)?,
+                None => None,
+            };
             let recent = self.store.query(&query)?;
-            let expected = recent.last().map(|e| e.cursor);
+            let expected = recent.last().map(|e| e.cursor).or(last);
             if let Some(found) = recent.into_iter().find(|e| e.event.id == event.id) {
                 log::debug!("event {} is already in topic {}", event.id, event.topic);
                 return Ok(found);

@@ -247,3 +247,30 @@ fn a_failing_before_ack_stops_the_member_without_acking() {
     assert!(wait_until(|| handled.lock().unwrap().len() == 5), "the batch was not acked");
     other.unsubscribe().unwrap();
 }
+
+/// A letter whose original is still its topic's last event is put back (the
+/// search for an earlier redrive looks after the original, and finds nothing).
+#[test]
+fn a_letter_of_a_topics_last_event_is_redriven() {
+    let store: Arc<dyn EventStore> = Arc::new(MemoryStore::new());
+    let bus = EventBus::new(store.clone());
+    let solo = Topic::new("solo").unwrap();
+    let original = bus.publish(&solo, "s", JsonObject::new(), PublishOptions::default()).unwrap();
+    let dead = Topic::new("dead.solo").unwrap();
+    let letter = json!({
+        "event": serde_json::to_value(&original.event).unwrap(),
+        "topic": "solo",
+        "cursor": original.cursor.to_string(),
+        "deliveries": 5,
+        "error": "boom",
+        "group": "solo",
+    });
+    let letter =
+        seed_event::Event::new(dead.clone(), "group:solo", letter.as_object().unwrap().clone());
+    store.append(&letter).unwrap();
+    let back = bus.redrive(&dead, None).unwrap();
+    assert_eq!(back.len(), 1);
+    assert_eq!(back[0].event.id, original.event.id);
+    assert!(back[0].cursor > original.cursor, "a new copy after the original");
+    assert_eq!(store.query(&Query::topic(&solo)).unwrap().len(), 2);
+}
