@@ -148,10 +148,6 @@ impl EventStore for MemoryStore {
         "memory store".to_string()
     }
 
-    fn appends_are_quick(&self) -> bool {
-        true
-    }
-
     fn append(&self, event: &Event) -> Result<Cursor> {
         let cursor = push(&mut self.lock(), event.clone());
         self.appended();

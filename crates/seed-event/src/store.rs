@@ -261,14 +261,6 @@ pub trait EventStore: Send + Sync {
     /// A short description for logs and errors, e.g. `file store at /tmp/events`.
     fn describe(&self) -> String;
 
-    /// Whether [`append`](EventStore::append) finishes in microseconds,
-    /// waiting on no disk sync and no network, so that a caller on an async
-    /// runtime may run it in place instead of handing it to a blocking
-    /// thread. False unless the store knows (the default).
-    fn appends_are_quick(&self) -> bool {
-        false
-    }
-
     /// Appends one event; returns its cursor once it is stored.
     ///
     /// The event is borrowed: after an error the caller still holds it, with

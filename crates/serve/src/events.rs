@@ -131,14 +131,8 @@ pub async fn publish(
     };
     let bus = app.bus.clone();
     let t = topic.clone();
-    // A plain append to a store that answers in microseconds runs in place:
-    // handing it to a blocking thread and back cost more than the append.
-    // An idempotent one reads the topic's newest events first, so it does not.
-    let stored = if options.id.is_none() && bus.store().appends_are_quick() {
-        bus.publish(&t, &event.source, event.payload, options)?
-    } else {
-        app.blocking(move || bus.publish(&t, &event.source, event.payload, options)).await??
-    };
+    let stored =
+        app.blocking(move || bus.publish(&t, &event.source, event.payload, options)).await??;
     app.metrics.published(topic.as_str(), 1);
     Ok(json_response(StatusCode::CREATED, event_json(&stored)))
 }

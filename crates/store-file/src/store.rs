@@ -292,11 +292,6 @@ impl EventStore for FileStore {
         format!("file store at {}", self.dir.display())
     }
 
-    /// Without syncs an append is an `flock` and a `write`.
-    fn appends_are_quick(&self) -> bool {
-        self.config.sync == SyncPolicy::Never
-    }
-
     fn append(&self, event: &Event) -> Result<Cursor> {
         let first = self.write(
             &event.topic,

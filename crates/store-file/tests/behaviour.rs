@@ -601,19 +601,3 @@ fn a_follower_never_glues_what_a_repair_cut_off_to_what_came_after() {
     }
     assert_eq!(store.verify().unwrap(), vec![]);
 }
-
-/// Only a store that never syncs says its appends are quick (a caller on an
-/// async runtime then runs them in place).
-#[test]
-fn only_unsynced_appends_are_quick() {
-    use store_file::{FileStoreConfig, SyncPolicy};
-    let dir = tempfile::tempdir().unwrap();
-    for (sync, quick) in
-        [(SyncPolicy::Never, true), (SyncPolicy::Batch, false), (SyncPolicy::Always, false)]
-    {
-        let store =
-            FileStore::open_with(dir.path(), FileStoreConfig::default().sync(sync)).unwrap();
-        assert_eq!(store.appends_are_quick(), quick, "{sync:?}");
-    }
-    assert!(seed_event::MemoryStore::new().appends_are_quick());
-}
