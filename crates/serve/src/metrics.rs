@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Upper bounds, in seconds, of the request latency histogram's buckets.
@@ -20,7 +20,8 @@ struct Histogram {
 #[derive(Default)]
 pub struct Metrics {
     published: Mutex<BTreeMap<String, u64>>,
-    delivered: Mutex<BTreeMap<String, u64>>,
+    /// Per topic, a counter streams keep a handle on (no lock per write).
+    delivered: Mutex<BTreeMap<String, Arc<AtomicU64>>>,
     group_fetched: Mutex<BTreeMap<String, u64>>,
     group_acked: Mutex<BTreeMap<String, u64>>,
     /// Request latencies by route, then method (looked up without allocating).
@@ -56,9 +57,14 @@ impl Metrics {
         add(&self.published, topic, n);
     }
 
-    /// Counts `n` events of `topic` written to event streams.
-    pub fn delivered(&self, topic: &str, n: u64) {
-        add(&self.delivered, topic, n);
+    /// The counter of events of `topic` written to event streams, for a
+    /// stream to keep and add to without taking a lock.
+    pub fn delivered_counter(&self, topic: &str) -> Arc<AtomicU64> {
+        let mut map = self.delivered.lock().unwrap_or_else(|p| p.into_inner());
+        match map.get(topic) {
+            Some(counter) => counter.clone(),
+            None => map.entry(topic.to_string()).or_default().clone(),
+        }
     }
 
     /// Counts `n` events handed to HTTP members of `group`.
@@ -149,22 +155,22 @@ impl Metrics {
                 let _ = writeln!(out, "{name}{{group=\"{}\"}} {}", label(&g.name), figure(g));
             }
         }
-        for (name, help, map) in [
-            (
-                "seed_events_published_total",
-                "Events published over HTTP, per topic.",
-                &self.published,
-            ),
-            (
-                "seed_events_delivered_total",
-                "Events written to event streams, per topic.",
-                &self.delivered,
-            ),
-        ] {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-            for (topic, n) in map.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-                let _ = writeln!(out, "{name}{{topic=\"{}\"}} {n}", label(topic));
-            }
+        let name = "seed_events_published_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Events published over HTTP, per topic.\n# TYPE {name} counter"
+        );
+        for (topic, n) in self.published.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            let _ = writeln!(out, "{name}{{topic=\"{}\"}} {n}", label(topic));
+        }
+        let name = "seed_events_delivered_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Events written to event streams, per topic.\n# TYPE {name} counter"
+        );
+        for (topic, n) in self.delivered.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            let _ =
+                writeln!(out, "{name}{{topic=\"{}\"}} {}", label(topic), n.load(Ordering::Relaxed));
         }
         for (name, kind, help, value) in [
             ("seed_subscribers", "gauge", "Open event streams.", &self.subscribers),
@@ -225,7 +231,10 @@ mod tests {
         m.published("a\"b", 2);
         m.published("a\"b", 1);
         m.request("GET", "/v1/topics", Duration::from_millis(3));
+        m.delivered_counter("d").fetch_add(4, Ordering::Relaxed);
+        m.delivered_counter("d").fetch_add(1, Ordering::Relaxed);
         let text = m.render(&[]);
+        assert!(text.contains("seed_events_delivered_total{topic=\"d\"} 5"), "{text}");
         assert!(text.contains("seed_events_published_total{topic=\"a\\\"b\"} 3"), "{text}");
         assert!(text.contains("route=\"/v1/topics\",le=\"0.0025\"} 0"), "{text}");
         assert!(text.contains("route=\"/v1/topics\",le=\"0.005\"} 1"), "{text}");

@@ -291,6 +291,21 @@ fn error_event(message: &str) -> Bytes {
     Bytes::from(format!("event: error\ndata: {}\n\n", error_body(message)))
 }
 
+/// A stream's handles on the delivered counters of its topics.
+#[derive(Default)]
+struct Counters(HashMap<Topic, Arc<std::sync::atomic::AtomicU64>>);
+
+impl Counters {
+    fn add(&mut self, metrics: &Metrics, topic: &Topic, n: u64) {
+        if !self.0.contains_key(topic) {
+            self.0.insert(topic.clone(), metrics.delivered_counter(topic.as_str()));
+        }
+        if let Some(counter) = self.0.get(topic) {
+            counter.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+}
+
 /// The events of one write, counted per topic for the metrics.
 struct Frame {
     bytes: Vec<u8>,
@@ -311,9 +326,9 @@ impl Frame {
     }
 
     /// The bytes to write, after counting the events as delivered.
-    fn finish(self, metrics: &Metrics) -> Bytes {
+    fn finish(self, metrics: &Metrics, counters: &mut Counters) -> Bytes {
         for (topic, n) in &self.delivered {
-            metrics.delivered(topic.as_str(), *n);
+            counters.add(metrics, topic, *n);
         }
         Bytes::from(self.bytes)
     }
@@ -358,6 +373,7 @@ pub async fn subscribe(
     let mut shutdown = app.shutdown.clone();
     let stream = async_stream::stream! {
         let _counted = Counted::new(metrics.clone());
+        let mut counters = Counters::default();
         // The id names the start, so a client that drops before any event resumes without a gap.
         let mut hello = b": listening\nid: ".to_vec();
         resume.write_token(&mut hello);
@@ -386,7 +402,7 @@ pub async fn subscribe(
                             let mut frame = Frame::new();
                             frame.push(&wire, &mut resume);
                             wrote = true;
-                            yield Ok(frame.finish(&metrics));
+                            yield Ok(frame.finish(&metrics, &mut counters));
                         }
                         Some(Step::Live(lease, receiver)) => {
                             live = Some((lease, receiver));
@@ -457,7 +473,7 @@ pub async fn subscribe(
                 }
                 if !frame.bytes.is_empty() {
                     wrote = true;
-                    yield Ok(frame.finish(&metrics));
+                    yield Ok(frame.finish(&metrics, &mut counters));
                 }
                 if let Some(message) = failure {
                     yield Ok(error_event(&message));
