@@ -154,10 +154,10 @@ pub enum DataChange {
 /// ```
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Change {
-    by: String,
-    status: Option<Status>,
-    data: DataChange,
-    metadata: Option<JsonObject>,
+    pub(crate) by: String,
+    pub(crate) status: Option<Status>,
+    pub(crate) data: DataChange,
+    pub(crate) metadata: Option<JsonObject>,
     cause: Cause,
 }
 
@@ -485,7 +485,7 @@ fn merge_patch(target: &mut JsonObject, patch: JsonObject) {
 }
 
 /// Checks an id, type or source: 1 to [`MAX_NAME_CHARS`] characters, no whitespace or control.
-fn check_name(what: &str, name: &str) -> Result<()> {
+pub(crate) fn check_name(what: &str, name: &str) -> Result<()> {
     let rules = NameRules {
         what,
         max_len: MaxLen::Chars(MAX_NAME_CHARS),

@@ -295,14 +295,14 @@ fn redis(plan: &Plan, specs: &[Spec], rows: &mut Vec<Row>) -> Result<()> {
         plan.query_iters
     )));
     rows.push(specs[6].row_of_runs(&rates).with_note(format!(
-        "{} updates per run over 1,000 entities; each a get (HGET) and the change script",
+        "{} updates per run over 1,000 entities; each one script computing the change",
         plan.redis_one_n
     )));
     if ratios.is_empty() {
         rows.push(specs[7].skipped("redis-benchmark not found"));
     } else {
         rows.push(specs[7].row_of_runs(&ratios).with_note(
-            "median of per-run ratios; an update is two round trips, XADD one".to_string(),
+            "median of per-run ratios; an update and an XADD are one round trip each".to_string(),
         ));
     }
     Ok(())
