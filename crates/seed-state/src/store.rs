@@ -1,9 +1,12 @@
 //! [`StateStore`]: versioned entity states with compare-and-set on any
 //! [`EventStore`] that keeps states, and [`Entry`], one stored version.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
-use serde_json::{json, Value};
+use seed_event::support::lock;
+
+use serde_json::Value;
 use uuid::Uuid;
 
 use seed_event::{
@@ -105,17 +108,14 @@ fn change_payload(
     cause: &Cause,
     state: Value,
 ) -> JsonObject {
-    let payload = json!({
-        "entity_id": id,
-        "version": version,
-        "deleted": deleted,
-        "caused_by": cause.caused_by.map(|u| u.to_string()),
-        "state": state,
-    });
-    match payload {
-        Value::Object(map) => map,
-        _ => JsonObject::new(),
-    }
+    let mut payload = JsonObject::with_capacity(5);
+    payload.insert("entity_id".into(), Value::String(id.to_string()));
+    payload.insert("version".into(), Value::from(version));
+    payload.insert("deleted".into(), Value::Bool(deleted));
+    let caused_by = cause.caused_by.map_or(Value::Null, |u| Value::String(u.to_string()));
+    payload.insert("caused_by".into(), caused_by);
+    payload.insert("state".into(), state);
+    payload
 }
 
 /// The parts of a [`StateEdit`] for `change` to `kind/id` at `version`:
@@ -160,11 +160,27 @@ fn edit_template(
     Ok((event_id, texts, holes))
 }
 
+/// How many entities' newest records a [`StateStore`] remembers.
+const RECENT: usize = 4096;
+
 /// Versioned entity states on a store: create, read, compare-and-set
 /// updates, deletes, history, listing and watching. See the [crate docs](crate).
+///
+/// A handle remembers the newest records it wrote or read of up to 4,096
+/// entities: an update expecting the version remembered computes the new
+/// state from it without reading the store first (the store still refuses
+/// it if the entity moved on). A version of an entity is one record for the
+/// life of a store (deletes leave tombstones, re-creation, clears and
+/// compaction keep counting on), so what is remembered never goes wrong.
 #[derive(Clone)]
 pub struct StateStore {
     store: Arc<dyn EventStore>,
+    recent: Arc<Mutex<HashMap<String, Entry>>>,
+}
+
+/// The key of an entity among the remembered ones (names hold no control characters).
+fn recent_key(kind: &str, id: &str) -> String {
+    format!("{kind}\n{id}")
 }
 
 impl StateStore {
@@ -176,7 +192,7 @@ impl StateStore {
                 format!("{} keeps no entity states", store.describe()),
             ));
         }
-        Ok(StateStore { store })
+        Ok(StateStore { store, recent: Arc::default() })
     }
 
     /// The store underneath.
@@ -194,7 +210,33 @@ impl StateStore {
 
     /// The newest record of an entity (a tombstone too), if it has one.
     fn latest(&self, kind: &str, id: &str) -> Result<Option<Entry>> {
-        self.backend().latest(kind, id)?.as_ref().map(Entry::from_event).transpose()
+        let latest =
+            self.backend().latest(kind, id)?.as_ref().map(Entry::from_event).transpose()?;
+        if let Some(entry) = &latest {
+            self.remember(entry.clone());
+        }
+        Ok(latest)
+    }
+
+    /// Remembers `entry` as its entity's newest record.
+    fn remember(&self, entry: Entry) {
+        let key = recent_key(entry.state.entity_type(), entry.state.entity_id());
+        let mut recent = lock(&self.recent);
+        if recent.len() >= RECENT && !recent.contains_key(&key) {
+            recent.clear();
+        }
+        recent.insert(key, entry);
+    }
+
+    /// The remembered live record of the entity at `version`.
+    fn recalled(&self, kind: &str, id: &str, version: u64) -> Option<Entry> {
+        let recent = lock(&self.recent);
+        let entry = recent.get(&recent_key(kind, id))?;
+        (entry.state.version() == version && !entry.deleted).then(|| entry.clone())
+    }
+
+    fn forget(&self, kind: &str, id: &str) {
+        lock(&self.recent).remove(&recent_key(kind, id));
     }
 
     fn put(&self, state: &State, deleted: bool, cause: &Cause) -> Result<Entry> {
@@ -205,15 +247,23 @@ impl StateStore {
             version: state.version(),
             event: &event,
         };
-        let cursor = self.backend().put(&put)?;
-        Ok(Entry {
+        let cursor = match self.backend().put(&put) {
+            Ok(cursor) => cursor,
+            Err(e) => {
+                self.forget(state.entity_type(), state.entity_id());
+                return Err(e);
+            }
+        };
+        let entry = Entry {
             state: state.clone(),
             deleted,
             revision: cursor,
             event_id: event.id,
             caused_by: cause.caused_by,
             correlation_id: cause.correlation_id.clone(),
-        })
+        };
+        self.remember(entry.clone());
+        Ok(entry)
     }
 
     /// Creates the entity at version 1, or after a delete at the version after
@@ -269,8 +319,17 @@ impl StateStore {
         expected_version: u64,
         change: Change,
     ) -> Result<Entry> {
+        if let Some(current) = self.recalled(kind, id, expected_version) {
+            let cause = change.reason().clone();
+            let next = current.state.update(change)?;
+            return self.put(&next, false, &cause);
+        }
         let latest = match self.edit(kind, id, expected_version, &change)? {
-            Some(Edited::Applied(record)) => return Entry::from_event(&record),
+            Some(Edited::Applied(record)) => {
+                let entry = Entry::from_event(&record)?;
+                self.remember(entry.clone());
+                return Ok(entry);
+            }
             Some(Edited::Refused(latest)) => latest.as_ref().map(Entry::from_event).transpose()?,
             None => self.latest(kind, id)?,
         };
