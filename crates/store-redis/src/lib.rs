@@ -60,7 +60,8 @@
 //! Reading an entity is one `HGET`; listing is `HSCAN`
 //! pages; a watch learns of removed entries from the stream's
 //! `max-deleted-entry-id` (Redis 7). A clear of a state topic keeps each
-//! entity's newest entry.
+//! entity's newest entry, and removes the others from the stream and the
+//! versions hash in one script, so history and past versions go with them.
 //!
 //! # Cursors and time
 //!
@@ -486,10 +487,15 @@ impl RedisStore {
             }
             if states {
                 doomed = self.without_newest(topic, doomed)?;
-            }
-            let doomed: Vec<(Cursor, usize)> = doomed.into_iter().map(|(c, s, _)| (c, s)).collect();
-            if !doomed.is_empty() {
-                removed += self.delete_entries(&stream, &meta, &doomed)?;
+                if !doomed.is_empty() {
+                    removed += self.delete_state_entries(topic, &doomed)?;
+                }
+            } else {
+                let doomed: Vec<(Cursor, usize)> =
+                    doomed.into_iter().map(|(c, s, _)| (c, s)).collect();
+                if !doomed.is_empty() {
+                    removed += self.delete_entries(&stream, &meta, &doomed)?;
+                }
             }
             if !full || last >= end {
                 break;

@@ -120,6 +120,29 @@ return n
     )
 });
 
+/// Deletes the given records of a state topic: their stream entries (the
+/// topic's bytes lowered by their sizes) and their kept versions, together.
+///
+/// KEYS: stream, meta hash, versions hash. ARGV: triples of (id, size,
+/// versions field `<entity id>\n<version>`). Returns how many entries were deleted.
+pub(crate) static DELETE_STATE_ENTRIES: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local n = 0
+local bytes = 0
+for i = 1, #ARGV, 3 do
+  if redis.call('XDEL', KEYS[1], ARGV[i]) == 1 then
+    n = n + 1
+    bytes = bytes + tonumber(ARGV[i + 1])
+  end
+  redis.call('HDEL', KEYS[3], ARGV[i + 2])
+end
+if bytes > 0 then redis.call('HINCRBY', KEYS[2], 'bytes', -bytes) end
+return n
+"#,
+    )
+});
+
 /// Counts up to ARGV[2] entries of KEYS[1] from ARGV[1] (an XRANGE start) on,
 /// without sending them. Returns `{count, last id counted}`.
 pub(crate) static COUNT_FROM: LazyLock<Script> = LazyLock::new(|| {

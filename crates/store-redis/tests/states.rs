@@ -114,6 +114,38 @@ fn retention_limits_do_not_apply_to_state_topics() {
     assert_eq!(states.list("job", None).unwrap().count(), 5);
 }
 
+/// A clear of a state topic removes the old records from the stream and
+/// from the kept versions together: history and past versions go with them,
+/// each entity's newest record stays.
+#[test]
+fn a_clear_prunes_the_kept_versions() {
+    let server = RedisServer::start();
+    let store = open(&server, 64);
+    let states = StateStore::new(store.clone()).unwrap();
+    let data = |n: i64| obj(json!({ "n": n }));
+    for id in ["a", "b"] {
+        let v1 = states.create(NewState::new(id, "job", "x").data(data(1))).unwrap();
+        states.update("job", id, 1, Change::by("x").replace_data(data(2))).unwrap();
+        states.update("job", id, 2, Change::by("x").replace_data(data(3))).unwrap();
+        assert_eq!(states.get_version("job", id, 1).unwrap(), v1);
+    }
+    states.delete("job", "b", 3, Change::by("x")).unwrap();
+    let mut con = redis::Client::open(server.url()).unwrap().get_connection().unwrap();
+    let versions = |con: &mut redis::Connection| -> i64 {
+        redis::cmd("HLEN").arg("states:{state.job}:v").query(con).unwrap()
+    };
+    assert_eq!(versions(&mut con), 7);
+    assert_eq!(store.clear(&seed_event::Clear::default()).unwrap(), 5);
+    assert_eq!(versions(&mut con), 2, "one kept version per entity: its newest");
+    let history: Vec<u64> =
+        states.history("job", "a").unwrap().iter().map(|e| e.state.version()).collect();
+    assert_eq!(history, vec![3]);
+    let err = states.get_version("job", "a", 1).unwrap_err();
+    assert_eq!(err.to_string(), "not found: job/a at version 1");
+    assert_eq!(states.get("job", "a").unwrap().state.version(), 3);
+    assert_eq!(states.history("job", "b").unwrap().len(), 1, "the tombstone stays");
+}
+
 /// How many scripts the server has run (not counting those it had to load first).
 fn script_calls(con: &mut redis::Connection) -> u64 {
     let info: String = redis::cmd("INFO").arg("commandstats").query(con).unwrap();
