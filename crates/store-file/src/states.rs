@@ -440,9 +440,9 @@ impl FileStore {
     /// seq, the line, its version and the entity's newest version); the next
     /// state operation rebuilds the index against the new log.
     ///
-    /// A first pass finds the greatest sequence number that goes, and records
-    /// it in `.states/<stem>.compacted` before the log is replaced, so a watch
-    /// that finds the lines gone also finds the mark.
+    /// The greatest sequence number that goes is recorded in
+    /// `.states/<stem>.compacted` once the new log is written and before it
+    /// replaces the old one, so a watch that finds the lines gone also finds the mark.
     pub(crate) fn rewrite_states(
         &self,
         locked: &mut Locked<'_>,
@@ -457,43 +457,42 @@ impl FileStore {
             .map_err(|e| read_err(&synced.index.path, e))?;
         let table = Table { header: synced.header, bytes, records: Vec::new() };
         files.index = Some(synced.index);
-        let logpath = locked.w.paths.log.clone();
-        let log = locked.file().try_clone().map_err(|e| read_err(&logpath, e))?;
         let mut decide = |line: &[u8]| -> Option<(u64, bool)> {
             let (p, (id, version)) = (parse_prefix(line)?, change_in(line)?);
             let newest = newest_in(&table, &id).unwrap_or(version);
             Some((p.seq, keep(p.seq, line, version, newest)))
         };
-        let mut reader = LineReader::new(0, locked.w.cached_len.unwrap_or(0));
-        let mut gone = 0;
-        while let Some((_, line)) = reader.next_line(&log).map_err(|e| read_err(&logpath, e))? {
-            if let Some((seq, false)) = decide(line) {
-                gone = gone.max(seq);
-            }
-        }
-        if gone == 0 {
-            return Ok(0);
-        }
+        // One pass: the greatest sequence number that goes is known when the
+        // new log is written, and recorded before it replaces the old one.
+        let gone = std::cell::Cell::new(0);
         let mark = compacted_path(self.dir(), topic);
-        let before = read_mark(&mark)?.unwrap_or(0);
-        let durability = if self.config().sync == crate::SyncPolicy::Never {
-            Durability::None
-        } else {
-            Durability::Full
+        let record_mark = || -> Result<()> {
+            let before = read_mark(&mark)?.unwrap_or(0);
+            let durability = if self.config().sync == crate::SyncPolicy::Never {
+                Durability::None
+            } else {
+                Durability::Full
+            };
+            if let Some(dir) = mark.parent() {
+                std::os::unix::fs::DirBuilderExt::mode(
+                    std::fs::DirBuilder::new().recursive(true),
+                    0o700,
+                )
+                .create(dir)
+                .map_err(|e| read_err(dir, e))?;
+            }
+            write_atomic(&mark, gone.get().max(before).to_string().as_bytes(), durability)
         };
-        if let Some(dir) = mark.parent() {
-            std::os::unix::fs::DirBuilderExt::mode(
-                std::fs::DirBuilder::new().recursive(true),
-                0o700,
-            )
-            .create(dir)
-            .map_err(|e| read_err(dir, e))?;
-        }
-        write_atomic(&mark, gone.max(before).to_string().as_bytes(), durability)?;
-        locked.rewrite(|_, line| match decide(line) {
-            Some((_, false)) => Keep::No(true),
-            _ => Keep::Yes,
-        })
+        locked.rewrite_then(
+            |_, line| match decide(line) {
+                Some((seq, false)) => {
+                    gone.set(gone.get().max(seq));
+                    Keep::No(true)
+                }
+                _ => Keep::Yes,
+            },
+            record_mark,
+        )
     }
 
     /// Compacts a type's log to the history limit.
