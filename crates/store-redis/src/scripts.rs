@@ -221,7 +221,7 @@ if curv ~= ARGV[3] then
   end
   return {{0, curv}}
 end
-return {{1, store(ARGV[6], ARGV[9], false)}}
+return {{1, store(ARGV[6], ARGV[9], cur ~= false and cur ~= nil)}}
 "#
     ))
 });
