@@ -48,8 +48,8 @@ pub use lock::{Cancel, ConsumerLock, Fence, LockRequest};
 pub use memory::MemoryStore;
 pub use retention::{Limits, Retention};
 pub use states::{
-    change_of, check_entity_type, entity_type_of, state_topic, version_conflict, StateBackend,
-    StatePut, DEFAULT_STATE_HISTORY, STATE_TOPIC_PREFIX,
+    change_of, check_entity_type, entity_type_of, state_topic, version_conflict, DataEdit, Edited,
+    Hole, StateBackend, StateEdit, StatePut, DEFAULT_STATE_HISTORY, STATE_TOPIC_PREFIX,
 };
 pub use store::{
     Clear, ConsumerName, EventStore, EventStream, FollowFrom, Follower, Interrupt, Limit, Query,

@@ -10,7 +10,7 @@
 //! business of the crate above.
 
 use crate::support::{self, MaxLen, NameRules};
-use crate::{Cursor, Error, Event, EventStream, Result, StoredEvent, Topic};
+use crate::{Cursor, Error, Event, EventStream, Result, StoredEvent, Timestamp, Topic};
 
 /// The prefix of every state topic: `state.<entity_type>`.
 pub const STATE_TOPIC_PREFIX: &str = "state.";
@@ -101,6 +101,81 @@ impl StatePut<'_> {
     }
 }
 
+/// What [`StateEdit`] fills a hole of its template with, from the entity's
+/// newest record (its payload's `state` object) and the edit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hole {
+    /// The new status: [`StateEdit::status`], else the newest record's.
+    Status,
+    /// The new data: the newest record's, changed as [`StateEdit::data`] says.
+    Data,
+    /// The new metadata: [`StateEdit::metadata`], else the newest record's.
+    Metadata,
+    /// The newest record's `created_at`.
+    CreatedAt,
+    /// The later of [`StateEdit::now`] and the newest record's `updated_at`.
+    UpdatedAt,
+}
+
+/// How a [`StateEdit`] changes the data (each a JSON object's compact text).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataEdit<'a> {
+    /// Keep the newest record's data.
+    Keep,
+    /// Replace it with this object.
+    Replace(&'a str),
+    /// Apply this JSON Merge Patch (RFC 7386) as `serde_json` with
+    /// `preserve_order` does: a key set again stays in its place, a new key
+    /// goes last, a removed key's place takes the last key.
+    Merge(&'a str),
+}
+
+/// An update that a store applies to the entity's newest record itself, in
+/// one step ([`StateBackend::edit`]): the new record's event line is
+/// `texts[0]`, the fill of `holes[0]`, `texts[1]`, … (`texts` has one more
+/// element than `holes`), each fill compact JSON. JSON values are compared
+/// as `serde_json` compares them (objects without regard to key order).
+///
+/// It is not applied, and the newest record is returned instead, if that
+/// record is missing, a tombstone or not at version `expected`, if its status
+/// is `archived`, if [`StateEdit::status`] is given and the newest status is
+/// not among [`StateEdit::status_from`], or if status, data and metadata
+/// would all stay equal.
+#[derive(Debug, Clone, Copy)]
+pub struct StateEdit<'a> {
+    /// The entity type.
+    pub kind: &'a str,
+    /// The entity id.
+    pub id: &'a str,
+    /// The version the newest record must have; the new record has the next.
+    pub expected: u64,
+    /// The new event's id (a retry whose first try landed finds it).
+    pub event_id: &'a str,
+    /// The template's texts.
+    pub texts: &'a [String],
+    /// The template's holes.
+    pub holes: &'a [Hole],
+    /// The new status (a JSON string, e.g. `"active"`), if it changes.
+    pub status: Option<&'a str>,
+    /// The statuses (JSON strings) that may become [`StateEdit::status`].
+    pub status_from: &'a [&'a str],
+    /// How the data changes.
+    pub data: DataEdit<'a>,
+    /// The new metadata (a JSON object's compact text), if it changes.
+    pub metadata: Option<&'a str>,
+    /// The time of the change.
+    pub now: Timestamp,
+}
+
+/// What [`StateBackend::edit`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Edited {
+    /// The new record.
+    Applied(StoredEvent),
+    /// Nothing; the entity's newest record, if any, for the caller to tell why.
+    Refused(Option<StoredEvent>),
+}
+
 /// The conflict of a [`StateBackend::put`] that expected `expected` as the
 /// entity's newest version and found `actual`.
 pub fn version_conflict(kind: &str, id: &str, expected: u64, actual: u64) -> Error {
@@ -144,6 +219,18 @@ pub trait StateBackend: Send + Sync {
     /// The greatest revision at or below which changes of the type may have
     /// been removed (by compaction or a clear); `None` if none ever were.
     fn compacted_through(&self, kind: &str) -> Result<Option<Cursor>>;
+
+    /// Whether [`StateBackend::edit`] applies edits (else `StateStore`
+    /// reads the newest record, computes the change and puts it).
+    fn edits(&self) -> bool {
+        false
+    }
+
+    /// Applies `edit` in one step (one round trip), if [`StateBackend::edits`].
+    fn edit(&self, edit: &StateEdit<'_>) -> Result<Edited> {
+        let _ = edit;
+        Err(Error::invalid("state edit", "this store applies no edits; put the change instead"))
+    }
 }
 
 #[cfg(test)]

@@ -154,10 +154,10 @@ pub enum DataChange {
 /// ```
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Change {
-    by: String,
-    status: Option<Status>,
-    data: DataChange,
-    metadata: Option<JsonObject>,
+    pub(crate) by: String,
+    pub(crate) status: Option<Status>,
+    pub(crate) data: DataChange,
+    pub(crate) metadata: Option<JsonObject>,
     cause: Cause,
 }
 
@@ -392,8 +392,18 @@ impl State {
 
     /// The JSON form as a value, with the fields in [`FIELDS`] order.
     pub fn to_value(&self) -> Value {
-        // Serializing plain data into a Value cannot fail.
-        serde_json::to_value(self).unwrap_or(Value::Null)
+        // As `Serialize` writes it (a test compares them), without going through a serializer.
+        let mut map = JsonObject::with_capacity(FIELDS.len());
+        map.insert("entity_id".into(), Value::String(self.entity_id.clone()));
+        map.insert("entity_type".into(), Value::String(self.entity_type.clone()));
+        map.insert("version".into(), Value::from(self.version));
+        map.insert("status".into(), Value::String(self.status.as_str().into()));
+        map.insert("data".into(), Value::Object(self.data.clone()));
+        map.insert("created_at".into(), Value::String(self.created_at.to_string()));
+        map.insert("updated_at".into(), Value::String(self.updated_at.to_string()));
+        map.insert("updated_by".into(), Value::String(self.updated_by.clone()));
+        map.insert("metadata".into(), Value::Object(self.metadata.clone()));
+        Value::Object(map)
     }
 
     /// The JSON form as one line of text.
@@ -485,7 +495,7 @@ fn merge_patch(target: &mut JsonObject, patch: JsonObject) {
 }
 
 /// Checks an id, type or source: 1 to [`MAX_NAME_CHARS`] characters, no whitespace or control.
-fn check_name(what: &str, name: &str) -> Result<()> {
+pub(crate) fn check_name(what: &str, name: &str) -> Result<()> {
     let rules = NameRules {
         what,
         max_len: MaxLen::Chars(MAX_NAME_CHARS),
@@ -709,6 +719,8 @@ mod tests {
             r#"{"entity_id":"task-42","entity_type":"task","version":2,"status":"active","data":{"step":1},"created_at":"2026-04-16T12:00:00.000000+00:00","updated_at":"2026-04-16T12:00:00.000005+00:00","updated_by":"odin","metadata":{}}"#
         );
         assert_eq!(State::from_json(&line).unwrap(), s);
+        assert_eq!(s.to_value().to_string(), line);
+        assert_eq!(s.to_value(), serde_json::to_value(&s).unwrap());
         let via_serde: State = serde_json::from_str(&line).unwrap();
         assert_eq!(via_serde, s);
     }

@@ -1,16 +1,20 @@
 //! [`StateStore`]: versioned entity states with compare-and-set on any
 //! [`EventStore`] that keeps states, and [`Entry`], one stored version.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
-use serde_json::{json, Value};
+use seed_event::support::lock;
+
+use serde_json::Value;
 use uuid::Uuid;
 
 use seed_event::{
-    change_of, state_topic, Cursor, Error, ErrorKind, Event, EventStore, JsonObject, Result,
-    StateBackend, StatePut, StoredEvent, Timestamp,
+    change_of, state_topic, Cursor, DataEdit, Edited, Error, ErrorKind, Event, EventStore, Hole,
+    JsonObject, Result, StateBackend, StateEdit, StatePut, StoredEvent, Timestamp,
 };
 
+use crate::state::{DataChange, MAX_VERSION};
 use crate::{Cause, Change, NewState, State, Status};
 
 /// How often a create retries when the entity was deleted and created
@@ -88,28 +92,95 @@ impl Entry {
 /// `updated_by`, timestamp `updated_at`; see the [crate docs](crate).
 pub(crate) fn change_event(state: &State, deleted: bool, cause: &Cause) -> Result<Event> {
     let topic = state_topic(state.entity_type())?;
-    let payload = json!({
-        "entity_id": state.entity_id(),
-        "version": state.version(),
-        "deleted": deleted,
-        "caused_by": cause.caused_by.map(|u| u.to_string()),
-        "state": state.to_value(),
-    });
-    let payload: JsonObject = match payload {
-        Value::Object(map) => map,
-        _ => JsonObject::new(),
-    };
+    let payload =
+        change_payload(state.entity_id(), state.version(), deleted, cause, state.to_value());
     let mut event =
         Event::new(topic, state.updated_by(), payload).with_timestamp(state.updated_at());
     event.correlation_id = cause.correlation_id.clone();
     Ok(event)
 }
 
+/// The payload of a change event carrying `state` (its JSON form).
+fn change_payload(
+    id: &str,
+    version: u64,
+    deleted: bool,
+    cause: &Cause,
+    state: Value,
+) -> JsonObject {
+    let mut payload = JsonObject::with_capacity(5);
+    payload.insert("entity_id".into(), Value::String(id.to_string()));
+    payload.insert("version".into(), Value::from(version));
+    payload.insert("deleted".into(), Value::Bool(deleted));
+    let caused_by = cause.caused_by.map_or(Value::Null, |u| Value::String(u.to_string()));
+    payload.insert("caused_by".into(), caused_by);
+    payload.insert("state".into(), state);
+    payload
+}
+
+/// The parts of a [`StateEdit`] for `change` to `kind/id` at `version`:
+/// the new event's id, and the template of its line (texts and holes), the
+/// line [`change_event`] writes (the Redis store's tests compare them byte
+/// for byte) with the holes the store fills from the newest record.
+fn edit_template(
+    kind: &str,
+    id: &str,
+    version: u64,
+    change: &Change,
+) -> Result<(Uuid, Vec<String>, Vec<Hole>)> {
+    let topic = state_topic(kind)?;
+    let event_id = Uuid::now_v7();
+    let json = |s: &str| Value::from(s).to_string();
+    let cause = change.reason();
+    let caused_by = cause.caused_by.map_or_else(|| "null".to_string(), |u| format!("\"{u}\""));
+    let by = json(change.source());
+    let id = json(id);
+    let correlation = cause.correlation_id.as_deref().map_or_else(|| "null".to_string(), json);
+    let texts = vec![
+        format!(
+            "{{\"id\":\"{event_id}\",\"topic\":{},\"payload\":{{\"entity_id\":{id},\"version\":{version},\"deleted\":false,\"caused_by\":{caused_by},\"state\":{{\"entity_id\":{id},\"entity_type\":{},\"version\":{version},\"status\":",
+            json(topic.as_str()),
+            json(kind)
+        ),
+        ",\"data\":".to_string(),
+        ",\"created_at\":".to_string(),
+        ",\"updated_at\":".to_string(),
+        format!(",\"updated_by\":{by},\"metadata\":"),
+        format!("}}}},\"source\":{by},\"timestamp\":"),
+        format!(",\"correlation_id\":{correlation},\"metadata\":{{}}}}"),
+    ];
+    let holes = vec![
+        Hole::Status,
+        Hole::Data,
+        Hole::CreatedAt,
+        Hole::UpdatedAt,
+        Hole::Metadata,
+        Hole::UpdatedAt,
+    ];
+    Ok((event_id, texts, holes))
+}
+
+/// How many entities' newest records a [`StateStore`] remembers.
+const RECENT: usize = 4096;
+
 /// Versioned entity states on a store: create, read, compare-and-set
 /// updates, deletes, history, listing and watching. See the [crate docs](crate).
+///
+/// A handle remembers the newest records it wrote or read of up to 4,096
+/// entities: an update expecting the version remembered computes the new
+/// state from it without reading the store first (the store still refuses
+/// it if the entity moved on). A version of an entity is one record for the
+/// life of a store (deletes leave tombstones, re-creation, clears and
+/// compaction keep counting on), so what is remembered never goes wrong.
 #[derive(Clone)]
 pub struct StateStore {
     store: Arc<dyn EventStore>,
+    recent: Arc<Mutex<HashMap<String, Entry>>>,
+}
+
+/// The key of an entity among the remembered ones (names hold no control characters).
+fn recent_key(kind: &str, id: &str) -> String {
+    format!("{kind}\n{id}")
 }
 
 impl StateStore {
@@ -121,7 +192,7 @@ impl StateStore {
                 format!("{} keeps no entity states", store.describe()),
             ));
         }
-        Ok(StateStore { store })
+        Ok(StateStore { store, recent: Arc::default() })
     }
 
     /// The store underneath.
@@ -139,7 +210,33 @@ impl StateStore {
 
     /// The newest record of an entity (a tombstone too), if it has one.
     fn latest(&self, kind: &str, id: &str) -> Result<Option<Entry>> {
-        self.backend().latest(kind, id)?.as_ref().map(Entry::from_event).transpose()
+        let latest =
+            self.backend().latest(kind, id)?.as_ref().map(Entry::from_event).transpose()?;
+        if let Some(entry) = &latest {
+            self.remember(entry.clone());
+        }
+        Ok(latest)
+    }
+
+    /// Remembers `entry` as its entity's newest record.
+    fn remember(&self, entry: Entry) {
+        let key = recent_key(entry.state.entity_type(), entry.state.entity_id());
+        let mut recent = lock(&self.recent);
+        if recent.len() >= RECENT && !recent.contains_key(&key) {
+            recent.clear();
+        }
+        recent.insert(key, entry);
+    }
+
+    /// The remembered live record of the entity at `version`.
+    fn recalled(&self, kind: &str, id: &str, version: u64) -> Option<Entry> {
+        let recent = lock(&self.recent);
+        let entry = recent.get(&recent_key(kind, id))?;
+        (entry.state.version() == version && !entry.deleted).then(|| entry.clone())
+    }
+
+    fn forget(&self, kind: &str, id: &str) {
+        lock(&self.recent).remove(&recent_key(kind, id));
     }
 
     fn put(&self, state: &State, deleted: bool, cause: &Cause) -> Result<Entry> {
@@ -150,15 +247,23 @@ impl StateStore {
             version: state.version(),
             event: &event,
         };
-        let cursor = self.backend().put(&put)?;
-        Ok(Entry {
+        let cursor = match self.backend().put(&put) {
+            Ok(cursor) => cursor,
+            Err(e) => {
+                self.forget(state.entity_type(), state.entity_id());
+                return Err(e);
+            }
+        };
+        let entry = Entry {
             state: state.clone(),
             deleted,
             revision: cursor,
             event_id: event.id,
             caused_by: cause.caused_by,
             correlation_id: cause.correlation_id.clone(),
-        })
+        };
+        self.remember(entry.clone());
+        Ok(entry)
     }
 
     /// Creates the entity at version 1, or after a delete at the version after
@@ -214,10 +319,78 @@ impl StateStore {
         expected_version: u64,
         change: Change,
     ) -> Result<Entry> {
-        let current = self.current_at(kind, id, expected_version)?;
+        if let Some(current) = self.recalled(kind, id, expected_version) {
+            let cause = change.reason().clone();
+            let next = current.state.update(change)?;
+            return self.put(&next, false, &cause);
+        }
+        let latest = match self.edit(kind, id, expected_version, &change)? {
+            Some(Edited::Applied(record)) => {
+                let entry = Entry::from_event(&record)?;
+                self.remember(entry.clone());
+                return Ok(entry);
+            }
+            Some(Edited::Refused(latest)) => latest.as_ref().map(Entry::from_event).transpose()?,
+            None => self.latest(kind, id)?,
+        };
+        // Read (or refused by the store): the errors, and any change the store refused, are made here.
+        let current = self.live_at(kind, id, expected_version, latest)?;
         let cause = change.reason().clone();
         let next = current.state.update(change)?;
         self.put(&next, false, &cause)
+    }
+
+    /// Has the store apply `change` itself in one step, if it can and the
+    /// change is well-formed (else the caller reads and reports).
+    fn edit(&self, kind: &str, id: &str, expected: u64, change: &Change) -> Result<Option<Edited>> {
+        let backend = self.backend();
+        if !backend.edits()
+            || expected == 0
+            || expected >= MAX_VERSION
+            || crate::state::check_name("updated_by", change.source()).is_err()
+        {
+            return Ok(None);
+        }
+        let (event_id, texts, holes) = edit_template(kind, id, expected + 1, change)?;
+        let text = |o: &JsonObject| Value::Object(o.clone()).to_string();
+        let (data, patch);
+        let data_edit = match &change.data {
+            DataChange::Keep => DataEdit::Keep,
+            DataChange::Replace(d) => {
+                data = text(d);
+                DataEdit::Replace(&data)
+            }
+            DataChange::Merge(p) => {
+                patch = text(p);
+                DataEdit::Merge(&patch)
+            }
+        };
+        let metadata = change.metadata.as_ref().map(text);
+        let status = change.status.map(|s| format!("\"{}\"", s.as_str()));
+        let from: Vec<String> = match change.status {
+            Some(to) => Status::ALL
+                .into_iter()
+                .filter(|s| s.can_become(to))
+                .map(|s| format!("\"{}\"", s.as_str()))
+                .collect(),
+            None => Vec::new(),
+        };
+        let from: Vec<&str> = from.iter().map(String::as_str).collect();
+        let event_id = event_id.to_string();
+        let edit = StateEdit {
+            kind,
+            id,
+            expected,
+            event_id: &event_id,
+            texts: &texts,
+            holes: &holes,
+            status: status.as_deref(),
+            status_from: &from,
+            data: data_edit,
+            metadata: metadata.as_deref(),
+            now: Timestamp::now(),
+        };
+        backend.edit(&edit).map(Some)
     }
 
     /// Deletes the entity if it is at `expected_version`: a tombstone at the
@@ -248,7 +421,14 @@ impl StateStore {
         if expected == 0 {
             return Err(Error::invalid("expected version", "versions start at 1"));
         }
-        let latest = self.latest(kind, id)?;
+        self.live_at(kind, id, expected, self.latest(kind, id)?)
+    }
+
+    /// `latest` if it is the live entity at exactly `expected` (else a conflict or not found).
+    fn live_at(&self, kind: &str, id: &str, expected: u64, latest: Option<Entry>) -> Result<Entry> {
+        if expected == 0 {
+            return Err(Error::invalid("expected version", "versions start at 1"));
+        }
         let actual = latest.as_ref().map_or(0, |e| e.state.version());
         if actual != expected && actual != 0 {
             return Err(seed_event::version_conflict(kind, id, expected, actual));

@@ -200,13 +200,15 @@
 //! [`FileStore`] is also a [`seed_event::StateBackend`]: the records of
 //! entity type `T` are the lines of the log of topic `state.T`, and
 //! `.states/<stem>.idx` is an open-addressing hash table on disk (a 128-byte
-//! header, 48-byte slots, each with a check word) from entity id to its
-//! newest record's version and byte offset, with the log offset it covers.
+//! header, 56-byte slots, each with a check word) from entity id to its
+//! newest record's version and byte offset, with the log offset it covers,
+//! followed by a 32-byte version record per indexed line (version, offset,
+//! the entity's record before), which chain each entity's versions.
 //! A change is written under the log's lock: the index is brought up to the
 //! log's end (caught up from the lines after its covered end, or rebuilt from
 //! the whole log when it is missing, unreadable or made for a log file since
 //! replaced), the version compared, the line appended, then the slot and the
-//! covered end written. A writer killed in between leaves lines past the
+//! covered end written (version record, slot, header). A writer killed in between leaves lines past the
 //! covered end, which readers scan too and the next writer applies. A read
 //! takes no lock: a header, a slot and a line (`pread`s), plus the lines past
 //! the covered end; a torn slot fails its check and is read again. The table
@@ -218,8 +220,11 @@
 //! it without them ([`seed_event::StateBackend::compact`] does it at once).
 //! A clear of a state topic removes old records but keeps each entity's
 //! newest. Retention limits do not apply to state topics. History and one
-//! past version are found by a scan of the type's log for the entity's id;
-//! the current state and listings use the index.
+//! past version follow the entity's chain of version records under the
+//! log's lock (a `pread` of a record and of its line per version, at most
+//! the history limit of them); only a chain that does not hold together
+//! (its lines are not the entity's) falls back to a scan of the log. The
+//! current state and listings use the table.
 //!
 //! # Importing the Python layout
 //!

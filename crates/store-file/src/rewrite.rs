@@ -37,7 +37,18 @@ impl Locked<'_> {
     /// Rewrites the log without the lines `keep` rejects; returns how many
     /// events were removed. The new log replaces the old one by a rename, so
     /// readers holding the old one keep a consistent view and followers notice.
-    pub(crate) fn rewrite(&mut self, mut keep: impl FnMut(u64, &[u8]) -> Keep) -> Result<u64> {
+    pub(crate) fn rewrite(&mut self, keep: impl FnMut(u64, &[u8]) -> Keep) -> Result<u64> {
+        self.rewrite_then(keep, || Ok(()))
+    }
+
+    /// [`Locked::rewrite`], running `before_replace` once the new log is
+    /// written, if it removes anything, before it replaces the old one (a
+    /// failure leaves the old log in place).
+    pub(crate) fn rewrite_then(
+        &mut self,
+        mut keep: impl FnMut(u64, &[u8]) -> Keep,
+        before_replace: impl FnOnce() -> Result<()>,
+    ) -> Result<u64> {
         let end = self.w.cached_len.unwrap_or(0);
         let mut reader = LineReader::new(0, end);
         let tmp = temp_path(&self.w.paths.log);
@@ -111,6 +122,10 @@ impl Locked<'_> {
         if dropped_lines == 0 {
             let _ = fs::remove_file(&tmp);
             return Ok(0);
+        }
+        if let Err(e) = before_replace() {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
         }
         let w = &mut *self.w;
         let gaps = match (kept.first(), kept.last()) {

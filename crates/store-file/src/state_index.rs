@@ -4,15 +4,22 @@
 //!
 //! Layout (little-endian `u64`s):
 //!
-//! - header, 128 bytes: magic `SEEDSIX1`, capacity (slots, a power of two),
+//! - header, 128 bytes: magic `SEEDSIX2`, capacity (slots, a power of two),
 //!   entities, covered end (the log offset up to which every line is in the
 //!   table), the log's device and inode, lines in the log, lines past the
-//!   history limit, then a check word over them;
-//! - slot `i` at `128 + 48 i`: two independent 64-bit hashes of the id (the
+//!   history limit, version records, then a check word over them;
+//! - slot `i` at `128 + 56 i`: two independent 64-bit hashes of the id (the
 //!   first 0: empty), version, offset of the record's line, the entity's
-//!   oldest version still in the log, and a check word.
+//!   oldest version still in the log, its newest version record (1-based;
+//!   0: none), and a check word;
+//! - after the slots, version records of 32 bytes, one per line indexed, in
+//!   log order: version, offset of the line, the entity's version record
+//!   before it (1-based; 0: none), and a check word. An entity's records
+//!   chain from its slot back through its versions, so its history and any
+//!   version are found without reading the log.
 //!
-//! Slots and header are changed in place with `pwrite`, only under the log's
+//! A line is indexed by writing its version record (at the header's count),
+//! its slot, then the header, in place with `pwrite`, only under the log's
 //! lock; the check words let a lock-free reader notice a torn read and read
 //! again. Writers take an entity's 128 bits of hash for its id; readers
 //! also confirm the id on the log line a slot points to. A bigger table, or one rebuilt from the log, is
@@ -26,12 +33,16 @@ use std::path::{Path, PathBuf};
 
 use crate::fsutil::{create_private, sync_all, temp_path};
 
-const MAGIC: &[u8; 8] = b"SEEDSIX1";
+const MAGIC: &[u8; 8] = b"SEEDSIX2";
 const STALE: &[u8; 8] = b"SEEDSTAL";
 /// Bytes of the header.
 pub(crate) const HEADER: u64 = 128;
 /// Bytes of one slot.
-pub(crate) const SLOT: u64 = 48;
+pub(crate) const SLOT: u64 = 56;
+/// Bytes of one version record.
+pub(crate) const RECORD: u64 = 32;
+/// Bytes of the header's words, from the magic to the check word.
+const HEADER_WORDS: usize = 8 + 8 * 8 + 8;
 /// The smallest table.
 pub(crate) const MIN_CAPACITY: u64 = 1024;
 /// A salt for the check words, so that zeroes do not check.
@@ -47,22 +58,68 @@ pub(crate) struct Header {
     pub ino: u64,
     pub lines: u64,
     pub excess: u64,
+    /// Version records written.
+    pub records: u64,
 }
 
 impl Header {
-    fn words(&self) -> [u64; 7] {
-        [self.capacity, self.count, self.covered_end, self.dev, self.ino, self.lines, self.excess]
+    fn words(&self) -> [u64; 8] {
+        [
+            self.capacity,
+            self.count,
+            self.covered_end,
+            self.dev,
+            self.ino,
+            self.lines,
+            self.excess,
+            self.records,
+        ]
     }
 
-    fn encode(&self) -> [u8; 72] {
-        let mut out = [0u8; 72];
+    fn encode(&self) -> [u8; HEADER_WORDS] {
+        let mut out = [0u8; HEADER_WORDS];
         out[..8].copy_from_slice(MAGIC);
         let words = self.words();
         for (i, w) in words.iter().enumerate() {
             out[8 + i * 8..16 + i * 8].copy_from_slice(&w.to_le_bytes());
         }
-        out[64..72].copy_from_slice(&check(&words).to_le_bytes());
+        out[72..80].copy_from_slice(&check(&words).to_le_bytes());
         out
+    }
+
+    /// Where version record `n` (1-based) starts.
+    pub(crate) fn record_at(&self, n: u64) -> u64 {
+        HEADER + self.capacity * SLOT + (n - 1) * RECORD
+    }
+}
+
+/// One version record: a line of an entity, and the entity's record before it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Record {
+    pub version: u64,
+    pub offset: u64,
+    /// The entity's record before this one (1-based; 0: none).
+    pub prev: u64,
+}
+
+impl Record {
+    pub(crate) fn encode(&self) -> [u8; RECORD as usize] {
+        let words = [self.version, self.offset, self.prev];
+        let mut out = [0u8; RECORD as usize];
+        for (i, w) in words.iter().enumerate() {
+            out[i * 8..i * 8 + 8].copy_from_slice(&w.to_le_bytes());
+        }
+        out[24..32].copy_from_slice(&check(&words).to_le_bytes());
+        out
+    }
+
+    /// `None` for a torn or garbled record.
+    pub(crate) fn decode(bytes: &[u8]) -> Option<Record> {
+        let w = |i: usize| -> Option<u64> {
+            Some(u64::from_le_bytes(bytes.get(i * 8..i * 8 + 8)?.try_into().ok()?))
+        };
+        let record = Record { version: w(0)?, offset: w(1)?, prev: w(2)? };
+        (check(&[record.version, record.offset, record.prev]) == w(3)?).then_some(record)
     }
 }
 
@@ -74,11 +131,13 @@ pub(crate) struct Slot {
     pub version: u64,
     pub offset: u64,
     pub first: u64,
+    /// The entity's newest version record (1-based; 0: none).
+    pub chain: u64,
 }
 
 impl Slot {
-    fn words(&self) -> [u64; 5] {
-        [self.hash, self.tag, self.version, self.offset, self.first]
+    fn words(&self) -> [u64; 6] {
+        [self.hash, self.tag, self.version, self.offset, self.first, self.chain]
     }
 
     fn encode(&self) -> [u8; SLOT as usize] {
@@ -87,7 +146,7 @@ impl Slot {
         for (i, w) in words.iter().enumerate() {
             out[i * 8..i * 8 + 8].copy_from_slice(&w.to_le_bytes());
         }
-        out[40..48].copy_from_slice(&check(&words).to_le_bytes());
+        out[48..56].copy_from_slice(&check(&words).to_le_bytes());
         out
     }
 
@@ -99,11 +158,12 @@ impl Slot {
     /// `None` for a torn or garbled slot; an empty slot is all zeroes.
     pub(crate) fn decode(bytes: &[u8]) -> Option<Slot> {
         let w = |i: usize| u64::from_le_bytes(bytes[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
-        let slot = Slot { hash: w(0), tag: w(1), version: w(2), offset: w(3), first: w(4) };
-        if slot == Slot::default() && w(5) == 0 {
+        let slot =
+            Slot { hash: w(0), tag: w(1), version: w(2), offset: w(3), first: w(4), chain: w(5) };
+        if slot == Slot::default() && w(6) == 0 {
             return Some(slot);
         }
-        (check(&slot.words()) == w(5)).then_some(slot)
+        (check(&slot.words()) == w(6)).then_some(slot)
     }
 }
 
@@ -156,7 +216,7 @@ impl Index {
     }
 
     pub(crate) fn header(&self) -> io::Result<Head> {
-        let mut buf = [0u8; 72];
+        let mut buf = [0u8; HEADER_WORDS];
         match self.file.read_exact_at(&mut buf, 0) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(Head::Unreadable),
@@ -178,8 +238,9 @@ impl Index {
             ino: w(4),
             lines: w(5),
             excess: w(6),
+            records: w(7),
         };
-        let sum = u64::from_le_bytes(buf[64..72].try_into().unwrap_or([0; 8]));
+        let sum = u64::from_le_bytes(buf[72..80].try_into().unwrap_or([0; 8]));
         let sane = header.capacity.is_power_of_two() && header.capacity >= MIN_CAPACITY;
         Ok(if sum == check(&header.words()) && sane {
             Head::Current(header)
@@ -206,6 +267,20 @@ impl Index {
         self.file.write_all_at(&slot.encode(), HEADER + i * SLOT)
     }
 
+    /// Version record `n` (1-based) of a table of `header`; `None` when torn or garbled.
+    pub(crate) fn record(&self, header: &Header, n: u64) -> io::Result<Option<Record>> {
+        let mut buf = [0u8; RECORD as usize];
+        match self.file.read_exact_at(&mut buf, header.record_at(n)) {
+            Ok(()) => Ok(Record::decode(&buf)),
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub(crate) fn write_record(&self, header: &Header, n: u64, record: &Record) -> io::Result<()> {
+        self.file.write_all_at(&record.encode(), header.record_at(n))
+    }
+
     /// Marks this file as replaced, for processes that hold it open.
     pub(crate) fn mark_stale(&self) -> io::Result<()> {
         self.file.write_all_at(STALE, 0)
@@ -216,6 +291,8 @@ impl Index {
 pub(crate) struct Table {
     pub header: Header,
     pub bytes: Vec<u8>,
+    /// The version records, `header.records` of them.
+    pub records: Vec<u8>,
 }
 
 impl Table {
@@ -225,7 +302,15 @@ impl Table {
         Table {
             header: Header { capacity, ..Header::default() },
             bytes: vec![0; (capacity * SLOT) as usize],
+            records: Vec::new(),
         }
+    }
+
+    /// Adds a version record; returns its number (1-based).
+    pub(crate) fn push_record(&mut self, record: &Record) -> u64 {
+        self.records.extend_from_slice(&record.encode());
+        self.header.records += 1;
+        self.header.records
     }
 
     pub(crate) fn slot(&self, i: u64) -> Slot {
@@ -255,6 +340,7 @@ impl Table {
             let f = create_private(&tmp)?;
             f.write_all_at(&self.header.encode(), 0)?;
             f.write_all_at(&self.bytes, HEADER)?;
+            f.write_all_at(&self.records, HEADER + self.bytes.len() as u64)?;
             if durable {
                 sync_all(&f)?;
             }
@@ -278,19 +364,30 @@ mod tests {
 
     #[test]
     fn slots_and_headers_round_trip_and_torn_ones_do_not_check() {
-        let slot = Slot { hash: 7, tag: 9, version: 3, offset: 1234, first: 1 };
+        let slot = Slot { hash: 7, tag: 9, version: 3, offset: 1234, first: 1, chain: 2 };
         let bytes = slot.encode();
         assert_eq!(Slot::decode(&bytes), Some(slot));
         let mut torn = bytes;
         torn[16..24].copy_from_slice(&4u64.to_le_bytes());
         assert_eq!(Slot::decode(&torn), None);
-        assert_eq!(Slot::decode(&[0; 48]), Some(Slot::default()));
+        assert_eq!(Slot::decode(&[0; SLOT as usize]), Some(Slot::default()));
+        let record = Record { version: 3, offset: 1234, prev: 1 };
+        assert_eq!(Record::decode(&record.encode()), Some(record));
+        let mut torn = record.encode();
+        torn[8] ^= 1;
+        assert_eq!(Record::decode(&torn), None);
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.idx");
         let mut table = Table::with_room(10);
         table.header.count = 1;
         table.set(5, &slot);
+        assert_eq!(table.push_record(&record), 1);
         let index = table.install(&path, None, false).unwrap();
+        let header = match index.header().unwrap() {
+            Head::Current(h) => h,
+            _ => panic!("the header does not read back"),
+        };
+        assert_eq!(index.record(&header, 1).unwrap(), Some(record));
         assert!(
             matches!(index.header().unwrap(), Head::Current(h) if h.count == 1 && h.capacity == MIN_CAPACITY)
         );

@@ -32,8 +32,8 @@ use crate::lines::{open_snapshot, read_at, read_err, LineReader};
 use crate::names;
 use crate::prefix::parse_prefix;
 use crate::rewrite::Keep;
-use crate::state_index::{hash_id, Head, Header, Index, Slot, Table};
-use crate::state_index::{HEADER, SLOT};
+use crate::state_index::{hash_id, Head, Header, Index, Record, Slot, Table};
+use crate::state_index::{HEADER, RECORD, SLOT};
 use crate::store::FileStore;
 use crate::version;
 use crate::writer::{AppendSync, Locked};
@@ -75,8 +75,37 @@ struct PayloadView<'a> {
 
 /// The entity id and version a log line carries.
 fn change_in(line: &[u8]) -> Option<(Cow<'_, str>, u64)> {
+    if let Some((id, version)) = change_in_quickly(line) {
+        return Some((Cow::Borrowed(id), version));
+    }
     let view: LineView<'_> = serde_json::from_slice(line).ok()?;
     Some((view.payload.entity_id, view.payload.version))
+}
+
+/// [`change_in`] for a payload that starts `{"entity_id":"<id without
+/// escapes>","version":<digits>` (as state changes are written); `None` otherwise.
+///
+/// The first `,"payload":{` of a line is the event's payload: only the
+/// store fields, the id and the topic come before it, and no JSON string
+/// holds a quote after a comma unescaped.
+fn change_in_quickly(line: &[u8]) -> Option<(&str, u64)> {
+    const PAYLOAD: &[u8] = b",\"payload\":{";
+    static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(PAYLOAD));
+    let at = FINDER.find(line)? + PAYLOAD.len();
+    let rest = line[at..].strip_prefix(b"\"entity_id\":\"")?;
+    let end = memchr::memchr2(b'"', b'\\', rest)?;
+    if rest[end] != b'"' {
+        return None;
+    }
+    let id = std::str::from_utf8(&rest[..end]).ok()?;
+    let digits = rest[end + 1..].strip_prefix(b",\"version\":")?;
+    let n = digits.iter().take_while(|b| b.is_ascii_digit()).count();
+    if n == 0 || n > 16 || !matches!(digits.get(n), Some(b',' | b'}')) {
+        return None;
+    }
+    let version = std::str::from_utf8(&digits[..n]).ok()?.parse().ok()?;
+    Some((id, version))
 }
 
 /// The whole line starting at `offset`, without its newline; `None` if it has none.
@@ -140,7 +169,8 @@ impl Builder {
         loop {
             let mut slot = self.table.slot(i);
             if slot.hash == 0 {
-                let new = Slot { hash: h.0, tag: h.1, version, offset, first: version };
+                let chain = self.table.push_record(&Record { version, offset, prev: 0 });
+                let new = Slot { hash: h.0, tag: h.1, version, offset, first: version, chain };
                 self.table.set(i, &new);
                 self.table.header.count += 1;
                 self.table.header.lines += 1;
@@ -148,6 +178,8 @@ impl Builder {
             }
             if slot.holds(h) {
                 if version > slot.version {
+                    let prev = slot.chain;
+                    slot.chain = self.table.push_record(&Record { version, offset, prev });
                     slot.version = version;
                     slot.offset = offset;
                     if version + 1 > slot.first + self.history {
@@ -167,6 +199,7 @@ impl Builder {
 fn grown(old: &Table) -> Table {
     let mut table = Table::with_room(old.header.capacity);
     table.header = Header { capacity: table.header.capacity, ..old.header };
+    table.records.clone_from(&old.records);
     let mask = table.header.capacity - 1;
     for i in 0..old.header.capacity {
         let slot = old.slot(i);
@@ -367,7 +400,20 @@ impl FileStore {
         Ok(None)
     }
 
-    /// Every line of the type's log that is a record of `id`, oldest first.
+    /// The kept records of `id` (with `only`, that version), newest first,
+    /// found through the index's version records under the lock; `None` if
+    /// they do not hold together.
+    fn chained(&self, kind: &str, id: &str, only: Option<u64>) -> Result<Option<Vec<StoredEvent>>> {
+        let topic = state_topic(kind)?;
+        if !self.paths(&topic).log.exists() {
+            return Ok(Some(Vec::new()));
+        }
+        let limit = self.history();
+        self.with_synced(kind, |s| s.chain_of(&topic, id, limit, only))
+    }
+
+    /// Every line of the type's log that is a record of `id`, oldest first
+    /// (read when the index's version records do not hold together).
     fn records_of(&self, kind: &str, id: &str) -> Result<Vec<StoredEvent>> {
         let topic = state_topic(kind)?;
         version::check_readable(self.dir())?;
@@ -394,9 +440,9 @@ impl FileStore {
     /// seq, the line, its version and the entity's newest version); the next
     /// state operation rebuilds the index against the new log.
     ///
-    /// A first pass finds the greatest sequence number that goes, and records
-    /// it in `.states/<stem>.compacted` before the log is replaced, so a watch
-    /// that finds the lines gone also finds the mark.
+    /// The greatest sequence number that goes is recorded in
+    /// `.states/<stem>.compacted` once the new log is written and before it
+    /// replaces the old one, so a watch that finds the lines gone also finds the mark.
     pub(crate) fn rewrite_states(
         &self,
         locked: &mut Locked<'_>,
@@ -409,45 +455,44 @@ impl FileStore {
         let synced = self.sync_index(topic, locked, &mut files)?;
         let bytes = read_at(&synced.index.file, HEADER, (synced.header.capacity * SLOT) as usize)
             .map_err(|e| read_err(&synced.index.path, e))?;
-        let table = Table { header: synced.header, bytes };
+        let table = Table { header: synced.header, bytes, records: Vec::new() };
         files.index = Some(synced.index);
-        let logpath = locked.w.paths.log.clone();
-        let log = locked.file().try_clone().map_err(|e| read_err(&logpath, e))?;
         let mut decide = |line: &[u8]| -> Option<(u64, bool)> {
             let (p, (id, version)) = (parse_prefix(line)?, change_in(line)?);
             let newest = newest_in(&table, &id).unwrap_or(version);
             Some((p.seq, keep(p.seq, line, version, newest)))
         };
-        let mut reader = LineReader::new(0, locked.w.cached_len.unwrap_or(0));
-        let mut gone = 0;
-        while let Some((_, line)) = reader.next_line(&log).map_err(|e| read_err(&logpath, e))? {
-            if let Some((seq, false)) = decide(line) {
-                gone = gone.max(seq);
-            }
-        }
-        if gone == 0 {
-            return Ok(0);
-        }
+        // One pass: the greatest sequence number that goes is known when the
+        // new log is written, and recorded before it replaces the old one.
+        let gone = std::cell::Cell::new(0);
         let mark = compacted_path(self.dir(), topic);
-        let before = read_mark(&mark)?.unwrap_or(0);
-        let durability = if self.config().sync == crate::SyncPolicy::Never {
-            Durability::None
-        } else {
-            Durability::Full
+        let record_mark = || -> Result<()> {
+            let before = read_mark(&mark)?.unwrap_or(0);
+            let durability = if self.config().sync == crate::SyncPolicy::Never {
+                Durability::None
+            } else {
+                Durability::Full
+            };
+            if let Some(dir) = mark.parent() {
+                std::os::unix::fs::DirBuilderExt::mode(
+                    std::fs::DirBuilder::new().recursive(true),
+                    0o700,
+                )
+                .create(dir)
+                .map_err(|e| read_err(dir, e))?;
+            }
+            write_atomic(&mark, gone.get().max(before).to_string().as_bytes(), durability)
         };
-        if let Some(dir) = mark.parent() {
-            std::os::unix::fs::DirBuilderExt::mode(
-                std::fs::DirBuilder::new().recursive(true),
-                0o700,
-            )
-            .create(dir)
-            .map_err(|e| read_err(dir, e))?;
-        }
-        write_atomic(&mark, gone.max(before).to_string().as_bytes(), durability)?;
-        locked.rewrite(|_, line| match decide(line) {
-            Some((_, false)) => Keep::No(true),
-            _ => Keep::Yes,
-        })
+        locked.rewrite_then(
+            |_, line| match decide(line) {
+                Some((seq, false)) => {
+                    gone.set(gone.get().max(seq));
+                    Keep::No(true)
+                }
+                _ => Keep::Yes,
+            },
+            record_mark,
+        )
     }
 
     /// Compacts a type's log to the history limit.
@@ -585,8 +630,15 @@ impl Synced<'_, '_> {
         match place {
             Ok((i, mut slot)) => {
                 if version <= slot.version {
+                    // This line's slot was written and the header not (a writer
+                    // stopped between them): its version record counts.
+                    if slot.offset == offset {
+                        self.header.records = self.header.records.max(slot.chain);
+                    }
                     return Ok(());
                 }
+                let record = Record { version, offset, prev: slot.chain };
+                slot.chain = self.write_record(&record)?;
                 slot.version = version;
                 slot.offset = offset;
                 if version + 1 > slot.first + self.history {
@@ -596,13 +648,63 @@ impl Synced<'_, '_> {
             }
             Err(i) => {
                 let h = hash_id(id);
-                let slot = Slot { hash: h.0, tag: h.1, version, offset, first: version };
+                let chain = self.write_record(&Record { version, offset, prev: 0 })?;
+                let slot = Slot { hash: h.0, tag: h.1, version, offset, first: version, chain };
                 self.index.write_slot(i, &slot).map_err(|e| self.io(e))?;
                 self.header.count += 1;
             }
         }
         self.header.lines += 1;
         Ok(())
+    }
+
+    /// Writes the next version record; returns its number. The header
+    /// counts it when it is written next.
+    fn write_record(&mut self, record: &Record) -> Result<u64> {
+        let n = self.header.records + 1;
+        self.index.write_record(&self.header, n, record).map_err(|e| self.io(e))?;
+        self.header.records = n;
+        Ok(n)
+    }
+
+    /// The kept records of `id` (the newest `limit`; with `only`, just that
+    /// version), newest first, by its chain of version records; `None` if the
+    /// chain does not hold together (then the log is read).
+    fn chain_of(
+        &self,
+        topic: &Topic,
+        id: &str,
+        limit: u64,
+        only: Option<u64>,
+    ) -> Result<Option<Vec<StoredEvent>>> {
+        let Ok((_, slot)) = self.find(id)? else { return Ok(Some(Vec::new())) };
+        let log = self.locked.file();
+        let mut out = Vec::new();
+        let mut at = slot.chain;
+        let mut seen = 0;
+        while at != 0 && seen < limit {
+            seen += 1;
+            if at > self.header.records {
+                return Ok(None);
+            }
+            let Some(record) = self.index.record(&self.header, at).map_err(|e| self.io(e))? else {
+                return Ok(None);
+            };
+            let Some(line) = line_at(log, record.offset).map_err(|e| self.io(e))? else {
+                return Ok(None);
+            };
+            if change_in(&line).is_none_or(|(i, v)| i != id || v != record.version) {
+                return Ok(None);
+            }
+            at = record.prev;
+            match only {
+                Some(v) if v > record.version => break,
+                Some(v) if v != record.version => continue,
+                _ => {}
+            }
+            out.push(decode(topic, record.offset, &line)?);
+        }
+        Ok(Some(out))
     }
 
     /// Doubles the table when it is half full, before an insert.
@@ -612,7 +714,16 @@ impl Synced<'_, '_> {
         }
         let bytes = read_at(&self.index.file, HEADER, (self.header.capacity * SLOT) as usize)
             .map_err(|e| self.io(e))?;
-        let table = grown(&Table { header: self.header, bytes });
+        let at = HEADER + self.header.capacity * SLOT;
+        let records = read_at(&self.index.file, at, (self.header.records * RECORD) as usize)
+            .map_err(|e| self.io(e))?;
+        if records.len() as u64 != self.header.records * RECORD {
+            return Err(Error::corrupt(
+                self.index.path.display().to_string(),
+                "the version records end early",
+            ));
+        }
+        let table = grown(&Table { header: self.header, bytes, records });
         let index =
             table.install(&self.index.path, Some(&self.index), durable).map_err(|e| self.io(e))?;
         self.index = index;
@@ -682,15 +793,25 @@ impl StateBackend for FileStore {
             if seed_event::change_of(&latest.event).is_some_and(|(_, v)| v == version) {
                 return Ok(Some(latest));
             }
+        } else {
+            return Ok(None);
         }
-        Ok(self
-            .records_of(kind, id)?
-            .into_iter()
-            .find(|e| seed_event::change_of(&e.event).is_some_and(|(_, v)| v == version)))
+        let is_it =
+            |e: &StoredEvent| seed_event::change_of(&e.event).is_some_and(|(_, v)| v == version);
+        match self.chained(kind, id, Some(version))? {
+            Some(found) => Ok(found.into_iter().find(is_it)),
+            None => Ok(self.records_of(kind, id)?.into_iter().find(is_it)),
+        }
     }
 
     fn history(&self, kind: &str, id: &str) -> Result<Vec<StoredEvent>> {
-        self.records_of(kind, id)
+        match self.chained(kind, id, None)? {
+            Some(mut found) => {
+                found.reverse();
+                Ok(found)
+            }
+            None => self.records_of(kind, id),
+        }
     }
 
     fn list(&self, kind: &str) -> Result<EventStream<'_>> {
@@ -847,6 +968,36 @@ mod tests {
         Event::new(state_topic(kind).unwrap(), "test", payload)
     }
 
+    /// The quick reading of a line's change agrees with the full one, and
+    /// leaves what it cannot read for certain to it.
+    #[test]
+    fn changes_are_read_quickly_as_fully() {
+        let mut encoder = crate::encode::BodyEncoder::default();
+        let payloads = [
+            serde_json::json!({"entity_id": "a-1", "version": 12, "state": {}}),
+            serde_json::json!({"entity_id": "é\"q", "version": 3}),
+            serde_json::json!({"entity_id": "x", "version": 9}),
+            serde_json::json!({"version": 4, "entity_id": "late"}),
+            serde_json::json!({"n": {"payload": {"entity_id": "inner", "version": 1}}, "entity_id": "outer", "version": 2}),
+            serde_json::json!({"entity_id": "big", "version": 123456789012345678u64}),
+            serde_json::json!({"n": 1, "m": {"x": 1, "payload": {"entity_id": "in", "version": 1}}, "entity_id": "out", "version": 2}),
+        ];
+        for payload in payloads {
+            let event =
+                Event::new(state_topic("k").unwrap(), "t", payload.as_object().cloned().unwrap());
+            let mut line = b"{\"seq\":5,\"hwm\":0,".to_vec();
+            encoder.encode(&mut line, &event);
+            line.pop();
+            let view: LineView<'_> = serde_json::from_slice(&line).unwrap();
+            let full = (view.payload.entity_id.to_string(), view.payload.version);
+            let read = change_in(&line).map(|(i, v)| (i.to_string(), v));
+            assert_eq!(read, Some(full.clone()), "{}", String::from_utf8_lossy(&line));
+            if let Some((id, version)) = change_in_quickly(&line) {
+                assert_eq!((id.to_string(), version), full);
+            }
+        }
+    }
+
     fn put(store: &FileStore, id: &str, version: u64) -> Result<Cursor> {
         let event = change("k", id, version);
         store.put(&StatePut { kind: "k", id, version, event: &event })
@@ -880,6 +1031,63 @@ mod tests {
             panic!("the index is not current")
         };
         assert_eq!((h.count, h.lines), (2, 4));
+    }
+
+    /// History and past versions follow the version records in the index
+    /// and agree with a scan of the log: through growth of the table,
+    /// compaction, and a writer stopped after a slot and before the header.
+    #[test]
+    fn versions_are_chained_in_the_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = crate::FileStoreConfig::default().state_history(5);
+        let store = FileStore::open_with(dir.path(), config.clone()).unwrap();
+        for n in 0..3000u64 {
+            put(&store, &format!("e{}", n % 1500), n / 1500 + 1).unwrap();
+        }
+        for v in 3..=12 {
+            put(&store, "e7", v).unwrap();
+        }
+        let versions = |records: Vec<StoredEvent>| -> Vec<u64> {
+            records.iter().map(|e| seed_event::change_of(&e.event).unwrap().1).collect()
+        };
+        let chained =
+            |s: &FileStore, id: &str| versions(StateBackend::history(s, "k", id).unwrap());
+        let scanned = |s: &FileStore, id: &str| versions(s.records_of("k", id).unwrap());
+        assert_eq!(chained(&store, "e7"), (8..=12).collect::<Vec<_>>());
+        for id in ["e7", "e8", "e1499"] {
+            assert_eq!(chained(&store, id), scanned(&store, id), "{id}");
+        }
+        let at = |s: &FileStore, id: &str, v: u64| {
+            s.at_version("k", id, v).unwrap().map(|e| versions(vec![e]))
+        };
+        assert_eq!(at(&store, "e7", 9), Some(vec![9]));
+        assert_eq!(at(&store, "e7", 3), None, "past the history limit");
+        assert_eq!(at(&store, "e8", 1), Some(vec![1]));
+        assert_eq!(at(&store, "nobody", 1), None);
+        assert!(store.compact("k").unwrap() > 0);
+        let fresh = FileStore::open_with(dir.path(), config.clone()).unwrap();
+        assert_eq!(chained(&fresh, "e7"), (8..=12).collect::<Vec<_>>());
+        assert_eq!(chained(&fresh, "e8"), vec![1, 2]);
+        // The version record and slot of e7's 13 are written, the header not.
+        let path = index_path(dir.path(), &state_topic("k").unwrap());
+        let header = std::fs::read(&path).unwrap()[..HEADER as usize].to_vec();
+        put(&fresh, "e7", 13).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(
+            &File::options().write(true).open(&path).unwrap(),
+            &header,
+            0,
+        )
+        .unwrap();
+        let other = FileStore::open_with(dir.path(), config).unwrap();
+        put(&other, "e8", 3).unwrap();
+        assert_eq!(chained(&other, "e7"), (9..=13).collect::<Vec<_>>());
+        assert_eq!(chained(&other, "e8"), vec![1, 2, 3]);
+        assert_eq!(chained(&other, "e7"), scanned(&other, "e7"));
+        let topic = state_topic("k").unwrap();
+        for id in ["e7", "e8"] {
+            let direct = other.with_synced("k", |s| s.chain_of(&topic, id, 5, None)).unwrap();
+            assert!(direct.is_some(), "{id}'s chain holds together");
+        }
     }
 
     /// Event retention limits leave state topics alone: states keep their own history limit.

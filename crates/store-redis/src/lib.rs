@@ -36,7 +36,7 @@
 //! | `seed:topics:new` | stream | one entry per topic created, so followers learn of new topics |
 //! | `seed:consumers` | set | every consumer with a committed position |
 //! | `seed:consumer:<name>` | hash | the consumer's position per topic |
-//! | `seed:{state.<type>}:latest` | hash | entity id → `<version> <stream id> <event line>`: its newest record |
+//! | `seed:{state.<type>}:latest` | hash | entity id → `<version> <stream id> <layout> <event line>`: its newest record |
 //! | `seed:{state.<type>}:v` | hash | `<entity id>\n<version>` → `<stream id> <event line>`: its kept versions |
 //! | `seed:lock:<name>` | string | the consumer's lock: `<generation> <holder's CLIENT ID>`, with a TTL |
 //! | `seed:lockgen:<name>` | string | the consumer's last lock generation |
@@ -50,10 +50,18 @@
 //! latest and versions hashes, and drops the version that falls past
 //! [`RedisConfig::state_history`] from the versions hash and the stream. A
 //! retry after a lost reply finds its own event as the newest record and
-//! answers with its id. Reading an entity is one `HGET`; listing is `HSCAN`
+//! answers with its id. An update with compare-and-set is one round trip:
+//! the script reads the newest record and computes the new state itself
+//! (status, data replaced or merged, metadata; the layout in the latest
+//! value says where the state's fields sit in the line), writing the line
+//! the client would have written; what it refuses (a conflict, a deleted
+//! entity, a status move the life cycle forbids, a change that changes
+//! nothing) it answers with the newest record, and the client reports it.
+//! Reading an entity is one `HGET`; listing is `HSCAN`
 //! pages; a watch learns of removed entries from the stream's
 //! `max-deleted-entry-id` (Redis 7). A clear of a state topic keeps each
-//! entity's newest entry.
+//! entity's newest entry, and removes the others from the stream and the
+//! versions hash in one script, so history and past versions go with them.
 //!
 //! # Cursors and time
 //!
@@ -482,10 +490,15 @@ impl RedisStore {
             }
             if states {
                 doomed = self.without_newest(topic, doomed)?;
-            }
-            let doomed: Vec<(Cursor, usize)> = doomed.into_iter().map(|(c, s, _)| (c, s)).collect();
-            if !doomed.is_empty() {
-                removed += self.delete_entries(&stream, &meta, &doomed)?;
+                if !doomed.is_empty() {
+                    removed += self.delete_state_entries(topic, &doomed)?;
+                }
+            } else {
+                let doomed: Vec<(Cursor, usize)> =
+                    doomed.into_iter().map(|(c, s, _)| (c, s)).collect();
+                if !doomed.is_empty() {
+                    removed += self.delete_entries(&stream, &meta, &doomed)?;
+                }
             }
             if !full || last >= end {
                 break;

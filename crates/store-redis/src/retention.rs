@@ -1,7 +1,7 @@
 //! Retention: limits on how many events, or how old, a topic keeps.
 
 use redis::Value;
-use seed_event::{Cursor, Limits, Result, Timestamp, Topic};
+use seed_event::{Cursor, Limits, Result, StoredEvent, Timestamp, Topic};
 
 use crate::codec::raw_entries;
 use crate::{scripts, RedisStore, PAGE};
@@ -23,6 +23,29 @@ impl RedisStore {
             invocation.key(stream).key(meta);
             for (cursor, size) in doomed {
                 invocation.arg(cursor.to_string()).arg(*size);
+            }
+            invocation.invoke(con)
+        })?;
+        Ok(n.max(0) as u64)
+    }
+
+    /// Deletes records of the state topic `topic` with their kept versions
+    /// (so history and past versions go with them); returns how many entries went.
+    pub(crate) fn delete_state_entries(
+        &self,
+        topic: &Topic,
+        doomed: &[(Cursor, usize, StoredEvent)],
+    ) -> Result<u64> {
+        let keys = self.keys();
+        let (stream, meta) = (keys.stream(topic.as_str()), keys.meta(topic.as_str()));
+        let versions = keys.versions(topic.as_str());
+        let n: i64 = self.shared.run(|con, _| {
+            let mut invocation = scripts::DELETE_STATE_ENTRIES.prepare_invoke();
+            invocation.key(&stream).key(&meta).key(&versions);
+            for (cursor, size, record) in doomed {
+                let field = seed_event::change_of(&record.event)
+                    .map_or_else(String::new, |(id, v)| format!("{id}\n{v}"));
+                invocation.arg(cursor.to_string()).arg(*size).arg(field);
             }
             invocation.invoke(con)
         })?;

@@ -120,6 +120,29 @@ return n
     )
 });
 
+/// Deletes the given records of a state topic: their stream entries (the
+/// topic's bytes lowered by their sizes) and their kept versions, together.
+///
+/// KEYS: stream, meta hash, versions hash. ARGV: triples of (id, size,
+/// versions field `<entity id>\n<version>`). Returns how many entries were deleted.
+pub(crate) static DELETE_STATE_ENTRIES: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local n = 0
+local bytes = 0
+for i = 1, #ARGV, 3 do
+  if redis.call('XDEL', KEYS[1], ARGV[i]) == 1 then
+    n = n + 1
+    bytes = bytes + tonumber(ARGV[i + 1])
+  end
+  redis.call('HDEL', KEYS[3], ARGV[i + 2])
+end
+if bytes > 0 then redis.call('HINCRBY', KEYS[2], 'bytes', -bytes) end
+return n
+"#,
+    )
+});
+
 /// Counts up to ARGV[2] entries of KEYS[1] from ARGV[1] (an XRANGE start) on,
 /// without sending them. Returns `{count, last id counted}`.
 pub(crate) static COUNT_FROM: LazyLock<Script> = LazyLock::new(|| {
@@ -137,52 +160,286 @@ return {#r, r[#r][1]}
 /// keeps it among the entity's versions, dropping (from the versions and the
 /// stream) the one that falls past the history limit; all or nothing.
 ///
+/// The Lua function the state scripts begin with: `store(line, layout)`
+/// appends a change event (ARGV: topic, entity id, …, new version, event ms,
+/// …, the version falling out of the history (`0`: none)) to the stream,
+/// makes it the entity's newest record (with `layout`, see [`EDIT_STATE`])
+/// and a kept version, drops the version past the history and counts the
+/// bytes; returns the new stream id. With `known`, the topic is in the topic
+/// set already (it is from the first record of any entity on, and no topic
+/// ever leaves the set).
+const STORE_STATE: &str = r#"
+local function store(line, layout, known)
+  if not known and redis.call('SADD', KEYS[3], ARGV[1]) == 1 then
+    redis.call('XADD', KEYS[4], 'MAXLEN', '~', 1000, '*', 't', ARGV[1])
+  end
+  local id = redis.pcall('XADD', KEYS[1], ARGV[5] .. '-*', 'e', line, 'k', ARGV[2])
+  if type(id) == 'table' and id.err then
+    local info = redis.call('XINFO', 'STREAM', KEYS[1])
+    local top = nil
+    for j = 1, #info, 2 do
+      if info[j] == 'last-generated-id' then top = info[j + 1] end
+    end
+    id = redis.call('XADD', KEYS[1], string.match(top, '^(%d+)-') .. '-*', 'e', line, 'k', ARGV[2])
+  end
+  local bytes = #line + 1
+  redis.call('HSET', KEYS[5], ARGV[2], ARGV[4] .. ' ' .. id .. ' ' .. layout .. ' ' .. line)
+  redis.call('HSET', KEYS[6], ARGV[2] .. '\n' .. ARGV[4], id .. ' ' .. line)
+  if ARGV[7] ~= '0' then
+    local field = ARGV[2] .. '\n' .. ARGV[7]
+    local old = redis.call('HGET', KEYS[6], field)
+    if old then
+      redis.call('HDEL', KEYS[6], field)
+      local oid, oline = string.match(old, '^(%S+) (.*)$')
+      if redis.call('XDEL', KEYS[1], oid) == 1 then bytes = bytes - #oline - 1 end
+    end
+  end
+  redis.call('HINCRBY', KEYS[2], 'bytes', bytes)
+  return id
+end
+"#;
+
+/// Puts a state change computed by the client.
+///
 /// KEYS: stream, meta hash, topic set, new-topic stream, latest hash, versions hash.
 /// ARGV: topic, entity id, expected version, new version, event ms, event
-/// JSON line, bytes to count, the version falling out of the history (`0`:
-/// none), the event's id (to recognise a retry whose first try landed).
+/// JSON line, the version falling out of the history (`0`: none), the
+/// event's id (to recognise a retry whose first try landed), the line's layout.
 ///
-/// A latest value is `<version> <stream id> <line>`, a versions value
-/// `<stream id> <line>`, under the field `<entity id>\n<version>`. Returns
-/// `{1, stream id}`, or `{0, newest version}` on a conflict.
+/// A latest value is `<version> <stream id> <layout> <line>`, a versions
+/// value `<stream id> <line>`, under the field `<entity id>\n<version>`.
+/// Returns `{1, stream id}`, or `{0, newest version}` on a conflict.
 pub(crate) static PUT_STATE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
+    Script::new(&format!(
+        r#"{STORE_STATE}
 local cur = redis.call('HGET', KEYS[5], ARGV[2])
 local curv = '0'
 if cur then curv = string.match(cur, '^(%d+) ') end
 if curv ~= ARGV[3] then
-  if curv == ARGV[4] and string.find(cur, '{"id":"' .. ARGV[9] .. '"', 1, true) then
-    return {1, string.match(cur, '^%d+ (%S+) ')}
+  if curv == ARGV[4] and string.find(cur, '{{"id":"' .. ARGV[8] .. '"', 1, true) then
+    return {{1, string.match(cur, '^%d+ (%S+) ')}}
   end
-  return {0, curv}
+  return {{0, curv}}
 end
-if redis.call('SADD', KEYS[3], ARGV[1]) == 1 then
-  redis.call('XADD', KEYS[4], 'MAXLEN', '~', 1000, '*', 't', ARGV[1])
-end
-local id = redis.pcall('XADD', KEYS[1], ARGV[5] .. '-*', 'e', ARGV[6], 'k', ARGV[2])
-if type(id) == 'table' and id.err then
-  local info = redis.call('XINFO', 'STREAM', KEYS[1])
-  local top = nil
-  for j = 1, #info, 2 do
-    if info[j] == 'last-generated-id' then top = info[j + 1] end
+return {{1, store(ARGV[6], ARGV[9], cur ~= false and cur ~= nil)}}
+"#
+    ))
+});
+
+/// Applies a [`seed_event::StateEdit`] to the entity's newest record, on the
+/// server: one round trip for a compare-and-set update.
+///
+/// KEYS: as [`PUT_STATE`]'s. ARGV: topic, entity id, expected version, new
+/// version, now's ms, now (a JSON string), the version falling out of the
+/// history (`0`: none), the new event's id, the new status (a JSON string,
+/// `""`: keep), the statuses that may become it (` "a" "b" `), the data's
+/// edit (`k`eep, `r`eplace, `m`erge), the data or patch, the new metadata
+/// (`""`: keep), the template's holes, one letter each (`s`tatus, `d`ata,
+/// `m`etadata, `c`reated_at, `u`pdated_at), then its texts.
+///
+/// Returns `{1, stream id, line}` when applied (also to a retry whose first
+/// try landed), `{0, newest latest value}` (or `{0}` if none) when not.
+///
+/// The newest record's fields are found by its layout in the latest hash,
+/// `L` (`D` for a tombstone) and the 1-based first and last byte of the
+/// state's status, data, created_at, updated_at and metadata in the line
+/// (`-`, or none in a value written before layouts: not edited here). JSON
+/// is read in the compact form `serde_json` writes, values kept as text;
+/// objects are compared by members (a float `-0.0` and `0.0` differ here),
+/// and merges keep `serde_json`'s order.
+pub(crate) static EDIT_STATE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r#"{STORE_STATE}
+local cur = redis.call('HGET', KEYS[5], ARGV[2])
+if not cur then return {{0}} end
+local curv, curid, layout, base = string.match(cur, '^(%d+) (%S+) (%S+) ()')
+if curv ~= ARGV[3] then
+  if curv == ARGV[4] and string.find(cur, ' {{"id":"' .. ARGV[8] .. '"', 1, true) then
+    return {{1, curid, string.sub(cur, base)}}
   end
-  id = redis.call('XADD', KEYS[1], string.match(top, '^(%d+)-') .. '-*', 'e', ARGV[6], 'k', ARGV[2])
+  return {{0, cur}}
 end
-local bytes = tonumber(ARGV[7])
-redis.call('HSET', KEYS[5], ARGV[2], ARGV[4] .. ' ' .. id .. ' ' .. ARGV[6])
-redis.call('HSET', KEYS[6], ARGV[2] .. '\n' .. ARGV[4], id .. ' ' .. ARGV[6])
-if ARGV[8] ~= '0' then
-  local field = ARGV[2] .. '\n' .. ARGV[8]
-  local old = redis.call('HGET', KEYS[6], field)
-  if old then
-    redis.call('HDEL', KEYS[6], field)
-    local oid, oline = string.match(old, '^(%S+) (.*)$')
-    if redis.call('XDEL', KEYS[1], oid) == 1 then bytes = bytes - #oline - 1 end
+local live, s1, s2, d1, d2, c1, c2, u1, u2, m1, m2 = string.match(layout,
+  '^(%a)(%d+),(%d+),(%d+),(%d+),(%d+),(%d+),(%d+),(%d+),(%d+),(%d+)$')
+if live ~= 'L' then return {{0, cur}} end
+-- Positions in the line are positions in cur past its header.
+base = base - 1
+local line = cur
+local find, sub, byte = string.find, string.sub, string.byte
+-- The JSON helpers, made only when a change has to read JSON.
+local function json()
+  local function skip_string(s, i)
+    local j = i + 1
+    while true do
+      local k = find(s, '["\\]', j)
+      if not k then error('bad JSON string') end
+      if byte(s, k) == 34 then return k + 1 end
+      j = k + 2
+    end
+  end
+  local function skip(s, i)
+    local c = byte(s, i)
+    if c == 34 then return skip_string(s, i) end
+    if c == 123 or c == 91 then
+      local depth, j = 0, i
+      while true do
+        local k = find(s, '["{{}}%[%]]', j)
+        if not k then error('bad JSON value') end
+        local d = byte(s, k)
+        if d == 34 then
+          j = skip_string(s, k)
+        else
+          if d == 123 or d == 91 then depth = depth + 1 else depth = depth - 1 end
+          j = k + 1
+          if depth == 0 then return j end
+        end
+      end
+    end
+    return find(s, '[,}}%]]', i) or (#s + 1)
+  end
+  local function members(s)
+    local keys, vals = {{}}, {{}}
+    if byte(s, 2) == 125 then return keys, vals end
+    local j = 2
+    while true do
+      local e = skip_string(s, j)
+      local k = sub(s, j, e - 1)
+      local ve = skip(s, e + 1)
+      keys[#keys + 1] = k
+      vals[k] = sub(s, e + 1, ve - 1)
+      if byte(s, ve) == 125 then return keys, vals end
+      j = ve + 1
+    end
+  end
+  local function elements(s)
+    local out = {{}}
+    if byte(s, 2) == 93 then return out end
+    local j = 2
+    while true do
+      local e = skip(s, j)
+      out[#out + 1] = sub(s, j, e - 1)
+      if byte(s, e) == 93 then return out end
+      j = e + 1
+    end
+  end
+  local function same(a, b)
+    if a == b then return true end
+    if #a ~= #b then return false end
+    local c = byte(a, 1)
+    if c ~= byte(b, 1) then return false end
+    if c == 123 then
+      local ak, av = members(a)
+      local bk, bv = members(b)
+      if #ak ~= #bk then return false end
+      for _, k in ipairs(ak) do
+        if not bv[k] or not same(av[k], bv[k]) then return false end
+      end
+      return true
+    elseif c == 91 then
+      local ae, be = elements(a), elements(b)
+      if #ae ~= #be then return false end
+      for n = 1, #ae do
+        if not same(ae[n], be[n]) then return false end
+      end
+      return true
+    end
+    return false
+  end
+  local function merge(target, patch)
+    local tk, tv = members(target)
+    local pos = {{}}
+    for n, k in ipairs(tk) do pos[k] = n end
+    local pk, pv = members(patch)
+    for _, k in ipairs(pk) do
+      local v = pv[k]
+      if v == 'null' then
+        local n = pos[k]
+        if n then
+          local last = tk[#tk]
+          tk[n] = last
+          pos[last] = n
+          tk[#tk] = nil
+          pos[k] = nil
+          tv[k] = nil
+        end
+      else
+        local old = tv[k]
+        if not old then
+          tk[#tk + 1] = k
+          pos[k] = #tk
+        end
+        if byte(v, 1) == 123 then
+          if not old or byte(old, 1) ~= 123 then old = '{{}}' end
+          v = merge(old, v)
+        end
+        tv[k] = v
+      end
+    end
+    local out = {{}}
+    for n, k in ipairs(tk) do out[n] = k .. ':' .. tv[k] end
+    return '{{' .. table.concat(out, ',') .. '}}'
+  end
+  return same, merge
+end
+-- Whether a and b, JSON values of the same length, may be equal as values
+-- though they differ in bytes: only if objects with several members may be
+-- ordered differently, so never without a comma.
+local function maybe_same(a, b)
+  return a == b or (#a == #b and find(a, ',', 1, true) and json()(a, b))
+end
+local status0 = sub(line, base + s1, base + s2)
+if status0 == '"archived"' then return {{0, cur}} end
+local status = status0
+if ARGV[9] ~= '' then
+  if not find(ARGV[10], ' ' .. status0 .. ' ', 1, true) then return {{0, cur}} end
+  status = ARGV[9]
+end
+local changed = status ~= status0
+local data0 = sub(line, base + d1, base + d2)
+local data = data0
+if ARGV[11] == 'r' then
+  data = ARGV[12]
+elseif ARGV[11] == 'm' then
+  local _, merge = json()
+  data = merge(data0, ARGV[12])
+end
+changed = changed or not maybe_same(data, data0)
+local meta0 = sub(line, base + m1, base + m2)
+local meta = meta0
+if ARGV[13] ~= '' then meta = ARGV[13] end
+changed = changed or not maybe_same(meta, meta0)
+if not changed then return {{0, cur}} end
+local updated = ARGV[6]
+local curms = string.match(curid, '^(%d+)')
+-- The newest record is at most as late as its stream id's ms: now is later if past that.
+if tonumber(ARGV[5]) <= tonumber(curms) then
+  local was = sub(line, base + u1, base + u2)
+  local ad, bd = string.gsub(was, '%D', ''), string.gsub(updated, '%D', '')
+  local a1, b1 = tonumber(sub(ad, 1, 10)), tonumber(sub(bd, 1, 10))
+  if a1 > b1 or (a1 == b1 and tonumber(sub(ad, 11, 20)) > tonumber(sub(bd, 11, 20))) then
+    updated = was
+    ARGV[5] = curms
   end
 end
-redis.call('HINCRBY', KEYS[2], 'bytes', bytes)
-return {1, id}
-"#,
-    )
+local fill = {{s = status, d = data, m = meta, c = sub(line, base + c1, base + c2), u = updated}}
+local holes = ARGV[14]
+local at = {{}}
+local parts = {{ARGV[15]}}
+local n = #ARGV[15]
+for j = 1, #holes do
+  local h = sub(holes, j, j)
+  local part = fill[h]
+  if not at[h] then at[h] = n end
+  local text = ARGV[15 + j]
+  parts[2 * j] = part
+  parts[2 * j + 1] = text
+  n = n + #part + #text
+end
+local new = table.concat(parts)
+local layout = string.format('L%d,%d,%d,%d,%d,%d,%d,%d,%d,%d',
+  at.s + 1, at.s + #status, at.d + 1, at.d + #data, at.c + 1, at.c + #fill.c,
+  at.u + 1, at.u + #updated, at.m + 1, at.m + #meta)
+return {{1, store(new, layout, true), new}}
+"#
+    ))
 });

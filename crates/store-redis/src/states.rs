@@ -4,13 +4,14 @@
 //! stream (field `e` the event, field `k` the entity id); the newest record
 //! of each entity is in the hash `<prefix>{state.T}:latest` (one `HGET`), and
 //! the kept versions in `<prefix>{state.T}:v`. [`scripts::PUT_STATE`] applies
-//! a change to all three at once.
+//! a change to all three at once, and [`scripts::EDIT_STATE`] computes an
+//! update from the newest record on the server first (one round trip).
 
 use redis::Value;
 
 use seed_event::{
-    change_of, state_topic, version_conflict, Cursor, Error, EventStream, Result, StateBackend,
-    StatePut, StoredEvent, Topic,
+    change_of, state_topic, version_conflict, Cursor, DataEdit, Edited, Error, EventStream, Hole,
+    Result, StateBackend, StateEdit, StatePut, StoredEvent, Topic,
 };
 
 use crate::codec::{array, decode, int, parse_id, text, RawEntry};
@@ -28,10 +29,52 @@ fn record(value: &str, topic: &Topic, key: &str) -> Result<StoredEvent> {
     decode(RawEntry { cursor, line: Some(line.as_bytes().to_vec()) }, topic, key)
 }
 
-/// A latest value, `<version> <stream id> <line>`, as a record.
+/// A latest value, `<version> <stream id> <layout> <line>` (or, written
+/// before layouts, `<version> <stream id> <line>`), as a record.
 fn latest_record(value: &str, topic: &Topic, key: &str) -> Result<StoredEvent> {
     let rest = value.split_once(' ').map_or("", |(_, rest)| rest);
-    record(rest, topic, key)
+    match rest.split_once(' ') {
+        Some((id, tail)) if !tail.starts_with('{') => {
+            let line = tail.split_once(' ').map_or("", |(_, line)| line);
+            record(&format!("{id} {line}"), topic, key)
+        }
+        _ => record(rest, topic, key),
+    }
+}
+
+/// Where the fields [`scripts::EDIT_STATE`] reads sit in `line`, the JSON
+/// line of `event`: `L` (`D` for a tombstone), then the 1-based first and
+/// last byte of the state's status, data, created_at, updated_at and
+/// metadata; `-` if the event carries no such state.
+fn layout(event: &seed_event::Event, line: &str) -> String {
+    const FIELDS: [&str; 5] = ["status", "data", "created_at", "updated_at", "metadata"];
+    let Some(serde_json::Value::Object(state)) = event.payload.get("state") else {
+        return "-".into();
+    };
+    let Ok(whole) = serde_json::to_string(state) else { return "-".into() };
+    let Some(base) = line.find(&whole) else { return "-".into() };
+    let mut spans = [None; 5];
+    // Past the `{`; each member is `"key":value`, separated by commas.
+    let mut at = base + 1;
+    for (n, (key, value)) in state.iter().enumerate() {
+        at += usize::from(n > 0);
+        at += serde_json::to_string(key).map_or(0, |k| k.len()) + 1;
+        let len = serde_json::to_string(value).map_or(0, |v| v.len());
+        if let Some(slot) = FIELDS.iter().position(|f| f == key) {
+            spans[slot] = Some((at + 1, at + len));
+        }
+        at += len;
+    }
+    let deleted = event.payload.get("deleted").and_then(serde_json::Value::as_bool) == Some(true);
+    let mut out = String::from(if deleted { "D" } else { "L" });
+    for (n, span) in spans.iter().enumerate() {
+        let Some((first, last)) = span else { return "-".into() };
+        if n > 0 {
+            out.push(',');
+        }
+        out.push_str(&format!("{first},{last}"));
+    }
+    out
 }
 
 impl RedisStore {
@@ -58,9 +101,9 @@ impl RedisStore {
             .arg(put.version)
             .arg(put.event.timestamp.unix_millis().max(0))
             .arg(&line)
-            .arg(line.len() + 1)
             .arg(put.version.saturating_sub(self.history_len()))
-            .arg(put.event.id.to_string());
+            .arg(put.event.id.to_string())
+            .arg(layout(put.event, &line));
         invocation
     }
 
@@ -88,12 +131,99 @@ impl RedisStore {
     }
 }
 
+impl RedisStore {
+    /// The script invocation that applies `edit`.
+    fn edit_script(&self, edit: &StateEdit<'_>, topic: &str) -> redis::ScriptInvocation<'static> {
+        let keys = self.keys();
+        let version = edit.expected + 1;
+        let mut invocation = scripts::EDIT_STATE.prepare_invoke();
+        invocation
+            .key(keys.stream(topic))
+            .key(keys.meta(topic))
+            .key(&keys.topics)
+            .key(&keys.new_topics)
+            .key(keys.latest(topic))
+            .key(keys.versions(topic))
+            .arg(topic)
+            .arg(edit.id)
+            .arg(edit.expected)
+            .arg(version)
+            .arg(edit.now.unix_millis().max(0))
+            .arg(format!("\"{}\"", edit.now))
+            .arg(version.saturating_sub(self.history_len()))
+            .arg(edit.event_id)
+            .arg(edit.status.unwrap_or(""));
+        let mut from = String::from(" ");
+        for s in edit.status_from {
+            from.push_str(s);
+            from.push(' ');
+        }
+        invocation.arg(from);
+        match edit.data {
+            DataEdit::Keep => invocation.arg("k").arg(""),
+            DataEdit::Replace(d) => invocation.arg("r").arg(d),
+            DataEdit::Merge(p) => invocation.arg("m").arg(p),
+        };
+        invocation.arg(edit.metadata.unwrap_or(""));
+        let holes: String = edit
+            .holes
+            .iter()
+            .map(|hole| match hole {
+                Hole::Status => 's',
+                Hole::Data => 'd',
+                Hole::Metadata => 'm',
+                Hole::CreatedAt => 'c',
+                Hole::UpdatedAt => 'u',
+            })
+            .collect();
+        invocation.arg(holes);
+        for text in edit.texts {
+            invocation.arg(text);
+        }
+        invocation
+    }
+
+    /// Reads the edit script's reply.
+    fn edit_reply(&self, topic: &Topic, reply: Value) -> Result<Edited> {
+        let key = self.keys().latest(topic.as_str());
+        let bad = || Error::corrupt(format!("Redis key {key}"), "bad reply to a state edit");
+        let mut items = array(reply).ok_or_else(bad)?.into_iter();
+        let ok = items.next().as_ref().and_then(int).ok_or_else(bad)?;
+        if ok != 1 {
+            return match items.next() {
+                None => Ok(Edited::Refused(None)),
+                Some(v) => {
+                    let value = text(v).ok_or_else(bad)?;
+                    Ok(Edited::Refused(Some(latest_record(&value, topic, &key)?)))
+                }
+            };
+        }
+        let id = items.next().and_then(text).ok_or_else(bad)?;
+        let cursor = parse_id(id.as_bytes()).ok_or_else(bad)?;
+        let line = items.next().and_then(text).ok_or_else(bad)?;
+        self.appender.learn(topic, cursor);
+        let record = decode(RawEntry { cursor, line: Some(line.into_bytes()) }, topic, &key)?;
+        Ok(Edited::Applied(record))
+    }
+}
+
 impl StateBackend for RedisStore {
     fn put(&self, put: &StatePut<'_>) -> Result<Cursor> {
         put.validate()?;
         let invocation = self.change_script(put);
         let reply: Value = self.shared.run(|con, _| invocation.invoke(con))?;
         self.change_reply(put, reply)
+    }
+
+    fn edits(&self) -> bool {
+        true
+    }
+
+    fn edit(&self, edit: &StateEdit<'_>) -> Result<Edited> {
+        let topic = state_topic(edit.kind)?;
+        let invocation = self.edit_script(edit, topic.as_str());
+        let reply: Value = self.shared.run(|con, _| invocation.invoke(con))?;
+        self.edit_reply(&topic, reply)
     }
 
     fn latest(&self, kind: &str, id: &str) -> Result<Option<StoredEvent>> {

@@ -157,6 +157,17 @@ const SSE_RSS: &str = "http: SSE server peak RSS, 1,000 streams";
 const SSE_FOLLOWERS: &str = "http: SSE store followers, 1,000 streams of one pattern";
 const SSE_THREADS: &str = "http: SSE server threads, 1,000 streams";
 const SSE_FDS: &str = "http: SSE server open files, 1,000 streams";
+const STATE_GET: &str = "state file: get, warm process";
+const STATE_GET_PROCESS: &str = "state file: a fresh process opens the store and gets one";
+const STATE_UPDATE: &str = "state file: update with compare-and-set, one process";
+const STATE_OPEN: &str = "state file: open the store and get one, in a new process";
+const STATE_OPEN_RSS: &str = "state file: peak RSS of that process";
+const STATE_REDIS_GET: &str = "state redis: get";
+const STATE_REDIS_UPDATE: &str = "state redis: update with compare-and-set, one thread";
+const STATE_REDIS_RATIO: &str = "state redis: update / redis-benchmark -c 1 XADD";
+const STATE_WATCH: &str = "state: watch delivery across processes (file)";
+const TAKEOVER_FILE: &str = "file: takeover after SIGKILL of the holder";
+const TAKEOVER_REDIS: &str = "redis: takeover after SIGKILL of the holder";
 
 /// The README's lines, in order.
 fn lines(run: &Run<'_>) -> Vec<Line> {
@@ -347,6 +358,57 @@ fn lines(run: &Run<'_>) -> Vec<Line> {
             judge: Judge::None,
             cells: no_p99(r.median(REDIS_RESTART).map(ms)),
         },
+        Line {
+            label: "exclusive consumer: takeover after `kill -9` of its holder, file / redis",
+            target: "< 0.5 s / < 1 s",
+            judge: Judge::Rows(&[TAKEOVER_FILE, TAKEOVER_REDIS]),
+            cells: no_p99((|| {
+                let (f, r) = (r.median(TAKEOVER_FILE)?, r.median(TAKEOVER_REDIS)?);
+                Ok(format!("{} / {}", ms(f), ms(r)))
+            })()),
+        },
+        Line {
+            label: "state file: get among 1M entities, warm process / a fresh process",
+            target: "< 0.05 ms / < 5 ms",
+            judge: Judge::Rows(&[STATE_GET, STATE_GET_PROCESS]),
+            cells: (|| {
+                let (warm, fresh) = (r.latency(STATE_GET)?, r.latency(STATE_GET_PROCESS)?);
+                Ok((format!("{} / {}", warm.0, fresh.0), format!("{} / {}", warm.1, fresh.1)))
+            })(),
+        },
+        Line {
+            label: "state file: update with compare-and-set, one process",
+            target: "≥ 100k/s",
+            judge: Judge::Rows(&[STATE_UPDATE]),
+            cells: no_p99(r.median(STATE_UPDATE).map(|n| format!("{} updates/s", rate(n)))),
+        },
+        Line {
+            label: "state file: open a store of 1M entities and get one, time / peak RSS",
+            target: "< 1 s / < 150 MiB",
+            judge: Judge::Rows(&[STATE_OPEN, STATE_OPEN_RSS]),
+            cells: no_p99((|| {
+                let (t, rss) = (r.median(STATE_OPEN)?, r.median(STATE_OPEN_RSS)?);
+                Ok(format!("{} / {rss:.1} MiB", ms(t)))
+            })()),
+        },
+        Line {
+            label: "state redis: get",
+            target: "< 0.3 ms",
+            judge: Judge::Rows(&[STATE_REDIS_GET]),
+            cells: r.latency(STATE_REDIS_GET),
+        },
+        Line {
+            label: "state redis: update with compare-and-set / `redis-benchmark -c 1` XADD",
+            target: "≥ 0.7×",
+            judge: Judge::Rows(&[STATE_REDIS_RATIO]),
+            cells: r.ratio_and_rate(STATE_REDIS_RATIO, STATE_REDIS_UPDATE, " updates/s"),
+        },
+        Line {
+            label: "state: watch delivery across processes (file)",
+            target: "p99 < 1 ms",
+            judge: Judge::Rows(&[STATE_WATCH]),
+            cells: r.latency(STATE_WATCH),
+        },
     ]
 }
 
@@ -467,6 +529,18 @@ mod tests {
         assert_eq!(
             row("http: server with those 1,000 streams: peak RSS, store followers, threads, open files"),
             "| http: server with those 1,000 streams: peak RSS, store followers, threads, open files | 26.5 MiB, 1 follower(s), 35 threads, 1016 fds | | < 150 MiB, 1 follower | pass |"
+        );
+        assert_eq!(
+            row("state file: get among 1M entities, warm process / a fresh process"),
+            "| state file: get among 1M entities, warm process / a fresh process | 0.00600 ms / 1.26 ms | 0.00869 ms / 3.19 ms | < 0.05 ms / < 5 ms | pass |"
+        );
+        assert_eq!(
+            row("state redis: update with compare-and-set / `redis-benchmark -c 1` XADD"),
+            "| state redis: update with compare-and-set / `redis-benchmark -c 1` XADD | 0.216× (21.2k updates/s) | | ≥ 0.7× | missed |"
+        );
+        assert_eq!(
+            row("exclusive consumer: takeover after `kill -9` of its holder, file / redis"),
+            "| exclusive consumer: takeover after `kill -9` of its holder, file / redis | 25.0 ms / 310 ms | | < 0.5 s / < 1 s | pass |"
         );
         assert!(
             row("redis: follow latency across processes")

@@ -59,12 +59,23 @@ pub fn redis_benchmark(
     key: &str,
 ) -> Result<f64> {
     let value = "v".repeat(LINE_BYTES);
+    redis_benchmark_command(program, port, n, extra, &["XADD", key, "*", "f", &value])
+}
+
+/// Requests per second of `redis-benchmark` sending `command` `n` times to the server on `port`.
+pub fn redis_benchmark_command(
+    program: &Path,
+    port: u16,
+    n: usize,
+    extra: &[&str],
+    command: &[&str],
+) -> Result<f64> {
     let n = n.to_string();
     let port = port.to_string();
     let mut cmd = Command::new(program);
     cmd.args(["-h", "127.0.0.1", "-p", &port, "-n", &n, "--csv"]);
     cmd.args(extra);
-    cmd.args(["XADD", key, "*", "f", &value]);
+    cmd.args(command);
     let out = cmd.output().with_context(|| format!("running {}", program.display()))?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {

@@ -17,8 +17,9 @@ use store_redis::testing::{find_program, RedisServer, ServerOptions};
 use store_redis::RedisStore;
 
 use super::latency::{run_latency, Latencies};
+use super::limits::LINE_BYTES;
 use super::proc::{mono_ns, proc_status_kib, say_ready, say_result, ChildProc};
-use super::redis::redis_benchmark;
+use super::redis::{redis_benchmark, redis_benchmark_command};
 use super::{p50_p99, Plan, Spec};
 use crate::bench::report::{Op, Row, Target};
 
@@ -31,6 +32,16 @@ const REDIS_GET: &str = "state redis: get";
 const REDIS_UPDATE: &str = "state redis: update with compare-and-set, one thread";
 const REDIS_RATIO: &str = "state redis: update / redis-benchmark -c 1 XADD";
 const WATCH: &str = "state: watch delivery across processes (file)";
+const REDIS_WRITES: &str = "state redis: limit: a script of an update's reads and writes / XADD";
+
+/// What an update's script does at least, with nothing computed: read the
+/// newest record, append, set the latest and kept versions, count bytes.
+const WRITES: &str = "local cur = redis.call('HGET', KEYS[3], 'e')
+local id = redis.call('XADD', KEYS[1], '*', 'e', ARGV[1], 'k', 'e')
+redis.call('HSET', KEYS[3], 'e', '2 ' .. id .. ' ' .. ARGV[1])
+redis.call('HSET', KEYS[4], 'e', id .. ' ' .. ARGV[1])
+redis.call('HINCRBY', KEYS[2], 'bytes', #ARGV[1])
+return {1, id}";
 
 /// The entity type the big population lives in.
 const KIND: &str = "bench";
@@ -47,6 +58,7 @@ pub fn specs() -> Vec<Spec> {
         Spec::info(REDIS_UPDATE, "updates/s"),
         Spec::with(REDIS_RATIO, "x", Target::new(Op::AtLeast, 0.7, ">= 0.7x")),
         Spec::with(WATCH, "ms", Target::latency(1.0, 1.0, "p99 < 1 ms")),
+        Spec::info(REDIS_WRITES, "x"),
     ]
 }
 
@@ -257,7 +269,24 @@ fn redis(plan: &Plan, specs: &[Spec], rows: &mut Vec<Row>) -> Result<()> {
     let mut runs = Vec::new();
     let mut rates = Vec::new();
     let mut ratios = Vec::new();
+    let mut limits = Vec::new();
     let benchmark = find_program("redis-benchmark");
+    let writes = redis::Script::new(WRITES);
+    {
+        let mut con = redis::Client::open(server.url())?.get_connection()?;
+        redis::cmd("SCRIPT").arg("LOAD").arg(WRITES).query::<String>(&mut con)?;
+    }
+    let line = "v".repeat(LINE_BYTES);
+    let script_call = [
+        "EVALSHA",
+        writes.get_hash(),
+        "4",
+        "bench:{w}:s",
+        "bench:{w}:m",
+        "bench:{w}:latest",
+        "bench:{w}:v",
+        &line,
+    ];
     let mut versions = vec![1u64; 1000];
     for run in 0..plan.runs {
         let mut samples = Vec::new();
@@ -268,13 +297,14 @@ fn redis(plan: &Plan, specs: &[Spec], rows: &mut Vec<Row>) -> Result<()> {
         }
         runs.push(p50_p99(&samples));
         let c1 = match &benchmark {
-            Ok(program) => Some(redis_benchmark(
-                program,
-                server.port(),
-                plan.redis_one_n,
-                &["-c", "1"],
-                "bench:rb",
-            )?),
+            Ok(program) => {
+                let n = plan.redis_one_n;
+                let xadd = redis_benchmark(program, server.port(), n, &["-c", "1"], "bench:rb")?;
+                let script =
+                    redis_benchmark_command(program, server.port(), n, &["-c", "1"], &script_call)?;
+                limits.push(script / xadd);
+                Some(xadd)
+            }
             Err(_) => None,
         };
         let start = Instant::now();
@@ -295,14 +325,21 @@ fn redis(plan: &Plan, specs: &[Spec], rows: &mut Vec<Row>) -> Result<()> {
         plan.query_iters
     )));
     rows.push(specs[6].row_of_runs(&rates).with_note(format!(
-        "{} updates per run over 1,000 entities; each a get (HGET) and the change script",
+        "{} updates per run over 1,000 entities; each one script computing the change",
         plan.redis_one_n
     )));
     if ratios.is_empty() {
         rows.push(specs[7].skipped("redis-benchmark not found"));
+        rows.push(specs[9].skipped("redis-benchmark not found"));
     } else {
         rows.push(specs[7].row_of_runs(&ratios).with_note(
-            "median of per-run ratios; an update is two round trips, XADD one".to_string(),
+            "median of per-run ratios; an update and an XADD are one round trip each".to_string(),
+        ));
+        rows.push(specs[9].row_of_runs(&limits).with_note(
+            "redis-benchmark -c 1 of EVALSHA of a script that only reads the newest record and \
+             does an update's four writes (XADD, two HSET, HINCRBY), over XADD: the most an \
+             update can reach"
+                .to_string(),
         ));
     }
     Ok(())
