@@ -220,8 +220,10 @@ impl GroupBackend for FileStore {
         let store = FileStore::open_with(self.dir(), self.config().clone())?;
         // Watch first, then look: nothing appended in between is missed.
         let follower = store.follow(&config.pattern, FollowFrom::start(Start::New))?;
-        let interrupt =
-            Arc::new(Wakeup { flag: AtomicBool::new(false), follower: follower.interrupter() });
+        let interrupt = Arc::new(Wakeup {
+            flag: AtomicBool::new(false),
+            follower: std::sync::Mutex::new(follower.interrupter()),
+        });
         let mut joined = FileMember {
             store,
             config: config.clone(),
@@ -279,20 +281,26 @@ impl GroupBackend for FileStore {
     }
 }
 
-/// A member's interrupt: a flag, and the follower's wait cut short.
+/// A member's interrupt: a flag, and the wait of its current follower cut short.
 struct Wakeup {
     flag: AtomicBool,
-    follower: Option<Arc<dyn Interrupt>>,
+    follower: std::sync::Mutex<Option<Arc<dyn Interrupt>>>,
 }
 
 impl Interrupt for Wakeup {
     fn interrupt(&self) {
         self.flag.store(true, Ordering::SeqCst);
-        if let Some(f) = &self.follower {
+        let follower = seed_event::support::lock(&self.follower).clone();
+        if let Some(f) = follower {
             f.interrupt();
         }
     }
 }
+
+/// How many appended events one wait reads at most; a wait that returns
+/// this many means the follower fell behind while the member was busy, and
+/// a new one takes its place (rather than decoding the backlog).
+const WAKE_BATCH: usize = 4096;
 
 struct FileMember {
     store: FileStore,
@@ -515,7 +523,12 @@ impl GroupMember for FileMember {
             }
             let wait = due.map_or(left, |d| d.max(Duration::from_millis(1)).min(left));
             // Appended events only wake the member: the group hands them out.
-            let _ = self.follower.next_batch(4096, wait)?;
+            let woke = self.follower.next_batch(WAKE_BATCH, wait)?;
+            if woke.len() >= WAKE_BATCH {
+                self.follower =
+                    self.store.follow(&self.config.pattern, FollowFrom::start(Start::New))?;
+                *seed_event::support::lock(&self.interrupt.follower) = self.follower.interrupter();
+            }
         }
     }
 
@@ -561,6 +574,48 @@ impl Drop for FileMember {
 mod tests {
     use super::*;
     use seed_event::{Event, JsonObject, TopicPattern};
+
+    /// A member that was busy while thousands of events were appended takes
+    /// a new follower instead of reading the backlog, and is still woken by
+    /// an append and by its interrupt.
+    #[test]
+    fn a_member_whose_follower_fell_behind_takes_a_new_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::open(dir.path()).unwrap();
+        let t = Topic::new("behind").unwrap();
+        let config =
+            GroupConfig::new(ConsumerName::new("g").unwrap(), TopicPattern::new("behind").unwrap())
+                .unwrap()
+                .max_in_flight(10_000);
+        let mut m = GroupBackend::join(&store, &config, "m").unwrap();
+        let events: Vec<Event> =
+            (0..5000).map(|_| Event::new(t.clone(), "test", JsonObject::new())).collect();
+        store.append_batch(&t, &events).unwrap();
+        let got = m.fetch(10_000, Duration::ZERO).unwrap();
+        assert_eq!(got.len(), 5000);
+        m.ack(&got.iter().map(|d| d.token.clone()).collect::<Vec<_>>()).unwrap();
+        assert!(m.fetch(10, Duration::from_millis(100)).unwrap().is_empty());
+        let writer = {
+            let store = FileStore::open(dir.path()).unwrap();
+            let t = t.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(100));
+                store.append(&Event::new(t, "test", JsonObject::new())).unwrap();
+            })
+        };
+        assert_eq!(m.fetch(10, Duration::from_secs(30)).unwrap().len(), 1, "woken by the append");
+        writer.join().unwrap();
+        let interrupt = m.interrupter();
+        let stopper = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            interrupt.interrupt();
+        });
+        assert!(
+            m.fetch(10, Duration::MAX).unwrap().is_empty(),
+            "the interrupt reaches the new follower"
+        );
+        stopper.join().unwrap();
+    }
 
     /// A state write cut short (here: the newest slot with a torn tail) spoils
     /// only its slot: the group goes on from the other, one change earlier.

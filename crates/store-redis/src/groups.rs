@@ -93,8 +93,10 @@ impl GroupBackend for RedisStore {
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
         let follower = self.follow(&config.pattern, FollowFrom::start(Start::New))?;
-        let interrupt =
-            Arc::new(Wakeup { flag: AtomicBool::new(false), follower: follower.interrupter() });
+        let interrupt = Arc::new(Wakeup {
+            flag: AtomicBool::new(false),
+            follower: std::sync::Mutex::new(follower.interrupter()),
+        });
         let keys = keys(&shared, config.name.as_str());
         redis::pipe()
             .cmd("HSET")
@@ -162,20 +164,26 @@ impl GroupBackend for RedisStore {
     }
 }
 
-/// A member's interrupt: a flag, and the follower's wait cut short.
+/// A member's interrupt: a flag, and the wait of its current follower cut short.
 struct Wakeup {
     flag: AtomicBool,
-    follower: Option<Arc<dyn Interrupt>>,
+    follower: std::sync::Mutex<Option<Arc<dyn Interrupt>>>,
 }
 
 impl Interrupt for Wakeup {
     fn interrupt(&self) {
         self.flag.store(true, Ordering::SeqCst);
-        if let Some(f) = &self.follower {
+        let follower = seed_event::support::lock(&self.follower).clone();
+        if let Some(f) = follower {
             f.interrupt();
         }
     }
 }
+
+/// How many appended events one wait reads at most; a wait that returns
+/// this many means the follower fell behind while the member was busy, and
+/// a new one takes its place (rather than decoding the backlog).
+const WAKE_BATCH: usize = 4096;
 
 struct RedisMember {
     store: RedisStore,
@@ -362,7 +370,12 @@ impl GroupMember for RedisMember {
             }
             let wait = due.map_or(left, |d| d.max(Duration::from_millis(1)).min(left));
             // Appended events only wake the member: the group hands them out.
-            let _ = self.follower.next_batch(4096, wait)?;
+            let woke = self.follower.next_batch(WAKE_BATCH, wait)?;
+            if woke.len() >= WAKE_BATCH {
+                self.follower =
+                    self.store.follow(&self.config.pattern, FollowFrom::start(Start::New))?;
+                *seed_event::support::lock(&self.interrupt.follower) = self.follower.interrupter();
+            }
         }
     }
 
