@@ -191,7 +191,7 @@ pub fn group_acks_nacks_and_backoff(h: &dyn Harness) {
 }
 
 /// An event whose ack wait passes goes to another member; `in_progress`
-/// keeps it where it is.
+/// (and `extend`, for several) keeps it where it is.
 pub fn group_ack_wait_and_in_progress(h: &dyn Harness) {
     let store = h.open();
     let t = topic("wait.t");
@@ -207,7 +207,7 @@ pub fn group_ack_wait_and_in_progress(h: &dyn Harness) {
     let until = Instant::now() + Duration::from_millis(900);
     while Instant::now() < until {
         slow.in_progress(&kept[0].token).unwrap();
-        other.in_progress(&got[0].token).unwrap();
+        other.extend(std::slice::from_ref(&got[0].token)).unwrap();
         thread::sleep(Duration::from_millis(50));
     }
     other.ack(&[got[0].token.clone()]).unwrap();

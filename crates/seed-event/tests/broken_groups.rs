@@ -99,6 +99,9 @@ impl GroupMember for Member {
     fn in_progress(&mut self, token: &DeliveryToken) -> Result<()> {
         self.inner().in_progress(token)
     }
+    fn extend(&mut self, tokens: &[DeliveryToken]) -> Result<()> {
+        self.inner().extend(tokens)
+    }
     fn interrupter(&self) -> Arc<dyn Interrupt> {
         self.inner.as_deref().unwrap().interrupter()
     }

@@ -554,6 +554,15 @@ impl GroupMember for FileMember {
             .map(drop)
     }
 
+    fn extend(&mut self, tokens: &[DeliveryToken]) -> Result<()> {
+        let (id, config) = (self.id.clone(), self.config.clone());
+        self.with_state(|state, _| {
+            let now = group_engine::now();
+            Ok(tokens.iter().fold(false, |c, t| state.in_progress(&config, &id, t, now) | c))
+        })
+        .map(drop)
+    }
+
     fn interrupter(&self) -> Arc<dyn Interrupt> {
         self.interrupt.clone()
     }
