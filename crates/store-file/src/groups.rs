@@ -15,9 +15,10 @@
 //!   delivered to the others at once.
 //!
 //! An idle member waits on a follower of the group's pattern (inotify), cut
-//! short by its interrupt, for at most the time until the next pending event
-//! becomes due, and for at most [`WATCH_OTHERS`] while other members hold
-//! events (their acks, or their death, can free events for it).
+//! short by its interrupt and by the group's own inotify watch (a state
+//! written, a member's files closed: acks and deaths free events for it),
+//! for at most the time until the next pending event becomes due; without
+//! inotify, at most [`WATCH_OTHERS`] while other members hold events.
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -175,6 +176,104 @@ fn lock_group(files: &GroupFiles) -> Result<Locked> {
     Ok(Locked { _file: file })
 }
 
+/// A member's hold of the group lock on the file it keeps open (no open
+/// and close per change, which would also wake the group's watchers).
+struct GroupLockGuard<'a> {
+    file: &'a File,
+}
+
+impl<'a> GroupLockGuard<'a> {
+    fn take(file: &'a File, path: &Path) -> Result<GroupLockGuard<'a>> {
+        fsutil::lock_exclusive(file).map_err(io_err("locking", path))?;
+        Ok(GroupLockGuard { file })
+    }
+}
+
+impl Drop for GroupLockGuard<'_> {
+    fn drop(&mut self) {
+        let _ = fsutil::unlock(self.file);
+    }
+}
+
+/// Wakes an idle member when its group changes: a state slot written, a
+/// file opened for writing closed (as the kernel does for every file of a
+/// member whose process died: its lock, its state slots) or a member's lock
+/// removed. A thread reads the group's own inotify instance and, while the
+/// member is idle, cuts its follower's wait short.
+struct GroupWatch {
+    stop: std::os::fd::OwnedFd,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl GroupWatch {
+    fn start(files: &GroupFiles, idle: Arc<AtomicBool>, wakeup: Arc<Wakeup>) -> Option<GroupWatch> {
+        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+        use std::os::unix::ffi::OsStrExt;
+        // SAFETY: `raw` is a fresh descriptor that nothing else owns.
+        let owned = |raw: i32| (raw >= 0).then(|| unsafe { OwnedFd::from_raw_fd(raw) });
+        // SAFETY: plain system calls; their results are checked.
+        let fd = owned(unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) })?;
+        // SAFETY: as above.
+        let stop = owned(unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) })?;
+        let mask = libc::IN_MODIFY | libc::IN_CLOSE_WRITE | libc::IN_DELETE | libc::IN_MOVED_TO;
+        for dir in [files.dir.clone(), files.members()] {
+            let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+            // SAFETY: a valid C string and an inotify descriptor.
+            if unsafe { libc::inotify_add_watch(fd.as_raw_fd(), path.as_ptr(), mask) } < 0 {
+                return None;
+            }
+        }
+        let stop_fd = stop.as_raw_fd();
+        let thread = std::thread::Builder::new()
+            .name("group-watch".into())
+            .spawn(move || {
+                let mut buf = [0u8; 4096];
+                loop {
+                    let mut pfds = [fd.as_raw_fd(), stop_fd].map(|fd| libc::pollfd {
+                        fd,
+                        events: libc::POLLIN,
+                        revents: 0,
+                    });
+                    // SAFETY: two valid pollfds.
+                    let n = unsafe { libc::poll(pfds.as_mut_ptr(), 2, -1) };
+                    if n < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+                        return;
+                    }
+                    if pfds[1].revents != 0 {
+                        return;
+                    }
+                    let mut any = false;
+                    // SAFETY: `buf` is writable for its length; the descriptor is non-blocking.
+                    while unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) }
+                        > 0
+                    {
+                        any = true;
+                    }
+                    if any && idle.load(Ordering::SeqCst) {
+                        let follower = seed_event::support::lock(&wakeup.follower).clone();
+                        if let Some(f) = follower {
+                            f.interrupt();
+                        }
+                    }
+                }
+            })
+            .ok()?;
+        Some(GroupWatch { stop, thread: Some(thread) })
+    }
+}
+
+impl Drop for GroupWatch {
+    fn drop(&mut self) {
+        use std::os::fd::AsRawFd;
+        let one = 1u64.to_ne_bytes();
+        // SAFETY: writes 8 bytes to our eventfd.
+        unsafe { libc::write(self.stop.as_raw_fd(), one.as_ptr().cast(), one.len()) };
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// The topics of the store's directory.
 fn topics(dir: &Path) -> Result<Vec<Topic>> {
     Ok(list_logs(dir)?.into_iter().map(|(t, _)| t).collect())
@@ -224,7 +323,18 @@ impl GroupBackend for FileStore {
             flag: AtomicBool::new(false),
             follower: std::sync::Mutex::new(follower.interrupter()),
         });
+        let lock_path = files.lock_file();
+        let group_lock =
+            Arc::new(open_lock(&lock_path, true).map_err(io_err("opening", &lock_path))?);
+        let idle = Arc::new(AtomicBool::new(false));
+        let watch = match store.config().inotify {
+            true => GroupWatch::start(&files, idle.clone(), interrupt.clone()),
+            false => None,
+        };
         let mut joined = FileMember {
+            group_lock,
+            idle,
+            watch,
             store,
             config: config.clone(),
             files,
@@ -309,6 +419,13 @@ struct FileMember {
     id: String,
     /// The member's own lock, held while it lives.
     member_lock: Option<File>,
+    /// The group's lock file, kept open.
+    group_lock: Arc<File>,
+    /// Set while the member may wait: its group watch then wakes it.
+    idle: Arc<AtomicBool>,
+    /// Wakes it when the group changes; `None` without inotify (then an
+    /// idle member looks again every [`WATCH_OTHERS`] while others hold events).
+    watch: Option<GroupWatch>,
     /// Wakes the member when events are appended.
     follower: Box<dyn Follower>,
     interrupt: Arc<Wakeup>,
@@ -331,7 +448,8 @@ impl FileMember {
     where
         T: Changed,
     {
-        let _locked = lock_group(&self.files)?;
+        let group_lock = self.group_lock.clone();
+        let _locked = GroupLockGuard::take(&group_lock, &self.files.lock_file())?;
         let mut state = match self.load()? {
             Some(state) => {
                 state.check(&self.config)?;
@@ -447,6 +565,7 @@ impl FileMember {
         let id = self.id.clone();
         let config = self.config.clone();
         let dir = self.store.dir().to_path_buf();
+        let watched = self.watch.is_some();
         let (got, wait) = self
             .with_state(|state, store| {
                 let acked = state.ack(&id, acks) > 0;
@@ -457,7 +576,7 @@ impl FileMember {
                         u64::try_from(at.saturating_sub(group_engine::now())).unwrap_or(0),
                     )
                 });
-                if state.others_hold(&id) {
+                if !watched && state.others_hold(&id) {
                     wait = Some(wait.map_or(WATCH_OTHERS, |w| w.min(WATCH_OTHERS)));
                 }
                 Ok(Fetched { changed: acked || !got.is_empty(), got, wait })
@@ -508,17 +627,25 @@ impl GroupMember for FileMember {
         let deadline = Instant::now().checked_add(timeout);
         let mut acks = acks;
         loop {
-            let (got, due) = self.fetch_now(acks, max)?;
+            // Idle from before the look: a change meanwhile cuts the wait short.
+            self.idle.store(true, Ordering::SeqCst);
+            let fetched = self.fetch_now(acks, max);
+            let (got, due) = match fetched {
+                Ok(f) => f,
+                Err(e) => {
+                    self.idle.store(false, Ordering::SeqCst);
+                    return Err(e);
+                }
+            };
             acks = &[];
-            if !got.is_empty() || max == 0 {
-                return Ok(got);
-            }
-            if self.interrupt.flag.swap(false, Ordering::SeqCst) {
+            if !got.is_empty() || max == 0 || self.interrupt.flag.swap(false, Ordering::SeqCst) {
+                self.idle.store(false, Ordering::SeqCst);
                 return Ok(got);
             }
             let left =
                 deadline.map_or(Duration::MAX, |d| d.saturating_duration_since(Instant::now()));
             if left.is_zero() {
+                self.idle.store(false, Ordering::SeqCst);
                 return Ok(got);
             }
             let wait = due.map_or(left, |d| d.max(Duration::from_millis(1)).min(left));
