@@ -198,15 +198,26 @@ impl Drop for GroupLockGuard<'_> {
 /// Wakes an idle member when its group changes: a state slot written, a
 /// file opened for writing closed (as the kernel does for every file of a
 /// member whose process died: its lock, its state slots) or a member's lock
-/// removed. A thread reads the group's own inotify instance and, while the
-/// member is idle, cuts its follower's wait short.
+/// removed. A thread reads the group's own inotify instance and cuts the
+/// member's follower's wait short. The watches are armed only while the
+/// member is about to wait: a busy member is not woken by every change of
+/// the others.
 struct GroupWatch {
+    fd: std::os::fd::OwnedFd,
+    /// The group's directory and its `members/`.
+    dirs: [std::ffi::CString; 2],
+    armed: bool,
     stop: std::os::fd::OwnedFd,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
+/// What an armed watch reports.
+const ARMED: u32 = libc::IN_MODIFY | libc::IN_CLOSE_WRITE | libc::IN_DELETE | libc::IN_MOVED_TO;
+/// What a disarmed watch reports: only its directory going away.
+const DISARMED: u32 = libc::IN_DELETE_SELF;
+
 impl GroupWatch {
-    fn start(files: &GroupFiles, idle: Arc<AtomicBool>, wakeup: Arc<Wakeup>) -> Option<GroupWatch> {
+    fn start(files: &GroupFiles, wakeup: Arc<Wakeup>) -> Option<GroupWatch> {
         use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
         use std::os::unix::ffi::OsStrExt;
         // SAFETY: `raw` is a fresh descriptor that nothing else owns.
@@ -215,26 +226,27 @@ impl GroupWatch {
         let fd = owned(unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) })?;
         // SAFETY: as above.
         let stop = owned(unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) })?;
-        let mask = libc::IN_MODIFY | libc::IN_CLOSE_WRITE | libc::IN_DELETE | libc::IN_MOVED_TO;
-        for dir in [files.dir.clone(), files.members()] {
-            let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
-            // SAFETY: a valid C string and an inotify descriptor.
-            if unsafe { libc::inotify_add_watch(fd.as_raw_fd(), path.as_ptr(), mask) } < 0 {
-                return None;
-            }
-        }
-        let stop_fd = stop.as_raw_fd();
+        let dir = |p: PathBuf| std::ffi::CString::new(p.as_os_str().as_bytes()).ok();
+        let mut watch = GroupWatch {
+            fd,
+            dirs: [dir(files.dir.clone())?, dir(files.members())?],
+            armed: true,
+            stop,
+            thread: None,
+        };
+        watch.set(false).then_some(())?;
+        let (fd, stop_fd) = (watch.fd.as_raw_fd(), watch.stop.as_raw_fd());
         let thread = std::thread::Builder::new()
             .name("group-watch".into())
             .spawn(move || {
                 let mut buf = [0u8; 4096];
                 loop {
-                    let mut pfds = [fd.as_raw_fd(), stop_fd].map(|fd| libc::pollfd {
+                    let mut pfds = [fd, stop_fd].map(|fd| libc::pollfd {
                         fd,
                         events: libc::POLLIN,
                         revents: 0,
                     });
-                    // SAFETY: two valid pollfds.
+                    // SAFETY: two valid pollfds (closed only after this thread is joined).
                     let n = unsafe { libc::poll(pfds.as_mut_ptr(), 2, -1) };
                     if n < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
                         return;
@@ -244,12 +256,10 @@ impl GroupWatch {
                     }
                     let mut any = false;
                     // SAFETY: `buf` is writable for its length; the descriptor is non-blocking.
-                    while unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) }
-                        > 0
-                    {
+                    while unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) } > 0 {
                         any = true;
                     }
-                    if any && idle.load(Ordering::SeqCst) {
+                    if any {
                         let follower = seed_event::support::lock(&wakeup.follower).clone();
                         if let Some(f) = follower {
                             f.interrupt();
@@ -258,7 +268,25 @@ impl GroupWatch {
                 }
             })
             .ok()?;
-        Some(GroupWatch { stop, thread: Some(thread) })
+        watch.thread = Some(thread);
+        Some(watch)
+    }
+
+    /// Arms or disarms the watches; false when the kernel refused.
+    fn set(&mut self, armed: bool) -> bool {
+        use std::os::fd::AsRawFd;
+        if self.armed == armed {
+            return true;
+        }
+        let mask = if armed { ARMED } else { DISARMED };
+        for dir in &self.dirs {
+            // SAFETY: a valid C string and an inotify descriptor.
+            if unsafe { libc::inotify_add_watch(self.fd.as_raw_fd(), dir.as_ptr(), mask) } < 0 {
+                return false;
+            }
+        }
+        self.armed = armed;
+        true
     }
 }
 
@@ -326,14 +354,12 @@ impl GroupBackend for FileStore {
         let lock_path = files.lock_file();
         let group_lock =
             Arc::new(open_lock(&lock_path, true).map_err(io_err("opening", &lock_path))?);
-        let idle = Arc::new(AtomicBool::new(false));
         let watch = match store.config().inotify {
-            true => GroupWatch::start(&files, idle.clone(), interrupt.clone()),
+            true => GroupWatch::start(&files, interrupt.clone()),
             false => None,
         };
         let mut joined = FileMember {
             group_lock,
-            idle,
             watch,
             store,
             config: config.clone(),
@@ -421,8 +447,6 @@ struct FileMember {
     member_lock: Option<File>,
     /// The group's lock file, kept open.
     group_lock: Arc<File>,
-    /// Set while the member may wait: its group watch then wakes it.
-    idle: Arc<AtomicBool>,
     /// Wakes it when the group changes; `None` without inotify (then an
     /// idle member looks again every [`WATCH_OTHERS`] while others hold events).
     watch: Option<GroupWatch>,
@@ -627,25 +651,35 @@ impl GroupMember for FileMember {
         let deadline = Instant::now().checked_add(timeout);
         let mut acks = acks;
         loop {
-            // Idle from before the look: a change meanwhile cuts the wait short.
-            self.idle.store(true, Ordering::SeqCst);
             let fetched = self.fetch_now(acks, max);
-            let (got, due) = match fetched {
-                Ok(f) => f,
-                Err(e) => {
-                    self.idle.store(false, Ordering::SeqCst);
-                    return Err(e);
-                }
-            };
             acks = &[];
-            if !got.is_empty() || max == 0 || self.interrupt.flag.swap(false, Ordering::SeqCst) {
-                self.idle.store(false, Ordering::SeqCst);
+            let (got, due) = match fetched {
+                Ok((got, _)) if !got.is_empty() => {
+                    if let Some(w) = &mut self.watch {
+                        w.set(false);
+                    }
+                    return Ok(got);
+                }
+                Ok(f) => f,
+                Err(e) => return Err(e),
+            };
+            if max == 0 || self.interrupt.flag.swap(false, Ordering::SeqCst) {
                 return Ok(got);
+            }
+            // About to wait: arm the group's watch, then look once more, so
+            // that a change between the look and the arming is not missed.
+            if let Some(w) = &mut self.watch {
+                if !w.armed {
+                    if !w.set(true) {
+                        // No watch after all: look every WATCH_OTHERS instead.
+                        self.watch = None;
+                    }
+                    continue;
+                }
             }
             let left =
                 deadline.map_or(Duration::MAX, |d| d.saturating_duration_since(Instant::now()));
             if left.is_zero() {
-                self.idle.store(false, Ordering::SeqCst);
                 return Ok(got);
             }
             let wait = due.map_or(left, |d| d.max(Duration::from_millis(1)).min(left));
