@@ -312,7 +312,16 @@ fn groups_lists_and_deletes_work_groups() {
 /// running two commands each.
 #[test]
 fn exec_workers_handle_each_event_once_and_dead_letter_poison() {
-    let dir = Dir::new();
+    exec_workers_and_poison(&Env::file());
+}
+
+#[test]
+fn exec_workers_handle_each_event_once_and_dead_letter_poison_on_redis() {
+    exec_workers_and_poison(&Env::redis());
+}
+
+fn exec_workers_and_poison(env: &Env) {
+    let dir = &env.dir;
     let handled = dir.path().join("handled.txt");
     let cmd = format!(
         r#"read line; case "$line" in *poison*) echo "cannot handle $SEED_EVENT_ID" >&2; echo "poison at delivery $SEED_DELIVERY" >&2; exit 3;; esac; echo "$SEED_TOPIC $SEED_CURSOR $SEED_DELIVERY $line" >> {}"#,
@@ -461,4 +470,64 @@ fn redrive_puts_dead_letters_back_and_they_are_handled() {
     worker.expect_exit(0);
     let line = std::fs::read_to_string(&handled).unwrap();
     assert_eq!(n_of(line.trim()), 5, "the redriven event was handled");
+}
+
+/// `--ordered per-topic` with four `--exec` workers and 20 topics: the
+/// commands append to one file as they run, and every topic's events are
+/// there in order, each once (the next event of a topic is handed out only
+/// once the command of the one before exited).
+#[test]
+fn per_topic_order_is_kept_across_exec_workers() {
+    per_topic_order_of_exec_workers(&Env::file());
+}
+
+#[test]
+fn per_topic_order_is_kept_across_exec_workers_on_redis() {
+    per_topic_order_of_exec_workers(&Env::redis());
+}
+
+fn per_topic_order_of_exec_workers(env: &Env) {
+    let dir = &env.dir;
+    let handled = dir.path().join("handled");
+    let cmd = format!("cat >> {}", handled.display());
+    let args = [
+        "subscribe",
+        "--topic",
+        "o.*",
+        "--group",
+        "ordered",
+        "--ordered",
+        "per-topic",
+        "--exec",
+        &cmd,
+    ];
+    let workers: Vec<Running> = (0..4).map(|_| dir.spawn(&args)).collect();
+    for w in &workers {
+        w.wait_listening();
+    }
+    for t in 0..20 {
+        publish_range(dir, &format!("o.{t}"), 0, 10);
+    }
+    let deadline = Instant::now() + DEADLINE;
+    let text = loop {
+        let text = std::fs::read_to_string(&handled).unwrap_or_default();
+        if text.lines().count() >= 200 {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "{} of 200 handled", text.lines().count());
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    for mut w in workers {
+        w.signal(libc::SIGINT);
+        w.expect_exit(0);
+    }
+    let mut per_topic: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        per_topic.entry(v["topic"].as_str().unwrap().to_string()).or_default().push(n_of(line));
+    }
+    assert_eq!(per_topic.len(), 20);
+    for (t, ns) in per_topic {
+        assert_eq!(ns, (0..10).collect::<Vec<_>>(), "topic {t} in order, each once");
+    }
 }

@@ -184,6 +184,28 @@ fn event_at(store: &dyn EventStore, topic: &Topic, cursor: Cursor) -> Result<Opt
     Ok(store.query(&query)?.into_iter().find(|e| e.cursor == cursor))
 }
 
+/// Appends `letter` to its topic unless the topic's newest events hold its
+/// id: the check and the append are one conditional append (on the last
+/// cursor the check saw), so two members settling the same dead letter at
+/// once (where the store's group changes are optimistic, as on Redis) append
+/// it once.
+fn append_once(store: &dyn EventStore, letter: &Event) -> Result<()> {
+    let recent = Query { limit: Some(Limit::Last(10_000)), ..Query::topic(&letter.topic) };
+    for _ in 0..1000 {
+        let newest = store.query(&recent)?;
+        if newest.iter().any(|e| e.event.id == letter.id) {
+            return Ok(());
+        }
+        match store.append_expecting(letter, newest.last().map(|e| e.cursor)) {
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == crate::ErrorKind::Conflict => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    // Appends without end to the dead-letter topic: at least once.
+    store.append(letter).map(drop)
+}
+
 impl GroupState {
     /// A new group as `config` says, positioned by its start in the topics `topics`.
     pub fn create(
@@ -327,33 +349,27 @@ impl GroupState {
         if marked.is_empty() {
             return Ok(());
         }
-        let recent =
-            Query { limit: Some(Limit::Last(10_000)), ..Query::topic(&config.dead_letter) };
-        let there: std::collections::BTreeSet<Uuid> =
-            store.query(&recent)?.into_iter().map(|e| e.event.id).collect();
         for (topic, cursor, p) in marked {
             let id = p.dead.unwrap_or_else(Uuid::now_v7);
-            if !there.contains(&id) {
-                let original = event_at(store, &topic, cursor)?;
-                let payload = json!({
-                    "event": original.as_ref().map(|e| serde_json::to_value(&e.event).unwrap_or_default()),
-                    "topic": topic.as_str(),
-                    "cursor": cursor.to_string(),
-                    "deliveries": p.deliveries,
-                    "error": p.error.clone().unwrap_or_default(),
-                    "group": config.name.as_str(),
-                });
-                let mut letter = Event::new(
-                    config.dead_letter.clone(),
-                    format!("group:{}", config.name),
-                    payload.as_object().cloned().unwrap_or_default(),
-                );
-                letter.id = id;
-                if let Some(e) = &original {
-                    letter.correlation_id = e.event.correlation_id.clone();
-                }
-                store.append(&letter)?;
+            let original = event_at(store, &topic, cursor)?;
+            let payload = json!({
+                "event": original.as_ref().map(|e| serde_json::to_value(&e.event).unwrap_or_default()),
+                "topic": topic.as_str(),
+                "cursor": cursor.to_string(),
+                "deliveries": p.deliveries,
+                "error": p.error.clone().unwrap_or_default(),
+                "group": config.name.as_str(),
+            });
+            let mut letter = Event::new(
+                config.dead_letter.clone(),
+                format!("group:{}", config.name),
+                payload.as_object().cloned().unwrap_or_default(),
+            );
+            letter.id = id;
+            if let Some(e) = &original {
+                letter.correlation_id = e.event.correlation_id.clone();
             }
+            append_once(store, &letter)?;
             self.remove(&topic, cursor);
             self.dead_lettered += 1;
         }
