@@ -12,7 +12,15 @@ an archon moves over by changing one import::
     bus.replay("task.completed", since=some_datetime, callback=print, speed=10)
     unsubscribe()
 
-Errors of the server raise ``SeedError`` with its HTTP status and one-line message.
+    jobs = bus.group("indexers", "task.created", start="beginning")
+    jobs.work(lambda d: index(d.event.payload), stop=threading.Event())  # ack on return, nack on raise
+
+    task = bus.state.create("task", "t-42", updated_by="fenrir", data={"title": "index"})
+    task = bus.state.update("task", "t-42", task["version"], updated_by="odin", status="active")
+
+Errors of the server raise ``SeedError`` with its HTTP status and one-line
+message; a compare-and-set that lost its race raises ``Conflict`` (a
+``SeedError``), after which the caller reads the state again and retries.
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Dict, List, Optional
 
-__all__ = ["Event", "EventBus", "SeedError"]
+__all__ = ["Conflict", "Delivery", "Event", "EventBus", "Group", "SeedError", "States"]
 
 logger = logging.getLogger("seed_client")
 
@@ -40,6 +48,10 @@ class SeedError(Exception):
         super().__init__(f"{status}: {message}" if status else message)
         self.status = status
         self.message = message
+
+
+class Conflict(SeedError):
+    """A state is not at the expected version (HTTP 412), or already exists (409)."""
 
 
 def _parse_time(text: Optional[str]) -> Optional[datetime]:
@@ -244,20 +256,47 @@ class EventBus:
             headers["Authorization"] = f"Bearer {self.token}"
         return headers
 
-    def _request(self, method: str, path: str, body: Optional[bytes] = None, content_type: str = "application/json") -> bytes:
+    def _request(
+        self,
+        method: str,
+        path: str,
+        body: Optional[bytes] = None,
+        content_type: str = "application/json",
+        headers: Optional[Dict[str, str]] = None,
+    ) -> bytes:
         conn = self._connection()
         try:
-            headers = self._headers({"Content-Type": content_type} if body is not None else {})
-            conn.request(method, path, body=body, headers=headers)
+            extra = dict(headers or {})
+            if body is not None:
+                extra["Content-Type"] = content_type
+            conn.request(method, path, body=body, headers=self._headers(extra))
             response = conn.getresponse()
             data = response.read()
         except (OSError, http.client.HTTPException) as e:
             raise SeedError(0, f"cannot reach {self.url}: {e}") from e
         finally:
             conn.close()
+        if response.status in (409, 412):
+            raise Conflict(response.status, _error_text(data))
         if response.status >= 400:
             raise SeedError(response.status, _error_text(data))
         return data
+
+    def group(self, name: str, topic: str, member: str = "python", **config: Any) -> "Group":
+        """A member of work group ``name`` over ``topic`` (a pattern); ``config`` holds the
+        group's settings for its creation (start, ack_wait_ms, max_deliveries, max_in_flight,
+        ordered, dead_letter, backoff_ms). Members with the same ``member`` label share one
+        server-side member; give each worker its own label."""
+        return Group(self, name, topic, member, config)
+
+    def groups(self) -> List[Dict[str, Any]]:
+        """Every work group with its members, in flight, waiting, redelivered and dead-lettered."""
+        return json.loads(self._request("GET", "/v1/groups"))
+
+    @property
+    def state(self) -> "States":
+        """The server's entity states (versioned, compare-and-set)."""
+        return States(self)
 
     def publish(
         self,
@@ -366,3 +405,151 @@ class EventBus:
             streams, self._streams = self._streams, []
         for stream in streams:
             stream.close()
+
+
+def _state_path(entity_type: str, entity_id: Optional[str] = None, tail: str = "") -> str:
+    path = "/v1/state/" + urllib.parse.quote(entity_type, safe="")
+    if entity_id is not None:
+        path += "/" + urllib.parse.quote(entity_id, safe="")
+    return path + tail
+
+
+class States:
+    """Entity states of a ``seed serve``: each a dict in the form of ``schema/state.json``
+    plus its ``revision`` (and ``deleted: True`` for a tombstone)."""
+
+    def __init__(self, bus: EventBus):
+        self._bus = bus
+
+    def create(
+        self,
+        entity_type: str,
+        entity_id: str,
+        updated_by: str,
+        data: Optional[Dict[str, Any]] = None,
+        status: Optional[str] = None,
+        metadata: Optional[Dict[str, Any]] = None,
+    ) -> Dict[str, Any]:
+        """Creates the entity at version 1; raises ``Conflict`` if it exists."""
+        body: Dict[str, Any] = {"entity_id": entity_id, "updated_by": updated_by}
+        for name, value in (("data", data), ("status", status), ("metadata", metadata)):
+            if value is not None:
+                body[name] = value
+        return json.loads(self._bus._request("POST", _state_path(entity_type), json.dumps(body).encode()))
+
+    def get(self, entity_type: str, entity_id: str, version: Optional[int] = None) -> Dict[str, Any]:
+        """The current state (or one kept ``version``); ``SeedError`` 404 if there is none."""
+        tail = f"?version={version}" if version is not None else ""
+        return json.loads(self._bus._request("GET", _state_path(entity_type, entity_id, tail)))
+
+    def update(
+        self,
+        entity_type: str,
+        entity_id: str,
+        expected_version: int,
+        updated_by: str,
+        data: Optional[Dict[str, Any]] = None,
+        merge: Optional[Dict[str, Any]] = None,
+        status: Optional[str] = None,
+        metadata: Optional[Dict[str, Any]] = None,
+    ) -> Dict[str, Any]:
+        """Changes the entity if it is at ``expected_version`` (``data`` replaces, ``merge``
+        patches); raises ``Conflict`` naming the current version otherwise."""
+        body: Dict[str, Any] = {"updated_by": updated_by}
+        for name, value in (("data", data), ("merge", merge), ("status", status), ("metadata", metadata)):
+            if value is not None:
+                body[name] = value
+        headers = {"If-Match": f'"{expected_version}"'}
+        path = _state_path(entity_type, entity_id)
+        return json.loads(self._bus._request("PUT", path, json.dumps(body).encode(), headers=headers))
+
+    def delete(self, entity_type: str, entity_id: str, expected_version: int, updated_by: str) -> Dict[str, Any]:
+        """Deletes the entity at ``expected_version``: returns the tombstone; history stays."""
+        headers = {"If-Match": f'"{expected_version}"'}
+        body = json.dumps({"updated_by": updated_by}).encode()
+        return json.loads(self._bus._request("DELETE", _state_path(entity_type, entity_id), body, headers=headers))
+
+    def history(self, entity_type: str, entity_id: str) -> List[Dict[str, Any]]:
+        """The kept versions, oldest first."""
+        data = self._bus._request("GET", _state_path(entity_type, entity_id, "/history"))
+        return [json.loads(line) for line in data.splitlines() if line.strip()]
+
+    def list(self, entity_type: str, status: Optional[str] = None) -> List[Dict[str, Any]]:
+        """The current state of every live entity of the type (with ``status``: only those)."""
+        tail = "?" + urllib.parse.urlencode({"status": status}) if status is not None else ""
+        data = self._bus._request("GET", _state_path(entity_type, None, tail))
+        return [json.loads(line) for line in data.splitlines() if line.strip()]
+
+
+@dataclass
+class Delivery:
+    """An event handed to a group member, with its delivery count (1: the first)."""
+
+    event: Event
+    deliveries: int
+    ack_token: str
+
+
+class Group:
+    """A member of a work group of a ``seed serve``: fetch events, then ack, nack or extend
+    each one. Unacked events go to other members after the group's ack wait."""
+
+    def __init__(self, bus: EventBus, name: str, topic: str, member: str, config: Dict[str, Any]):
+        self._bus = bus
+        self.name = name
+        self.topic = topic
+        self.member = member
+        self._config = config
+        self._path = "/v1/groups/" + urllib.parse.quote(name, safe="")
+
+    def _post(self, what: str, body: Dict[str, Any], timeout: Optional[float] = None) -> Dict[str, Any]:
+        return json.loads(self._bus._request("POST", f"{self._path}/{what}", json.dumps(body).encode()))
+
+    def fetch(self, max: int = 1, wait: float = 0.0) -> List[Delivery]:
+        """Up to ``max`` events, waiting up to ``wait`` seconds (at most 60) for the first."""
+        body = dict(self._config, topic=self.topic, member=self.member, max=max, wait_ms=int(wait * 1000))
+        answer = self._post("fetch", body)
+        return [
+            Delivery(event=Event.from_dict(e), deliveries=e["deliveries"], ack_token=e["ack_token"])
+            for e in answer["events"]
+        ]
+
+    def ack(self, *deliveries: Delivery) -> int:
+        """The deliveries are done; returns how many were acked."""
+        return self._post("ack", {"ack_tokens": [d.ack_token for d in deliveries]})["acked"]
+
+    def nack(self, delivery: Delivery, delay: Optional[float] = None, error: Optional[str] = None) -> None:
+        """The delivery failed: it comes back after ``delay`` seconds (default: the group's
+        backoff), or goes to the dead-letter topic with ``error`` after its last delivery."""
+        body: Dict[str, Any] = {"ack_token": delivery.ack_token}
+        if delay is not None:
+            body["delay_ms"] = int(delay * 1000)
+        if error is not None:
+            body["error"] = error
+        self._post("nack", body)
+
+    def in_progress(self, delivery: Delivery) -> None:
+        """Still at it: the delivery's ack wait starts again."""
+        self._post("in-progress", {"ack_token": delivery.ack_token})
+
+    def work(
+        self,
+        handler: Callable[[Delivery], None],
+        stop: Optional[threading.Event] = None,
+        batch: int = 16,
+        wait: float = 5.0,
+    ) -> int:
+        """Hands each event to ``handler`` until ``stop`` is set: a return acks it, an
+        exception nacks it with its text as the error. Returns how many were acked."""
+        acked = 0
+        while stop is None or not stop.is_set():
+            done: List[Delivery] = []
+            for delivery in self.fetch(max=batch, wait=wait):
+                try:
+                    handler(delivery)
+                    done.append(delivery)
+                except Exception as e:  # noqa: BLE001 - a failed handler nacks, as in the bus
+                    self.nack(delivery, error=f"{type(e).__name__}: {e}")
+            if done:
+                acked += self.ack(*done)
+        return acked

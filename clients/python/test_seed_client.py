@@ -9,7 +9,7 @@ import unittest
 import uuid
 from datetime import datetime, timedelta, timezone
 
-from seed_client import Event, EventBus, SeedError
+from seed_client import Conflict, Event, EventBus, SeedError
 
 URL = os.environ.get("SEED_TEST_URL", "http://127.0.0.1:7007")
 TOKEN = os.environ.get("SEED_TEST_TOKEN")
@@ -118,6 +118,71 @@ class ClientTest(unittest.TestCase):
         with self.assertRaises(SeedError):
             self.bus.publish_batch(self.topic, [{"payload": {"n": 3}, "source": "s"}, {"payload": 4, "source": "s"}])
         self.assertEqual(len(self.bus.query_history(self.topic)), 2)
+
+    def test_states_compare_and_set_with_conflicts_to_retry_on(self):
+        kind, eid = "pytask", uuid.uuid4().hex[:8]
+        first = self.bus.state.create(kind, eid, updated_by="fenrir", data={"title": "index"})
+        self.assertEqual((first["version"], first["status"], first["data"]), (1, "pending", {"title": "index"}))
+        with self.assertRaises(Conflict) as exists:
+            self.bus.state.create(kind, eid, updated_by="fenrir")
+        self.assertEqual(exists.exception.status, 409)
+        second = self.bus.state.update(kind, eid, 1, updated_by="odin", merge={"n": 1}, status="active")
+        self.assertEqual((second["version"], second["data"]), (2, {"title": "index", "n": 1}))
+        with self.assertRaises(Conflict) as lost:
+            self.bus.state.update(kind, eid, 1, updated_by="loki", status="paused")
+        self.assertEqual(lost.exception.status, 412)
+        self.assertIn("version 2", lost.exception.message)
+        self.assertEqual(self.bus.state.get(kind, eid)["version"], 2)
+        self.assertEqual(self.bus.state.get(kind, eid, version=1)["data"], {"title": "index"})
+        self.assertIn(eid, [s["entity_id"] for s in self.bus.state.list(kind, status="active")])
+        tombstone = self.bus.state.delete(kind, eid, 2, updated_by="odin")
+        self.assertTrue(tombstone["deleted"])
+        self.assertEqual([s["version"] for s in self.bus.state.history(kind, eid)], [1, 2, 3])
+        with self.assertRaises(SeedError) as gone:
+            self.bus.state.get(kind, eid)
+        self.assertEqual(gone.exception.status, 404)
+
+    def test_group_workers_share_events_and_failures_come_back(self):
+        topic = self.topic + ".jobs"
+        for n in range(12):
+            self.bus.publish(topic, {"n": n}, source="s")
+        name = "py" + uuid.uuid4().hex[:8]
+        a = self.bus.group(name, topic, member="a", start="beginning", backoff_ms=0)
+        b = self.bus.group(name, topic, member="b", start="beginning", backoff_ms=0)
+        got_a, got_b = a.fetch(max=6, wait=5), b.fetch(max=6, wait=5)
+        self.assertEqual((len(got_a), len(got_b)), (6, 6))
+        numbers = sorted(d.event.payload["n"] for d in got_a + got_b)
+        self.assertEqual(numbers, list(range(12)))
+        self.assertEqual(a.ack(*got_a), 6)
+        b.nack(got_b[0], delay=0, error="later")
+        b.in_progress(got_b[1])
+        b.ack(*got_b[1:])
+        again = a.fetch(max=6, wait=5)
+        self.assertEqual([(d.event.payload["n"], d.deliveries) for d in again], [(got_b[0].event.payload["n"], 2)])
+        a.ack(*again)
+        group = next(g for g in self.bus.groups() if g["name"] == name)
+        self.assertEqual((group["in_flight"], group["waiting"], group["redelivered"]), (0, 0, 1))
+
+    def test_work_acks_what_the_handler_returns_and_nacks_what_it_raises(self):
+        topic = self.topic + ".work"
+        for n in range(5):
+            self.bus.publish(topic, {"n": n}, source="s")
+        name = "pw" + uuid.uuid4().hex[:8]
+        group = self.bus.group(name, topic, start="beginning", backoff_ms=0, max_deliveries=1)
+        stop = threading.Event()
+        seen = []
+
+        def handler(delivery):
+            seen.append(delivery.event.payload["n"])
+            if delivery.event.payload["n"] == 3:
+                raise ValueError("three is poison")
+            if len(seen) >= 5:
+                stop.set()
+
+        self.assertEqual(group.work(handler, stop=stop, batch=5, wait=5), 4)
+        letters = self.bus.query_history(topic="dead." + name)
+        self.assertEqual(len(letters), 1)
+        self.assertEqual(letters[0].payload["error"], "ValueError: three is poison")
 
 
 if __name__ == "__main__":

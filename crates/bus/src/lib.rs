@@ -431,17 +431,30 @@ impl EventBus {
     /// a race), so two processes publishing the same event at once store it
     /// once. An older duplicate, outside the window, is stored again.
     pub fn publish_event(&self, event: Event) -> Result<StoredEvent> {
+        self.publish_event_after(event, None)
+    }
+
+    /// [`EventBus::publish_event`] looking only at events after `after`
+    /// (an event may also stand before it, as a redriven one does).
+    fn publish_event_after(&self, event: Event, after: Option<Cursor>) -> Result<StoredEvent> {
         self.open()?;
         check_source(&event.source)?;
         let window = self.config.idempotency_window;
         if window == 0 {
             return Ok(self.store.append_owned(event)?);
         }
-        let query = Query { limit: Some(Limit::Last(window)), ..Query::topic(&event.topic) };
+        let query = Query { limit: Some(Limit::Last(window)), after, ..Query::topic(&event.topic) };
         let mut attempts = 0;
         loop {
+            // With `after`, the query can be empty while the topic is not:
+            // the topic's last cursor, read first, is the condition then (an
+            // append in between makes the conditional append fail and retry).
+            let last = match after {
+                Some(_) => self.store.last_cursor(&event.topic)?,
+                None => None,
+            };
             let recent = self.store.query(&query)?;
-            let expected = recent.last().map(|e| e.cursor);
+            let expected = recent.last().map(|e| e.cursor).or(last);
             if let Some(found) = recent.into_iter().find(|e| e.event.id == event.id) {
                 log::debug!("event {} is already in topic {}", event.id, event.topic);
                 return Ok(found);
@@ -774,7 +787,11 @@ impl EventBus {
     /// only the one with id `only`, if given. A redriven letter is marked by
     /// an event `{"redriven": <letter id>, "topic", "cursor"}` on the
     /// dead-letter topic (source `seed-redrive`), so that it is not redriven
-    /// twice. Returns the events put back. Fails with invalid input when
+    /// twice; a letter whose event already stands again after its original
+    /// cursor, among the newest [`BusConfig::idempotency_window`] events of
+    /// its topic (a redrive stopped before its marker), is not put back
+    /// again, only marked.
+    /// Returns the events put back. Fails with invalid input when
     /// `only` names no dead letter there that was not redriven yet.
     pub fn redrive(&self, dead_letter: &Topic, only: Option<Uuid>) -> Result<Vec<StoredEvent>> {
         self.open()?;
@@ -799,7 +816,11 @@ impl EventBus {
                     format!("its event is not an event: {e}"),
                 )
             })?;
-            let stored = self.store.append_owned(event)?;
+            // Idempotent: a redrive cut off between putting the event back and
+            // writing its marker finds the copy after the original when run again.
+            let original =
+                letter.event.payload.get("cursor").and_then(|c| c.as_str()?.parse().ok());
+            let stored = self.publish_event_after(event, original)?;
             let marker = serde_json::json!({
                 "redriven": letter.event.id.to_string(),
                 "topic": stored.event.topic.as_str(),

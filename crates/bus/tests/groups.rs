@@ -145,6 +145,39 @@ fn failing_events_come_back_then_are_dead_lettered() {
     assert_eq!(back_ids, ids);
     assert!(bus.redrive(&dead, None).unwrap().is_empty(), "redriven once");
     assert_eq!(store.query(&Query::topic(&Topic::new("work").unwrap())).unwrap().len(), 110);
+
+    // A redrive stopped after putting an event back but before its marker
+    // (here: the marker removed) puts it back no second time when run again.
+    let markers = store.query(&Query::topic(&dead)).unwrap();
+    let last_marker =
+        markers.iter().rev().find(|m| m.event.payload.contains_key("redriven")).unwrap();
+    let kept: Vec<seed_event::Event> = markers
+        .iter()
+        .filter(|m| m.event.id != last_marker.event.id)
+        .map(|m| m.event.clone())
+        .collect();
+    let clear = seed_event::Clear { topic: Some(dead.clone()), before: None };
+    store.clear(&clear).unwrap();
+    store.append_batch(&dead, &kept).unwrap();
+    let letter = markers
+        .iter()
+        .find(|m| {
+            Some(m.event.id.to_string().as_str()) == last_marker.event.payload["redriven"].as_str()
+        })
+        .expect("the letter of the last marker");
+    let again = bus.redrive(&dead, None).unwrap();
+    assert_eq!(again.len(), 1, "the unmarked letter is taken up again");
+    assert_eq!(
+        json!(again[0].event.id.to_string()),
+        letter.event.payload["event"]["id"],
+        "its event"
+    );
+    assert_eq!(
+        store.query(&Query::topic(&Topic::new("work").unwrap())).unwrap().len(),
+        110,
+        "but not appended twice"
+    );
+    assert!(bus.redrive(&dead, None).unwrap().is_empty(), "and now marked");
 }
 
 /// A member stopped while it holds events hands them to another member;
@@ -249,4 +282,31 @@ fn a_slow_batch_keeps_its_events() {
     let handled = handled.lock().unwrap();
     assert_eq!(handled.len(), 12, "none twice: {handled:?}");
     assert!(handled.iter().all(|(_, by)| *by == "slow"), "{handled:?}");
+}
+
+/// A letter whose original is still its topic's last event is put back (the
+/// search for an earlier redrive looks after the original, and finds nothing).
+#[test]
+fn a_letter_of_a_topics_last_event_is_redriven() {
+    let store: Arc<dyn EventStore> = Arc::new(MemoryStore::new());
+    let bus = EventBus::new(store.clone());
+    let solo = Topic::new("solo").unwrap();
+    let original = bus.publish(&solo, "s", JsonObject::new(), PublishOptions::default()).unwrap();
+    let dead = Topic::new("dead.solo").unwrap();
+    let letter = json!({
+        "event": serde_json::to_value(&original.event).unwrap(),
+        "topic": "solo",
+        "cursor": original.cursor.to_string(),
+        "deliveries": 5,
+        "error": "boom",
+        "group": "solo",
+    });
+    let letter =
+        seed_event::Event::new(dead.clone(), "group:solo", letter.as_object().unwrap().clone());
+    store.append(&letter).unwrap();
+    let back = bus.redrive(&dead, None).unwrap();
+    assert_eq!(back.len(), 1);
+    assert_eq!(back[0].event.id, original.event.id);
+    assert!(back[0].cursor > original.cursor, "a new copy after the original");
+    assert_eq!(store.query(&Query::topic(&solo)).unwrap().len(), 2);
 }

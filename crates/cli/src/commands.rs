@@ -496,10 +496,14 @@ fn exec_workers(
 
 /// Runs `sh -c cmd` for one delivery: the event's JSON line on stdin, its
 /// topic, id, cursor and delivery count in the environment. Its stderr is
-/// passed on; on a failure its last stderr line is the error.
+/// passed on; on a failure its last stderr line is the error. It runs in a
+/// process group of its own, so Ctrl-C at a terminal (sent to the whole
+/// foreground job) stops the worker taking work but lets the command finish.
 fn run_command(cmd: &str, d: &Delivery) -> HandlerResult {
+    use std::os::unix::process::CommandExt;
     use std::process::{Command as Process, Stdio};
     let mut child = Process::new("sh")
+        .process_group(0)
         .arg("-c")
         .arg(cmd)
         .env("SEED_TOPIC", d.token.topic.as_str())

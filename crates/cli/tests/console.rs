@@ -122,8 +122,13 @@ impl Browser {
         self.session("POST", &format!("/element/{id}/value"), json!({ "text": text }));
     }
 
+    /// Clicks `css` after scrolling it to the middle of the window, where the
+    /// sticky header cannot cover it.
     fn click(&self, css: &str) {
         let id = self.element(css);
+        self.eval(&format!(
+            "document.querySelector({css:?}).scrollIntoView({{block: 'center'}}); return null;"
+        ));
         self.session("POST", &format!("/element/{id}/click"), json!({}));
     }
 
@@ -219,6 +224,42 @@ fn the_console_shows_live_events_and_publishes_in_a_real_browser() {
     browser.click("#tail-pause");
     wait_until("the held event", || browser.text("#tail").contains("while-paused"));
 
+    // The state browser lists a type's entities by status, and an entity's history on click.
+    for (id, status) in [("t-1", "active"), ("t-2", "paused"), ("t-3", "active")] {
+        let body = json!({"entity_id": id, "updated_by": "fenrir", "status": status}).to_string();
+        assert_eq!(s.call("POST", "/v1/state/task", &[], Some(&body)).0, 201);
+    }
+    let change = r#"{"updated_by": "odin", "merge": {"step": 2}}"#;
+    assert_eq!(s.call("PUT", "/v1/state/task/t-1", &[("If-Match", "\"1\"")], Some(change)).0, 200);
+    browser.type_into("#states-type", "task");
+    browser.eval("document.getElementById('states-status').value = 'active'; return null;");
+    browser.click("#states-form button[type=submit]");
+    wait_until("the active tasks", || browser.text("#states tbody").contains("t-3"));
+    let listed = browser.text("#states tbody");
+    assert!(listed.contains("t-1") && !listed.contains("t-2"), "{listed}");
+    browser.click("#states tbody tr");
+    wait_until("t-1's history", || browser.text("#detail").contains("task/t-1, oldest first"));
+    assert!(browser.text("#detail").contains("\"step\": 2"), "{}", browser.text("#detail"));
+
+    // Work groups with their figures; a dead letter is redriven with one click.
+    s.publish("poison.a", json!({"payload": {"bad": true}, "source": "s"}));
+    let fetch = json!({"topic": "poison.>", "max": 1, "wait_ms": 5000, "start": "beginning",
+        "max_deliveries": 1, "member": "console-test"})
+    .to_string();
+    let (status, _, text) = s.call("POST", "/v1/groups/cleanup/fetch", &[], Some(&fetch));
+    assert_eq!(status, 200, "{text}");
+    let fetched: Value = serde_json::from_str(&text).unwrap();
+    let token = fetched["events"][0]["ack_token"].as_str().expect("a fetched event").to_string();
+    let nack = json!({"ack_token": token, "error": "bad payload"}).to_string();
+    assert_eq!(s.call("POST", "/v1/groups/cleanup/nack", &[], Some(&nack)).0, 200);
+    wait_until("the group in the table", || browser.text("#groups tbody").contains("cleanup"));
+    browser.click("#groups tbody tr");
+    wait_until("the dead letter", || browser.text("#dead-letters").contains("bad payload"));
+    browser.click("#dead-letters button");
+    wait_until("the letter redriven", || browser.text("#dead-letters").contains("No dead letters"));
+    assert_eq!(s.history("topic=poison.a").len(), 2, "the letter is back on its topic");
+
+    browser.eval("window.scrollTo(0, 0); return null;");
     let shot = browser.screenshot("console-1280.png");
     eprintln!("screenshot: {}", shot.display());
     browser.click("#theme");

@@ -224,7 +224,9 @@ fn a_store_that_cannot_be_reached_answers_503_and_streams_wait_it_out() {
     let (status, text) = s.get("/v1/events?topic=a");
     assert_eq!(status, 503, "{text}");
     assert!(!text.contains("redis-pa55"), "{text}");
-    assert_eq!(s.metric("seed_store_errors_total"), Some(2.0));
+    // The publish, the history and this /metrics request's own listing of
+    // the work groups (Redis has them) each met the stopped server.
+    assert_eq!(s.metric("seed_store_errors_total"), Some(3.0));
     // The pattern's subscription waits the outage out: the open stream goes on
     // with what is published once the server is back, nothing lost or repeated.
     redis.restart();
@@ -589,4 +591,374 @@ fn the_python_client_works_against_a_real_server() {
         .status()
         .expect("python3");
     assert!(status.success(), "the Python client's tests failed");
+}
+
+/// Every state endpoint and its error codes, on any store: versions travel
+/// in ETag and If-Match, a lost race is 412 naming the current version, a
+/// create of an existing entity 409, and nothing is written on a rejected call.
+fn states_round_trip(dir: &Dir) {
+    let s = Served::start(dir, &["--keep-alive-ms", "200"]);
+    let json_of = |text: &str| -> Value { serde_json::from_str(text).expect("a JSON body") };
+    let lines = |text: &str| -> Vec<Value> { text.lines().map(&json_of).collect() };
+    let create = r#"{"entity_id": "t-1", "updated_by": "fenrir", "data": {"title": "index"}}"#;
+    let (status, etag, text) = s.call("POST", "/v1/state/task", &[], Some(create));
+    assert_eq!((status, etag.as_deref()), (201, Some("\"1\"")), "{text}");
+    let first = json_of(&text);
+    assert_eq!(
+        (first["entity_id"].as_str(), first["version"].as_u64(), first["status"].as_str()),
+        (Some("t-1"), Some(1), Some("pending"))
+    );
+    assert_eq!(first["data"], json!({"title": "index"}));
+    assert!(first["revision"].is_string(), "{first}");
+    let (status, _, text) = s.call("POST", "/v1/state/task", &[], Some(create));
+    assert_eq!(status, 409, "{text}");
+    assert!(json_of(&text)["error"].as_str().unwrap().contains("already exists"), "{text}");
+
+    // Rejected creates write nothing.
+    for (body, says) in [
+        ("nope", "not JSON"),
+        ("[1]", "expected a JSON object"),
+        (r#"{"entity_id": "t-9"}"#, "updated_by is missing"),
+        (r#"{"entity_id": "t-9", "updated_by": "f", "status": "later"}"#, "not one of"),
+        (r#"{"entity_id": "t-9", "updated_by": "f", "colour": 1}"#, "unknown field"),
+        (r#"{"entity_id": "t-9", "updated_by": "f", "data": [1]}"#, "data must be a JSON object"),
+        (r#"{"entity_id": "t-9", "updated_by": "f", "caused_by": "x"}"#, "caused_by"),
+    ] {
+        let (status, _, text) = s.call("POST", "/v1/state/task", &[], Some(body));
+        assert_eq!(status, 400, "{body}: {text}");
+        assert!(json_of(&text)["error"].as_str().unwrap().contains(says), "{body}: {text}");
+    }
+    let (status, _, text) =
+        s.call("POST", "/v1/state/a.b", &[], Some(r#"{"entity_id": "x", "updated_by": "f"}"#));
+    assert_eq!(status, 400, "{text}");
+    let (status, _, text) = s.call("GET", "/v1/state/task/t-9", &[], None);
+    assert_eq!(status, 404, "{text}");
+    assert!(json_of(&text)["error"].as_str().unwrap().contains("task/t-9"), "{text}");
+
+    // Compare-and-set updates.
+    let (status, etag, text) = s.call("GET", "/v1/state/task/t-1", &[], None);
+    assert_eq!((status, etag.as_deref()), (200, Some("\"1\"")), "{text}");
+    let change = r#"{"updated_by": "odin", "status": "active", "merge": {"n": 1}}"#;
+    let (status, _, text) = s.call("PUT", "/v1/state/task/t-1", &[], Some(change));
+    assert_eq!(status, 428, "{text}");
+    let (status, etag, text) =
+        s.call("PUT", "/v1/state/task/t-1", &[("If-Match", "\"1\"")], Some(change));
+    assert_eq!((status, etag.as_deref()), (200, Some("\"2\"")), "{text}");
+    let second = json_of(&text);
+    assert_eq!(second["data"], json!({"title": "index", "n": 1}));
+    assert_eq!(
+        (second["status"].as_str(), second["updated_by"].as_str()),
+        (Some("active"), Some("odin"))
+    );
+    let (status, _, text) =
+        s.call("PUT", "/v1/state/task/t-1", &[("If-Match", "\"1\"")], Some(change));
+    assert_eq!(status, 412, "{text}");
+    let message = json_of(&text)["error"].as_str().unwrap().to_string();
+    assert!(message.contains("version 2") && message.contains("expected 1"), "{message}");
+    for (headers, body, code) in [
+        (&[("If-Match", "\"2\"")][..], r#"{"updated_by": "o", "data": {}, "merge": {}}"#, 400),
+        (&[("If-Match", "\"2\"")][..], r#"{"status": "done"}"#, 400),
+        (&[("If-Match", "\"2\"")][..], r#"{"updated_by": "o", "status": "later"}"#, 400),
+        (&[("If-Match", "\"two\"")][..], r#"{"updated_by": "o"}"#, 400),
+        (&[("If-Match", "\"2\"")][..], "{", 400),
+    ] {
+        let (status, _, text) = s.call("PUT", "/v1/state/task/t-1", headers, Some(body));
+        assert_eq!(status, code, "{body}: {text}");
+    }
+    let (status, _, text) =
+        s.call("PUT", "/v1/state/task/t-404", &[("If-Match", "\"1\"")], Some(change));
+    assert_eq!(status, 404, "{text}");
+    let (_, etag, text) = s.call("GET", "/v1/state/task/t-1", &[], None);
+    assert_eq!(etag.as_deref(), Some("\"2\""), "the rejected changes wrote nothing: {text}");
+    let (status, etag, text) = s.call("GET", "/v1/state/task/t-1?version=1", &[], None);
+    assert_eq!((status, etag.as_deref()), (200, Some("\"1\"")), "{text}");
+    assert_eq!(json_of(&text)["data"], json!({"title": "index"}));
+    for bad in ["?version=0", "?version=x", "?colour=red"] {
+        let (status, _, text) = s.call("GET", &format!("/v1/state/task/t-1{bad}"), &[], None);
+        assert_eq!(status, 400, "{bad}: {text}");
+    }
+
+    // Lists by status, streamed as NDJSON.
+    let other = r#"{"entity_id": "t-2", "updated_by": "fenrir", "status": "paused"}"#;
+    assert_eq!(s.call("POST", "/v1/state/task", &[], Some(other)).0, 201);
+    let (status, _, text) = s.call("GET", "/v1/state/task", &[], None);
+    assert_eq!(status, 200, "{text}");
+    let mut ids: Vec<String> =
+        lines(&text).iter().map(|e| e["entity_id"].as_str().unwrap().to_string()).collect();
+    ids.sort();
+    assert_eq!(ids, ["t-1", "t-2"]);
+    let (_, _, text) = s.call("GET", "/v1/state/task?status=paused", &[], None);
+    assert_eq!(lines(&text).len(), 1, "{text}");
+    assert_eq!(lines(&text)[0]["entity_id"], "t-2");
+    let (status, _, text) = s.call("GET", "/v1/state/task?status=later", &[], None);
+    assert_eq!(status, 400, "{text}");
+    let (_, _, text) = s.call("GET", "/v1/state/nothing", &[], None);
+    assert_eq!(text, "", "a type without entities lists nothing");
+
+    // A watch: the current states, `ready`, then each change as it happens.
+    let watch = s.stream_at("/v1/state/task/watch", None);
+    assert_eq!(watch.status(), 200, "{}", watch.head);
+    assert!(watch.head.contains("text/event-stream"), "{}", watch.head);
+    assert_eq!(watch.next(), Item::Comment);
+    let mut initial = BTreeMap::new();
+    for _ in 0..2 {
+        match watch.next() {
+            Item::Event(id, state) => {
+                assert_eq!(Some(id.as_str()), state["revision"].as_str());
+                initial.insert(
+                    state["entity_id"].as_str().unwrap().to_string(),
+                    state["version"].as_u64(),
+                );
+            }
+            other => panic!("expected a current state, got {other:?}"),
+        }
+    }
+    assert_eq!(initial, BTreeMap::from([("t-1".into(), Some(2)), ("t-2".into(), Some(1))]));
+    assert!(matches!(watch.next(), Item::Named(kind, _) if kind == "ready"));
+    let (status, _, _) = s.call(
+        "PUT",
+        "/v1/state/task/t-2",
+        &[("If-Match", "\"1\"")],
+        Some(r#"{"updated_by": "odin", "status": "active"}"#),
+    );
+    assert_eq!(status, 200);
+    let changed = match watch.next() {
+        Item::Event(id, state) => {
+            assert_eq!(
+                (state["entity_id"].as_str(), state["version"].as_u64()),
+                (Some("t-2"), Some(2))
+            );
+            id
+        }
+        other => panic!("expected the change, got {other:?}"),
+    };
+    watch.close();
+
+    // Deletes leave a tombstone; the history stays and versions continue on re-create.
+    let (status, _, text) = s.call("DELETE", "/v1/state/task/t-1?updated_by=odin", &[], None);
+    assert_eq!(status, 428, "{text}");
+    let (status, _, text) = s.call("DELETE", "/v1/state/task/t-1", &[("If-Match", "\"2\"")], None);
+    assert_eq!(status, 400, "who deletes is required: {text}");
+    let (status, _, text) =
+        s.call("DELETE", "/v1/state/task/t-1?updated_by=odin", &[("If-Match", "\"1\"")], None);
+    assert_eq!(status, 412, "{text}");
+    let (status, etag, text) = s.call(
+        "DELETE",
+        "/v1/state/task/t-1",
+        &[("If-Match", "\"2\"")],
+        Some(r#"{"updated_by": "odin"}"#),
+    );
+    assert_eq!((status, etag.as_deref()), (200, Some("\"3\"")), "{text}");
+    assert_eq!(json_of(&text)["deleted"], json!(true));
+    let (status, _, text) = s.call("GET", "/v1/state/task/t-1", &[], None);
+    assert_eq!(status, 404, "{text}");
+    assert!(text.contains("deleted at version 3"), "{text}");
+    let (status, _, text) = s.call("GET", "/v1/state/task/t-1/history", &[], None);
+    assert_eq!(status, 200, "{text}");
+    let versions: Vec<u64> = lines(&text).iter().map(|e| e["version"].as_u64().unwrap()).collect();
+    assert_eq!(versions, [1, 2, 3]);
+    let (status, _, text) = s.call("GET", "/v1/state/task/t-404/history", &[], None);
+    assert_eq!(status, 404, "{text}");
+    let (status, etag, text) = s.call("POST", "/v1/state/task", &[], Some(create));
+    assert_eq!((status, etag.as_deref()), (201, Some("\"4\"")), "{text}");
+
+    // A watch from a revision gets the changes after it, with no current states first.
+    let watch = s.stream_at(&format!("/v1/state/task/watch?from_revision={changed}"), None);
+    assert_eq!(watch.next(), Item::Comment);
+    let versions: Vec<(String, u64)> = (0..2)
+        .map(|_| match watch.next() {
+            Item::Event(_, state) => (
+                state["entity_id"].as_str().unwrap().to_string(),
+                state["version"].as_u64().unwrap(),
+            ),
+            other => panic!("expected a change, got {other:?}"),
+        })
+        .collect();
+    assert_eq!(versions, [("t-1".to_string(), 3), ("t-1".to_string(), 4)]);
+    watch.close();
+    let (status, _, text) = s.call("GET", "/v1/state/task/watch?from_revision=soon", &[], None);
+    assert_eq!(status, 400, "{text}");
+
+    // Every change is an event on state.task, and counted as published.
+    let changes = s.history("topic=state.task");
+    assert_eq!(changes.len(), 6, "{changes:?}");
+    assert_eq!(s.metric("seed_events_published_total{topic=\"state.task\"}"), Some(6.0));
+}
+
+#[test]
+fn every_state_endpoint_and_error_code_on_the_file_store() {
+    states_round_trip(&Dir::new());
+}
+
+#[test]
+fn every_state_endpoint_and_error_code_on_redis() {
+    let redis = RedisServer::start();
+    states_round_trip(&Dir::with_redis(redis.url()));
+}
+
+/// `POST /v1/groups/{group}/fetch` as `name`: the events and their ack tokens.
+fn group_fetch(s: &Served, group: &str, body: Value) -> Vec<Value> {
+    let (status, _, text) =
+        s.call("POST", &format!("/v1/groups/{group}/fetch"), &[], Some(&body.to_string()));
+    assert_eq!(status, 200, "fetch {body}: {text}");
+    let answer: Value = serde_json::from_str(&text).expect("a fetch answer");
+    answer["events"].as_array().expect("events").clone()
+}
+
+fn group_call(s: &Served, group: &str, what: &str, body: Value) -> (u16, String) {
+    let (status, _, text) =
+        s.call("POST", &format!("/v1/groups/{group}/{what}"), &[], Some(&body.to_string()));
+    (status, text)
+}
+
+#[test]
+fn http_workers_share_a_group_with_acks_nacks_dead_letters_and_redrive() {
+    http_workers(&Dir::new());
+}
+
+/// Two HTTP workers share a group; acks, nacks, in-progress, a poison event
+/// dead-lettered and redriven, bad bodies, and a member let go after its ack wait.
+fn http_workers(dir: &Dir) {
+    let s = Served::start(dir, &[]);
+    for n in 0..30 {
+        s.publish(&format!("job.{}", n % 3), json!({"payload": {"n": n}, "source": "s"}));
+    }
+    let join = |member: &str, max: u64| json!({"topic": "job.>", "member": member, "max": max, "wait_ms": 2000, "start": "beginning"});
+    // Two workers split what is there; nobody gets an event twice.
+    let first = group_fetch(&s, "jobs", join("w1", 10));
+    let second = group_fetch(&s, "jobs", join("w2", 10));
+    assert_eq!((first.len(), second.len()), (10, 10));
+    let number = |e: &Value| e["payload"]["n"].as_u64().unwrap();
+    let token = |e: &Value| e["ack_token"].as_str().unwrap().to_string();
+    let mut seen: Vec<u64> = first.iter().chain(&second).map(number).collect();
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), 20, "no event went to both workers");
+    assert!(first.iter().all(|e| e["deliveries"] == 1 && e["cursor"].is_string()));
+
+    // Acks in one call; a nack comes back with its count; in-progress extends.
+    let tokens: Vec<String> = first.iter().map(token).collect();
+    let (status, text) = group_call(&s, "jobs", "ack", json!({ "ack_tokens": tokens }));
+    assert_eq!((status, text.as_str()), (200, r#"{"acked":10}"#));
+    let nacked = &second[0];
+    let (status, text) = group_call(
+        &s,
+        "jobs",
+        "nack",
+        json!({"ack_token": token(nacked), "delay_ms": 0, "error": "try again"}),
+    );
+    assert_eq!(status, 200, "{text}");
+    let (status, text) =
+        group_call(&s, "jobs", "in-progress", json!({"ack_token": token(&second[1])}));
+    assert_eq!(status, 200, "{text}");
+    let rest: Vec<String> = second[1..].iter().map(token).collect();
+    assert_eq!(group_call(&s, "jobs", "ack", json!({ "ack_tokens": rest })).0, 200);
+    let mut handled: Vec<u64> = first.iter().chain(&second[1..]).map(number).collect();
+    let mut redelivered = 0;
+    wait_until("every event handled once", || {
+        for e in group_fetch(&s, "jobs", join("w1", 50)) {
+            if e["deliveries"].as_u64() > Some(1) {
+                assert_eq!(number(&e), number(nacked));
+                redelivered += 1;
+            }
+            handled.push(number(&e));
+            assert_eq!(group_call(&s, "jobs", "ack", json!({"ack_token": token(&e)})).0, 200);
+        }
+        handled.len() >= 30
+    });
+    handled.sort();
+    assert_eq!(handled, (0..30).collect::<Vec<_>>(), "each event handled exactly once");
+    assert_eq!(redelivered, 1);
+    let (_, groups) = s.get("/v1/groups");
+    let groups: Value = serde_json::from_str(&groups).unwrap();
+    let jobs = groups.as_array().unwrap().iter().find(|g| g["name"] == "jobs").expect("the group");
+    assert_eq!(
+        (jobs["in_flight"].as_u64(), jobs["waiting"].as_u64()),
+        (Some(0), Some(0)),
+        "{jobs}"
+    );
+    assert_eq!(jobs["redelivered"].as_u64(), Some(1), "{jobs}");
+    assert_eq!(s.metric("seed_group_in_flight{group=\"jobs\"}"), Some(0.0));
+    assert_eq!(s.metric("seed_group_acked_total{group=\"jobs\"}"), Some(30.0));
+
+    // A poison event is dead-lettered after its last delivery, then redriven.
+    s.publish("poison.a", json!({"payload": {"bad": true}, "source": "s"}));
+    let poison = json!({"topic": "poison.>", "member": "p", "max": 1, "wait_ms": 2000,
+        "start": "beginning", "max_deliveries": 2, "backoff_ms": 0});
+    for delivery in 1..=2 {
+        let got = group_fetch(&s, "cleanup", poison.clone());
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0]["deliveries"].as_u64(), Some(delivery));
+        let nack = json!({"ack_token": token(&got[0]), "delay_ms": 0, "error": "bad payload"});
+        assert_eq!(group_call(&s, "cleanup", "nack", nack).0, 200);
+    }
+    let letters = s.history("topic=dead.cleanup");
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    let letter = &letters[0]["payload"];
+    assert_eq!(
+        (letter["deliveries"].as_u64(), letter["error"].as_str(), letter["group"].as_str()),
+        (Some(2), Some("bad payload"), Some("cleanup"))
+    );
+    assert_eq!(letter["topic"], "poison.a");
+    let (status, text) = group_call(&s, "cleanup", "redrive", json!({}));
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(serde_json::from_str::<Value>(&text).unwrap()["redriven"], 1);
+    let again = group_fetch(&s, "cleanup", poison.clone());
+    assert_eq!(again.len(), 1, "the redriven event is handled again");
+    assert_eq!(again[0]["payload"], json!({"bad": true}));
+
+    // Bad input is refused and names what is wrong.
+    for (group, what, body, says) in [
+        ("cleanup", "fetch", json!({"member": "x"}), "topic is missing"),
+        ("cleanup", "fetch", json!({"topic": "job.>", "max": 0}), "max must be"),
+        ("jobs", "fetch", json!({"topic": "other.>", "member": "w1"}), "follows job.>"),
+        ("cleanup", "ack", json!({}), "ack_token is missing"),
+        ("cleanup", "ack", json!({"ack_token": "nonsense"}), "not a token"),
+        (
+            "cleanup",
+            "nack",
+            json!({"ack_token": token(&again[0]), "delay_ms": -1}),
+            "delay_ms must be",
+        ),
+    ] {
+        let (status, text) = group_call(&s, group, what, body.clone());
+        assert_eq!(status, 400, "{what} {body}: {text}");
+        assert!(text.contains(says), "{what} {body}: {text}");
+    }
+    // A member unused for its ack wait is let go: its token is refused with 409
+    // and its event goes to the others.
+    s.publish("short.a", json!({"payload": {"n": 1}, "source": "s"}));
+    let short = |member: &str| {
+        json!({"topic": "short.>", "member": member, "max": 1, "wait_ms": 2000,
+            "start": "beginning", "ack_wait_ms": 300})
+    };
+    let held = group_fetch(&s, "brief", short("slow"));
+    assert_eq!(held.len(), 1);
+    let mut taken_over = Vec::new();
+    wait_until("the slow member's event to go to another", || {
+        taken_over = group_fetch(&s, "brief", short("fast"));
+        !taken_over.is_empty()
+    });
+    assert_eq!(taken_over[0]["id"], held[0]["id"]);
+    let (status, text) = group_call(&s, "brief", "ack", json!({"ack_token": token(&held[0])}));
+    assert_eq!(status, 409, "{text}");
+    assert!(text.contains("member slow of group brief is gone"), "{text}");
+}
+
+#[test]
+fn state_watches_are_bounded_and_a_closed_one_frees_its_place() {
+    let dir = Dir::new();
+    let s = Served::start(&dir, &["--max-state-watches", "1"]);
+    let first = s.stream_at("/v1/state/task/watch", None);
+    assert_eq!(first.status(), 200, "{}", first.head);
+    let (status, _, text) = s.call("GET", "/v1/state/task/watch", &[], None);
+    assert_eq!(status, 503, "{text}");
+    assert!(text.contains("--max-state-watches"), "{text}");
+    first.close();
+    wait_until("the closed watch's place to be free", || {
+        let second = s.stream_at("/v1/state/task/watch", None);
+        let ok = second.status() == 200;
+        second.close();
+        ok
+    });
 }

@@ -429,6 +429,32 @@ fn ctrl_c_waits_for_the_running_command_and_acks_it() {
     assert_eq!((info.in_flight, info.waiting), (0, 1), "event 0 acked, event 1 waits: {info:?}");
 }
 
+/// Ctrl-C at a terminal reaches the whole foreground job: the running
+/// command, in a process group of its own, is not killed with the worker but
+/// runs to its end and is acked.
+#[test]
+fn ctrl_c_at_a_terminal_does_not_kill_the_running_command() {
+    let dir = Dir::new();
+    let started = dir.path().join("started");
+    let done = dir.path().join("done");
+    let cmd = format!("touch {}; sleep 0.3; cat >> {}", started.display(), done.display());
+    let mut worker =
+        dir.spawn_leader(&["subscribe", "--topic", "slow", "--group", "s", "--exec", &cmd]);
+    worker.wait_listening();
+    dir.publish("slow", r#"{"n": 0}"#);
+    let deadline = Instant::now() + DEADLINE;
+    while !started.exists() {
+        assert!(Instant::now() < deadline, "the command never started");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    worker.signal_group(libc::SIGINT);
+    worker.expect_exit(0);
+    let out = std::fs::read_to_string(&done).expect("the command ran to its end");
+    assert_eq!(n_of(out.trim()), 0);
+    let info = group_info(&dir, "s").unwrap();
+    assert_eq!((info.in_flight, info.waiting, info.dead_lettered), (0, 0, 0), "acked: {info:?}");
+}
+
 /// A dead letter redriven goes back to its topic and is handled by its
 /// group; a second redrive puts nothing back; an unknown id is refused.
 #[test]

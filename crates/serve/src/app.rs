@@ -11,7 +11,8 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, RawQuery, Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, MethodRouter};
+use axum::routing::{delete, get, post, put, MethodRouter};
+use axum::serve::ListenerExt;
 use axum::Router;
 use bus::EventBus;
 use seed_event::{Error, EventStore, Topic};
@@ -26,14 +27,25 @@ use crate::args::{Config, ServeArgs};
 use crate::error::{ensure_json_error, json_response, ApiError, StoreFailed};
 use crate::metrics::Metrics;
 use crate::sse::Hubs;
-use crate::{auth, console, events, openapi, sse};
+use crate::{auth, console, events, groups, openapi, sse, states};
 
 /// How long in-flight requests may take to finish after a stop signal.
 const GRACE: Duration = Duration::from_secs(10);
 
-/// What every handler shares.
+/// What every handler shares: one reference-counted value, cloned per request.
 #[derive(Clone)]
-pub struct App {
+pub struct App(Arc<Shared>);
+
+impl std::ops::Deref for App {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The parts of [`App`].
+pub struct Shared {
     /// The bus over the store the CLI chose.
     pub bus: Arc<EventBus>,
     /// The checked configuration.
@@ -42,6 +54,10 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     /// The live-stream fan-out.
     pub hubs: Arc<Hubs>,
+    /// The work-group members held for HTTP workers.
+    pub members: Arc<groups::Members>,
+    /// One permit per state watch that may be open.
+    pub state_watches: Arc<tokio::sync::Semaphore>,
     /// Becomes true when the server stops; event streams end then.
     pub shutdown: watch::Receiver<bool>,
     /// The runtime, for blocking work.
@@ -72,6 +88,19 @@ fn api() -> Vec<(&'static str, Method, MethodRouter<App>)> {
         ("/v1/topics/{topic}/events", Method::POST, post(events::publish)),
         ("/v1/events", Method::GET, get(events::history)),
         ("/v1/subscribe", Method::GET, get(sse::subscribe)),
+        ("/v1/groups", Method::GET, get(groups::list)),
+        ("/v1/groups/{group}/fetch", Method::POST, post(groups::fetch)),
+        ("/v1/groups/{group}/ack", Method::POST, post(groups::ack)),
+        ("/v1/groups/{group}/nack", Method::POST, post(groups::nack)),
+        ("/v1/groups/{group}/in-progress", Method::POST, post(groups::in_progress)),
+        ("/v1/groups/{group}/redrive", Method::POST, post(groups::redrive)),
+        ("/v1/state/{type}", Method::POST, post(states::create)),
+        ("/v1/state/{type}", Method::GET, get(states::list)),
+        ("/v1/state/{type}/watch", Method::GET, get(states::watch)),
+        ("/v1/state/{type}/{id}", Method::GET, get(states::get)),
+        ("/v1/state/{type}/{id}", Method::PUT, put(states::update)),
+        ("/v1/state/{type}/{id}", Method::DELETE, delete(states::delete)),
+        ("/v1/state/{type}/{id}/history", Method::GET, get(states::history)),
     ]
 }
 
@@ -92,12 +121,14 @@ pub(crate) fn router(app: App) -> Router {
         router = router.layer(
             CorsLayer::new()
                 .allow_origin(origin)
-                .allow_methods([Method::GET, Method::POST])
+                .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
                 .allow_headers([
                     header::AUTHORIZATION,
                     header::CONTENT_TYPE,
+                    header::IF_MATCH,
                     "last-event-id".parse().unwrap(),
-                ]),
+                ])
+                .expose_headers([header::ETAG]),
         );
     }
     router
@@ -113,16 +144,14 @@ pub(crate) fn router(app: App) -> Router {
 /// Times the request, counts store failures, and gives every error the JSON shape.
 async fn observe(State(app): State<App>, request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = request.method().to_string();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let method = request.method().clone();
+    let route = request.extensions().get::<MatchedPath>().cloned();
     let response = next.run(request).await;
     if response.extensions().get::<StoreFailed>().is_some() {
         app.metrics.store_errors.fetch_add(1, Ordering::Relaxed);
     }
-    app.metrics.request(&method, &route, started.elapsed());
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    app.metrics.request(method.as_str(), route, started.elapsed());
     ensure_json_error(response)
 }
 
@@ -138,7 +167,17 @@ async fn healthz() -> Response {
 }
 
 async fn metrics(State(app): State<App>) -> Response {
-    let mut response = app.metrics.render().into_response();
+    let bus = app.bus.clone();
+    let groups = match app.blocking(move || bus.groups()).await {
+        Ok(Ok(groups)) => groups,
+        Ok(Err(e)) => {
+            log::warn!("/metrics without work groups: {e}");
+            app.metrics.store_errors.fetch_add(1, Ordering::Relaxed);
+            Vec::new()
+        }
+        Err(_) => Vec::new(),
+    };
+    let mut response = app.metrics.render(&groups).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
@@ -185,14 +224,16 @@ impl Server {
             .map_err(|e| Error::io(format!("listening on {}", config.listen), e))?;
         let metrics = Arc::new(Metrics::default());
         let (stop, shutdown) = watch::channel(false);
-        let app = App {
+        let app = App(Arc::new(Shared {
             hubs: Arc::new(Hubs::new(bus.clone(), config.stream_buffer, metrics.clone())),
+            members: Arc::default(),
+            state_watches: Arc::new(tokio::sync::Semaphore::new(config.max_state_watches)),
             bus,
             config: Arc::new(config),
             metrics,
             shutdown,
             runtime: tokio::runtime::Handle::current(),
-        };
+        }));
         Ok(Server { listener, app, stop })
     }
 
@@ -209,8 +250,17 @@ impl Server {
     ) -> seed_event::Result<()> {
         let Server { listener, app, stop } = self;
         let hubs = app.hubs.clone();
+        let members = app.members.clone();
         let mut stopping_rx = app.shutdown.clone();
         let service = router(app).into_make_service();
+        // Event-stream frames and small replies go out at once: with Nagle's
+        // algorithm a frame written while an earlier one is unacknowledged
+        // waits for the client's delayed ACK (up to 40 ms on Linux).
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                log::debug!("cannot set TCP_NODELAY on a connection: {e}");
+            }
+        });
         let stopping = async move {
             signal.await;
             let _ = stop.send(true);
@@ -222,7 +272,12 @@ impl Server {
                 log::warn!("requests still running {}s after the stop signal were cut off", GRACE.as_secs());
             }
         }
-        tokio::task::spawn_blocking(move || hubs.stop_all()).await.ok();
+        tokio::task::spawn_blocking(move || {
+            hubs.stop_all();
+            members.clear();
+        })
+        .await
+        .ok();
         Ok(())
     }
 }

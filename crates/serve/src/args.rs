@@ -25,6 +25,9 @@ pub struct ServeArgs {
     /// Milliseconds between the comment lines that keep an idle event stream open
     #[arg(long, value_name = "MS", default_value_t = 15_000, hide = true)]
     pub keep_alive_ms: u64,
+    /// State watches open at once (each holds a thread and a store follower); more get 503
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    pub max_state_watches: usize,
 }
 
 impl Default for ServeArgs {
@@ -37,6 +40,7 @@ impl Default for ServeArgs {
             cors: None,
             stream_buffer: 4096,
             keep_alive_ms: 15_000,
+            max_state_watches: 256,
         }
     }
 }
@@ -57,6 +61,8 @@ pub struct Config {
     pub stream_buffer: usize,
     /// How often an idle event stream sends a comment line.
     pub keep_alive: std::time::Duration,
+    /// State watches open at once.
+    pub max_state_watches: usize,
 }
 
 impl std::fmt::Debug for Config {
@@ -68,6 +74,7 @@ impl std::fmt::Debug for Config {
             .field("cors", &self.cors)
             .field("stream_buffer", &self.stream_buffer)
             .field("keep_alive", &self.keep_alive)
+            .field("max_state_watches", &self.max_state_watches)
             .finish()
     }
 }
@@ -94,8 +101,11 @@ impl Config {
                 )
             })?),
         };
-        if args.stream_buffer == 0 || args.keep_alive_ms == 0 {
-            return Err(Error::invalid("--stream-buffer/--keep-alive-ms", "must be at least 1"));
+        if args.stream_buffer == 0 || args.keep_alive_ms == 0 || args.max_state_watches == 0 {
+            return Err(Error::invalid(
+                "--stream-buffer/--keep-alive-ms/--max-state-watches",
+                "must be at least 1",
+            ));
         }
         Ok(Config {
             listen: args.listen,
@@ -104,6 +114,7 @@ impl Config {
             cors,
             stream_buffer: args.stream_buffer,
             keep_alive: std::time::Duration::from_millis(args.keep_alive_ms),
+            max_state_watches: args.max_state_watches,
         })
     }
 }
@@ -152,14 +163,16 @@ mod tests {
                 parsed.max_body,
                 parsed.stream_buffer,
                 parsed.keep_alive_ms,
-                parsed.cors
+                parsed.cors,
+                parsed.max_state_watches
             ),
             (
                 default.listen,
                 default.max_body,
                 default.stream_buffer,
                 default.keep_alive_ms,
-                default.cors
+                default.cors,
+                default.max_state_watches
             )
         );
     }

@@ -57,6 +57,23 @@ impl From<bus::Error> for ApiError {
     }
 }
 
+/// The fields of a request body that must be a JSON object, or 400 naming
+/// what is wrong, with `example` as the shape expected.
+pub fn json_object(body: &[u8], example: &str) -> Result<seed_event::JsonObject, ApiError> {
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError::invalid(format!(
+            "the body is not JSON ({e}); expected an object such as {example}"
+        ))
+    })?;
+    match value {
+        serde_json::Value::Object(fields) => Ok(fields),
+        other => Err(ApiError::invalid(format!(
+            "expected a JSON object, got {}",
+            seed_event::support::json_type_name(&other)
+        ))),
+    }
+}
+
 /// `{"error": message}` on one line.
 pub fn error_body(message: &str) -> String {
     let line = message.replace(['\n', '\r'], " ");

@@ -11,7 +11,7 @@
 //! cursor and starts every other topic as the original stream did.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
+use std::io::Write as _;
 
 use seed_event::{Cursor, Timestamp, Topic};
 
@@ -35,23 +35,33 @@ pub struct Resume {
 
 impl Resume {
     /// The token of this position.
+    #[cfg(test)]
     pub fn token(&self) -> String {
-        let mut out = match self.start {
-            StreamStart::Beginning => "b".to_string(),
-            StreamStart::Since(t) => format!("t{}", t.unix_micros()),
-        };
+        let mut out = Vec::new();
+        self.write_token(&mut out);
+        // Only ASCII is written.
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// Appends [`Resume::token`] to `out` (ASCII only).
+    pub fn write_token(&self, out: &mut Vec<u8>) {
+        match self.start {
+            StreamStart::Beginning => out.push(b'b'),
+            StreamStart::Since(t) => {
+                let _ = write!(out, "t{}", t.unix_micros());
+            }
+        }
         for (topic, cursor) in &self.positions {
-            out.push('~');
+            out.push(b'~');
             for &b in topic.as_str().as_bytes() {
                 if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-') {
-                    out.push(b as char);
+                    out.push(b);
                 } else {
                     let _ = write!(out, "%{b:02X}");
                 }
             }
             let _ = write!(out, "={cursor}");
         }
-        out
     }
 
     /// Reads a token back; `None` if it is not one.

@@ -15,9 +15,9 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use axum::body::{Body, Bytes};
 use axum::extract::{RawQuery, State};
-use axum::http::HeaderMap;
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use bus::{EventBus, StartAt, Subscription};
 use seed_event::{
@@ -267,17 +267,79 @@ fn catch_up(
     let _ = tx.blocking_send(step);
 }
 
-fn sse_event(wire: &Wire, resume: &mut Resume) -> SseEvent {
-    resume.positions.insert(wire.topic.clone(), wire.cursor);
-    SseEvent::default().id(resume.token()).data(&wire.json)
+/// The most events one write of a live stream carries when it is behind.
+const EVENTS_PER_WRITE: usize = 256;
+
+/// Appends `wire` in the event-stream format, `id: <resume token>` then
+/// `data: <event JSON>` (which has no line breaks), and moves `resume` past it.
+fn push_event(out: &mut Vec<u8>, wire: &Wire, resume: &mut Resume) {
+    match resume.positions.get_mut(&wire.topic) {
+        Some(cursor) => *cursor = wire.cursor,
+        None => {
+            resume.positions.insert(wire.topic.clone(), wire.cursor);
+        }
+    }
+    out.extend_from_slice(b"id: ");
+    resume.write_token(out);
+    out.extend_from_slice(b"\ndata: ");
+    out.extend_from_slice(wire.json.as_bytes());
+    out.extend_from_slice(b"\n\n");
 }
 
-fn error_event(message: &str) -> SseEvent {
-    SseEvent::default().event("error").data(error_body(message))
+/// A final `error` event.
+fn error_event(message: &str) -> Bytes {
+    Bytes::from(format!("event: error\ndata: {}\n\n", error_body(message)))
+}
+
+/// A stream's handles on the delivered counters of its topics.
+#[derive(Default)]
+struct Counters(HashMap<Topic, Arc<std::sync::atomic::AtomicU64>>);
+
+impl Counters {
+    fn add(&mut self, metrics: &Metrics, topic: &Topic, n: u64) {
+        if !self.0.contains_key(topic) {
+            self.0.insert(topic.clone(), metrics.delivered_counter(topic.as_str()));
+        }
+        if let Some(counter) = self.0.get(topic) {
+            counter.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The events of one write, counted per topic for the metrics.
+struct Frame {
+    bytes: Vec<u8>,
+    delivered: Vec<(Topic, u64)>,
+}
+
+impl Frame {
+    fn new() -> Frame {
+        Frame { bytes: Vec::new(), delivered: Vec::new() }
+    }
+
+    fn push(&mut self, wire: &Wire, resume: &mut Resume) {
+        push_event(&mut self.bytes, wire, resume);
+        match self.delivered.iter_mut().find(|(t, _)| *t == wire.topic) {
+            Some((_, n)) => *n += 1,
+            None => self.delivered.push((wire.topic.clone(), 1)),
+        }
+    }
+
+    /// The bytes to write, after counting the events as delivered.
+    fn finish(self, metrics: &Metrics, counters: &mut Counters) -> Bytes {
+        for (topic, n) in &self.delivered {
+            counters.add(metrics, topic, *n);
+        }
+        Bytes::from(self.bytes)
+    }
 }
 
 /// `GET /v1/subscribe?topic=P&from=new|beginning|TIME`: a `text/event-stream`
 /// of the pattern's events, each with its resume token as its id.
+///
+/// A stream that is behind writes what has queued up (up to
+/// [`EVENTS_PER_WRITE`] events) in one write; an idle one gets a comment
+/// line at least every keep-alive interval.
 pub async fn subscribe(
     State(app): State<App>,
     RawQuery(raw): RawQuery,
@@ -311,17 +373,36 @@ pub async fn subscribe(
     let mut shutdown = app.shutdown.clone();
     let stream = async_stream::stream! {
         let _counted = Counted::new(metrics.clone());
+        let mut counters = Counters::default();
         // The id names the start, so a client that drops before any event resumes without a gap.
-        yield Ok::<_, Infallible>(SseEvent::default().comment("listening").id(resume.token()));
+        let mut hello = b": listening\nid: ".to_vec();
+        resume.write_token(&mut hello);
+        hello.extend_from_slice(b"\n\n");
+        yield Ok::<_, Infallible>(Bytes::from(hello));
+        let mut stop = std::pin::pin!(crate::app::stopped(&mut shutdown));
+        // A comment goes out when a whole half-interval passed without a
+        // write, so the gap between writes is at most one interval, and no
+        // timer is reset per event.
+        let half = (keep_alive / 2).max(Duration::from_millis(1));
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + half, half);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut wrote = false;
         let mut ended = false;
         if let Some(mut steps) = catching_up {
             while !ended {
                 tokio::select! {
-                    _ = crate::app::stopped(&mut shutdown) => ended = true,
+                    _ = &mut stop => ended = true,
+                    _ = ticks.tick() => {
+                        if !std::mem::take(&mut wrote) {
+                            yield Ok(Bytes::from_static(b":\n\n"));
+                        }
+                    }
                     step = steps.recv() => match step {
                         Some(Step::Event(wire)) => {
-                            metrics.delivered(wire.topic.as_str(), 1);
-                            yield Ok(sse_event(&wire, &mut resume));
+                            let mut frame = Frame::new();
+                            frame.push(&wire, &mut resume);
+                            wrote = true;
+                            yield Ok(frame.finish(&metrics, &mut counters));
                         }
                         Some(Step::Live(lease, receiver)) => {
                             live = Some((lease, receiver));
@@ -337,38 +418,75 @@ pub async fn subscribe(
             }
         }
         if let (false, Some((_lease, mut receiver))) = (ended, live) {
-            loop {
-                tokio::select! {
-                    _ = crate::app::stopped(&mut shutdown) => break,
-                    received = receiver.recv() => match received {
+            while !ended {
+                let first = tokio::select! {
+                    _ = &mut stop => break,
+                    _ = ticks.tick() => {
+                        if !std::mem::take(&mut wrote) {
+                            yield Ok(Bytes::from_static(b":\n\n"));
+                        }
+                        continue;
+                    }
+                    received = receiver.recv() => received,
+                };
+                // Take what else has queued up, so a stream that is behind
+                // catches up in few writes.
+                let mut frame = Frame::new();
+                let mut next = Some(first);
+                let mut taken = 0;
+                let mut failure = None;
+                while let Some(received) = next.take() {
+                    match received {
                         Ok(wire) => {
-                            if resume.positions.get(&wire.topic).is_some_and(|c| *c >= wire.cursor) {
-                                continue;
+                            if resume.positions.get(&wire.topic).is_none_or(|c| *c < wire.cursor) {
+                                frame.push(&wire, &mut resume);
                             }
-                            metrics.delivered(wire.topic.as_str(), 1);
-                            yield Ok(sse_event(&wire, &mut resume));
                         }
                         Err(broadcast::error::RecvError::Lagged(n)) => {
                             metrics.lagged.fetch_add(1, Ordering::Relaxed);
-                            yield Ok(error_event(&format!(
+                            failure = Some(format!(
                                 "this stream fell {n} events behind and was ended; reconnect with Last-Event-ID to resume"
-                            )));
-                            break;
-                        }
-                        Err(broadcast::error::RecvError::Closed) => {
-                            yield Ok(error_event(
-                                "the store follower of this pattern stopped (see the server's log); reconnect with Last-Event-ID to resume",
                             ));
                             break;
                         }
-                    },
+                        Err(broadcast::error::RecvError::Closed) => {
+                            failure = Some(
+                                "the store follower of this pattern stopped (see the server's log); reconnect with Last-Event-ID to resume"
+                                    .to_string(),
+                            );
+                            break;
+                        }
+                    }
+                    taken += 1;
+                    if taken < EVENTS_PER_WRITE {
+                        next = match receiver.try_recv() {
+                            Ok(wire) => Some(Ok(wire)),
+                            Err(broadcast::error::TryRecvError::Empty) => None,
+                            Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                                Some(Err(broadcast::error::RecvError::Lagged(n)))
+                            }
+                            Err(broadcast::error::TryRecvError::Closed) => {
+                                Some(Err(broadcast::error::RecvError::Closed))
+                            }
+                        };
+                    }
+                }
+                if !frame.bytes.is_empty() {
+                    wrote = true;
+                    yield Ok(frame.finish(&metrics, &mut counters));
+                }
+                if let Some(message) = failure {
+                    yield Ok(error_event(&message));
+                    ended = true;
                 }
             }
         }
     };
-    let mut response =
-        Sse::new(stream).keep_alive(KeepAlive::new().interval(keep_alive)).into_response();
-    response.headers_mut().insert("x-accel-buffering", axum::http::HeaderValue::from_static("no"));
+    let mut response = Body::from_stream(stream).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
     Ok(response)
 }
 

@@ -3,10 +3,11 @@
 //! combines the appends of concurrent threads into one round trip.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::Thread;
 
 use redis::{ConnectionLike, Value};
-use seed_event::support::{conflict, lock, wait, AppendCondition};
+use seed_event::support::{conflict, lock, AppendCondition};
 use seed_event::{Cursor, Error, Event, Result, Topic};
 
 use crate::codec::{array, int, parse_id, text};
@@ -118,9 +119,9 @@ struct Request {
     ms: i64,
     line: String,
     outcome: Mutex<Option<Outcome>>,
-    /// Wakes the requesting thread (waiting with the queue's lock): its
-    /// outcome is in, or it is to lead the next round.
-    ready: Condvar,
+    /// The requesting thread, unparked when its outcome is in or when a
+    /// round ended and it may lead the next.
+    thread: Thread,
 }
 
 /// What the round trip did with a request.
@@ -138,14 +139,48 @@ enum Outcome {
 #[derive(Default)]
 struct Queue {
     pending: Vec<Arc<Request>>,
-    /// Whether some thread is doing a round trip for the queue right now.
-    busy: bool,
+    /// How many threads are doing a round trip for the queue right now.
+    leaders: usize,
+    /// The topics of the rounds in flight: a topic is in one round at a time.
+    busy: Vec<Topic>,
 }
+
+impl Queue {
+    /// Whether a queued request's topic is in no round in flight.
+    fn has_free(&self) -> bool {
+        self.pending.iter().any(|r| !self.busy.contains(&r.topic))
+    }
+
+    /// Takes the queued requests whose topics are in no round in flight, and
+    /// marks their topics busy.
+    fn take_free(&mut self) -> Vec<Arc<Request>> {
+        let (free, wait): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending)
+            .into_iter()
+            .partition(|r| !self.busy.contains(&r.topic));
+        self.pending = wait;
+        for r in &free {
+            if !self.busy.contains(&r.topic) {
+                self.busy.push(r.topic.clone());
+            }
+        }
+        free
+    }
+}
+
+/// How many rounds may be in flight at once, each on its own connection.
+///
+/// With one, the server waits while the client hands out replies and the
+/// client waits while the server works; on an idle machine each of those
+/// waits also costs a CPU's wake-up. A second round overlaps them, for other
+/// topics only: two rounds of one topic could reach the server in either
+/// order, and an append refused for the top being above its time in a round
+/// whose reply is lost could not tell whether its bytes were counted.
+const ROUNDS_IN_FLIGHT: usize = 2;
 
 /// Combines concurrent single appends into pipelines (group commit).
 ///
-/// A thread queues its append; if no round trip is in flight it becomes the
-/// leader, sends everything queued in one round trip (`SADD` to the topic
+/// A thread queues its append; if fewer than [`ROUNDS_IN_FLIGHT`] round
+/// trips are in flight it becomes a leader, sends everything queued in one round trip (`SADD` to the topic
 /// set and `HINCRBY` of the bytes per topic, `XADD <ms>-*` per event), hands
 /// each waiting thread its reply and wakes them. Alone, a thread pays one
 /// round trip per append; under load, one round trip carries many appends.
@@ -209,7 +244,7 @@ impl Appender {
             ms: millis(event),
             line: event.to_json_line(),
             outcome: Mutex::new(None),
-            ready: Condvar::new(),
+            thread: std::thread::current(),
         });
         let outcome = self.wait_for(shared, &request);
         match outcome {
@@ -389,32 +424,35 @@ impl Appender {
     }
 
     /// Queues `request` and returns its outcome, leading round trips while needed.
+    ///
+    /// A thread whose request another leader took sleeps until that leader
+    /// unparks it with its outcome, without touching the queue's lock again.
     fn wait_for(&self, shared: &Shared, request: &Arc<Request>) -> Outcome {
-        let mut queue = self.lock();
-        queue.pending.push(request.clone());
+        self.lock().pending.push(request.clone());
         loop {
             if let Some(outcome) = lock(&request.outcome).take() {
                 return outcome;
             }
-            if queue.busy {
-                queue = wait(&request.ready, queue);
+            let mut queue = self.lock();
+            if queue.leaders < ROUNDS_IN_FLIGHT && queue.has_free() {
+                queue.leaders += 1;
+                let batch = queue.take_free();
+                drop(queue);
+                let turn = Turn { appender: self, batch };
+                self.round_trip(shared, &turn.batch);
+                drop(turn);
                 continue;
             }
-            queue.busy = true;
-            let batch = std::mem::take(&mut queue.pending);
             drop(queue);
-            let turn = Turn { appender: self, batch };
-            self.round_trip(shared, &turn.batch);
-            drop(turn);
-            queue = self.lock();
+            // An unpark that came first makes this return at once.
+            std::thread::park();
         }
     }
 }
 
 /// A leader's round: on drop (also when unwinding) every request of the batch
-/// has an outcome and its thread is woken, and the first request queued
-/// meanwhile is woken to lead the next round, so no waiter is stranded and
-/// no other thread wakes in vain.
+/// has an outcome and its thread is unparked, and the first request queued
+/// meanwhile is unparked to lead the next round, so no waiter is stranded.
 struct Turn<'a> {
     appender: &'a Appender,
     batch: Vec<Arc<Request>>,
@@ -422,17 +460,19 @@ struct Turn<'a> {
 
 impl Drop for Turn<'_> {
     fn drop(&mut self) {
-        let mut queue = self.appender.lock();
         for r in &self.batch {
             let mut outcome = lock(&r.outcome);
             if outcome.is_none() {
                 *outcome = Some(Outcome::Lost);
             }
-            r.ready.notify_one();
+            drop(outcome);
+            r.thread.unpark();
         }
-        queue.busy = false;
+        let mut queue = self.appender.lock();
+        queue.leaders -= 1;
+        queue.busy.retain(|t| !self.batch.iter().any(|r| r.topic == *t));
         if let Some(next) = queue.pending.first() {
-            next.ready.notify_one();
+            next.thread.unpark();
         }
     }
 }

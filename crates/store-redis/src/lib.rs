@@ -87,11 +87,14 @@
 //! replicas), not Redis Cluster.
 //!
 //! Later appends take fast paths without Lua. Concurrent `append` calls on
-//! one store are combined (group commit): one thread sends every queued
+//! one store are combined (group commit): a waiting thread sends every queued
 //! append in one round trip (`SADD` per topic, `XADD <ms>-*` per event,
 //! `HINCRBY` of the bytes per topic; wrapped in `MULTI`/`EXEC` when it
 //! carries more than one), so many threads publishing one event per call
-//! share round trips like pipelined clients. A batch is one `MULTI`…`EXEC`
+//! share round trips like pipelined clients. Two such rounds may be in
+//! flight at once, on two connections, for different topics: the server
+//! works on one while the client hands out the replies of the other, and
+//! the rounds of one topic reach the server in the order they were made. A batch is one `MULTI`…`EXEC`
 //! transaction, written in 64 KiB chunks while the rest is serialized, in
 //! which every entry gets the same milliseconds (the batch's latest event
 //! time): `XADD` then accepts all of its entries or refuses all, so a batch is

@@ -83,6 +83,42 @@ impl Served {
         (status, body)
     }
 
+    /// `method path` with `headers` and a JSON `body` (if any): status,
+    /// the `ETag` header (if any) and body.
+    pub fn call(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&str>,
+    ) -> (u16, Option<String>, String) {
+        let uri = format!("{}{path}", self.base);
+        let mut request = ureq::http::Request::builder().method(method).uri(&uri);
+        if let Some(token) = &self.token {
+            request = request.header("Authorization", format!("Bearer {token}"));
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        if body.is_some() {
+            request = request.header("Content-Type", "application/json");
+        }
+        let request =
+            request.body(body.unwrap_or("").to_string()).expect("a request of valid parts");
+        let mut response =
+            Self::agent().run(request).unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let status = response.status().as_u16();
+        let etag =
+            response.headers().get("etag").map(|v| v.to_str().expect("an ASCII ETag").to_string());
+        let body = response.body_mut().read_to_string().expect("body");
+        (status, etag, body)
+    }
+
+    /// Opens the event stream at `path` (an SSE endpoint other than `/v1/subscribe`).
+    pub fn stream_at(&self, path: &str, last_id: Option<&str>) -> Sse {
+        Sse::open(&self.addr, path, self.token.as_deref(), last_id)
+    }
+
     /// Publishes one event as JSON and returns the stored event.
     pub fn publish(&self, topic: &str, body: serde_json::Value) -> serde_json::Value {
         let (status, text) = self.post(
@@ -147,6 +183,8 @@ pub enum Item {
     Event(String, serde_json::Value),
     /// A final `error` event's data.
     Error(serde_json::Value),
+    /// An event of another kind (`event: KIND`): its kind and data.
+    Named(String, serde_json::Value),
     /// A comment line other than `: listening` (a keep-alive).
     Comment,
     /// The stream ended.
@@ -322,10 +360,10 @@ fn parse_block(block: &str) -> Option<Item> {
     }
     let value: serde_json::Value =
         serde_json::from_str(&data.join("\n")).expect("event data is JSON");
-    Some(if kind == "error" {
-        Item::Error(value)
-    } else {
-        Item::Event(id.unwrap_or_default(), value)
+    Some(match kind.as_str() {
+        "error" => Item::Error(value),
+        "message" => Item::Event(id.unwrap_or_default(), value),
+        _ => Item::Named(kind, value),
     })
 }
 

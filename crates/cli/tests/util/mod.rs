@@ -86,10 +86,23 @@ impl Dir {
         self.spawn_env(args, &[])
     }
 
+    /// Starts `seed args…` in the background as the leader of a process
+    /// group of its own, as a shell runs a foreground job (see [`Running::signal_group`]).
+    pub fn spawn_leader(&self, args: &[&str]) -> Running {
+        self.spawn_with(args, &[], true)
+    }
+
     /// Starts `seed args…` in the background with these environment variables set.
     pub fn spawn_env(&self, args: &[&str], env: &[(&str, &str)]) -> Running {
+        self.spawn_with(args, env, false)
+    }
+
+    fn spawn_with(&self, args: &[&str], env: &[(&str, &str)], leader: bool) -> Running {
         let mut test = self.command(args);
         test.cmd.envs(env.iter().copied());
+        if leader {
+            std::os::unix::process::CommandExt::process_group(&mut test.cmd, 0);
+        }
         test.cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let shown = test.describe();
         let mut child = test.cmd.spawn().unwrap_or_else(|e| panic!("cannot start {shown}: {e}"));
@@ -286,6 +299,17 @@ impl Running {
                 Err(mpsc::RecvTimeoutError::Disconnected) => return out,
                 Err(mpsc::RecvTimeoutError::Timeout) => self.fail("its stdout did not close"),
             }
+        }
+    }
+
+    /// Sends `signal` to the process's whole group, as a terminal sends
+    /// Ctrl-C to its foreground job (the process must lead its group: see
+    /// [`Dir::spawn_leader`]).
+    pub fn signal_group(&self, signal: i32) {
+        let pid = i32::try_from(self.child.id()).expect("pid");
+        // SAFETY: sends a signal to the process group our child leads.
+        unsafe {
+            libc::kill(-pid, signal);
         }
     }
 

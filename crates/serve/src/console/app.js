@@ -1,4 +1,5 @@
-// The Seed console: topics with live rates, a live tail, an event's JSON, a publish form.
+// The Seed console: topics with live rates, a live tail, an event's JSON, the
+// state browser (entities of a type by status, an entity's history), a publish form.
 // Plain browser JavaScript, no build step; the server compiles this file into its binary.
 "use strict";
 
@@ -209,6 +210,112 @@ $("publish-form").onsubmit = async (e) => {
   }
 };
 
+// Work groups from /v1/groups every two seconds; a click shows the group's dead letters.
+let openGroup = null;
+async function refreshGroups() {
+  const response = await api("/v1/groups");
+  if (!response.ok) return;
+  const groups = await response.json();
+  const body = $("groups").tBodies[0];
+  body.replaceChildren();
+  for (const g of groups) {
+    const tr = document.createElement("tr");
+    tr.title = g.pattern + (g.members.length ? "; members: " + g.members.join(", ") : "");
+    for (const [text, cls] of [[g.name, ""], [String(g.members.length), "num"], [String(g.in_flight), "num"], [String(g.waiting), "num"], [String(g.dead_lettered), "num"]]) {
+      const td = document.createElement("td");
+      td.textContent = text;
+      if (cls) td.className = cls;
+      tr.append(td);
+    }
+    tr.onclick = () => { openGroup = g.name; showDeadLetters(); };
+    body.append(tr);
+  }
+  $("groups-empty").hidden = groups.length > 0;
+}
+
+// The dead letters of the open group not redriven yet, each with a Redrive button.
+async function showDeadLetters() {
+  const list = $("dead-letters");
+  const group = openGroup;
+  const response = await api("/v1/events?topic=" + encodeURIComponent("dead." + group));
+  if (!response.ok) { list.replaceChildren(); return; }
+  const events = ndjson(await response.text());
+  const redriven = new Set(events.filter((e) => e.payload.redriven).map((e) => e.payload.redriven));
+  const letters = events.filter((e) => e.payload.event && !redriven.has(e.id));
+  list.replaceChildren();
+  for (const letter of letters.slice(-20)) {
+    const li = document.createElement("li");
+    const what = document.createElement("span");
+    what.textContent = letter.payload.topic + " \u00d7" + letter.payload.deliveries + ": " + letter.payload.error;
+    what.onclick = () => { $("detail").className = ""; $("detail").textContent = JSON.stringify(letter, null, 2); };
+    const button = document.createElement("button");
+    button.type = "button";
+    button.textContent = "Redrive";
+    button.onclick = async () => {
+      const r = await api("/v1/groups/" + encodeURIComponent(group) + "/redrive", {
+        method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ id: letter.id }),
+      });
+      if (r.ok) showDeadLetters(); else what.textContent = await errorText(r);
+      refreshGroups();
+    };
+    li.append(what, button);
+    list.append(li);
+  }
+  if (!letters.length) {
+    const li = document.createElement("li");
+    li.className = "muted";
+    li.textContent = "No dead letters in group " + group + ".";
+    list.append(li);
+  }
+}
+
+// The state browser: the entities of a type (by status) from /v1/state/{type},
+// and an entity's kept versions in the detail panel on click.
+function ndjson(text) {
+  return text.split("\n").filter((l) => l.trim()).map((l) => JSON.parse(l));
+}
+
+async function listStates() {
+  const kind = $("states-type").value.trim();
+  const status = $("states-status").value;
+  const empty = $("states-empty");
+  const body = $("states").tBodies[0];
+  body.replaceChildren();
+  const query = status ? "?status=" + encodeURIComponent(status) : "";
+  const response = await api("/v1/state/" + encodeURIComponent(kind) + query);
+  if (!response.ok) {
+    empty.hidden = false;
+    empty.textContent = await errorText(response);
+    return;
+  }
+  const states = ndjson(await response.text());
+  states.sort((a, b) => a.entity_id.localeCompare(b.entity_id));
+  for (const s of states.slice(0, MAX_ROWS)) {
+    const tr = document.createElement("tr");
+    for (const [text, cls] of [[s.entity_id, ""], [s.status, ""], [String(s.version), "num"], [s.updated_by, ""]]) {
+      const td = document.createElement("td");
+      td.textContent = text;
+      if (cls) td.className = cls;
+      tr.append(td);
+    }
+    tr.onclick = () => showHistory(kind, s.entity_id);
+    body.append(tr);
+  }
+  empty.hidden = states.length > 0;
+  empty.textContent = "No " + (status ? status + " " : "") + "entities of type " + kind + ".";
+}
+
+async function showHistory(kind, id) {
+  const detail = $("detail");
+  const response = await api("/v1/state/" + encodeURIComponent(kind) + "/" + encodeURIComponent(id) + "/history");
+  detail.className = "";
+  detail.textContent = response.ok
+    ? kind + "/" + id + ", oldest first:\n" + ndjson(await response.text()).map((s) => JSON.stringify(s, null, 2)).join("\n")
+    : await errorText(response);
+}
+
+$("states-form").onsubmit = (e) => { e.preventDefault(); listStates(); };
+
 const theme = localStorage.getItem("seed-theme") ||
   (matchMedia("(prefers-color-scheme: dark)").matches ? "dark" : "light");
 document.documentElement.dataset.theme = theme;
@@ -220,4 +327,6 @@ $("theme").onclick = () => {
 
 refreshTopics();
 setInterval(refreshTopics, 2000);
+refreshGroups();
+setInterval(refreshGroups, 2000);
 follow();
