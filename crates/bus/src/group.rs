@@ -11,7 +11,7 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use seed_event::support::lock;
 use seed_event::{Delivery, DeliveryToken, EventStore, GroupConfig, GroupMember};
@@ -132,10 +132,30 @@ impl GroupWorker {
                 return Ok(());
             };
             acks.clear();
-            for delivery in batch {
+            // A batch that takes longer than half the ack wait: what is handled
+            // is acked, and the rest's ack wait starts again, so that slow
+            // handlers do not see their events handed to other members.
+            let half = self.config.group.ack_wait / 2;
+            let mut since = Instant::now();
+            let tokens: Vec<DeliveryToken> = batch.iter().map(|d| d.token.clone()).collect();
+            for (i, delivery) in batch.into_iter().enumerate() {
                 if shared.stop.load(Ordering::SeqCst) {
                     // The rest go back to the group when this member leaves.
                     return Ok(());
+                }
+                if since.elapsed() >= half {
+                    if !acks.is_empty() {
+                        self.before_ack()?;
+                        let done = std::mem::take(acks);
+                        if self.with_store(shared, |w| w.member.ack(&done))?.is_none() {
+                            return Ok(());
+                        }
+                    }
+                    let rest = &tokens[i..];
+                    if self.with_store(shared, |w| w.member.extend(rest))?.is_none() {
+                        return Ok(());
+                    }
+                    since = Instant::now();
                 }
                 match call(&mut self.handler, &delivery) {
                     Ok(()) => {

@@ -248,6 +248,42 @@ fn a_failing_before_ack_stops_the_member_without_acking() {
     other.unsubscribe().unwrap();
 }
 
+/// A batch that takes longer than the ack wait to handle: its events' ack
+/// waits start again as it goes, so the idle member never gets one of them.
+#[test]
+fn a_slow_batch_keeps_its_events() {
+    let bus = EventBus::new(Arc::new(MemoryStore::new()));
+    publish(&bus, "slowly", 0..12);
+    let config = WorkerConfig::new(
+        group("slow", "slowly").ack_wait(Duration::from_millis(600)).max_in_flight(12),
+    );
+    let handled: Arc<Mutex<Vec<(u64, &'static str)>>> = Arc::default();
+    let slow = {
+        let handled = handled.clone();
+        bus.join_group(config.clone().member("slow"), move |d| {
+            std::thread::sleep(Duration::from_millis(100));
+            handled.lock().unwrap().push((d.event.event.payload["n"].as_u64().unwrap(), "slow"));
+            Ok(())
+        })
+        .unwrap()
+    };
+    assert!(wait_until(|| !handled.lock().unwrap().is_empty()), "the slow member took the batch");
+    let idle = {
+        let handled = handled.clone();
+        bus.join_group(config.member("idle"), move |d| {
+            handled.lock().unwrap().push((d.event.event.payload["n"].as_u64().unwrap(), "idle"));
+            Ok(())
+        })
+        .unwrap()
+    };
+    assert!(wait_until(|| handled.lock().unwrap().len() >= 12), "all handled");
+    slow.unsubscribe().unwrap();
+    idle.unsubscribe().unwrap();
+    let handled = handled.lock().unwrap();
+    assert_eq!(handled.len(), 12, "none twice: {handled:?}");
+    assert!(handled.iter().all(|(_, by)| *by == "slow"), "{handled:?}");
+}
+
 /// A letter whose original is still its topic's last event is put back (the
 /// search for an earlier redrive looks after the original, and finds nothing).
 #[test]

@@ -244,6 +244,10 @@ impl seed_event::GroupMember for FlakyMember {
         self.store.check()?;
         self.inner.in_progress(token)
     }
+    fn extend(&mut self, tokens: &[seed_event::DeliveryToken]) -> seed_event::Result<()> {
+        self.store.check()?;
+        self.inner.extend(tokens)
+    }
     fn interrupter(&self) -> Arc<dyn seed_event::Interrupt> {
         self.inner.interrupter()
     }

@@ -594,7 +594,13 @@ fn subscribe(bus: &EventBus, args: &SubscribeArgs) -> Result<()> {
                         return Ok(());
                     }
                     Err(bus::Error::ConsumerBusy { .. }) => {
-                        bail!("group {name} is still held by another subscriber")
+                        // A standby that never became active: its --timeout
+                        // ended it, as it ends any subscriber.
+                        eprintln!(
+                            "Group {name} is still held by another subscriber; --timeout reached"
+                        );
+                        finish_shared(&out)?;
+                        return Ok(());
                     }
                     other => other?,
                 }

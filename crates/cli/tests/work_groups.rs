@@ -1,8 +1,9 @@
 //! Work groups across processes on the file store: `seed subscribe --group
 //! NAME` processes share the events (each printed once, every process gets
-//! some), a member killed with SIGKILL while it holds events hands them to
-//! the others at once, `--ordered per-topic` keeps each topic in order, and a
-//! store without work groups is refused.
+//! some) and a member killed with SIGKILL while it holds events hands them
+//! to the others at once, on the file store and on a private redis-server;
+//! `--ordered per-topic` keeps each topic in order; `--exec` workers, Ctrl-C,
+//! `groups` and `redrive`.
 //!
 //! Redelivery times are printed (`--nocapture` shows them), never asserted.
 
@@ -30,7 +31,35 @@ fn publish_range(dir: &Dir, topic: &str, from: u64, to: u64) {
     cmd.expect_status(&output, 0);
 }
 
-/// The group's figures, read with the library.
+/// A store for the tests: the file store of a [`Dir`], or a private redis-server.
+struct Env {
+    dir: Dir,
+    /// The server, for Redis.
+    redis: Option<store_redis::testing::RedisServer>,
+}
+
+impl Env {
+    fn file() -> Env {
+        Env { dir: Dir::new(), redis: None }
+    }
+
+    fn redis() -> Env {
+        let server = store_redis::testing::RedisServer::start();
+        Env { dir: Dir::with_redis(server.url()), redis: Some(server) }
+    }
+
+    /// The group's figures, read with the library.
+    fn info(&self, name: &str) -> Option<seed_event::GroupInfo> {
+        let store: Box<dyn EventStore> = match &self.redis {
+            Some(server) => Box::new(store_redis::RedisStore::open(&server.url()).unwrap()),
+            None => Box::new(store_file::FileStore::open(self.dir.path().join("events")).unwrap()),
+        };
+        let groups = store.groups().unwrap().list().unwrap();
+        groups.into_iter().find(|g| g.name == name)
+    }
+}
+
+/// The group's figures on the file store of `dir`.
 fn group_info(dir: &Dir, name: &str) -> Option<seed_event::GroupInfo> {
     let store = store_file::FileStore::open(dir.path().join("events")).unwrap();
     let groups = store.groups().unwrap().list().unwrap();
@@ -57,7 +86,16 @@ fn total(got: &[Vec<String>]) -> usize {
 
 #[test]
 fn three_processes_share_3000_events_each_printed_once() {
-    let dir = Dir::new();
+    three_processes_share(&Env::file());
+}
+
+#[test]
+fn three_processes_share_3000_events_each_printed_once_on_redis() {
+    three_processes_share(&Env::redis());
+}
+
+fn three_processes_share(env: &Env) {
+    let dir = &env.dir;
     let args = ["subscribe", "--topic", "jobs.*", "--group", "g", "--max-in-flight", "50"];
     let members: Vec<Running> = (0..3).map(|_| dir.spawn(&args)).collect();
     for m in &members {
@@ -65,7 +103,7 @@ fn three_processes_share_3000_events_each_printed_once() {
     }
     for chunk in 0..6 {
         let topic = if chunk % 2 == 0 { "jobs.a" } else { "jobs.b" };
-        publish_range(&dir, topic, chunk * 500, (chunk + 1) * 500);
+        publish_range(dir, topic, chunk * 500, (chunk + 1) * 500);
     }
     let mut got = vec![Vec::new(); 3];
     collect_until(&members, &mut got, |got| total(got) >= 3000);
@@ -82,7 +120,7 @@ fn three_processes_share_3000_events_each_printed_once() {
     assert_eq!(all.len(), 3000, "no event printed twice");
     let per_member: Vec<usize> = got.iter().map(Vec::len).collect();
     assert!(per_member.iter().all(|n| *n > 0), "every member printed some: {per_member:?}");
-    let info = group_info(&dir, "g").unwrap();
+    let info = env.info("g").unwrap();
     assert_eq!((info.in_flight, info.waiting, info.members.len()), (0, 0, 0), "{info:?}");
 }
 
@@ -90,9 +128,18 @@ fn three_processes_share_3000_events_each_printed_once() {
 /// with SIGKILL, its unacked events go to the other member at once.
 #[test]
 fn a_killed_members_events_go_to_the_others() {
+    killed_members_events_go_to_the_others(&Env::file());
+}
+
+#[test]
+fn a_killed_members_events_go_to_the_others_on_redis() {
+    killed_members_events_go_to_the_others(&Env::redis());
+}
+
+fn killed_members_events_go_to_the_others(env: &Env) {
     const EVENTS: u64 = 3000;
-    let dir = Dir::new();
-    publish_range(&dir, "jobs", 0, EVENTS);
+    let dir = &env.dir;
+    publish_range(dir, "jobs", 0, EVENTS);
     let args = [
         "subscribe",
         "--topic",
@@ -111,7 +158,7 @@ fn a_killed_members_events_go_to_the_others() {
     let deadline = Instant::now() + DEADLINE;
     let mut last = None;
     loop {
-        let info = group_info(&dir, "g");
+        let info = env.info("g");
         let now = info.as_ref().map(|i| (i.in_flight, i.waiting));
         if now.is_some_and(|(in_flight, _)| in_flight > 0) && now == last {
             break;
@@ -124,12 +171,12 @@ fn a_killed_members_events_go_to_the_others() {
     other.wait_listening();
     let mut printed = Vec::new();
     let deadline = Instant::now() + DEADLINE;
-    while group_info(&dir, "g").unwrap().waiting > 0 {
+    while env.info("g").unwrap().waiting > 0 {
         printed.extend(other.lines_within(Duration::from_millis(20)));
         assert!(Instant::now() < deadline, "the other member did not take the waiting events");
     }
     printed.extend(other.lines_within(Duration::from_millis(100)));
-    let held = group_info(&dir, "g").unwrap().in_flight;
+    let held = env.info("g").unwrap().in_flight;
     assert!(held > 0, "the stuck member still holds events");
 
     let killed = Instant::now();
@@ -151,7 +198,8 @@ fn a_killed_members_events_go_to_the_others() {
         }
     }
     eprintln!(
-        "SIGKILL of a member holding {held} events: the other printed {redelivered} of them, the last {:.0} ms after the kill",
+        "{}: SIGKILL of a member holding {held} events: the other printed {redelivered} of them, the last {:.0} ms after the kill",
+        if env.redis.is_some() { "redis" } else { "file" },
         (last_at - killed).as_secs_f64() * 1000.0
     );
     let all: BTreeSet<u64> = seen.union(&by_stuck).copied().collect();
@@ -227,14 +275,6 @@ fn group_options_are_checked() {
 }
 
 #[test]
-fn a_store_without_work_groups_is_refused_with_a_hint() {
-    let server = store_redis::testing::RedisServer::start();
-    let dir = Dir::with_redis(server.url());
-    let err = dir.command(&["subscribe", "--topic", "a", "--group", "g"]).fails_with(2);
-    assert!(err.contains("--exclusive"), "{err}");
-}
-
-#[test]
 fn groups_lists_and_deletes_work_groups() {
     let dir = Dir::new();
     assert_eq!(dir.stdout(&["groups", "--json"]), "[]\n");
@@ -272,7 +312,16 @@ fn groups_lists_and_deletes_work_groups() {
 /// running two commands each.
 #[test]
 fn exec_workers_handle_each_event_once_and_dead_letter_poison() {
-    let dir = Dir::new();
+    exec_workers_and_poison(&Env::file());
+}
+
+#[test]
+fn exec_workers_handle_each_event_once_and_dead_letter_poison_on_redis() {
+    exec_workers_and_poison(&Env::redis());
+}
+
+fn exec_workers_and_poison(env: &Env) {
+    let dir = &env.dir;
     let handled = dir.path().join("handled.txt");
     let cmd = format!(
         r#"read line; case "$line" in *poison*) echo "cannot handle $SEED_EVENT_ID" >&2; echo "poison at delivery $SEED_DELIVERY" >&2; exit 3;; esac; echo "$SEED_TOPIC $SEED_CURSOR $SEED_DELIVERY $line" >> {}"#,
@@ -447,4 +496,64 @@ fn redrive_puts_dead_letters_back_and_they_are_handled() {
     worker.expect_exit(0);
     let line = std::fs::read_to_string(&handled).unwrap();
     assert_eq!(n_of(line.trim()), 5, "the redriven event was handled");
+}
+
+/// `--ordered per-topic` with four `--exec` workers and 20 topics: the
+/// commands append to one file as they run, and every topic's events are
+/// there in order, each once (the next event of a topic is handed out only
+/// once the command of the one before exited).
+#[test]
+fn per_topic_order_is_kept_across_exec_workers() {
+    per_topic_order_of_exec_workers(&Env::file());
+}
+
+#[test]
+fn per_topic_order_is_kept_across_exec_workers_on_redis() {
+    per_topic_order_of_exec_workers(&Env::redis());
+}
+
+fn per_topic_order_of_exec_workers(env: &Env) {
+    let dir = &env.dir;
+    let handled = dir.path().join("handled");
+    let cmd = format!("cat >> {}", handled.display());
+    let args = [
+        "subscribe",
+        "--topic",
+        "o.*",
+        "--group",
+        "ordered",
+        "--ordered",
+        "per-topic",
+        "--exec",
+        &cmd,
+    ];
+    let workers: Vec<Running> = (0..4).map(|_| dir.spawn(&args)).collect();
+    for w in &workers {
+        w.wait_listening();
+    }
+    for t in 0..20 {
+        publish_range(dir, &format!("o.{t}"), 0, 10);
+    }
+    let deadline = Instant::now() + DEADLINE;
+    let text = loop {
+        let text = std::fs::read_to_string(&handled).unwrap_or_default();
+        if text.lines().count() >= 200 {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "{} of 200 handled", text.lines().count());
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    for mut w in workers {
+        w.signal(libc::SIGINT);
+        w.expect_exit(0);
+    }
+    let mut per_topic: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        per_topic.entry(v["topic"].as_str().unwrap().to_string()).or_default().push(n_of(line));
+    }
+    assert_eq!(per_topic.len(), 20);
+    for (t, ns) in per_topic {
+        assert_eq!(ns, (0..10).collect::<Vec<_>>(), "topic {t} in order, each once");
+    }
 }

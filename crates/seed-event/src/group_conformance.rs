@@ -26,7 +26,7 @@ macro_rules! group_conformance_tests {
             group_dead_letters_after_max_deliveries, group_per_topic_order,
             group_member_leaving_hands_its_events_over, group_survives_a_restart,
             group_start_and_checks, group_fetch_waits_and_is_interrupted,
-            group_delete_needs_every_member_gone
+            group_delete_needs_every_member_gone, group_dead_letters_once_among_racing_members
         );
     };
     (@cases $harness:expr; $($case:ident),* $(,)?) => {
@@ -191,7 +191,7 @@ pub fn group_acks_nacks_and_backoff(h: &dyn Harness) {
 }
 
 /// An event whose ack wait passes goes to another member; `in_progress`
-/// keeps it where it is.
+/// (and `extend`, for several) keeps it where it is.
 pub fn group_ack_wait_and_in_progress(h: &dyn Harness) {
     let store = h.open();
     let t = topic("wait.t");
@@ -207,7 +207,7 @@ pub fn group_ack_wait_and_in_progress(h: &dyn Harness) {
     let until = Instant::now() + Duration::from_millis(900);
     while Instant::now() < until {
         slow.in_progress(&kept[0].token).unwrap();
-        other.in_progress(&got[0].token).unwrap();
+        other.extend(std::slice::from_ref(&got[0].token)).unwrap();
         thread::sleep(Duration::from_millis(50));
     }
     other.ack(&[got[0].token.clone()]).unwrap();
@@ -479,4 +479,47 @@ pub fn group_delete_needs_every_member_gone(h: &dyn Harness) {
     assert!(!groups.delete(&name).unwrap(), "deleted already");
     let mut again = join(store.as_ref(), &config, "m");
     assert_eq!(ns(&fetch_n(again.as_mut(), 3)), vec![0, 1, 2], "a new group from the beginning");
+}
+
+/// Four members on threads fail every event: each is dead-lettered exactly
+/// once, also where members settle dead letters at the same time.
+pub fn group_dead_letters_once_among_racing_members(h: &dyn Harness) {
+    const EVENTS: u64 = 40;
+    let store = h.open();
+    let t = topic("doomed.t");
+    append_n(store.as_ref(), &t, 0..EVENTS);
+    let config = group("racing-dl", "doomed.t").max_deliveries(2).max_in_flight(4);
+    let dead = topic("dead.racing-dl");
+    let barrier = Arc::new(Barrier::new(4));
+    let mut threads = Vec::new();
+    for i in 0..4 {
+        let store = h.open();
+        let (config, barrier, dead) = (config.clone(), barrier.clone(), dead.clone());
+        threads.push(thread::spawn(move || {
+            let mut member = join(store.as_ref(), &config, &format!("m{i}"));
+            barrier.wait();
+            let deadline = Instant::now() + DEADLINE;
+            while Instant::now() < deadline {
+                let letters = store.query(&Query::topic(&dead)).unwrap();
+                let ids: BTreeSet<_> =
+                    letters.iter().map(|l| l.event.payload["cursor"].to_string()).collect();
+                if ids.len() as u64 >= EVENTS {
+                    break;
+                }
+                for d in member.fetch(4, Duration::from_millis(20)).unwrap() {
+                    member.nack(&d.token, Some(Duration::ZERO), "always").unwrap();
+                }
+            }
+        }));
+    }
+    for t in threads {
+        if let Err(panic) = t.join() {
+            std::panic::resume_unwind(panic);
+        }
+    }
+    let letters = store.query(&Query::topic(&dead)).unwrap();
+    let cursors: BTreeSet<_> =
+        letters.iter().map(|l| l.event.payload["cursor"].to_string()).collect();
+    assert_eq!(cursors.len() as u64, EVENTS, "every event dead-lettered");
+    assert_eq!(letters.len() as u64, EVENTS, "each dead-lettered once");
 }

@@ -8,6 +8,7 @@
 //! processes agree on deadlines.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -23,8 +24,9 @@ use crate::{
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pending {
     /// The member holding it; `None` while it waits to be delivered again.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub member: Option<String>,
+    /// Shared: the entries of one batch point to one string.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "shared_name")]
+    pub member: Option<Arc<str>>,
     /// Held: its ack wait ends then. Waiting: it may be delivered from then on.
     pub until: i64,
     /// Deliveries so far.
@@ -57,12 +59,102 @@ pub struct GroupState {
     pub dead_letter: Option<Topic>,
     /// Per topic the last event handed out; topics not here start at their beginning.
     pub positions: BTreeMap<Topic, Cursor>,
-    /// Per topic the events delivered and not acked, by cursor.
+    /// Per topic the events delivered and not acked, by cursor; written as
+    /// runs of cursors that share their state (see [`runs`]), so a batch
+    /// handed to one member takes a few bytes, not a line per event.
+    #[serde(with = "runs")]
     pub pending: BTreeMap<Topic, BTreeMap<Cursor, Pending>>,
     /// Deliveries after the first, in all.
     pub redelivered: u64,
     /// Events dead-lettered, in all.
     pub dead_lettered: u64,
+}
+
+/// An optional shared name as an optional JSON string.
+mod shared_name {
+    use std::sync::Arc;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(name: &Option<Arc<str>>, s: S) -> Result<S::Ok, S::Error> {
+        match name {
+            Some(n) => s.serialize_some(&**n),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Arc<str>>, D::Error> {
+        Ok(Option::<String>::deserialize(d)?.map(Arc::from))
+    }
+}
+
+/// The pending table as JSON: per topic, a list of `[pending, runs]` where
+/// `pending` is the state the cursors share and `runs` is a list of
+/// `[first, n]`: the cursor `first` and the `n - 1` after it (`major + 1`,
+/// minor 0 each).
+pub mod runs {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::Pending;
+    use crate::{Cursor, Topic};
+
+    /// A run: its first cursor and how many consecutive ones.
+    #[derive(Serialize, Deserialize)]
+    struct Run(Cursor, u64);
+
+    type Table = BTreeMap<Topic, BTreeMap<Cursor, Pending>>;
+
+    /// The longest run read back (more events than any group holds in flight).
+    const MAX_RUN: u64 = 1 << 24;
+
+    /// Writes `table` as runs.
+    pub fn serialize<S: Serializer>(table: &Table, s: S) -> Result<S::Ok, S::Error> {
+        let mut out: BTreeMap<&Topic, Vec<(&Pending, Vec<Run>)>> = BTreeMap::new();
+        for (topic, entries) in table {
+            let groups = out.entry(topic).or_default();
+            for (cursor, p) in entries {
+                let follows = |r: &Run| {
+                    r.0.minor() == 0
+                        && cursor.minor() == 0
+                        && r.0.major().checked_add(r.1) == Some(cursor.major())
+                };
+                match groups.iter_mut().find(|(q, _)| *q == p) {
+                    Some((_, runs)) => match runs.last_mut() {
+                        Some(run) if follows(run) => run.1 += 1,
+                        _ => runs.push(Run(*cursor, 1)),
+                    },
+                    None => groups.push((p, vec![Run(*cursor, 1)])),
+                }
+            }
+        }
+        out.serialize(s)
+    }
+
+    /// Reads runs back into the table.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Table, D::Error> {
+        let read: BTreeMap<Topic, Vec<(Pending, Vec<Run>)>> = BTreeMap::deserialize(d)?;
+        let mut table = Table::new();
+        for (topic, groups) in read {
+            let entries = table.entry(topic).or_default();
+            for (p, runs) in groups {
+                for Run(first, n) in runs {
+                    if n > MAX_RUN {
+                        return Err(serde::de::Error::custom(format!(
+                            "a run of {n} pending events, at most {MAX_RUN} are possible"
+                        )));
+                    }
+                    entries.insert(first, p.clone());
+                    for i in 1..n {
+                        let cursor = Cursor::new(first.major().saturating_add(i), 0);
+                        entries.insert(cursor, p.clone());
+                    }
+                }
+            }
+        }
+        Ok(table)
+    }
 }
 
 /// The current time for group deadlines.
@@ -90,6 +182,28 @@ fn event_at(store: &dyn EventStore, topic: &Topic, cursor: Cursor) -> Result<Opt
         ..Query::topic(topic)
     };
     Ok(store.query(&query)?.into_iter().find(|e| e.cursor == cursor))
+}
+
+/// Appends `letter` to its topic unless the topic's newest events hold its
+/// id: the check and the append are one conditional append (on the last
+/// cursor the check saw), so two members settling the same dead letter at
+/// once (where the store's group changes are optimistic, as on Redis) append
+/// it once.
+fn append_once(store: &dyn EventStore, letter: &Event) -> Result<()> {
+    let recent = Query { limit: Some(Limit::Last(10_000)), ..Query::topic(&letter.topic) };
+    for _ in 0..1000 {
+        let newest = store.query(&recent)?;
+        if newest.iter().any(|e| e.event.id == letter.id) {
+            return Ok(());
+        }
+        match store.append_expecting(letter, newest.last().map(|e| e.cursor)) {
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == crate::ErrorKind::Conflict => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    // Appends without end to the dead-letter topic: at least once.
+    store.append(letter).map(drop)
 }
 
 impl GroupState {
@@ -166,7 +280,7 @@ impl GroupState {
             .pending
             .values()
             .flat_map(|m| m.values())
-            .filter_map(|p| p.member.clone())
+            .filter_map(|p| p.member.as_deref().map(str::to_string))
             .collect();
         out.sort();
         out.dedup();
@@ -202,7 +316,7 @@ impl GroupState {
         for entries in self.pending.values_mut() {
             for p in entries.values_mut() {
                 let Some(member) = &p.member else { continue };
-                let error = if !verdicts.get(member).copied().unwrap_or(true) {
+                let error = if !verdicts.get(&**member).copied().unwrap_or(true) {
                     format!("member {member} left with the event in flight")
                 } else if p.until <= now {
                     format!("the ack wait of {:?} passed", config.ack_wait)
@@ -235,33 +349,27 @@ impl GroupState {
         if marked.is_empty() {
             return Ok(());
         }
-        let recent =
-            Query { limit: Some(Limit::Last(10_000)), ..Query::topic(&config.dead_letter) };
-        let there: std::collections::BTreeSet<Uuid> =
-            store.query(&recent)?.into_iter().map(|e| e.event.id).collect();
         for (topic, cursor, p) in marked {
             let id = p.dead.unwrap_or_else(Uuid::now_v7);
-            if !there.contains(&id) {
-                let original = event_at(store, &topic, cursor)?;
-                let payload = json!({
-                    "event": original.as_ref().map(|e| serde_json::to_value(&e.event).unwrap_or_default()),
-                    "topic": topic.as_str(),
-                    "cursor": cursor.to_string(),
-                    "deliveries": p.deliveries,
-                    "error": p.error.clone().unwrap_or_default(),
-                    "group": config.name.as_str(),
-                });
-                let mut letter = Event::new(
-                    config.dead_letter.clone(),
-                    format!("group:{}", config.name),
-                    payload.as_object().cloned().unwrap_or_default(),
-                );
-                letter.id = id;
-                if let Some(e) = &original {
-                    letter.correlation_id = e.event.correlation_id.clone();
-                }
-                store.append(&letter)?;
+            let original = event_at(store, &topic, cursor)?;
+            let payload = json!({
+                "event": original.as_ref().map(|e| serde_json::to_value(&e.event).unwrap_or_default()),
+                "topic": topic.as_str(),
+                "cursor": cursor.to_string(),
+                "deliveries": p.deliveries,
+                "error": p.error.clone().unwrap_or_default(),
+                "group": config.name.as_str(),
+            });
+            let mut letter = Event::new(
+                config.dead_letter.clone(),
+                format!("group:{}", config.name),
+                payload.as_object().cloned().unwrap_or_default(),
+            );
+            letter.id = id;
+            if let Some(e) = &original {
+                letter.correlation_id = e.event.correlation_id.clone();
             }
+            append_once(store, &letter)?;
             self.remove(&topic, cursor);
             self.dead_lettered += 1;
         }
@@ -294,6 +402,7 @@ impl GroupState {
             return Ok(out);
         }
         let until = now.saturating_add(micros(config.ack_wait));
+        let holder: Arc<str> = Arc::from(member);
         // Events waiting to be delivered again, oldest first per topic.
         let due: Vec<(Topic, Cursor)> = self
             .pending
@@ -312,7 +421,7 @@ impl GroupState {
             let Some(p) = self.pending.get_mut(&topic).and_then(|m| m.get_mut(&cursor)) else {
                 continue;
             };
-            p.member = Some(member.to_string());
+            p.member = Some(holder.clone());
             p.deliveries = p.deliveries.saturating_add(1);
             p.until = until;
             self.redelivered += 1;
@@ -351,7 +460,7 @@ impl GroupState {
             for event in store.query(&query)? {
                 self.positions.insert(topic.clone(), event.cursor);
                 let pending = Pending {
-                    member: Some(member.to_string()),
+                    member: Some(holder.clone()),
                     until,
                     deliveries: 1,
                     error: None,
@@ -504,10 +613,10 @@ mod tests {
     }
 
     #[test]
-    fn the_state_round_trips_as_json() {
+    fn the_state_round_trips_as_json_with_pending_events_in_runs() {
         let mut state = GroupState { pattern: "a.>".into(), ..GroupState::default() };
         let t = Topic::new("a.b").unwrap();
-        state.positions.insert(t.clone(), Cursor::new(3, 0));
+        state.positions.insert(t.clone(), Cursor::new(300, 0));
         let p = Pending {
             member: Some("m".into()),
             until: 7,
@@ -515,8 +624,16 @@ mod tests {
             error: Some("x".into()),
             dead: None,
         };
-        state.pending.entry(t).or_default().insert(Cursor::new(2, 0), p);
+        let q = Pending { member: None, until: 9, deliveries: 1, error: None, dead: None };
+        let entries = state.pending.entry(t).or_default();
+        for c in (10..266).chain(270..280) {
+            entries.insert(Cursor::new(c, 0), p.clone());
+        }
+        entries.insert(Cursor::new(266, 0), q.clone());
+        entries.insert(Cursor::new(267, 3), q);
         let text = serde_json::to_string(&state).unwrap();
+        assert!(text.contains("[[\"10-0\",256],[\"270-0\",10]]"), "{text}");
+        assert!(text.len() < 400, "{} bytes: {text}", text.len());
         assert_eq!(serde_json::from_str::<GroupState>(&text).unwrap(), state);
     }
 }

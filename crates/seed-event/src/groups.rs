@@ -285,6 +285,12 @@ pub trait GroupMember: Send {
     /// The member is still at it: the ack wait of the delivery starts again.
     fn in_progress(&mut self, token: &DeliveryToken) -> Result<()>;
 
+    /// [`in_progress`](GroupMember::in_progress) for each of `tokens`, in
+    /// one step where the store can.
+    fn extend(&mut self, tokens: &[DeliveryToken]) -> Result<()> {
+        tokens.iter().try_for_each(|t| self.in_progress(t))
+    }
+
     /// Cuts a [`fetch`](GroupMember::fetch) wait short from another thread.
     fn interrupter(&self) -> Arc<dyn Interrupt>;
 }

@@ -222,6 +222,16 @@ impl GroupMember for MemoryMember {
         })
     }
 
+    fn extend(&mut self, tokens: &[DeliveryToken]) -> Result<()> {
+        with_group(&self.store, &self.name(), |state, _| {
+            let now = group_engine::now();
+            for t in tokens {
+                state.in_progress(&self.config, &self.id, t, now);
+            }
+            Ok(())
+        })
+    }
+
     fn interrupter(&self) -> Arc<dyn Interrupt> {
         self.interrupt.clone()
     }

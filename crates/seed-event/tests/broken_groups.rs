@@ -28,6 +28,8 @@ enum Fault {
     KeepsOnLeave,
     /// Delete says yes and removes nothing.
     DeleteDoesNothing,
+    /// A nack that dead-letters appends the letter twice.
+    DeadLetterTwice,
 }
 
 #[derive(Clone)]
@@ -47,10 +49,12 @@ impl GroupBackend for Broken {
             }
             Fault::NeverDead => config.max_deliveries = u32::MAX,
             Fault::NoOrder => config.ordering = GroupOrdering::None,
-            Fault::KeepsOnLeave | Fault::DeleteDoesNothing => {}
+            Fault::KeepsOnLeave | Fault::DeleteDoesNothing | Fault::DeadLetterTwice => {}
         }
         let inner = EventStore::groups(&self.inner).unwrap().join(&config, member)?;
-        Ok(Box::new(Member { inner: Some(inner), keep: self.fault == Fault::KeepsOnLeave }))
+        let twice = (self.fault == Fault::DeadLetterTwice)
+            .then(|| (self.inner.clone(), config.dead_letter.clone()));
+        Ok(Box::new(Member { inner: Some(inner), keep: self.fault == Fault::KeepsOnLeave, twice }))
     }
 
     fn list(&self) -> Result<Vec<GroupInfo>> {
@@ -67,6 +71,8 @@ impl GroupBackend for Broken {
 struct Member {
     inner: Option<Box<dyn GroupMember>>,
     keep: bool,
+    /// For [`Fault::DeadLetterTwice`]: the store and the dead-letter topic.
+    twice: Option<(MemoryStore, Topic)>,
 }
 
 impl Member {
@@ -94,10 +100,24 @@ impl GroupMember for Member {
         self.inner().ack(tokens)
     }
     fn nack(&mut self, token: &DeliveryToken, delay: Option<Duration>, error: &str) -> Result<()> {
-        self.inner().nack(token, delay, error)
+        let Some((store, dead)) = self.twice.clone() else {
+            return self.inner().nack(token, delay, error);
+        };
+        let before = store.query(&Query::topic(&dead))?.len();
+        self.inner().nack(token, delay, error)?;
+        let letters = store.query(&Query::topic(&dead))?;
+        if letters.len() > before {
+            if let Some(last) = letters.last() {
+                store.append(&last.event)?;
+            }
+        }
+        Ok(())
     }
     fn in_progress(&mut self, token: &DeliveryToken) -> Result<()> {
         self.inner().in_progress(token)
+    }
+    fn extend(&mut self, tokens: &[DeliveryToken]) -> Result<()> {
+        self.inner().extend(tokens)
     }
     fn interrupter(&self) -> Arc<dyn Interrupt> {
         self.inner.as_deref().unwrap().interrupter()
@@ -203,4 +223,9 @@ fn a_leaving_member_that_keeps_its_events_is_caught() {
 #[test]
 fn a_delete_that_removes_nothing_is_caught() {
     caught(Fault::DeleteDoesNothing, cases::group_delete_needs_every_member_gone, "live member");
+}
+
+#[test]
+fn a_dead_letter_appended_twice_is_caught() {
+    caught(Fault::DeadLetterTwice, cases::group_dead_letters_once_among_racing_members, "once");
 }

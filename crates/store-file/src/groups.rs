@@ -1,9 +1,13 @@
 //! Work groups on the file store: `<dir>/.groups/<group>/` holds
 //!
 //! - `.lock`, the group's `flock`: every change of the group happens under it;
-//! - `state.json`, the group's [`GroupState`] (positions, pending events,
-//!   delivery counts, counters), replaced atomically by every change and
-//!   synced as the store's sync policy says;
+//! - `state.0.json` and `state.1.json`, the group's [`GroupState`]
+//!   (positions, pending events in runs, delivery counts, counters; its
+//!   `version` first). Version `v` is written in place to slot `v % 2`,
+//!   synced as the store's sync policy says, so a write cut short (its
+//!   process killed) spoils only that slot and readers take the newest slot
+//!   that parses. Writing in place spares the creation of a file per change
+//!   (a temporary file and a rename cost ext4 an inode each time);
 //! - `members/<id>.lock`, one per live member, `flock`ed by its member for
 //!   its lifetime. Whoever holds the group lock tests the locks of the
 //!   members holding events: a lock it can take belongs to a member that
@@ -11,12 +15,13 @@
 //!   delivered to the others at once.
 //!
 //! An idle member waits on a follower of the group's pattern (inotify), cut
-//! short by its interrupt, for at most the time until the next pending event
-//! becomes due, and for at most [`WATCH_OTHERS`] while other members hold
-//! events (their acks, or their death, can free events for it).
+//! short by its interrupt and by the group's own inotify watch (a state
+//! written, a member's files closed: acks and deaths free events for it),
+//! for at most the time until the next pending event becomes due; without
+//! inotify, at most [`WATCH_OTHERS`] while other members hold events.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read};
+use std::io;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -29,7 +34,7 @@ use seed_event::{
     GroupConfig, GroupInfo, GroupMember, Interrupt, Result, Start, Topic,
 };
 
-use crate::fsutil::{self, write_atomic, Durability};
+use crate::fsutil::{self, Durability};
 use crate::paths::list_logs;
 use crate::store::FileStore;
 use crate::{names, version};
@@ -66,8 +71,9 @@ impl GroupFiles {
         GroupFiles { dir: root(store_dir).join(names::encode(name)) }
     }
 
-    fn state(&self) -> PathBuf {
-        self.dir.join("state.json")
+    /// The two files the state alternates between: version `v` goes to slot `v % 2`.
+    fn slot(&self, i: u64) -> PathBuf {
+        self.dir.join(format!("state.{}.json", i % 2))
     }
 
     fn lock_file(&self) -> PathBuf {
@@ -82,19 +88,34 @@ impl GroupFiles {
         self.members().join(format!("{}.lock", names::encode(id)))
     }
 
-    /// The saved state, if any.
+    /// The newest whole saved state, if any: the slot with the greater
+    /// version that parses (a write cut short leaves the other one whole).
     fn read(&self) -> Result<Option<GroupState>> {
-        let path = self.state();
-        let mut bytes = Vec::new();
-        match File::open(&path) {
-            Ok(mut f) => f.read_to_end(&mut bytes).map_err(io_err("reading", &path))?,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io_err("reading", &path)(e)),
-        };
-        let state = serde_json::from_slice(&bytes).map_err(|e| {
-            Error::corrupt(path.display().to_string(), format!("bad group state: {e}"))
-        })?;
-        Ok(Some(state))
+        let mut found = Vec::new();
+        for i in 0..2 {
+            let path = self.slot(i);
+            match fs::read(&path) {
+                Ok(bytes) => found.push((head_version(&bytes), bytes, path)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err("reading", &path)(e)),
+            }
+        }
+        found.sort_by_key(|f| std::cmp::Reverse(f.0));
+        let mut first_error = None;
+        for (_, bytes, path) in &found {
+            match serde_json::from_slice::<GroupState>(bytes) {
+                Ok(state) => return Ok(Some(state)),
+                Err(e) => {
+                    first_error.get_or_insert_with(|| {
+                        Error::corrupt(path.display().to_string(), format!("bad group state: {e}"))
+                    });
+                }
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(None),
+        }
     }
 
     /// Whether the member `id` is alive: its lock file is there and locked.
@@ -136,6 +157,13 @@ impl GroupFiles {
     }
 }
 
+/// The version a state file starts with (`{"version":N,`), if it does.
+fn head_version(bytes: &[u8]) -> Option<u64> {
+    let rest = bytes.strip_prefix(b"{\"version\":")?;
+    let end = rest.iter().position(|b| !b.is_ascii_digit())?;
+    std::str::from_utf8(&rest[..end]).ok()?.parse().ok()
+}
+
 /// The group lock, held while it lives.
 struct Locked {
     _file: File,
@@ -146,6 +174,132 @@ fn lock_group(files: &GroupFiles) -> Result<Locked> {
     let file = open_lock(&path, true).map_err(io_err("opening", &path))?;
     fsutil::lock_exclusive(&file).map_err(io_err("locking", &path))?;
     Ok(Locked { _file: file })
+}
+
+/// A member's hold of the group lock on the file it keeps open (no open
+/// and close per change, which would also wake the group's watchers).
+struct GroupLockGuard<'a> {
+    file: &'a File,
+}
+
+impl<'a> GroupLockGuard<'a> {
+    fn take(file: &'a File, path: &Path) -> Result<GroupLockGuard<'a>> {
+        fsutil::lock_exclusive(file).map_err(io_err("locking", path))?;
+        Ok(GroupLockGuard { file })
+    }
+}
+
+impl Drop for GroupLockGuard<'_> {
+    fn drop(&mut self) {
+        let _ = fsutil::unlock(self.file);
+    }
+}
+
+/// Wakes an idle member when its group changes: a state slot written, a
+/// file opened for writing closed (as the kernel does for every file of a
+/// member whose process died: its lock, its state slots) or a member's lock
+/// removed. A thread reads the group's own inotify instance and cuts the
+/// member's follower's wait short. The watches are armed only while the
+/// member is about to wait: a busy member is not woken by every change of
+/// the others.
+struct GroupWatch {
+    fd: std::os::fd::OwnedFd,
+    /// The group's directory and its `members/`.
+    dirs: [std::ffi::CString; 2],
+    armed: bool,
+    stop: std::os::fd::OwnedFd,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// What an armed watch reports.
+const ARMED: u32 = libc::IN_MODIFY | libc::IN_CLOSE_WRITE | libc::IN_DELETE | libc::IN_MOVED_TO;
+/// What a disarmed watch reports: only its directory going away.
+const DISARMED: u32 = libc::IN_DELETE_SELF;
+
+impl GroupWatch {
+    fn start(files: &GroupFiles, wakeup: Arc<Wakeup>) -> Option<GroupWatch> {
+        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+        use std::os::unix::ffi::OsStrExt;
+        // SAFETY: `raw` is a fresh descriptor that nothing else owns.
+        let owned = |raw: i32| (raw >= 0).then(|| unsafe { OwnedFd::from_raw_fd(raw) });
+        // SAFETY: plain system calls; their results are checked.
+        let fd = owned(unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) })?;
+        // SAFETY: as above.
+        let stop = owned(unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) })?;
+        let dir = |p: PathBuf| std::ffi::CString::new(p.as_os_str().as_bytes()).ok();
+        let mut watch = GroupWatch {
+            fd,
+            dirs: [dir(files.dir.clone())?, dir(files.members())?],
+            armed: true,
+            stop,
+            thread: None,
+        };
+        watch.set(false).then_some(())?;
+        let (fd, stop_fd) = (watch.fd.as_raw_fd(), watch.stop.as_raw_fd());
+        let thread = std::thread::Builder::new()
+            .name("group-watch".into())
+            .spawn(move || {
+                let mut buf = [0u8; 4096];
+                loop {
+                    let mut pfds = [fd, stop_fd].map(|fd| libc::pollfd {
+                        fd,
+                        events: libc::POLLIN,
+                        revents: 0,
+                    });
+                    // SAFETY: two valid pollfds (closed only after this thread is joined).
+                    let n = unsafe { libc::poll(pfds.as_mut_ptr(), 2, -1) };
+                    if n < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+                        return;
+                    }
+                    if pfds[1].revents != 0 {
+                        return;
+                    }
+                    let mut any = false;
+                    // SAFETY: `buf` is writable for its length; the descriptor is non-blocking.
+                    while unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) } > 0 {
+                        any = true;
+                    }
+                    if any {
+                        let follower = seed_event::support::lock(&wakeup.follower).clone();
+                        if let Some(f) = follower {
+                            f.interrupt();
+                        }
+                    }
+                }
+            })
+            .ok()?;
+        watch.thread = Some(thread);
+        Some(watch)
+    }
+
+    /// Arms or disarms the watches; false when the kernel refused.
+    fn set(&mut self, armed: bool) -> bool {
+        use std::os::fd::AsRawFd;
+        if self.armed == armed {
+            return true;
+        }
+        let mask = if armed { ARMED } else { DISARMED };
+        for dir in &self.dirs {
+            // SAFETY: a valid C string and an inotify descriptor.
+            if unsafe { libc::inotify_add_watch(self.fd.as_raw_fd(), dir.as_ptr(), mask) } < 0 {
+                return false;
+            }
+        }
+        self.armed = armed;
+        true
+    }
+}
+
+impl Drop for GroupWatch {
+    fn drop(&mut self) {
+        use std::os::fd::AsRawFd;
+        let one = 1u64.to_ne_bytes();
+        // SAFETY: writes 8 bytes to our eventfd.
+        unsafe { libc::write(self.stop.as_raw_fd(), one.as_ptr().cast(), one.len()) };
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// The topics of the store's directory.
@@ -193,9 +347,20 @@ impl GroupBackend for FileStore {
         let store = FileStore::open_with(self.dir(), self.config().clone())?;
         // Watch first, then look: nothing appended in between is missed.
         let follower = store.follow(&config.pattern, FollowFrom::start(Start::New))?;
-        let interrupt =
-            Arc::new(Wakeup { flag: AtomicBool::new(false), follower: follower.interrupter() });
+        let interrupt = Arc::new(Wakeup {
+            flag: AtomicBool::new(false),
+            follower: std::sync::Mutex::new(follower.interrupter()),
+        });
+        let lock_path = files.lock_file();
+        let group_lock =
+            Arc::new(open_lock(&lock_path, true).map_err(io_err("opening", &lock_path))?);
+        let watch = match store.config().inotify {
+            true => GroupWatch::start(&files, interrupt.clone()),
+            false => None,
+        };
         let mut joined = FileMember {
+            group_lock,
+            watch,
             store,
             config: config.clone(),
             files,
@@ -204,6 +369,7 @@ impl GroupBackend for FileStore {
             follower,
             interrupt,
             cached: None,
+            slots: [None, None],
             durability,
         };
         joined.with_state(|_, _| Ok(false))?;
@@ -251,20 +417,26 @@ impl GroupBackend for FileStore {
     }
 }
 
-/// A member's interrupt: a flag, and the follower's wait cut short.
+/// A member's interrupt: a flag, and the wait of its current follower cut short.
 struct Wakeup {
     flag: AtomicBool,
-    follower: Option<Arc<dyn Interrupt>>,
+    follower: std::sync::Mutex<Option<Arc<dyn Interrupt>>>,
 }
 
 impl Interrupt for Wakeup {
     fn interrupt(&self) {
         self.flag.store(true, Ordering::SeqCst);
-        if let Some(f) = &self.follower {
+        let follower = seed_event::support::lock(&self.follower).clone();
+        if let Some(f) = follower {
             f.interrupt();
         }
     }
 }
+
+/// How many appended events one wait reads at most; a wait that returns
+/// this many means the follower fell behind while the member was busy, and
+/// a new one takes its place (rather than decoding the backlog).
+const WAKE_BATCH: usize = 4096;
 
 struct FileMember {
     store: FileStore,
@@ -273,11 +445,18 @@ struct FileMember {
     id: String,
     /// The member's own lock, held while it lives.
     member_lock: Option<File>,
+    /// The group's lock file, kept open.
+    group_lock: Arc<File>,
+    /// Wakes it when the group changes; `None` without inotify (then an
+    /// idle member looks again every [`WATCH_OTHERS`] while others hold events).
+    watch: Option<GroupWatch>,
     /// Wakes the member when events are appended.
     follower: Box<dyn Follower>,
     interrupt: Arc<Wakeup>,
-    /// The state as this member last saved it.
+    /// The state as this member last saved or read it.
     cached: Option<GroupState>,
+    /// The two state files, once opened.
+    slots: [Option<File>; 2],
     durability: Durability,
 }
 
@@ -293,7 +472,8 @@ impl FileMember {
     where
         T: Changed,
     {
-        let _locked = lock_group(&self.files)?;
+        let group_lock = self.group_lock.clone();
+        let _locked = GroupLockGuard::take(&group_lock, &self.files.lock_file())?;
         let mut state = match self.load()? {
             Some(state) => {
                 state.check(&self.config)?;
@@ -331,29 +511,74 @@ impl FileMember {
         Ok(value)
     }
 
-    /// The saved state: the cached one when nobody saved since this member did.
+    /// The saved state: the cached one when the newest slot holds its version.
     fn load(&mut self) -> Result<Option<GroupState>> {
-        let path = self.files.state();
-        let mut head = [0u8; 40];
-        let n = match File::open(&path) {
-            Ok(mut f) => f.read(&mut head).map_err(io_err("reading", &path))?,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io_err("reading", &path)(e)),
-        };
+        let mut newest = None;
+        for i in 0..2 {
+            let path = self.files.slot(i);
+            let mut head = [0u8; 40];
+            let n = match self.slot_file(i, false)? {
+                Some(f) => std::os::unix::fs::FileExt::read_at(f, &mut head, 0)
+                    .map_err(io_err("reading", &path))?,
+                None => continue,
+            };
+            newest = newest.max(head_version(&head[..n]));
+        }
+        if newest.is_none() && self.slots.iter().all(Option::is_none) {
+            return Ok(None);
+        }
         if let Some(cached) = self.cached.take() {
-            let prefix = format!("{{\"version\":{},", cached.version);
-            if head[..n].starts_with(prefix.as_bytes()) {
+            if newest == Some(cached.version) {
                 return Ok(Some(cached));
             }
         }
         self.files.read()
     }
 
-    fn save(&self, state: &mut GroupState) -> Result<()> {
+    /// Slot `i`'s file, kept open (created when `create`); `None` when it is not there.
+    fn slot_file(&mut self, i: u64, create: bool) -> Result<Option<&File>> {
+        let k = (i % 2) as usize;
+        if self.slots[k].is_none() {
+            let path = self.files.slot(i);
+            let opened =
+                OpenOptions::new().read(true).write(true).create(create).mode(0o600).open(&path);
+            match opened {
+                Ok(f) => {
+                    if create && self.durability != Durability::None {
+                        fsutil::sync_dir(&path)
+                            .map_err(io_err("syncing the directory of", &path))?;
+                    }
+                    self.slots[k] = Some(f);
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(io_err("opening", &path)(e)),
+            }
+        }
+        Ok(self.slots[k].as_ref())
+    }
+
+    /// Writes the next version to the slot that does not hold the newest
+    /// one, in place (so a write cut short spoils only that slot), synced as
+    /// the sync policy says.
+    fn save(&mut self, state: &mut GroupState) -> Result<()> {
         state.version += 1;
         let bytes =
             serde_json::to_vec(state).map_err(|e| Error::invalid("group state", e.to_string()))?;
-        write_atomic(&self.files.state(), &bytes, self.durability)
+        let path = self.files.slot(state.version);
+        let durable = self.durability != Durability::None;
+        let Some(file) = self.slot_file(state.version, true)? else {
+            return Err(Error::io(
+                format!("opening {}", path.display()),
+                io::ErrorKind::NotFound.into(),
+            ));
+        };
+        std::os::unix::fs::FileExt::write_all_at(file, &bytes, 0)
+            .map_err(io_err("writing", &path))?;
+        file.set_len(bytes.len() as u64).map_err(io_err("writing", &path))?;
+        if durable {
+            fsutil::sync_data(file).map_err(io_err("syncing", &path))?;
+        }
+        Ok(())
     }
 
     fn fetch_now(
@@ -364,6 +589,7 @@ impl FileMember {
         let id = self.id.clone();
         let config = self.config.clone();
         let dir = self.store.dir().to_path_buf();
+        let watched = self.watch.is_some();
         let (got, wait) = self
             .with_state(|state, store| {
                 let acked = state.ack(&id, acks) > 0;
@@ -374,7 +600,7 @@ impl FileMember {
                         u64::try_from(at.saturating_sub(group_engine::now())).unwrap_or(0),
                     )
                 });
-                if state.others_hold(&id) {
+                if !watched && state.others_hold(&id) {
                     wait = Some(wait.map_or(WATCH_OTHERS, |w| w.min(WATCH_OTHERS)));
                 }
                 Ok(Fetched { changed: acked || !got.is_empty(), got, wait })
@@ -425,13 +651,31 @@ impl GroupMember for FileMember {
         let deadline = Instant::now().checked_add(timeout);
         let mut acks = acks;
         loop {
-            let (got, due) = self.fetch_now(acks, max)?;
+            let fetched = self.fetch_now(acks, max);
             acks = &[];
-            if !got.is_empty() || max == 0 {
+            let (got, due) = match fetched {
+                Ok((got, _)) if !got.is_empty() => {
+                    if let Some(w) = &mut self.watch {
+                        w.set(false);
+                    }
+                    return Ok(got);
+                }
+                Ok(f) => f,
+                Err(e) => return Err(e),
+            };
+            if max == 0 || self.interrupt.flag.swap(false, Ordering::SeqCst) {
                 return Ok(got);
             }
-            if self.interrupt.flag.swap(false, Ordering::SeqCst) {
-                return Ok(got);
+            // About to wait: arm the group's watch, then look once more, so
+            // that a change between the look and the arming is not missed.
+            if let Some(w) = &mut self.watch {
+                if !w.armed {
+                    if !w.set(true) {
+                        // No watch after all: look every WATCH_OTHERS instead.
+                        self.watch = None;
+                    }
+                    continue;
+                }
             }
             let left =
                 deadline.map_or(Duration::MAX, |d| d.saturating_duration_since(Instant::now()));
@@ -440,7 +684,12 @@ impl GroupMember for FileMember {
             }
             let wait = due.map_or(left, |d| d.max(Duration::from_millis(1)).min(left));
             // Appended events only wake the member: the group hands them out.
-            let _ = self.follower.next_batch(4096, wait)?;
+            let woke = self.follower.next_batch(WAKE_BATCH, wait)?;
+            if woke.len() >= WAKE_BATCH {
+                self.follower =
+                    self.store.follow(&self.config.pattern, FollowFrom::start(Start::New))?;
+                *seed_event::support::lock(&self.interrupt.follower) = self.follower.interrupter();
+            }
         }
     }
 
@@ -466,6 +715,15 @@ impl GroupMember for FileMember {
             .map(drop)
     }
 
+    fn extend(&mut self, tokens: &[DeliveryToken]) -> Result<()> {
+        let (id, config) = (self.id.clone(), self.config.clone());
+        self.with_state(|state, _| {
+            let now = group_engine::now();
+            Ok(tokens.iter().fold(false, |c, t| state.in_progress(&config, &id, t, now) | c))
+        })
+        .map(drop)
+    }
+
     fn interrupter(&self) -> Arc<dyn Interrupt> {
         self.interrupt.clone()
     }
@@ -479,5 +737,86 @@ impl Drop for FileMember {
         }
         let _ = fs::remove_file(self.files.member(&self.id));
         self.member_lock = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use seed_event::{Event, JsonObject, TopicPattern};
+
+    /// A member that was busy while thousands of events were appended takes
+    /// a new follower instead of reading the backlog, and is still woken by
+    /// an append and by its interrupt.
+    #[test]
+    fn a_member_whose_follower_fell_behind_takes_a_new_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::open(dir.path()).unwrap();
+        let t = Topic::new("behind").unwrap();
+        let config =
+            GroupConfig::new(ConsumerName::new("g").unwrap(), TopicPattern::new("behind").unwrap())
+                .unwrap()
+                .max_in_flight(10_000);
+        let mut m = GroupBackend::join(&store, &config, "m").unwrap();
+        let events: Vec<Event> =
+            (0..5000).map(|_| Event::new(t.clone(), "test", JsonObject::new())).collect();
+        store.append_batch(&t, &events).unwrap();
+        let got = m.fetch(10_000, Duration::ZERO).unwrap();
+        assert_eq!(got.len(), 5000);
+        m.ack(&got.iter().map(|d| d.token.clone()).collect::<Vec<_>>()).unwrap();
+        assert!(m.fetch(10, Duration::from_millis(100)).unwrap().is_empty());
+        let writer = {
+            let store = FileStore::open(dir.path()).unwrap();
+            let t = t.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(100));
+                store.append(&Event::new(t, "test", JsonObject::new())).unwrap();
+            })
+        };
+        assert_eq!(m.fetch(10, Duration::from_secs(30)).unwrap().len(), 1, "woken by the append");
+        writer.join().unwrap();
+        let interrupt = m.interrupter();
+        let stopper = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            interrupt.interrupt();
+        });
+        assert!(
+            m.fetch(10, Duration::MAX).unwrap().is_empty(),
+            "the interrupt reaches the new follower"
+        );
+        stopper.join().unwrap();
+    }
+
+    /// A state write cut short (here: the newest slot with a torn tail) spoils
+    /// only its slot: the group goes on from the other, one change earlier.
+    #[test]
+    fn a_torn_state_slot_falls_back_to_the_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::open(dir.path()).unwrap();
+        let t = Topic::new("torn").unwrap();
+        for _ in 0..3 {
+            store.append(&Event::new(t.clone(), "test", JsonObject::new())).unwrap();
+        }
+        let config =
+            GroupConfig::new(ConsumerName::new("g").unwrap(), TopicPattern::new("torn").unwrap())
+                .unwrap()
+                .start(Start::Beginning);
+        let mut m = GroupBackend::join(&store, &config, "m").unwrap();
+        let first = m.fetch(1, Duration::ZERO).unwrap();
+        m.ack(&[first[0].token.clone()]).unwrap();
+        let files = GroupFiles::new(dir.path(), "g");
+        let newest = files.read().unwrap().unwrap();
+        // Tear the slot holding the newest version: the version before it
+        // (the fetch of event 1, not yet acked) is what the group has.
+        let path = files.slot(newest.version);
+        let bytes = fs::read(&path).unwrap();
+        fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+        let before = files.read().unwrap().unwrap();
+        assert_eq!(before.version, newest.version - 1);
+        drop(m);
+        let mut again = GroupBackend::join(&store, &config, "m").unwrap();
+        let got = again.fetch(10, Duration::ZERO).unwrap();
+        let cursors: Vec<_> = got.iter().map(|d| d.token.cursor.major()).collect();
+        assert_eq!(cursors, vec![1, 2, 3], "the ack was in the torn version; event 1 comes again");
     }
 }

@@ -30,9 +30,10 @@
 //! - `<dir>/.consumers/<consumer>/<topic>.json`: durable consumer positions,
 //!   one file per consumer and topic, replaced atomically.
 //! - `<dir>/.groups/<group>/`: a work group (see [`seed_event::GroupBackend`]):
-//!   `state.json` (its positions, pending events and counters, replaced
-//!   atomically under the group's `flock` on `.lock`, synced as the sync
-//!   policy says) and `members/<id>.lock`, each `flock`ed by its live member,
+//!   `state.0.json` and `state.1.json` (its positions, pending events and
+//!   counters; each change, under the group's `flock` on `.lock`, writes the
+//!   next version in place to the slot that does not hold the newest, synced
+//!   as the sync policy says, and readers take the newest slot that parses) and `members/<id>.lock`, each `flock`ed by its live member,
 //!   so that whoever holds the group lock sees a dead member (the kernel
 //!   released its lock) and delivers its events to the others at once.
 //! - `<dir>/.states/<stem>.idx`: the index of the entity states of topic

@@ -35,6 +35,10 @@ mod polling {
 
 mod groups {
     seed_event::group_conformance_tests!(crate::with_inotify());
+
+    mod polling {
+        seed_event::group_conformance_tests!(crate::polling());
+    }
 }
 
 mod states {

@@ -40,6 +40,9 @@
 //! | `seed:{state.<type>}:v` | hash | `<entity id>\n<version>` → `<stream id> <event line>`: its kept versions |
 //! | `seed:lock:<name>` | string | the consumer's lock: `<generation> <holder's CLIENT ID>`, with a TTL |
 //! | `seed:lockgen:<name>` | string | the consumer's last lock generation |
+//! | `seed:groups` | set | every work group |
+//! | `seed:group:{<group>}:state` | string | the group's state (positions, pending events, counters) as JSON |
+//! | `seed:group:{<group>}:members` | hash | live member id → the `CLIENT ID` of its connection |
 //!
 //! # Entity states
 //!
@@ -170,6 +173,7 @@ mod codec;
 mod conn;
 mod error;
 mod follow;
+mod groups;
 mod lock;
 mod read;
 mod retention;
@@ -623,6 +627,10 @@ impl EventStore for RedisStore {
         request: &seed_event::LockRequest,
     ) -> Result<Option<Box<dyn seed_event::ConsumerLock>>> {
         lock::lock(&self.shared, name, request)
+    }
+
+    fn groups(&self) -> Option<&dyn seed_event::GroupBackend> {
+        Some(self)
     }
 
     fn commit_fenced(

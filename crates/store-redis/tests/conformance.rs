@@ -26,3 +26,9 @@ mod states {
         server: store_redis::testing::RedisServer::start()
     });
 }
+
+mod groups {
+    seed_event::group_conformance_tests!(crate::Redis {
+        server: store_redis::testing::RedisServer::start()
+    });
+}

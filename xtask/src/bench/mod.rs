@@ -79,7 +79,17 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     let build = Instant::now();
     crate::cargo(
         root,
-        &["build", "--release", "--package", "xtask", "--features", "bench-runner"],
+        // The `seed` binary too: the work-group scenario runs it.
+        &[
+            "build",
+            "--release",
+            "--package",
+            "xtask",
+            "--features",
+            "xtask/bench-runner",
+            "--package",
+            "cli",
+        ],
     )?;
     eprintln!("bench: scenario runner built in {:.1}s", build.elapsed().as_secs_f64());
 

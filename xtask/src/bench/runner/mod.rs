@@ -9,6 +9,7 @@
 
 mod events;
 mod file;
+mod groups;
 mod http;
 mod idle;
 mod latency;
@@ -67,6 +68,8 @@ pub struct Plan {
     pub idle_window: Duration,
     /// Events published at 1,000/s to the 1,000 event streams.
     pub sse_events: usize,
+    /// Events shared by the 4 members of a work group, per run.
+    pub group_n: usize,
 }
 
 impl Plan {
@@ -93,6 +96,7 @@ impl Plan {
                 http_batches: 200,
                 idle_window: Duration::from_secs(3),
                 sse_events: 3_000,
+                group_n: 200_000,
             }
         } else {
             Plan {
@@ -115,6 +119,7 @@ impl Plan {
                 http_batches: 1_000,
                 idle_window: Duration::from_secs(10),
                 sse_events: 10_000,
+                group_n: 1_000_000,
             }
         }
     }
@@ -254,6 +259,8 @@ fn child(role: &str, args: &serde_json::Value) -> Result<()> {
         "state-get" => states::getter(args),
         "state-watcher" => states::watcher(args),
         "lock-holder" => takeover::holder(args),
+        "group-member" => groups::member(args),
+        "group-holder" => groups::holder(args),
         "sse-server" => sse::server(args),
         other => bail!("unknown child role {other:?}"),
     }
@@ -263,7 +270,7 @@ fn child(role: &str, args: &serde_json::Value) -> Result<()> {
 /// The scenario groups, in the order they run; `memory` reads the topic `history` fills.
 pub const GROUPS: &[&str] = &[
     "publish", "procs", "history", "latency", "memory", "redis", "http", "idle", "states",
-    "takeover",
+    "takeover", "groups",
 ];
 
 /// The groups of a comma-separated `--only` list, each checked against [`GROUPS`].
@@ -354,6 +361,9 @@ fn all(plan: &Plan, work: &Path, groups: &[&str]) -> Vec<Row> {
         guarded(&mut rows, "consumer takeover", &takeover::specs(), |rows| {
             takeover::all(plan, work, rows)
         });
+    }
+    if run("groups") {
+        guarded(&mut rows, "work groups", &groups::specs(), |rows| groups::all(plan, work, rows));
     }
     rows
 }
