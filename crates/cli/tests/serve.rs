@@ -816,6 +816,12 @@ fn http_workers_share_a_group_with_acks_nacks_dead_letters_and_redrive() {
     http_workers(&Dir::new());
 }
 
+#[test]
+fn http_workers_share_a_group_on_redis() {
+    let redis = RedisServer::start();
+    http_workers(&Dir::with_redis(redis.url()));
+}
+
 /// Two HTTP workers share a group; acks, nacks, in-progress, a poison event
 /// dead-lettered and redriven, bad bodies, and a member let go after its ack wait.
 fn http_workers(dir: &Dir) {
