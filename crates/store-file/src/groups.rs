@@ -95,6 +95,8 @@ impl GroupFiles {
         for i in 0..2 {
             let path = self.slot(i);
             match fs::read(&path) {
+                // Made but never written (a crash between the two): no state.
+                Ok(bytes) if bytes.is_empty() => {}
                 Ok(bytes) => found.push((head_version(&bytes), bytes, path)),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(io_err("reading", &path)(e)),
@@ -121,7 +123,9 @@ impl GroupFiles {
     /// Whether the member `id` is alive: its lock file is there and locked.
     fn alive(&self, id: &str) -> Result<bool> {
         let path = self.member(id);
-        let file = match open_lock(&path, false) {
+        // Read-only: closing it then raises no IN_CLOSE_WRITE, which would
+        // wake every idle member (whose reaping would wake the others again).
+        let file = match OpenOptions::new().read(true).open(&path) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
             Err(e) => return Err(io_err("opening", &path)(e)),
@@ -744,6 +748,25 @@ impl Drop for FileMember {
 mod tests {
     use super::*;
     use seed_event::{Event, JsonObject, TopicPattern};
+
+    /// A crash between making a group's first state file and writing it
+    /// leaves an empty file, which is no state, not a corrupt one.
+    #[test]
+    fn an_empty_state_file_is_no_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::open(dir.path()).unwrap();
+        let config =
+            GroupConfig::new(ConsumerName::new("g").unwrap(), TopicPattern::new("t").unwrap())
+                .unwrap();
+        let files = GroupFiles::new(dir.path(), "g");
+        fs::create_dir_all(files.members()).unwrap();
+        fs::write(files.slot(0), b"").unwrap();
+        let mut m =
+            GroupBackend::join(&store, &config, "m").expect("a group with an empty state file");
+        assert!(m.fetch(10, Duration::ZERO).unwrap().is_empty());
+        drop(m);
+        assert_eq!(GroupBackend::list(&store).unwrap().len(), 1);
+    }
 
     /// A member that was busy while thousands of events were appended takes
     /// a new follower instead of reading the backlog, and is still woken by
