@@ -26,7 +26,8 @@ macro_rules! group_conformance_tests {
             group_dead_letters_after_max_deliveries, group_per_topic_order,
             group_member_leaving_hands_its_events_over, group_survives_a_restart,
             group_start_and_checks, group_fetch_waits_and_is_interrupted,
-            group_delete_needs_every_member_gone, group_dead_letters_once_among_racing_members
+            group_delete_needs_every_member_gone, group_dead_letters_once_among_racing_members,
+            group_a_late_ack_counts_until_the_event_is_taken_back
         );
     };
     (@cases $harness:expr; $($case:ident),* $(,)?) => {
@@ -224,6 +225,35 @@ pub fn group_ack_wait_and_in_progress(h: &dyn Harness) {
         other.fetch(1, Duration::from_millis(100)).unwrap().is_empty(),
         "the late ack did not matter"
     );
+}
+
+/// An ack that comes after the ack wait, before any member took the event
+/// back, still counts: the handled event is neither redelivered nor, on its
+/// last delivery, dead-lettered. Both ways a member acks are checked.
+pub fn group_a_late_ack_counts_until_the_event_is_taken_back(h: &dyn Harness) {
+    let store = h.open();
+    let t = topic("late.t");
+    append_n(store.as_ref(), &t, 0..2);
+    let wait = Duration::from_millis(100);
+    let config = group("late", "late.t").ack_wait(wait).max_deliveries(1);
+    let mut member = join(store.as_ref(), &config, "m");
+    let first = member.fetch(1, Duration::ZERO).unwrap();
+    assert_eq!(ns(&first), vec![0]);
+    let fetched = Instant::now();
+    while fetched.elapsed() < wait * 2 {
+        thread::sleep(wait / 4);
+    }
+    member.ack(&[first[0].token.clone()]).unwrap();
+    let second = member.fetch(1, Duration::ZERO).unwrap();
+    assert_eq!(ns(&second), vec![1], "event 0 came not back");
+    let fetched = Instant::now();
+    while fetched.elapsed() < wait * 2 {
+        thread::sleep(wait / 4);
+    }
+    let after = member.ack_and_fetch(&[second[0].token.clone()], 1, Duration::ZERO).unwrap();
+    assert!(after.is_empty(), "event 1 came not back either: {:?}", ns(&after));
+    let dead = Topic::new("dead.late").unwrap();
+    assert!(store.query(&Query::topic(&dead)).unwrap().is_empty(), "no dead letter");
 }
 
 /// After `max_deliveries` failures an event is dead-lettered once, with its

@@ -375,6 +375,7 @@ impl GroupBackend for FileStore {
             cached: None,
             slots: [None, None],
             durability,
+            acks: Vec::new(),
         };
         joined.with_state(|_, _| Ok(false))?;
         Ok(Box::new(joined))
@@ -462,6 +463,10 @@ struct FileMember {
     /// The two state files, once opened.
     slots: [Option<File>; 2],
     durability: Durability,
+    /// Acks of the next change, applied before events past their ack wait
+    /// are taken back, so an ack a little late for an event nobody else
+    /// took yet still counts.
+    acks: Vec<DeliveryToken>,
 }
 
 impl FileMember {
@@ -494,7 +499,10 @@ impl FileMember {
         let before = state.version;
         let files = self.files.clone();
         let me = self.id.clone();
-        let mut changed = state.reap(&self.config, group_engine::now(), &mut |m| {
+        let acks = std::mem::take(&mut self.acks);
+        let acked = !acks.is_empty() && state.ack(&me, &acks) > 0;
+        let mut changed = acked;
+        changed |= state.reap(&self.config, group_engine::now(), &mut |m| {
             if m == me {
                 return Ok(true);
             }
@@ -594,9 +602,9 @@ impl FileMember {
         let config = self.config.clone();
         let dir = self.store.dir().to_path_buf();
         let watched = self.watch.is_some();
+        self.acks.extend_from_slice(acks);
         let (got, wait) = self
             .with_state(|state, store| {
-                let acked = state.ack(&id, acks) > 0;
                 let got =
                     state.fetch(store, &config, &id, max, group_engine::now(), &topics(&dir)?)?;
                 let mut wait = state.next_change().map(|at| {
@@ -607,7 +615,7 @@ impl FileMember {
                 if !watched && state.others_hold(&id) {
                     wait = Some(wait.map_or(WATCH_OTHERS, |w| w.min(WATCH_OTHERS)));
                 }
-                Ok(Fetched { changed: acked || !got.is_empty(), got, wait })
+                Ok(Fetched { changed: !got.is_empty(), got, wait })
             })
             .map(|f| (f.got, f.wait))?;
         Ok((got, wait))
@@ -701,8 +709,8 @@ impl GroupMember for FileMember {
         if tokens.is_empty() {
             return Ok(());
         }
-        let id = self.id.clone();
-        self.with_state(|state, _| Ok(state.ack(&id, tokens) > 0)).map(drop)
+        self.acks.extend_from_slice(tokens);
+        self.with_state(|_, _| Ok(false)).map(drop)
     }
 
     fn nack(&mut self, token: &DeliveryToken, delay: Option<Duration>, error: &str) -> Result<()> {

@@ -119,6 +119,7 @@ impl GroupBackend for RedisStore {
             con,
             follower,
             interrupt,
+            acks: Vec::new(),
         };
         joined.with_state(|_, _| Ok(false))?;
         Ok(Box::new(joined))
@@ -196,6 +197,10 @@ struct RedisMember {
     con: redis::Connection,
     follower: Box<dyn Follower>,
     interrupt: Arc<Wakeup>,
+    /// Acks of the next change, applied before events past their ack wait
+    /// are taken back (in every attempt until one is written), so an ack a
+    /// little late for an event nobody else took yet still counts.
+    acks: Vec<DeliveryToken>,
 }
 
 impl RedisMember {
@@ -243,6 +248,9 @@ impl RedisMember {
                 None => Ok(false),
             }
         };
+        if !self.acks.is_empty() {
+            dirty |= state.ack(&me, &self.acks) > 0;
+        }
         dirty |= state.reap(&self.config, group_engine::now(), &mut verdicts)?;
         let value = op(&mut state, &self.store)?;
         dirty |= changed(&value);
@@ -280,6 +288,7 @@ impl RedisMember {
                 break value;
             }
         };
+        self.acks.clear();
         // Settle what this change marked (the marks are written).
         let mut marked = true;
         while marked {
@@ -299,8 +308,8 @@ impl RedisMember {
     ) -> Result<(Vec<Delivery>, Option<Duration>)> {
         let id = self.id.clone();
         let config = self.config.clone();
+        self.acks.extend_from_slice(acks);
         let fetched = self.with_state(|state, store| {
-            let acked = state.ack(&id, acks) > 0;
             let topics: Vec<Topic> = store.topics()?.into_iter().map(|t| t.topic).collect();
             let got = state.fetch(store, &config, &id, max, group_engine::now(), &topics)?;
             let mut wait = state.next_change().map(|at| {
@@ -311,7 +320,7 @@ impl RedisMember {
             if state.others_hold(&id) {
                 wait = Some(wait.map_or(WATCH_OTHERS, |w| w.min(WATCH_OTHERS)));
             }
-            Ok(Fetched { changed: acked || !got.is_empty(), got, wait })
+            Ok(Fetched { changed: !got.is_empty(), got, wait })
         })?;
         Ok((fetched.got, fetched.wait))
     }
@@ -383,8 +392,8 @@ impl GroupMember for RedisMember {
         if tokens.is_empty() {
             return Ok(());
         }
-        let id = self.id.clone();
-        self.with_state(|state, _| Ok(state.ack(&id, tokens) > 0)).map(drop)
+        self.acks.extend_from_slice(tokens);
+        self.with_state(|_, _| Ok(false)).map(drop)
     }
 
     fn nack(&mut self, token: &DeliveryToken, delay: Option<Duration>, error: &str) -> Result<()> {
