@@ -105,7 +105,18 @@ impl GroupFiles {
         found.sort_by_key(|f| std::cmp::Reverse(f.0));
         let mut first_error = None;
         for (_, bytes, path) in &found {
-            match serde_json::from_slice::<GroupState>(bytes) {
+            // A write cut short can leave new bytes then old ones that still
+            // parse: only a slot whose trailer matches its body is whole.
+            let Some(body) = checked_body(bytes) else {
+                first_error.get_or_insert_with(|| {
+                    Error::corrupt(
+                        path.display().to_string(),
+                        "a group state whose length or checksum does not match (a write cut short)",
+                    )
+                });
+                continue;
+            };
+            match serde_json::from_slice::<GroupState>(body) {
                 Ok(state) => return Ok(Some(state)),
                 Err(e) => {
                     first_error.get_or_insert_with(|| {
@@ -162,6 +173,33 @@ impl GroupFiles {
 }
 
 /// The version a state file starts with (`{"version":N,`), if it does.
+/// FNV-1a, 64 bits: enough to tell a slot written whole from one whose
+/// write was cut short (not a defence against anyone).
+fn checksum(bytes: &[u8]) -> u64 {
+    bytes
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+}
+
+/// A state slot's bytes: the JSON, a newline, then `<length> <checksum>`
+/// and a newline, so a slot cut short or mixed with older bytes is seen.
+fn with_trailer(mut json: Vec<u8>) -> Vec<u8> {
+    let trailer = format!("\n{} {:016x}\n", json.len(), checksum(&json));
+    json.extend_from_slice(trailer.as_bytes());
+    json
+}
+
+/// The JSON of a slot written by [`with_trailer`], if its trailer matches it.
+fn checked_body(bytes: &[u8]) -> Option<&[u8]> {
+    let rest = bytes.strip_suffix(b"\n")?;
+    let at = rest.iter().rposition(|b| *b == b'\n')?;
+    let (body, trailer) = (&rest[..at], std::str::from_utf8(&rest[at + 1..]).ok()?);
+    let (len, sum) = trailer.split_once(' ')?;
+    let whole = len.parse::<usize>().ok()? == body.len()
+        && u64::from_str_radix(sum, 16).ok()? == checksum(body);
+    whole.then_some(body)
+}
+
 fn head_version(bytes: &[u8]) -> Option<u64> {
     let rest = bytes.strip_prefix(b"{\"version\":")?;
     let end = rest.iter().position(|b| !b.is_ascii_digit())?;
@@ -574,8 +612,9 @@ impl FileMember {
     /// the sync policy says.
     fn save(&mut self, state: &mut GroupState) -> Result<()> {
         state.version += 1;
-        let bytes =
-            serde_json::to_vec(state).map_err(|e| Error::invalid("group state", e.to_string()))?;
+        let bytes = with_trailer(
+            serde_json::to_vec(state).map_err(|e| Error::invalid("group state", e.to_string()))?,
+        );
         let path = self.files.slot(state.version);
         let durable = self.durability != Durability::None;
         let Some(file) = self.slot_file(state.version, true)? else {
@@ -756,6 +795,46 @@ impl Drop for FileMember {
 mod tests {
     use super::*;
     use seed_event::{Event, JsonObject, TopicPattern};
+
+    /// A slot whose write was cut short over an older version, leaving
+    /// bytes that still parse, is refused by its trailer: the other slot,
+    /// the last one written whole, is used.
+    #[test]
+    fn a_slot_mixed_with_older_bytes_is_not_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::open(dir.path()).unwrap();
+        let t = Topic::new("mixed").unwrap();
+        let config =
+            GroupConfig::new(ConsumerName::new("g").unwrap(), TopicPattern::new("mixed").unwrap())
+                .unwrap()
+                .start(seed_event::Start::Beginning);
+        store.append(&Event::new(t.clone(), "test", JsonObject::new())).unwrap();
+        let mut m = GroupBackend::join(&store, &config, "m").unwrap();
+        let got = m.fetch(1, Duration::ZERO).unwrap();
+        assert_eq!(got.len(), 1);
+        drop(m);
+        let files = GroupFiles::new(dir.path(), "g");
+        let newest = files.read().unwrap().unwrap().version;
+        let older =
+            (0..2).filter_map(|i| head_version(&fs::read(files.slot(i)).ok()?)).min().unwrap();
+        assert!(older < newest);
+        // One digit of the newest slot's body changed: still JSON, not whole.
+        let path = files.slot(newest);
+        let mut bytes = fs::read(&path).unwrap();
+        let body_len = checked_body_unchecked(&bytes).len();
+        let at = bytes[..body_len].iter().rposition(u8::is_ascii_digit).unwrap();
+        bytes[at] = if bytes[at] == b'9' { b'8' } else { bytes[at] + 1 };
+        assert_eq!(head_version(&bytes), Some(newest), "the head still says newest");
+        fs::write(&path, &bytes).unwrap();
+        assert!(serde_json::from_slice::<serde_json::Value>(checked_body_unchecked(&bytes)).is_ok());
+        assert_eq!(files.read().unwrap().unwrap().version, older, "the older, whole slot");
+    }
+
+    /// The JSON of a slot without checking its trailer, for the test above.
+    fn checked_body_unchecked(bytes: &[u8]) -> &[u8] {
+        let rest = bytes.strip_suffix(b"\n").unwrap();
+        &rest[..rest.iter().rposition(|b| *b == b'\n').unwrap()]
+    }
 
     /// A crash between making a group's first state file and writing it
     /// leaves an empty file, which is no state, not a corrupt one.
