@@ -52,6 +52,27 @@ fn keys(shared: &Shared, name: &str) -> GroupKeys {
     }
 }
 
+/// Records member `id` as the holder of connection `client` (its liveness).
+fn register(
+    con: &mut redis::Connection,
+    keys: &GroupKeys,
+    id: &str,
+    client: i64,
+    group: &str,
+) -> redis::RedisResult<()> {
+    redis::pipe()
+        .cmd("HSET")
+        .arg(&keys.members)
+        .arg(id)
+        .arg(client)
+        .ignore()
+        .cmd("SADD")
+        .arg(&keys.all)
+        .arg(group)
+        .ignore()
+        .query::<()>(con)
+}
+
 /// Whether the connection with `CLIENT ID` `client` is still open.
 fn connected(con: &mut redis::Connection, client: &str) -> redis::RedisResult<bool> {
     let listed: String = redis::cmd("CLIENT").arg("LIST").arg("ID").arg(client).query(con)?;
@@ -98,17 +119,7 @@ impl GroupBackend for RedisStore {
             follower: std::sync::Mutex::new(follower.interrupter()),
         });
         let keys = keys(&shared, config.name.as_str());
-        redis::pipe()
-            .cmd("HSET")
-            .arg(&keys.members)
-            .arg(&id)
-            .arg(client)
-            .ignore()
-            .cmd("SADD")
-            .arg(&keys.all)
-            .arg(config.name.as_str())
-            .ignore()
-            .query::<()>(&mut con)
+        register(&mut con, &keys, &id, client, config.name.as_str())
             .map_err(|e| shared.error(e))?;
         let mut joined = RedisMember {
             store: self.clone(),
@@ -117,6 +128,7 @@ impl GroupBackend for RedisStore {
             keys,
             id,
             con,
+            lost: false,
             follower,
             interrupt,
             acks: Vec::new(),
@@ -195,6 +207,8 @@ struct RedisMember {
     /// The member's own connection: its `CLIENT ID` says it is alive, and
     /// it carries the transactions.
     con: redis::Connection,
+    /// The connection failed: the next change opens a new one first.
+    lost: bool,
     follower: Box<dyn Follower>,
     interrupt: Arc<Wakeup>,
     /// Acks of the next change, applied before events past their ack wait
@@ -213,6 +227,18 @@ impl RedisMember {
         changed: &dyn Fn(&T) -> bool,
     ) -> Result<Option<T>> {
         let shared = self.shared.clone();
+        if self.lost {
+            // A new connection, known by its CLIENT ID from now on. While the
+            // member was away the others took its events back; its old
+            // tokens are no longer its own and are ignored.
+            let mut con = shared.connect()?;
+            let client: i64 =
+                redis::cmd("CLIENT").arg("ID").query(&mut con).map_err(|e| shared.error(e))?;
+            register(&mut con, &self.keys, &self.id, client, self.config.name.as_str())
+                .map_err(|e| shared.error(e))?;
+            self.con = con;
+            self.lost = false;
+        }
         let con = &mut self.con;
         redis::cmd("WATCH").arg(&self.keys.state).query::<()>(con).map_err(|e| shared.error(e))?;
         let text: Option<String> =
@@ -284,8 +310,17 @@ impl RedisMember {
     ) -> Result<T> {
         let changed = |v: &T| v.changed();
         let value = loop {
-            if let Some(value) = self.attempt(&mut op, &changed)? {
-                break value;
+            match self.attempt(&mut op, &changed) {
+                Ok(Some(value)) => break value,
+                Ok(None) => {}
+                Err(e) => {
+                    // A lost connection is transient: the caller retries and
+                    // the next change opens a new one.
+                    if e.kind() == seed_event::ErrorKind::Unavailable {
+                        self.lost = true;
+                    }
+                    return Err(e);
+                }
             }
         };
         self.acks.clear();
@@ -293,9 +328,15 @@ impl RedisMember {
         let mut marked = true;
         while marked {
             let mut none = |state: &mut GroupState, _: &RedisStore| Ok(state.has_dead());
-            match self.attempt(&mut none, &|_| false)? {
-                Some(still) => marked = still,
-                None => continue,
+            match self.attempt(&mut none, &|_| false) {
+                Ok(Some(still)) => marked = still,
+                Ok(None) => continue,
+                Err(e) => {
+                    if e.kind() == seed_event::ErrorKind::Unavailable {
+                        self.lost = true;
+                    }
+                    return Err(e);
+                }
             }
         }
         Ok(value)

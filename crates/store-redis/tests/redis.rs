@@ -837,3 +837,47 @@ fn an_interrupt_unblocks_a_waiting_follower() {
     assert_eq!(rx.recv_timeout(DEADLINE).unwrap(), 1, "the next event still comes");
     waiter.join().unwrap();
 }
+
+/// A work-group member outlives a restart of the server: its calls fail as
+/// unavailable while the server is gone, then it connects again and goes on.
+#[test]
+fn a_group_member_goes_on_after_a_server_restart() {
+    use seed_event::{ConsumerName, GroupBackend, GroupConfig, Start, TopicPattern};
+    let options = ServerOptions { persistent: true, ..ServerOptions::default() };
+    let mut server = RedisServer::start_with(options);
+    let store = store(&server.url(), "seed:");
+    let t = topic("restart.jobs");
+    let config = GroupConfig::new(
+        ConsumerName::new("jobs").unwrap(),
+        TopicPattern::new("restart.jobs").unwrap(),
+    )
+    .unwrap()
+    .start(Start::Beginning);
+    store.append(&event(&t, 1)).unwrap();
+    let mut member = GroupBackend::join(&store, &config, "m").unwrap();
+    let first = member.fetch(1, Duration::from_secs(5)).unwrap();
+    assert_eq!(numbers(&first.iter().map(|d| d.event.clone()).collect::<Vec<_>>()), vec![1]);
+    member.ack(&[first[0].token.clone()]).unwrap();
+    server.restart();
+    let deadline = Instant::now() + DEADLINE;
+    while store.append(&event(&t, 2)).is_err() {
+        assert!(Instant::now() < deadline, "the server did not come back");
+        thread::sleep(Duration::from_millis(20));
+    }
+    let mut errors = 0;
+    let got = loop {
+        match member.fetch(1, Duration::from_millis(200)) {
+            Ok(got) if !got.is_empty() => break got,
+            Ok(_) => {}
+            Err(e) => {
+                assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+                errors += 1;
+            }
+        }
+        assert!(Instant::now() < deadline, "the member never worked again ({errors} errors)");
+        thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(numbers(&got.iter().map(|d| d.event.clone()).collect::<Vec<_>>()), vec![2]);
+    member.ack(&[got[0].token.clone()]).unwrap();
+    assert!(member.fetch(1, Duration::ZERO).unwrap().is_empty(), "event 1 stayed acked");
+}
