@@ -142,10 +142,21 @@ fn civil_text(micros: u64) -> [u8; 32] {
     text
 }
 
+impl Timestamp {
+    /// The text form (`2026-04-16T12:00:00.123456+00:00`) as bytes, computed
+    /// without a formatter, for times from 1970 on; `None` before 1970 (use
+    /// `Display` there). For writers that format many timestamps.
+    pub fn text_bytes(self) -> Option<[u8; 32]> {
+        match u64::try_from(self.unix_micros()) {
+            Ok(micros @ 0..YEAR_10000) => Some(civil_text(micros)),
+            _ => None,
+        }
+    }
+}
+
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if let Ok(micros @ 0..YEAR_10000) = u64::try_from(self.unix_micros()) {
-            let text = civil_text(micros);
+        if let Some(text) = self.text_bytes() {
             // Only ASCII digits and separators were written.
             return f.write_str(std::str::from_utf8(&text).unwrap_or_default());
         }

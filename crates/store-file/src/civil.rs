@@ -1,54 +1,20 @@
-//! Timestamps in `Timestamp`'s text form, from Unix microseconds to a civil date and time.
+//! Timestamps in `Timestamp`'s text form, written into a line.
 
 use std::io::Write as _;
-
-use crate::digits::put_digit_pair;
 
 /// 10000-01-01T00:00:00Z in Unix microseconds: the end of [`push_timestamp`]'s fast path.
 pub(crate) const YEAR_10000: u64 = 253_402_300_800_000_000;
 
-/// `Timestamp`'s text form (`2026-04-16T12:00:00.123456+00:00`) without a formatter.
-///
-/// Times from 1970 on (a `Timestamp` ends in 9999) take an unsigned path
-/// whose divisions by constants compile to multiplications; earlier times go
-/// through `Timestamp`'s `Display`.
+/// `Timestamp`'s text form (`2026-04-16T12:00:00.123456+00:00`): from 1970
+/// on through [`seed_event::Timestamp::text_bytes`], without a formatter;
+/// earlier times through `Display`.
 pub(crate) fn push_timestamp(out: &mut Vec<u8>, t: seed_event::Timestamp) {
-    let Ok(micros) = u64::try_from(t.unix_micros()) else {
-        let _ = write!(out, "{t}");
-        return;
-    };
-    if micros >= YEAR_10000 {
-        let _ = write!(out, "{t}");
-        return;
+    match t.text_bytes() {
+        Some(text) => out.extend_from_slice(&text),
+        None => {
+            let _ = write!(out, "{t}");
+        }
     }
-    let secs = micros / 1_000_000;
-    let frac = (micros % 1_000_000) as u32;
-    let days = secs / 86_400;
-    let sod = (secs % 86_400) as u32;
-    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm), shifted
-    // to start at 0000-03-01 so that every quantity is non-negative.
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z % 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = (yoe + era * 400 + u64::from(month <= 2)) as u32;
-    let mut text = *b"0000-00-00T00:00:00.000000+00:00";
-    let mut put2 = |at: usize, v: u32| put_digit_pair(&mut text, at, v);
-    put2(0, year / 100);
-    put2(2, year % 100);
-    put2(5, month);
-    put2(8, day);
-    put2(11, sod / 3600);
-    put2(14, sod / 60 % 60);
-    put2(17, sod % 60);
-    put2(20, frac / 10_000);
-    put2(22, frac / 100 % 100);
-    put2(24, frac % 100);
-    out.extend_from_slice(&text);
 }
 
 #[cfg(test)]
