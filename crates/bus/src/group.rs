@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use seed_event::support::lock;
 use seed_event::{Delivery, DeliveryToken, EventStore, GroupConfig, GroupMember};
 
-use crate::outage::{is_transient, Outage, Reconnect, Status};
+use crate::outage::{is_transient, wait_out, Outage, Reconnect, Status};
 use crate::subscription::{panic_text, Shared};
 use crate::{Error, HandlerResult, Result};
 
@@ -226,34 +226,15 @@ impl GroupWorker {
             if !is_transient(&e) {
                 return Err(e);
             }
-            let outage = match &mut self.outage {
-                Some(outage) => {
-                    outage.attempts = outage.attempts.saturating_add(1);
-                    outage
-                }
-                None => {
-                    log::warn!(
-                        "group member {}: lost {} ({e}); retrying until it is back",
-                        shared.label,
-                        self.store.describe()
-                    );
-                    self.outage.insert(Outage::begin())
-                }
-            };
-            shared.set_status(outage.status());
-            let waited = outage.started.elapsed();
-            let mut wait = self.reconnect.wait_for(outage.attempts);
-            if let Some(limit) = self.config.give_up_after {
-                if waited >= limit {
-                    let Error::Store(source) = e else { return Err(e) };
-                    return Err(Error::StoreUnavailable {
-                        store: self.store.describe(),
-                        waited,
-                        source,
-                    });
-                }
-                wait = wait.min(limit - waited);
-            }
+            let (wait, status) = wait_out(
+                &mut self.outage,
+                e,
+                &format!("group member {}", shared.label),
+                &self.store.describe(),
+                &self.reconnect,
+                self.config.give_up_after,
+            )?;
+            shared.set_status(status);
             if shared.wait_for_stop(wait) {
                 return Ok(None);
             }

@@ -75,6 +75,40 @@ impl Outage {
     }
 }
 
+/// After a transient failure `e`: counts the attempt in `outage` (beginning
+/// one, with a warning naming `who` and `store`, if none is in progress) and
+/// returns how long to wait before the next attempt and the status to show;
+/// or, once the outage has lasted `give_up_after`, the error to stop with.
+pub(crate) fn wait_out(
+    outage: &mut Option<Outage>,
+    e: Error,
+    who: &str,
+    store: &str,
+    reconnect: &Reconnect,
+    give_up_after: Option<Duration>,
+) -> Result<(Duration, Status), Error> {
+    let outage = match outage {
+        Some(outage) => {
+            outage.attempts = outage.attempts.saturating_add(1);
+            outage
+        }
+        None => {
+            log::warn!("{who}: lost {store} ({e}); retrying until it is back");
+            outage.insert(Outage::begin())
+        }
+    };
+    let waited = outage.started.elapsed();
+    let mut wait = reconnect.wait_for(outage.attempts);
+    if let Some(limit) = give_up_after {
+        if waited >= limit {
+            let Error::Store(source) = e else { return Err(e) };
+            return Err(Error::StoreUnavailable { store: store.to_string(), waited, source });
+        }
+        wait = wait.min(limit - waited);
+    }
+    Ok((wait, outage.status()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,7 +13,7 @@ use seed_event::{
 };
 
 use crate::consumer::Held;
-use crate::outage::{is_transient, Outage, Reconnect, Status};
+use crate::outage::{is_transient, wait_out, Outage, Reconnect, Status};
 use crate::{Error, HandlerResult, Result, RetryPolicy};
 
 /// How many events one `next_batch` call may return.
@@ -444,34 +444,15 @@ impl Worker {
                 Err(e) if is_transient(&e) => e,
                 Err(e) => return Err(e),
             };
-            let outage = match &mut self.outage {
-                Some(outage) => {
-                    outage.attempts = outage.attempts.saturating_add(1);
-                    outage
-                }
-                None => {
-                    log::warn!(
-                        "subscription {}: lost {} ({e}); retrying until it is back",
-                        shared.label,
-                        self.store.describe()
-                    );
-                    self.outage.insert(Outage::begin())
-                }
-            };
-            shared.set_status(outage.status());
-            let waited = outage.started.elapsed();
-            let mut wait = self.policy.reconnect.wait_for(outage.attempts);
-            if let Some(limit) = self.policy.give_up_after {
-                if waited >= limit {
-                    let Error::Store(source) = e else { return Err(e) };
-                    return Err(Error::StoreUnavailable {
-                        store: self.store.describe(),
-                        waited,
-                        source,
-                    });
-                }
-                wait = wait.min(limit - waited);
-            }
+            let (wait, status) = wait_out(
+                &mut self.outage,
+                e,
+                &format!("subscription {}", shared.label),
+                &self.store.describe(),
+                &self.policy.reconnect,
+                self.policy.give_up_after,
+            )?;
+            shared.set_status(status);
             if shared.wait_for_stop(wait) {
                 return Ok(None);
             }
