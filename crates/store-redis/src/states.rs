@@ -82,12 +82,16 @@ impl RedisStore {
         self.shared.config.state_history.max(1)
     }
 
-    /// The script invocation that applies `put`.
-    fn change_script(&self, put: &StatePut<'_>) -> redis::ScriptInvocation<'static> {
-        let topic = put.event.topic.as_str();
+    /// An invocation of a state script with the keys both take (the topic's
+    /// stream and meta hash, the topic set and its notices, the latest and
+    /// versions hashes) and the topic as the first argument.
+    fn state_invocation(
+        &self,
+        script: &'static redis::Script,
+        topic: &str,
+    ) -> redis::ScriptInvocation<'static> {
         let keys = self.keys();
-        let line = put.event.to_json_line();
-        let mut invocation = scripts::PUT_STATE.prepare_invoke();
+        let mut invocation = script.prepare_invoke();
         invocation
             .key(keys.stream(topic))
             .key(keys.meta(topic))
@@ -95,7 +99,16 @@ impl RedisStore {
             .key(&keys.new_topics)
             .key(keys.latest(topic))
             .key(keys.versions(topic))
-            .arg(topic)
+            .arg(topic);
+        invocation
+    }
+
+    /// The script invocation that applies `put`.
+    fn change_script(&self, put: &StatePut<'_>) -> redis::ScriptInvocation<'static> {
+        let topic = put.event.topic.as_str();
+        let line = put.event.to_json_line();
+        let mut invocation = self.state_invocation(&scripts::PUT_STATE, topic);
+        invocation
             .arg(put.id)
             .arg(put.version - 1)
             .arg(put.version)
@@ -134,17 +147,9 @@ impl RedisStore {
 impl RedisStore {
     /// The script invocation that applies `edit`.
     fn edit_script(&self, edit: &StateEdit<'_>, topic: &str) -> redis::ScriptInvocation<'static> {
-        let keys = self.keys();
         let version = edit.expected + 1;
-        let mut invocation = scripts::EDIT_STATE.prepare_invoke();
+        let mut invocation = self.state_invocation(&scripts::EDIT_STATE, topic);
         invocation
-            .key(keys.stream(topic))
-            .key(keys.meta(topic))
-            .key(&keys.topics)
-            .key(&keys.new_topics)
-            .key(keys.latest(topic))
-            .key(keys.versions(topic))
-            .arg(topic)
             .arg(edit.id)
             .arg(edit.expected)
             .arg(version)
