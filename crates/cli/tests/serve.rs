@@ -886,6 +886,10 @@ fn http_workers(dir: &Dir) {
     assert_eq!(jobs["redelivered"].as_u64(), Some(1), "{jobs}");
     assert_eq!(s.metric("seed_group_in_flight{group=\"jobs\"}"), Some(0.0));
     assert_eq!(s.metric("seed_group_acked_total{group=\"jobs\"}"), Some(30.0));
+    assert_eq!(s.metric("seed_group_fetched_total{group=\"jobs\"}"), Some(31.0));
+    assert_eq!(s.metric("seed_group_waiting{group=\"jobs\"}"), Some(0.0));
+    assert_eq!(s.metric("seed_group_redelivered_total{group=\"jobs\"}"), Some(1.0));
+    assert_eq!(s.metric("seed_group_members{group=\"jobs\"}"), Some(2.0), "w1 and w2 held");
 
     // A poison event is dead-lettered after its last delivery, then redriven.
     s.publish("poison.a", json!({"payload": {"bad": true}, "source": "s"}));
@@ -906,6 +910,7 @@ fn http_workers(dir: &Dir) {
         (Some(2), Some("bad payload"), Some("cleanup"))
     );
     assert_eq!(letter["topic"], "poison.a");
+    assert_eq!(s.metric("seed_group_dead_lettered_total{group=\"cleanup\"}"), Some(1.0));
     let (status, text) = group_call(&s, "cleanup", "redrive", json!({}));
     assert_eq!(status, 200, "{text}");
     assert_eq!(serde_json::from_str::<Value>(&text).unwrap()["redriven"], 1);
