@@ -24,6 +24,11 @@ const MAX_CHARS: usize = 255;
 /// Checks an entity type: a name (1 to 255 characters, no whitespace or
 /// control characters) that is one topic token, so without `.`, `*` or `>`.
 pub fn check_entity_type(kind: &str) -> Result<()> {
+    state_topic(kind).map(drop)
+}
+
+/// The topic of the change events of entities of type `kind`, `state.<kind>`.
+pub fn state_topic(kind: &str) -> Result<Topic> {
     let rules = NameRules {
         what: "entity_type",
         max_len: MaxLen::Chars(MAX_CHARS),
@@ -33,15 +38,8 @@ pub fn check_entity_type(kind: &str) -> Result<()> {
     };
     support::check_name(kind, &rules)?;
     // At most 255 bytes of topic: `state.` and the type.
-    Topic::new(format!("{STATE_TOPIC_PREFIX}{kind}"))
-        .map_err(|e| Error::invalid("entity_type", e.to_string()))?;
-    Ok(())
-}
-
-/// The topic that carries the changes of entities of type `kind`.
-pub fn state_topic(kind: &str) -> Result<Topic> {
-    check_entity_type(kind)?;
-    Topic::new(format!("{STATE_TOPIC_PREFIX}{kind}"))
+    Topic::new([STATE_TOPIC_PREFIX, kind].concat())
+        .map_err(|e| Error::invalid("entity_type", e.to_string()))
 }
 
 /// The entity type whose changes `topic` carries, if it is a state topic.

@@ -86,14 +86,14 @@ fn check_name(name: &str, what: &str, pattern: bool) -> Result<()> {
         example: if pattern { "task.>" } else { "task.completed" },
     };
     support::check_name(name, &rules)?;
-    let tokens: Vec<&str> = name.split('.').collect();
-    if tokens.iter().any(|t| t.is_empty()) {
+    if name.split('.').any(str::is_empty) {
         return bad("has an empty token; tokens are separated by single dots and the name may not start or end with a dot".to_string());
     }
-    for (i, token) in tokens.iter().enumerate() {
-        let wildcard = *token == "*" || *token == ">";
+    let mut tokens = name.split('.').peekable();
+    while let Some(token) = tokens.next() {
+        let wildcard = token == "*" || token == ">";
         if wildcard && pattern {
-            if *token == ">" && i + 1 != tokens.len() {
+            if token == ">" && tokens.peek().is_some() {
                 return bad("`>` is only allowed as the last token".to_string());
             }
             continue;

@@ -32,22 +32,22 @@ impl Keys {
 
     /// The stream of a topic's events (field `e`: the event's JSON line).
     pub(crate) fn stream(&self, topic: &str) -> String {
-        format!("{}{{{topic}}}:s", self.prefix)
+        [self.prefix.as_str(), "{", topic, "}:s"].concat()
     }
 
     /// The hash of a topic's counters (field `bytes`).
     pub(crate) fn meta(&self, topic: &str) -> String {
-        format!("{}{{{topic}}}:m", self.prefix)
+        [self.prefix.as_str(), "{", topic, "}:m"].concat()
     }
 
     /// The hash of the newest record of each entity of a state topic.
     pub(crate) fn latest(&self, topic: &str) -> String {
-        format!("{}{{{topic}}}:latest", self.prefix)
+        [self.prefix.as_str(), "{", topic, "}:latest"].concat()
     }
 
     /// The hash of the kept versions of each entity of a state topic.
     pub(crate) fn versions(&self, topic: &str) -> String {
-        format!("{}{{{topic}}}:v", self.prefix)
+        [self.prefix.as_str(), "{", topic, "}:v"].concat()
     }
 
     /// The hash of a consumer's positions, topic to cursor.

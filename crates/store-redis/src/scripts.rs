@@ -165,11 +165,12 @@ return {#r, r[#r][1]}
 /// …, the version falling out of the history (`0`: none)) to the stream,
 /// makes it the entity's newest record (with `layout`, see [`EDIT_STATE`])
 /// and a kept version, drops the version past the history and counts the
-/// bytes; returns the new stream id. With `known`, the topic is in the topic
+/// bytes (`size`, when given, is the line's length plus one as text, which
+/// spares Redis formatting a Lua number); returns the new stream id. With `known`, the topic is in the topic
 /// set already (it is from the first record of any entity on, and no topic
 /// ever leaves the set).
 const STORE_STATE: &str = r#"
-local function store(line, layout, known)
+local function store(line, layout, known, size)
   if not known and redis.call('SADD', KEYS[3], ARGV[1]) == 1 then
     redis.call('XADD', KEYS[4], 'MAXLEN', '~', 1000, '*', 't', ARGV[1])
   end
@@ -191,10 +192,13 @@ local function store(line, layout, known)
     if old then
       redis.call('HDEL', KEYS[6], field)
       local oid, oline = string.match(old, '^(%S+) (.*)$')
-      if redis.call('XDEL', KEYS[1], oid) == 1 then bytes = bytes - #oline - 1 end
+      if redis.call('XDEL', KEYS[1], oid) == 1 then
+        bytes = bytes - #oline - 1
+        size = nil
+      end
     end
   end
-  redis.call('HINCRBY', KEYS[2], 'bytes', bytes)
+  redis.call('HINCRBY', KEYS[2], 'bytes', size or bytes)
   return id
 end
 "#;
@@ -204,7 +208,8 @@ end
 /// KEYS: stream, meta hash, topic set, new-topic stream, latest hash, versions hash.
 /// ARGV: topic, entity id, expected version, new version, event ms, event
 /// JSON line, the version falling out of the history (`0`: none), the
-/// event's id (to recognise a retry whose first try landed), the line's layout.
+/// event's id (to recognise a retry whose first try landed), the line's
+/// layout, the line's length plus one.
 ///
 /// A latest value is `<version> <stream id> <layout> <line>`, a versions
 /// value `<stream id> <line>`, under the field `<entity id>\n<version>`.
@@ -221,7 +226,7 @@ if curv ~= ARGV[3] then
   end
   return {{0, curv}}
 end
-return {{1, store(ARGV[6], ARGV[9], cur ~= false and cur ~= nil)}}
+return {{1, store(ARGV[6], ARGV[9], cur ~= false and cur ~= nil, ARGV[10])}}
 "#
     ))
 });

@@ -46,35 +46,131 @@ fn latest_record(value: &str, topic: &Topic, key: &str) -> Result<StoredEvent> {
 /// line of `event`: `L` (`D` for a tombstone), then the 1-based first and
 /// last byte of the state's status, data, created_at, updated_at and
 /// metadata; `-` if the event carries no such state.
+///
+/// Found by walking the line's JSON once (`payload`, then its `state`), not
+/// by writing the state again: this runs on every state change.
 fn layout(event: &seed_event::Event, line: &str) -> String {
-    const FIELDS: [&str; 5] = ["status", "data", "created_at", "updated_at", "metadata"];
-    let Some(serde_json::Value::Object(state)) = event.payload.get("state") else {
+    const FIELDS: [&[u8]; 5] = [b"status", b"data", b"created_at", b"updated_at", b"metadata"];
+    let bytes = line.as_bytes();
+    let Some(state) = scan::member(bytes, 0, b"payload")
+        .and_then(|payload| scan::member(bytes, payload, b"state"))
+    else {
         return "-".into();
     };
-    let Ok(whole) = serde_json::to_string(state) else { return "-".into() };
-    let Some(base) = line.find(&whole) else { return "-".into() };
     let mut spans = [None; 5];
-    // Past the `{`; each member is `"key":value`, separated by commas.
-    let mut at = base + 1;
-    for (n, (key, value)) in state.iter().enumerate() {
-        at += usize::from(n > 0);
-        at += serde_json::to_string(key).map_or(0, |k| k.len()) + 1;
-        let len = serde_json::to_string(value).map_or(0, |v| v.len());
-        if let Some(slot) = FIELDS.iter().position(|f| f == key) {
-            spans[slot] = Some((at + 1, at + len));
+    let complete = scan::members(bytes, state, |key, first, end| {
+        if let Some(slot) = FIELDS.iter().position(|f| *f == key) {
+            spans[slot] = Some((first + 1, end));
         }
-        at += len;
+    });
+    if complete.is_none() {
+        return "-".into();
     }
     let deleted = event.payload.get("deleted").and_then(serde_json::Value::as_bool) == Some(true);
-    let mut out = String::from(if deleted { "D" } else { "L" });
+    let mut out = String::with_capacity(48);
+    out.push(if deleted { 'D' } else { 'L' });
     for (n, span) in spans.iter().enumerate() {
         let Some((first, last)) = span else { return "-".into() };
         if n > 0 {
             out.push(',');
         }
-        out.push_str(&format!("{first},{last}"));
+        out.push_str(&first.to_string());
+        out.push(',');
+        out.push_str(&last.to_string());
     }
     out
+}
+
+/// A walk over compact JSON (as `serde_json` writes it) that finds where
+/// values sit without parsing them.
+mod scan {
+    /// The index just past the string starting at `at` (a `"`).
+    fn string_end(s: &[u8], at: usize) -> Option<usize> {
+        let mut i = at + 1;
+        loop {
+            match *s.get(i)? {
+                b'"' => return Some(i + 1),
+                b'\\' => i += 2,
+                _ => i += 1,
+            }
+        }
+    }
+
+    /// The index just past the value starting at `at`.
+    fn value_end(s: &[u8], at: usize) -> Option<usize> {
+        match *s.get(at)? {
+            b'"' => string_end(s, at),
+            b'{' | b'[' => {
+                let mut depth = 0usize;
+                let mut i = at;
+                loop {
+                    match *s.get(i)? {
+                        b'"' => {
+                            i = string_end(s, i)?;
+                            continue;
+                        }
+                        b'{' | b'[' => depth += 1,
+                        b'}' | b']' => {
+                            depth -= 1;
+                            if depth == 0 {
+                                return Some(i + 1);
+                            }
+                        }
+                        _ => {}
+                    }
+                    i += 1;
+                }
+            }
+            _ => {
+                let rest = s.get(at..)?;
+                let len = rest.iter().position(|b| matches!(b, b',' | b'}' | b']'))?;
+                Some(at + len)
+            }
+        }
+    }
+
+    /// Calls `each(key, start, end)` for every member of the object starting
+    /// at `at` (a `{`), with the raw key (between its quotes) and the value's
+    /// bytes `start..end`; `None` if the JSON is not as expected.
+    pub(super) fn members(
+        s: &[u8],
+        at: usize,
+        mut each: impl FnMut(&[u8], usize, usize),
+    ) -> Option<()> {
+        if *s.get(at)? != b'{' {
+            return None;
+        }
+        let mut i = at + 1;
+        if *s.get(i)? == b'}' {
+            return Some(());
+        }
+        loop {
+            let key_end = string_end(s, i)?;
+            if *s.get(key_end)? != b':' {
+                return None;
+            }
+            let start = key_end + 1;
+            let end = value_end(s, start)?;
+            each(s.get(i + 1..key_end - 1)?, start, end);
+            match *s.get(end)? {
+                b',' => i = end + 1,
+                b'}' => return Some(()),
+                _ => return None,
+            }
+        }
+    }
+
+    /// Where the value of member `key` of the object at `at` starts, if it
+    /// is an object.
+    pub(super) fn member(s: &[u8], at: usize, key: &[u8]) -> Option<usize> {
+        let mut found = None;
+        members(s, at, |k, start, _| {
+            if found.is_none() && k == key && s.get(start) == Some(&b'{') {
+                found = Some(start);
+            }
+        })?;
+        found
+    }
 }
 
 impl RedisStore {
@@ -116,7 +212,8 @@ impl RedisStore {
             .arg(&line)
             .arg(put.version.saturating_sub(self.history_len()))
             .arg(put.event.id.to_string())
-            .arg(layout(put.event, &line));
+            .arg(layout(put.event, &line))
+            .arg(line.len() + 1);
         invocation
     }
 
@@ -367,5 +464,65 @@ mod tests {
         let put = StatePut { kind: "job", id: "a", version: 1, event: &other };
         let err = store.put(&put).unwrap_err();
         assert_eq!(err.to_string(), "conflict: job/a already exists");
+    }
+
+    /// The layout as first written: by writing the state again and finding
+    /// it in the line. The walk must give the same answer.
+    fn layout_by_writing(event: &Event, line: &str) -> String {
+        const FIELDS: [&str; 5] = ["status", "data", "created_at", "updated_at", "metadata"];
+        let Some(serde_json::Value::Object(state)) = event.payload.get("state") else {
+            return "-".into();
+        };
+        let whole = serde_json::to_string(state).unwrap();
+        let Some(base) = line.find(&whole) else { return "-".into() };
+        let mut spans = [None; 5];
+        let mut at = base + 1;
+        for (n, (key, value)) in state.iter().enumerate() {
+            at += usize::from(n > 0);
+            at += serde_json::to_string(key).unwrap().len() + 1;
+            let len = serde_json::to_string(value).unwrap().len();
+            if let Some(slot) = FIELDS.iter().position(|f| f == key) {
+                spans[slot] = Some((at + 1, at + len));
+            }
+            at += len;
+        }
+        let deleted =
+            event.payload.get("deleted").and_then(serde_json::Value::as_bool) == Some(true);
+        let mut out = String::from(if deleted { "D" } else { "L" });
+        for (n, span) in spans.iter().enumerate() {
+            let Some((first, last)) = span else { return "-".into() };
+            if n > 0 {
+                out.push(',');
+            }
+            out.push_str(&format!("{first},{last}"));
+        }
+        out
+    }
+
+    #[test]
+    fn the_layout_walk_finds_what_writing_the_state_again_finds() {
+        let topic = state_topic("job").unwrap();
+        let states = [
+            serde_json::json!({"status": "pending", "data": {}, "created_at": "t", "updated_at": "u", "metadata": {}}),
+            serde_json::json!({"entity_id": "a\"}{", "status": "done", "data": {"s": "x\\\"}]{[", "n": [1, {"a": "}"}], "f": 1.5e3, "b": true, "z": null}, "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:01Z", "updated_by": "é ☃", "metadata": {"k": "\u{0}\u{1f}"}}),
+            serde_json::json!({"status": "pending", "data": {"state": {"data": 1}}, "created_at": "t", "updated_at": "u"}),
+            serde_json::json!({"status": "pending"}),
+        ];
+        for (n, state) in states.into_iter().enumerate() {
+            for deleted in [false, true] {
+                let payload = serde_json::json!({
+                    "entity_id": "a", "version": 3, "deleted": deleted, "caused_by": null, "state": state
+                });
+                let event = Event::new(topic.clone(), "t", payload.as_object().cloned().unwrap());
+                let line = event.to_json_line();
+                assert_eq!(
+                    layout(&event, &line),
+                    layout_by_writing(&event, &line),
+                    "state {n}: {line}"
+                );
+            }
+        }
+        let event = Event::new(topic, "t", JsonObject::new());
+        assert_eq!(layout(&event, &event.to_json_line()), "-");
     }
 }
