@@ -211,14 +211,26 @@ fn killed_members_events_go_to_the_others(env: &Env) {
 
 #[test]
 fn per_topic_order_across_four_members() {
-    let dir = Dir::new();
+    per_topic_order_across_members(&Env::file());
+}
+
+#[test]
+fn per_topic_order_across_four_members_on_redis() {
+    per_topic_order_across_members(&Env::redis());
+}
+
+/// Four `subscribe --group --ordered per-topic` processes and 20 topics of
+/// 25 events: each topic's events are printed once each, and every member
+/// prints its share of a topic in order.
+fn per_topic_order_across_members(env: &Env) {
+    let dir = &env.dir;
     let args = ["subscribe", "--topic", "t.*", "--group", "o", "--ordered", "per-topic"];
     let members: Vec<Running> = (0..4).map(|_| dir.spawn(&args)).collect();
     for m in &members {
         m.wait_listening();
     }
     for t in 0..20 {
-        publish_range(&dir, &format!("t.{t}"), 0, 25);
+        publish_range(dir, &format!("t.{t}"), 0, 25);
     }
     let mut got = vec![Vec::new(); 4];
     collect_until(&members, &mut got, |got| total(got) >= 500);
@@ -459,7 +471,16 @@ fn ctrl_c_at_a_terminal_does_not_kill_the_running_command() {
 /// group; a second redrive puts nothing back; an unknown id is refused.
 #[test]
 fn redrive_puts_dead_letters_back_and_they_are_handled() {
-    let dir = Dir::new();
+    redrive_and_handle(&Env::file());
+}
+
+#[test]
+fn redrive_puts_dead_letters_back_and_they_are_handled_on_redis() {
+    redrive_and_handle(&Env::redis());
+}
+
+fn redrive_and_handle(env: &Env) {
+    let dir = &env.dir;
     let failing =
         ["subscribe", "--topic", "r", "--group", "g", "--exec", "exit 1", "--max-deliveries", "1"];
     let mut worker = dir.spawn(&failing);
