@@ -129,11 +129,23 @@ async fn stream(
     let mut samples = Vec::new();
     while seen < events {
         socket.readable().await?;
-        let n = match socket.try_read(&mut buf) {
-            Ok(0) => bail!("a stream ended after {seen} of {events} events"),
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Err(e.into()),
+        // A short read has drained the socket: answering WouldBlock from
+        // try_io then clears tokio's readiness, so the next wait goes to
+        // epoll instead of into a read that finds nothing.
+        let mut got = None;
+        let read = socket.try_io(tokio::io::Interest::READABLE, || {
+            let n = socket.try_read(&mut buf)?;
+            got = Some(n);
+            match n > 0 && n < buf.len() {
+                true => Err(std::io::ErrorKind::WouldBlock.into()),
+                false => Ok(()),
+            }
+        });
+        let n = match (got, read) {
+            (Some(0), _) => bail!("a stream ended after {seen} of {events} events"),
+            (Some(n), _) => n,
+            (None, Err(e)) if e.kind() != std::io::ErrorKind::WouldBlock => return Err(e.into()),
+            (None, _) => continue,
         };
         let now = mono_ns();
         pending.extend_from_slice(&buf[..n]);
