@@ -54,6 +54,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// The live-stream fan-out.
     pub hubs: Arc<Hubs>,
+    /// The group commit of single-event publishes.
+    pub appender: crate::appender::Appender,
     /// The work-group members held for HTTP workers.
     pub members: Arc<groups::Members>,
     /// One permit per state watch that may be open.
@@ -226,6 +228,7 @@ impl Server {
         let (stop, shutdown) = watch::channel(false);
         let app = App(Arc::new(Shared {
             hubs: Arc::new(Hubs::new(bus.clone(), config.stream_buffer, metrics.clone())),
+            appender: crate::appender::Appender::start(bus.clone())?,
             members: Arc::default(),
             state_watches: Arc::new(tokio::sync::Semaphore::new(config.max_state_watches)),
             bus,

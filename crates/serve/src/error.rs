@@ -6,7 +6,7 @@ use axum::response::IntoResponse;
 use seed_event::ErrorKind;
 
 /// An error answered as `{"error": …}` with its status.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ApiError {
     status: StatusCode,
     message: String,

@@ -123,16 +123,31 @@ pub async fn publish(
         return publish_batch(app, topic, body).await;
     }
     let event = parse_event_body(&body, "")?;
-    let options = PublishOptions {
-        correlation_id: event.correlation_id,
-        metadata: event.metadata,
-        id: event.id,
-        timestamp: None,
+    let stored = match event.id {
+        // Idempotent: the check and the conditional append run on their own.
+        Some(id) => {
+            let options = PublishOptions {
+                correlation_id: event.correlation_id,
+                metadata: event.metadata,
+                id: Some(id),
+                timestamp: None,
+            };
+            let bus = app.bus.clone();
+            let t = topic.clone();
+            app.blocking(move || bus.publish(&t, &event.source, event.payload, options)).await??
+        }
+        None => {
+            app.appender
+                .publish(
+                    topic.clone(),
+                    event.source,
+                    event.payload,
+                    event.correlation_id,
+                    event.metadata,
+                )
+                .await?
+        }
     };
-    let bus = app.bus.clone();
-    let t = topic.clone();
-    let stored =
-        app.blocking(move || bus.publish(&t, &event.source, event.payload, options)).await??;
     app.metrics.published(topic.as_str(), 1);
     Ok(json_response(StatusCode::CREATED, event_json(&stored)))
 }

@@ -3,7 +3,8 @@
 //!
 //! The crate depends on the bus, `seed-event` and `seed-state` only: the
 //! CLI picks the store and hands it over as an `Arc<dyn EventStore>`. The bus stays
-//! synchronous; the server bridges it with `spawn_blocking` and, for live
+//! synchronous; the server bridges it with `spawn_blocking`, a thread that
+//! appends concurrent single-event publishes together (`appender.rs`) and, for live
 //! streams, one bus subscription per distinct pattern feeding a tokio
 //! broadcast channel that every client of that pattern reads (`sse.rs`).
 //!
@@ -44,6 +45,7 @@
 //! ```
 
 mod app;
+mod appender;
 mod args;
 mod auth;
 mod console;

@@ -45,22 +45,19 @@ impl Resume {
 
     /// Appends [`Resume::token`] to `out` (ASCII only).
     pub fn write_token(&self, out: &mut Vec<u8>) {
+        self.write_start(out);
+        for (topic, cursor) in &self.positions {
+            write_position(out, topic, *cursor);
+        }
+    }
+
+    /// Appends the token's start part, `b` or `t<unix micros>`.
+    pub fn write_start(&self, out: &mut Vec<u8>) {
         match self.start {
             StreamStart::Beginning => out.push(b'b'),
             StreamStart::Since(t) => {
                 let _ = write!(out, "t{}", t.unix_micros());
             }
-        }
-        for (topic, cursor) in &self.positions {
-            out.push(b'~');
-            for &b in topic.as_str().as_bytes() {
-                if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-') {
-                    out.push(b);
-                } else {
-                    let _ = write!(out, "%{b:02X}");
-                }
-            }
-            let _ = write!(out, "={cursor}");
         }
     }
 
@@ -81,6 +78,20 @@ impl Resume {
         }
         Some(Resume { start, positions })
     }
+}
+
+/// Appends one topic's part of a token, `~<topic>=<cursor>`: a token is its
+/// start part followed by these in topic order.
+pub fn write_position(out: &mut Vec<u8>, topic: &Topic, cursor: Cursor) {
+    out.push(b'~');
+    for &b in topic.as_str().as_bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-') {
+            out.push(b);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    let _ = write!(out, "={cursor}");
 }
 
 fn percent_decode(text: &str) -> Option<Vec<u8>> {

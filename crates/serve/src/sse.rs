@@ -31,17 +31,22 @@ use crate::events::event_json;
 use crate::metrics::Metrics;
 use crate::resume::{Resume, StreamStart};
 
-/// An event as streams send it: its topic and cursor, and its JSON once.
+/// An event as streams send it: its topic and cursor, and what every stream
+/// writes of it, made once: its JSON and its part of a resume token.
 #[derive(Debug)]
 pub struct Wire {
     topic: Topic,
     cursor: Cursor,
     json: String,
+    /// `~<topic>=<cursor>` (see [`crate::resume::write_position`]).
+    position: Vec<u8>,
 }
 
 impl Wire {
     fn new(e: &StoredEvent) -> Wire {
-        Wire { topic: e.event.topic.clone(), cursor: e.cursor, json: event_json(e) }
+        let mut position = Vec::new();
+        crate::resume::write_position(&mut position, &e.event.topic, e.cursor);
+        Wire { topic: e.event.topic.clone(), cursor: e.cursor, json: event_json(e), position }
     }
 }
 
@@ -271,8 +276,9 @@ fn catch_up(
 const EVENTS_PER_WRITE: usize = 256;
 
 /// Appends `wire` in the event-stream format, `id: <resume token>` then
-/// `data: <event JSON>` (which has no line breaks), and moves `resume` past it.
-fn push_event(out: &mut Vec<u8>, wire: &Wire, resume: &mut Resume) {
+/// `data: <event JSON>` (which has no line breaks), and moves `resume` past
+/// it. `start` is the token's start part ([`Resume::write_start`]).
+fn push_event(out: &mut Vec<u8>, wire: &Wire, resume: &mut Resume, start: &[u8]) {
     match resume.positions.get_mut(&wire.topic) {
         Some(cursor) => *cursor = wire.cursor,
         None => {
@@ -280,7 +286,14 @@ fn push_event(out: &mut Vec<u8>, wire: &Wire, resume: &mut Resume) {
         }
     }
     out.extend_from_slice(b"id: ");
-    resume.write_token(out);
+    if resume.positions.len() == 1 {
+        // The stream has delivered from this topic only: the token is the
+        // start and the event's own part, both made already.
+        out.extend_from_slice(start);
+        out.extend_from_slice(&wire.position);
+    } else {
+        resume.write_token(out);
+    }
     out.extend_from_slice(b"\ndata: ");
     out.extend_from_slice(wire.json.as_bytes());
     out.extend_from_slice(b"\n\n");
@@ -317,8 +330,8 @@ impl Frame {
         Frame { bytes: Vec::new(), delivered: Vec::new() }
     }
 
-    fn push(&mut self, wire: &Wire, resume: &mut Resume) {
-        push_event(&mut self.bytes, wire, resume);
+    fn push(&mut self, wire: &Wire, resume: &mut Resume, start: &[u8]) {
+        push_event(&mut self.bytes, wire, resume, start);
         match self.delivered.iter_mut().find(|(t, _)| *t == wire.topic) {
             Some((_, n)) => *n += 1,
             None => self.delivered.push((wire.topic.clone(), 1)),
@@ -374,6 +387,8 @@ pub async fn subscribe(
     let stream = async_stream::stream! {
         let _counted = Counted::new(metrics.clone());
         let mut counters = Counters::default();
+        let mut start = Vec::new();
+        resume.write_start(&mut start);
         // The id names the start, so a client that drops before any event resumes without a gap.
         let mut hello = b": listening\nid: ".to_vec();
         resume.write_token(&mut hello);
@@ -400,7 +415,7 @@ pub async fn subscribe(
                     step = steps.recv() => match step {
                         Some(Step::Event(wire)) => {
                             let mut frame = Frame::new();
-                            frame.push(&wire, &mut resume);
+                            frame.push(&wire, &mut resume, &start);
                             wrote = true;
                             yield Ok(frame.finish(&metrics, &mut counters));
                         }
@@ -439,7 +454,7 @@ pub async fn subscribe(
                     match received {
                         Ok(wire) => {
                             if resume.positions.get(&wire.topic).is_none_or(|c| *c < wire.cursor) {
-                                frame.push(&wire, &mut resume);
+                                frame.push(&wire, &mut resume, &start);
                             }
                         }
                         Err(broadcast::error::RecvError::Lagged(n)) => {
@@ -507,5 +522,31 @@ mod tests {
         assert!(stream_params(Some("topic=a.*"), &last).is_err());
         let (_, resume, from_store) = stream_params(Some("topic=b.*"), &last).unwrap();
         assert!(from_store && resume.positions.len() == 1);
+    }
+
+    #[test]
+    fn every_event_carries_the_token_of_the_position_after_it() {
+        let wire = |topic: &str, cursor: Cursor| {
+            let event = seed_event::Event::new(Topic::new(topic).unwrap(), "s", Default::default());
+            Wire::new(&StoredEvent { cursor, event })
+        };
+        for start in [StreamStart::Beginning, StreamStart::Since(Timestamp::from_unix_micros(7))] {
+            let mut resume = Resume { start, positions: Default::default() };
+            let mut start_part = Vec::new();
+            resume.write_start(&mut start_part);
+            for w in [
+                wire("a~b", Cursor::new(5, 0)),
+                wire("a~b", Cursor::new(6, 1)),
+                wire("a.c", Cursor::new(7, 0)),
+                wire("a~b", Cursor::new(8, 0)),
+            ] {
+                let mut out = Vec::new();
+                push_event(&mut out, &w, &mut resume, &start_part);
+                let text = String::from_utf8(out).unwrap();
+                let id = text.strip_prefix("id: ").unwrap().split('\n').next().unwrap();
+                assert_eq!(id, resume.token());
+                assert_eq!(Resume::parse(id).unwrap().positions.get(&w.topic), Some(&w.cursor));
+            }
+        }
     }
 }

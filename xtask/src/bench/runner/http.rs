@@ -1,11 +1,12 @@
 //! `seed serve` scenarios: HTTP publish over keep-alive connections, against
-//! an in-process server on a file store, driven by plain blocking sockets;
-//! then the fan-out of event streams ([`super::sse`]).
+//! an in-process server on a file store, driven by one client thread (each
+//! connection one request in flight); then the fan-out of event streams
+//! ([`super::sse`]), whose publisher and `/metrics` reads use [`Conn`].
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::sync::{Arc, Barrier};
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, ensure, Context, Result};
@@ -96,24 +97,55 @@ impl Conn {
     }
 }
 
-/// Sends `requests` POSTs of `body` on one keep-alive connection, each answered 201.
-fn post_many(
-    addr: SocketAddr,
-    path: &str,
-    content_type: &str,
-    body: &[u8],
-    requests: usize,
-) -> Result<()> {
-    let mut conn = Conn::open(addr)?;
-    let mut request = conn.post_head(path, content_type, body.len());
-    request.extend_from_slice(body);
+/// Sends `requests` POSTs of `request` (head and body) on one keep-alive
+/// connection, one at a time, each answered 201.
+async fn post_many(addr: SocketAddr, request: Arc<Vec<u8>>, requests: usize) -> Result<()> {
+    let socket = tokio::net::TcpStream::connect(addr).await.context("connecting to seed serve")?;
+    socket.set_nodelay(true)?;
+    let mut answers: Vec<u8> = Vec::with_capacity(64 * 1024);
+    let mut buf = vec![0u8; 64 * 1024];
     for _ in 0..requests {
-        conn.exchange(&request, "HTTP/1.1 201")?;
+        let mut sent = 0;
+        while sent < request.len() {
+            match socket.try_write(&request[sent..]) {
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => socket.writable().await?,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        // The answer: a head up to a blank line, then Content-Length bytes.
+        let whole = loop {
+            if let Some(end) = answers.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = std::str::from_utf8(&answers[..end])?;
+                ensure!(head.starts_with("HTTP/1.1 201"), "seed serve answered {head:?}");
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        let (name, value) = l.split_once(':')?;
+                        name.eq_ignore_ascii_case("content-length").then(|| value.trim())
+                    })
+                    .context("an answer without Content-Length")?
+                    .parse()?;
+                if answers.len() >= end + 4 + length {
+                    break end + 4 + length;
+                }
+            }
+            match socket.try_read(&mut buf) {
+                Ok(0) => bail!("seed serve closed the connection"),
+                Ok(n) => answers.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => socket.readable().await?,
+                Err(e) => return Err(e.into()),
+            }
+        };
+        answers.drain(..whole);
     }
     Ok(())
 }
 
 /// Events per second of `CONNECTIONS` connections sending `requests` each.
+///
+/// The connections are driven by one thread (each with one request in
+/// flight), so the client takes little of the machine the server runs on.
 fn drive(
     addr: SocketAddr,
     path: &str,
@@ -122,25 +154,27 @@ fn drive(
     requests: usize,
     per_request: usize,
 ) -> Result<f64> {
-    let barrier = Arc::new(Barrier::new(CONNECTIONS + 1));
-    let workers: Vec<_> = (0..CONNECTIONS)
-        .map(|_| {
-            let (barrier, path, content_type, body) =
-                (barrier.clone(), path.to_string(), content_type.to_string(), body.to_vec());
-            std::thread::spawn(move || {
-                barrier.wait();
-                post_many(addr, &path, &content_type, &body, requests)
-            })
-        })
-        .collect();
-    barrier.wait();
+    let mut request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(body);
+    let request = Arc::new(request);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the connections' runtime")?;
     let started = Instant::now();
-    for worker in workers {
-        match worker.join() {
-            Ok(result) => result?,
-            Err(_) => bail!("a publishing connection panicked"),
+    runtime.block_on(async {
+        let connections: Vec<_> = (0..CONNECTIONS)
+            .map(|_| tokio::spawn(post_many(addr, request.clone(), requests)))
+            .collect();
+        for c in connections {
+            c.await.context("a publishing connection")??;
         }
-    }
+        Ok::<_, anyhow::Error>(())
+    })?;
     Ok((CONNECTIONS * requests * per_request) as f64 / started.elapsed().as_secs_f64())
 }
 

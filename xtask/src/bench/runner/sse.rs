@@ -121,18 +121,31 @@ async fn stream(
             Err(e) => return Err(e.into()),
         }
     }
-    const MARK: &[u8] = b"\"sent_ns\":";
+    const MARK: &str = "\"sent_ns\":";
     let mut pending: Vec<u8> = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
     let (mut answered, mut started) = (false, false);
     let mut seen = 0;
+    let mut samples = Vec::new();
     while seen < events {
         socket.readable().await?;
-        let n = match socket.try_read(&mut buf) {
-            Ok(0) => bail!("a stream ended after {seen} of {events} events"),
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Err(e.into()),
+        // A short read has drained the socket: answering WouldBlock from
+        // try_io then clears tokio's readiness, so the next wait goes to
+        // epoll instead of into a read that finds nothing.
+        let mut got = None;
+        let read = socket.try_io(tokio::io::Interest::READABLE, || {
+            let n = socket.try_read(&mut buf)?;
+            got = Some(n);
+            match n > 0 && n < buf.len() {
+                true => Err(std::io::ErrorKind::WouldBlock.into()),
+                false => Ok(()),
+            }
+        });
+        let n = match (got, read) {
+            (Some(0), _) => bail!("a stream ended after {seen} of {events} events"),
+            (Some(n), _) => n,
+            (None, Err(e)) if e.kind() != std::io::ErrorKind::WouldBlock => return Err(e.into()),
+            (None, _) => continue,
         };
         let now = mono_ns();
         pending.extend_from_slice(&buf[..n]);
@@ -142,28 +155,30 @@ async fn stream(
             ensure!(complete.starts_with(b"HTTP/1.1 200"), "the stream was refused");
             answered = true;
         }
-        if !started && complete.windows(11).any(|w| w == b": listening") {
-            started = true;
-            counts.listening.fetch_add(1, Ordering::SeqCst);
-        }
-        ensure!(
-            !complete.windows(13).any(|w| w == b"event: error\n"),
-            "the server ended a stream with an error event"
-        );
-        let mut samples = Vec::new();
-        let mut rest = complete;
-        while let Some(at) = rest.windows(MARK.len()).position(|w| w == MARK) {
-            rest = &rest[at + MARK.len()..];
-            let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
-            let sent: u64 = std::str::from_utf8(&rest[..digits])?.parse()?;
-            samples.push(now.saturating_sub(sent));
+        // Whole lines only: an event's lines, the chunked encoding's size
+        // lines, the response head. Events are `data:` lines.
+        samples.clear();
+        for line in complete.split(|b| *b == b'\n') {
+            if let Some(data) = line.strip_prefix(b"data: ") {
+                let text = std::str::from_utf8(data)?;
+                let at = text.find(MARK).context("an event without its send time")? + MARK.len();
+                let digits = text[at..].bytes().take_while(u8::is_ascii_digit).count();
+                let sent: u64 = text[at..at + digits].parse()?;
+                samples.push(now.saturating_sub(sent));
+            } else if line.starts_with(b"event: error") {
+                bail!("the server ended a stream with an error event");
+            } else if !started && line.starts_with(b": listening") {
+                started = true;
+                counts.listening.fetch_add(1, Ordering::SeqCst);
+            }
         }
         seen += samples.len();
-        let mut histogram = latencies.lock().unwrap_or_else(|p| p.into_inner());
-        for ns in samples {
-            histogram.add(ns);
+        if !samples.is_empty() {
+            let mut histogram = latencies.lock().unwrap_or_else(|p| p.into_inner());
+            for ns in &samples {
+                histogram.add(*ns);
+            }
         }
-        drop(histogram);
         pending.drain(..=end);
     }
     counts.done.fetch_add(1, Ordering::SeqCst);
