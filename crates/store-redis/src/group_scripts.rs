@@ -22,7 +22,8 @@ use redis::Script;
 ///   after `delay` ms, or, after its last delivery, is marked for its dead
 ///   letter with `err`;
 /// - `ack_tokens(i, n)`: acks the `n` (topic, id, delivery) triples from
-///   ARGV `i` on that the caller still holds; returns how many;
+///   ARGV `i` on (sorted by topic, then id) that the caller still holds,
+///   with one `XPENDING` and one `XACK` per topic; returns how many;
 /// - `wake()`: tells waiting members that something changed.
 const PRELUDE: &str = r#"
 local prefix, group, me = ARGV[1], ARGV[2], ARGV[3]
@@ -57,14 +58,25 @@ local function wake()
   redis.call('XADD', wake_key, 'MAXLEN', '~', 100, '*', 'w', '1')
 end
 local function ack_tokens(i, n)
-  local acked = 0
-  for j = i, i + 3 * n - 1, 3 do
-    local k = skey(ARGV[j])
-    local c = held(k, ARGV[j + 1], me)
-    if c and c == tonumber(ARGV[j + 2]) then
-      redis.call('XACK', k, group, ARGV[j + 1])
-      acked = acked + 1
+  local acked, j, last = 0, i, i + 3 * n - 1
+  while j <= last do
+    local t = ARGV[j]
+    local e = j
+    while e + 3 <= last and ARGV[e + 3] == t do e = e + 3 end
+    local k = skey(t)
+    local p = redis.pcall('XPENDING', k, group, ARGV[j + 1], ARGV[e + 1], 1000000, me)
+    if type(p) == 'table' and not p.err then
+      local counts = {}
+      for _, x in ipairs(p) do counts[x[1]] = tonumber(x[4]) end
+      local ids = {}
+      for a = j, e, 3 do
+        if counts[ARGV[a + 1]] == tonumber(ARGV[a + 2]) then ids[#ids + 1] = ARGV[a + 1] end
+      end
+      for c = 1, #ids, 1000 do
+        acked = acked + redis.call('XACK', k, group, unpack(ids, c, math.min(c + 999, #ids)))
+      end
     end
+    j = e + 3
   end
   return acked
 end

@@ -622,9 +622,7 @@ impl RedisMember {
                 .arg(first)
                 .arg(u8::from(waits))
                 .arg(acks.len());
-            for a in acks {
-                inv.arg(a.topic.as_str()).arg(a.cursor.to_string()).arg(a.delivery);
-            }
+            push_tokens(inv, acks);
             for t in &topics {
                 inv.arg(t.as_str());
             }
@@ -715,6 +713,16 @@ impl RedisMember {
     }
 }
 
+/// Adds `tokens` as (topic, id, delivery) triples, sorted by topic and id
+/// (the scripts take one `XPENDING` range per topic).
+fn push_tokens(inv: &mut redis::ScriptInvocation<'_>, tokens: &[DeliveryToken]) {
+    let mut sorted: Vec<&DeliveryToken> = tokens.iter().collect();
+    sorted.sort_by(|a, b| (&a.topic, a.cursor).cmp(&(&b.topic, b.cursor)));
+    for a in sorted {
+        inv.arg(a.topic.as_str()).arg(a.cursor.to_string()).arg(a.delivery);
+    }
+}
+
 impl GroupMember for RedisMember {
     fn id(&self) -> &str {
         &self.id
@@ -783,9 +791,7 @@ impl GroupMember for RedisMember {
         let per_topic = self.config.ordering == GroupOrdering::PerTopic;
         let _: i64 = self.invoke(&scripts::ACK, |inv| {
             inv.arg(u8::from(per_topic)).arg(tokens.len());
-            for a in tokens {
-                inv.arg(a.topic.as_str()).arg(a.cursor.to_string()).arg(a.delivery);
-            }
+            push_tokens(inv, tokens);
         })?;
         for a in tokens {
             self.held.remove(&(a.topic.clone(), a.cursor));
