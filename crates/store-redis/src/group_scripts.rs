@@ -21,9 +21,14 @@ use redis::Script;
 ///   parked (held by the consumer `~waiting`, count kept) and becomes due
 ///   after `delay` ms, or, after its last delivery, is marked for its dead
 ///   letter with `err`;
-/// - `ack_tokens(i, n)`: acks the `n` (topic, id, delivery) triples from
-///   ARGV `i` on (sorted by topic, then id) that the caller still holds,
-///   with one `XPENDING` and one `XACK` per topic; returns how many;
+/// - `ack_tokens(i, n, gen)`: acks the `n` (topic, id, delivery) triples
+///   from ARGV `i` on (sorted by topic, then id) that the caller still
+///   holds, with one `XPENDING` and one `XACK` per topic; returns how many.
+///   `gen` is the group's `moves` counter when the oldest of them was
+///   handed out: if it is still that, no entry changed holder since, so
+///   they are all still the caller's and are acked without the check;
+/// - `moved()`: counts a change of holder other than `XREADGROUP` (a
+///   failure, a claim, a hand-back) in the group's `moves`;
 /// - `wake()`: tells waiting members that something changed.
 const PRELUDE: &str = r#"
 local prefix, group, me = ARGV[1], ARGV[2], ARGV[3]
@@ -44,8 +49,12 @@ local function held(k, id, c)
   if type(p) ~= 'table' or p.err or #p == 0 then return nil end
   return tonumber(p[1][4])
 end
+local function moved()
+  redis.call('HINCRBY', meta_key, 'moves', 1)
+end
 local function fail(t, id, count, delay, err, max, now)
   redis.call('XCLAIM', skey(t), group, WAITING, 0, id, 'JUSTID')
+  moved()
   local f = t .. '\n' .. id
   if count >= max then
     redis.call('ZREM', due_key, f)
@@ -57,24 +66,29 @@ end
 local function wake()
   redis.call('XADD', wake_key, 'MAXLEN', '~', 100, '*', 'w', '1')
 end
-local function ack_tokens(i, n)
+local function ack_tokens(i, n, gen)
   local acked, j, last = 0, i, i + 3 * n - 1
+  local fast = gen ~= '' and (redis.call('HGET', meta_key, 'moves') or '0') == gen
   while j <= last do
     local t = ARGV[j]
     local e = j
     while e + 3 <= last and ARGV[e + 3] == t do e = e + 3 end
     local k = skey(t)
-    local p = redis.pcall('XPENDING', k, group, ARGV[j + 1], ARGV[e + 1], 1000000, me)
-    if type(p) == 'table' and not p.err then
-      local counts = {}
-      for _, x in ipairs(p) do counts[x[1]] = tonumber(x[4]) end
-      local ids = {}
-      for a = j, e, 3 do
-        if counts[ARGV[a + 1]] == tonumber(ARGV[a + 2]) then ids[#ids + 1] = ARGV[a + 1] end
+    local ids = {}
+    if fast then
+      for a = j, e, 3 do ids[#ids + 1] = ARGV[a + 1] end
+    else
+      local p = redis.pcall('XPENDING', k, group, ARGV[j + 1], ARGV[e + 1], 1000000, me)
+      if type(p) == 'table' and not p.err then
+        local counts = {}
+        for _, x in ipairs(p) do counts[x[1]] = tonumber(x[4]) end
+        for a = j, e, 3 do
+          if counts[ARGV[a + 1]] == tonumber(ARGV[a + 2]) then ids[#ids + 1] = ARGV[a + 1] end
+        end
       end
-      for c = 1, #ids, 1000 do
-        acked = acked + redis.call('XACK', k, group, unpack(ids, c, math.min(c + 999, #ids)))
-      end
+    end
+    for c = 1, #ids, 1000 do
+      acked = acked + redis.call('XACK', k, group, unpack(ids, c, math.min(c + 999, #ids)))
     end
     j = e + 3
   end
@@ -156,13 +170,15 @@ return 1
 
 /// Acks (topic, id, delivery) triples the member holds; ARGV 4: 1 when the
 /// group has per-topic order (an ack may free a topic: waiting members are
-/// woken), ARGV 5: how many triples, then the triples. Returns how many acked.
+/// woken), 5: the `moves` generation of the tokens (see `ack_tokens`, `""`:
+/// unknown), 6: how many triples, then the triples. Returns `{acked, the
+/// group's moves counter}`.
 pub(crate) static ACK: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
-local acked = ack_tokens(6, tonumber(ARGV[5]))
+local acked = ack_tokens(7, tonumber(ARGV[6]), ARGV[5])
 if acked > 0 and ARGV[4] == '1' then wake() end
-return acked
+return {acked, redis.call('HGET', meta_key, 'moves') or '0'}
 "#,
     )
 });
@@ -173,8 +189,8 @@ return acked
 /// take back the events whose ack wait passed, 7: the ack wait in ms, 8:
 /// max deliveries, 9: the error of a passed ack wait, 10: the topic to
 /// start with (0-based, for fairness), 11: `1` to report what to wait on if
-/// nothing came, 12: how many ack triples follow, then the triples, then the
-/// group's topics.
+/// nothing came, 12: the acks' `moves` generation, 13: how many ack triples
+/// follow, then the triples, then the group's topics.
 ///
 /// Order: the acks; with ARGV 6, every entry idle past the ack wait (but
 /// parked ones) fails; parked entries that are due, oldest due first, are
@@ -183,7 +199,8 @@ return acked
 /// pending entry, one at a time.
 ///
 /// Returns `{marks, new-topic notice id, acked, entries, waits, wake id,
-/// ms to the next due entry (-1: none), 1 if members hold entries, missing}`
+/// ms to the next due entry (-1: none), 1 if members hold entries, missing,
+/// the group's moves counter}`
 /// where `entries` is flat (topic, id, count, line), `waits` flat (stream
 /// key, last id) of the topics a new entry would free, and `missing` lists
 /// topics without the consumer group. Waits are reported only if no entry came.
@@ -194,11 +211,11 @@ local now = now_ms()
 local room = tonumber(ARGV[4])
 local per_topic = ARGV[5] == '1'
 local max = tonumber(ARGV[8])
-local nacks = tonumber(ARGV[12])
-local acked = ack_tokens(13, nacks)
+local nacks = tonumber(ARGV[13])
+local acked = ack_tokens(14, nacks, ARGV[12])
 if acked > 0 and per_topic then wake() end
 local topics = {}
-for i = 13 + 3 * nacks, #ARGV do topics[#topics + 1] = ARGV[i] end
+for i = 14 + 3 * nacks, #ARGV do topics[#topics + 1] = ARGV[i] end
 local out, taken, missing = {}, 0, {}
 local function deliver(t, id, count, line)
   out[#out + 1] = t
@@ -233,7 +250,10 @@ if room > 0 then
       end
     end
   end
-  if redelivered > 0 then redis.call('HINCRBY', meta_key, 'redelivered', redelivered) end
+  if redelivered > 0 then
+    redis.call('HINCRBY', meta_key, 'redelivered', redelivered)
+    moved()
+  end
 end
 local n = #topics
 local first = tonumber(ARGV[10])
@@ -263,8 +283,9 @@ for j = 0, n - 1 do
 end
 local notice = last_id(prefix .. 'topics:new')
 local marks = redis.call('HLEN', dead_key)
+local moves = redis.call('HGET', meta_key, 'moves') or '0'
 if #out > 0 or ARGV[11] ~= '1' then
-  return {marks, notice, acked, out, {}, '', -1, 0, missing}
+  return {marks, notice, acked, out, {}, '', -1, 0, missing, moves}
 end
 local waits, holding = {}, 0
 for _, t in ipairs(topics) do
@@ -285,7 +306,7 @@ end
 local next_due = -1
 local d = redis.call('ZRANGE', due_key, 0, 0, 'WITHSCORES')
 if #d > 0 then next_due = math.max(0, tonumber(d[2]) - now) end
-return {marks, notice, acked, out, waits, last_id(wake_key), next_due, holding, missing}
+return {marks, notice, acked, out, waits, last_id(wake_key), next_due, holding, missing, moves}
 "#,
     )
 });
@@ -350,6 +371,7 @@ local function hand_back(owner, topics, err, max, now)
     end
     redis.pcall('XGROUP', 'DELCONSUMER', k, group, owner)
   end
+  if moved > 0 then redis.call('HINCRBY', meta_key, 'moves', 1) end
   return moved
 end
 "#;

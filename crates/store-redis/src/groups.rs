@@ -31,8 +31,9 @@
 //!   or the start time's id on each matching stream); a topic created later
 //!   gets the consumer group at `0` from the first member that learns of it
 //!   through `<prefix>topics:new`;
-//! - fetch: acks, then (every quarter of the ack wait, and whenever the
-//!   member is about to wait) every entry idle past the ack wait fails; due
+//! - fetch: acks, then (every quarter of the ack wait but at least once a
+//!   second, and whenever the member is about to wait) every entry idle
+//!   past the ack wait fails (`XPENDING … IDLE`); due
 //!   parked entries are claimed (`XCLAIM`, the count grows by one); then
 //!   new entries (`XREADGROUP … >`, with per-topic order only from a
 //!   stream with an empty PEL, one entry);
@@ -58,7 +59,7 @@
 //! while members hold events (whose ack wait may pass or whose holder may
 //! die). Its interrupter ends the wait with `CLIENT UNBLOCK`.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -80,6 +81,10 @@ use crate::{group_scripts as scripts, RedisStore};
 /// How often a member checks, while events are held, that their holders'
 /// connections are alive and their ack waits have not passed.
 pub const LIVENESS: Duration = Duration::from_millis(200);
+/// How long a busy member takes new events with a plain `XREADGROUP`
+/// between two runs of the fetch script (which also hands out due parked
+/// entries and sees new topics and dead-letter marks).
+const FULL_EVERY: Duration = Duration::from_millis(50);
 /// How many times an interrupt sends `CLIENT UNBLOCK` while the member's
 /// `XREAD` has not reached the server yet.
 const UNBLOCK_TRIES: u32 = 100;
@@ -147,10 +152,7 @@ fn members(
     let all: Vec<(String, String)> = redis::cmd("HGETALL").arg(key).query(con)?;
     let clients: Vec<&str> = all.iter().map(|(_, c)| c.as_str()).collect();
     let open = open_clients(con, &clients)?;
-    Ok(all
-        .iter()
-        .map(|(m, c)| (m.clone(), c.clone(), open.contains(c)))
-        .collect())
+    Ok(all.iter().map(|(m, c)| (m.clone(), c.clone(), open.contains(c))).collect())
 }
 
 fn live_members(shared: &Shared, keys: &GroupKeys) -> Result<Vec<String>> {
@@ -214,7 +216,8 @@ impl GroupBackend for RedisStore {
             Start::New => ("new", String::new()),
             Start::Since(t) => {
                 let ms = t.unix_millis();
-                let since = if ms <= 0 { "0-0".to_string() } else { format!("{}-{}", ms - 1, u64::MAX) };
+                let since =
+                    if ms <= 0 { "0-0".to_string() } else { format!("{}-{}", ms - 1, u64::MAX) };
                 ("since", since)
             }
         };
@@ -229,6 +232,8 @@ impl GroupBackend for RedisStore {
             create.arg(t.as_str());
         }
         let created: Value = create.invoke(&mut con).map_err(|e| shared.error(e))?;
+        // The busy path sends the ack script by its hash.
+        scripts::ACK.load(&mut con).map_err(|e| shared.error(e))?;
         let mut reply = array(created).unwrap_or_default().into_iter();
         if reply.next().as_ref().and_then(int) != Some(1) {
             let pattern = reply.next().and_then(text).unwrap_or_default();
@@ -269,8 +274,10 @@ impl GroupBackend for RedisStore {
             }),
             topics: Vec::new(),
             notice,
-            held: HashSet::new(),
+            held: HashMap::new(),
             last_reap: Instant::now(),
+            last_full: None,
+            next_due_at: None,
             last_liveness: None,
             rotation: 0,
         };
@@ -296,7 +303,8 @@ impl GroupBackend for RedisStore {
                 }
                 inv.invoke(con)
             })?;
-            let bad = || Error::corrupt(format!("group {name}"), "the figures script answered oddly");
+            let bad =
+                || Error::corrupt(format!("group {name}"), "the figures script answered oddly");
             let mut items = array(reply).ok_or_else(bad)?;
             let marks = items.pop().as_ref().and_then(int).unwrap_or(0).max(0) as u64;
             let (mut in_flight, mut waiting) = (0u64, 0u64);
@@ -399,10 +407,16 @@ struct RedisMember {
     topics: Vec<Topic>,
     /// The last id of `<prefix>topics:new` taken into `topics`.
     notice: String,
-    /// What the member was handed and did not ack or nack yet (its room).
-    held: HashSet<(Topic, Cursor)>,
+    /// What the member was handed and did not ack or nack yet (its room),
+    /// with its delivery count and the group's `moves` counter when it was
+    /// handed out.
+    held: HashMap<(Topic, Cursor), (u32, String)>,
     /// When the member last took back events past their ack wait.
     last_reap: Instant,
+    /// When the fetch script last ran, and when the next parked entry it
+    /// reported is due.
+    last_full: Option<Instant>,
+    next_due_at: Option<Instant>,
     /// When it last looked for members whose connection is gone.
     last_liveness: Option<Instant>,
     rotation: usize,
@@ -508,8 +522,7 @@ impl RedisMember {
 
     /// Takes in the matching topics created since the last look.
     fn refresh_topics(&mut self, notice: String) -> Result<()> {
-        let topics =
-            self.store.group_topics(&self.config.pattern, &[&self.config.dead_letter])?;
+        let topics = self.store.group_topics(&self.config.pattern, &[&self.config.dead_letter])?;
         self.add_topics(topics)?;
         self.notice = notice;
         Ok(())
@@ -558,16 +571,16 @@ impl RedisMember {
         let marks: Vec<(String, String)> =
             self.call(|con| redis::cmd("HGETALL").arg(&dead_key).query(con))?;
         for (field, value) in marks {
-            let bad = || Error::corrupt(format!("Redis key {dead_key}"), format!("bad mark {field:?}"));
+            let bad =
+                || Error::corrupt(format!("Redis key {dead_key}"), format!("bad mark {field:?}"));
             let (topic, id) = field.split_once('\n').ok_or_else(bad)?;
             let (count, error) = value.split_once('\n').ok_or_else(bad)?;
             let topic = Topic::new(topic).map_err(|_| bad())?;
             let cursor: Cursor = id.parse().map_err(|_| bad())?;
             let count: u64 = count.parse().map_err(|_| bad())?;
             let key = self.shared.keys.stream(topic.as_str());
-            let reply: Value = self.call(|con| {
-                redis::cmd("XRANGE").arg(&key).arg(id).arg(id).query(con)
-            })?;
+            let reply: Value =
+                self.call(|con| redis::cmd("XRANGE").arg(&key).arg(id).arg(id).query(con))?;
             let original = match raw_entries(reply, &key)?.into_iter().next() {
                 Some(raw) => Some(decode(raw, &topic, &key)?),
                 None => None,
@@ -598,8 +611,121 @@ impl RedisMember {
         Ok(())
     }
 
+    /// The `moves` generation of `tokens` for the ack scripts: the oldest
+    /// under which one of them was handed out; `""` if one is not a
+    /// delivery the member holds (a stale token is checked by the script).
+    fn generation(&self, tokens: &[DeliveryToken]) -> String {
+        let mut oldest: Option<&String> = None;
+        for t in tokens {
+            let gen = match self.held.get(&(t.topic.clone(), t.cursor)) {
+                Some((delivery, gen)) if *delivery == t.delivery => gen,
+                _ => return String::new(),
+            };
+            let older = oldest.is_none_or(|o| (gen.len(), gen.as_str()) < (o.len(), o.as_str()));
+            if older {
+                oldest = Some(gen);
+            }
+        }
+        oldest.cloned().unwrap_or_default()
+    }
+
+    /// Whether the member may take new events without the fetch script: the
+    /// group has no per-topic order, and the script ran within [`FULL_EVERY`],
+    /// before the next parked entry it reported was due.
+    fn fast_path_ok(&self) -> bool {
+        self.config.ordering == GroupOrdering::None
+            && self.last_full.is_some_and(|at| at.elapsed() < FULL_EVERY)
+            && self.next_due_at.is_none_or(|at| Instant::now() < at)
+            && self.last_reap.elapsed() < (self.config.ack_wait / 4).min(Duration::from_secs(1))
+    }
+
+    /// The busy path without Lua for the events: one round trip of the ack
+    /// script and a plain `XREADGROUP … COUNT <room> … >` on one stream (the
+    /// topics in turn), each answered on its own. `None`: not taken (no
+    /// room); else the events and whether the acks were done (not after
+    /// `NOSCRIPT` from a restarted server: the fetch script does them).
+    fn fast_fetch(
+        &mut self,
+        acks: &[DeliveryToken],
+        max: usize,
+    ) -> Result<Option<(Vec<Delivery>, bool)>> {
+        let acked = acks.iter().filter(|a| self.held.contains_key(&(a.topic.clone(), a.cursor)));
+        let room =
+            (self.config.max_in_flight + acked.count()).saturating_sub(self.held.len()).min(max);
+        if room == 0 || self.topics.is_empty() {
+            return Ok(None);
+        }
+        self.rotation = self.rotation.wrapping_add(1);
+        let topic = self.topics[self.rotation % self.topics.len()].clone();
+        let key = self.shared.keys.stream(topic.as_str());
+        let gen = self.generation(acks);
+        let mut evalsha = redis::cmd("EVALSHA");
+        evalsha
+            .arg(scripts::ACK.get_hash())
+            .arg(0)
+            .arg(&self.shared.config.prefix)
+            .arg(self.config.name.as_str())
+            .arg(&self.id)
+            .arg(0)
+            .arg(&gen)
+            .arg(acks.len());
+        let mut sorted: Vec<&DeliveryToken> = acks.iter().collect();
+        sorted.sort_by(|a, b| (&a.topic, a.cursor).cmp(&(&b.topic, b.cursor)));
+        for a in sorted {
+            evalsha.arg(a.topic.as_str()).arg(a.cursor.to_string()).arg(a.delivery);
+        }
+        let mut read = redis::cmd("XREADGROUP");
+        read.arg("GROUP")
+            .arg(self.config.name.as_str())
+            .arg(&self.id)
+            .arg("COUNT")
+            .arg(room)
+            .arg("STREAMS")
+            .arg(&key)
+            .arg(">");
+        let replies: Vec<Value> = self.call(|con| {
+            redis::pipe().ignore_errors().add_command(evalsha).add_command(read).query(con)
+        })?;
+        let mut replies = replies.into_iter();
+        // A refusal (NOSCRIPT, NOGROUP) is left to the fetch script.
+        let (acked, moves) = match replies.next() {
+            Some(Value::ServerError(_)) | None => (false, String::new()),
+            Some(reply) => {
+                let moves = array(reply).unwrap_or_default().into_iter().nth(1).and_then(text);
+                (true, moves.unwrap_or_default())
+            }
+        };
+        if acked {
+            for a in acks {
+                self.held.remove(&(a.topic.clone(), a.cursor));
+            }
+        }
+        let read = match replies.next() {
+            Some(Value::ServerError(_)) | None => Value::Nil,
+            Some(reply) => reply,
+        };
+        let mut got = Vec::new();
+        for stream in array(read).unwrap_or_default() {
+            let mut pair = array(stream).unwrap_or_default().into_iter();
+            let (Some(_), Some(entries)) = (pair.next(), pair.next()) else { continue };
+            for raw in raw_entries(entries, &key)? {
+                let event = decode(raw, &topic, &key)?;
+                let token =
+                    DeliveryToken { topic: topic.clone(), cursor: event.cursor, delivery: 1 };
+                self.held.insert((topic.clone(), event.cursor), (1, moves.clone()));
+                got.push(Delivery { event, deliveries: 1, token });
+            }
+        }
+        Ok(Some((got, acked)))
+    }
+
     /// One fetch script: acks `acks`, takes up to `max` events.
     fn fetch_once(&mut self, acks: &[DeliveryToken], max: usize, waits: bool) -> Result<Fetched> {
+        // The script acks first: acked events make room for this fetch.
+        let gen = self.generation(acks);
+        for a in acks {
+            self.held.remove(&(a.topic.clone(), a.cursor));
+        }
         let room = self.config.max_in_flight.saturating_sub(self.held.len()).min(max);
         let reap_every = (self.config.ack_wait / 4).min(Duration::from_secs(1));
         let reap = waits || self.last_reap.elapsed() >= reap_every;
@@ -621,17 +747,18 @@ impl RedisMember {
                 .arg(&error)
                 .arg(first)
                 .arg(u8::from(waits))
+                .arg(&gen)
                 .arg(acks.len());
             push_tokens(inv, acks);
             for t in &topics {
                 inv.arg(t.as_str());
             }
         })?;
-        for a in acks {
-            self.held.remove(&(a.topic.clone(), a.cursor));
-        }
         let bad = |what: &str| {
-            Error::corrupt(format!("group {}", self.config.name), format!("the fetch script {what}"))
+            Error::corrupt(
+                format!("group {}", self.config.name),
+                format!("the fetch script {what}"),
+            )
         };
         let mut items = array(reply).ok_or_else(|| bad("answered no list"))?.into_iter();
         let mut next = || items.next().unwrap_or(Value::Nil);
@@ -656,12 +783,12 @@ impl RedisMember {
                 _ => None,
             };
             let event = decode(RawEntry { cursor, line }, &topic, &key)?;
-            self.held.insert((topic.clone(), cursor));
             let token = DeliveryToken { topic, cursor, delivery: deliveries };
             got.push(Delivery { event, deliveries, token });
         }
         let flat = strings(next(), "the fetch script's waits")?;
-        let waits = flat.chunks(2).filter(|c| c.len() == 2).map(|c| (c[0].clone(), c[1].clone())).collect();
+        let waits =
+            flat.chunks(2).filter(|c| c.len() == 2).map(|c| (c[0].clone(), c[1].clone())).collect();
         let wake = text(next()).unwrap_or_default();
         let due = int(&next()).unwrap_or(-1);
         let next_due = (due >= 0).then(|| Duration::from_millis(due as u64));
@@ -670,6 +797,13 @@ impl RedisMember {
             .into_iter()
             .filter_map(|t| Topic::new(t.as_str()).ok())
             .collect();
+        let moves = text(next()).unwrap_or_default();
+        self.last_full = Some(Instant::now());
+        self.next_due_at = next_due.map(|d| Instant::now() + d);
+        for d in &got {
+            let key = (d.token.topic.clone(), d.token.cursor);
+            self.held.insert(key, (d.deliveries, moves.clone()));
+        }
         Ok(Fetched { marks, notice, got, waits, wake, next_due, holding, missing })
     }
 
@@ -741,10 +875,28 @@ impl GroupMember for RedisMember {
         let deadline = Instant::now().checked_add(timeout);
         let mut acks = acks;
         let mut idle = false;
+        let mut early = Vec::new();
+        if max > 0 && self.fast_path_ok() {
+            if let Some((got, acked)) = self.fast_fetch(acks, max)? {
+                if acked {
+                    acks = &[];
+                }
+                let room = self.config.max_in_flight.saturating_sub(self.held.len()).min(max);
+                if acks.is_empty() && (room == 0 || got.len() >= max) {
+                    return Ok(got);
+                }
+                early = got;
+            }
+        }
         loop {
             self.reap_dead()?;
-            let fetched = self.fetch_once(acks, max, idle || timeout.is_zero())?;
+            let wanted = max - early.len();
+            let mut fetched = self.fetch_once(acks, wanted, idle || timeout.is_zero())?;
             acks = &[];
+            if !early.is_empty() {
+                early.append(&mut fetched.got);
+                fetched.got = std::mem::take(&mut early);
+            }
             if fetched.marks > 0 {
                 self.settle()?;
             }
@@ -758,7 +910,8 @@ impl GroupMember for RedisMember {
                     continue;
                 }
             }
-            if !fetched.got.is_empty() || max == 0 || self.wakeup.flag.swap(false, Ordering::SeqCst) {
+            if !fetched.got.is_empty() || max == 0 || self.wakeup.flag.swap(false, Ordering::SeqCst)
+            {
                 return Ok(fetched.got);
             }
             if !idle {
@@ -789,8 +942,9 @@ impl GroupMember for RedisMember {
             return Ok(());
         }
         let per_topic = self.config.ordering == GroupOrdering::PerTopic;
-        let _: i64 = self.invoke(&scripts::ACK, |inv| {
-            inv.arg(u8::from(per_topic)).arg(tokens.len());
+        let gen = self.generation(tokens);
+        let _: Value = self.invoke(&scripts::ACK, |inv| {
+            inv.arg(u8::from(per_topic)).arg(&gen).arg(tokens.len());
             push_tokens(inv, tokens);
         })?;
         for a in tokens {

@@ -147,7 +147,8 @@ fn reply_ids(reply: Value) -> Vec<(Vec<u8>, Vec<Vec<u8>>)> {
     for stream in streams {
         let Value::Array(pair) = stream else { continue };
         let mut pair = pair.into_iter();
-        let (Some(Value::BulkString(key)), Some(Value::Array(entries))) = (pair.next(), pair.next())
+        let (Some(Value::BulkString(key)), Some(Value::Array(entries))) =
+            (pair.next(), pair.next())
         else {
             continue;
         };
@@ -279,6 +280,19 @@ fn redelivery(store: &RedisStore, url: &str, run: usize) -> Result<f64> {
     Ok(last.saturating_duration_since(killed).as_secs_f64() * 1e3)
 }
 
+/// The CPU seconds the server used so far (`INFO cpu`: user + system).
+fn server_cpu(url: &str) -> Result<f64> {
+    let mut con = redis::Client::open(url)?.get_connection()?;
+    let info: String = redis::cmd("INFO").arg("cpu").query(&mut con)?;
+    Ok(info
+        .lines()
+        .filter_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            (k == "used_cpu_user" || k == "used_cpu_sys").then(|| v.trim().parse::<f64>().ok())?
+        })
+        .sum())
+}
+
 /// Runs the scenarios.
 pub fn all(plan: &Plan, rows: &mut Vec<Row>) -> Result<()> {
     let server = RedisServer::try_start_with(ServerOptions::default())
@@ -293,8 +307,22 @@ pub fn all(plan: &Plan, rows: &mut Vec<Row>) -> Result<()> {
         redis::cmd("FLUSHALL")
             .query::<()>(&mut redis::Client::open(url.as_str())?.get_connection()?)?;
         fill(&store, n)?;
+        let before = server_cpu(&url)?;
+        let mut admin = redis::Client::open(url.as_str())?.get_connection()?;
+        redis::cmd("CONFIG").arg("RESETSTAT").query::<()>(&mut admin)?;
         let rate = library(&url, n)?;
+        if std::env::var_os("SEED_BENCH_STATS").is_some() {
+            let stats: String = redis::cmd("INFO").arg("commandstats").query(&mut admin)?;
+            eprintln!("{stats}");
+        }
+        let between = server_cpu(&url)?;
         let raw_rate = raw(&url, n)?;
+        let after = server_cpu(&url)?;
+        eprintln!(
+            "bench:   server CPU per event: members {:.2} us, raw loop {:.2} us",
+            (between - before) / n as f64 * 1e6,
+            (after - between) / n as f64 * 1e6
+        );
         rates.push(rate);
         raws.push(raw_rate);
         ratios.push(rate / raw_rate);
