@@ -27,7 +27,8 @@ macro_rules! group_conformance_tests {
             group_member_leaving_hands_its_events_over, group_survives_a_restart,
             group_start_and_checks, group_fetch_waits_and_is_interrupted,
             group_delete_needs_every_member_gone, group_dead_letters_once_among_racing_members,
-            group_a_late_ack_counts_until_the_event_is_taken_back
+            group_a_late_ack_counts_until_the_event_is_taken_back,
+            group_takes_a_new_topic_from_its_first_event
         );
     };
     (@cases $harness:expr; $($case:ident),* $(,)?) => {
@@ -552,4 +553,26 @@ pub fn group_dead_letters_once_among_racing_members(h: &dyn Harness) {
         letters.iter().map(|l| l.event.payload["cursor"].to_string()).collect();
     assert_eq!(cursors.len() as u64, EVENTS, "every event dead-lettered");
     assert_eq!(letters.len() as u64, EVENTS, "each dead-lettered once");
+}
+
+/// A topic created after the group, also one started at `new`, is
+/// dispatched from its first event: all its events are new to the group
+/// (a store that starts following a topic only once it learns of it must
+/// not skip what was appended before).
+pub fn group_takes_a_new_topic_from_its_first_event(h: &dyn Harness) {
+    let store = h.open();
+    let old = topic("late.old");
+    append_n(store.as_ref(), &old, 0..2);
+    let config = group("latecomers", "late.>").start(Start::New);
+    let mut m = join(store.as_ref(), &config, "m");
+    assert!(
+        m.fetch(10, Duration::from_millis(100)).unwrap().is_empty(),
+        "start new skips the events stored before"
+    );
+    append_n(store.as_ref(), &topic("late.new"), 0..3);
+    let got = fetch_n(m.as_mut(), 3);
+    assert_eq!(ns(&got), vec![0, 1, 2], "every event of the new topic, from its first");
+    m.ack(&got.iter().map(|d| d.token.clone()).collect::<Vec<_>>()).unwrap();
+    append_n(store.as_ref(), &old, 2..3);
+    assert_eq!(ns(&fetch_n(m.as_mut(), 1)), vec![2], "the old topic goes on");
 }

@@ -2,7 +2,7 @@
 //! each wraps the memory store's groups with one fault, and the case meant
 //! to catch it fails while the reference store passes it (`memory_conformance.rs`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -30,6 +30,9 @@ enum Fault {
     DeleteDoesNothing,
     /// A nack that dead-letters appends the letter twice.
     DeadLetterTwice,
+    /// A topic created after the join loses its first event (as if followed
+    /// from its end once the member learns of it).
+    NewTopicFromItsEnd,
 }
 
 #[derive(Clone)]
@@ -49,12 +52,26 @@ impl GroupBackend for Broken {
             }
             Fault::NeverDead => config.max_deliveries = u32::MAX,
             Fault::NoOrder => config.ordering = GroupOrdering::None,
-            Fault::KeepsOnLeave | Fault::DeleteDoesNothing | Fault::DeadLetterTwice => {}
+            Fault::KeepsOnLeave
+            | Fault::DeleteDoesNothing
+            | Fault::DeadLetterTwice
+            | Fault::NewTopicFromItsEnd => {}
         }
+        let known = match self.fault {
+            Fault::NewTopicFromItsEnd => {
+                Some(self.inner.topics()?.into_iter().map(|t| t.topic).collect())
+            }
+            _ => None,
+        };
         let inner = EventStore::groups(&self.inner).unwrap().join(&config, member)?;
         let twice = (self.fault == Fault::DeadLetterTwice)
             .then(|| (self.inner.clone(), config.dead_letter.clone()));
-        Ok(Box::new(Member { inner: Some(inner), keep: self.fault == Fault::KeepsOnLeave, twice }))
+        Ok(Box::new(Member {
+            inner: Some(inner),
+            keep: self.fault == Fault::KeepsOnLeave,
+            twice,
+            known,
+        }))
     }
 
     fn list(&self) -> Result<Vec<GroupInfo>> {
@@ -73,6 +90,8 @@ struct Member {
     keep: bool,
     /// For [`Fault::DeadLetterTwice`]: the store and the dead-letter topic.
     twice: Option<(MemoryStore, Topic)>,
+    /// For [`Fault::NewTopicFromItsEnd`]: the topics known (or seen) so far.
+    known: Option<BTreeSet<Topic>>,
 }
 
 impl Member {
@@ -94,7 +113,18 @@ impl GroupMember for Member {
         self.inner.as_deref().unwrap().id()
     }
     fn fetch(&mut self, max: usize, timeout: Duration) -> Result<Vec<Delivery>> {
-        self.inner().fetch(max, timeout)
+        let got = self.inner().fetch(max, timeout)?;
+        let Some(known) = self.known.as_mut() else { return Ok(got) };
+        let (mut kept, mut lost) = (Vec::new(), Vec::new());
+        for d in got {
+            if known.insert(d.token.topic.clone()) {
+                lost.push(d.token);
+            } else {
+                kept.push(d);
+            }
+        }
+        self.inner().ack(&lost)?;
+        Ok(kept)
     }
     fn ack(&mut self, tokens: &[DeliveryToken]) -> Result<()> {
         self.inner().ack(tokens)
@@ -228,4 +258,13 @@ fn a_delete_that_removes_nothing_is_caught() {
 #[test]
 fn a_dead_letter_appended_twice_is_caught() {
     caught(Fault::DeadLetterTwice, cases::group_dead_letters_once_among_racing_members, "once");
+}
+
+#[test]
+fn a_new_topic_followed_from_its_end_is_caught() {
+    caught(
+        Fault::NewTopicFromItsEnd,
+        cases::group_takes_a_new_topic_from_its_first_event,
+        "from its first",
+    );
 }

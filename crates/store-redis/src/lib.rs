@@ -40,9 +40,19 @@
 //! | `seed:{state.<type>}:v` | hash | `<entity id>\n<version>` → `<stream id> <event line>`: its kept versions |
 //! | `seed:lock:<name>` | string | the consumer's lock: `<generation> <holder's CLIENT ID>`, with a TTL |
 //! | `seed:lockgen:<name>` | string | the consumer's last lock generation |
+//! | consumer group `<group>` on `seed:{<topic>}:s` | stream group | a work group's position in the topic and its pending entries (holder, delivery count, delivery time); consumers: the member ids and `~waiting` (parked entries) |
 //! | `seed:groups` | set | every work group |
-//! | `seed:group:{<group>}:state` | string | the group's state (positions, pending events, counters) as JSON |
+//! | `seed:group:{<group>}:meta` | hash | `pattern`, `ordering`, `dead_letter`, `start`, `created` (server ms), `redelivered`, `dead_lettered` |
 //! | `seed:group:{<group>}:members` | hash | live member id → the `CLIENT ID` of its connection |
+//! | `seed:group:{<group>}:due` | sorted set | `<topic>\n<id>` of a parked entry → the server time (ms) it may be delivered again |
+//! | `seed:group:{<group>}:dead` | hash | `<topic>\n<id>` → `<deliveries>\n<error>`: entries whose dead letter is to be written |
+//! | `seed:group:{<group>}:wake` | stream | one entry per change that may give a waiting member work (capped near 100) |
+//!
+//! # Work groups
+//!
+//! Work groups are Redis Streams consumer groups; see the `groups` module
+//! for how fetch, ack, nack, ack waits, members that die and dead letters
+//! map onto `XREADGROUP`, `XACK`, `XPENDING` and `XCLAIM`.
 //!
 //! # Entity states
 //!
@@ -173,6 +183,7 @@ mod codec;
 mod conn;
 mod error;
 mod follow;
+mod group_scripts;
 mod groups;
 mod lock;
 mod read;

@@ -10,6 +10,7 @@
 mod events;
 mod file;
 mod groups;
+mod groups_redis;
 mod http;
 mod idle;
 mod latency;
@@ -261,6 +262,8 @@ fn child(role: &str, args: &serde_json::Value) -> Result<()> {
         "lock-holder" => takeover::holder(args),
         "group-member" => groups::member(args),
         "group-holder" => groups::holder(args),
+        "redis-group-member" => groups_redis::member(args),
+        "redis-group-holder" => groups_redis::holder(args),
         "sse-server" => sse::server(args),
         other => bail!("unknown child role {other:?}"),
     }
@@ -364,6 +367,9 @@ fn all(plan: &Plan, work: &Path, groups: &[&str]) -> Vec<Row> {
     }
     if run("groups") {
         guarded(&mut rows, "work groups", &groups::specs(), |rows| groups::all(plan, work, rows));
+        guarded(&mut rows, "work groups on redis", &groups_redis::specs(), |rows| {
+            groups_redis::all(plan, rows)
+        });
     }
     rows
 }
