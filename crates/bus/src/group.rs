@@ -44,7 +44,7 @@ pub(crate) type BeforeAck = Box<dyn FnMut() -> HandlerResult + Send>;
 pub struct WorkerConfig {
     /// The group and how this member takes part.
     pub group: GroupConfig,
-    /// The member's label (its id adds the process and a number); `worker` by default.
+    /// The member's label (its id adds the process, a number and a random part); `worker` by default.
     pub member: String,
     /// Leave the group after this many events handled (acked).
     pub max_events: Option<u64>,
