@@ -579,6 +579,9 @@ impl FileMember {
         if state.has_dead() {
             self.save(&mut state)?;
             state.settle_dead(&self.store, &self.config)?;
+            // The dead letters are made as durable as the state that no
+            // longer holds their events, before it is saved.
+            self.store.sync_single_appends(&self.config.dead_letter)?;
             changed = true;
         }
         if changed {
@@ -883,6 +886,31 @@ mod tests {
         let names: Vec<_> =
             fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, vec!["m.lock"], "no temporary file is left");
+    }
+
+    /// Under `SyncPolicy::Batch` a single append is not synced, so the dead
+    /// letter (appended as one) is synced before the state without its event
+    /// is: three fdatasyncs (the state with its mark, the dead letter, the
+    /// state without the event), not two.
+    #[test]
+    fn a_dead_letter_is_synced_before_its_event_leaves_the_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = crate::FileStoreConfig::default().sync(crate::SyncPolicy::Batch);
+        let store = FileStore::open_with(dir.path(), config).unwrap();
+        let t = Topic::new("poison").unwrap();
+        store.append(&Event::new(t.clone(), "test", JsonObject::new())).unwrap();
+        let config =
+            GroupConfig::new(ConsumerName::new("g").unwrap(), TopicPattern::new("poison").unwrap())
+                .unwrap()
+                .start(Start::Beginning)
+                .max_deliveries(1);
+        let mut m = GroupBackend::join(&store, &config, "m").unwrap();
+        let got = m.fetch(1, Duration::ZERO).unwrap();
+        fsutil::take_syncs();
+        m.nack(&got[0].token, None, "bad").unwrap();
+        assert_eq!(fsutil::take_syncs()[0], 3, "state with the mark, dead letter, state without");
+        let dead = store.query(&seed_event::Query::topic(&config.dead_letter)).unwrap();
+        assert_eq!(dead.len(), 1);
     }
 
     /// The JSON of a slot without checking its trailer, for the test above.
