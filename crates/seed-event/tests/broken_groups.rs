@@ -30,6 +30,8 @@ enum Fault {
     DeleteDoesNothing,
     /// A nack that dead-letters appends the letter twice.
     DeadLetterTwice,
+    /// A release says yes and hands nothing back.
+    ReleaseKeeps,
 }
 
 #[derive(Clone)]
@@ -49,12 +51,20 @@ impl GroupBackend for Broken {
             }
             Fault::NeverDead => config.max_deliveries = u32::MAX,
             Fault::NoOrder => config.ordering = GroupOrdering::None,
-            Fault::KeepsOnLeave | Fault::DeleteDoesNothing | Fault::DeadLetterTwice => {}
+            Fault::KeepsOnLeave
+            | Fault::DeleteDoesNothing
+            | Fault::DeadLetterTwice
+            | Fault::ReleaseKeeps => {}
         }
         let inner = EventStore::groups(&self.inner).unwrap().join(&config, member)?;
         let twice = (self.fault == Fault::DeadLetterTwice)
             .then(|| (self.inner.clone(), config.dead_letter.clone()));
-        Ok(Box::new(Member { inner: Some(inner), keep: self.fault == Fault::KeepsOnLeave, twice }))
+        Ok(Box::new(Member {
+            inner: Some(inner),
+            keep: self.fault == Fault::KeepsOnLeave,
+            twice,
+            release_keeps: self.fault == Fault::ReleaseKeeps,
+        }))
     }
 
     fn list(&self) -> Result<Vec<GroupInfo>> {
@@ -73,6 +83,8 @@ struct Member {
     keep: bool,
     /// For [`Fault::DeadLetterTwice`]: the store and the dead-letter topic.
     twice: Option<(MemoryStore, Topic)>,
+    /// For [`Fault::ReleaseKeeps`].
+    release_keeps: bool,
 }
 
 impl Member {
@@ -118,6 +130,12 @@ impl GroupMember for Member {
     }
     fn extend(&mut self, tokens: &[DeliveryToken]) -> Result<()> {
         self.inner().extend(tokens)
+    }
+    fn release(&mut self, tokens: &[DeliveryToken]) -> Result<bool> {
+        if self.release_keeps {
+            return Ok(true);
+        }
+        self.inner().release(tokens)
     }
     fn interrupter(&self) -> Arc<dyn Interrupt> {
         self.inner.as_deref().unwrap().interrupter()
@@ -228,4 +246,13 @@ fn a_delete_that_removes_nothing_is_caught() {
 #[test]
 fn a_dead_letter_appended_twice_is_caught() {
     caught(Fault::DeadLetterTwice, cases::group_dead_letters_once_among_racing_members, "once");
+}
+
+#[test]
+fn a_release_that_keeps_the_events_is_caught() {
+    caught(
+        Fault::ReleaseKeeps,
+        cases::group_released_deliveries_go_to_others_uncounted,
+        "released events at once",
+    );
 }

@@ -806,6 +806,12 @@ impl GroupMember for FileMember {
         .map(drop)
     }
 
+    fn release(&mut self, tokens: &[DeliveryToken]) -> Result<bool> {
+        let id = self.id.clone();
+        self.with_state(|state, _| Ok(state.release(&id, tokens, group_engine::now()) > 0))?;
+        Ok(true)
+    }
+
     fn interrupter(&self) -> Arc<dyn Interrupt> {
         self.interrupt.clone()
     }
