@@ -752,7 +752,7 @@ impl EventBus {
         let label = format!("{}/{}", config.group.name, member.id());
         let worker = group::GroupWorker {
             store: self.store.clone(),
-            member,
+            member: Arc::new(std::sync::Mutex::new(member)),
             handler: Box::new(handler),
             before_ack: Box::new(before_ack),
             config,

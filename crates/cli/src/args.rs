@@ -340,7 +340,7 @@ pub struct SubscribeArgs {
     /// With --group: deliveries of an event before it goes to the dead-letter topic
     #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..), requires = "group", conflicts_with = "exclusive")]
     pub max_deliveries: u32,
-    /// With --group: events this subscriber takes at a time [default: 256; with --exec, 1 per command slot]
+    /// With --group: events this subscriber takes at a time at most (fewer when its handling is slow) [default: 256; with --exec, 1 per command slot]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000), requires = "group", conflicts_with = "exclusive")]
     pub max_in_flight: Option<u32>,
     /// With --group: how long a failed event waits before it comes again, doubling per delivery up to --ack-wait

@@ -28,7 +28,8 @@ macro_rules! group_conformance_tests {
             group_start_and_checks, group_fetch_waits_and_is_interrupted,
             group_delete_needs_every_member_gone, group_dead_letters_once_among_racing_members,
             group_a_late_ack_counts_until_the_event_is_taken_back,
-            group_takes_a_new_topic_from_its_first_event
+            group_takes_a_new_topic_from_its_first_event,
+            group_released_deliveries_go_to_others_uncounted
         );
     };
     (@cases $harness:expr; $($case:ident),* $(,)?) => {
@@ -392,6 +393,34 @@ pub fn group_member_leaving_hands_its_events_over(h: &dyn Harness) {
     let (taken, deliveries) = waiter.join().unwrap();
     assert_eq!(taken, (0..10).collect::<Vec<_>>(), "b gets a's events");
     assert!(deliveries.iter().all(|d| *d == 2), "{deliveries:?}");
+}
+
+/// Deliveries a member hands back unstarted ([`GroupMember::release`]) go
+/// to another member at once, counted as neither a delivery nor a
+/// redelivery. (A store whose `release` says it cannot is not checked.)
+pub fn group_released_deliveries_go_to_others_uncounted(h: &dyn Harness) {
+    let store = h.open();
+    let t = topic("release.t");
+    append_n(store.as_ref(), &t, 0..4);
+    let config = group("releasers", "release.t");
+    let mut a = join(store.as_ref(), &config, "a");
+    let mut b = join(store.as_ref(), &config, "b");
+    let got = a.fetch(4, Duration::ZERO).unwrap();
+    assert_eq!(ns(&got), vec![0, 1, 2, 3]);
+    assert!(b.fetch(4, Duration::from_millis(100)).unwrap().is_empty(), "a holds them all");
+    let rest: Vec<_> = got[1..].iter().map(|d| d.token.clone()).collect();
+    if !a.release(&rest).unwrap() {
+        return;
+    }
+    let taken = fetch_n(b.as_mut(), 3);
+    assert_eq!(ns(&taken), vec![1, 2, 3], "b gets the released events at once");
+    let counts: Vec<u32> = taken.iter().map(|d| d.deliveries).collect();
+    assert_eq!(counts, vec![1, 1, 1], "a release is not a delivery");
+    a.ack(&[got[0].token.clone()]).unwrap();
+    b.ack(&taken.iter().map(|d| d.token.clone()).collect::<Vec<_>>()).unwrap();
+    let info = store.groups().unwrap().list().unwrap();
+    let info = info.iter().find(|g| g.name == "releasers").unwrap();
+    assert_eq!((info.in_flight, info.waiting, info.redelivered), (0, 0, 0), "{info:?}");
 }
 
 /// Positions, pending events and counts survive the restart of every

@@ -424,7 +424,10 @@ impl GroupState {
             p.member = Some(holder.clone());
             p.deliveries = p.deliveries.saturating_add(1);
             p.until = until;
-            self.redelivered += 1;
+            // A released event (its count taken back to 0) is delivered anew.
+            if p.deliveries > 1 {
+                self.redelivered += 1;
+            }
             let token = DeliveryToken { topic, cursor, delivery: p.deliveries };
             out.push(Delivery { event, deliveries: p.deliveries, token });
         }
@@ -528,6 +531,26 @@ impl GroupState {
         let Some(p) = self.held(member, token) else { return false };
         p.until = now.saturating_add(micros(config.ack_wait));
         true
+    }
+
+    /// Hands back deliveries `member` holds and did not start handling: they
+    /// may be delivered to the others at once, and the delivery is not
+    /// counted (neither in the event's count nor as a redelivery); returns
+    /// how many it held.
+    pub fn release(&mut self, member: &str, tokens: &[DeliveryToken], now: i64) -> usize {
+        let mut n = 0;
+        for token in tokens {
+            let Some(p) = self.held(member, token) else { continue };
+            p.member = None;
+            p.until = now;
+            let redelivery = p.deliveries > 1;
+            p.deliveries = p.deliveries.saturating_sub(1);
+            if redelivery {
+                self.redelivered = self.redelivered.saturating_sub(1);
+            }
+            n += 1;
+        }
+        n
     }
 
     /// `member` leaves: its events may be delivered to the others at once

@@ -291,6 +291,15 @@ pub trait GroupMember: Send {
         tokens.iter().try_for_each(|t| self.in_progress(t))
     }
 
+    /// Hands back deliveries this member did not start handling: they go to
+    /// the other members at once, and are not counted as deliveries (nor
+    /// failures). False when the store cannot (then they stay with the
+    /// member, which handles them or lets their ack wait pass).
+    fn release(&mut self, tokens: &[DeliveryToken]) -> Result<bool> {
+        let _ = tokens;
+        Ok(false)
+    }
+
     /// Cuts a [`fetch`](GroupMember::fetch) wait short from another thread.
     fn interrupter(&self) -> Arc<dyn Interrupt>;
 }

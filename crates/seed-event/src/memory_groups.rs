@@ -232,6 +232,13 @@ impl GroupMember for MemoryMember {
         })
     }
 
+    fn release(&mut self, tokens: &[DeliveryToken]) -> Result<bool> {
+        with_group(&self.store, &self.name(), |state, _| {
+            state.release(&self.id, tokens, group_engine::now());
+            Ok(true)
+        })
+    }
+
     fn interrupter(&self) -> Arc<dyn Interrupt> {
         self.interrupt.clone()
     }

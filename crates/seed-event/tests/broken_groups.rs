@@ -33,6 +33,8 @@ enum Fault {
     /// A topic created after the join loses its first event (as if followed
     /// from its end once the member learns of it).
     NewTopicFromItsEnd,
+    /// A release says yes and hands nothing back.
+    ReleaseKeeps,
 }
 
 #[derive(Clone)]
@@ -55,7 +57,8 @@ impl GroupBackend for Broken {
             Fault::KeepsOnLeave
             | Fault::DeleteDoesNothing
             | Fault::DeadLetterTwice
-            | Fault::NewTopicFromItsEnd => {}
+            | Fault::NewTopicFromItsEnd
+            | Fault::ReleaseKeeps => {}
         }
         let known = match self.fault {
             Fault::NewTopicFromItsEnd => {
@@ -71,6 +74,7 @@ impl GroupBackend for Broken {
             keep: self.fault == Fault::KeepsOnLeave,
             twice,
             known,
+            release_keeps: self.fault == Fault::ReleaseKeeps,
         }))
     }
 
@@ -92,6 +96,8 @@ struct Member {
     twice: Option<(MemoryStore, Topic)>,
     /// For [`Fault::NewTopicFromItsEnd`]: the topics known (or seen) so far.
     known: Option<BTreeSet<Topic>>,
+    /// For [`Fault::ReleaseKeeps`].
+    release_keeps: bool,
 }
 
 impl Member {
@@ -148,6 +154,12 @@ impl GroupMember for Member {
     }
     fn extend(&mut self, tokens: &[DeliveryToken]) -> Result<()> {
         self.inner().extend(tokens)
+    }
+    fn release(&mut self, tokens: &[DeliveryToken]) -> Result<bool> {
+        if self.release_keeps {
+            return Ok(true);
+        }
+        self.inner().release(tokens)
     }
     fn interrupter(&self) -> Arc<dyn Interrupt> {
         self.inner.as_deref().unwrap().interrupter()
@@ -266,5 +278,14 @@ fn a_new_topic_followed_from_its_end_is_caught() {
         Fault::NewTopicFromItsEnd,
         cases::group_takes_a_new_topic_from_its_first_event,
         "from its first",
+    );
+}
+
+#[test]
+fn a_release_that_keeps_the_events_is_caught() {
+    caught(
+        Fault::ReleaseKeeps,
+        cases::group_released_deliveries_go_to_others_uncounted,
+        "released events at once",
     );
 }

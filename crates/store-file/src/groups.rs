@@ -206,6 +206,51 @@ fn head_version(bytes: &[u8]) -> Option<u64> {
     std::str::from_utf8(&rest[..end]).ok()?.parse().ok()
 }
 
+/// A member's id: its label, its process, a number of its process and a
+/// random part, since processes in different PID namespaces (containers
+/// sharing the events directory) can have the same process id.
+fn member_id(label: &str, pid: u32, n: u64) -> String {
+    let random = uuid::Uuid::new_v4().simple().to_string();
+    format!("{label}-{pid}-{n}-{}", &random[..12])
+}
+
+/// Creates and locks the member lock file at `path`, never replacing one
+/// that is there: it is made locked under a name of its own, then linked to
+/// `path` (which fails if `path` exists), so a member's file is never there
+/// unlocked while the member lives (whoever takes its lock takes it for dead).
+fn claim_member_lock(path: &Path) -> Result<File> {
+    let tmp = fsutil::temp_path(path);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io_err("creating", &tmp))?;
+    let claimed = match fsutil::try_lock_exclusive(&file) {
+        Ok(true) => fs::hard_link(&tmp, path).map_err(|e| {
+            if e.kind() == io::ErrorKind::AlreadyExists {
+                Error::invalid(
+                    "group member",
+                    format!(
+                        "{} exists: another member has this id; expected an id of its own",
+                        path.display()
+                    ),
+                )
+            } else {
+                io_err("naming", path)(e)
+            }
+        }),
+        Ok(false) => Err(Error::invalid(
+            "group member",
+            format!("{} is locked by another process", tmp.display()),
+        )),
+        Err(e) => Err(io_err("locking", &tmp)(e)),
+    };
+    let _ = fs::remove_file(&tmp);
+    claimed.map(|()| file)
+}
+
 /// The group lock, held while it lives.
 struct Locked {
     _file: File,
@@ -366,26 +411,9 @@ impl GroupBackend for FileStore {
         version::ensure_writable(self.dir(), durability != Durability::None)?;
         let files = GroupFiles::new(self.dir(), config.name.as_str());
         mkdir(&files.members())?;
-        // A member's id: its label, this process and a number of this process.
         static NEXT: AtomicU64 = AtomicU64::new(0);
-        let id =
-            format!("{member}-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
-        // Locked before it gets its name: a member's file is never there unlocked
-        // while the member lives (whoever takes its lock takes it for dead).
-        let path = files.member(&id);
-        let tmp = fsutil::temp_path(&path);
-        let member_lock = open_lock(&tmp, true).map_err(io_err("creating", &tmp))?;
-        let locked = fsutil::try_lock_exclusive(&member_lock).map_err(io_err("locking", &tmp));
-        if !matches!(locked, Ok(true)) {
-            let _ = fs::remove_file(&tmp);
-            return Err(locked.err().unwrap_or_else(|| {
-                Error::invalid(
-                    "group member",
-                    format!("{} is locked by another process", tmp.display()),
-                )
-            }));
-        }
-        fs::rename(&tmp, &path).map_err(io_err("naming", &path))?;
+        let id = member_id(member, std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        let member_lock = claim_member_lock(&files.member(&id))?;
         let store = FileStore::open_with(self.dir(), self.config().clone())?;
         // Watch first, then look: nothing appended in between is missed.
         let follower = store.follow(&config.pattern, FollowFrom::start(Start::New))?;
@@ -551,6 +579,9 @@ impl FileMember {
         if state.has_dead() {
             self.save(&mut state)?;
             state.settle_dead(&self.store, &self.config)?;
+            // The dead letters are made as durable as the state that no
+            // longer holds their events, before it is saved.
+            self.store.sync_single_appends(&self.config.dead_letter)?;
             changed = true;
         }
         if changed {
@@ -775,6 +806,12 @@ impl GroupMember for FileMember {
         .map(drop)
     }
 
+    fn release(&mut self, tokens: &[DeliveryToken]) -> Result<bool> {
+        let id = self.id.clone();
+        self.with_state(|state, _| Ok(state.release(&id, tokens, group_engine::now()) > 0))?;
+        Ok(true)
+    }
+
     fn interrupter(&self) -> Arc<dyn Interrupt> {
         self.interrupt.clone()
     }
@@ -828,6 +865,58 @@ mod tests {
         fs::write(&path, &bytes).unwrap();
         assert!(serde_json::from_slice::<serde_json::Value>(checked_body_unchecked(&bytes)).is_ok());
         assert_eq!(files.read().unwrap().unwrap().version, older, "the older, whole slot");
+    }
+
+    /// Two members with the same label, process id and number (processes
+    /// in two PID namespaces sharing the events directory) get different ids.
+    #[test]
+    fn member_ids_differ_across_pid_namespaces() {
+        assert_ne!(member_id("m", 7, 0), member_id("m", 7, 0));
+    }
+
+    /// Claiming a member lock file that exists fails and leaves it as it was
+    /// (a rename would have put an unlocked file in a live member's place).
+    #[test]
+    fn a_member_lock_file_is_never_replaced() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.lock");
+        let theirs = claim_member_lock(&path).unwrap();
+        let inode = fs::metadata(&path).unwrap().ino();
+        let err = claim_member_lock(&path).err().expect("a second claim of the same file");
+        assert!(err.to_string().contains("another member has this id"), "{err}");
+        assert_eq!(fs::metadata(&path).unwrap().ino(), inode, "the file is the first claim's");
+        let again = OpenOptions::new().read(true).open(&path).unwrap();
+        assert!(!fsutil::try_lock_exclusive(&again).unwrap(), "still locked by its member");
+        drop(theirs);
+        let names: Vec<_> =
+            fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, vec!["m.lock"], "no temporary file is left");
+    }
+
+    /// Under `SyncPolicy::Batch` a single append is not synced, so the dead
+    /// letter (appended as one) is synced before the state without its event
+    /// is: three fdatasyncs (the state with its mark, the dead letter, the
+    /// state without the event), not two.
+    #[test]
+    fn a_dead_letter_is_synced_before_its_event_leaves_the_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = crate::FileStoreConfig::default().sync(crate::SyncPolicy::Batch);
+        let store = FileStore::open_with(dir.path(), config).unwrap();
+        let t = Topic::new("poison").unwrap();
+        store.append(&Event::new(t.clone(), "test", JsonObject::new())).unwrap();
+        let config =
+            GroupConfig::new(ConsumerName::new("g").unwrap(), TopicPattern::new("poison").unwrap())
+                .unwrap()
+                .start(Start::Beginning)
+                .max_deliveries(1);
+        let mut m = GroupBackend::join(&store, &config, "m").unwrap();
+        let got = m.fetch(1, Duration::ZERO).unwrap();
+        fsutil::take_syncs();
+        m.nack(&got[0].token, None, "bad").unwrap();
+        assert_eq!(fsutil::take_syncs()[0], 3, "state with the mark, dead letter, state without");
+        let dead = store.query(&seed_event::Query::topic(&config.dead_letter)).unwrap();
+        assert_eq!(dead.len(), 1);
     }
 
     /// The JSON of a slot without checking its trailer, for the test above.

@@ -277,6 +277,21 @@ impl FileStore {
         }
     }
 
+    /// Makes the single appends of `topic` so far durable where the policy
+    /// did not sync them ([`SyncPolicy::Batch`]): for a write that must not
+    /// be lost once something else is saved after it (a dead letter before
+    /// its event leaves its group).
+    pub(crate) fn sync_single_appends(&self, topic: &Topic) -> Result<()> {
+        if self.config.sync != SyncPolicy::Batch {
+            return Ok(());
+        }
+        let log = self.paths(topic).log;
+        let file = std::fs::File::open(&log)
+            .map_err(|e| seed_event::Error::io(format!("opening {}", log.display()), e))?;
+        crate::fsutil::sync_data(&file)
+            .map_err(|e| seed_event::Error::io(format!("syncing {}", log.display()), e))
+    }
+
     /// What an append of one event (not a batch) syncs under the policy.
     fn single_append_sync(&self) -> AppendSync {
         if self.config.sync == SyncPolicy::Always {
