@@ -241,7 +241,7 @@ impl Keeper {
                 let can_release = self.can_release.load(Ordering::SeqCst);
                 let release = now & 1 == 0 && can_release && i + 1 < tokens.len();
                 let extend = extended.elapsed() >= ack_wait / 2;
-                if !(release && since.elapsed() >= release_after) && !extend {
+                if !(extend || release && since.elapsed() >= release_after) {
                     continue;
                 }
                 // The thread holds the member only in a store call: try again next tick.

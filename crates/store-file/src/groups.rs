@@ -883,7 +883,7 @@ mod tests {
         let path = dir.path().join("m.lock");
         let theirs = claim_member_lock(&path).unwrap();
         let inode = fs::metadata(&path).unwrap().ino();
-        let err = claim_member_lock(&path).err().expect("a second claim of the same file");
+        let err = claim_member_lock(&path).expect_err("a second claim of the same file");
         assert!(err.to_string().contains("another member has this id"), "{err}");
         assert_eq!(fs::metadata(&path).unwrap().ino(), inode, "the file is the first claim's");
         let again = OpenOptions::new().read(true).open(&path).unwrap();
