@@ -37,9 +37,16 @@
 //!   parked entries are claimed (`XCLAIM`, the count grows by one); then
 //!   new entries (`XREADGROUP … >`, with per-topic order only from a
 //!   stream with an empty PEL, one entry);
+//! - a busy member without per-topic order takes new events with a plain
+//!   `XREADGROUP … COUNT <room>` on one stream (the topics in turn),
+//!   pipelined with the ack script, and runs the fetch script at least every
+//!   50 ms (`FULL_EVERY`) (and whenever that read comes back short);
 //! - ack: `XACK` of the deliveries the member still holds (holder and
 //!   delivery count checked with `XPENDING`), so a late ack counts until the
-//!   event went elsewhere, and a stale token does nothing;
+//!   event went elsewhere, and a stale token does nothing. The meta hash's
+//!   `moves` counts every change of holder but `XREADGROUP`; while it is
+//!   what it was when the tokens were handed out, they are still the
+//!   member's and are acked without the check;
 //! - nack: the entry is parked, due after the delay; in progress: `XCLAIM …
 //!   JUSTID` to the holder resets its idle time;
 //! - a failure of an event's `max_deliveries`-th delivery marks it in
@@ -630,7 +637,7 @@ impl RedisMember {
     }
 
     /// Whether the member may take new events without the fetch script: the
-    /// group has no per-topic order, and the script ran within [`FULL_EVERY`],
+    /// group has no per-topic order, and the script ran within `FULL_EVERY`,
     /// before the next parked entry it reported was due.
     fn fast_path_ok(&self) -> bool {
         self.config.ordering == GroupOrdering::None

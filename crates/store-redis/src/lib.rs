@@ -42,7 +42,7 @@
 //! | `seed:lockgen:<name>` | string | the consumer's last lock generation |
 //! | consumer group `<group>` on `seed:{<topic>}:s` | stream group | a work group's position in the topic and its pending entries (holder, delivery count, delivery time); consumers: the member ids and `~waiting` (parked entries) |
 //! | `seed:groups` | set | every work group |
-//! | `seed:group:{<group>}:meta` | hash | `pattern`, `ordering`, `dead_letter`, `start`, `created` (server ms), `redelivered`, `dead_lettered` |
+//! | `seed:group:{<group>}:meta` | hash | `pattern`, `ordering`, `dead_letter`, `start`, `created` (server ms), `redelivered`, `dead_lettered`, `moves` (changes of holder but `XREADGROUP`) |
 //! | `seed:group:{<group>}:members` | hash | live member id → the `CLIENT ID` of its connection |
 //! | `seed:group:{<group>}:due` | sorted set | `<topic>\n<id>` of a parked entry → the server time (ms) it may be delivered again |
 //! | `seed:group:{<group>}:dead` | hash | `<topic>\n<id>` → `<deliveries>\n<error>`: entries whose dead letter is to be written |

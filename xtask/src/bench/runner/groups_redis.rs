@@ -280,6 +280,13 @@ fn redelivery(store: &RedisStore, url: &str, run: usize) -> Result<f64> {
     Ok(last.saturating_duration_since(killed).as_secs_f64() * 1e3)
 }
 
+/// The median of `values` (0 when there are none).
+fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
 /// The CPU seconds the server used so far (`INFO cpu`: user + system).
 fn server_cpu(url: &str) -> Result<f64> {
     let mut con = redis::Client::open(url)?.get_connection()?;
@@ -302,42 +309,36 @@ pub fn all(plan: &Plan, rows: &mut Vec<Row>) -> Result<()> {
     // A quarter of the file store's count: Redis keeps the events in memory.
     let n = (plan.group_n / 4).max(10_000);
     let (mut rates, mut raws, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut cpu_members, mut cpu_raw) = (Vec::new(), Vec::new());
     for run in 0..plan.runs {
         eprintln!("bench:   redis groups run {}/{}", run + 1, plan.runs);
         redis::cmd("FLUSHALL")
             .query::<()>(&mut redis::Client::open(url.as_str())?.get_connection()?)?;
         fill(&store, n)?;
         let before = server_cpu(&url)?;
-        let mut admin = redis::Client::open(url.as_str())?.get_connection()?;
-        redis::cmd("CONFIG").arg("RESETSTAT").query::<()>(&mut admin)?;
         let rate = library(&url, n)?;
-        if std::env::var_os("SEED_BENCH_STATS").is_some() {
-            let stats: String = redis::cmd("INFO").arg("commandstats").query(&mut admin)?;
-            eprintln!("{stats}");
-        }
         let between = server_cpu(&url)?;
         let raw_rate = raw(&url, n)?;
         let after = server_cpu(&url)?;
-        eprintln!(
-            "bench:   server CPU per event: members {:.2} us, raw loop {:.2} us",
-            (between - before) / n as f64 * 1e6,
-            (after - between) / n as f64 * 1e6
-        );
+        cpu_members.push((between - before) / n as f64 * 1e6);
+        cpu_raw.push((after - between) / n as f64 * 1e6);
         rates.push(rate);
         raws.push(raw_rate);
         ratios.push(rate / raw_rate);
     }
     eprintln!(
-        "bench: redis group members (events/s): {rates:.0?}; raw XREADGROUP loop: {raws:.0?}"
+        "bench: redis group members (events/s): {rates:.0?}; raw XREADGROUP loop: {raws:.0?}; \
+         server CPU per event (us): members {cpu_members:.2?}, raw {cpu_raw:.2?}"
     );
     let note = format!("{n} events over {TOPICS} topics, from the first handled to the last");
     rows.push(spec(LIBRARY).row_of_runs(&rates).with_note(note.clone()));
     rows.push(spec(RAW).row_of_runs(&raws).with_note(note));
-    rows.push(
-        spec(RATIO)
-            .row_of_runs(&ratios)
-            .with_note("4 member processes / 4 raw clients, same server, same run".to_string()),
-    );
+    rows.push(spec(RATIO).row_of_runs(&ratios).with_note(format!(
+        "4 member processes / 4 raw clients, same server, same run; server CPU per event: \
+         members {:.2} us, raw loop {:.2} us (medians)",
+        median(&cpu_members),
+        median(&cpu_raw)
+    )));
     let times = (0..plan.runs.max(11))
         .map(|run| redelivery(&store, &url, run))
         .collect::<Result<Vec<f64>>>()?;
