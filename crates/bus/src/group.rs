@@ -34,7 +34,7 @@ use crate::{Error, HandlerResult, Result};
 const IDLE: Duration = Duration::from_secs(60);
 
 /// How much work (handler time, as measured) a member fetches at once.
-pub const HORIZON: Duration = Duration::from_millis(2);
+pub const HORIZON: Duration = Duration::from_millis(20);
 
 /// After how long a batch's unstarted events go back to the group (at most
 /// a quarter of the ack wait).
@@ -116,6 +116,8 @@ struct Batch {
     fetched: Instant,
     active: bool,
     stop: bool,
+    /// The keeper waits for a batch without a timeout (then a batch wakes it).
+    idle: bool,
 }
 
 /// What the member's thread and its keeper share.
@@ -148,6 +150,7 @@ impl Keeper {
                 fetched: Instant::now(),
                 active: false,
                 stop: false,
+                idle: false,
             }),
             changed: Condvar::new(),
             progress: AtomicU64::new(0),
@@ -163,9 +166,12 @@ impl Keeper {
         b.fetched = fetched;
         b.active = true;
         self.progress.store(progress(b.generation, 0, false), Ordering::SeqCst);
-        let generation = b.generation;
+        let (generation, idle) = (b.generation, b.idle);
         drop(b);
-        self.changed.notify_one();
+        // A keeper that is not idle looks at its next tick: no wake-up per batch.
+        if idle {
+            self.changed.notify_one();
+        }
         generation
     }
 
@@ -219,7 +225,9 @@ impl Keeper {
         let mut b = lock(&self.batch);
         loop {
             while !b.active && !b.stop {
+                b.idle = true;
                 b = wait(&self.changed, b);
+                b.idle = false;
             }
             if b.stop {
                 return;
@@ -240,8 +248,9 @@ impl Keeper {
                 let i = index_of(now);
                 let can_release = self.can_release.load(Ordering::SeqCst);
                 let release = now & 1 == 0 && can_release && i + 1 < tokens.len();
+                let release = release && since.elapsed() >= release_after;
                 let extend = extended.elapsed() >= ack_wait / 2;
-                if !(extend || release && since.elapsed() >= release_after) {
+                if !release && !extend {
                     continue;
                 }
                 // The thread holds the member only in a store call: try again next tick.
@@ -250,8 +259,7 @@ impl Keeper {
                     Err(TryLockError::Poisoned(p)) => p.into_inner(),
                     Err(TryLockError::WouldBlock) => continue,
                 };
-                if release && since.elapsed() >= release_after && self.mark_released(generation, i)
-                {
+                if release && self.mark_released(generation, i) {
                     match m.release(&tokens[i + 1..]) {
                         Ok(true) => {}
                         Ok(false) => {

@@ -195,18 +195,20 @@ fn cli(seed: &Path, dir: &Path, n: usize) -> Result<f64> {
     Ok(n as f64 / last.saturating_duration_since(first).as_secs_f64())
 }
 
-/// Child: a member of group `redeliver` whose handler never returns: it
-/// holds its first batch (10 events) until it is killed.
+/// Child: a member of group `redeliver` that fetches 10 events and holds
+/// them until it is killed (through the store's groups directly: a bus
+/// member hands back what its handler has not started).
 pub fn holder(args: &serde_json::Value) -> Result<()> {
+    use seed_event::EventStore;
     let dir = args["dir"].as_str().context("group-holder needs a dir")?;
-    let bus = EventBus::new(Arc::new(store_file::FileStore::open(dir)?));
-    let config = WorkerConfig::new(group("redeliver", "bench.r")?.max_in_flight(10));
-    let _sub = bus.join_group(config, |_| {
-        say_ready();
-        loop {
-            thread::park();
-        }
-    })?;
+    let store = store_file::FileStore::open(dir)?;
+    let groups = store.groups().context("the file store has work groups")?;
+    let mut member = groups.join(&group("redeliver", "bench.r")?.max_in_flight(10), "holder")?;
+    let mut held = 0;
+    while held < 10 {
+        held += member.fetch(10 - held, Duration::from_secs(30))?.len();
+    }
+    say_ready();
     loop {
         thread::park();
     }
