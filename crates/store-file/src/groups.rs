@@ -389,6 +389,80 @@ impl Drop for GroupWatch {
     }
 }
 
+/// The store as [`GroupState::fetch`] sees it under the group lock: a query
+/// of one topic yields the cursors of its events without decoding them
+/// (each with a stand-in event); [`FileMember::decode`] reads the events
+/// after the lock is released, so that members decode in parallel.
+struct CursorsOnly<'a>(&'a FileStore);
+
+impl EventStore for CursorsOnly<'_> {
+    fn describe(&self) -> String {
+        self.0.describe()
+    }
+    fn append(&self, event: &seed_event::Event) -> Result<seed_event::Cursor> {
+        self.0.append(event)
+    }
+    fn append_batch(
+        &self,
+        topic: &Topic,
+        events: &[seed_event::Event],
+    ) -> Result<Vec<seed_event::Cursor>> {
+        self.0.append_batch(topic, events)
+    }
+    fn append_expecting(
+        &self,
+        event: &seed_event::Event,
+        expected: Option<seed_event::Cursor>,
+    ) -> Result<seed_event::Cursor> {
+        self.0.append_expecting(event, expected)
+    }
+    fn last_cursor(&self, topic: &Topic) -> Result<Option<seed_event::Cursor>> {
+        self.0.last_cursor(topic)
+    }
+    fn read(&self, query: &seed_event::Query) -> Result<seed_event::EventStream<'_>> {
+        version::check_readable(self.0.dir())?;
+        let Some(topic) = query.single_topic() else { return self.0.read(query) };
+        let template = seed_event::Event::new(topic, "", seed_event::JsonObject::new());
+        match crate::query::read_cursors(self.0.dir(), query, &template)? {
+            Some(stream) => Ok(stream),
+            None => self.0.read(query),
+        }
+    }
+    fn count_after(&self, topic: &Topic, cursor: seed_event::Cursor) -> Result<u64> {
+        self.0.count_after(topic, cursor)
+    }
+    fn follow(
+        &self,
+        pattern: &seed_event::TopicPattern,
+        from: FollowFrom,
+    ) -> Result<Box<dyn Follower>> {
+        self.0.follow(pattern, from)
+    }
+    fn load_consumer(
+        &self,
+        name: &ConsumerName,
+    ) -> Result<std::collections::BTreeMap<Topic, seed_event::Cursor>> {
+        self.0.load_consumer(name)
+    }
+    fn commit_consumer(
+        &self,
+        name: &ConsumerName,
+        topic: &Topic,
+        cursor: seed_event::Cursor,
+    ) -> Result<()> {
+        self.0.commit_consumer(name, topic, cursor)
+    }
+    fn consumers(&self) -> Result<Vec<ConsumerName>> {
+        self.0.consumers()
+    }
+    fn topics(&self) -> Result<Vec<seed_event::TopicStats>> {
+        self.0.topics()
+    }
+    fn clear(&self, what: &seed_event::Clear) -> Result<u64> {
+        self.0.clear(what)
+    }
+}
+
 /// The topics of the store's directory.
 fn topics(dir: &Path) -> Result<Vec<Topic>> {
     Ok(list_logs(dir)?.into_iter().map(|(t, _)| t).collect())
@@ -675,8 +749,9 @@ impl FileMember {
         self.acks.extend_from_slice(acks);
         let (got, wait) = self
             .with_state(|state, store| {
+                let now = group_engine::now();
                 let got =
-                    state.fetch(store, &config, &id, max, group_engine::now(), &topics(&dir)?)?;
+                    state.fetch(&CursorsOnly(store), &config, &id, max, now, &topics(&dir)?)?;
                 let mut wait = state.next_change().map(|at| {
                     Duration::from_micros(
                         u64::try_from(at.saturating_sub(group_engine::now())).unwrap_or(0),
@@ -688,7 +763,67 @@ impl FileMember {
                 Ok(Fetched { changed: !got.is_empty(), got, wait })
             })
             .map(|f| (f.got, f.wait))?;
-        Ok((got, wait))
+        Ok((self.decode(got)?, wait))
+    }
+
+    /// The deliveries of a fetch with their events read from the logs (the
+    /// fetch under the lock only took their cursors). One whose event is
+    /// gone meanwhile (cleared, or its line unreadable, which a query skips)
+    /// is acked: there is nothing to deliver.
+    fn decode(&mut self, got: Vec<Delivery>) -> Result<Vec<Delivery>> {
+        if got.is_empty() {
+            return Ok(got);
+        }
+        let mut by_topic: std::collections::BTreeMap<Topic, Vec<seed_event::Cursor>> =
+            std::collections::BTreeMap::new();
+        for d in &got {
+            by_topic.entry(d.token.topic.clone()).or_default().push(d.token.cursor);
+        }
+        let mut events = std::collections::HashMap::new();
+        for (topic, mut cursors) in by_topic {
+            cursors.sort_unstable();
+            // Runs of near cursors, one query each.
+            let mut i = 0;
+            while i < cursors.len() {
+                let mut j = i;
+                while j + 1 < cursors.len()
+                    && cursors[j + 1].major().saturating_sub(cursors[j].major()) <= 64
+                {
+                    j += 1;
+                }
+                let (first, last) = (cursors[i], cursors[j]);
+                let span = last.major().saturating_sub(first.major()).saturating_add(1);
+                let query = seed_event::Query {
+                    after: (first > seed_event::Cursor::ZERO)
+                        .then(|| group_engine::cursor_before(first)),
+                    limit: Some(seed_event::Limit::First(
+                        usize::try_from(span).unwrap_or(usize::MAX),
+                    )),
+                    ..seed_event::Query::topic(&topic)
+                };
+                for e in self.store.query(&query)? {
+                    if e.cursor >= first && e.cursor <= last {
+                        events.insert((topic.clone(), e.cursor), e);
+                    }
+                }
+                i = j + 1;
+            }
+        }
+        let mut out = Vec::with_capacity(got.len());
+        let mut gone = Vec::new();
+        for mut d in got {
+            match events.remove(&(d.token.topic.clone(), d.token.cursor)) {
+                Some(e) => {
+                    d.event = e;
+                    out.push(d);
+                }
+                None => gone.push(d.token),
+            }
+        }
+        if !gone.is_empty() {
+            self.ack(&gone)?;
+        }
+        Ok(out)
     }
 }
 
@@ -917,6 +1052,45 @@ mod tests {
         assert_eq!(fsutil::take_syncs()[0], 3, "state with the mark, dead letter, state without");
         let dead = store.query(&seed_event::Query::topic(&config.dead_letter)).unwrap();
         assert_eq!(dead.len(), 1);
+    }
+
+    /// A fetch takes cursors under the group lock and reads the events
+    /// after it: an event whose line turns out unreadable (which a query
+    /// skips) is acked, neither delivered as a stand-in nor left in flight.
+    #[test]
+    fn an_unreadable_line_is_skipped_not_left_in_flight() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = Topic::new("t").unwrap();
+        {
+            let store = FileStore::open(dir.path()).unwrap();
+            let events: Vec<Event> = (0..3)
+                .map(|n| {
+                    let payload = serde_json::json!({ "n": n }).as_object().unwrap().clone();
+                    Event::new(t.clone(), "test", payload)
+                })
+                .collect();
+            store.append_batch(&t, &events).unwrap();
+        }
+        let path = dir.path().join("t.jsonl");
+        let text = fs::read_to_string(&path).unwrap();
+        let second = text.find('\n').unwrap() + 1;
+        let (head, tail) = text.split_at(second);
+        let stamp = tail.find("\"timestamp\":\"").unwrap() + "\"timestamp\":\"".len();
+        let end = stamp + tail[stamp..].find('"').unwrap();
+        let changed =
+            format!("{head}{}9999-12-31T23:59:59.999999-01:00{}", &tail[..stamp], &tail[end..]);
+        fs::write(&path, changed).unwrap();
+        let store = FileStore::open(dir.path()).unwrap();
+        let config =
+            GroupConfig::new(ConsumerName::new("g").unwrap(), TopicPattern::new("t").unwrap())
+                .unwrap()
+                .start(Start::Beginning);
+        let mut m = GroupBackend::join(&store, &config, "m").unwrap();
+        let got = m.fetch(10, Duration::ZERO).unwrap();
+        let ns: Vec<_> = got.iter().map(|d| d.event.event.payload["n"].as_u64().unwrap()).collect();
+        assert_eq!(ns, vec![0, 2]);
+        let info = GroupBackend::list(&store).unwrap();
+        assert_eq!((info[0].in_flight, info[0].waiting), (2, 0), "{info:?}");
     }
 
     /// The JSON of a slot without checking its trailer, for the test above.

@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 
 use seed_event::support::{apply_limit, merge_by_timestamp};
 use seed_event::{
-    Cursor, Error, EventStream, Limit, Query, Result, StoredEvent, Timestamp, Topic, TopicStats,
+    Cursor, Error, Event, EventStream, Limit, Query, Result, StoredEvent, Timestamp, Topic,
+    TopicStats,
 };
 
 use crate::decode::{decode_line, try_decode};
@@ -46,7 +47,7 @@ pub(crate) fn read(dir: &Path, query: &Query) -> Result<EventStream<'static>> {
     let keep_open = topics.len() <= OPEN_SCANS;
     let mut streams: Vec<EventStream<'static>> = Vec::new();
     for (topic, path) in &topics {
-        if let Some(scan) = scan(topic, path, query, keep_open)? {
+        if let Some(scan) = scan(topic, path, query, keep_open, None)? {
             streams.push(Box::new(scan));
         }
     }
@@ -55,6 +56,30 @@ pub(crate) fn read(dir: &Path, query: &Query) -> Result<EventStream<'static>> {
         false => merge_many(streams),
     };
     apply_limit(merged, query.limit)
+}
+
+/// The cursors of a query of one topic, with no filter but `after` and a
+/// first-events limit, without decoding the events: each comes with
+/// `template` for its event. `None` for any other query (read it whole).
+pub(crate) fn read_cursors(
+    dir: &Path,
+    query: &Query,
+    template: &Event,
+) -> Result<Option<EventStream<'static>>> {
+    let plain = query.source.is_none()
+        && query.correlation_id.is_none()
+        && query.since.is_none()
+        && query.until.is_none()
+        && !matches!(query.limit, Some(Limit::Last(_)));
+    let Some(topic) = query.single_topic().filter(|_| plain) else { return Ok(None) };
+    query.validate()?;
+    let path = Paths::new(dir, topic.as_str()).log;
+    let stream: EventStream<'static> =
+        match scan(&topic, &path, query, true, Some(template.clone()))? {
+            Some(scan) => Box::new(scan),
+            None => Box::new(std::iter::empty()),
+        };
+    Ok(Some(apply_limit(stream, query.limit)?))
 }
 
 /// Up to this many topics, a query keeps each one's log open while it
@@ -165,7 +190,13 @@ pub(crate) fn verify(dir: &Path) -> Result<Vec<CorruptLine>> {
 
 /// A forward scan of one topic, from the first line that can match; with
 /// `keep_open` false, the log is closed once the first block is read.
-fn scan(topic: &Topic, path: &Path, query: &Query, keep_open: bool) -> Result<Option<TopicScan>> {
+fn scan(
+    topic: &Topic,
+    path: &Path,
+    query: &Query,
+    keep_open: bool,
+    template: Option<Event>,
+) -> Result<Option<TopicScan>> {
     let Some((file, tail)) = open_snapshot(path)? else { return Ok(None) };
     let start = start_offset(&file, &tail, query).map_err(|e| read_err(path, e))?;
     let field = |name: &str, value: &Option<String>| {
@@ -194,6 +225,7 @@ fn scan(topic: &Topic, path: &Path, query: &Query, keep_open: bool) -> Result<Op
         reader,
         query: query.clone(),
         needles,
+        template,
     }))
 }
 
@@ -285,6 +317,8 @@ struct TopicScan {
     query: Query,
     /// Texts every matching line contains (the source, the correlation id).
     needles: Vec<memchr::memmem::Finder<'static>>,
+    /// Set for [`read_cursors`]: each line's event is this one, not its own.
+    template: Option<Event>,
 }
 
 /// Where a [`TopicScan`] reads its log from.
@@ -388,6 +422,14 @@ impl Iterator for TopicScan {
                 continue;
             }
             if past_until(&self.query, line) {
+                continue;
+            }
+            if let Some(template) = &self.template {
+                let Some(p) = parse_prefix(line) else { continue };
+                let cursor = Cursor::new(p.seq, 0);
+                if self.query.after.is_none_or(|a| cursor > a) {
+                    return Some(Ok(StoredEvent { cursor, event: template.clone() }));
+                }
                 continue;
             }
             if let Some(e) = decode_line(&self.topic, offset, line) {
