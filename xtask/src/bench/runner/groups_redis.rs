@@ -234,20 +234,22 @@ fn raw(url: &str, n: usize) -> Result<f64> {
     Ok(n as f64 / end.saturating_duration_since(start).as_secs_f64())
 }
 
-/// Child: a member of group `args.group` over topic `args.topic` whose
-/// handler never returns: it holds its first batch (10 events) until it is killed.
+/// Child: a member of group `args.group` over topic `args.topic` that
+/// fetches 10 events and holds them until it is killed (through the store's
+/// groups directly: a bus member hands back what its handler has not started).
 pub fn holder(args: &serde_json::Value) -> Result<()> {
+    use seed_event::EventStore;
     let url = args["url"].as_str().context("redis-group-holder needs a url")?;
     let name = args["group"].as_str().context("redis-group-holder needs a group")?;
     let topic = args["topic"].as_str().context("redis-group-holder needs a topic")?;
-    let bus = EventBus::new(Arc::new(RedisStore::open(url)?));
-    let config = WorkerConfig::new(group(name, topic)?.max_in_flight(10));
-    let _sub = bus.join_group(config, |_| {
-        say_ready();
-        loop {
-            thread::park();
-        }
-    })?;
+    let store = RedisStore::open(url)?;
+    let groups = store.groups().context("the Redis store has work groups")?;
+    let mut member = groups.join(&group(name, topic)?.max_in_flight(10), "holder")?;
+    let mut held = 0;
+    while held < 10 {
+        held += member.fetch(10 - held, Duration::from_secs(30))?.len();
+    }
+    say_ready();
     loop {
         thread::park();
     }
