@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use bus::{EventBus, PublishOptions, WorkerConfig};
-use seed_event::{ConsumerName, GroupConfig, JsonObject, Start, Topic, TopicPattern};
+use seed_event::{ConsumerName, EventStore, GroupConfig, JsonObject, Start, Topic, TopicPattern};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -47,8 +47,7 @@ fn group(name: &str, pattern: &str) -> Result<GroupConfig> {
 }
 
 /// Publishes `n` events over 8 topics `bench.t0..7` in batches of 1,000.
-fn fill(dir: &Path, n: usize) -> Result<()> {
-    let bus = EventBus::new(Arc::new(store_file::FileStore::open(dir)?));
+pub(super) fn fill(bus: &EventBus, n: usize) -> Result<()> {
     let topics: Vec<Topic> =
         (0..8).map(|i| Topic::new(format!("bench.t{i}"))).collect::<Result<_, _>>()?;
     let payload: JsonObject = serde_json::from_str(r#"{"task": "bench", "n": 1}"#)?;
@@ -66,9 +65,19 @@ fn fill(dir: &Path, n: usize) -> Result<()> {
     Ok(())
 }
 
+/// The store a member child works on: Redis at `args.url`, else the file
+/// store at `args.dir`.
+fn child_store(args: &serde_json::Value) -> Result<Arc<dyn EventStore>> {
+    if let Some(url) = args["url"].as_str() {
+        return Ok(Arc::new(store_redis::RedisStore::open(url)?));
+    }
+    let dir = args["dir"].as_str().context("a group child needs a dir or a url")?;
+    Ok(Arc::new(store_file::FileStore::open(dir)?))
+}
+
 /// What a member child reports.
 #[derive(Serialize, Deserialize)]
-struct Handled {
+pub(super) struct Handled {
     handled: u64,
     first: u64,
     last: u64,
@@ -76,11 +85,11 @@ struct Handled {
     hwm: u64,
 }
 
-/// Child: a library member of group `bench`; after `go` it handles events
-/// until none came for 300 ms, then reports.
+/// Child: a library member of group `bench` (on the store of
+/// [`child_store`]); after `go` it handles events until none came for
+/// 300 ms, then reports.
 pub fn member(args: &serde_json::Value) -> Result<()> {
-    let dir = args["dir"].as_str().context("group-member needs a dir")?;
-    let bus = EventBus::new(Arc::new(store_file::FileStore::open(dir)?));
+    let bus = EventBus::new(child_store(args)?);
     say_ready();
     wait_for_go()?;
     let handled = Arc::new(AtomicU64::new(0));
@@ -114,12 +123,13 @@ pub fn member(args: &serde_json::Value) -> Result<()> {
     say_result(&Handled { handled: handled.load(Ordering::Relaxed), first, last, rss_10k, hwm })
 }
 
-/// Four library members share `n` events: events/s from the first event
-/// handled to the last, and the largest peak RSS growth past 10k events.
-fn library(dir: &Path, n: usize) -> Result<(f64, f64)> {
+/// Four library member processes (`args`: their store, see [`child_store`])
+/// share `n` events: events/s from the first event handled to the last, and
+/// each member's report.
+pub(super) fn library(args: &serde_json::Value, n: usize) -> Result<(f64, Vec<Handled>)> {
     let mut children = Vec::new();
     for _ in 0..4 {
-        children.push(ChildProc::spawn("group-member", &json!({ "dir": dir }))?);
+        children.push(ChildProc::spawn("group-member", args)?);
     }
     for c in &mut children {
         c.ready(Duration::from_secs(30))?;
@@ -129,7 +139,7 @@ fn library(dir: &Path, n: usize) -> Result<(f64, f64)> {
     }
     let mut results = Vec::new();
     for c in children {
-        results.push(c.result::<Handled>(Duration::from_secs(300))?);
+        results.push(c.result::<Handled>(Duration::from_secs(600))?);
     }
     let total: u64 = results.iter().map(|r| r.handled).sum();
     if total != n as u64 {
@@ -137,12 +147,16 @@ fn library(dir: &Path, n: usize) -> Result<(f64, f64)> {
     }
     let first = results.iter().map(|r| r.first).min().unwrap_or(0);
     let last = results.iter().map(|r| r.last).max().unwrap_or(0);
-    let growth = results
+    Ok((n as f64 / (last.saturating_sub(first) as f64 / 1e9), results))
+}
+
+/// The largest peak RSS growth past 10k events among the members' reports.
+fn rss_growth(results: &[Handled]) -> f64 {
+    results
         .iter()
         .filter(|r| r.rss_10k > 0)
         .map(|r| r.hwm.saturating_sub(r.rss_10k) as f64)
-        .fold(0.0, f64::max);
-    Ok((n as f64 / (last.saturating_sub(first) as f64 / 1e9), growth))
+        .fold(0.0, f64::max)
 }
 
 /// Four `seed subscribe --group` processes share `n` events: events/s from
@@ -195,15 +209,16 @@ fn cli(seed: &Path, dir: &Path, n: usize) -> Result<f64> {
     Ok(n as f64 / last.saturating_duration_since(first).as_secs_f64())
 }
 
-/// Child: a member of group `redeliver` that fetches 10 events and holds
-/// them until it is killed (through the store's groups directly: a bus
-/// member hands back what its handler has not started).
+/// Child: a member of group `args.group` (default `redeliver`) over
+/// `args.topic` (default `bench.r`) that fetches 10 events and holds them
+/// until it is killed (through the store's groups directly: a bus member
+/// hands back what its handler has not started).
 pub fn holder(args: &serde_json::Value) -> Result<()> {
-    use seed_event::EventStore;
-    let dir = args["dir"].as_str().context("group-holder needs a dir")?;
-    let store = store_file::FileStore::open(dir)?;
-    let groups = store.groups().context("the file store has work groups")?;
-    let mut member = groups.join(&group("redeliver", "bench.r")?.max_in_flight(10), "holder")?;
+    let store = child_store(args)?;
+    let groups = store.groups().context("the store has work groups")?;
+    let name = args["group"].as_str().unwrap_or("redeliver");
+    let topic = args["topic"].as_str().unwrap_or("bench.r");
+    let mut member = groups.join(&group(name, topic)?.max_in_flight(10), "holder")?;
     let mut held = 0;
     while held < 10 {
         held += member.fetch(10 - held, Duration::from_secs(30))?.len();
@@ -214,18 +229,18 @@ pub fn holder(args: &serde_json::Value) -> Result<()> {
     }
 }
 
-/// Milliseconds from the SIGKILL of a member holding 10 events to the last
-/// of them handled by a member of this process that waited idle.
-fn redelivery(dir: &Path) -> Result<f64> {
-    let _ = std::fs::remove_dir_all(dir);
-    std::fs::create_dir_all(dir)?;
-    let bus = EventBus::new(Arc::new(store_file::FileStore::open(dir)?));
-    let t = Topic::new("bench.r")?;
+/// Milliseconds from the SIGKILL of a member holding 10 events of `topic`
+/// (a [`holder`] child started with `args`) to the last of them handled by
+/// a member of this process that waited idle.
+pub(super) fn redelivery(bus: &EventBus, args: &serde_json::Value) -> Result<f64> {
+    let name = args["group"].as_str().unwrap_or("redeliver");
+    let topic = args["topic"].as_str().unwrap_or("bench.r");
+    let t = Topic::new(topic)?;
     bus.publish_batch(&t, "bench", vec![JsonObject::new(); 10], &PublishOptions::default())?;
-    let mut child = ChildProc::spawn("group-holder", &json!({ "dir": dir }))?;
+    let mut child = ChildProc::spawn("group-holder", args)?;
     child.ready(Duration::from_secs(30))?;
     let (tx, rx) = mpsc::channel();
-    let _waiter = bus.join_group(WorkerConfig::new(group("redeliver", "bench.r")?), move |_| {
+    let _waiter = bus.join_group(WorkerConfig::new(group(name, topic)?), move |_| {
         let _ = tx.send(Instant::now());
         Ok(())
     })?;
@@ -241,6 +256,14 @@ fn redelivery(dir: &Path) -> Result<f64> {
     Ok(last.saturating_duration_since(killed).as_secs_f64() * 1e3)
 }
 
+/// [`redelivery`] on a new file store in `dir`.
+fn file_redelivery(dir: &Path) -> Result<f64> {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir)?;
+    let bus = EventBus::new(Arc::new(store_file::FileStore::open(dir)?));
+    redelivery(&bus, &json!({ "dir": dir }))
+}
+
 /// Runs the scenarios.
 pub fn all(plan: &Plan, work: &Path, rows: &mut Vec<Row>) -> Result<()> {
     let n = plan.group_n;
@@ -250,10 +273,10 @@ pub fn all(plan: &Plan, work: &Path, rows: &mut Vec<Row>) -> Result<()> {
     for _ in 0..plan.runs {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)?;
-        fill(&dir, n)?;
-        let (rate, growth) = library(&dir, n)?;
+        fill(&EventBus::new(Arc::new(store_file::FileStore::open(&dir)?)), n)?;
+        let (rate, results) = library(&json!({ "dir": dir }), n)?;
         rates.push(rate);
-        growths.push(growth);
+        growths.push(rss_growth(&results));
         if seed.exists() {
             cli_rates.push(cli(&seed, &dir, n)?);
         }
@@ -273,7 +296,7 @@ pub fn all(plan: &Plan, work: &Path, rows: &mut Vec<Row>) -> Result<()> {
         "VmHWM at the end minus VmRSS after 10k events, largest of 4 members sharing {n}"
     )));
     let times = (0..plan.runs.max(11))
-        .map(|_| redelivery(&work.join("groups-redelivery")))
+        .map(|_| file_redelivery(&work.join("groups-redelivery")))
         .collect::<Result<Vec<f64>>>()?;
     eprintln!("bench: group redelivery after SIGKILL (ms): {times:.1?}");
     rows.push(

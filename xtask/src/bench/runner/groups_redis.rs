@@ -6,21 +6,19 @@
 //! to the last of them handled by another member.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use bus::{EventBus, PublishOptions, WorkerConfig};
+use bus::EventBus;
 use redis::Value;
-use seed_event::{ConsumerName, GroupConfig, JsonObject, Start, Topic, TopicPattern};
-use serde::{Deserialize, Serialize};
+use seed_event::Topic;
 use serde_json::json;
 use store_redis::testing::{RedisServer, ServerOptions};
 use store_redis::RedisStore;
 
-use super::proc::{mono_ns, say_ready, say_result, wait_for_go, ChildProc};
-use super::{Plan, Spec};
+use super::{groups, Plan, Spec};
 use crate::bench::report::{Op, Row, Target};
 
 const LIBRARY: &str = "groups: 4 library member processes, redis";
@@ -45,99 +43,8 @@ fn spec(name: &str) -> Spec {
     specs().into_iter().find(|s| s.name == name).unwrap_or_else(|| unreachable!("{name}"))
 }
 
-fn group(name: &str, pattern: &str) -> Result<GroupConfig> {
-    Ok(GroupConfig::new(ConsumerName::new(name)?, TopicPattern::new(pattern)?)?
-        .start(Start::Beginning))
-}
-
 fn topics() -> Result<Vec<Topic>> {
     Ok((0..TOPICS).map(|i| Topic::new(format!("bench.t{i}"))).collect::<Result<_, _>>()?)
-}
-
-/// Publishes `n` events over the topics `bench.t0..7` in batches of 1,000.
-fn fill(store: &RedisStore, n: usize) -> Result<()> {
-    let bus = EventBus::new(Arc::new(store.clone()));
-    let payload: JsonObject = serde_json::from_str(r#"{"task": "bench", "n": 1}"#)?;
-    let mut left = n;
-    while left > 0 {
-        for t in &topics()? {
-            let k = left.min(1000);
-            if k == 0 {
-                break;
-            }
-            left -= k;
-            bus.publish_batch(t, "bench", vec![payload.clone(); k], &PublishOptions::default())?;
-        }
-    }
-    Ok(())
-}
-
-/// What a member child reports.
-#[derive(Serialize, Deserialize)]
-struct Handled {
-    handled: u64,
-    first: u64,
-    last: u64,
-}
-
-/// Child: a library member of group `bench` on Redis; after `go` it handles
-/// events until none came for 300 ms, then reports.
-pub fn member(args: &serde_json::Value) -> Result<()> {
-    let url = args["url"].as_str().context("redis-group-member needs a url")?;
-    let bus = EventBus::new(Arc::new(RedisStore::open(url)?));
-    say_ready();
-    wait_for_go()?;
-    let handled = Arc::new(AtomicU64::new(0));
-    let span = Arc::new(Mutex::new((0u64, 0u64)));
-    let sub = {
-        let (handled, span) = (handled.clone(), span.clone());
-        bus.join_group(WorkerConfig::new(group("bench", "bench.*")?), move |_| {
-            handled.fetch_add(1, Ordering::Relaxed);
-            let now = mono_ns();
-            let mut s = span.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            if s.0 == 0 {
-                s.0 = now;
-            }
-            s.1 = now;
-            Ok(())
-        })?
-    };
-    loop {
-        thread::sleep(Duration::from_millis(20));
-        let last = span.lock().unwrap_or_else(std::sync::PoisonError::into_inner).1;
-        if last != 0 && mono_ns().saturating_sub(last) > 300_000_000 {
-            break;
-        }
-    }
-    sub.unsubscribe()?;
-    let (first, last) = *span.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    say_result(&Handled { handled: handled.load(Ordering::Relaxed), first, last })
-}
-
-/// Four library members share `n` events: events/s from the first event
-/// handled to the last.
-fn library(url: &str, n: usize) -> Result<f64> {
-    let mut children = Vec::new();
-    for _ in 0..4 {
-        children.push(ChildProc::spawn("redis-group-member", &json!({ "url": url }))?);
-    }
-    for c in &mut children {
-        c.ready(Duration::from_secs(30))?;
-    }
-    for c in &mut children {
-        c.send("go")?;
-    }
-    let mut results = Vec::new();
-    for c in children {
-        results.push(c.result::<Handled>(Duration::from_secs(600))?);
-    }
-    let total: u64 = results.iter().map(|r| r.handled).sum();
-    if total != n as u64 {
-        bail!("the members handled {total} events, expected {n}");
-    }
-    let first = results.iter().map(|r| r.first).min().unwrap_or(0);
-    let last = results.iter().map(|r| r.last).max().unwrap_or(0);
-    Ok(n as f64 / (last.saturating_sub(first) as f64 / 1e9))
 }
 
 /// The ids of the entries of an `XREADGROUP` reply, per stream key.
@@ -234,52 +141,12 @@ fn raw(url: &str, n: usize) -> Result<f64> {
     Ok(n as f64 / end.saturating_duration_since(start).as_secs_f64())
 }
 
-/// Child: a member of group `args.group` over topic `args.topic` that
-/// fetches 10 events and holds them until it is killed (through the store's
-/// groups directly: a bus member hands back what its handler has not started).
-pub fn holder(args: &serde_json::Value) -> Result<()> {
-    use seed_event::EventStore;
-    let url = args["url"].as_str().context("redis-group-holder needs a url")?;
-    let name = args["group"].as_str().context("redis-group-holder needs a group")?;
-    let topic = args["topic"].as_str().context("redis-group-holder needs a topic")?;
-    let store = RedisStore::open(url)?;
-    let groups = store.groups().context("the Redis store has work groups")?;
-    let mut member = groups.join(&group(name, topic)?.max_in_flight(10), "holder")?;
-    let mut held = 0;
-    while held < 10 {
-        held += member.fetch(10 - held, Duration::from_secs(30))?.len();
-    }
-    say_ready();
-    loop {
-        thread::park();
-    }
-}
-
-/// Milliseconds from the SIGKILL of a member holding 10 events to the last
-/// of them handled by a member of this process that waited idle.
+/// [`groups::redelivery`] of run `run`'s own group and topic.
 fn redelivery(store: &RedisStore, url: &str, run: usize) -> Result<f64> {
     let bus = EventBus::new(Arc::new(store.clone()));
-    let (name, topic) = (format!("redeliver{run}"), format!("bench.r{run}"));
-    let t = Topic::new(topic.as_str())?;
-    bus.publish_batch(&t, "bench", vec![JsonObject::new(); 10], &PublishOptions::default())?;
-    let args = json!({ "url": url, "group": name, "topic": topic });
-    let mut child = ChildProc::spawn("redis-group-holder", &args)?;
-    child.ready(Duration::from_secs(30))?;
-    let (tx, rx) = mpsc::channel();
-    let _waiter = bus.join_group(WorkerConfig::new(group(&name, &topic)?), move |_| {
-        let _ = tx.send(Instant::now());
-        Ok(())
-    })?;
-    if rx.recv_timeout(Duration::from_millis(300)).is_ok() {
-        bail!("the waiting member got an event the holder holds");
-    }
-    let killed = Instant::now();
-    drop(child);
-    let mut last = killed;
-    for _ in 0..10 {
-        last = rx.recv_timeout(Duration::from_secs(30)).context("an event never came back")?;
-    }
-    Ok(last.saturating_duration_since(killed).as_secs_f64() * 1e3)
+    let args =
+        json!({ "url": url, "group": format!("redeliver{run}"), "topic": format!("bench.r{run}") });
+    groups::redelivery(&bus, &args)
 }
 
 /// The median of `values` (0 when there are none).
@@ -316,9 +183,9 @@ pub fn all(plan: &Plan, rows: &mut Vec<Row>) -> Result<()> {
         eprintln!("bench:   redis groups run {}/{}", run + 1, plan.runs);
         redis::cmd("FLUSHALL")
             .query::<()>(&mut redis::Client::open(url.as_str())?.get_connection()?)?;
-        fill(&store, n)?;
+        groups::fill(&EventBus::new(Arc::new(store.clone())), n)?;
         let before = server_cpu(&url)?;
-        let rate = library(&url, n)?;
+        let (rate, _) = groups::library(&json!({ "url": url }), n)?;
         let between = server_cpu(&url)?;
         let raw_rate = raw(&url, n)?;
         let after = server_cpu(&url)?;

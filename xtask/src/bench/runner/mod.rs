@@ -262,8 +262,6 @@ fn child(role: &str, args: &serde_json::Value) -> Result<()> {
         "lock-holder" => takeover::holder(args),
         "group-member" => groups::member(args),
         "group-holder" => groups::holder(args),
-        "redis-group-member" => groups_redis::member(args),
-        "redis-group-holder" => groups_redis::holder(args),
         "sse-server" => sse::server(args),
         other => bail!("unknown child role {other:?}"),
     }
