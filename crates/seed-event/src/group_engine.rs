@@ -185,10 +185,10 @@ fn event_at(store: &dyn EventStore, topic: &Topic, cursor: Cursor) -> Result<Opt
 }
 
 /// Appends `letter` to its topic unless the topic's newest events hold its
-/// id: the check and the append are one conditional append (on the last
-/// cursor the check saw), so two members settling the same dead letter at
-/// once (where the store's group changes are optimistic, as on Redis) append
-/// it once.
+/// id (a member that died after appending it, before removing its event,
+/// left the mark that brings us here): the check and the append are one
+/// conditional append (on the last cursor the check saw), so an append by
+/// anyone else in between sends it back to the check.
 fn append_once(store: &dyn EventStore, letter: &Event) -> Result<()> {
     let recent = Query { limit: Some(Limit::Last(10_000)), ..Query::topic(&letter.topic) };
     for _ in 0..1000 {
