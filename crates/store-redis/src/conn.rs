@@ -18,6 +18,9 @@ const CHECK_IDLE_AFTER: Duration = Duration::from_secs(1);
 /// How long `CLIENT UNBLOCK` may take to connect and to answer: it runs
 /// while somebody waits for a subscription to stop.
 const UNBLOCK_WITHIN: Duration = Duration::from_millis(100);
+/// How many times [`Shared::unblock_blocked`] sends `CLIENT UNBLOCK` while
+/// the blocking command has not reached the server yet.
+const UNBLOCK_TRIES: u32 = 100;
 
 struct Idle {
     con: redis::Connection,
@@ -162,6 +165,25 @@ impl Shared {
             *con = None;
             self.error(e)
         })
+    }
+
+    /// Ends the `BLOCK` of the client whose id `blocked` holds (`None`: none
+    /// blocks now), again shortly while its command has not arrived yet;
+    /// `what` names the client in the log. On an error the client notices
+    /// the caller's flag when its command ends.
+    pub(crate) fn unblock_blocked(&self, blocked: &Mutex<Option<u64>>, what: &str) {
+        let mut con = None;
+        for _ in 0..UNBLOCK_TRIES {
+            let Some(id) = *lock(blocked) else { return };
+            match self.unblock(&mut con, id) {
+                Ok(true) => return,
+                Ok(false) => std::thread::sleep(Duration::from_millis(1)),
+                Err(e) => {
+                    log::debug!("cannot unblock {what}: {e}");
+                    return;
+                }
+            }
+        }
     }
 
     /// Maps a `redis` error to Seed's (see [`crate::error`]), without the password.

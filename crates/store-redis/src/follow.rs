@@ -27,9 +27,6 @@ const LONGEST_BLOCK: Duration = Duration::from_secs(5);
 /// How long a follower keeps reconnecting within one `next_batch` before it
 /// reports the store unavailable (sooner when the caller's time runs out).
 const RIDE_OUT: Duration = Duration::from_secs(1);
-/// How many times an interrupt sends `CLIENT UNBLOCK` while the follower's
-/// `XREAD` has not reached the server yet.
-const UNBLOCK_TRIES: u32 = 100;
 
 /// Cuts a [`RedisFollower`]'s wait short: its [`Interrupt`].
 ///
@@ -74,20 +71,7 @@ impl Interrupt for Wakeup {
         self.requested.store(true, Ordering::SeqCst);
         drop(lock(&self.sleep));
         self.slept.notify_all();
-        let mut con = None;
-        for _ in 0..UNBLOCK_TRIES {
-            let Some(id) = *lock(&self.blocked) else { return };
-            match self.shared.unblock(&mut con, id) {
-                Ok(true) => return,
-                // Sent, not arrived yet: try again shortly.
-                Ok(false) => std::thread::sleep(Duration::from_millis(1)),
-                Err(e) => {
-                    // The follower notices the flag when its command ends.
-                    log::debug!("cannot unblock a follower: {e}");
-                    return;
-                }
-            }
-        }
+        self.shared.unblock_blocked(&self.blocked, "a follower");
     }
 }
 

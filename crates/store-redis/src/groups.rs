@@ -92,9 +92,6 @@ pub const LIVENESS: Duration = Duration::from_millis(200);
 /// between two runs of the fetch script (which also hands out due parked
 /// entries and sees new topics and dead-letter marks).
 const FULL_EVERY: Duration = Duration::from_millis(50);
-/// How many times an interrupt sends `CLIENT UNBLOCK` while the member's
-/// `XREAD` has not reached the server yet.
-const UNBLOCK_TRIES: u32 = 100;
 
 /// The keys of one group.
 struct GroupKeys {
@@ -381,19 +378,7 @@ struct Wakeup {
 impl Interrupt for Wakeup {
     fn interrupt(&self) {
         self.flag.store(true, Ordering::SeqCst);
-        let mut con = None;
-        for _ in 0..UNBLOCK_TRIES {
-            let Some(id) = *lock(&self.blocked) else { return };
-            match self.shared.unblock(&mut con, id) {
-                Ok(true) => return,
-                // Sent, not arrived yet: try again shortly.
-                Ok(false) => std::thread::sleep(Duration::from_millis(1)),
-                Err(e) => {
-                    log::debug!("cannot unblock a group member: {e}");
-                    return;
-                }
-            }
-        }
+        self.shared.unblock_blocked(&self.blocked, "a group member");
     }
 }
 
