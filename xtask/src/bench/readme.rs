@@ -172,6 +172,8 @@ const SSE_RSS: &str = "http: SSE server peak RSS, 1,000 streams";
 const SSE_FOLLOWERS: &str = "http: SSE store followers, 1,000 streams of one pattern";
 const SSE_THREADS: &str = "http: SSE server threads, 1,000 streams";
 const SSE_FDS: &str = "http: SSE server open files, 1,000 streams";
+const SSE_FLOOR: &str =
+    "limit: SSE delivery from a bare writer thread, 1,000 streams at 1,000 events/s";
 const STATE_GET: &str = "state file: get, warm process";
 const STATE_GET_PROCESS: &str = "state file: a fresh process opens the store and gets one";
 const STATE_UPDATE: &str = "state file: update with compare-and-set, one process";
@@ -341,6 +343,12 @@ fn lines(run: &Run<'_>) -> Vec<Line> {
             target: "p99 < 5 ms".into(),
             judge: Judge::Rows(&[SSE_LATENCY]),
             cells: r.latency(SSE_LATENCY),
+        },
+        Line {
+            label: "limit: the same 1,000 streams fed by one bare writer thread (no HTTP server)".into(),
+            target: "".into(),
+            judge: Judge::None,
+            cells: r.latency(SSE_FLOOR),
         },
         Line {
             label: "http: server with those 1,000 streams: peak RSS, store followers, threads, open files".into(),

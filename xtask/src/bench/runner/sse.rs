@@ -23,6 +23,8 @@ const RSS: &str = "http: SSE server peak RSS, 1,000 streams";
 const FOLLOWERS: &str = "http: SSE store followers, 1,000 streams of one pattern";
 const THREADS: &str = "http: SSE server threads, 1,000 streams";
 const FDS: &str = "http: SSE server open files, 1,000 streams";
+const FLOOR: &str =
+    "limit: SSE delivery from a bare writer thread, 1,000 streams at 1,000 events/s";
 /// Streams reading at once.
 const STREAMS: usize = 1000;
 /// The pattern every stream follows, and the topic the events go to.
@@ -40,6 +42,7 @@ pub fn specs() -> Vec<Spec> {
         Spec::with(FOLLOWERS, "followers", Target::new(Op::AtMost, 1.0, "1 per pattern")),
         Spec::info(THREADS, "threads"),
         Spec::info(FDS, "fds"),
+        Spec::info(FLOOR, "ms"),
     ]
 }
 
@@ -240,6 +243,107 @@ fn metric(addr: SocketAddr, name: &str) -> Result<f64> {
         .with_context(|| format!("/metrics has no {name}"))
 }
 
+/// The machine's floor under [`fan_out`]: the same 1,000 streams read by
+/// the same reader, fed at the same pace by one plain thread instead of
+/// `seed serve`: no HTTP, no runtime, no store; each round one blocking
+/// `write` per stream of every event due that the stream has not had.
+fn floor(plan: &Plan, rows: &mut Vec<Row>) -> Result<()> {
+    use std::io::{Read, Write};
+    let listener =
+        std::net::TcpListener::bind("127.0.0.1:0").context("binding the floor's socket")?;
+    let addr = listener.local_addr()?;
+    let events = plan.sse_events;
+    let counts = Arc::new(Counts::default());
+    let latencies = Arc::new(Mutex::new(Histogram(vec![0; BUCKETS])));
+    let (release, released) = tokio::sync::watch::channel(false);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the streams' runtime")?;
+    let streams: Vec<_> = (0..STREAMS)
+        .map(|_| {
+            let task = stream(addr, events, counts.clone(), latencies.clone(), released.clone());
+            runtime.spawn(task)
+        })
+        .collect();
+    let readers = std::thread::spawn(move || {
+        runtime.block_on(async {
+            for s in streams {
+                s.await.context("a stream task")??;
+            }
+            Ok::<_, anyhow::Error>(())
+        })
+    });
+    let fed = (|| {
+        let mut sockets = Vec::with_capacity(STREAMS);
+        let mut request = [0u8; 1024];
+        for _ in 0..STREAMS {
+            let (mut socket, _) = listener.accept().context("accepting a stream")?;
+            socket.set_nodelay(true)?;
+            // The request fits one read; its content does not matter here.
+            let _ = socket.read(&mut request)?;
+            socket.write_all(
+                b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\n: listening\n\n",
+            )?;
+            sockets.push(socket);
+        }
+        wait_for_streams(&counts.listening, "listening", &readers, Duration::from_secs(60))?;
+        // Each event as the server writes it, ~330 bytes: an id and the data line.
+        let frame = |i: usize, sent: u64| {
+            format!(
+                "id: s~bench.sse.feed={i}-0\ndata: {{\"id\":\"00000000-0000-4000-8000-000000000000\",\"topic\":\"{TOPIC}\",\"payload\":{{\"sent_ns\":{sent},\"i\":{i}}},\"timestamp\":\"2026-12-05T00:00:00.000000Z\",\"source\":\"bench\",\"correlation_id\":null,\"metadata\":{{}},\"cursor\":\"{i}-0\"}}\n\n"
+            )
+        };
+        let mut frames: Vec<String> = Vec::with_capacity(events);
+        let mut sent = vec![0usize; STREAMS];
+        let mut out = Vec::new();
+        let started = mono_ns();
+        loop {
+            let due = ((mono_ns() - started) / 1_000_000 + 1).min(events as u64) as usize;
+            while frames.len() < due {
+                // Sent when it was due, as a paced publisher would have sent it.
+                let i = frames.len();
+                frames.push(frame(i, started + i as u64 * 1_000_000));
+            }
+            let mut wrote = false;
+            for (socket, had) in sockets.iter_mut().zip(sent.iter_mut()) {
+                if *had < due {
+                    out.clear();
+                    frames[*had..due].iter().for_each(|f| out.extend_from_slice(f.as_bytes()));
+                    socket.write_all(&out)?;
+                    *had = due;
+                    wrote = true;
+                }
+            }
+            if !wrote {
+                if due == events {
+                    break;
+                }
+                std::thread::sleep(Duration::from_micros(100));
+            }
+        }
+        wait_for_streams(&counts.done, "done", &readers, Duration::from_secs(60))?;
+        Ok::<_, anyhow::Error>(sockets)
+    })();
+    let _ = release.send(true);
+    let streamed = readers.join().map_err(|_| anyhow::anyhow!("the streams panicked"))?;
+    match (fed, streamed) {
+        (Ok(_), Ok(())) => {}
+        (Err(e), Err(streams)) => return Err(e.context(format!("the streams failed: {streams:#}"))),
+        (Err(e), _) | (_, Err(e)) => return Err(e),
+    }
+    let histogram = latencies.lock().unwrap_or_else(|p| p.into_inner());
+    let spec = specs().into_iter().find(|s| s.name == FLOOR).expect("a spec");
+    rows.push(
+        spec.row(histogram.percentile_ms(50.0), Some(histogram.percentile_ms(99.0)), 1).with_note(
+            "what the SSE row's 1,000 streams get from one thread writing each stream its due \
+             events in one write per round (no HTTP server): the floor of this machine"
+                .to_string(),
+        ),
+    );
+    Ok(())
+}
+
 /// Runs the fan-out scenario.
 pub fn fan_out(plan: &Plan, work: &std::path::Path, rows: &mut Vec<Row>) -> Result<()> {
     let dir = work.join("sse");
@@ -304,5 +408,6 @@ pub fn fan_out(plan: &Plan, work: &std::path::Path, rows: &mut Vec<Row>) -> Resu
     rows.push(spec(THREADS).row(usage.threads as f64, None, 1));
     rows.push(spec(FDS).row(usage.fds as f64, None, 1));
     let _ = std::fs::remove_dir_all(&dir);
-    Ok(())
+    drop(histogram);
+    floor(plan, rows)
 }
