@@ -29,6 +29,14 @@ pub fn check_entity_type(kind: &str) -> Result<()> {
 
 /// The topic of the change events of entities of type `kind`, `state.<kind>`.
 pub fn state_topic(kind: &str) -> Result<Topic> {
+    check_type_name(kind)?;
+    // At most 255 bytes of topic: `state.` and the type.
+    Topic::new([STATE_TOPIC_PREFIX, kind].concat())
+        .map_err(|e| Error::invalid("entity_type", e.to_string()))
+}
+
+/// Checks `kind` as an entity type, short of the length of its topic.
+fn check_type_name(kind: &str) -> Result<()> {
     let rules = NameRules {
         what: "entity_type",
         max_len: MaxLen::Chars(MAX_CHARS),
@@ -36,10 +44,7 @@ pub fn state_topic(kind: &str) -> Result<Topic> {
         refused: (&['.', '*', '>'], "an entity type is one topic token (state.<entity_type>)"),
         example: "task",
     };
-    support::check_name(kind, &rules)?;
-    // At most 255 bytes of topic: `state.` and the type.
-    Topic::new([STATE_TOPIC_PREFIX, kind].concat())
-        .map_err(|e| Error::invalid("entity_type", e.to_string()))
+    support::check_name(kind, &rules)
 }
 
 /// The entity type whose changes `topic` carries, if it is a state topic.
@@ -72,8 +77,10 @@ pub struct StatePut<'a> {
 impl StatePut<'_> {
     /// Checks that the event is on the type's topic and carries this id and version.
     pub fn validate(&self) -> Result<()> {
-        let topic = state_topic(self.kind)?;
-        if self.event.topic != topic {
+        check_type_name(self.kind)?;
+        // The event's topic is a topic already: it is `state.<kind>` or not.
+        if self.event.topic.as_str().strip_prefix(STATE_TOPIC_PREFIX) != Some(self.kind) {
+            let topic = state_topic(self.kind)?;
             return Err(Error::invalid(
                 "state change",
                 format!(

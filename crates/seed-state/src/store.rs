@@ -228,19 +228,21 @@ impl StateStore {
         recent.insert(key, entry);
     }
 
-    /// The remembered live record of the entity at `version`.
+    /// The remembered live record of the entity at `version`, taken out (the
+    /// update about to be put replaces it, and a failed one forgets it).
     fn recalled(&self, kind: &str, id: &str, version: u64) -> Option<Entry> {
-        let recent = lock(&self.recent);
-        let entry = recent.get(&recent_key(kind, id))?;
-        (entry.state.version() == version && !entry.deleted).then(|| entry.clone())
+        let mut recent = lock(&self.recent);
+        let key = recent_key(kind, id);
+        let entry = recent.get(&key)?;
+        (entry.state.version() == version && !entry.deleted).then(|| recent.remove(&key))?
     }
 
     fn forget(&self, kind: &str, id: &str) {
         lock(&self.recent).remove(&recent_key(kind, id));
     }
 
-    fn put(&self, state: &State, deleted: bool, cause: &Cause) -> Result<Entry> {
-        let event = change_event(state, deleted, cause)?;
+    fn put(&self, state: State, deleted: bool, cause: &Cause) -> Result<Entry> {
+        let event = change_event(&state, deleted, cause)?;
         let put = StatePut {
             kind: state.entity_type(),
             id: state.entity_id(),
@@ -255,7 +257,7 @@ impl StateStore {
             }
         };
         let entry = Entry {
-            state: state.clone(),
+            state,
             deleted,
             revision: cursor,
             event_id: event.id,
@@ -282,7 +284,7 @@ impl StateStore {
                 }
             };
             let state = first.clone().renumbered(previous + 1)?;
-            match self.put(&state, false, &cause) {
+            match self.put(state, false, &cause) {
                 Err(e) if e.kind() == ErrorKind::Conflict => continue,
                 other => return other,
             }
@@ -322,7 +324,7 @@ impl StateStore {
         if let Some(current) = self.recalled(kind, id, expected_version) {
             let cause = change.reason().clone();
             let next = current.state.update(change)?;
-            return self.put(&next, false, &cause);
+            return self.put(next, false, &cause);
         }
         let latest = match self.edit(kind, id, expected_version, &change)? {
             Some(Edited::Applied(record)) => {
@@ -337,7 +339,7 @@ impl StateStore {
         let current = self.live_at(kind, id, expected_version, latest)?;
         let cause = change.reason().clone();
         let next = current.state.update(change)?;
-        self.put(&next, false, &cause)
+        self.put(next, false, &cause)
     }
 
     /// Has the store apply `change` itself in one step, if it can and the
@@ -413,7 +415,7 @@ impl StateStore {
         let current = self.current_at(kind, id, expected_version)?;
         let version = current.state.version() + 1;
         let tombstone = current.state.moved_to(version, change.source(), Timestamp::now())?;
-        self.put(&tombstone, true, change.reason())
+        self.put(tombstone, true, change.reason())
     }
 
     /// The live entity at exactly `expected` (else a conflict or not found).

@@ -74,11 +74,26 @@ fn layout(event: &seed_event::Event, line: &str) -> String {
         if n > 0 {
             out.push(',');
         }
-        out.push_str(&first.to_string());
+        push_number(&mut out, *first);
         out.push(',');
-        out.push_str(&last.to_string());
+        push_number(&mut out, *last);
     }
     out
+}
+
+/// Appends `n` in decimal (what `to_string` gives, without a String per number).
+fn push_number(out: &mut String, mut n: usize) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    digits[at..].iter().for_each(|d| out.push(char::from(*d)));
 }
 
 /// A walk over compact JSON (as `serde_json` writes it) that finds where
@@ -88,10 +103,10 @@ mod scan {
     fn string_end(s: &[u8], at: usize) -> Option<usize> {
         let mut i = at + 1;
         loop {
-            match *s.get(i)? {
+            i += memchr::memchr2(b'"', b'\\', s.get(i..)?)?;
+            match s[i] {
                 b'"' => return Some(i + 1),
-                b'\\' => i += 2,
-                _ => i += 1,
+                _ => i += 2,
             }
         }
     }
@@ -162,14 +177,31 @@ mod scan {
 
     /// Where the value of member `key` of the object at `at` starts, if it
     /// is an object.
+    ///
+    /// The walk stops at the member: the values after it are not read.
     pub(super) fn member(s: &[u8], at: usize, key: &[u8]) -> Option<usize> {
-        let mut found = None;
-        members(s, at, |k, start, _| {
-            if found.is_none() && k == key && s.get(start) == Some(&b'{') {
-                found = Some(start);
+        if *s.get(at)? != b'{' {
+            return None;
+        }
+        let mut i = at + 1;
+        loop {
+            if *s.get(i)? != b'"' {
+                return None; // `{}`, or not JSON as serde_json writes it
             }
-        })?;
-        found
+            let key_end = string_end(s, i)?;
+            if *s.get(key_end)? != b':' {
+                return None;
+            }
+            let start = key_end + 1;
+            if s.get(i + 1..key_end - 1)? == key {
+                return (*s.get(start)? == b'{').then_some(start);
+            }
+            let end = value_end(s, start)?;
+            match *s.get(end)? {
+                b',' => i = end + 1,
+                _ => return None,
+            }
+        }
     }
 }
 
