@@ -276,15 +276,17 @@ impl GroupState {
 
     /// The distinct members holding events.
     pub fn holders(&self) -> Vec<String> {
-        let mut out: Vec<String> = self
-            .pending
-            .values()
-            .flat_map(|m| m.values())
-            .filter_map(|p| p.member.as_deref().map(str::to_string))
-            .collect();
-        out.sort();
-        out.dedup();
-        out
+        let mut out: Vec<&str> = Vec::new();
+        for member in
+            self.pending.values().flat_map(|m| m.values()).filter_map(|p| p.member.as_deref())
+        {
+            // The entries of a batch follow each other: most repeat the last one seen.
+            if out.last() != Some(&member) && !out.contains(&member) {
+                out.push(member);
+            }
+        }
+        out.sort_unstable();
+        out.into_iter().map(str::to_string).collect()
     }
 
     /// One failed delivery of the pending event: it waits `delay`, or is
@@ -460,8 +462,11 @@ impl GroupState {
                 limit: Some(Limit::First(if per_topic { 1 } else { left })),
                 ..Query::topic(topic)
             };
-            for event in store.query(&query)? {
-                self.positions.insert(topic.clone(), event.cursor);
+            let events = store.query(&query)?;
+            let Some(last) = events.last().map(|e| e.cursor) else { continue };
+            self.positions.insert(topic.clone(), last);
+            let entries = self.pending.entry(topic.clone()).or_default();
+            for event in events {
                 let pending = Pending {
                     member: Some(holder.clone()),
                     until,
@@ -469,7 +474,7 @@ impl GroupState {
                     error: None,
                     dead: None,
                 };
-                self.pending.entry(topic.clone()).or_default().insert(event.cursor, pending);
+                entries.insert(event.cursor, pending);
                 let token =
                     DeliveryToken { topic: topic.clone(), cursor: event.cursor, delivery: 1 };
                 out.push(Delivery { event, deliveries: 1, token });
