@@ -784,11 +784,13 @@ impl FileMember {
         let dir = self.store.dir().to_path_buf();
         let watched = self.watch.is_some();
         self.acks.extend_from_slice(acks);
+        // Listed before the group lock, not under it: a topic made meanwhile
+        // is taken at the next fetch (its first append wakes this member).
+        let topics = topics(&dir)?;
         let (got, wait) = self
             .with_state(|state, store| {
                 let now = group_engine::now();
-                let got =
-                    state.fetch(&CursorsOnly(store), &config, &id, max, now, &topics(&dir)?)?;
+                let got = state.fetch(&CursorsOnly(store), &config, &id, max, now, &topics)?;
                 let mut wait = state.next_change().map(|at| {
                     Duration::from_micros(
                         u64::try_from(at.saturating_sub(group_engine::now())).unwrap_or(0),
