@@ -399,7 +399,7 @@ impl GroupState {
         topics: &[Topic],
     ) -> Result<Vec<Delivery>> {
         let room = config.max_in_flight.saturating_sub(self.held_by(member)).min(max);
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(room.min(4096));
         if room == 0 {
             return Ok(out);
         }
