@@ -137,7 +137,7 @@ pub mod runs {
         let read: BTreeMap<Topic, Vec<(Pending, Vec<Run>)>> = BTreeMap::deserialize(d)?;
         let mut table = Table::new();
         for (topic, groups) in read {
-            let entries = table.entry(topic).or_default();
+            let mut entries = Vec::new();
             for (p, runs) in groups {
                 for Run(first, n) in runs {
                     if n > MAX_RUN {
@@ -145,13 +145,15 @@ pub mod runs {
                             "a run of {n} pending events, at most {MAX_RUN} are possible"
                         )));
                     }
-                    entries.insert(first, p.clone());
+                    entries.push((first, p.clone()));
                     for i in 1..n {
                         let cursor = Cursor::new(first.major().saturating_add(i), 0);
-                        entries.insert(cursor, p.clone());
+                        entries.push((cursor, p.clone()));
                     }
                 }
             }
+            // Built at once, sorted (of a cursor given twice, the last counts, as by inserts).
+            table.insert(topic, entries.into_iter().collect());
         }
         Ok(table)
     }
@@ -663,5 +665,15 @@ mod tests {
         assert!(text.contains("[[\"10-0\",256],[\"270-0\",10]]"), "{text}");
         assert!(text.len() < 400, "{} bytes: {text}", text.len());
         assert_eq!(serde_json::from_str::<GroupState>(&text).unwrap(), state);
+    }
+
+    /// Of a cursor written twice (by no writer of ours), the later entry counts.
+    #[test]
+    fn a_cursor_in_two_runs_takes_the_later_one() {
+        let text = r#"{"pattern":"a","ordering":"none","positions":{},"pending":{"a":[[{"until":1,"deliveries":1},[["5-0",3]]],[{"until":2,"deliveries":2},[["6-0",1]]]]},"redelivered":0,"dead_lettered":0}"#;
+        let state: GroupState = serde_json::from_str(text).unwrap();
+        let entries = &state.pending[&Topic::new("a").unwrap()];
+        let got: Vec<_> = entries.iter().map(|(c, p)| (c.major(), p.deliveries)).collect();
+        assert_eq!(got, vec![(5, 1), (6, 2), (7, 1)]);
     }
 }
