@@ -75,8 +75,29 @@ impl<'de> serde::Deserialize<'de> for Topic {
     }
 }
 
+/// Whether `name` passes [`check_name`] as topic and pattern alike, told
+/// without its general checks (every event read back is checked): printable
+/// ASCII without spaces, `*` or `>`, no empty token, not too long.
+fn plainly_valid(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && b.len() <= MAX_TOPIC_BYTES
+        && b[0] != b'.'
+        && b[b.len() - 1] != b'.'
+        && b.iter().all(|&c| c.is_ascii_graphic() && c != b'*' && c != b'>')
+        && !b.windows(2).any(|w| w == b"..")
+}
+
 /// Checks the shared rules of topics and patterns; `pattern` allows `*` and `>` tokens.
 fn check_name(name: &str, what: &str, pattern: bool) -> Result<()> {
+    if plainly_valid(name) {
+        return Ok(());
+    }
+    check_fully(name, what, pattern)
+}
+
+/// [`check_name`] by its rules, one after the other.
+fn check_fully(name: &str, what: &str, pattern: bool) -> Result<()> {
     let bad = |reason: String| Err(Error::invalid(what, format!("{name:?}: {reason}")));
     let rules = NameRules {
         what,
@@ -191,6 +212,45 @@ impl FromStr for TopicPattern {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The shortcut accepts only names the full rules accept, as topic and pattern.
+    #[test]
+    fn the_shortcut_accepts_only_valid_names() {
+        let long = "a".repeat(MAX_TOPIC_BYTES);
+        let too_long = "a".repeat(MAX_TOPIC_BYTES + 1);
+        let names = [
+            "a",
+            "a.b",
+            "task.completed",
+            "service/api.health",
+            "a-b_c.9",
+            "~!@#$%^&()",
+            "",
+            ".",
+            "a.",
+            ".a",
+            "a..b",
+            "a.*",
+            "a.>",
+            "*",
+            ">",
+            "a b",
+            "a\tb",
+            "a\u{7f}",
+            "é.b",
+            "a.\u{feff}",
+            &long,
+            &too_long,
+        ];
+        for name in names {
+            if plainly_valid(name) {
+                assert!(check_fully(name, "topic", false).is_ok(), "{name:?} as a topic");
+                assert!(check_fully(name, "pattern", true).is_ok(), "{name:?} as a pattern");
+            }
+        }
+        assert!(plainly_valid("task.completed") && plainly_valid(&long));
+        assert!(!plainly_valid(&too_long) && !plainly_valid("a..b") && !plainly_valid("a.*"));
+    }
 
     fn t(s: &str) -> Topic {
         Topic::new(s).unwrap()

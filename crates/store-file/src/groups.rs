@@ -20,6 +20,7 @@
 //! for at most the time until the next pending event becomes due; without
 //! inotify, at most [`WATCH_OTHERS`] while other members hold events.
 
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -145,6 +146,30 @@ impl GroupFiles {
         if free {
             // Its holder died: nobody will use the file again.
             let _ = fs::remove_file(&path);
+        }
+        Ok(!free)
+    }
+
+    /// [`GroupFiles::alive`] on the lock file of `id` kept open in `open`
+    /// (one open and close fewer per look at a member holding events).
+    fn alive_kept(&self, id: &str, open: &mut HashMap<String, File>) -> Result<bool> {
+        if !open.contains_key(id) {
+            let path = self.member(id);
+            // Read-only, as in `alive`.
+            match OpenOptions::new().read(true).open(&path) {
+                Ok(f) => open.insert(id.to_string(), f),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+                Err(e) => return Err(io_err("opening", &path)(e)),
+            };
+        }
+        let Some(file) = open.get(id) else { return Ok(false) };
+        let free =
+            fsutil::try_lock_exclusive(file).map_err(|e| io_err("locking", &self.member(id))(e))?;
+        if free {
+            // Its holder died: nobody will use the file again (a file
+            // another member removed meanwhile is free too: its holder died).
+            let _ = fs::remove_file(self.member(id));
+            open.remove(id);
         }
         Ok(!free)
     }
@@ -515,6 +540,7 @@ impl GroupBackend for FileStore {
             cached: None,
             slots: [None, None],
             durability,
+            peers: HashMap::new(),
             acks: Vec::new(),
         };
         joined.with_state(|_, _| Ok(false))?;
@@ -603,6 +629,9 @@ struct FileMember {
     /// The two state files, once opened.
     slots: [Option<File>; 2],
     durability: Durability,
+    /// The lock files of the other members holding events, kept open to
+    /// test whether they live.
+    peers: HashMap<String, File>,
     /// Acks of the next change, applied before events past their ack wait
     /// are taken back, so an ack a little late for an event nobody else
     /// took yet still counts.
@@ -642,12 +671,20 @@ impl FileMember {
         let acks = std::mem::take(&mut self.acks);
         let acked = !acks.is_empty() && state.ack(&me, &acks) > 0;
         let mut changed = acked;
+        let mut peers = std::mem::take(&mut self.peers);
+        let mut asked = Vec::new();
         changed |= state.reap(&self.config, group_engine::now(), &mut |m| {
             if m == me {
                 return Ok(true);
             }
-            files.alive(m)
+            asked.push(m.to_string());
+            files.alive_kept(m, &mut peers)
         })?;
+        // Only the files of members holding events stay open.
+        if peers.len() > asked.len() {
+            peers.retain(|id, _| asked.contains(id));
+        }
+        self.peers = peers;
         let value = op(&mut state, &self.store)?;
         changed |= value.changed();
         if state.has_dead() {
@@ -747,11 +784,13 @@ impl FileMember {
         let dir = self.store.dir().to_path_buf();
         let watched = self.watch.is_some();
         self.acks.extend_from_slice(acks);
+        // Listed before the group lock, not under it: a topic made meanwhile
+        // is taken at the next fetch (its first append wakes this member).
+        let topics = topics(&dir)?;
         let (got, wait) = self
             .with_state(|state, store| {
                 let now = group_engine::now();
-                let got =
-                    state.fetch(&CursorsOnly(store), &config, &id, max, now, &topics(&dir)?)?;
+                let got = state.fetch(&CursorsOnly(store), &config, &id, max, now, &topics)?;
                 let mut wait = state.next_change().map(|at| {
                     Duration::from_micros(
                         u64::try_from(at.saturating_sub(group_engine::now())).unwrap_or(0),
@@ -774,14 +813,17 @@ impl FileMember {
         if got.is_empty() {
             return Ok(got);
         }
-        let mut by_topic: std::collections::BTreeMap<Topic, Vec<seed_event::Cursor>> =
+        let mut by_topic: std::collections::BTreeMap<&Topic, Vec<seed_event::Cursor>> =
             std::collections::BTreeMap::new();
         for d in &got {
-            by_topic.entry(d.token.topic.clone()).or_default().push(d.token.cursor);
+            by_topic.entry(&d.token.topic).or_default().push(d.token.cursor);
         }
-        let mut events = std::collections::HashMap::new();
+        // Per topic (in order) its events read, by cursor; each taken once.
+        type Read = Vec<(seed_event::Cursor, Option<seed_event::Event>)>;
+        let mut events: Vec<(Topic, Read)> = Vec::with_capacity(by_topic.len());
         for (topic, mut cursors) in by_topic {
             cursors.sort_unstable();
+            let mut read = Vec::with_capacity(cursors.len());
             // Runs of near cursors, one query each.
             let mut i = 0;
             while i < cursors.len() {
@@ -799,22 +841,36 @@ impl FileMember {
                     limit: Some(seed_event::Limit::First(
                         usize::try_from(span).unwrap_or(usize::MAX),
                     )),
-                    ..seed_event::Query::topic(&topic)
+                    ..seed_event::Query::topic(topic)
                 };
-                for e in self.store.query(&query)? {
-                    if e.cursor >= first && e.cursor <= last {
-                        events.insert((topic.clone(), e.cursor), e);
-                    }
-                }
+                read.extend(
+                    self.store
+                        .query(&query)?
+                        .into_iter()
+                        .filter(|e| e.cursor >= first && e.cursor <= last),
+                );
                 i = j + 1;
             }
+            // Queries come in cursor order; a duplicate cursor would be a store's fault.
+            read.sort_by_key(|e| e.cursor);
+            read.dedup_by_key(|e| e.cursor);
+            events.push((
+                topic.clone(),
+                read.into_iter().map(|e| (e.cursor, Some(e.event))).collect(),
+            ));
         }
         let mut out = Vec::with_capacity(got.len());
         let mut gone = Vec::new();
         for mut d in got {
-            match events.remove(&(d.token.topic.clone(), d.token.cursor)) {
+            let found =
+                events.binary_search_by(|(t, _)| t.cmp(&d.token.topic)).ok().and_then(|k| {
+                    let read = &mut events[k].1;
+                    let at = read.binary_search_by_key(&d.token.cursor, |e| e.0).ok()?;
+                    read[at].1.take()
+                });
+            match found {
                 Some(e) => {
-                    d.event = e;
+                    d.event = seed_event::StoredEvent { cursor: d.token.cursor, event: e };
                     out.push(d);
                 }
                 None => gone.push(d.token),
