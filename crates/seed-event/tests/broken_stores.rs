@@ -24,7 +24,7 @@ enum Fault {
     DropsAnEvent,
     /// A conditional append checks the last cursor, lets go, then appends.
     RacyCompareAndSet,
-    /// Followers return half of what they read and the rest on the next call.
+    /// Followers return one more than half of what they read and the rest on the next call.
     HalfABatch,
     /// After a wait that ran out (a "reconnect"), followers return their last event again.
     DuplicatesAfterReconnect,
@@ -147,8 +147,10 @@ impl Follower for BrokenFollower {
             out.extend(self.last.clone());
         }
         out.extend(self.inner.next_batch(max.saturating_sub(out.len()), timeout)?);
-        if self.fault == Fault::HalfABatch && out.len() > 1 {
-            self.held = out.split_off(out.len() / 2).into();
+        // One past the middle: half of an even number of whole batches
+        // would end on a batch boundary and look whole.
+        if self.fault == Fault::HalfABatch && out.len() > 2 {
+            self.held = out.split_off(out.len() / 2 + 1).into();
         }
         self.timed_out = out.is_empty();
         if let Some(last) = out.last() {
