@@ -526,7 +526,7 @@ fn exec_workers(
     };
     let mut members = Vec::new();
     for _ in 0..args.concurrency {
-        match join_or_stand_by(config.clone(), deadline, &join)? {
+        match join_or_stand_by(config.clone(), deadline, join)? {
             Some(member) => members.push(member),
             None => return Ok(()),
         }

@@ -380,11 +380,11 @@ struct ExclusiveMember {
 
 impl ExclusiveMember {
     fn inner(&mut self) -> Result<&mut Box<dyn GroupMember>> {
-        let lost = Error::StaleLock {
-            consumer: self.held.name.to_string(),
-            fence: self.held.lock.fence().0,
-        };
-        self.inner.as_mut().ok_or(lost)
+        let held = &self.held;
+        self.inner.as_mut().ok_or_else(|| Error::StaleLock {
+            consumer: held.name.to_string(),
+            fence: held.lock.fence().0,
+        })
     }
 
     /// Leaves the group once the lock is lost: another member is active.
@@ -526,4 +526,52 @@ pub trait GroupMember: Send {
 
     /// Cuts a [`fetch`](GroupMember::fetch) wait short from another thread.
     fn interrupter(&self) -> Arc<dyn Interrupt>;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+    use crate::{Event, Fence, MemoryStore};
+
+    /// A lock that is lost once its flag is set.
+    struct Flagged(Arc<AtomicBool>);
+
+    impl ConsumerLock for Flagged {
+        fn fence(&self) -> Fence {
+            Fence(1)
+        }
+        fn is_lost(&self) -> bool {
+            self.0.load(Ordering::SeqCst)
+        }
+    }
+
+    #[test]
+    fn a_member_whose_lock_is_lost_leaves_and_hands_back_what_it_holds() {
+        let store = MemoryStore::new();
+        let t = Topic::new("lost.t").unwrap();
+        for _ in 0..3 {
+            store.append(&Event::new(t.clone(), "test", Default::default())).unwrap();
+        }
+        let name = ConsumerName::new("lost").unwrap();
+        let config = GroupConfig::new(name.clone(), TopicPattern::new("lost.t").unwrap())
+            .unwrap()
+            .start(Start::Beginning)
+            .exclusive(true);
+        let lost = Arc::new(AtomicBool::new(false));
+        let held = GroupLock { name, lock: Box::new(Flagged(lost.clone())) };
+        let mut a = held.join(&store, &config, "a").unwrap();
+        let got = a.fetch(3, Duration::ZERO).unwrap();
+        assert_eq!(got.len(), 3);
+        lost.store(true, Ordering::SeqCst);
+        let err = a.ack_and_fetch(&[got[0].token.clone()], 3, Duration::ZERO).unwrap_err();
+        assert!(matches!(err, Error::StaleLock { .. }), "{err}");
+        assert!(a.fetch(3, Duration::ZERO).is_err(), "it stays out");
+        // The new holder gets the two it held unacked; the acked one stays acked.
+        let mut b = GroupBackend::join(&store, &config, "b").unwrap();
+        let again = b.fetch(3, Duration::ZERO).unwrap();
+        let cursors: Vec<_> = again.iter().map(|d| d.token.cursor).collect();
+        assert_eq!(cursors, vec![got[1].token.cursor, got[2].token.cursor]);
+    }
 }
