@@ -16,9 +16,14 @@
 //!   committed, so a restart knows it is not new.
 //! - `since` = `micros-0`: for a consumer created with `Since(t)`, the time,
 //!   so a restart applies the same start to topics it has no position in.
+//! - `migrated` = `micros-0`: set once an exclusive work group of the same
+//!   name took over from the consumer's positions ([`old_start`]), so a
+//!   group created again later does not go back to them.
+
+use std::collections::BTreeMap;
 
 use seed_event::{
-    ConsumerLock, ConsumerName, Cursor, ErrorKind, EventStore, LockRequest, Timestamp, Topic,
+    ConsumerLock, ConsumerName, Cursor, ErrorKind, EventStore, LockRequest, Start, Timestamp, Topic,
 };
 
 use crate::{Error, Result};
@@ -59,6 +64,8 @@ pub(crate) struct Meta {
     pub(crate) created: bool,
     /// The `Since` start it was created with.
     pub(crate) since: Option<Timestamp>,
+    /// Whether an exclusive group took over from it.
+    pub(crate) migrated: bool,
 }
 
 pub(crate) fn load_meta(store: &dyn EventStore, meta: &ConsumerName) -> Result<Meta> {
@@ -66,7 +73,37 @@ pub(crate) fn load_meta(store: &dyn EventStore, meta: &ConsumerName) -> Result<M
     Ok(Meta {
         created: map.contains_key(&key("created")),
         since: map.get(&key("since")).map(|c| Timestamp::from_unix_micros(c.major() as i64)),
+        migrated: map.contains_key(&key("migrated")),
     })
+}
+
+/// Where the durable consumer `name` would go on, for the exclusive group
+/// of that name that takes over from it: its committed positions, and for
+/// topics without one the start it applied (from the beginning, or its
+/// `since`). `None` when there is no such consumer, or a group took over already.
+pub(crate) fn old_start(
+    store: &dyn EventStore,
+    name: &ConsumerName,
+) -> Result<Option<(Start, BTreeMap<Topic, Cursor>)>> {
+    // A name the consumers could not have had: there is none.
+    let Ok(meta_name) = meta_name(name) else { return Ok(None) };
+    let meta = load_meta(store, &meta_name)?;
+    if meta.migrated {
+        return Ok(None);
+    }
+    let positions = store.load_consumer(name)?;
+    if !meta.created && positions.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some((meta.since.map_or(Start::Beginning, Start::Since), positions)))
+}
+
+/// Records that an exclusive group took over from consumer `name`.
+pub(crate) fn mark_migrated(store: &dyn EventStore, name: &ConsumerName) -> Result<()> {
+    let meta = meta_name(name)?;
+    let now = Timestamp::now().unix_micros().max(0) as u64;
+    store.commit_consumer(&meta, &key("migrated"), Cursor::new(now, 0))?;
+    Ok(())
 }
 
 /// Records that the consumer's starting positions are committed.

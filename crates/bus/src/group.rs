@@ -24,7 +24,7 @@ use std::sync::{Arc, Condvar, Mutex, TryLockError};
 use std::time::{Duration, Instant};
 
 use seed_event::support::{lock, wait, wait_timeout};
-use seed_event::{Delivery, DeliveryToken, EventStore, GroupConfig, GroupMember};
+use seed_event::{Cancel, Delivery, DeliveryToken, EventStore, GroupConfig, GroupMember};
 
 use crate::outage::{is_transient, wait_out, Outage, Reconnect, Status};
 use crate::subscription::{panic_text, Shared};
@@ -68,12 +68,24 @@ pub struct WorkerConfig {
     /// Stop with [`Error::StoreUnavailable`] once the store has been
     /// unavailable this long; `None` keeps trying while the member lives.
     pub give_up_after: Option<Duration>,
+    /// Of an exclusive group: how long to stand by for the active member to
+    /// go before failing with [`Error::ConsumerBusy`] (`Duration::MAX`: no limit).
+    pub standby: Duration,
+    /// Ends the standby early.
+    pub standby_cancel: Cancel,
 }
 
 impl WorkerConfig {
     /// A member of `group`.
     pub fn new(group: GroupConfig) -> WorkerConfig {
-        WorkerConfig { group, member: "worker".to_string(), max_events: None, give_up_after: None }
+        WorkerConfig {
+            group,
+            member: "worker".to_string(),
+            max_events: None,
+            give_up_after: None,
+            standby: Duration::ZERO,
+            standby_cancel: Cancel::new(),
+        }
     }
 
     /// This member labelled `label`.
@@ -85,6 +97,14 @@ impl WorkerConfig {
     /// This member leaving after `n` handled events.
     pub fn max_events(mut self, n: u64) -> WorkerConfig {
         self.max_events = Some(n);
+        self
+    }
+
+    /// This member of an exclusive group standing by up to `wait`, until
+    /// `cancel` is cancelled.
+    pub fn standby(mut self, wait: Duration, cancel: Cancel) -> WorkerConfig {
+        self.standby = wait;
+        self.standby_cancel = cancel;
         self
     }
 
@@ -489,6 +509,10 @@ impl GroupWorker {
                         shared.set_status(Status::Live);
                     }
                     return Ok(Some(value));
+                }
+                Err(seed_event::Error::StaleLock { .. }) => {
+                    // An exclusive group's lock went to another member, which is active now.
+                    return Err(Error::LeaseLost { name: self.config.group.name.clone() });
                 }
                 Err(e) => Error::from(e),
             };

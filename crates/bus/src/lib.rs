@@ -41,7 +41,9 @@
 //!   with the next fetch), an error nacks it (it comes back after the
 //!   group's backoff and is dead-lettered after `max_deliveries` failures),
 //!   and a member that stops or dies hands its unacked events to the others
-//!   (see [`seed_event::GroupBackend`]).
+//!   (see [`seed_event::GroupBackend`]). An exclusive group has one active
+//!   member at a time, holding the group's consumer lock; the others stand
+//!   by and the first to take the lock after it goes gets its unacked events.
 //! - Publishing with a given id is idempotent within the topic's newest
 //!   [`BusConfig::idempotency_window`] events (1000).
 //!
@@ -85,8 +87,8 @@ use std::time::Duration;
 use seed_event::support::{self, lock, MaxLen, NameRules};
 use seed_event::{
     Cancel, Clear, ConsumerName, Cursor, Delivery, ErrorKind, Event, EventStore, EventStream,
-    FollowFrom, GroupInfo, JsonObject, Limit, LockRequest, Query, Start, StoredEvent, Timestamp,
-    Topic, TopicPattern, TopicStats,
+    FollowFrom, GroupInfo, GroupLock, JsonObject, Limit, LockRequest, Query, Start, StoredEvent,
+    Timestamp, Topic, TopicPattern, TopicStats,
 };
 use serde::Serialize;
 use uuid::Uuid;
@@ -717,6 +719,15 @@ impl EventBus {
     /// are fetched up to `max_in_flight` at a time and acked in batches with
     /// the next fetch. Fails with [`Error::Store`] (invalid input) on a store
     /// without work groups.
+    ///
+    /// A member of an exclusive group ([`seed_event::GroupConfig::exclusive`]) first takes
+    /// the group's lock ([`seed_event::join_group`]): while another member
+    /// is active it stands by for [`WorkerConfig::standby`], then fails with
+    /// [`Error::ConsumerBusy`]; a member that lost the lock (Redis: its host
+    /// went silent past [`BusConfig::lease_ttl`]) stops with
+    /// [`Error::LeaseLost`], handing back what it held. A group created so
+    /// over the committed positions of the durable consumer of its name
+    /// starts after them, where that consumer would have gone on.
     pub fn join_group<F>(&self, config: WorkerConfig, handler: F) -> Result<Subscription>
     where
         F: FnMut(&Delivery) -> HandlerResult + Send + 'static,
@@ -743,12 +754,15 @@ impl EventBus {
             seed_event::Error::invalid(
                 "group",
                 format!(
-                    "{} has no work groups; expected the file store (or an exclusive consumer)",
+                    "{} has no work groups; expected a store with them (memory, file or Redis)",
                     self.store.describe()
                 ),
             )
         })?;
-        let member = groups.join(&config.group, &config.member)?;
+        let member = match config.group.exclusive {
+            false => groups.join(&config.group, &config.member)?,
+            true => self.join_exclusive(groups, &config)?,
+        };
         let label = format!("{}/{}", config.group.name, member.id());
         let worker = group::GroupWorker {
             store: self.store.clone(),
@@ -770,6 +784,36 @@ impl EventBus {
             return Err(Error::Closed);
         }
         Ok(subscription)
+    }
+
+    /// Takes an exclusive group's lock (standing by as `config` says), then
+    /// joins it. A group created now over the positions of the durable
+    /// consumer of its name (what `seed subscribe --group NAME --exclusive`
+    /// was before groups had the mode) starts where that consumer would go
+    /// on: after its positions, and in other topics from its own start.
+    fn join_exclusive(
+        &self,
+        groups: &dyn seed_event::GroupBackend,
+        config: &WorkerConfig,
+    ) -> Result<Box<dyn seed_event::GroupMember>> {
+        let name = &config.group.name;
+        let request = LockRequest::new(self.config.lease_ttl)
+            .wait(config.standby)
+            .cancel(config.standby_cancel.clone());
+        let Some(held) = GroupLock::acquire(self.store.as_ref(), &config.group, &request)? else {
+            return Err(Error::ConsumerBusy { name: name.clone() });
+        };
+        // Under the lock, which an old durable consumer of the name takes too.
+        let old = consumer::old_start(self.store.as_ref(), name)?;
+        let mut group = config.group.clone();
+        if let Some((start, positions)) = &old {
+            group = group.start(*start).start_after(positions.clone());
+        }
+        let member = held.join(groups, &group, &config.member)?;
+        if old.is_some() {
+            consumer::mark_migrated(self.store.as_ref(), name)?;
+        }
+        Ok(member)
     }
 
     /// Every work group of the store with its figures (none on a store without groups).

@@ -398,3 +398,96 @@ fn a_letter_of_a_topics_last_event_is_redriven() {
     assert!(back[0].cursor > original.cursor, "a new copy after the original");
     assert_eq!(store.query(&Query::topic(&solo)).unwrap().len(), 2);
 }
+
+/// A member of an exclusive group that another member holds fails with
+/// `ConsumerBusy` at once, or stands by and becomes active when the first
+/// one stops: every event handled once.
+#[test]
+fn an_exclusive_group_has_one_active_member_and_a_standby_takes_over() {
+    let bus = Arc::new(EventBus::new(Arc::new(MemoryStore::new())));
+    publish(&bus, "solo.a", 0..50);
+    let config = WorkerConfig::new(group("solo", "solo.*").exclusive(true).max_in_flight(4));
+    let handled: Arc<Mutex<Vec<(u64, &str)>>> = Arc::default();
+    let handler = |who: &'static str| {
+        let handled = handled.clone();
+        move |d: &seed_event::Delivery| {
+            handled.lock().unwrap().push((d.event.event.payload["n"].as_u64().unwrap(), who));
+            Ok(())
+        }
+    };
+    let first = bus.join_group(config.clone().member("first"), handler("first")).unwrap();
+    assert!(wait_until(|| handled.lock().unwrap().len() == 50), "the active member handles them");
+    let err = bus.join_group(config.clone().member("second"), handler("second")).unwrap_err();
+    assert!(matches!(err, bus::Error::ConsumerBusy { .. }), "{err}");
+    let standby = {
+        let (bus, config, handler) = (bus.clone(), config.clone(), handler("second"));
+        std::thread::spawn(move || {
+            let config = config.member("second").standby(DEADLINE, seed_event::Cancel::new());
+            bus.join_group(config, handler).unwrap()
+        })
+    };
+    let info = bus.groups().unwrap();
+    assert!(info[0].exclusive && info[0].active.is_some(), "{info:?}");
+    first.unsubscribe().unwrap();
+    let second = standby.join().unwrap();
+    publish(&bus, "solo.a", 50..60);
+    assert!(wait_until(|| handled.lock().unwrap().len() == 60), "the standby took over");
+    second.unsubscribe().unwrap();
+    let handled = handled.lock().unwrap();
+    let mut ns: Vec<u64> = handled.iter().map(|(n, _)| *n).collect();
+    ns.sort();
+    assert_eq!(ns, (0..60).collect::<Vec<_>>(), "each once");
+    assert!(handled[50..].iter().all(|(_, who)| *who == "second"), "{handled:?}");
+}
+
+/// An exclusive group created over a durable consumer of its name (what
+/// `subscribe --group --exclusive` was) goes on after its positions, and in
+/// a topic it never saw from the beginning; a group created again later
+/// does not go back to them.
+#[test]
+fn an_exclusive_group_goes_on_from_the_durable_consumer_of_its_name() {
+    let bus = EventBus::new(Arc::new(MemoryStore::new()));
+    let name = ConsumerName::new("legacy").unwrap();
+    let pattern = TopicPattern::new("old.*").unwrap();
+    publish(&bus, "old.a", 0..5);
+    let seen: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let durable = {
+        let seen = seen.clone();
+        bus.subscribe_durable(&name, &pattern, bus::StartAt::Beginning, move |e| {
+            seen.lock().unwrap().push(e.event.payload["n"].as_u64().unwrap());
+            Ok(())
+        })
+        .unwrap()
+    };
+    assert!(wait_until(|| seen.lock().unwrap().len() == 5));
+    durable.unsubscribe().unwrap();
+    publish(&bus, "old.a", 5..8);
+    publish(&bus, "old.b", 100..102);
+    let handled: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let join = |config: GroupConfig| {
+        let handled = handled.clone();
+        bus.join_group(WorkerConfig::new(config), move |d| {
+            handled.lock().unwrap().push(d.event.event.payload["n"].as_u64().unwrap());
+            Ok(())
+        })
+        .unwrap()
+    };
+    let config = group("legacy", "old.*").exclusive(true).start(Start::New);
+    let member = join(config.clone());
+    assert!(wait_until(|| handled.lock().unwrap().len() >= 5));
+    member.unsubscribe().unwrap();
+    let mut got = std::mem::take(&mut *handled.lock().unwrap());
+    got.sort();
+    assert_eq!(got, vec![5, 6, 7, 100, 101], "after the consumer's positions, nothing twice");
+    assert!(bus.delete_group(&name).unwrap());
+    publish(&bus, "old.a", 8..9);
+    let member = join(config);
+    publish(&bus, "old.a", 9..10);
+    assert!(wait_until(|| !handled.lock().unwrap().is_empty()));
+    member.unsubscribe().unwrap();
+    assert_eq!(
+        *handled.lock().unwrap(),
+        vec![9],
+        "a new group starts new, not at the old positions"
+    );
+}

@@ -82,8 +82,13 @@ an exact --topic. Not with --group, which resumes from its own committed positio
 --group NAME shares the events among every subscriber of the group, in any process: each
 event goes to one of them and is acked once its line is written; the events a subscriber
 held when it died go to the others at once, and an event delivered --max-deliveries times
-without being acked goes to the dead-letter topic (dead.<group>). With --exclusive one
-subscriber of the group delivers at a time and the others wait to take over.
+without being acked goes to the dead-letter topic (dead.<group>). --exclusive makes the
+group exclusive (fixed when it is created): one subscriber is active at a time, the others
+print `Waiting for group NAME: another subscriber holds it` and stand by; the first to take
+over gets the events the active one held unacked, then the rest in order. A standby ends
+at --timeout (exit 0) or Ctrl-C. An exclusive group created where an exclusive consumer of
+the same name (as --exclusive was before groups had the mode) has committed positions
+starts after them.
 
 --exec CMD makes the subscriber a worker in any language: each event's JSON line goes to
 `sh -c CMD` on stdin, with SEED_TOPIC, SEED_EVENT_ID, SEED_CURSOR and SEED_DELIVERY (1 for
@@ -153,8 +158,10 @@ Examples:
     #[command(after_help = "\
 Output (--output): text prints a table; json and ndjson one compact array on one line, an
 object per group with name, pattern, members (one object per live member, with its id),
-in_flight, waiting (events not delivered yet or waiting to be delivered again),
-redelivered and dead_lettered.
+exclusive (true for a group made by --exclusive), active (of an exclusive group, its active
+member's id, else null), in_flight, waiting (events not delivered yet or waiting to be
+delivered again), redelivered and dead_lettered. The table's MODE is exclusive or shared;
+an exclusive group's standbys are not members until they become active.
 
 Examples:
   seed groups
@@ -331,38 +338,32 @@ pub struct SubscribeArgs {
     /// Share the events with the other subscribers of this work group, in any process (--from applies only when the group is new)
     #[arg(long, value_name = "NAME", value_parser = parse_group)]
     pub group: Option<ConsumerName>,
-    /// With --group: one subscriber delivers at a time, the others wait (an exclusive durable consumer)
+    /// With --group: an exclusive group, one subscriber active at a time while the others stand by
     #[arg(long, requires = "group")]
     pub exclusive: bool,
     /// With --group: how long an event stays with a subscriber that has not printed it
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_positive_duration, requires = "group", conflicts_with = "exclusive")]
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_positive_duration, requires = "group")]
     pub ack_wait: Duration,
     /// With --group: deliveries of an event before it goes to the dead-letter topic
-    #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..), requires = "group", conflicts_with = "exclusive")]
+    #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..), requires = "group")]
     pub max_deliveries: u32,
     /// With --group: events this subscriber takes at a time at most (fewer when its handling is slow) [default: 256; with --exec, 1 per command slot]
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000), requires = "group", conflicts_with = "exclusive")]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000), requires = "group")]
     pub max_in_flight: Option<u32>,
     /// With --group: how long a failed event waits before it comes again, doubling per delivery up to --ack-wait
-    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration, requires = "group", conflicts_with = "exclusive")]
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration, requires = "group")]
     pub backoff: Duration,
     /// With --group: run CMD with sh -c for each event instead of printing it (its JSON line on stdin; SEED_TOPIC, SEED_EVENT_ID, SEED_CURSOR, SEED_DELIVERY set); exit 0 acks, any other exit fails the delivery
-    #[arg(long, value_name = "CMD", requires = "group", conflicts_with = "exclusive")]
+    #[arg(long, value_name = "CMD", requires = "group")]
     pub exec: Option<String>,
     /// With --exec: commands run at once
     #[arg(long, value_name = "K", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024), requires = "exec")]
     pub concurrency: u32,
     /// With --group: per-topic keeps one event per topic in flight across the group (each topic in order)
-    #[arg(
-        long,
-        value_enum,
-        value_name = "ORDER",
-        requires = "group",
-        conflicts_with = "exclusive"
-    )]
+    #[arg(long, value_enum, value_name = "ORDER", requires = "group")]
     pub ordered: Option<Ordered>,
     /// With --group: where events go after their last delivery (default dead.<group>)
-    #[arg(long, value_name = "TOPIC", value_parser = parse_topic, requires = "group", conflicts_with = "exclusive")]
+    #[arg(long, value_name = "TOPIC", value_parser = parse_topic, requires = "group")]
     pub dead_letter: Option<Topic>,
     /// Exit after this many events
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]

@@ -347,9 +347,52 @@ fn replay_line(e: &Event) -> String {
     format!("[REPLAY] {}", e.to_json_line())
 }
 
-/// `subscribe --group NAME` (not `--exclusive`): a member of the work group
-/// that prints each event it gets; a batch of printed events is flushed,
-/// then acked with the next fetch.
+/// Joins the group with `join`; a member of an exclusive group that another
+/// subscriber holds says so on stderr and stands by until the holder goes
+/// (then it joins), the deadline passes or Ctrl-C (then `None`).
+fn join_or_stand_by(
+    config: WorkerConfig,
+    deadline: Option<Instant>,
+    join: impl Fn(WorkerConfig) -> bus::Result<bus::Subscription>,
+) -> Result<Option<bus::Subscription>> {
+    let name = match join(config.clone()) {
+        Err(bus::Error::ConsumerBusy { name }) => name,
+        other => return Ok(Some(other?)),
+    };
+    eprintln!("Waiting for group {name}: another subscriber holds it");
+    // The wait ends when the holder lets go (or dies), at the deadline, or
+    // at Ctrl-C, which a watcher turns into a cancel.
+    let cancel = seed_event::Cancel::new();
+    let watcher = {
+        let cancel = cancel.clone();
+        thread::spawn(move || {
+            while !cancel.sleep(Duration::from_millis(20)) {
+                if signal::stop_requested() {
+                    cancel.cancel();
+                }
+            }
+        })
+    };
+    let wait = deadline.map_or(Duration::MAX, |d| d.saturating_duration_since(Instant::now()));
+    let result = join(config.standby(wait, cancel.clone()));
+    cancel.cancel();
+    let _ = watcher.join();
+    match result {
+        Err(bus::Error::ConsumerBusy { .. }) if signal::stop_requested() => Ok(None),
+        Err(bus::Error::ConsumerBusy { .. }) => {
+            // A standby that never became active: its --timeout ended it,
+            // as it ends any subscriber.
+            eprintln!("Group {name} is still held by another subscriber; --timeout reached");
+            Ok(None)
+        }
+        other => Ok(Some(other?)),
+    }
+}
+
+/// `subscribe --group NAME`: a member of the work group that prints each
+/// event it gets; a batch of printed events is flushed, then acked with the
+/// next fetch. With `--exclusive`, the group has one active member at a
+/// time, the others standing by.
 fn subscribe_group(bus: &EventBus, args: &SubscribeArgs, name: &ConsumerName) -> Result<()> {
     if !args.after.is_empty() {
         return Err(Usage(
@@ -360,8 +403,14 @@ fn subscribe_group(bus: &EventBus, args: &SubscribeArgs, name: &ConsumerName) ->
     }
     if bus.store().groups().is_none() {
         return Err(Usage(format!(
-            "--group {name} shares events among subscribers, which {} cannot do yet; expected the file store, or --exclusive for one subscriber at a time",
+            "--group {name} shares events among subscribers, which {} cannot do; expected the memory, file or Redis store",
             bus.store().describe()
+        ))
+        .into());
+    }
+    if args.exclusive && args.concurrency > 1 {
+        return Err(Usage(format!(
+            "--exclusive keeps one subscriber of group {name} active, which runs one command at a time; expected --concurrency 1, or no --exclusive"
         ))
         .into());
     }
@@ -380,7 +429,8 @@ fn subscribe_group(bus: &EventBus, args: &SubscribeArgs, name: &ConsumerName) ->
         })
         .ack_wait(args.ack_wait)
         .max_deliveries(args.max_deliveries)
-        .backoff(args.backoff);
+        .backoff(args.backoff)
+        .exclusive(args.exclusive);
     if args.ordered == Some(Ordered::PerTopic) {
         group = group.ordering(GroupOrdering::PerTopic);
     }
@@ -430,7 +480,11 @@ fn subscribe_group(bus: &EventBus, args: &SubscribeArgs, name: &ConsumerName) ->
             Ok(())
         }
     };
-    let member = bus.join_group_with(config, handler, flush)?;
+    let join = |config: WorkerConfig| bus.join_group_with(config, handler.clone(), flush.clone());
+    let Some(member) = join_or_stand_by(config, deadline, join)? else {
+        out.lock().unwrap_or_else(PoisonError::into_inner).finish()?;
+        return Ok(());
+    };
     eprintln!("Listening on {}", args.topic);
     loop {
         if member.wait_timeout(Duration::from_millis(20)) {
@@ -462,14 +516,20 @@ fn exec_workers(
     let deadline = args.timeout.and_then(|t| Instant::now().checked_add(t));
     let past_deadline = move || deadline.is_some_and(|d| Instant::now() >= d);
     let handled = Arc::new(AtomicU64::new(0));
-    let mut members = Vec::new();
-    for _ in 0..args.concurrency {
+    let join = |config: WorkerConfig| {
         let (cmd, handled) = (cmd.to_string(), handled.clone());
-        members.push(bus.join_group(config.clone(), move |d| {
+        bus.join_group(config, move |d| {
             run_command(&cmd, d)?;
             handled.fetch_add(1, Ordering::SeqCst);
             Ok(())
-        })?);
+        })
+    };
+    let mut members = Vec::new();
+    for _ in 0..args.concurrency {
+        match join_or_stand_by(config.clone(), deadline, join)? {
+            Some(member) => members.push(member),
+            None => return Ok(()),
+        }
     }
     eprintln!("Listening on {}", args.topic);
     let enough = || args.count.is_some_and(|n| handled.load(Ordering::SeqCst) >= n);
@@ -539,7 +599,7 @@ fn run_command(cmd: &str, d: &Delivery) -> HandlerResult {
 }
 
 fn subscribe(bus: &EventBus, args: &SubscribeArgs) -> Result<()> {
-    if let Some(name) = args.group.as_ref().filter(|_| !args.exclusive) {
+    if let Some(name) = &args.group {
         return subscribe_group(bus, args, name);
     }
     signal::catch_stop_signals();
@@ -558,55 +618,9 @@ fn subscribe(bus: &EventBus, args: &SubscribeArgs) -> Result<()> {
         .into());
     }
     let mut config = SubscribeConfig::new(args.topic.clone(), start_of(args.from)).after(after);
-    config.consumer = args.group.clone();
     config.max_events = args.count;
     config.give_up_after = args.give_up_after;
-    if args.group.is_some() {
-        // A SIGKILL then redelivers at most the event being printed.
-        config = config.commit_each_event();
-    }
-    let subscription =
-        match bus.subscribe_with(config.clone(), printer(out.clone(), broken.clone())) {
-            Err(bus::Error::ConsumerBusy { name }) => {
-                eprintln!("Waiting for group {name}: another subscriber holds it");
-                // The wait ends when the holder lets go (or dies), at the
-                // deadline, or at Ctrl-C, which a watcher turns into a cancel.
-                let cancel = seed_event::Cancel::new();
-                let watcher = {
-                    let cancel = cancel.clone();
-                    thread::spawn(move || {
-                        while !cancel.sleep(Duration::from_millis(20)) {
-                            if signal::stop_requested() || past_deadline() {
-                                cancel.cancel();
-                            }
-                        }
-                    })
-                };
-                config.lease_wait =
-                    deadline.map_or(Duration::MAX, |d| d.saturating_duration_since(Instant::now()));
-                config.lease_cancel = cancel.clone();
-                let result = bus.subscribe_with(config, printer(out.clone(), broken.clone()));
-                cancel.cancel();
-                let _ = watcher.join();
-                match result {
-                    Err(bus::Error::ConsumerBusy { .. }) if signal::stop_requested() => {
-                        finish_shared(&out)?;
-                        return Ok(());
-                    }
-                    Err(bus::Error::ConsumerBusy { .. }) => {
-                        // A standby that never became active: its --timeout
-                        // ended it, as it ends any subscriber.
-                        eprintln!(
-                            "Group {name} is still held by another subscriber; --timeout reached"
-                        );
-                        finish_shared(&out)?;
-                        return Ok(());
-                    }
-                    other => other?,
-                }
-            }
-            other => other?,
-        };
+    let subscription = bus.subscribe_with(config, printer(out.clone(), broken.clone()))?;
     eprintln!("Listening on {}", args.topic);
     loop {
         if subscription.wait_timeout(Duration::from_millis(20)) {
@@ -616,7 +630,7 @@ fn subscribe(bus: &EventBus, args: &SubscribeArgs) -> Result<()> {
             break;
         }
     }
-    // Stops after the event being printed and commits everything printed.
+    // Stops after the event being printed.
     let result = subscription.unsubscribe();
     if broken.load(Ordering::SeqCst) {
         return Ok(());
@@ -869,6 +883,8 @@ fn groups(bus: &EventBus, args: &GroupsArgs, out: &mut dyn Write) -> Result<u8> 
                     "name": g.name,
                     "pattern": g.pattern,
                     "members": g.members.iter().map(|id| serde_json::json!({"id": id})).collect::<Vec<_>>(),
+                    "exclusive": g.exclusive,
+                    "active": g.active,
                     "in_flight": g.in_flight,
                     "waiting": g.waiting,
                     "redelivered": g.redelivered,
@@ -889,6 +905,7 @@ fn groups(bus: &EventBus, args: &GroupsArgs, out: &mut dyn Write) -> Result<u8> 
             vec![
                 g.name.clone(),
                 g.pattern.clone(),
+                if g.exclusive { "exclusive" } else { "shared" }.to_string(),
                 g.members.len().to_string(),
                 g.in_flight.to_string(),
                 g.waiting.to_string(),
@@ -897,8 +914,16 @@ fn groups(bus: &EventBus, args: &GroupsArgs, out: &mut dyn Write) -> Result<u8> 
             ]
         })
         .collect();
-    let header =
-        ["GROUP", "PATTERN", "MEMBERS", "IN FLIGHT", "WAITING", "REDELIVERED", "DEAD-LETTERED"];
+    let header = [
+        "GROUP",
+        "PATTERN",
+        "MODE",
+        "MEMBERS",
+        "IN FLIGHT",
+        "WAITING",
+        "REDELIVERED",
+        "DEAD-LETTERED",
+    ];
     write_table(out, &header, &rows)?;
     Ok(0)
 }

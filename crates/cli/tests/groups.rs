@@ -1,15 +1,16 @@
-//! Exclusive `--group --exclusive` consumers across processes, on the file store and on
+//! Exclusive groups (`--group --exclusive`) across processes, on the file store and on
 //! a private redis-server: a holder killed with SIGKILL is taken over by a
-//! waiting subscriber and by a restarted one, with nothing lost and at most
-//! the event in flight printed twice; and two processes racing for one group
-//! never both deliver.
+//! waiting subscriber and by a restarted one, with nothing lost and only
+//! the events it held in flight printed twice; two processes racing for one
+//! group never both deliver; a standby ends at its timeout; a group created
+//! over the positions of an old exclusive consumer goes on after them.
 //!
 //! Takeover times are printed (`--nocapture` shows them), never asserted.
 
 mod util;
 
 use std::collections::BTreeSet;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use store_redis::testing::RedisServer;
 use util::{Dir, Running};
@@ -45,53 +46,79 @@ fn repeated(before: &BTreeSet<u64>, later: &[u64]) -> usize {
     later.iter().filter(|n| before.contains(n)).count()
 }
 
+/// Events a member holds unacked at most (`--max-in-flight`): what a
+/// SIGKILL may print twice.
+const IN_FLIGHT: usize = 32;
+
 fn sigkill_takeover(dir: &Dir, store: &str) {
     const EVENTS: u64 = 3000;
-    let group =
-        ["subscribe", "--topic", "jobs", "--group", "g", "--exclusive", "--from", "beginning"];
-    publish_range(dir, "jobs", 0, EVENTS);
+    let group = [
+        "subscribe",
+        "--topic",
+        "jobs",
+        "--group",
+        "g",
+        "--exclusive",
+        "--from",
+        "beginning",
+        "--max-in-flight",
+        "32",
+    ];
     let first = dir.spawn(&group);
     first.wait_listening();
     let waiter = dir.spawn(&group);
     waiter.wait_stderr("Waiting for group g");
-    let seen = first.lines(100);
-    // A waiting subscriber takes over from a holder killed mid-stream.
-    let killed = Instant::now();
-    let a = kill_and_collect(first, seen);
-    let b_first = waiter.line();
-    let waited = killed.elapsed();
-    waiter.wait_listening();
-    let seen = {
-        let mut seen = vec![b_first];
-        seen.extend(waiter.lines(100));
-        seen
-    };
-    let b = kill_and_collect(waiter, seen);
-    // A subscriber started after the holder was killed.
-    let killed = Instant::now();
-    let third = dir.spawn(&group);
-    let c_first = third.line();
-    let restarted = killed.elapsed();
-    publish_range(dir, "jobs", EVENTS, EVENTS + 10);
-    let mut c = ns(&[c_first]);
-    while c.last() != Some(&(EVENTS + 9)) {
-        c.extend(ns(&[third.line()]));
-    }
-    eprintln!(
-        "{store}: SIGKILL to first event of the waiting subscriber {:.1} ms, of a restarted one {:.1} ms",
-        waited.as_secs_f64() * 1e3,
-        restarted.as_secs_f64() * 1e3
-    );
-    let a_set: BTreeSet<u64> = a.iter().copied().collect();
-    let ab_set: BTreeSet<u64> = a.iter().chain(&b).copied().collect();
-    assert!(repeated(&a_set, &b) <= 1, "{store}: the waiter printed again {:?}", b);
-    assert!(repeated(&ab_set, &c) <= 1, "{store}: the restart printed again {:?}", &c[..5]);
-    // In order within each process, and nothing lost across the three.
-    for run in [&a, &b, &c] {
-        assert!(run.windows(2).all(|w| w[0] < w[1]), "{store}: out of order or twice");
-    }
-    let all: BTreeSet<u64> = a.iter().chain(&b).chain(&c).copied().collect();
-    assert_eq!(all, (0..EVENTS + 10).collect::<BTreeSet<u64>>(), "{store}: events lost");
+    std::thread::scope(|scope| {
+        // Events keep coming in batches while the members are killed.
+        let publisher = scope.spawn(|| {
+            for batch in 0..EVENTS / 100 {
+                publish_range(dir, "jobs", batch * 100, batch * 100 + 100);
+            }
+        });
+        let seen = first.lines(100);
+        assert!(waiter.lines_within(Duration::ZERO).is_empty(), "{store}: the standby printed");
+        // A waiting subscriber takes over from a holder killed mid-stream.
+        let killed = Instant::now();
+        let a = kill_and_collect(first, seen);
+        let b_first = waiter.line();
+        let waited = killed.elapsed();
+        waiter.wait_listening();
+        let seen = {
+            let mut seen = vec![b_first];
+            seen.extend(waiter.lines(100));
+            seen
+        };
+        let b = kill_and_collect(waiter, seen);
+        // A subscriber started after the holder was killed.
+        let killed = Instant::now();
+        let third = dir.spawn(&group);
+        third.wait_listening();
+        let restarted = killed.elapsed();
+        publisher.join().unwrap();
+        let all = |c: &[u64]| -> BTreeSet<u64> { a.iter().chain(&b).chain(c).copied().collect() };
+        let mut c = Vec::new();
+        let deadline = Instant::now() + util::DEADLINE;
+        while all(&c).len() < EVENTS as usize && Instant::now() < deadline {
+            c.extend(ns(&third.lines_within(Duration::from_millis(100))));
+        }
+        eprintln!(
+            "{store}: SIGKILL to first event of the waiting subscriber {:.1} ms, to a restarted one listening {:.1} ms",
+            waited.as_secs_f64() * 1e3,
+            restarted.as_secs_f64() * 1e3
+        );
+        // Printed again: only what a killed member held in flight.
+        let a_set: BTreeSet<u64> = a.iter().copied().collect();
+        let ab_set: BTreeSet<u64> = a.iter().chain(&b).copied().collect();
+        assert!(repeated(&a_set, &b) <= IN_FLIGHT, "{store}: the waiter printed again {b:?}");
+        assert!(repeated(&ab_set, &c) <= 2 * IN_FLIGHT, "{store}: the restart printed again {c:?}");
+        // Nothing twice within one process, nothing lost across the three.
+        for run in [&a, &b, &c] {
+            let distinct: BTreeSet<u64> = run.iter().copied().collect();
+            assert_eq!(distinct.len(), run.len(), "{store}: a process printed an event twice");
+        }
+        let missing: Vec<u64> = (0..EVENTS).filter(|n| !all(&c).contains(n)).collect();
+        assert!(missing.is_empty(), "{store}: events lost: {missing:?}");
+    });
 }
 
 #[test]
@@ -180,4 +207,65 @@ fn ctrl_c_ends_the_wait_for_a_held_group() {
     waiting.signal(libc::SIGINT);
     waiting.expect_exit(0);
     drop(holder);
+}
+
+/// An exclusive consumer of the old `--exclusive` (a durable consumer with
+/// committed positions) is continued by the exclusive group of its name:
+/// it prints what came after, nothing before; `seed groups` shows the mode.
+fn old_positions_are_continued(dir: &Dir, store: &str) {
+    publish_range(dir, "legacy", 0, 10);
+    {
+        let bus = bus::EventBus::new(dir.store());
+        let name = seed_event::ConsumerName::new("g").unwrap();
+        let pattern = seed_event::TopicPattern::new("legacy").unwrap();
+        let mut config = bus::SubscribeConfig::new(pattern, bus::StartAt::Beginning).consumer(name);
+        config.max_events = Some(6);
+        let old = bus.subscribe_with(config, |_| Ok(())).unwrap();
+        assert!(old.wait_timeout(util::DEADLINE), "{store}: the old consumer handled 6 events");
+        old.unsubscribe().unwrap();
+    }
+    let args = ["subscribe", "--topic", "legacy", "--group", "g", "--exclusive", "--count", "4"];
+    let mut sub = dir.spawn(&args);
+    assert_eq!(ns(&sub.lines(4)), vec![6, 7, 8, 9], "{store}: after the old positions");
+    sub.expect_exit(0);
+    let groups: serde_json::Value =
+        serde_json::from_str(&dir.stdout(&["groups", "--json"])).unwrap();
+    assert_eq!(groups[0]["exclusive"], true, "{store}: {groups}");
+    assert_eq!(groups[0]["waiting"], 0, "{store}: {groups}");
+    let table = dir.stdout(&["groups"]);
+    assert!(table.contains("MODE") && table.contains("exclusive"), "{store}: {table}");
+    // Joined in the other mode: refused, naming both.
+    let err = dir.command(&["subscribe", "--topic", "legacy", "--group", "g"]).fails_with(2);
+    assert!(err.contains("exclusive") && err.contains("shared"), "{store}: {err}");
+}
+
+#[test]
+fn old_exclusive_positions_are_continued_on_the_file_store() {
+    old_positions_are_continued(&Dir::new(), "file");
+}
+
+#[test]
+fn old_exclusive_positions_are_continued_on_redis() {
+    let server = RedisServer::start();
+    old_positions_are_continued(&Dir::with_redis(server.url()), "redis");
+}
+
+/// Two exclusive members of one group, one on each side: only the active one
+/// prints, the standby exits 0 at its --timeout without printing.
+#[test]
+fn a_standby_prints_nothing_and_exits_0_at_its_timeout() {
+    let dir = Dir::new();
+    let active = dir.spawn(&["subscribe", "--topic", "s", "--group", "g", "--exclusive"]);
+    active.wait_listening();
+    let args = ["subscribe", "--topic", "s", "--group", "g", "--exclusive", "--timeout", "1s"];
+    let mut standby = dir.spawn(&args);
+    standby.wait_stderr("Waiting for group g");
+    dir.publish("s", r#"{"n": 1}"#);
+    assert_eq!(ns(&active.lines(1)), vec![1]);
+    standby.expect_exit(0);
+    assert!(standby.rest().is_empty(), "the standby printed");
+    let groups: serde_json::Value =
+        serde_json::from_str(&dir.stdout(&["groups", "--json"])).unwrap();
+    let member = groups[0]["members"][0]["id"].clone();
+    assert_eq!(groups[0]["active"], member, "{groups}");
 }

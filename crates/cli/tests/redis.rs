@@ -50,8 +50,12 @@ fn every_command_works_on_redis() {
 
     let stats: Value = serde_json::from_str(&dir.stdout(&["stats", "--json"])).unwrap();
     assert_eq!(stats["topics"].as_array().unwrap().len(), 3);
-    assert_eq!(stats["consumers"][0]["name"], "g");
-    assert_eq!(stats["consumers"][0]["positions"][0]["lag"], 0);
+    let groups: Value = serde_json::from_str(&dir.stdout(&["groups", "--json"])).unwrap();
+    assert_eq!(
+        (groups[0]["name"].as_str(), groups[0]["exclusive"].as_bool()),
+        (Some("g"), Some(true))
+    );
+    assert_eq!(groups[0]["waiting"], 0, "{groups}");
 
     let out = dir.stdout(&["replay", "--topic", "task.>", "--since", "1h", "--speed", "0"]);
     assert!(out.ends_with("\nReplayed 3 events.\n"), "{out}");
@@ -213,8 +217,11 @@ fn publish_range(dir: &Dir, range: std::ops::Range<u64>) {
 /// (a `--group` subscriber at most the one in flight per outage); the
 /// subscriber says when the store is back.
 fn subscriber_survives_restarts(extra: &[&str], outages: &[Duration]) {
-    // Log lines name a group subscriber by its group, a plain one by its pattern.
-    let label = extra.iter().skip_while(|a| **a != "--group").nth(1).copied().unwrap_or("rr.>");
+    // Log lines name a group member by its group and id, a plain subscriber by its pattern.
+    let label = match extra.iter().skip_while(|a| **a != "--group").nth(1) {
+        Some(group) => format!("group member {group}/"),
+        None => "subscription rr.>: ".to_string(),
+    };
     use std::collections::BTreeSet;
     use store_redis::testing::ServerOptions;
     let mut server =
@@ -237,7 +244,8 @@ fn subscriber_survives_restarts(extra: &[&str], outages: &[Duration]) {
         take_until(&mut got, n);
         server.stop();
         let down = std::time::Instant::now();
-        sub.wait_stderr(&format!("[WARN ] subscription {label}: lost Redis store at "));
+        let lost = sub.wait_stderr(&format!("[WARN ] {label}"));
+        assert!(lost.contains(": lost Redis store at "), "{lost}");
         let publisher = {
             let (url, during) = (server.url(), n..n + 3);
             std::thread::spawn(move || publish_range(&Dir::with_redis(url), during))
@@ -245,7 +253,7 @@ fn subscriber_survives_restarts(extra: &[&str], outages: &[Duration]) {
         n += 3;
         let_pass(down, *outage);
         server.restart();
-        let back = sub.wait_stderr(&format!("[INFO ] subscription {label}: "));
+        let back = sub.wait_stderr(&format!("[INFO ] {label}"));
         assert!(back.contains(" is back after "), "{back}");
         publisher.join().unwrap();
         publish_range(&dir, n..n + 3);

@@ -269,8 +269,19 @@ fn group_options_are_checked() {
         (&["subscribe", "--topic", "a", "--group", "g", "--ack-wait", "0s"], "ack-wait"),
         (&["subscribe", "--topic", "a", "--group", "g", "--ordered", "total"], "ordered"),
         (
-            &["subscribe", "--topic", "a", "--group", "g", "--exclusive", "--ack-wait", "1s"],
-            "exclusive",
+            &[
+                "subscribe",
+                "--topic",
+                "a",
+                "--group",
+                "g",
+                "--exclusive",
+                "--exec",
+                "true",
+                "--concurrency",
+                "2",
+            ],
+            "expected --concurrency 1",
         ),
         (&["subscribe", "--topic", "a", "--group", "a*b"], "--dead-letter"),
     ] {
@@ -303,8 +314,9 @@ fn groups_lists_and_deletes_work_groups() {
         assert!(g[field].is_u64(), "{field} in {json}");
     }
     let text = dir.stdout(&["groups"]);
-    assert!(text.starts_with("GROUP  PATTERN  MEMBERS"), "{text}");
-    assert!(text.lines().nth(1).unwrap().starts_with("g      jobs.*   1"), "{text}");
+    assert!(text.starts_with("GROUP  PATTERN  MODE    MEMBERS"), "{text}");
+    assert!(text.lines().nth(1).unwrap().starts_with("g      jobs.*   shared  1"), "{text}");
+    assert_eq!((g["exclusive"].as_bool(), g["active"].is_null()), (Some(false), true), "{json}");
 
     let err = dir.command(&["groups", "delete", "g", "--confirm"]).fails_with(2);
     assert!(err.contains("live member"), "{err}");

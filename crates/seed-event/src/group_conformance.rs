@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use crate::conformance::{event, numbers, topic, Harness, DEADLINE};
 use crate::{
-    ConsumerName, Delivery, ErrorKind, EventStore, GroupConfig, GroupMember, GroupOrdering, Query,
-    Start, Topic, TopicPattern,
+    join_group, ConsumerName, Delivery, ErrorKind, EventStore, GroupConfig, GroupMember,
+    GroupOrdering, LockRequest, Query, Start, Topic, TopicPattern,
 };
 
 /// Expands to one `#[test]` per group case; `$harness` is an expression that
@@ -29,7 +29,8 @@ macro_rules! group_conformance_tests {
             group_delete_needs_every_member_gone, group_dead_letters_once_among_racing_members,
             group_a_late_ack_counts_until_the_event_is_taken_back,
             group_takes_a_new_topic_from_its_first_event,
-            group_released_deliveries_go_to_others_uncounted
+            group_released_deliveries_go_to_others_uncounted,
+            group_exclusive_has_one_active_member, group_starts_after_given_positions
         );
     };
     (@cases $harness:expr; $($case:ident),* $(,)?) => {
@@ -604,4 +605,105 @@ pub fn group_takes_a_new_topic_from_its_first_event(h: &dyn Harness) {
     m.ack(&got.iter().map(|d| d.token.clone()).collect::<Vec<_>>()).unwrap();
     append_n(store.as_ref(), &old, 2..3);
     assert_eq!(ns(&fetch_n(m.as_mut(), 1)), vec![2], "the old topic goes on");
+}
+
+fn tokens(got: &[Delivery]) -> Vec<crate::DeliveryToken> {
+    got.iter().map(|d| d.token.clone()).collect()
+}
+
+/// An exclusive group has one active member: a second one stands by (its
+/// join waits) and gets nothing while the first lives; once the first
+/// leaves holding unacked events, the standby becomes active and gets them
+/// and the rest, none lost or doubled. The group reports itself exclusive
+/// with its active member; a join in the other mode is refused.
+pub fn group_exclusive_has_one_active_member(h: &dyn Harness) {
+    let store = h.open();
+    let t = topic("solo.t");
+    append_n(store.as_ref(), &t, 0..10);
+    let config = group("solo", "solo.t").exclusive(true);
+    let request = || LockRequest::new(Duration::from_secs(5));
+    let mut a = join_group(store.as_ref(), &config, "a", &request())
+        .unwrap()
+        .expect("the first member is active at once");
+    let got = a.fetch(4, Duration::ZERO).unwrap();
+    assert_eq!(ns(&got), vec![0, 1, 2, 3]);
+    a.ack(&tokens(&got[..2])).unwrap();
+    let other = h.open();
+    assert!(
+        join_group(other.as_ref(), &config, "b", &request()).unwrap().is_none(),
+        "a second member stands by while the first lives"
+    );
+    let info = store.groups().unwrap().list().unwrap();
+    let info = info.iter().find(|g| g.name == "solo").unwrap();
+    assert!(info.exclusive, "{info:?}");
+    assert_eq!(info.active.as_deref(), Some(a.id()), "{info:?}");
+    assert_eq!(info.members, vec![a.id().to_string()], "a standby is not a member");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let standby = {
+        let config = config.clone();
+        thread::spawn(move || {
+            let mut b = join_group(other.as_ref(), &config, "b", &request().wait(DEADLINE))
+                .unwrap()
+                .expect("the standby becomes active once the first member leaves");
+            tx.send(()).unwrap();
+            let got = fetch_n(b.as_mut(), 6);
+            b.ack(&tokens(&got)).unwrap();
+            assert!(b.fetch(10, Duration::from_millis(100)).unwrap().is_empty(), "nothing more");
+            got.iter()
+                .map(|d| (d.event.event.payload["n"].as_u64().unwrap(), d.deliveries))
+                .collect::<Vec<_>>()
+        })
+    };
+    // While the first member lives it goes on alone, and the standby waits.
+    let more = fetch_n(a.as_mut(), 2);
+    assert_eq!(ns(&more), vec![4, 5]);
+    a.ack(&tokens(&more)).unwrap();
+    assert!(rx.try_recv().is_err(), "the standby stays out while the first member lives");
+    drop(a);
+    let mut taken = standby.join().unwrap();
+    taken.sort();
+    assert_eq!(
+        taken,
+        vec![(2, 2), (3, 2), (6, 1), (7, 1), (8, 1), (9, 1)],
+        "the standby gets the unacked events and the rest, each once"
+    );
+    // The other mode is refused, both ways.
+    let groups = store.groups().unwrap();
+    let err = groups.join(&group("solo", "solo.t"), "x").err().expect("a shared join is refused");
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+    assert!(err.to_string().contains("exclusive"), "{err}");
+    drop(join(store.as_ref(), &group("shared", "solo.t"), "m"));
+    let err =
+        join_group(store.as_ref(), &group("shared", "solo.t").exclusive(true), "x", &request())
+            .err()
+            .expect("an exclusive join of a shared group is refused");
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+}
+
+/// A new group starts after the positions it is given in their topics,
+/// whatever its start says for the others; an existing group ignores them.
+pub fn group_starts_after_given_positions(h: &dyn Harness) {
+    let store = h.open();
+    let (one, two) = (topic("after.one"), topic("after.two"));
+    append_n(store.as_ref(), &one, 0..5);
+    append_n(store.as_ref(), &two, 0..3);
+    let cursor = store.query(&Query::topic(&one)).unwrap()[2].cursor;
+    let positions: BTreeMap<Topic, crate::Cursor> = [(one.clone(), cursor)].into();
+    let config = group("after", "after.*").start(Start::New).start_after(positions.clone());
+    let mut m = join(store.as_ref(), &config, "m");
+    let got = fetch_n(m.as_mut(), 2);
+    assert_eq!(ns(&got), vec![3, 4], "after the given position, from 3");
+    assert_eq!(got[0].token.topic, one);
+    m.ack(&tokens(&got)).unwrap();
+    assert!(
+        m.fetch(10, Duration::from_millis(100)).unwrap().is_empty(),
+        "the other topic starts new"
+    );
+    drop(m);
+    let again = group("after", "after.*").start(Start::Beginning).start_after(BTreeMap::new());
+    let mut m = join(store.as_ref(), &again, "m");
+    assert!(
+        m.fetch(10, Duration::from_millis(100)).unwrap().is_empty(),
+        "an existing group keeps its positions"
+    );
 }

@@ -54,6 +54,9 @@ pub struct GroupState {
     pub pattern: String,
     /// The ordering, as created.
     pub ordering: GroupOrdering,
+    /// Whether the group is exclusive, as created.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub exclusive: bool,
     /// The dead-letter topic, never dispatched to the group.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dead_letter: Option<Topic>,
@@ -218,6 +221,7 @@ impl GroupState {
         let mut state = GroupState {
             pattern: config.pattern.to_string(),
             ordering: config.ordering,
+            exclusive: config.exclusive,
             dead_letter: Some(config.dead_letter.clone()),
             ..GroupState::default()
         };
@@ -241,10 +245,15 @@ impl GroupState {
                 state.positions.insert(topic.clone(), position);
             }
         }
+        for (topic, cursor) in &config.start_after {
+            if config.pattern.matches(topic) && *topic != config.dead_letter {
+                state.positions.insert(topic.clone(), *cursor);
+            }
+        }
         Ok(state)
     }
 
-    /// Refuses a member whose pattern or ordering is not the group's.
+    /// Refuses a member whose pattern, ordering or mode is not the group's.
     pub fn check(&self, config: &GroupConfig) -> Result<()> {
         if self.pattern != config.pattern.to_string() {
             return Err(Error::invalid(
@@ -263,6 +272,9 @@ impl GroupState {
                     config.name, self.ordering, config.ordering
                 ),
             ));
+        }
+        if self.exclusive != config.exclusive {
+            return Err(crate::mode_mismatch(&config.name, self.exclusive));
         }
         Ok(())
     }
@@ -622,7 +634,9 @@ impl GroupState {
         Ok(GroupInfo {
             name: name.to_string(),
             pattern: self.pattern.clone(),
+            active: crate::active_member(self.exclusive, &members),
             members,
+            exclusive: self.exclusive,
             in_flight,
             waiting,
             redelivered: self.redelivered,

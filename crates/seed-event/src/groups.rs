@@ -25,14 +25,23 @@
 //!   across the group, so each topic is handled in order.
 //! - At least once: only an ack removes an event; duplicates come only from
 //!   events in flight at a crash or past their ack wait.
+//! - An *exclusive* group ([`GroupConfig::exclusive`], fixed when the group
+//!   is created) has one active member at a time: a member joins through
+//!   [`join_group`], which first takes the store's consumer lock of the
+//!   group's name ([`EventStore::lock_consumer`]) and holds it while the
+//!   member lives; the others stand by in that wait, and the one that takes
+//!   the lock after the active member left or died gets its in-flight
+//!   events at once and the rest in order.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    ConsumerName, Cursor, Error, Interrupt, Result, Start, StoredEvent, Topic, TopicPattern,
+    ConsumerLock, ConsumerName, Cursor, Error, EventStore, Interrupt, LockRequest, Result, Start,
+    StoredEvent, Topic, TopicPattern,
 };
 
 /// How the events of one topic may be spread over the members.
@@ -67,6 +76,9 @@ pub struct GroupConfig {
     pub pattern: TopicPattern,
     /// Where a new group starts (ignored when it exists).
     pub start: Start,
+    /// Per topic, the last event already handled: a new group starts after
+    /// it in that topic, whatever `start` says (ignored when it exists).
+    pub start_after: BTreeMap<Topic, Cursor>,
     /// How long an event stays with a member without an ack (30 s).
     pub ack_wait: Duration,
     /// Deliveries after which a failure dead-letters the event (5).
@@ -75,6 +87,9 @@ pub struct GroupConfig {
     pub max_in_flight: usize,
     /// Per-topic order or none (fixed when the group is created).
     pub ordering: GroupOrdering,
+    /// One active member at a time, the others standing by (fixed when the
+    /// group is created); its members join through [`join_group`].
+    pub exclusive: bool,
     /// Where dead letters go (`dead.<name>`).
     pub dead_letter: Topic,
     /// The delay of a nack after the first delivery; it doubles per delivery,
@@ -105,10 +120,12 @@ impl GroupConfig {
             name,
             pattern,
             start: Start::New,
+            start_after: BTreeMap::new(),
             ack_wait: Duration::from_secs(30),
             max_deliveries: 5,
             max_in_flight: 256,
             ordering: GroupOrdering::None,
+            exclusive: false,
             dead_letter,
             backoff: Duration::from_secs(1),
         }
@@ -117,6 +134,18 @@ impl GroupConfig {
     /// This group starting at `start` when it is created.
     pub fn start(mut self, start: Start) -> GroupConfig {
         self.start = start;
+        self
+    }
+
+    /// This group starting after `positions` in their topics when it is created.
+    pub fn start_after(mut self, positions: BTreeMap<Topic, Cursor>) -> GroupConfig {
+        self.start_after = positions;
+        self
+    }
+
+    /// This group exclusive (one active member at a time) or not.
+    pub fn exclusive(mut self, exclusive: bool) -> GroupConfig {
+        self.exclusive = exclusive;
         self
     }
 
@@ -211,6 +240,11 @@ pub struct GroupInfo {
     pub pattern: String,
     /// The ids of its live members.
     pub members: Vec<String>,
+    /// Whether it is exclusive: one active member, the others standing by
+    /// (those are not members until they become active).
+    pub exclusive: bool,
+    /// Of an exclusive group, its active member (its one live member).
+    pub active: Option<String>,
     /// Events delivered and not yet acked.
     pub in_flight: u64,
     /// Events waiting: not yet delivered, or waiting to be delivered again.
@@ -227,7 +261,8 @@ pub trait GroupBackend: Send + Sync {
     /// member called `member` (a label; the member's id adds what makes it unique).
     ///
     /// Fails with [`Error::InvalidInput`] when the group exists with another
-    /// pattern or ordering.
+    /// pattern, ordering or mode (exclusive or not). It does not take an
+    /// exclusive group's lock: [`join_group`] does.
     fn join(&self, config: &GroupConfig, member: &str) -> Result<Box<dyn GroupMember>>;
 
     /// Every group with its figures, sorted by name.
@@ -237,6 +272,195 @@ pub trait GroupBackend: Send + Sync {
     /// false when there is no such group. Refused with
     /// [`Error::InvalidInput`] while it has live members.
     fn delete(&self, name: &ConsumerName) -> Result<bool>;
+}
+
+/// The refusal of a join whose mode (exclusive or shared) is not the group's.
+pub fn mode_mismatch(name: &ConsumerName, exclusive: bool) -> Error {
+    let mode = |e: bool| if e { "exclusive" } else { "shared" };
+    Error::invalid(
+        "group",
+        format!(
+            "group {name} is {}, not {}; expected the same mode or another group name",
+            mode(exclusive),
+            mode(!exclusive)
+        ),
+    )
+}
+
+/// Who is active in an exclusive group whose live members are `members`.
+pub fn active_member(exclusive: bool, members: &[String]) -> Option<String> {
+    match members {
+        [only] if exclusive => Some(only.clone()),
+        _ => None,
+    }
+}
+
+/// Joins the group `config.name` as `member`; for an exclusive group, first
+/// takes its lock, waiting as `request` says (`None`: another member kept
+/// it until the wait ran out or was cancelled). Fails with
+/// [`Error::InvalidInput`] on a store without work groups.
+pub fn join_group(
+    store: &dyn EventStore,
+    config: &GroupConfig,
+    member: &str,
+    request: &LockRequest,
+) -> Result<Option<Box<dyn GroupMember>>> {
+    let groups = backend(store)?;
+    if !config.exclusive {
+        return groups.join(config, member).map(Some);
+    }
+    match GroupLock::acquire(store, config, request)? {
+        Some(held) => held.join(groups, config, member).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// The store's work groups, or the error of a store without them.
+fn backend(store: &dyn EventStore) -> Result<&dyn GroupBackend> {
+    store.groups().ok_or_else(|| {
+        Error::invalid(
+            "group",
+            format!("{} has no work groups; expected a store with them", store.describe()),
+        )
+    })
+}
+
+/// The lock of an exclusive group, taken before its member joins: see
+/// [`join_group`], which is this in one step.
+pub struct GroupLock {
+    name: ConsumerName,
+    lock: Box<dyn ConsumerLock>,
+}
+
+impl GroupLock {
+    /// Takes the lock of group `config.name` (the store's consumer lock of
+    /// that name), waiting as `request` says; `None` when another member kept it.
+    pub fn acquire(
+        store: &dyn EventStore,
+        config: &GroupConfig,
+        request: &LockRequest,
+    ) -> Result<Option<GroupLock>> {
+        config.validate()?;
+        let lock = store.lock_consumer(&config.name, request)?;
+        Ok(lock.map(|lock| GroupLock { name: config.name.clone(), lock }))
+    }
+
+    /// Joins as `member` of `groups` (`config` must name the locked group), the
+    /// member holding the lock while it lives.
+    pub fn join(
+        self,
+        groups: &dyn GroupBackend,
+        config: &GroupConfig,
+        member: &str,
+    ) -> Result<Box<dyn GroupMember>> {
+        if config.name != self.name || !config.exclusive {
+            return Err(Error::invalid(
+                "group",
+                format!(
+                    "the lock of group {} holds for joining it as an exclusive group, not {} (exclusive: {})",
+                    self.name, config.name, config.exclusive
+                ),
+            ));
+        }
+        let inner = groups.join(config, member)?;
+        let id = inner.id().to_string();
+        Ok(Box::new(ExclusiveMember { inner: Some(inner), id, held: self }))
+    }
+}
+
+/// A member of an exclusive group: the group's member and the lock it holds.
+/// Once the store finds the lock taken by another holder, its next fetch
+/// leaves the group (handing back what it holds) and fails with
+/// [`Error::StaleLock`]; dropping it leaves the group, then lets go of the lock.
+struct ExclusiveMember {
+    inner: Option<Box<dyn GroupMember>>,
+    id: String,
+    held: GroupLock,
+}
+
+impl ExclusiveMember {
+    fn inner(&mut self) -> Result<&mut Box<dyn GroupMember>> {
+        let held = &self.held;
+        self.inner.as_mut().ok_or_else(|| Error::StaleLock {
+            consumer: held.name.to_string(),
+            fence: held.lock.fence().0,
+        })
+    }
+
+    /// Leaves the group once the lock is lost: another member is active.
+    fn check(&mut self) -> Result<()> {
+        if self.held.lock.is_lost() {
+            self.inner = None;
+        }
+        self.inner().map(drop)
+    }
+}
+
+impl Drop for ExclusiveMember {
+    fn drop(&mut self) {
+        // The member leaves first, so that whoever takes the lock next
+        // finds its events handed back.
+        self.inner = None;
+    }
+}
+
+impl GroupMember for ExclusiveMember {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn fetch(&mut self, max: usize, timeout: Duration) -> Result<Vec<Delivery>> {
+        self.check()?;
+        self.inner()?.fetch(max, timeout)
+    }
+
+    fn ack(&mut self, tokens: &[DeliveryToken]) -> Result<()> {
+        self.inner()?.ack(tokens)
+    }
+
+    fn ack_and_fetch(
+        &mut self,
+        acks: &[DeliveryToken],
+        max: usize,
+        timeout: Duration,
+    ) -> Result<Vec<Delivery>> {
+        if self.held.lock.is_lost() {
+            // What was handled is acked before leaving: fewer duplicates.
+            self.inner()?.ack(acks)?;
+            self.check()?;
+        }
+        self.inner()?.ack_and_fetch(acks, max, timeout)
+    }
+
+    fn nack(&mut self, token: &DeliveryToken, delay: Option<Duration>, error: &str) -> Result<()> {
+        self.inner()?.nack(token, delay, error)
+    }
+
+    fn in_progress(&mut self, token: &DeliveryToken) -> Result<()> {
+        self.inner()?.in_progress(token)
+    }
+
+    fn extend(&mut self, tokens: &[DeliveryToken]) -> Result<()> {
+        self.inner()?.extend(tokens)
+    }
+
+    fn release(&mut self, tokens: &[DeliveryToken]) -> Result<bool> {
+        self.inner()?.release(tokens)
+    }
+
+    fn interrupter(&self) -> Arc<dyn Interrupt> {
+        match &self.inner {
+            Some(inner) => inner.interrupter(),
+            None => Arc::new(NoWait),
+        }
+    }
+}
+
+/// The interrupter of a member that left: it never waits.
+struct NoWait;
+
+impl Interrupt for NoWait {
+    fn interrupt(&self) {}
 }
 
 /// The refusal of [`GroupBackend::delete`] for a group with live members.
@@ -302,4 +526,52 @@ pub trait GroupMember: Send {
 
     /// Cuts a [`fetch`](GroupMember::fetch) wait short from another thread.
     fn interrupter(&self) -> Arc<dyn Interrupt>;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+    use crate::{Event, Fence, MemoryStore};
+
+    /// A lock that is lost once its flag is set.
+    struct Flagged(Arc<AtomicBool>);
+
+    impl ConsumerLock for Flagged {
+        fn fence(&self) -> Fence {
+            Fence(1)
+        }
+        fn is_lost(&self) -> bool {
+            self.0.load(Ordering::SeqCst)
+        }
+    }
+
+    #[test]
+    fn a_member_whose_lock_is_lost_leaves_and_hands_back_what_it_holds() {
+        let store = MemoryStore::new();
+        let t = Topic::new("lost.t").unwrap();
+        for _ in 0..3 {
+            store.append(&Event::new(t.clone(), "test", Default::default())).unwrap();
+        }
+        let name = ConsumerName::new("lost").unwrap();
+        let config = GroupConfig::new(name.clone(), TopicPattern::new("lost.t").unwrap())
+            .unwrap()
+            .start(Start::Beginning)
+            .exclusive(true);
+        let lost = Arc::new(AtomicBool::new(false));
+        let held = GroupLock { name, lock: Box::new(Flagged(lost.clone())) };
+        let mut a = held.join(&store, &config, "a").unwrap();
+        let got = a.fetch(3, Duration::ZERO).unwrap();
+        assert_eq!(got.len(), 3);
+        lost.store(true, Ordering::SeqCst);
+        let err = a.ack_and_fetch(&[got[0].token.clone()], 3, Duration::ZERO).unwrap_err();
+        assert!(matches!(err, Error::StaleLock { .. }), "{err}");
+        assert!(a.fetch(3, Duration::ZERO).is_err(), "it stays out");
+        // The new holder gets the two it held unacked; the acked one stays acked.
+        let mut b = GroupBackend::join(&store, &config, "b").unwrap();
+        let again = b.fetch(3, Duration::ZERO).unwrap();
+        let cursors: Vec<_> = again.iter().map(|d| d.token.cursor).collect();
+        assert_eq!(cursors, vec![got[1].token.cursor, got[2].token.cursor]);
+    }
 }

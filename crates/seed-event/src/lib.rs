@@ -41,8 +41,8 @@ pub use cursor::Cursor;
 pub use error::{Error, ErrorKind, Result};
 pub use event::{parse_json_object, Event, JsonObject};
 pub use groups::{
-    group_in_use, Delivery, DeliveryToken, GroupBackend, GroupConfig, GroupInfo, GroupMember,
-    GroupOrdering,
+    active_member, group_in_use, join_group, mode_mismatch, Delivery, DeliveryToken, GroupBackend,
+    GroupConfig, GroupInfo, GroupLock, GroupMember, GroupOrdering,
 };
 pub use lock::{Cancel, ConsumerLock, Fence, LockRequest};
 pub use memory::MemoryStore;

@@ -11,10 +11,23 @@ use std::time::Duration;
 use seed_event::conformance::Harness;
 use seed_event::group_conformance as cases;
 use seed_event::{
-    Clear, ConsumerName, Cursor, Delivery, DeliveryToken, Event, EventStore, EventStream,
-    FollowFrom, Follower, GroupBackend, GroupConfig, GroupInfo, GroupMember, GroupOrdering,
-    Interrupt, MemoryStore, Query, Result, Topic, TopicPattern, TopicStats,
+    Clear, ConsumerLock, ConsumerName, Cursor, Delivery, DeliveryToken, Event, EventStore,
+    EventStream, Fence, FollowFrom, Follower, GroupBackend, GroupConfig, GroupInfo, GroupMember,
+    GroupOrdering, Interrupt, LockRequest, MemoryStore, Query, Result, Topic, TopicPattern,
+    TopicStats,
 };
+
+/// The lock of [`Fault::LockNeverExcludes`]: held by everyone who asks.
+struct FreeLock;
+
+impl ConsumerLock for FreeLock {
+    fn fence(&self) -> Fence {
+        Fence(1)
+    }
+    fn is_lost(&self) -> bool {
+        false
+    }
+}
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Fault {
@@ -35,6 +48,12 @@ enum Fault {
     NewTopicFromItsEnd,
     /// A release says yes and hands nothing back.
     ReleaseKeeps,
+    /// The consumer lock never excludes: every taker gets one.
+    LockNeverExcludes,
+    /// Groups are created shared, whatever the mode asked.
+    ModeIgnored,
+    /// A new group ignores the positions it is to start after.
+    StartAfterIgnored,
 }
 
 #[derive(Clone)]
@@ -54,6 +73,9 @@ impl GroupBackend for Broken {
             }
             Fault::NeverDead => config.max_deliveries = u32::MAX,
             Fault::NoOrder => config.ordering = GroupOrdering::None,
+            Fault::ModeIgnored => config.exclusive = false,
+            Fault::StartAfterIgnored => config.start_after.clear(),
+            Fault::LockNeverExcludes => {}
             Fault::KeepsOnLeave
             | Fault::DeleteDoesNothing
             | Fault::DeadLetterTwice
@@ -209,6 +231,16 @@ impl EventStore for Broken {
     fn groups(&self) -> Option<&dyn GroupBackend> {
         Some(self)
     }
+    fn lock_consumer(
+        &self,
+        name: &ConsumerName,
+        request: &LockRequest,
+    ) -> Result<Option<Box<dyn ConsumerLock>>> {
+        if self.fault == Fault::LockNeverExcludes {
+            return Ok(Some(Box::new(FreeLock)));
+        }
+        self.inner.lock_consumer(name, request)
+    }
 }
 
 impl Harness for Broken {
@@ -288,4 +320,23 @@ fn a_release_that_keeps_the_events_is_caught() {
         cases::group_released_deliveries_go_to_others_uncounted,
         "released events at once",
     );
+}
+
+#[test]
+fn a_second_active_member_of_an_exclusive_group_is_caught() {
+    caught(
+        Fault::LockNeverExcludes,
+        cases::group_exclusive_has_one_active_member,
+        "stands by while the first lives",
+    );
+}
+
+#[test]
+fn an_exclusive_group_created_shared_is_caught() {
+    caught(Fault::ModeIgnored, cases::group_exclusive_has_one_active_member, "exclusive");
+}
+
+#[test]
+fn a_new_group_that_ignores_its_start_positions_is_caught() {
+    caught(Fault::StartAfterIgnored, cases::group_starts_after_given_positions, "from 3");
 }

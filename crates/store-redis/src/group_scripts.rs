@@ -114,16 +114,20 @@ fn script(body: &str) -> Script {
 /// Creates the group unless it exists.
 ///
 /// ARGV 4…: pattern, ordering (`none`/`per_topic`), dead-letter topic, start
-/// (`beginning`, `new`, `since`), the `since` id (`<ms - 1>-<max seq>`), then
-/// the matching topics. Creates the consumer group of each topic at `0`,
-/// `$` or the `since` id (`$` if the stream ends before it), after removing
-/// one a deleted group may have left. Returns `{1}` when created, else
-/// `{0, pattern, ordering}` of the existing group.
+/// (`beginning`, `new`, `since`), the `since` id (`<ms - 1>-<max seq>`),
+/// exclusive (`1`/`0`), then per matching topic the topic and the id to
+/// start after in it (`""`: as the start says). Creates the consumer group
+/// of each topic at that id, else at `0`, `$` or the `since` id (`$` if the
+/// stream ends before it), after removing one a deleted group may have
+/// left. Returns `{1}` when created, else `{0, pattern, ordering,
+/// exclusive}` of the existing group (exclusive `false` for a group created
+/// before the field).
 pub(crate) static CREATE: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
 if redis.call('EXISTS', meta_key) == 1 then
-  return {0, redis.call('HGET', meta_key, 'pattern'), redis.call('HGET', meta_key, 'ordering')}
+  return {0, redis.call('HGET', meta_key, 'pattern'), redis.call('HGET', meta_key, 'ordering'),
+    redis.call('HGET', meta_key, 'exclusive')}
 end
 local function id_below(a, b)
   local am, as = string.match(a, '^(%d+)-(%d+)$')
@@ -134,13 +138,15 @@ local function id_below(a, b)
   return as < bs
 end
 redis.call('HSET', meta_key, 'pattern', ARGV[4], 'ordering', ARGV[5], 'dead_letter', ARGV[6],
-  'start', ARGV[7], 'created', now_ms(), 'redelivered', 0, 'dead_lettered', 0)
+  'start', ARGV[7], 'exclusive', ARGV[9], 'created', now_ms(), 'redelivered', 0, 'dead_lettered', 0)
 redis.call('SADD', prefix .. 'groups', group)
-for i = 9, #ARGV do
+for i = 10, #ARGV - 1, 2 do
   local k = skey(ARGV[i])
   redis.pcall('XGROUP', 'DESTROY', k, group)
   local start = '0'
-  if ARGV[7] == 'new' then
+  if ARGV[i + 1] ~= '' then
+    start = ARGV[i + 1]
+  elseif ARGV[7] == 'new' then
     start = '$'
   elseif ARGV[7] == 'since' then
     local last = last_id(k)

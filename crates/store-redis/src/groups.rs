@@ -8,7 +8,7 @@
 //! count and the time of its delivery. Beside them, under
 //! `<prefix>group:{<g>}:`:
 //!
-//! - `meta` (hash): pattern, ordering, dead-letter topic, start, created
+//! - `meta` (hash): pattern, ordering, dead-letter topic, start, exclusive, created
 //!   (server ms), and the counters `redelivered` and `dead_lettered`;
 //! - `members` (hash): live member id → the `CLIENT ID` of its connection;
 //! - `due` (sorted set): `<topic>\n<id>` → the server time (ms) from which
@@ -214,7 +214,12 @@ impl GroupBackend for RedisStore {
             .query(&mut con)
             .map_err(|e| shared.error(e))?;
         let notice = first_id(notice, &shared.keys.new_topics)?.unwrap_or(Cursor::ZERO).to_string();
-        let topics = self.group_topics(&config.pattern, &[&config.dead_letter])?;
+        let mut topics = self.group_topics(&config.pattern, &[&config.dead_letter])?;
+        for t in config.start_after.keys() {
+            if config.pattern.matches(t) && *t != config.dead_letter && !topics.contains(t) {
+                topics.push(t.clone());
+            }
+        }
         let (start, since) = match config.start {
             Start::Beginning => ("beginning", String::new()),
             Start::New => ("new", String::new()),
@@ -231,9 +236,11 @@ impl GroupBackend for RedisStore {
             .arg(ordering_name(config.ordering))
             .arg(config.dead_letter.as_str())
             .arg(start)
-            .arg(since);
+            .arg(since)
+            .arg(if config.exclusive { "1" } else { "0" });
         for t in &topics {
-            create.arg(t.as_str());
+            let after = config.start_after.get(t).map(Cursor::to_string).unwrap_or_default();
+            create.arg(t.as_str()).arg(after);
         }
         let created: Value = create.invoke(&mut con).map_err(|e| shared.error(e))?;
         // The busy path sends the ack script by its hash.
@@ -242,6 +249,7 @@ impl GroupBackend for RedisStore {
         if reply.next().as_ref().and_then(int) != Some(1) {
             let pattern = reply.next().and_then(text).unwrap_or_default();
             let ordering = reply.next().and_then(text).unwrap_or_default();
+            let exclusive = reply.next().and_then(text).is_some_and(|e| e == "1");
             if pattern != config.pattern.to_string() {
                 return Err(Error::invalid(
                     "group",
@@ -260,6 +268,9 @@ impl GroupBackend for RedisStore {
                         ordering_name(config.ordering)
                     ),
                 ));
+            }
+            if exclusive != config.exclusive {
+                return Err(seed_event::mode_mismatch(&config.name, exclusive));
             }
         }
         let mut joined = RedisMember {
@@ -323,18 +334,26 @@ impl GroupBackend for RedisStore {
                 waiting += parked;
                 waiting += self.count_after(t, if has_group { last } else { Cursor::ZERO })?;
             }
-            let (redelivered, dead_lettered): (Option<u64>, Option<u64>) =
-                self.shared.run(|con, _| {
-                    redis::cmd("HMGET")
-                        .arg(&keys.meta)
-                        .arg("redelivered")
-                        .arg("dead_lettered")
-                        .query(con)
-                })?;
+            let (redelivered, dead_lettered, exclusive): (
+                Option<u64>,
+                Option<u64>,
+                Option<String>,
+            ) = self.shared.run(|con, _| {
+                redis::cmd("HMGET")
+                    .arg(&keys.meta)
+                    .arg("redelivered")
+                    .arg("dead_lettered")
+                    .arg("exclusive")
+                    .query(con)
+            })?;
+            let exclusive = exclusive.is_some_and(|e| e == "1");
+            let members = live_members(&self.shared, &keys)?;
             out.push(GroupInfo {
                 name: name.clone(),
                 pattern: pattern.to_string(),
-                members: live_members(&self.shared, &keys)?,
+                active: seed_event::active_member(exclusive, &members),
+                members,
+                exclusive,
                 in_flight,
                 waiting: waiting.saturating_sub(marks),
                 redelivered: redelivered.unwrap_or(0),

@@ -41,6 +41,17 @@ impl Dir {
         self.dir.path()
     }
 
+    /// The store the commands of this directory use, opened in this process.
+    pub fn store(&self) -> Arc<dyn seed_event::EventStore> {
+        match &self.redis {
+            Some(url) => Arc::new(store_redis::RedisStore::open(url).expect("open Redis")),
+            None => {
+                let dir = self.path().join("events");
+                Arc::new(store_file::FileStore::open(dir).expect("open the file store"))
+            }
+        }
+    }
+
     /// A `seed` command with these arguments, run in the events directory.
     pub fn command(&self, args: &[&str]) -> TestCommand {
         let mut cmd = process::Command::new(env!("CARGO_BIN_EXE_seed"));

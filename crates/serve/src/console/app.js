@@ -220,8 +220,9 @@ async function refreshGroups() {
   body.replaceChildren();
   for (const g of groups) {
     const tr = document.createElement("tr");
-    tr.title = g.pattern + (g.members.length ? "; members: " + g.members.join(", ") : "");
-    for (const [text, cls] of [[g.name, ""], [String(g.members.length), "num"], [String(g.in_flight), "num"], [String(g.waiting), "num"], [String(g.dead_lettered), "num"]]) {
+    tr.title = g.pattern + (g.exclusive ? "; exclusive" + (g.active ? ", active: " + g.active : "") : "")
+      + (g.members.length ? "; members: " + g.members.join(", ") : "");
+    for (const [text, cls] of [[g.name + (g.exclusive ? " (exclusive)" : ""), ""], [String(g.members.length), "num"], [String(g.in_flight), "num"], [String(g.waiting), "num"], [String(g.dead_lettered), "num"]]) {
       const td = document.createElement("td");
       td.textContent = text;
       if (cls) td.className = cls;
