@@ -243,6 +243,44 @@ fn metric(addr: SocketAddr, name: &str) -> Result<f64> {
         .with_context(|| format!("/metrics has no {name}"))
 }
 
+/// The [`STREAMS`] streams to `addr`, read on one thread of their own.
+struct Streams {
+    counts: Arc<Counts>,
+    latencies: Arc<Mutex<Histogram>>,
+    /// Lets the streams close (they stay open until then).
+    release: tokio::sync::watch::Sender<bool>,
+    readers: std::thread::JoinHandle<Result<()>>,
+}
+
+impl Streams {
+    /// Starts the streams, each reading `events` events.
+    fn open(addr: SocketAddr, events: usize) -> Result<Streams> {
+        let counts = Arc::new(Counts::default());
+        let latencies = Arc::new(Mutex::new(Histogram(vec![0; BUCKETS])));
+        let (release, released) = tokio::sync::watch::channel(false);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the streams' runtime")?;
+        let streams: Vec<_> = (0..STREAMS)
+            .map(|_| {
+                let task =
+                    stream(addr, events, counts.clone(), latencies.clone(), released.clone());
+                runtime.spawn(task)
+            })
+            .collect();
+        let readers = std::thread::spawn(move || {
+            runtime.block_on(async {
+                for s in streams {
+                    s.await.context("a stream task")??;
+                }
+                Ok::<_, anyhow::Error>(())
+            })
+        });
+        Ok(Streams { counts, latencies, release, readers })
+    }
+}
+
 /// The machine's floor under [`fan_out`]: the same 1,000 streams read by
 /// the same reader, fed at the same pace by one plain thread instead of
 /// `seed serve`: no HTTP, no runtime, no store; each round one blocking
@@ -253,27 +291,7 @@ fn floor(plan: &Plan, rows: &mut Vec<Row>) -> Result<()> {
         std::net::TcpListener::bind("127.0.0.1:0").context("binding the floor's socket")?;
     let addr = listener.local_addr()?;
     let events = plan.sse_events;
-    let counts = Arc::new(Counts::default());
-    let latencies = Arc::new(Mutex::new(Histogram(vec![0; BUCKETS])));
-    let (release, released) = tokio::sync::watch::channel(false);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the streams' runtime")?;
-    let streams: Vec<_> = (0..STREAMS)
-        .map(|_| {
-            let task = stream(addr, events, counts.clone(), latencies.clone(), released.clone());
-            runtime.spawn(task)
-        })
-        .collect();
-    let readers = std::thread::spawn(move || {
-        runtime.block_on(async {
-            for s in streams {
-                s.await.context("a stream task")??;
-            }
-            Ok::<_, anyhow::Error>(())
-        })
-    });
+    let Streams { counts, latencies, release, readers } = Streams::open(addr, events)?;
     let fed = (|| {
         let mut sockets = Vec::with_capacity(STREAMS);
         let mut request = [0u8; 1024];
@@ -354,27 +372,7 @@ pub fn fan_out(plan: &Plan, work: &std::path::Path, rows: &mut Vec<Row>) -> Resu
     server.ready(Duration::from_secs(30))?;
 
     let events = plan.sse_events;
-    let counts = Arc::new(Counts::default());
-    let latencies = Arc::new(Mutex::new(Histogram(vec![0; BUCKETS])));
-    let (release, released) = tokio::sync::watch::channel(false);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the streams' runtime")?;
-    let streams: Vec<_> = (0..STREAMS)
-        .map(|_| {
-            let task = stream(addr, events, counts.clone(), latencies.clone(), released.clone());
-            runtime.spawn(task)
-        })
-        .collect();
-    let readers = std::thread::spawn(move || {
-        runtime.block_on(async {
-            for s in streams {
-                s.await.context("a stream task")??;
-            }
-            Ok::<_, anyhow::Error>(())
-        })
-    });
+    let Streams { counts, latencies, release, readers } = Streams::open(addr, events)?;
     let measured = (|| {
         wait_for_streams(&counts.listening, "listening", &readers, Duration::from_secs(60))?;
         let subscribers = metric(addr, "seed_subscribers")?;
