@@ -285,8 +285,10 @@ class EventBus:
     def group(self, name: str, topic: str, member: str = "python", **config: Any) -> "Group":
         """A member of work group ``name`` over ``topic`` (a pattern); ``config`` holds the
         group's settings for its creation (start, ack_wait_ms, max_deliveries, max_in_flight,
-        ordered, dead_letter, backoff_ms). Members with the same ``member`` label share one
-        server-side member; give each worker its own label."""
+        ordered, dead_letter, backoff_ms, exclusive). Members with the same ``member`` label
+        share one server-side member; give each worker its own label. In an exclusive group
+        one member is active at a time; a fetch of another gets no events and leaves
+        ``active`` false until the active one is let go."""
         return Group(self, name, topic, member, config)
 
     def groups(self) -> List[Dict[str, Any]]:
@@ -501,6 +503,8 @@ class Group:
         self.member = member
         self._config = config
         self._path = "/v1/groups/" + urllib.parse.quote(name, safe="")
+        #: Of an exclusive group: whether the last fetch found this member active.
+        self.active: Optional[bool] = None
 
     def _post(self, what: str, body: Dict[str, Any], timeout: Optional[float] = None) -> Dict[str, Any]:
         return json.loads(self._bus._request("POST", f"{self._path}/{what}", json.dumps(body).encode()))
@@ -509,6 +513,7 @@ class Group:
         """Up to ``max`` events, waiting up to ``wait`` seconds (at most 60) for the first."""
         body = dict(self._config, topic=self.topic, member=self.member, max=max, wait_ms=int(wait * 1000))
         answer = self._post("fetch", body)
+        self.active = answer.get("active")
         return [
             Delivery(event=Event.from_dict(e), deliveries=e["deliveries"], ack_token=e["ack_token"])
             for e in answer["events"]

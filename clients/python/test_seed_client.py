@@ -163,6 +163,21 @@ class ClientTest(unittest.TestCase):
         group = next(g for g in self.bus.groups() if g["name"] == name)
         self.assertEqual((group["in_flight"], group["waiting"], group["redelivered"]), (0, 0, 1))
 
+    def test_an_exclusive_group_has_one_active_member(self):
+        topic = self.topic + ".solo"
+        for n in range(3):
+            self.bus.publish(topic, {"n": n}, source="s")
+        name = "px" + uuid.uuid4().hex[:8]
+        a = self.bus.group(name, topic, member="a", start="beginning", exclusive=True)
+        b = self.bus.group(name, topic, member="b", start="beginning", exclusive=True)
+        got = a.fetch(max=3, wait=5)
+        self.assertEqual([d.event.payload["n"] for d in got], [0, 1, 2])
+        self.assertEqual(b.fetch(max=3, wait=0.1), [])
+        self.assertEqual((a.active, b.active), (True, False))
+        group = next(g for g in self.bus.groups() if g["name"] == name)
+        self.assertTrue(group["exclusive"])
+        self.assertTrue(group["active"].startswith("a"))
+
     def test_work_acks_what_the_handler_returns_and_nacks_what_it_raises(self):
         topic = self.topic + ".work"
         for n in range(5):

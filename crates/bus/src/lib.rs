@@ -394,6 +394,11 @@ impl EventBus {
         &self.store
     }
 
+    /// The settings the bus was made with.
+    pub fn config(&self) -> &BusConfig {
+        &self.config
+    }
+
     fn open(&self) -> Result<()> {
         if self.closed.load(Ordering::SeqCst) {
             return Err(Error::Closed);

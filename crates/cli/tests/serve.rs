@@ -957,6 +957,117 @@ fn http_workers(dir: &Dir) {
 }
 
 #[test]
+fn http_workers_share_an_exclusive_group_one_active_at_a_time() {
+    http_exclusive(&Dir::new(), None);
+}
+
+#[test]
+fn http_workers_share_an_exclusive_group_on_redis() {
+    let redis = RedisServer::start();
+    http_exclusive(&Dir::with_redis(redis.url()), Some(&redis));
+}
+
+/// Exclusive groups over HTTP: one member active, the other standing by
+/// (no events, `active: false`); the standby takes over the events the
+/// active one left unacked once it is let go; the group is exclusive in
+/// `GET /v1/groups`; a shared fetch of it is refused. On Redis, a member
+/// whose lock was taken over is let go with 409.
+fn http_exclusive(dir: &Dir, redis: Option<&RedisServer>) {
+    let s = Served::start(dir, &[]);
+    for n in 0..10 {
+        s.publish("ex.a", json!({"payload": {"n": n}, "source": "s"}));
+    }
+    let join = |member: &str, max: u64, wait_ms: u64| {
+        json!({"topic": "ex.>", "member": member, "max": max, "wait_ms": wait_ms,
+            "start": "beginning", "exclusive": true, "ack_wait_ms": 2000})
+    };
+    let fetch = |body: Value| -> (u16, Value) {
+        let (status, _, text) =
+            s.call("POST", "/v1/groups/solo/fetch", &[], Some(&body.to_string()));
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    };
+    let (status, first) = fetch(join("w1", 4, 2000));
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["active"], true, "{first}");
+    let first = first["events"].as_array().unwrap().clone();
+    assert_eq!(first.len(), 4, "{first:?}");
+    let (status, standby) = fetch(join("w2", 4, 200));
+    assert_eq!(status, 200, "{standby}");
+    assert_eq!((standby["active"].clone(), standby["events"].clone()), (json!(false), json!([])));
+    let (_, groups) = s.get("/v1/groups");
+    let groups: Value = serde_json::from_str(&groups).unwrap();
+    let solo = groups.as_array().unwrap().iter().find(|g| g["name"] == "solo").expect("the group");
+    assert_eq!(solo["exclusive"], true, "{solo}");
+    assert!(solo["active"].as_str().is_some_and(|a| a.starts_with("w1")), "{solo}");
+    let shared = json!({"topic": "ex.>", "member": "w3", "max": 1});
+    let (status, refused) = fetch(shared);
+    assert_eq!(status, 400, "{refused}");
+    assert!(refused.to_string().contains("exclusive"), "{refused}");
+
+    // w1 acks two events and goes quiet: after its ack wait w2 becomes active
+    // and gets everything w1 did not ack, the two it held first.
+    let number = |e: &Value| e["payload"]["n"].as_u64().unwrap();
+    let token = |e: &Value| e["ack_token"].as_str().unwrap().to_string();
+    let acked: Vec<String> = first[..2].iter().map(token).collect();
+    assert_eq!(group_call(&s, "solo", "ack", json!({ "ack_tokens": acked })).0, 200);
+    let mut handled: Vec<u64> = first[..2].iter().map(number).collect();
+    let mut again = Vec::new();
+    wait_until("w2 to take over and handle the rest", || {
+        let (status, answer) = fetch(join("w2", 10, 200));
+        assert_eq!(status, 200, "{answer}");
+        for e in answer["events"].as_array().unwrap() {
+            if e["deliveries"].as_u64() > Some(1) {
+                again.push(number(e));
+            }
+            handled.push(number(e));
+            assert_eq!(group_call(&s, "solo", "ack", json!({"ack_token": token(e)})).0, 200);
+        }
+        handled.len() >= 10
+    });
+    handled.sort();
+    assert_eq!(handled, (0..10).collect::<Vec<_>>(), "each event handled exactly once");
+    again.sort();
+    assert_eq!(again, first[2..].iter().map(number).collect::<Vec<_>>(), "w1's unacked ones");
+    let (status, text) = group_call(&s, "solo", "ack", json!({"ack_token": token(&first[2])}));
+    assert_eq!(status, 409, "{text}");
+
+    let Some(redis) = redis else { return };
+    // On Redis the lock has a time to live: once it is gone (as when its
+    // holder's host goes silent), another member takes the group and the
+    // old one is let go at its next fetch.
+    let (status, idle) = fetch(join("w2", 1, 0));
+    assert_eq!((status, idle["active"].clone()), (200, json!(true)), "{idle}");
+    let cli = store_redis::testing::find_program("redis-cli").expect("redis-cli");
+    let port = redis.port().to_string();
+    let out = Command::new(cli)
+        .args(["-p", &port, "DEL", "seed:lock:solo"])
+        .output()
+        .expect("running redis-cli");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1", "the lock key was there");
+    wait_until("w3 to take the group", || fetch(join("w3", 1, 200)).1["active"] == true);
+    // w2 learns of it when its lock's renewal fails (within a third of the
+    // lock's time to live); until then it finds nothing, there being no
+    // events. w3 keeps fetching, or it would be let go after its ack wait.
+    let mut lost = Value::Null;
+    wait_until("w2 to be let go", || {
+        assert_eq!(fetch(join("w3", 1, 0)).1["active"], true);
+        let (status, answer) = fetch(join("w2", 1, 0));
+        lost = answer;
+        if status == 200 {
+            assert_eq!(lost["events"], json!([]), "{lost}");
+        }
+        status == 409
+    });
+    assert!(lost.to_string().contains("member w2 of group solo lost the group's lock"), "{lost}");
+    s.publish("ex.a", json!({"payload": {"n": 10}, "source": "s"}));
+    let (status, standby) = fetch(join("w2", 1, 100));
+    assert_eq!((status, standby["active"].clone()), (200, json!(false)), "{standby}");
+    let (status, got) = fetch(join("w3", 1, 2000));
+    assert_eq!(status, 200, "{got}");
+    assert_eq!(got["events"][0]["payload"]["n"], 10, "{got}");
+}
+
+#[test]
 fn state_watches_are_bounded_and_a_closed_one_frees_its_place() {
     let dir = Dir::new();
     let s = Served::start(&dir, &["--max-state-watches", "1"]);

@@ -7,6 +7,12 @@
 //! a member that makes no request for its group's ack wait is let go, its
 //! events going to the other members. An `ack_token` names the member, the
 //! event and the delivery, so it can be acked on any connection.
+//!
+//! A fetch with `"exclusive": true` joins an exclusive group (the mode of
+//! `seed subscribe --group --exclusive`): the member takes the group's lock,
+//! waiting up to the fetch's `wait_ms`, and holds it while it is held here.
+//! A fetch that finds another holder answers no events and `"active": false`
+//! (standing by); a member whose lock was taken over is let go with 409.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -18,8 +24,8 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use seed_event::support::json_type_name;
 use seed_event::{
-    ConsumerName, DeliveryToken, GroupConfig, GroupMember, GroupOrdering, JsonObject, Start,
-    Timestamp, Topic, TopicPattern,
+    join_group, ConsumerName, DeliveryToken, ErrorKind, GroupConfig, GroupMember, GroupOrdering,
+    JsonObject, LockRequest, Start, Timestamp, Topic, TopicPattern,
 };
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -33,10 +39,14 @@ const MAX_WAIT: Duration = Duration::from_secs(60);
 /// Events one fetch returns at most.
 const MAX_FETCH: usize = 1000;
 
+/// A member the server holds, shared by the requests that use it.
+type SharedMember = Arc<Mutex<Box<dyn GroupMember>>>;
+
 /// A member the server holds for HTTP workers.
 struct Held {
-    member: Arc<Mutex<Box<dyn GroupMember>>>,
+    member: SharedMember,
     pattern: TopicPattern,
+    exclusive: bool,
     ack_wait: Duration,
     last_used: Instant,
 }
@@ -70,11 +80,23 @@ impl Members {
     }
 
     /// The held member `label` of `group`, if any, marked as used now.
-    fn get(&self, group: &str, label: &str) -> Option<Arc<Mutex<Box<dyn GroupMember>>>> {
+    fn get(&self, group: &str, label: &str) -> Option<SharedMember> {
         let mut held = self.lock();
         let h = held.get_mut(&(group.to_string(), label.to_string()))?;
         h.last_used = Instant::now();
         Some(h.member.clone())
+    }
+
+    /// Lets go of `member` of `group` if it is still the one held as `label`
+    /// (off the runtime's threads: leaving touches the store).
+    fn let_go(&self, app: &App, group: &str, label: &str, member: &SharedMember) {
+        let key = (group.to_string(), label.to_string());
+        let mut held = self.lock();
+        if held.get(&key).is_some_and(|h| Arc::ptr_eq(&h.member, member)) {
+            if let Some(gone) = held.remove(&key) {
+                app.runtime.spawn_blocking(move || drop(gone));
+            }
+        }
     }
 
     /// Lets go of every member (at shutdown).
@@ -105,6 +127,17 @@ fn count(fields: &JsonObject, name: &str, min: u64, max: u64) -> Result<Option<u
                 "{name} must be a whole number from {min} to {max}, got {v}"
             ))),
         },
+    }
+}
+
+fn flag(fields: &JsonObject, name: &str) -> Result<Option<bool>, ApiError> {
+    match field(fields, name) {
+        None => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(other) => Err(ApiError::invalid(format!(
+            "{name} must be true or false, got {}",
+            json_type_name(other)
+        ))),
     }
 }
 
@@ -145,6 +178,7 @@ fn fetch_body(group: &str, body: &[u8]) -> Result<FetchBody, ApiError> {
             "ordered",
             "dead_letter",
             "backoff_ms",
+            "exclusive",
         ],
     )?;
     let name = ConsumerName::new(group)?;
@@ -182,6 +216,9 @@ fn fetch_body(group: &str, body: &[u8]) -> Result<FetchBody, ApiError> {
         Some(other) => {
             return Err(ApiError::invalid(format!("ordered {other:?}: expected per-topic or none")))
         }
+    }
+    if let Some(exclusive) = flag(&fields, "exclusive")? {
+        config = config.exclusive(exclusive);
     }
     config.validate()?;
     let label = text(&fields, "member")?.unwrap_or("http").to_string();
@@ -236,55 +273,84 @@ pub async fn fetch(
     let FetchBody { config, label, max, wait } = fetch_body(&group, &body)?;
     app.members.sweep(&app);
     let key = (group.clone(), label.clone());
-    let member = {
+    let held = |app: &App| -> Result<Option<SharedMember>, ApiError> {
         let held = app.members.lock();
         match held.get(&key) {
-            Some(h) if h.pattern != config.pattern => {
-                return Err(ApiError::invalid(format!(
-                    "member {label} of group {group} follows {}, not {}; use another member name",
-                    h.pattern, config.pattern
-                )))
-            }
-            Some(h) => Some(h.member.clone()),
-            None => None,
+            Some(h) if h.pattern != config.pattern => Err(ApiError::invalid(format!(
+                "member {label} of group {group} follows {}, not {}; use another member name",
+                h.pattern, config.pattern
+            ))),
+            Some(h) if h.exclusive != config.exclusive => Err(ApiError::invalid(format!(
+                "member {label} of group {group} joined with exclusive {}, not {}; use another member name",
+                h.exclusive, config.exclusive
+            ))),
+            Some(h) => Ok(Some(h.member.clone())),
+            None => Ok(None),
         }
     };
-    let member = match member {
+    let started = Instant::now();
+    let member = match held(&app)? {
         Some(m) => m,
         None => {
             let store = app.bus.store().clone();
+            let request = LockRequest::new(app.bus.config().lease_ttl).wait(wait);
             let (c, l) = (config.clone(), label.clone());
-            let joined = app
-                .blocking(move || {
-                    let groups = store.groups().ok_or_else(|| {
-                        seed_event::Error::invalid(
-                            "store",
-                            format!("{} has no work groups", store.describe()),
-                        )
-                    })?;
-                    groups.join(&c, &l)
-                })
-                .await??;
-            let joined = Arc::new(Mutex::new(joined));
-            let mut held = app.members.lock();
-            let h = held.entry(key).or_insert_with(|| Held {
-                member: joined,
-                pattern: config.pattern.clone(),
-                ack_wait: config.ack_wait,
-                last_used: Instant::now(),
-            });
-            h.member.clone()
+            let joined =
+                app.blocking(move || join_group(store.as_ref(), &c, &l, &request)).await??;
+            match joined {
+                Some(joined) => {
+                    let joined = Arc::new(Mutex::new(joined));
+                    let mut held = app.members.lock();
+                    let h = held.entry(key.clone()).or_insert_with(|| Held {
+                        member: joined,
+                        pattern: config.pattern.clone(),
+                        exclusive: config.exclusive,
+                        ack_wait: config.ack_wait,
+                        last_used: Instant::now(),
+                    });
+                    h.member.clone()
+                }
+                // Another member holds the exclusive group's lock; unless it is
+                // this label's own member, joined by a request running beside this one.
+                None => match held(&app)? {
+                    Some(m) => m,
+                    None => {
+                        let answer =
+                            json!({"member": label, "events": [], "active": false}).to_string();
+                        return Ok(json_response(StatusCode::OK, answer));
+                    }
+                },
+            }
         }
     };
-    let deliveries = app
+    let wait = wait.saturating_sub(started.elapsed());
+    let fetching = member.clone();
+    let fetched = app
         .blocking(move || {
-            let mut m = member.lock().unwrap_or_else(|p| p.into_inner());
+            let mut m = fetching.lock().unwrap_or_else(|p| p.into_inner());
             m.fetch(max, wait)
         })
-        .await??;
+        .await?;
+    let deliveries = match fetched {
+        Ok(d) => d,
+        // The exclusive group's lock was taken over: this member is done.
+        Err(e) if config.exclusive && e.kind() == ErrorKind::Conflict => {
+            app.members.let_go(&app, &group, &label, &member);
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!(
+                    "member {label} of group {group} lost the group's lock to another member ({e}); fetch again to stand by"
+                ),
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    };
     app.members.get(&group, &label);
     let mut out = String::from("{\"member\":");
     out.push_str(&Value::String(label.clone()).to_string());
+    if config.exclusive {
+        out.push_str(",\"active\":true");
+    }
     out.push_str(",\"events\":[");
     for (i, d) in deliveries.iter().enumerate() {
         if i > 0 {
@@ -302,11 +368,7 @@ pub async fn fetch(
 }
 
 /// The held member a token names, or 409 when the server let it go.
-fn member_of(
-    app: &App,
-    group: &str,
-    label: &str,
-) -> Result<Arc<Mutex<Box<dyn GroupMember>>>, ApiError> {
+fn member_of(app: &App, group: &str, label: &str) -> Result<SharedMember, ApiError> {
     app.members.sweep(app);
     app.members.get(group, label).ok_or_else(|| {
         ApiError::new(
