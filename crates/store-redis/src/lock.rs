@@ -218,8 +218,18 @@ struct Renewer {
 impl Renewer {
     fn run(mut self, stopped: &mpsc::Receiver<()>) {
         let every = Duration::from_millis((self.ttl_ms / 3).max(1));
+        // Failed renewals in a row: an outage is logged once when it starts and once when it ends.
+        let mut failed = 0u64;
         while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
-            match self.renew() {
+            let renewed = self.renew();
+            if failed > 0 && renewed.is_ok() {
+                log::warn!(
+                    "consumer {}: renewed its lock again after {failed} failed tries",
+                    self.name
+                );
+                failed = 0;
+            }
+            match renewed {
                 Ok(true) => {}
                 Ok(false) => {
                     log::error!("consumer {}: another holder took its lock", self.name);
@@ -228,7 +238,16 @@ impl Renewer {
                 }
                 // The next tick tries again on a new connection; fenced commits catch a real loss.
                 Err(e) => {
-                    log::warn!("consumer {}: renewing its lock failed: {e}", self.name);
+                    if failed == 0 {
+                        log::warn!(
+                            "consumer {}: renewing its lock failed (trying again every {} ms): {e}",
+                            self.name,
+                            every.as_millis()
+                        );
+                    } else {
+                        log::debug!("consumer {}: renewing its lock failed again: {e}", self.name);
+                    }
+                    failed += 1;
                     self.con = None;
                 }
             }
