@@ -182,6 +182,9 @@ const STATE_OPEN_RSS: &str = "state file: peak RSS of that process";
 const STATE_REDIS_GET: &str = "state redis: get";
 const STATE_REDIS_UPDATE: &str = "state redis: update with compare-and-set, one thread";
 const STATE_REDIS_RATIO: &str = "state redis: update / redis-benchmark -c 1 XADD";
+const STATE_REDIS_WRITES: &str =
+    "state redis: limit: a script of an update's reads and writes / XADD";
+const STATE_REDIS_EMPTY: &str = "state redis: limit: an empty script / XADD";
 const STATE_WATCH: &str = "state: watch delivery across processes (file)";
 const TAKEOVER_FILE: &str = "file: takeover after SIGKILL of the holder";
 const TAKEOVER_REDIS: &str = "redis: takeover after SIGKILL of the holder";
@@ -425,6 +428,15 @@ fn lines(run: &Run<'_>) -> Vec<Line> {
             target: "≥ 0.7×".into(),
             judge: Judge::Rows(&[STATE_REDIS_RATIO]),
             cells: r.ratio_and_rate(STATE_REDIS_RATIO, STATE_REDIS_UPDATE, " updates/s"),
+        },
+        Line {
+            label: "limit: `redis-benchmark -c 1` EVALSHA of a script of only an update's reads and writes / of an empty script, over XADD".into(),
+            target: "".into(),
+            judge: Judge::None,
+            cells: r.median(STATE_REDIS_WRITES).and_then(|writes| {
+                let empty = r.median(STATE_REDIS_EMPTY)?;
+                Ok((format!("{} / {}", ratio(writes), ratio(empty)), String::new()))
+            }),
         },
         Line {
             label: "state: watch delivery across processes (file)".into(),

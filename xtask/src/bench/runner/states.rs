@@ -33,6 +33,7 @@ const REDIS_UPDATE: &str = "state redis: update with compare-and-set, one thread
 const REDIS_RATIO: &str = "state redis: update / redis-benchmark -c 1 XADD";
 const WATCH: &str = "state: watch delivery across processes (file)";
 const REDIS_WRITES: &str = "state redis: limit: a script of an update's reads and writes / XADD";
+const REDIS_EMPTY: &str = "state redis: limit: an empty script / XADD";
 
 /// What an update's script does at least, with nothing computed: read the
 /// newest record, append, set the latest and kept versions, count bytes.
@@ -42,6 +43,9 @@ redis.call('HSET', KEYS[3], 'e', '2 ' .. id .. ' ' .. ARGV[1])
 redis.call('HSET', KEYS[4], 'e', id .. ' ' .. ARGV[1])
 redis.call('HINCRBY', KEYS[2], 'bytes', #ARGV[1])
 return {1, id}";
+
+/// A script that does nothing: what running any script costs.
+const EMPTY: &str = "return 1";
 
 /// The entity type the big population lives in.
 const KIND: &str = "bench";
@@ -59,6 +63,7 @@ pub fn specs() -> Vec<Spec> {
         Spec::with(REDIS_RATIO, "x", Target::new(Op::AtLeast, 0.7, ">= 0.7x")),
         Spec::with(WATCH, "ms", Target::latency(1.0, 1.0, "p99 < 1 ms")),
         Spec::info(REDIS_WRITES, "x"),
+        Spec::info(REDIS_EMPTY, "x"),
     ]
 }
 
@@ -259,6 +264,11 @@ pub fn all(plan: &Plan, work: &Path, rows: &mut Vec<Row>) -> Result<()> {
     redis(plan, &specs, rows)
 }
 
+/// `redis-benchmark`'s arguments for EVALSHA of `sha` with an update's four keys and `line`.
+fn evalsha<'a>(sha: &'a str, line: &'a str) -> [&'a str; 8] {
+    ["EVALSHA", sha, "4", "bench:{w}:s", "bench:{w}:m", "bench:{w}:latest", "bench:{w}:v", line]
+}
+
 /// Redis: get latency, and update throughput against `redis-benchmark -c 1` XADD.
 fn redis(plan: &Plan, specs: &[Spec], rows: &mut Vec<Row>) -> Result<()> {
     let server = RedisServer::try_start_with(ServerOptions::default())
@@ -271,22 +281,17 @@ fn redis(plan: &Plan, specs: &[Spec], rows: &mut Vec<Row>) -> Result<()> {
     let mut ratios = Vec::new();
     let mut limits = Vec::new();
     let benchmark = find_program("redis-benchmark");
-    let writes = redis::Script::new(WRITES);
+    let (writes, empty) = (redis::Script::new(WRITES), redis::Script::new(EMPTY));
     {
         let mut con = redis::Client::open(server.url())?.get_connection()?;
-        redis::cmd("SCRIPT").arg("LOAD").arg(WRITES).query::<String>(&mut con)?;
+        for script in [WRITES, EMPTY] {
+            redis::cmd("SCRIPT").arg("LOAD").arg(script).query::<String>(&mut con)?;
+        }
     }
     let line = "v".repeat(LINE_BYTES);
-    let script_call = [
-        "EVALSHA",
-        writes.get_hash(),
-        "4",
-        "bench:{w}:s",
-        "bench:{w}:m",
-        "bench:{w}:latest",
-        "bench:{w}:v",
-        &line,
-    ];
+    let (script_call, empty_call) =
+        (evalsha(writes.get_hash(), &line), evalsha(empty.get_hash(), &line));
+    let mut empties = Vec::new();
     let mut versions = vec![1u64; 1000];
     for run in 0..plan.runs {
         let mut samples = Vec::new();
@@ -303,6 +308,9 @@ fn redis(plan: &Plan, specs: &[Spec], rows: &mut Vec<Row>) -> Result<()> {
                 let script =
                     redis_benchmark_command(program, server.port(), n, &["-c", "1"], &script_call)?;
                 limits.push(script / xadd);
+                let nothing =
+                    redis_benchmark_command(program, server.port(), n, &["-c", "1"], &empty_call)?;
+                empties.push(nothing / xadd);
                 Some(xadd)
             }
             Err(_) => None,
@@ -331,6 +339,7 @@ fn redis(plan: &Plan, specs: &[Spec], rows: &mut Vec<Row>) -> Result<()> {
     if ratios.is_empty() {
         rows.push(specs[7].skipped("redis-benchmark not found"));
         rows.push(specs[9].skipped("redis-benchmark not found"));
+        rows.push(specs[10].skipped("redis-benchmark not found"));
     } else {
         rows.push(specs[7].row_of_runs(&ratios).with_note(
             "median of per-run ratios; an update and an XADD are one round trip each".to_string(),
@@ -341,6 +350,13 @@ fn redis(plan: &Plan, specs: &[Spec], rows: &mut Vec<Row>) -> Result<()> {
              update can reach"
                 .to_string(),
         ));
+        rows.push(
+            specs[10].row_of_runs(&empties).with_note(
+                "redis-benchmark -c 1 of EVALSHA of `return 1` with an update's keys and a line, \
+             over XADD: what running any script costs"
+                    .to_string(),
+            ),
+        );
     }
     Ok(())
 }
