@@ -10,6 +10,11 @@
 //! - `cargo xtask release`: builds the tarball, its checksum and the Debian package of `seed`
 //!   into `target/dist` and checks them without installing anything (see `release`).
 
+/// The scenario runner hosts `seed serve` in process: it allocates as the `seed` binary does.
+#[cfg(feature = "bench-runner")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod bench;
 mod ensure;
 mod model_cards;
