@@ -371,7 +371,9 @@ impl GroupLock {
 /// A member of an exclusive group: the group's member and the lock it holds.
 /// Once the store finds the lock taken by another holder, its next fetch
 /// leaves the group (handing back what it holds) and fails with
-/// [`Error::StaleLock`]; dropping it leaves the group, then lets go of the lock.
+/// [`Error::StaleLock`]; a fetch that got events confirms the lock first
+/// ([`ConsumerLock::confirm`]), so they are not handled beside the new
+/// holder. Dropping it leaves the group, then lets go of the lock.
 struct ExclusiveMember {
     inner: Option<Box<dyn GroupMember>>,
     id: String,
@@ -394,6 +396,23 @@ impl ExclusiveMember {
         }
         self.inner().map(drop)
     }
+
+    /// Hands out `fetched` if the store confirms the lock; else leaves the
+    /// group, handing them back to whoever holds it now. A store that cannot
+    /// be asked (unavailable) does not take them away: the lock's renewal
+    /// decides then, as before the fetch.
+    fn confirmed(&mut self, fetched: Vec<Delivery>) -> Result<Vec<Delivery>> {
+        if fetched.is_empty() {
+            return Ok(fetched);
+        }
+        match self.held.lock.confirm() {
+            Ok(false) => {
+                self.inner = None;
+                self.inner().map(|_| Vec::new())
+            }
+            Ok(true) | Err(_) => Ok(fetched),
+        }
+    }
 }
 
 impl Drop for ExclusiveMember {
@@ -411,7 +430,8 @@ impl GroupMember for ExclusiveMember {
 
     fn fetch(&mut self, max: usize, timeout: Duration) -> Result<Vec<Delivery>> {
         self.check()?;
-        self.inner()?.fetch(max, timeout)
+        let fetched = self.inner()?.fetch(max, timeout)?;
+        self.confirmed(fetched)
     }
 
     fn ack(&mut self, tokens: &[DeliveryToken]) -> Result<()> {
@@ -429,7 +449,8 @@ impl GroupMember for ExclusiveMember {
             self.inner()?.ack(acks)?;
             self.check()?;
         }
-        self.inner()?.ack_and_fetch(acks, max, timeout)
+        let fetched = self.inner()?.ack_and_fetch(acks, max, timeout)?;
+        self.confirmed(fetched)
     }
 
     fn nack(&mut self, token: &DeliveryToken, delay: Option<Duration>, error: &str) -> Result<()> {
@@ -573,5 +594,42 @@ mod tests {
         let again = b.fetch(3, Duration::ZERO).unwrap();
         let cursors: Vec<_> = again.iter().map(|d| d.token.cursor).collect();
         assert_eq!(cursors, vec![got[1].token.cursor, got[2].token.cursor]);
+    }
+
+    /// A lock the store took away without its holder knowing yet: only
+    /// `confirm` (asking the store) finds out.
+    struct Silent;
+
+    impl ConsumerLock for Silent {
+        fn fence(&self) -> Fence {
+            Fence(1)
+        }
+        fn is_lost(&self) -> bool {
+            false
+        }
+        fn confirm(&self) -> Result<bool> {
+            Ok(false)
+        }
+    }
+
+    #[test]
+    fn a_fetch_that_cannot_confirm_the_lock_hands_its_events_back() {
+        let store = MemoryStore::new();
+        let t = Topic::new("silent.t").unwrap();
+        for _ in 0..2 {
+            store.append(&Event::new(t.clone(), "test", Default::default())).unwrap();
+        }
+        let name = ConsumerName::new("silent").unwrap();
+        let config = GroupConfig::new(name.clone(), TopicPattern::new("silent.t").unwrap())
+            .unwrap()
+            .start(Start::Beginning)
+            .exclusive(true);
+        let held = GroupLock { name, lock: Box::new(Silent) };
+        let mut a = held.join(&store, &config, "a").unwrap();
+        let err = a.fetch(2, Duration::ZERO).unwrap_err();
+        assert!(matches!(err, Error::StaleLock { .. }), "{err}");
+        let mut b = GroupBackend::join(&store, &config, "b").unwrap();
+        let again = b.fetch(2, Duration::ZERO).unwrap();
+        assert_eq!(again.len(), 2, "both events went back to the group");
     }
 }

@@ -32,6 +32,14 @@ pub trait ConsumerLock: Send {
     /// Whether the store found the lock taken by another holder (then every
     /// fenced commit of this holder is refused too).
     fn is_lost(&self) -> bool;
+
+    /// Asks the store whether this holder still holds the lock, where the
+    /// store can lose it without the holder knowing at once (Redis: a lock
+    /// that expired while its holder's host was silent); false marks it
+    /// lost. Without such a store it answers from [`ConsumerLock::is_lost`].
+    fn confirm(&self) -> Result<bool> {
+        Ok(!self.is_lost())
+    }
 }
 
 /// A wait that another thread can end early; clones share it.

@@ -51,6 +51,11 @@ local function held()
 end
 "#;
 
+/// Whether the lock is the holder's of generation `ARGV[1]` (1 or 0), as
+/// [`HELD`] decides. KEYS: lock, generation counter.
+static CONFIRM: LazyLock<Script> =
+    LazyLock::new(|| Script::new(&format!("{HELD}\nif held() then return 1 end\nreturn 0")));
+
 /// Renews the lock of generation `ARGV[1]` for `ARGV[3]` ms, recording
 /// client id `ARGV[2]`. KEYS: lock, generation counter. Returns 1, or 0 when lost.
 static RENEW: LazyLock<Script> = LazyLock::new(|| {
@@ -85,6 +90,7 @@ const FIRST_PAUSE: Duration = Duration::from_millis(10);
 /// The longest wait between attempts: bounds a takeover after the holder's death.
 const MAX_PAUSE: Duration = Duration::from_millis(200);
 
+#[derive(Clone)]
 struct LockKeys {
     lock: String,
     generation: String,
@@ -187,6 +193,7 @@ pub(crate) fn lock(
         return Ok(None);
     };
     let lost = Arc::new(AtomicBool::new(false));
+    let lock_keys = keys.clone();
     let renewer = Renewer {
         shared: shared.clone(),
         keys,
@@ -201,7 +208,13 @@ pub(crate) fn lock(
         .name(format!("lock-{name}"))
         .spawn(move || renewer.run(&stopped))
         .map_err(|e| Error::io("starting a lock renewer thread", e))?;
-    Ok(Some(Box::new(RedisLock { fence: Fence(generation), lost, renewer: Some((stop, handle)) })))
+    Ok(Some(Box::new(RedisLock {
+        fence: Fence(generation),
+        lost,
+        renewer: Some((stop, handle)),
+        shared: shared.clone(),
+        keys: lock_keys,
+    })))
 }
 
 /// The holder's side: renews every third of the TTL, releases when dropped.
@@ -294,6 +307,8 @@ struct RedisLock {
     fence: Fence,
     lost: Arc<AtomicBool>,
     renewer: Option<(mpsc::Sender<()>, thread::JoinHandle<()>)>,
+    shared: Arc<Shared>,
+    keys: LockKeys,
 }
 
 impl ConsumerLock for RedisLock {
@@ -303,6 +318,22 @@ impl ConsumerLock for RedisLock {
 
     fn is_lost(&self) -> bool {
         self.lost.load(Ordering::SeqCst)
+    }
+
+    /// One script of the renewal's test: held while the lock's value names
+    /// this holder's generation, or it expired and nobody took it since.
+    fn confirm(&self) -> Result<bool> {
+        if self.is_lost() {
+            return Ok(false);
+        }
+        let mut invocation = CONFIRM.key(&self.keys.lock);
+        invocation.key(&self.keys.generation).arg(self.fence.0);
+        let held: i64 = self.shared.run(|con, _| invocation.invoke(con))?;
+        if held == 1 {
+            return Ok(true);
+        }
+        self.lost.store(true, Ordering::SeqCst);
+        Ok(false)
     }
 }
 
