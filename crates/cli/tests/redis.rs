@@ -272,10 +272,17 @@ fn subscriber_survives_restarts(extra: &[&str], outages: &[Duration]) {
     let twice = got.len() - distinct.len();
     let allowed = if extra.contains(&"--group") { outages.len() } else { 0 };
     assert!(twice <= allowed, "{twice} delivered twice: {got:?}");
-    // An exclusive member's lock renewals failing through an outage are one warning, not one a try.
-    let transcript = sub.transcript();
-    let renewals = transcript.matches("renewing its lock failed (trying again").count();
-    assert!(renewals <= outages.len(), "{renewals} renewal warnings: {transcript}");
+    // An exclusive member's lock renewals failing through an outage are one
+    // warning, not one a try (the 10 s outage outlasts the 5 s lease: its
+    // renewals fail several times).
+    if extra.contains(&"--exclusive") {
+        let transcript = sub.transcript();
+        let renewals = transcript.matches("renewing its lock failed (trying again").count();
+        assert!(
+            (1..=outages.len()).contains(&renewals),
+            "{renewals} renewal warnings: {transcript}"
+        );
+    }
 }
 
 #[test]

@@ -372,8 +372,9 @@ impl GroupLock {
 /// Once the store finds the lock taken by another holder, its next fetch
 /// leaves the group (handing back what it holds) and fails with
 /// [`Error::StaleLock`]; a fetch that got events confirms the lock first
-/// ([`ConsumerLock::confirm`]), so they are not handled beside the new
-/// holder. Dropping it leaves the group, then lets go of the lock.
+/// ([`ConsumerLock::confirm`]), so a holder the store replaced does not go
+/// on handing them out until its lock's renewal fails. Dropping it leaves
+/// the group, then lets go of the lock.
 struct ExclusiveMember {
     inner: Option<Box<dyn GroupMember>>,
     id: String,

@@ -24,8 +24,8 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use seed_event::support::json_type_name;
 use seed_event::{
-    join_group, ConsumerName, DeliveryToken, ErrorKind, GroupConfig, GroupMember, GroupOrdering,
-    JsonObject, LockRequest, Start, Timestamp, Topic, TopicPattern,
+    join_group, ConsumerName, DeliveryToken, GroupConfig, GroupMember, GroupOrdering, JsonObject,
+    LockRequest, Start, Timestamp, Topic, TopicPattern,
 };
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -63,12 +63,14 @@ impl Members {
     }
 
     /// Lets go of members unused for their ack wait (dropped off the
-    /// runtime's threads: leaving a group touches the store).
+    /// runtime's threads: leaving a group touches the store). A member a
+    /// request is using (a fetch waiting longer than the ack wait) stays.
     fn sweep(&self, app: &App) {
         let now = Instant::now();
         let mut gone = Vec::new();
         self.lock().retain(|_, h| {
-            let keep = now.duration_since(h.last_used) < h.ack_wait;
+            let keep =
+                now.duration_since(h.last_used) < h.ack_wait || Arc::strong_count(&h.member) > 1;
             if !keep {
                 gone.push(h.member.clone());
             }
@@ -89,14 +91,16 @@ impl Members {
 
     /// Lets go of `member` of `group` if it is still the one held as `label`
     /// (off the runtime's threads: leaving touches the store).
-    fn let_go(&self, app: &App, group: &str, label: &str, member: &SharedMember) {
+    fn let_go(&self, app: &App, group: &str, label: &str, member: SharedMember) {
         let key = (group.to_string(), label.to_string());
-        let mut held = self.lock();
-        if held.get(&key).is_some_and(|h| Arc::ptr_eq(&h.member, member)) {
-            if let Some(gone) = held.remove(&key) {
-                app.runtime.spawn_blocking(move || drop(gone));
+        let gone = {
+            let mut held = self.lock();
+            match held.get(&key) {
+                Some(h) if Arc::ptr_eq(&h.member, &member) => held.remove(&key),
+                _ => None,
             }
-        }
+        };
+        app.runtime.spawn_blocking(move || drop((gone, member)));
     }
 
     /// Lets go of every member (at shutdown).
@@ -273,9 +277,10 @@ pub async fn fetch(
     let FetchBody { config, label, max, wait } = fetch_body(&group, &body)?;
     app.members.sweep(&app);
     let key = (group.clone(), label.clone());
+    // A held member is marked used as the request takes it (and again when it is done).
     let held = |app: &App| -> Result<Option<SharedMember>, ApiError> {
-        let held = app.members.lock();
-        match held.get(&key) {
+        let mut held = app.members.lock();
+        match held.get_mut(&key) {
             Some(h) if h.pattern != config.pattern => Err(ApiError::invalid(format!(
                 "member {label} of group {group} follows {}, not {}; use another member name",
                 h.pattern, config.pattern
@@ -284,7 +289,10 @@ pub async fn fetch(
                 "member {label} of group {group} joined with exclusive {}, not {}; use another member name",
                 h.exclusive, config.exclusive
             ))),
-            Some(h) => Ok(Some(h.member.clone())),
+            Some(h) => {
+                h.last_used = Instant::now();
+                Ok(Some(h.member.clone()))
+            }
             None => Ok(None),
         }
     };
@@ -334,18 +342,22 @@ pub async fn fetch(
     let deliveries = match fetched {
         Ok(d) => d,
         // The exclusive group's lock was taken over: this member is done.
-        Err(e) if config.exclusive && e.kind() == ErrorKind::Conflict => {
-            app.members.let_go(&app, &group, &label, &member);
+        Err(seed_event::Error::StaleLock { .. }) if config.exclusive => {
+            app.members.let_go(&app, &group, &label, member);
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
                 format!(
-                    "member {label} of group {group} lost the group's lock to another member ({e}); fetch again to stand by"
+                    "member {label} of group {group} lost the group's lock to another member and was let go; fetch again to stand by"
                 ),
             ));
         }
         Err(e) => return Err(e.into()),
     };
     app.members.get(&group, &label);
+    // The last handle of a member let go meanwhile leaves the group: not on the runtime's threads.
+    if Arc::strong_count(&member) == 1 {
+        app.runtime.spawn_blocking(move || drop(member));
+    }
     let mut out = String::from("{\"member\":");
     out.push_str(&Value::String(label.clone()).to_string());
     if config.exclusive {

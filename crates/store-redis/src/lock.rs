@@ -235,7 +235,7 @@ impl Renewer {
         let mut failed = 0u64;
         while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
             let renewed = self.renew();
-            if failed > 0 && renewed.is_ok() {
+            if failed > 0 && matches!(renewed, Ok(true)) {
                 log::warn!(
                     "consumer {}: renewed its lock again after {failed} failed tries",
                     self.name
