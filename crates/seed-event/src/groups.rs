@@ -569,21 +569,31 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_member_whose_lock_is_lost_leaves_and_hands_back_what_it_holds() {
+    /// A store with `events` events in topic `NAME.t`, the exclusive group
+    /// `NAME` over it, and member `a` of it holding `lock`.
+    fn exclusive_member(
+        name: &str,
+        events: usize,
+        lock: Box<dyn ConsumerLock>,
+    ) -> (MemoryStore, GroupConfig, Box<dyn GroupMember>) {
         let store = MemoryStore::new();
-        let t = Topic::new("lost.t").unwrap();
-        for _ in 0..3 {
+        let t = Topic::new(format!("{name}.t")).unwrap();
+        for _ in 0..events {
             store.append(&Event::new(t.clone(), "test", Default::default())).unwrap();
         }
-        let name = ConsumerName::new("lost").unwrap();
-        let config = GroupConfig::new(name.clone(), TopicPattern::new("lost.t").unwrap())
+        let name = ConsumerName::new(name).unwrap();
+        let config = GroupConfig::new(name.clone(), TopicPattern::new(t.as_str()).unwrap())
             .unwrap()
             .start(Start::Beginning)
             .exclusive(true);
+        let member = GroupLock { name, lock }.join(&store, &config, "a").unwrap();
+        (store, config, member)
+    }
+
+    #[test]
+    fn a_member_whose_lock_is_lost_leaves_and_hands_back_what_it_holds() {
         let lost = Arc::new(AtomicBool::new(false));
-        let held = GroupLock { name, lock: Box::new(Flagged(lost.clone())) };
-        let mut a = held.join(&store, &config, "a").unwrap();
+        let (store, config, mut a) = exclusive_member("lost", 3, Box::new(Flagged(lost.clone())));
         let got = a.fetch(3, Duration::ZERO).unwrap();
         assert_eq!(got.len(), 3);
         lost.store(true, Ordering::SeqCst);
@@ -615,18 +625,7 @@ mod tests {
 
     #[test]
     fn a_fetch_that_cannot_confirm_the_lock_hands_its_events_back() {
-        let store = MemoryStore::new();
-        let t = Topic::new("silent.t").unwrap();
-        for _ in 0..2 {
-            store.append(&Event::new(t.clone(), "test", Default::default())).unwrap();
-        }
-        let name = ConsumerName::new("silent").unwrap();
-        let config = GroupConfig::new(name.clone(), TopicPattern::new("silent.t").unwrap())
-            .unwrap()
-            .start(Start::Beginning)
-            .exclusive(true);
-        let held = GroupLock { name, lock: Box::new(Silent) };
-        let mut a = held.join(&store, &config, "a").unwrap();
+        let (store, config, mut a) = exclusive_member("silent", 2, Box::new(Silent));
         let err = a.fetch(2, Duration::ZERO).unwrap_err();
         assert!(matches!(err, Error::StaleLock { .. }), "{err}");
         let mut b = GroupBackend::join(&store, &config, "b").unwrap();

@@ -234,15 +234,14 @@ impl Renewer {
         // Failed renewals in a row: an outage is logged once when it starts and once when it ends.
         let mut failed = 0u64;
         while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
-            let renewed = self.renew();
-            if failed > 0 && matches!(renewed, Ok(true)) {
-                log::warn!(
-                    "consumer {}: renewed its lock again after {failed} failed tries",
-                    self.name
-                );
-                failed = 0;
-            }
-            match renewed {
+            match self.renew() {
+                Ok(true) if failed > 0 => {
+                    log::warn!(
+                        "consumer {}: renewed its lock again after {failed} failed tries",
+                        self.name
+                    );
+                    failed = 0;
+                }
                 Ok(true) => {}
                 Ok(false) => {
                     log::error!("consumer {}: another holder took its lock", self.name);
