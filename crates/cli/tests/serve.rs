@@ -1061,6 +1061,7 @@ fn http_exclusive(dir: &Dir, redis: Option<&RedisServer>) {
     assert_eq!(status, 200, "{got}");
     assert_eq!(got["events"].as_array().map(Vec::len), Some(1), "{got}");
     assert_eq!(got["events"][0]["payload"]["n"], 10, "{got}");
+    assert_eq!(got["events"][0]["deliveries"], 2, "w2's unconfirmed delivery counts: {got}");
 }
 
 #[test]
