@@ -10,8 +10,8 @@
 use redis::Value;
 
 use seed_event::{
-    change_of, state_topic, version_conflict, Cursor, DataEdit, Edited, Error, EventStream, Hole,
-    Result, StateBackend, StateEdit, StatePut, StoredEvent, Topic,
+    change_of, state_topic, version_conflict, Cursor, DataEdit, Edited, Error, Event, EventStream,
+    Hole, Result, StateBackend, StateEdit, StatePut, StoredEvent, Topic,
 };
 
 use crate::codec::{array, decode, int, parse_id, text, RawEntry};
@@ -42,30 +42,98 @@ fn latest_record(value: &str, topic: &Topic, key: &str) -> Result<StoredEvent> {
     }
 }
 
-/// Where the fields [`scripts::EDIT_STATE`] reads sit in `line`, the JSON
-/// line of `event`: `L` (`D` for a tombstone), then the 1-based first and
-/// last byte of the state's status, data, created_at, updated_at and
-/// metadata; `-` if the event carries no such state.
-///
-/// Found by walking the line's JSON once (`payload`, then its `state`), not
-/// by writing the state again: this runs on every state change.
-fn layout(event: &seed_event::Event, line: &str) -> String {
-    const FIELDS: [&[u8]; 5] = [b"status", b"data", b"created_at", b"updated_at", b"metadata"];
-    let bytes = line.as_bytes();
-    let Some(state) = scan::member(bytes, 0, b"payload")
-        .and_then(|payload| scan::member(bytes, payload, b"state"))
-    else {
-        return "-".into();
-    };
-    let mut spans = [None; 5];
-    let complete = scan::members(bytes, state, |key, first, end| {
-        if let Some(slot) = FIELDS.iter().position(|f| *f == key) {
-            spans[slot] = Some((first + 1, end));
+/// Sends `cmd`, an `EVALSHA` of `script`, loading the script first if the
+/// server does not have it (a restarted or flushed server).
+pub(crate) fn evalsha(
+    con: &mut redis::Connection,
+    script: &redis::Script,
+    cmd: &redis::Cmd,
+) -> redis::RedisResult<Value> {
+    match cmd.query(con) {
+        Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+            script.load(con)?;
+            cmd.query(con)
         }
-    });
-    if complete.is_none() {
-        return "-".into();
+        other => other,
     }
+}
+
+/// The fields of a change event's state whose place [`scripts::EDIT_STATE`] reads.
+const LAID_OUT: [&str; 5] = ["status", "data", "created_at", "updated_at", "metadata"];
+
+/// `event`'s JSON line (byte for byte what [`Event::to_json_line`] writes)
+/// and its layout, found while writing it: `L` (`D` for a tombstone), then
+/// the 1-based first and last byte of the state's status, data, created_at,
+/// updated_at and metadata in the line; `-` if the event carries no such
+/// state. What [`scripts::EDIT_STATE`] reads; this runs on every state change.
+fn line_and_layout(event: &Event) -> (String, String) {
+    match write_line(event) {
+        Some((line, spans)) => {
+            let layout = layout_of(event, &spans);
+            // The writer wrote JSON text only, which is UTF-8.
+            match String::from_utf8(line) {
+                Ok(line) => (line, layout),
+                Err(_) => (event.to_json_line(), "-".into()),
+            }
+        }
+        None => (event.to_json_line(), "-".into()),
+    }
+}
+
+/// Where each of [`LAID_OUT`] sits in a line: 1-based first and last byte.
+type Spans = [Option<(usize, usize)>; 5];
+
+/// Writes `event` as serde writes it (the fields of [`Event`] in order,
+/// compact), noting where the payload's `state` members of [`LAID_OUT`] sit;
+/// `None` if serializing a value failed (it does not, for JSON values).
+fn write_line(event: &Event) -> Option<(Vec<u8>, Spans)> {
+    let mut out = Vec::with_capacity(512);
+    let mut spans: Spans = [None; 5];
+    out.extend_from_slice(b"{\"id\":");
+    serde_json::to_writer(&mut out, &event.id).ok()?;
+    out.extend_from_slice(b",\"topic\":");
+    serde_json::to_writer(&mut out, &event.topic).ok()?;
+    out.extend_from_slice(b",\"payload\":{");
+    for (n, (key, value)) in event.payload.iter().enumerate() {
+        if n > 0 {
+            out.push(b',');
+        }
+        serde_json::to_writer(&mut out, key).ok()?;
+        out.push(b':');
+        match value {
+            serde_json::Value::Object(state) if key == "state" => {
+                out.push(b'{');
+                for (m, (field, value)) in state.iter().enumerate() {
+                    if m > 0 {
+                        out.push(b',');
+                    }
+                    serde_json::to_writer(&mut out, field).ok()?;
+                    out.push(b':');
+                    let first = out.len() + 1;
+                    serde_json::to_writer(&mut out, value).ok()?;
+                    if let Some(slot) = LAID_OUT.iter().position(|f| f == field) {
+                        spans[slot] = Some((first, out.len()));
+                    }
+                }
+                out.push(b'}');
+            }
+            _ => serde_json::to_writer(&mut out, value).ok()?,
+        }
+    }
+    out.extend_from_slice(b"},\"source\":");
+    serde_json::to_writer(&mut out, &event.source).ok()?;
+    out.extend_from_slice(b",\"timestamp\":");
+    serde_json::to_writer(&mut out, &event.timestamp).ok()?;
+    out.extend_from_slice(b",\"correlation_id\":");
+    serde_json::to_writer(&mut out, &event.correlation_id).ok()?;
+    out.extend_from_slice(b",\"metadata\":");
+    serde_json::to_writer(&mut out, &event.metadata).ok()?;
+    out.push(b'}');
+    Some((out, spans))
+}
+
+/// The layout text of `spans` (see [`line_and_layout`]).
+fn layout_of(event: &Event, spans: &Spans) -> String {
     let deleted = event.payload.get("deleted").and_then(serde_json::Value::as_bool) == Some(true);
     let mut out = String::with_capacity(48);
     out.push(if deleted { 'D' } else { 'L' });
@@ -96,115 +164,6 @@ fn push_number(out: &mut String, mut n: usize) {
     digits[at..].iter().for_each(|d| out.push(char::from(*d)));
 }
 
-/// A walk over compact JSON (as `serde_json` writes it) that finds where
-/// values sit without parsing them.
-mod scan {
-    /// The index just past the string starting at `at` (a `"`).
-    fn string_end(s: &[u8], at: usize) -> Option<usize> {
-        let mut i = at + 1;
-        loop {
-            i += memchr::memchr2(b'"', b'\\', s.get(i..)?)?;
-            match s[i] {
-                b'"' => return Some(i + 1),
-                _ => i += 2,
-            }
-        }
-    }
-
-    /// The index just past the value starting at `at`.
-    fn value_end(s: &[u8], at: usize) -> Option<usize> {
-        match *s.get(at)? {
-            b'"' => string_end(s, at),
-            b'{' | b'[' => {
-                let mut depth = 0usize;
-                let mut i = at;
-                loop {
-                    match *s.get(i)? {
-                        b'"' => {
-                            i = string_end(s, i)?;
-                            continue;
-                        }
-                        b'{' | b'[' => depth += 1,
-                        b'}' | b']' => {
-                            depth -= 1;
-                            if depth == 0 {
-                                return Some(i + 1);
-                            }
-                        }
-                        _ => {}
-                    }
-                    i += 1;
-                }
-            }
-            _ => {
-                let rest = s.get(at..)?;
-                let len = rest.iter().position(|b| matches!(b, b',' | b'}' | b']'))?;
-                Some(at + len)
-            }
-        }
-    }
-
-    /// Calls `each(key, start, end)` for every member of the object starting
-    /// at `at` (a `{`), with the raw key (between its quotes) and the value's
-    /// bytes `start..end`; `None` if the JSON is not as expected.
-    pub(super) fn members(
-        s: &[u8],
-        at: usize,
-        mut each: impl FnMut(&[u8], usize, usize),
-    ) -> Option<()> {
-        if *s.get(at)? != b'{' {
-            return None;
-        }
-        let mut i = at + 1;
-        if *s.get(i)? == b'}' {
-            return Some(());
-        }
-        loop {
-            let key_end = string_end(s, i)?;
-            if *s.get(key_end)? != b':' {
-                return None;
-            }
-            let start = key_end + 1;
-            let end = value_end(s, start)?;
-            each(s.get(i + 1..key_end - 1)?, start, end);
-            match *s.get(end)? {
-                b',' => i = end + 1,
-                b'}' => return Some(()),
-                _ => return None,
-            }
-        }
-    }
-
-    /// Where the value of member `key` of the object at `at` starts, if it
-    /// is an object.
-    ///
-    /// The walk stops at the member: the values after it are not read.
-    pub(super) fn member(s: &[u8], at: usize, key: &[u8]) -> Option<usize> {
-        if *s.get(at)? != b'{' {
-            return None;
-        }
-        let mut i = at + 1;
-        loop {
-            if *s.get(i)? != b'"' {
-                return None; // `{}`, or not JSON as serde_json writes it
-            }
-            let key_end = string_end(s, i)?;
-            if *s.get(key_end)? != b':' {
-                return None;
-            }
-            let start = key_end + 1;
-            if s.get(i + 1..key_end - 1)? == key {
-                return (*s.get(start)? == b'{').then_some(start);
-            }
-            let end = value_end(s, start)?;
-            match *s.get(end)? {
-                b',' => i = end + 1,
-                _ => return None,
-            }
-        }
-    }
-}
-
 impl RedisStore {
     fn history_len(&self) -> u64 {
         self.shared.config.state_history.max(1)
@@ -231,22 +190,33 @@ impl RedisStore {
         invocation
     }
 
-    /// The script invocation that applies `put`.
-    fn change_script(&self, put: &StatePut<'_>) -> redis::ScriptInvocation<'static> {
+    /// The `EVALSHA` of [`scripts::PUT_STATE`] that applies `put` (send it
+    /// with [`evalsha`]): one command buffer, the line written into it once.
+    pub(crate) fn change_command(&self, put: &StatePut<'_>) -> redis::Cmd {
         let topic = put.event.topic.as_str();
-        let line = put.event.to_json_line();
-        let mut invocation = self.state_invocation(&scripts::PUT_STATE, topic);
-        invocation
+        let (line, layout) = line_and_layout(put.event);
+        let keys = self.keys();
+        let mut cmd = redis::Cmd::with_capacity(19, line.len() + 320);
+        cmd.arg("EVALSHA")
+            .arg(scripts::PUT_STATE.get_hash())
+            .arg(6)
+            .arg(keys.stream(topic))
+            .arg(keys.meta(topic))
+            .arg(&keys.topics)
+            .arg(&keys.new_topics)
+            .arg(keys.latest(topic))
+            .arg(keys.versions(topic))
+            .arg(topic)
             .arg(put.id)
             .arg(put.version - 1)
             .arg(put.version)
             .arg(put.event.timestamp.unix_millis().max(0))
             .arg(&line)
             .arg(put.version.saturating_sub(self.history_len()))
-            .arg(put.event.id.to_string())
-            .arg(layout(put.event, &line))
+            .arg(put.event.id.hyphenated().encode_lower(&mut [0; 36]) as &str)
+            .arg(layout)
             .arg(line.len() + 1);
-        invocation
+        cmd
     }
 
     /// Reads the script's reply: the change's stream id, or the conflict.
@@ -344,8 +314,8 @@ impl RedisStore {
 impl StateBackend for RedisStore {
     fn put(&self, put: &StatePut<'_>) -> Result<Cursor> {
         put.validate()?;
-        let invocation = self.change_script(put);
-        let reply: Value = self.shared.run(|con, _| invocation.invoke(con))?;
+        let cmd = self.change_command(put);
+        let reply = self.shared.run(|con, _| evalsha(con, &scripts::PUT_STATE, &cmd))?;
         self.change_reply(put, reply)
     }
 
@@ -484,10 +454,11 @@ mod tests {
         let event =
             Event::new(topic.clone(), "t", payload.as_object().cloned().unwrap_or_default());
         let put = StatePut { kind: "job", id: "a", version: 1, event: &event };
-        let invocation = store.change_script(&put);
+        let cmd = store.change_command(&put);
         let mut con = redis::Client::open(server.url()).unwrap().get_connection().unwrap();
-        let first = store.change_reply(&put, invocation.invoke(&mut con).unwrap()).unwrap();
-        let again = store.change_reply(&put, invocation.invoke(&mut con).unwrap()).unwrap();
+        let mut send = || evalsha(&mut con, &scripts::PUT_STATE, &cmd).unwrap();
+        let first = store.change_reply(&put, send()).unwrap();
+        let again = store.change_reply(&put, send()).unwrap();
         assert_eq!(first, again);
         assert_eq!(store.query(&Query::topic(&topic)).unwrap().len(), 1);
         let other = Event::new(topic, "t", JsonObject::new());
@@ -499,7 +470,7 @@ mod tests {
     }
 
     /// The layout as first written: by writing the state again and finding
-    /// it in the line. The walk must give the same answer.
+    /// it in the line. The writer must give the same answer.
     fn layout_by_writing(event: &Event, line: &str) -> String {
         const FIELDS: [&str; 5] = ["status", "data", "created_at", "updated_at", "metadata"];
         let Some(serde_json::Value::Object(state)) = event.payload.get("state") else {
@@ -532,7 +503,7 @@ mod tests {
     }
 
     #[test]
-    fn the_layout_walk_finds_what_writing_the_state_again_finds() {
+    fn the_line_is_to_json_lines_and_its_layout_what_writing_the_state_again_finds() {
         let topic = state_topic("job").unwrap();
         let states = [
             serde_json::json!({"status": "pending", "data": {}, "created_at": "t", "updated_at": "u", "metadata": {}}),
@@ -546,15 +517,15 @@ mod tests {
                     "entity_id": "a", "version": 3, "deleted": deleted, "caused_by": null, "state": state
                 });
                 let event = Event::new(topic.clone(), "t", payload.as_object().cloned().unwrap());
-                let line = event.to_json_line();
-                assert_eq!(
-                    layout(&event, &line),
-                    layout_by_writing(&event, &line),
-                    "state {n}: {line}"
-                );
+                let (line, layout) = line_and_layout(&event);
+                assert_eq!(line, event.to_json_line(), "state {n}");
+                assert_eq!(layout, layout_by_writing(&event, &line), "state {n}: {line}");
             }
         }
-        let event = Event::new(topic, "t", JsonObject::new());
-        assert_eq!(layout(&event, &event.to_json_line()), "-");
+        let mut event = Event::new(topic, "t", JsonObject::new());
+        assert_eq!(line_and_layout(&event), (event.to_json_line(), "-".to_string()));
+        event.correlation_id = Some("c\"1".into());
+        event.metadata.insert("m".into(), serde_json::json!([1, "x"]));
+        assert_eq!(line_and_layout(&event), (event.to_json_line(), "-".to_string()));
     }
 }
