@@ -1,5 +1,5 @@
 //! Work-group members over the bus (`EventBus::join_group`), on the memory
-//! and the file store: members share the events, failing handlers' events
+//! and the file store (and Redis where a store's own script is at stake): members share the events, failing handlers' events
 //! come back and are dead-lettered, a stopped member hands its events over.
 
 use std::collections::BTreeMap;
@@ -328,7 +328,20 @@ fn a_long_handler_keeps_its_event() {
 /// unstarted events back while the call runs: another member handles them.
 #[test]
 fn unstarted_events_go_back_while_a_call_blocks() {
-    let bus = EventBus::new(Arc::new(MemoryStore::new()));
+    unstarted_events_go_back_while_a_call_blocks_on(Arc::new(MemoryStore::new()));
+}
+
+/// The same on Redis, whose members hand deliveries back with a script
+/// (the ack wait, 30 s, would otherwise keep them with the blocked member).
+#[test]
+fn unstarted_events_go_back_while_a_call_blocks_on_redis() {
+    let server = store_redis::testing::RedisServer::start();
+    let store = store_redis::RedisStore::open(&server.url()).unwrap();
+    unstarted_events_go_back_while_a_call_blocks_on(Arc::new(store));
+}
+
+fn unstarted_events_go_back_while_a_call_blocks_on(store: Arc<dyn EventStore>) {
+    let bus = EventBus::new(store);
     publish(&bus, "mixed", 0..100);
     let config = WorkerConfig::new(group("mixed", "mixed").max_in_flight(16));
     let handled: Arc<Mutex<Vec<(u64, &'static str)>>> = Arc::default();

@@ -36,6 +36,7 @@ local WAITING = '~waiting'
 local gkey = prefix .. 'group:{' .. group .. '}:'
 local meta_key, members_key = gkey .. 'meta', gkey .. 'members'
 local due_key, dead_key, wake_key = gkey .. 'due', gkey .. 'dead', gkey .. 'wake'
+local released_key = gkey .. 'released'
 local function skey(t) return prefix .. '{' .. t .. '}:s' end
 local function now_ms()
   local t = redis.call('TIME')
@@ -242,24 +243,24 @@ if ARGV[6] == '1' then
 end
 if room > 0 then
   local due = redis.call('ZRANGEBYSCORE', due_key, '-inf', now, 'LIMIT', 0, room)
-  local redelivered = 0
+  local claimed, redelivered = 0, 0
   for _, f in ipairs(due) do
     redis.call('ZREM', due_key, f)
     local t, id = split(f)
     local k = skey(t)
     local c = held(k, id, WAITING)
+    local handed_back = redis.call('HDEL', released_key, f) == 1
     if c then
       local got = redis.call('XCLAIM', k, group, me, 0, id)
       if type(got[1]) == 'table' then
         deliver(t, id, c + 1, line_of(got[1][2]))
-        redelivered = redelivered + 1
+        claimed = claimed + 1
+        if not handed_back then redelivered = redelivered + 1 end
       end
     end
   end
-  if redelivered > 0 then
-    redis.call('HINCRBY', meta_key, 'redelivered', redelivered)
-    moved()
-  end
+  if redelivered > 0 then redis.call('HINCRBY', meta_key, 'redelivered', redelivered) end
+  if claimed > 0 then moved() end
 end
 local n = #topics
 local first = tonumber(ARGV[10])
@@ -348,6 +349,35 @@ for j = 4, #ARGV, 3 do
     redis.call('XCLAIM', k, group, me, 0, ARGV[j + 1], 'JUSTID')
     n = n + 1
   end
+end
+return n
+"#,
+    )
+});
+
+/// Hands back the (topic, id, delivery) triples of ARGV 4… the member still
+/// holds and has not started: each is parked with its count one lower and
+/// due at once, and marked in the `released` hash, so the claim that
+/// delivers it again restores the count and does not count a redelivery.
+/// Returns how many were handed back.
+pub(crate) static RELEASE: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local now, n = now_ms(), 0
+for j = 4, #ARGV, 3 do
+  local k = skey(ARGV[j])
+  local c = held(k, ARGV[j + 1], me)
+  if c and c == tonumber(ARGV[j + 2]) then
+    redis.call('XCLAIM', k, group, WAITING, 0, ARGV[j + 1], 'RETRYCOUNT', c - 1, 'JUSTID')
+    local f = ARGV[j] .. '\n' .. ARGV[j + 1]
+    redis.call('ZADD', due_key, now, f)
+    redis.call('HSET', released_key, f, 1)
+    n = n + 1
+  end
+end
+if n > 0 then
+  moved()
+  wake()
 end
 return n
 "#,
@@ -513,7 +543,7 @@ pub(crate) static DELETE: LazyLock<Script> = LazyLock::new(|| {
         r#"
 for i = 4, #ARGV do redis.pcall('XGROUP', 'DESTROY', skey(ARGV[i]), group) end
 local existed = redis.call('EXISTS', meta_key)
-redis.call('DEL', meta_key, members_key, due_key, dead_key, wake_key)
+redis.call('DEL', meta_key, members_key, due_key, dead_key, wake_key, released_key)
 redis.call('SREM', prefix .. 'groups', group)
 return existed
 "#,

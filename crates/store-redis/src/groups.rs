@@ -18,6 +18,8 @@
 //!   PEL has no not-before time, hence the set);
 //! - `dead` (hash): `<topic>\n<id>` → `<deliveries>\n<error>`: parked
 //!   entries whose last delivery failed, until their dead letter is written;
+//! - `released` (hash): `<topic>\n<id>` → `1`: parked entries a member
+//!   handed back unstarted, until they are delivered again;
 //! - `wake` (stream, ~100 entries): one entry per change that may give a
 //!   waiting member work without an append (a nack, a member leaving or
 //!   found dead, an ack under per-topic order);
@@ -49,6 +51,10 @@
 //!   member's and are acked without the check;
 //! - nack: the entry is parked, due after the delay; in progress: `XCLAIM …
 //!   JUSTID` to the holder resets its idle time;
+//! - release (deliveries handed back unstarted): the entry is parked due at
+//!   once with `RETRYCOUNT` one lower and marked in `released`, so the claim
+//!   that delivers it again gives the same delivery number and the
+//!   `redelivered` counter does not grow;
 //! - a failure of an event's `max_deliveries`-th delivery marks it in
 //!   `dead`; one script then appends the dead letter (with the store's
 //!   append bookkeeping) and `XACK`s the entry, atomically, so the event is
@@ -985,6 +991,21 @@ impl GroupMember for RedisMember {
 
     fn in_progress(&mut self, token: &DeliveryToken) -> Result<()> {
         self.extend(std::slice::from_ref(token))
+    }
+
+    fn release(&mut self, tokens: &[DeliveryToken]) -> Result<bool> {
+        if tokens.is_empty() {
+            return Ok(true);
+        }
+        let _: i64 = self.invoke(&scripts::RELEASE, |inv| {
+            for t in tokens {
+                inv.arg(t.topic.as_str()).arg(t.cursor.to_string()).arg(t.delivery);
+            }
+        })?;
+        for t in tokens {
+            self.held.remove(&(t.topic.clone(), t.cursor));
+        }
+        Ok(true)
     }
 
     fn extend(&mut self, tokens: &[DeliveryToken]) -> Result<()> {

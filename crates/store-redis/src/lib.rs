@@ -46,6 +46,7 @@
 //! | `seed:group:{<group>}:members` | hash | live member id → the `CLIENT ID` of its connection |
 //! | `seed:group:{<group>}:due` | sorted set | `<topic>\n<id>` of a parked entry → the server time (ms) it may be delivered again |
 //! | `seed:group:{<group>}:dead` | hash | `<topic>\n<id>` → `<deliveries>\n<error>`: entries whose dead letter is to be written |
+//! | `seed:group:{<group>}:released` | hash | `<topic>\n<id>` → `1`: parked entries a member handed back unstarted |
 //! | `seed:group:{<group>}:wake` | stream | one entry per change that may give a waiting member work (capped near 100) |
 //!
 //! # Work groups
