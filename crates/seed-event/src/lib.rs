@@ -18,6 +18,7 @@
 //! # Ok::<(), seed_event::Error>(())
 //! ```
 
+mod change;
 mod cursor;
 mod error;
 mod event;
@@ -37,6 +38,7 @@ pub mod conformance;
 #[cfg(any(test, feature = "conformance"))]
 pub mod group_conformance;
 
+pub use change::{ChangeEvent, StateSpans, WrittenChange, LAID_OUT};
 pub use cursor::Cursor;
 pub use error::{Error, ErrorKind, Result};
 pub use event::{parse_json_object, Event, JsonObject};

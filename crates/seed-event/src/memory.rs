@@ -336,6 +336,7 @@ impl EventStore for MemoryStore {
 impl StateBackend for MemoryStore {
     fn put(&self, put: &StatePut<'_>) -> Result<Cursor> {
         put.validate()?;
+        let event = put.change.event()?;
         let mut state = self.lock();
         let records = state.states.get(put.kind).and_then(|t| t.entities.get(put.id));
         let actual =
@@ -343,11 +344,11 @@ impl StateBackend for MemoryStore {
         if actual != put.version - 1 {
             return Err(version_conflict(put.kind, put.id, put.version - 1, actual));
         }
-        let cursor = push(&mut state, put.event.clone());
+        let cursor = push(&mut state, event.clone());
         let history = self.shared.history as usize;
         let kind = state.states.entry(put.kind.to_string()).or_default();
         let records = kind.entities.entry(put.id.to_string()).or_default();
-        records.push(StoredEvent { cursor, event: put.event.clone() });
+        records.push(StoredEvent { cursor, event });
         if records.len() > history {
             // The topic's log keeps the events: a watch misses nothing.
             records.drain(..records.len() - history);

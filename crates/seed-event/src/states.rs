@@ -10,7 +10,9 @@
 //! business of the crate above.
 
 use crate::support::{self, MaxLen, NameRules};
-use crate::{Cursor, Error, Event, EventStream, Result, StoredEvent, Timestamp, Topic};
+use crate::{
+    ChangeEvent, Cursor, Error, Event, EventStream, Result, StoredEvent, Timestamp, Topic,
+};
 
 /// The prefix of every state topic: `state.<entity_type>`.
 pub const STATE_TOPIC_PREFIX: &str = "state.";
@@ -60,7 +62,7 @@ pub fn change_of(event: &Event) -> Option<(&str, u64)> {
 }
 
 /// One change for [`StateBackend::put`]: version `version` of entity `id`,
-/// carried by `event` (topic `state.<kind>`, payload with `entity_id` and `version`).
+/// carried by `change` (topic `state.<kind>`, payload with `entity_id` and `version`).
 #[derive(Debug, Clone, Copy)]
 pub struct StatePut<'a> {
     /// The entity type.
@@ -70,39 +72,36 @@ pub struct StatePut<'a> {
     /// The new version; the entity's newest record must have `version - 1`
     /// (0: the entity never had a record).
     pub version: u64,
-    /// The event to append.
-    pub event: &'a Event,
+    /// The change event to append.
+    pub change: &'a ChangeEvent,
 }
 
 impl StatePut<'_> {
-    /// Checks that the event is on the type's topic and carries this id and version.
+    /// Checks that the change is on the type's topic and carries this id and version.
     pub fn validate(&self) -> Result<()> {
         check_type_name(self.kind)?;
-        // The event's topic is a topic already: it is `state.<kind>` or not.
-        if self.event.topic.as_str().strip_prefix(STATE_TOPIC_PREFIX) != Some(self.kind) {
-            let topic = state_topic(self.kind)?;
+        // The change's topic is a topic already: it is `state.<kind>` or not.
+        let topic = self.change.topic().as_str();
+        if topic.strip_prefix(STATE_TOPIC_PREFIX) != Some(self.kind) {
+            let expected = state_topic(self.kind)?;
             return Err(Error::invalid(
                 "state change",
-                format!(
-                    "the event's topic is {:?}, expected {:?}",
-                    self.event.topic.as_str(),
-                    topic.as_str()
-                ),
+                format!("the event's topic is {topic:?}, expected {:?}", expected.as_str()),
             ));
         }
         if self.version == 0 {
             return Err(Error::invalid("version", "a new version is at least 1"));
         }
-        match change_of(self.event) {
-            Some((id, v)) if id == self.id && v == self.version => Ok(()),
-            _ => Err(Error::invalid(
+        if self.change.entity_id() != self.id || self.change.version() != self.version {
+            return Err(Error::invalid(
                 "state change",
                 format!(
                     "the event's payload must carry entity_id {:?} and version {}",
                     self.id, self.version
                 ),
-            )),
+            ));
         }
+        Ok(())
     }
 }
 

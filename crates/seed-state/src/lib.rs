@@ -76,6 +76,7 @@
 //!   state's JSON form (`schema/state.json`) at version N.
 //! - The event's cursor is the change's revision (see [`Entry::revision`]).
 
+mod change;
 mod state;
 mod status;
 mod store;

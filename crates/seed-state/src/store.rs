@@ -10,10 +10,11 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use seed_event::{
-    change_of, state_topic, Cursor, DataEdit, Edited, Error, ErrorKind, Event, EventStore, Hole,
+    change_of, state_topic, Cursor, DataEdit, Edited, Error, ErrorKind, EventStore, Hole,
     JsonObject, Result, StateBackend, StateEdit, StatePut, StoredEvent, Timestamp,
 };
 
+use crate::change::write_change;
 use crate::state::{DataChange, MAX_VERSION};
 use crate::{Cause, Change, NewState, State, Status};
 
@@ -88,39 +89,9 @@ impl Entry {
     }
 }
 
-/// The change event of `state`: topic `state.<entity_type>`, source
-/// `updated_by`, timestamp `updated_at`; see the [crate docs](crate).
-pub(crate) fn change_event(state: &State, deleted: bool, cause: &Cause) -> Result<Event> {
-    let topic = state_topic(state.entity_type())?;
-    let payload =
-        change_payload(state.entity_id(), state.version(), deleted, cause, state.to_value());
-    let mut event =
-        Event::new(topic, state.updated_by(), payload).with_timestamp(state.updated_at());
-    event.correlation_id = cause.correlation_id.clone();
-    Ok(event)
-}
-
-/// The payload of a change event carrying `state` (its JSON form).
-fn change_payload(
-    id: &str,
-    version: u64,
-    deleted: bool,
-    cause: &Cause,
-    state: Value,
-) -> JsonObject {
-    let mut payload = JsonObject::with_capacity(5);
-    payload.insert("entity_id".into(), Value::String(id.to_string()));
-    payload.insert("version".into(), Value::from(version));
-    payload.insert("deleted".into(), Value::Bool(deleted));
-    let caused_by = cause.caused_by.map_or(Value::Null, |u| Value::String(u.to_string()));
-    payload.insert("caused_by".into(), caused_by);
-    payload.insert("state".into(), state);
-    payload
-}
-
 /// The parts of a [`StateEdit`] for `change` to `kind/id` at `version`:
 /// the new event's id, and the template of its line (texts and holes), the
-/// line [`change_event`] writes (the Redis store's tests compare them byte
+/// line [`write_change`] writes (the Redis store's tests compare them byte
 /// for byte) with the holes the store fills from the newest record.
 fn edit_template(
     kind: &str,
@@ -242,12 +213,12 @@ impl StateStore {
     }
 
     fn put(&self, state: State, deleted: bool, cause: &Cause) -> Result<Entry> {
-        let event = change_event(&state, deleted, cause)?;
+        let change = write_change(&state, deleted, cause)?;
         let put = StatePut {
             kind: state.entity_type(),
             id: state.entity_id(),
             version: state.version(),
-            event: &event,
+            change: &change,
         };
         let cursor = match self.backend().put(&put) {
             Ok(cursor) => cursor,
@@ -260,7 +231,7 @@ impl StateStore {
             state,
             deleted,
             revision: cursor,
-            event_id: event.id,
+            event_id: change.id(),
             caused_by: cause.caused_by,
             correlation_id: cause.correlation_id.clone(),
         };

@@ -30,8 +30,9 @@ impl StateBackend for Racy {
             return Err(version_conflict(put.kind, put.id, put.version - 1, actual.unwrap_or(0)));
         }
         std::thread::yield_now();
-        let cursor = self.events.append(put.event)?;
-        let stored = StoredEvent { cursor, event: put.event.clone() };
+        let event = put.change.event()?;
+        let cursor = self.events.append(&event)?;
+        let stored = StoredEvent { cursor, event };
         self.records.lock().unwrap().entry(key).or_default().push(stored);
         Ok(cursor)
     }

@@ -22,8 +22,8 @@ use serde::Deserialize;
 
 use seed_event::support::lock;
 use seed_event::{
-    state_topic, version_conflict, Cursor, Error, Event, EventStream, Result, StateBackend,
-    StatePut, StoredEvent, Topic,
+    state_topic, version_conflict, Cursor, Error, EventStream, Result, StateBackend, StatePut,
+    StoredEvent, Topic,
 };
 
 use crate::decode::{event_timestamp, try_decode};
@@ -741,7 +741,7 @@ impl StateBackend for FileStore {
         } else {
             AppendSync::None
         };
-        let event: &Event = put.event;
+        let change = put.change;
         let (cursor, compact) = self.with_synced(put.kind, |s| {
             let mut place = s.find(put.id)?;
             let actual = place.map_or(0, |(_, slot)| slot.version);
@@ -752,8 +752,8 @@ impl StateBackend for FileStore {
                 place = s.find(put.id)?;
             }
             let offset = s.locked.w.cached_len.unwrap_or(0);
-            s.locked.w.prepare(std::slice::from_ref(event));
-            let seq = s.locked.append(std::slice::from_ref(event), sync)?;
+            s.locked.w.prepare(change);
+            let seq = s.locked.append(change, sync)?;
             s.apply_at(place, put.id, put.version, offset)?;
             s.header.covered_end = s.locked.w.cached_len.unwrap_or(0);
             s.write_header()?;
@@ -959,7 +959,7 @@ pub(crate) fn kept_by_clear(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use seed_event::{EventStore, JsonObject};
+    use seed_event::{ChangeEvent, Event, EventStore, JsonObject};
 
     /// A change event of version `version` of `id`, as `seed-state` writes them.
     fn change(kind: &str, id: &str, version: u64) -> Event {
@@ -985,22 +985,28 @@ mod tests {
         for payload in payloads {
             let event =
                 Event::new(state_topic("k").unwrap(), "t", payload.as_object().cloned().unwrap());
-            let mut line = b"{\"seq\":5,\"hwm\":0,".to_vec();
-            encoder.encode(&mut line, &event);
-            line.pop();
-            let view: LineView<'_> = serde_json::from_slice(&line).unwrap();
-            let full = (view.payload.entity_id.to_string(), view.payload.version);
-            let read = change_in(&line).map(|(i, v)| (i.to_string(), v));
-            assert_eq!(read, Some(full.clone()), "{}", String::from_utf8_lossy(&line));
-            if let Some((id, version)) = change_in_quickly(&line) {
-                assert_eq!((id.to_string(), version), full);
+            // The store's own encoder writes the body of appended events,
+            // serde (through `seed-state`) the lines of state changes.
+            let mut encoded = b"{\"seq\":5,\"hwm\":0,".to_vec();
+            encoder.encode(&mut encoded, &event);
+            encoded.pop();
+            let mut written = b"{\"seq\":5,\"hwm\":0,".to_vec();
+            written.extend_from_slice(&event.to_json_line().as_bytes()[1..]);
+            for line in [encoded, written] {
+                let view: LineView<'_> = serde_json::from_slice(&line).unwrap();
+                let full = (view.payload.entity_id.to_string(), view.payload.version);
+                let read = change_in(&line).map(|(i, v)| (i.to_string(), v));
+                assert_eq!(read, Some(full.clone()), "{}", String::from_utf8_lossy(&line));
+                if let Some((id, version)) = change_in_quickly(&line) {
+                    assert_eq!((id.to_string(), version), full);
+                }
             }
         }
     }
 
     fn put(store: &FileStore, id: &str, version: u64) -> Result<Cursor> {
-        let event = change("k", id, version);
-        store.put(&StatePut { kind: "k", id, version, event: &event })
+        let change = ChangeEvent::from_event(&change("k", id, version))?;
+        store.put(&StatePut { kind: "k", id, version, change: &change })
     }
 
     fn newest(store: &FileStore, id: &str) -> Option<u64> {

@@ -7,7 +7,7 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use seed_event::{Cursor, Error, Event, Result, Topic};
+use seed_event::{ChangeEvent, Cursor, Error, Event, Result, Topic};
 
 use crate::encode::BodyEncoder;
 use crate::fsutil::{lock_exclusive, sync_data, sync_dir, unlock, Durability};
@@ -120,14 +120,14 @@ impl TopicWriter {
     /// fields that continue the tail this process last saw; [`Locked::append`]
     /// writes them as they are if nobody else appended since, and otherwise
     /// rewrites only the store fields.
-    pub(crate) fn prepare(&mut self, events: &[Event]) {
+    pub(crate) fn prepare<L: Lines + ?Sized>(&mut self, lines: &L) {
         self.guess = (self.seq, self.hwm);
         self.buf.clear();
         self.bodies.clear();
         let (bodies, encoder) = (&mut self.bodies, &mut self.encoder);
-        self.prepared_hwm = encode_lines(&mut self.buf, events, self.guess, |out, i| {
+        self.prepared_hwm = encode_lines(&mut self.buf, lines, self.guess, |out, i| {
             let start = out.len();
-            encoder.encode(out, &events[i]);
+            lines.body(out, i, encoder);
             bodies.push((start, out.len()));
         });
     }
@@ -238,19 +238,62 @@ impl TopicWriter {
     }
 }
 
-/// Writes a line for each of `events` into `out`: store fields continuing the
-/// tail (`seq`, `hwm`), then `body(out, i)` for event `i`; returns the `hwm`
+/// What an append writes: for each line its event's time (for the store
+/// fields) and its body (the line after them).
+pub(crate) trait Lines {
+    /// How many lines.
+    fn count(&self) -> usize;
+    /// The timestamp of line `i`'s event, in microseconds.
+    fn micros(&self, i: usize) -> i64;
+    /// Appends the body of line `i`, newline included.
+    fn body(&self, out: &mut Vec<u8>, i: usize, encoder: &mut BodyEncoder);
+}
+
+impl Lines for [Event] {
+    fn count(&self) -> usize {
+        self.len()
+    }
+
+    fn micros(&self, i: usize) -> i64 {
+        self[i].timestamp.unix_micros()
+    }
+
+    fn body(&self, out: &mut Vec<u8>, i: usize, encoder: &mut BodyEncoder) {
+        encoder.encode(out, &self[i]);
+    }
+}
+
+/// A state change's event, its line written by the change's maker: the
+/// body is that line after its `{`.
+impl Lines for ChangeEvent {
+    fn count(&self) -> usize {
+        1
+    }
+
+    fn micros(&self, _: usize) -> i64 {
+        self.timestamp().unix_micros()
+    }
+
+    fn body(&self, out: &mut Vec<u8>, _: usize, _: &mut BodyEncoder) {
+        let line = self.line().as_bytes();
+        out.extend_from_slice(line.strip_prefix(b"{").unwrap_or(line));
+        out.push(b'\n');
+    }
+}
+
+/// Writes each line of `lines` into `out`: store fields continuing the
+/// tail (`seq`, `hwm`), then `body(out, i)` for line `i`; returns the `hwm`
 /// of the last line.
-fn encode_lines(
+fn encode_lines<L: Lines + ?Sized>(
     out: &mut Vec<u8>,
-    events: &[Event],
+    lines: &L,
     (seq, hwm): (u64, i64),
     mut body: impl FnMut(&mut Vec<u8>, usize),
 ) -> i64 {
-    let n = events.len();
+    let n = lines.count();
     let mut hwm = hwm;
-    for (i, e) in events.iter().enumerate() {
-        hwm = hwm.max(e.timestamp.unix_micros());
+    for i in 0..n {
+        hwm = hwm.max(lines.micros(i));
         encode_prefix(out, Prefix { seq: seq + 1 + i as u64, hwm, more: i + 1 < n });
         body(out, i);
     }
@@ -453,17 +496,17 @@ impl Locked<'_> {
 
     /// Appends `events`, [prepared](TopicWriter::prepare) just before, in one
     /// write; returns the first sequence number used.
-    pub(crate) fn append(&mut self, events: &[Event], sync: AppendSync) -> Result<u64> {
+    pub(crate) fn append<L: Lines + ?Sized>(&mut self, lines: &L, sync: AppendSync) -> Result<u64> {
         let w = &mut *self.w;
         let first = w.seq + 1;
-        let n = events.len();
+        let n = lines.count();
         let mut hwm = w.prepared_hwm;
         if (w.seq, w.hwm) != w.guess {
             // Another writer appended since this process last did: the bodies
             // stand, the store fields are written again.
             w.spare.clear();
             let (buf, bodies) = (&w.buf, &w.bodies);
-            hwm = encode_lines(&mut w.spare, events, (w.seq, w.hwm), |out, i| {
+            hwm = encode_lines(&mut w.spare, lines, (w.seq, w.hwm), |out, i| {
                 let (start, end) = bodies[i];
                 out.extend_from_slice(&buf[start..end]);
             });
@@ -566,9 +609,9 @@ mod tests {
                 .collect();
             expected_ts.extend(events.iter().map(|e| e.timestamp.unix_micros()));
             expected_more.extend((0..size).map(|i| i + 1 < size));
-            w.prepare(&events);
+            w.prepare(events.as_slice());
             let mut locked = w.lock().unwrap();
-            let first = locked.append(&events, AppendSync::None).unwrap();
+            let first = locked.append(events.as_slice(), AppendSync::None).unwrap();
             assert_eq!(first, expected_ts.len() as u64 - size as u64 + 1);
         }
         for w in &writers {
@@ -599,9 +642,9 @@ mod tests {
 
     fn append_one_synced(w: &mut TopicWriter, topic: &Topic, sync: AppendSync) -> u64 {
         let events = [Event::new(topic.clone(), "w", Default::default())];
-        w.prepare(&events);
+        w.prepare(events.as_slice());
         let mut locked = w.lock().unwrap();
-        locked.append(&events, sync).unwrap()
+        locked.append(events.as_slice(), sync).unwrap()
     }
 
     /// A synced append is durable only with the log's directory entry: the

@@ -10,8 +10,8 @@
 use redis::Value;
 
 use seed_event::{
-    change_of, state_topic, version_conflict, Cursor, DataEdit, Edited, Error, Event, EventStream,
-    Hole, Result, StateBackend, StateEdit, StatePut, StoredEvent, Topic,
+    change_of, state_topic, version_conflict, ChangeEvent, Cursor, DataEdit, Edited, Error,
+    EventStream, Hole, Result, StateBackend, StateEdit, StatePut, StoredEvent, Topic,
 };
 
 use crate::codec::{array, decode, int, parse_id, text, RawEntry};
@@ -58,87 +58,15 @@ pub(crate) fn evalsha(
     }
 }
 
-/// The fields of a change event's state whose place [`scripts::EDIT_STATE`] reads.
-const LAID_OUT: [&str; 5] = ["status", "data", "created_at", "updated_at", "metadata"];
-
-/// `event`'s JSON line (byte for byte what [`Event::to_json_line`] writes)
-/// and its layout, found while writing it: `L` (`D` for a tombstone), then
-/// the 1-based first and last byte of the state's status, data, created_at,
-/// updated_at and metadata in the line; `-` if the event carries no such
-/// state. What [`scripts::EDIT_STATE`] reads; this runs on every state change.
-fn line_and_layout(event: &Event) -> (String, String) {
-    match write_line(event) {
-        Some((line, spans)) => {
-            let layout = layout_of(event, &spans);
-            // The writer wrote JSON text only, which is UTF-8.
-            match String::from_utf8(line) {
-                Ok(line) => (line, layout),
-                Err(_) => (event.to_json_line(), "-".into()),
-            }
-        }
-        None => (event.to_json_line(), "-".into()),
-    }
-}
-
-/// Where each of [`LAID_OUT`] sits in a line: 1-based first and last byte.
-type Spans = [Option<(usize, usize)>; 5];
-
-/// Writes `event` as serde writes it (the fields of [`Event`] in order,
-/// compact), noting where the payload's `state` members of [`LAID_OUT`] sit;
-/// `None` if serializing a value failed (it does not, for JSON values).
-fn write_line(event: &Event) -> Option<(Vec<u8>, Spans)> {
-    let mut out = Vec::with_capacity(512);
-    let mut spans: Spans = [None; 5];
-    out.extend_from_slice(b"{\"id\":");
-    serde_json::to_writer(&mut out, &event.id).ok()?;
-    out.extend_from_slice(b",\"topic\":");
-    serde_json::to_writer(&mut out, &event.topic).ok()?;
-    out.extend_from_slice(b",\"payload\":{");
-    for (n, (key, value)) in event.payload.iter().enumerate() {
-        if n > 0 {
-            out.push(b',');
-        }
-        serde_json::to_writer(&mut out, key).ok()?;
-        out.push(b':');
-        match value {
-            serde_json::Value::Object(state) if key == "state" => {
-                out.push(b'{');
-                for (m, (field, value)) in state.iter().enumerate() {
-                    if m > 0 {
-                        out.push(b',');
-                    }
-                    serde_json::to_writer(&mut out, field).ok()?;
-                    out.push(b':');
-                    let first = out.len() + 1;
-                    serde_json::to_writer(&mut out, value).ok()?;
-                    if let Some(slot) = LAID_OUT.iter().position(|f| f == field) {
-                        spans[slot] = Some((first, out.len()));
-                    }
-                }
-                out.push(b'}');
-            }
-            _ => serde_json::to_writer(&mut out, value).ok()?,
-        }
-    }
-    out.extend_from_slice(b"},\"source\":");
-    serde_json::to_writer(&mut out, &event.source).ok()?;
-    out.extend_from_slice(b",\"timestamp\":");
-    serde_json::to_writer(&mut out, &event.timestamp).ok()?;
-    out.extend_from_slice(b",\"correlation_id\":");
-    serde_json::to_writer(&mut out, &event.correlation_id).ok()?;
-    out.extend_from_slice(b",\"metadata\":");
-    serde_json::to_writer(&mut out, &event.metadata).ok()?;
-    out.push(b'}');
-    Some((out, spans))
-}
-
-/// The layout text of `spans` (see [`line_and_layout`]).
-fn layout_of(event: &Event, spans: &Spans) -> String {
-    let deleted = event.payload.get("deleted").and_then(serde_json::Value::as_bool) == Some(true);
+/// The layout of `change` in the latest hash (what [`scripts::EDIT_STATE`]
+/// reads): `L` (`D` for a tombstone), then the 1-based first and last byte
+/// of the state's status, data, created_at, updated_at and metadata in the
+/// line; `-` if the event carries no such state.
+fn layout(change: &ChangeEvent) -> String {
+    let Some(spans) = change.spans() else { return "-".into() };
     let mut out = String::with_capacity(48);
-    out.push(if deleted { 'D' } else { 'L' });
-    for (n, span) in spans.iter().enumerate() {
-        let Some((first, last)) = span else { return "-".into() };
+    out.push(if change.deleted() { 'D' } else { 'L' });
+    for (n, (first, last)) in spans.iter().enumerate() {
         if n > 0 {
             out.push(',');
         }
@@ -191,10 +119,11 @@ impl RedisStore {
     }
 
     /// The `EVALSHA` of [`scripts::PUT_STATE`] that applies `put` (send it
-    /// with [`evalsha`]): one command buffer, the line written into it once.
+    /// with [`evalsha`]): one command buffer, the line copied into it once.
     pub(crate) fn change_command(&self, put: &StatePut<'_>) -> redis::Cmd {
-        let topic = put.event.topic.as_str();
-        let (line, layout) = line_and_layout(put.event);
+        let change = put.change;
+        let topic = change.topic().as_str();
+        let line = change.line();
         let keys = self.keys();
         let mut cmd = redis::Cmd::with_capacity(19, line.len() + 320);
         cmd.arg("EVALSHA")
@@ -210,18 +139,18 @@ impl RedisStore {
             .arg(put.id)
             .arg(put.version - 1)
             .arg(put.version)
-            .arg(put.event.timestamp.unix_millis().max(0))
-            .arg(&line)
+            .arg(change.timestamp().unix_millis().max(0))
+            .arg(line)
             .arg(put.version.saturating_sub(self.history_len()))
-            .arg(put.event.id.hyphenated().encode_lower(&mut [0; 36]) as &str)
-            .arg(layout)
+            .arg(change.id().hyphenated().encode_lower(&mut [0; 36]) as &str)
+            .arg(layout(change))
             .arg(line.len() + 1);
         cmd
     }
 
     /// Reads the script's reply: the change's stream id, or the conflict.
     fn change_reply(&self, put: &StatePut<'_>, reply: Value) -> Result<Cursor> {
-        let topic = &put.event.topic;
+        let topic = put.change.topic();
         let keys = self.keys();
         let bad = || {
             Error::corrupt(
@@ -453,7 +382,8 @@ mod tests {
         let payload = serde_json::json!({"entity_id": "a", "version": 1});
         let event =
             Event::new(topic.clone(), "t", payload.as_object().cloned().unwrap_or_default());
-        let put = StatePut { kind: "job", id: "a", version: 1, event: &event };
+        let change = ChangeEvent::from_event(&event).unwrap();
+        let put = StatePut { kind: "job", id: "a", version: 1, change: &change };
         let cmd = store.change_command(&put);
         let mut con = redis::Client::open(server.url()).unwrap().get_connection().unwrap();
         let mut send = || evalsha(&mut con, &scripts::PUT_STATE, &cmd).unwrap();
@@ -464,7 +394,8 @@ mod tests {
         let other = Event::new(topic, "t", JsonObject::new());
         let payload = serde_json::json!({"entity_id": "a", "version": 1});
         let other = Event { payload: payload.as_object().cloned().unwrap_or_default(), ..other };
-        let put = StatePut { kind: "job", id: "a", version: 1, event: &other };
+        let other = ChangeEvent::from_event(&other).unwrap();
+        let put = StatePut { kind: "job", id: "a", version: 1, change: &other };
         let err = store.put(&put).unwrap_err();
         assert_eq!(err.to_string(), "conflict: job/a already exists");
     }
@@ -502,8 +433,10 @@ mod tests {
         out
     }
 
+    /// A change's line is the event's, and its layout what writing the
+    /// state again finds, however odd the text.
     #[test]
-    fn the_line_is_to_json_lines_and_its_layout_what_writing_the_state_again_finds() {
+    fn the_line_is_the_events_and_its_layout_what_writing_the_state_again_finds() {
         let topic = state_topic("job").unwrap();
         let states = [
             serde_json::json!({"status": "pending", "data": {}, "created_at": "t", "updated_at": "u", "metadata": {}}),
@@ -517,15 +450,17 @@ mod tests {
                     "entity_id": "a", "version": 3, "deleted": deleted, "caused_by": null, "state": state
                 });
                 let event = Event::new(topic.clone(), "t", payload.as_object().cloned().unwrap());
-                let (line, layout) = line_and_layout(&event);
-                assert_eq!(line, event.to_json_line(), "state {n}");
-                assert_eq!(layout, layout_by_writing(&event, &line), "state {n}: {line}");
+                let change = ChangeEvent::from_event(&event).unwrap();
+                assert_eq!(change.line(), event.to_json_line(), "state {n}");
+                let line = change.line();
+                assert_eq!(layout(&change), layout_by_writing(&event, line), "state {n}: {line}");
             }
         }
-        let mut event = Event::new(topic, "t", JsonObject::new());
-        assert_eq!(line_and_layout(&event), (event.to_json_line(), "-".to_string()));
+        let payload = serde_json::json!({"entity_id": "a", "version": 3});
+        let mut event = Event::new(topic, "t", payload.as_object().cloned().unwrap());
         event.correlation_id = Some("c\"1".into());
         event.metadata.insert("m".into(), serde_json::json!([1, "x"]));
-        assert_eq!(line_and_layout(&event), (event.to_json_line(), "-".to_string()));
+        let change = ChangeEvent::from_event(&event).unwrap();
+        assert_eq!((change.line(), layout(&change).as_str()), (event.to_json_line().as_str(), "-"));
     }
 }
