@@ -143,6 +143,38 @@ return n
     )
 });
 
+/// Reads kept versions of a state type: KEYS: versions hash, stream; ARGV:
+/// versions fields `<entity id>\n<version>`. Returns per field `{stream id,
+/// line}`, or nil if that version is not kept. A value is `<stream id>
+/// <bytes>`, the line the stream entry's, or (written before) `<stream id>
+/// <line>`.
+pub(crate) static READ_VERSIONS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local out = {}
+for i = 1, #ARGV do
+  out[i] = false
+  local v = redis.call('HGET', KEYS[1], ARGV[i])
+  if v then
+    local sid, rest = string.match(v, '^(%S+) (.*)$')
+    if sid and string.sub(rest, 1, 1) == '{' then
+      out[i] = {sid, rest}
+    elseif sid then
+      local e = redis.call('XRANGE', KEYS[2], sid, sid)
+      if #e > 0 then
+        local fields = e[1][2]
+        for f = 1, #fields, 2 do
+          if fields[f] == 'e' then out[i] = {sid, fields[f + 1]} end
+        end
+      end
+    end
+  end
+end
+return out
+"#,
+    )
+});
+
 /// Counts up to ARGV[2] entries of KEYS[1] from ARGV[1] (an XRANGE start) on,
 /// without sending them. Returns `{count, last id counted}`.
 pub(crate) static COUNT_FROM: LazyLock<Script> = LazyLock::new(|| {
@@ -164,7 +196,9 @@ return {#r, r[#r][1]}
 /// appends a change event (ARGV: topic, entity id, …, new version, event ms,
 /// …, the version falling out of the history (`0`: none)) to the stream,
 /// makes it the entity's newest record (with `layout`, see [`EDIT_STATE`])
-/// and a kept version, drops the version past the history and counts the
+/// and a kept version (`<stream id> <bytes>`: the line is the stream
+/// entry's; a value written before, `<stream id> <line>`, is read too),
+/// drops the version past the history and counts the
 /// bytes (`size`, when given, is the line's length plus one as text, which
 /// spares Redis formatting a Lua number); returns the new stream id. With `known`, the topic is in the topic
 /// set already (it is from the first record of any entity on, and no topic
@@ -185,15 +219,17 @@ local function store(line, layout, known, size)
   end
   local bytes = #line + 1
   redis.call('HSET', KEYS[5], ARGV[2], ARGV[4] .. ' ' .. id .. ' ' .. layout .. ' ' .. line)
-  redis.call('HSET', KEYS[6], ARGV[2] .. '\n' .. ARGV[4], id .. ' ' .. line)
+  redis.call('HSET', KEYS[6], ARGV[2] .. '\n' .. ARGV[4], id .. ' ' .. (size or bytes))
   if ARGV[7] ~= '0' then
     local field = ARGV[2] .. '\n' .. ARGV[7]
     local old = redis.call('HGET', KEYS[6], field)
     if old then
       redis.call('HDEL', KEYS[6], field)
-      local oid, oline = string.match(old, '^(%S+) (.*)$')
+      local oid, rest = string.match(old, '^(%S+) (.*)$')
+      local osize = tonumber(rest)
+      if string.sub(rest, 1, 1) == '{' then osize = #rest + 1 end
       if redis.call('XDEL', KEYS[1], oid) == 1 then
-        bytes = bytes - #oline - 1
+        bytes = bytes - osize
         size = nil
       end
     end
@@ -212,7 +248,8 @@ end
 /// layout, the line's length plus one.
 ///
 /// A latest value is `<version> <stream id> <layout> <line>`, a versions
-/// value `<stream id> <line>`, under the field `<entity id>\n<version>`.
+/// value `<stream id> <bytes>` (the line's length plus one; the line is in
+/// the stream) under the field `<entity id>\n<version>`.
 /// Returns `{1, stream id}`, or `{0, newest version}` on a conflict.
 pub(crate) static PUT_STATE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(

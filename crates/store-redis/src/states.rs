@@ -97,6 +97,37 @@ impl RedisStore {
         self.shared.config.state_history.max(1)
     }
 
+    /// The kept versions at `fields` (`<entity id>\n<version>`) of the
+    /// state topic `topic`, in order, skipping those not kept; one round trip.
+    fn versions(&self, topic: &Topic, fields: &[String]) -> Result<Vec<StoredEvent>> {
+        let keys = self.keys();
+        let (versions, stream) = (keys.versions(topic.as_str()), keys.stream(topic.as_str()));
+        let reply: Value = self.shared.run(|con, _| {
+            let mut invocation = scripts::READ_VERSIONS.prepare_invoke();
+            invocation.key(&versions).key(&stream).arg(fields);
+            invocation.invoke(con)
+        })?;
+        let bad =
+            || Error::corrupt(format!("Redis key {versions}"), "bad reply to a versions read");
+        let mut out = Vec::with_capacity(fields.len());
+        for item in array(reply).ok_or_else(bad)? {
+            if item == Value::Nil {
+                continue; // that version is not kept
+            }
+            let mut pair = array(item).ok_or_else(bad)?.into_iter();
+            let (Some(id), Some(line)) = (pair.next().and_then(text), pair.next()) else {
+                return Err(bad());
+            };
+            let cursor = parse_id(id.as_bytes()).ok_or_else(bad)?;
+            let line = match line {
+                Value::BulkString(bytes) => bytes,
+                _ => return Err(bad()),
+            };
+            out.push(decode(RawEntry { cursor, line: Some(line) }, topic, &versions)?);
+        }
+        Ok(out)
+    }
+
     /// An invocation of a state script with the keys both take (the topic's
     /// stream and meta hash, the topic set and its notices, the latest and
     /// versions hashes) and the topic as the first argument.
@@ -269,23 +300,17 @@ impl StateBackend for RedisStore {
 
     fn at_version(&self, kind: &str, id: &str, version: u64) -> Result<Option<StoredEvent>> {
         let topic = state_topic(kind)?;
-        let key = self.keys().versions(topic.as_str());
-        let field = format!("{id}\n{version}");
-        let value: Option<String> =
-            self.shared.run(|con, _| redis::cmd("HGET").arg(&key).arg(&field).query(con))?;
-        value.map(|v| record(&v, &topic, &key)).transpose()
+        let mut kept = self.versions(&topic, &[format!("{id}\n{version}")])?;
+        Ok(kept.pop())
     }
 
     fn history(&self, kind: &str, id: &str) -> Result<Vec<StoredEvent>> {
         let Some(newest) = self.latest(kind, id)? else { return Ok(Vec::new()) };
         let Some((_, last)) = change_of(&newest.event) else { return Ok(vec![newest]) };
         let topic = state_topic(kind)?;
-        let key = self.keys().versions(topic.as_str());
         let first = last.saturating_sub(self.history_len() - 1).max(1);
         let fields: Vec<String> = (first..=last).map(|v| format!("{id}\n{v}")).collect();
-        let values: Vec<Option<String>> =
-            self.shared.run(|con, _| redis::cmd("HMGET").arg(&key).arg(&fields).query(con))?;
-        values.into_iter().flatten().map(|v| record(&v, &topic, &key)).collect()
+        self.versions(&topic, &fields)
     }
 
     fn list(&self, kind: &str) -> Result<EventStream<'_>> {
@@ -370,7 +395,7 @@ impl Iterator for Listing<'_> {
 mod tests {
     use super::*;
     use crate::testing::RedisServer;
-    use seed_event::{Event, EventStore, JsonObject, Query};
+    use seed_event::{Event, EventStore, JsonObject, Query, StoredEvent};
 
     /// A retry whose first try landed (its reply lost with the connection)
     /// answers with the first try's id, and stores nothing twice.
@@ -398,6 +423,55 @@ mod tests {
         let put = StatePut { kind: "job", id: "a", version: 1, change: &other };
         let err = store.put(&put).unwrap_err();
         assert_eq!(err.to_string(), "conflict: job/a already exists");
+    }
+
+    /// A kept version holds its stream id and size (the line is the stream
+    /// entry's); one written before, with the line, is read the same and
+    /// drops out of the history with its bytes counted off.
+    #[test]
+    fn kept_versions_old_and_new_read_alike_and_leave_with_their_bytes() {
+        let server = RedisServer::start();
+        let config = crate::RedisConfig::new(server.url()).state_history(3);
+        let store = RedisStore::open_with(config).unwrap();
+        let topic = state_topic("job").unwrap();
+        let put = |version: u64| {
+            let payload = serde_json::json!({"entity_id": "a", "version": version, "n": version});
+            let event = Event::new(topic.clone(), "t", payload.as_object().cloned().unwrap());
+            let change = ChangeEvent::from_event(&event).unwrap();
+            store.put(&StatePut { kind: "job", id: "a", version, change: &change }).unwrap();
+            event
+        };
+        let written: Vec<Event> = (1..=3).map(put).collect();
+        let mut con = redis::Client::open(server.url()).unwrap().get_connection().unwrap();
+        let versions = store.keys().versions(topic.as_str());
+        let value: String = redis::cmd("HGET").arg(&versions).arg("a\n1").query(&mut con).unwrap();
+        let (sid, size) = value.split_once(' ').unwrap();
+        assert_eq!(size, (written[0].to_json_line().len() + 1).to_string(), "{value}");
+        // Version 1 as an older store wrote it: with its line.
+        let old = format!("{sid} {}", written[0].to_json_line());
+        let _: () =
+            redis::cmd("HSET").arg(&versions).arg("a\n1").arg(&old).query(&mut con).unwrap();
+        let events = |records: Vec<StoredEvent>| records.into_iter().map(|r| r.event).collect();
+        let history: Vec<Event> = events(store.history("job", "a").unwrap());
+        assert_eq!(history, written);
+        assert_eq!(
+            store.at_version("job", "a", 1).unwrap().map(|r| r.event),
+            Some(written[0].clone())
+        );
+        assert_eq!(
+            store.at_version("job", "a", 2).unwrap().map(|r| r.event),
+            Some(written[1].clone())
+        );
+        assert!(store.at_version("job", "a", 4).unwrap().is_none());
+        // Versions 4 and 5 push 1 (old form) and 2 (new form) out.
+        let later: Vec<Event> = (4..=5).map(put).collect();
+        let history: Vec<Event> = events(store.history("job", "a").unwrap());
+        assert_eq!(history, [&written[2..], &later[..]].concat());
+        let stored: u64 = history.iter().map(|e| e.to_json_line().len() as u64 + 1).sum();
+        let stats = store.topics().unwrap().into_iter().find(|t| t.topic == topic).unwrap();
+        assert_eq!((stats.events, stats.bytes), (3, stored));
+        let left: usize = redis::cmd("HLEN").arg(&versions).query(&mut con).unwrap();
+        assert_eq!(left, 3);
     }
 
     /// The layout as first written: by writing the state again and finding
