@@ -19,6 +19,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use seed_event::StatePut;
+
+use crate::RedisStore;
+
 /// How the test server runs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ServerOptions {
@@ -231,4 +235,12 @@ impl fmt::Debug for RedisServer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "RedisServer(127.0.0.1:{}, {})", self.port, self.dir.path().display())
     }
+}
+
+/// The command with which `store` applies `put` (an `EVALSHA` of the
+/// script a store has loaded once it changed a state), made ahead of time:
+/// a benchmark that sends a batch of these times the update script without
+/// any work of the client per update.
+pub fn state_put_command(store: &RedisStore, put: &StatePut<'_>) -> redis::Cmd {
+    store.change_command(put)
 }

@@ -185,6 +185,8 @@ const STATE_REDIS_RATIO: &str = "state redis: update / redis-benchmark -c 1 XADD
 const STATE_REDIS_WRITES: &str =
     "state redis: limit: a script of an update's reads and writes / XADD";
 const STATE_REDIS_EMPTY: &str = "state redis: limit: an empty script / XADD";
+const STATE_REDIS_SCRIPT_ONLY: &str =
+    "state redis: limit: the update's script with its arguments made beforehand / XADD";
 const STATE_WATCH: &str = "state: watch delivery across processes (file)";
 const TAKEOVER_FILE: &str = "file: takeover after SIGKILL of the holder";
 const TAKEOVER_REDIS: &str = "redis: takeover after SIGKILL of the holder";
@@ -437,6 +439,12 @@ fn lines(run: &Run<'_>) -> Vec<Line> {
                 let empty = r.median(STATE_REDIS_EMPTY)?;
                 Ok((format!("{} / {}", ratio(writes), ratio(empty)), String::new()))
             }),
+        },
+        Line {
+            label: "limit: the update's own script, its arguments made before the clock starts (no client work per update), over `redis-benchmark -c 1` XADD".into(),
+            target: "".into(),
+            judge: Judge::None,
+            cells: no_p99(r.median(STATE_REDIS_SCRIPT_ONLY).map(ratio)),
         },
         Line {
             label: "state: watch delivery across processes (file)".into(),
