@@ -191,3 +191,42 @@ fn write_line(event: &Event) -> Option<(String, Option<StateSpans>)> {
     };
     Some((line, spans))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{state_topic, ErrorKind, StatePut};
+
+    /// A store appends a change's line as it is: a put refuses one that is
+    /// not one JSON object on one line.
+    #[test]
+    fn a_put_refuses_a_line_that_is_not_one_json_object_on_one_line() {
+        let payload = serde_json::json!({"entity_id": "a", "version": 1});
+        let event =
+            Event::new(state_topic("k").unwrap(), "t", payload.as_object().cloned().unwrap());
+        let good = ChangeEvent::from_event(&event).unwrap();
+        let put = |change: &ChangeEvent| {
+            StatePut { kind: "k", id: "a", version: 1, change }.validate().map_err(|e| e.kind())
+        };
+        assert_eq!(put(&good), Ok(()));
+        let lines = [
+            format!("{}\n", good.line()),
+            good.line().replacen(",\"topic\"", ",\r\n\"topic\"", 1),
+            format!(" {}", good.line()),
+            good.line()[..good.line().len() - 3].to_string(),
+        ];
+        for line in lines {
+            let bad = ChangeEvent::from_written(WrittenChange {
+                id: good.id(),
+                topic: good.topic().clone(),
+                timestamp: good.timestamp(),
+                entity_id: "a".into(),
+                version: 1,
+                deleted: false,
+                line: line.clone(),
+                spans: None,
+            });
+            assert_eq!(put(&bad), Err(ErrorKind::InvalidInput), "{line:?}");
+        }
+    }
+}

@@ -92,6 +92,13 @@ impl StatePut<'_> {
         if self.version == 0 {
             return Err(Error::invalid("version", "a new version is at least 1"));
         }
+        let line = self.change.line();
+        if !(line.starts_with('{') && line.ends_with('}')) || line.contains(['\n', '\r']) {
+            return Err(Error::invalid(
+                "state change",
+                "the event's line must be one JSON object on one line",
+            ));
+        }
         if self.change.entity_id() != self.id || self.change.version() != self.version {
             return Err(Error::invalid(
                 "state change",

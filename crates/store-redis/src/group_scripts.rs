@@ -357,20 +357,22 @@ return n
 
 /// Hands back the (topic, id, delivery) triples of ARGV 4… the member still
 /// holds and has not started: each is parked with its count one lower and
-/// due at once, and marked in the `released` hash, so the claim that
+/// due at once (in the order given), and marked in the `released` hash, so the claim that
 /// delivers it again restores the count and does not count a redelivery.
 /// Returns how many were handed back.
 pub(crate) static RELEASE: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
 local now, n = now_ms(), 0
-for j = 4, #ARGV, 3 do
+local last = #ARGV - 2
+for j = 4, last, 3 do
   local k = skey(ARGV[j])
   local c = held(k, ARGV[j + 1], me)
   if c and c == tonumber(ARGV[j + 2]) then
     redis.call('XCLAIM', k, group, WAITING, 0, ARGV[j + 1], 'RETRYCOUNT', c - 1, 'JUSTID')
     local f = ARGV[j] .. '\n' .. ARGV[j + 1]
-    redis.call('ZADD', due_key, now, f)
+    -- Due now, in the order given (equal scores would sort by text: 1-10 before 1-9).
+    redis.call('ZADD', due_key, now - (last - j) / 3000, f)
     redis.call('HSET', released_key, f, 1)
     n = n + 1
   end

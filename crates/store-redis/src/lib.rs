@@ -37,7 +37,7 @@
 //! | `seed:consumers` | set | every consumer with a committed position |
 //! | `seed:consumer:<name>` | hash | the consumer's position per topic |
 //! | `seed:{state.<type>}:latest` | hash | entity id → `<version> <stream id> <layout> <event line>`: its newest record |
-//! | `seed:{state.<type>}:v` | hash | `<entity id>\n<version>` → `<stream id> <bytes>`: its kept versions, each line in the stream (an older value, `<stream id> <event line>`, is read too) |
+//! | `seed:{state.<type>}:v` | hash | `<entity id>\n<version>` → `<stream id> <bytes>`: its kept versions, each line in the stream (an older build's value, `<stream id> <event line>`, is read too; older builds cannot read these) |
 //! | `seed:lock:<name>` | string | the consumer's lock: `<generation> <holder's CLIENT ID>`, with a TTL |
 //! | `seed:lockgen:<name>` | string | the consumer's last lock generation |
 //! | consumer group `<group>` on `seed:{<topic>}:s` | stream group | a work group's position in the topic and its pending entries (holder, delivery count, delivery time); consumers: the member ids and `~waiting` (parked entries) |

@@ -145,9 +145,10 @@ return n
 
 /// Reads kept versions of a state type: KEYS: versions hash, stream; ARGV:
 /// versions fields `<entity id>\n<version>`. Returns per field `{stream id,
-/// line}`, or nil if that version is not kept. A value is `<stream id>
-/// <bytes>`, the line the stream entry's, or (written before) `<stream id>
-/// <line>`.
+/// line}`, nil if that version is not kept, or `{'', value}` if the value
+/// is not as written or its stream entry is gone (corrupt data). A value is
+/// `<stream id> <bytes>`, the line the stream entry's, or (written by an
+/// older build) `<stream id> <line>`.
 pub(crate) static READ_VERSIONS: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
@@ -156,10 +157,11 @@ for i = 1, #ARGV do
   out[i] = false
   local v = redis.call('HGET', KEYS[1], ARGV[i])
   if v then
+    out[i] = {'', v}
     local sid, rest = string.match(v, '^(%S+) (.*)$')
     if sid and string.sub(rest, 1, 1) == '{' then
       out[i] = {sid, rest}
-    elseif sid then
+    elseif sid and string.match(rest, '^%d+$') then
       local e = redis.call('XRANGE', KEYS[2], sid, sid)
       if #e > 0 then
         local fields = e[1][2]

@@ -118,11 +118,18 @@ impl RedisStore {
             let (Some(id), Some(line)) = (pair.next().and_then(text), pair.next()) else {
                 return Err(bad());
             };
-            let cursor = parse_id(id.as_bytes()).ok_or_else(bad)?;
             let line = match line {
                 Value::BulkString(bytes) => bytes,
                 _ => return Err(bad()),
             };
+            if id.is_empty() {
+                let value = String::from_utf8_lossy(&line);
+                return Err(Error::corrupt(
+                    format!("Redis key {versions}"),
+                    format!("a kept version is {value:.60?}, expected `<stream id> <bytes>` of an entry in {stream}"),
+                ));
+            }
+            let cursor = parse_id(id.as_bytes()).ok_or_else(bad)?;
             out.push(decode(RawEntry { cursor, line: Some(line) }, topic, &versions)?);
         }
         Ok(out)
@@ -472,6 +479,12 @@ mod tests {
         assert_eq!((stats.events, stats.bytes), (3, stored));
         let left: usize = redis::cmd("HLEN").arg(&versions).query(&mut con).unwrap();
         assert_eq!(left, 3);
+        // A kept version whose stream entry is gone is corrupt data, not a gap.
+        let _: () =
+            redis::cmd("HSET").arg(&versions).arg("a\n9").arg("1-1 12").query(&mut con).unwrap();
+        let err = store.at_version("job", "a", 9).unwrap_err();
+        assert_eq!(err.kind(), seed_event::ErrorKind::Corrupt, "{err}");
+        assert!(err.to_string().contains("\"1-1 12\""), "{err}");
     }
 
     /// The layout as first written: by writing the state again and finding

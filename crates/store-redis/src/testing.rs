@@ -241,6 +241,7 @@ impl fmt::Debug for RedisServer {
 /// script a store has loaded once it changed a state), made ahead of time:
 /// a benchmark that sends a batch of these times the update script without
 /// any work of the client per update.
-pub fn state_put_command(store: &RedisStore, put: &StatePut<'_>) -> redis::Cmd {
-    store.change_command(put)
+pub fn state_put_command(store: &RedisStore, put: &StatePut<'_>) -> seed_event::Result<redis::Cmd> {
+    put.validate()?;
+    Ok(store.change_command(put))
 }

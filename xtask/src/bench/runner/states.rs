@@ -42,7 +42,7 @@ const REDIS_SCRIPT_ONLY: &str =
 const WRITES: &str = "local cur = redis.call('HGET', KEYS[3], 'e')
 local id = redis.call('XADD', KEYS[1], '*', 'e', ARGV[1], 'k', 'e')
 redis.call('HSET', KEYS[3], 'e', '2 ' .. id .. ' ' .. ARGV[1])
-redis.call('HSET', KEYS[4], 'e', id .. ' ' .. ARGV[1])
+redis.call('HSET', KEYS[4], 'e', id .. ' ' .. (#ARGV[1] + 1))
 redis.call('HINCRBY', KEYS[2], 'bytes', #ARGV[1])
 return {1, id}";
 
@@ -311,7 +311,7 @@ fn floor_updates(
         .map(|(id, version, event)| {
             let change = ChangeEvent::from_event(event)?;
             let put = StatePut { kind: FLOOR_KIND, id, version: *version, change: &change };
-            Ok(state_put_command(store, &put))
+            state_put_command(store, &put)
         })
         .collect::<seed_event::Result<Vec<_>>>()?;
     let start = Instant::now();
