@@ -135,37 +135,16 @@ impl RedisStore {
         Ok(out)
     }
 
-    /// An invocation of a state script with the keys both take (the topic's
-    /// stream and meta hash, the topic set and its notices, the latest and
-    /// versions hashes) and the topic as the first argument.
-    fn state_invocation(
-        &self,
-        script: &'static redis::Script,
-        topic: &str,
-    ) -> redis::ScriptInvocation<'static> {
+    /// The start of an `EVALSHA` of a state script (send it with
+    /// [`evalsha`]): the keys both take (the topic's stream and meta hash,
+    /// the topic set and its notices, the latest and versions hashes) and
+    /// the topic as the first argument; `room` is what the other arguments
+    /// need, in bytes. One command buffer: each argument is copied once.
+    fn state_command(&self, script: &redis::Script, topic: &str, room: usize) -> redis::Cmd {
         let keys = self.keys();
-        let mut invocation = script.prepare_invoke();
-        invocation
-            .key(keys.stream(topic))
-            .key(keys.meta(topic))
-            .key(&keys.topics)
-            .key(&keys.new_topics)
-            .key(keys.latest(topic))
-            .key(keys.versions(topic))
-            .arg(topic);
-        invocation
-    }
-
-    /// The `EVALSHA` of [`scripts::PUT_STATE`] that applies `put` (send it
-    /// with [`evalsha`]): one command buffer, the line copied into it once.
-    pub(crate) fn change_command(&self, put: &StatePut<'_>) -> redis::Cmd {
-        let change = put.change;
-        let topic = change.topic().as_str();
-        let line = change.line();
-        let keys = self.keys();
-        let mut cmd = redis::Cmd::with_capacity(19, line.len() + 320);
+        let mut cmd = redis::Cmd::with_capacity(24, room + 320);
         cmd.arg("EVALSHA")
-            .arg(scripts::PUT_STATE.get_hash())
+            .arg(script.get_hash())
             .arg(6)
             .arg(keys.stream(topic))
             .arg(keys.meta(topic))
@@ -173,8 +152,16 @@ impl RedisStore {
             .arg(&keys.new_topics)
             .arg(keys.latest(topic))
             .arg(keys.versions(topic))
-            .arg(topic)
-            .arg(put.id)
+            .arg(topic);
+        cmd
+    }
+
+    /// The `EVALSHA` of [`scripts::PUT_STATE`] that applies `put`.
+    pub(crate) fn change_command(&self, put: &StatePut<'_>) -> redis::Cmd {
+        let change = put.change;
+        let line = change.line();
+        let mut cmd = self.state_command(&scripts::PUT_STATE, change.topic().as_str(), line.len());
+        cmd.arg(put.id)
             .arg(put.version - 1)
             .arg(put.version)
             .arg(change.timestamp().unix_millis().max(0))
@@ -211,12 +198,12 @@ impl RedisStore {
 }
 
 impl RedisStore {
-    /// The script invocation that applies `edit`.
-    fn edit_script(&self, edit: &StateEdit<'_>, topic: &str) -> redis::ScriptInvocation<'static> {
+    /// The `EVALSHA` of [`scripts::EDIT_STATE`] that applies `edit`.
+    fn edit_command(&self, edit: &StateEdit<'_>, topic: &str) -> redis::Cmd {
         let version = edit.expected + 1;
-        let mut invocation = self.state_invocation(&scripts::EDIT_STATE, topic);
-        invocation
-            .arg(edit.id)
+        let room = edit.texts.iter().map(String::len).sum::<usize>() + 128;
+        let mut cmd = self.state_command(&scripts::EDIT_STATE, topic, room);
+        cmd.arg(edit.id)
             .arg(edit.expected)
             .arg(version)
             .arg(edit.now.unix_millis().max(0))
@@ -229,13 +216,13 @@ impl RedisStore {
             from.push_str(s);
             from.push(' ');
         }
-        invocation.arg(from);
+        cmd.arg(from);
         match edit.data {
-            DataEdit::Keep => invocation.arg("k").arg(""),
-            DataEdit::Replace(d) => invocation.arg("r").arg(d),
-            DataEdit::Merge(p) => invocation.arg("m").arg(p),
+            DataEdit::Keep => cmd.arg("k").arg(""),
+            DataEdit::Replace(d) => cmd.arg("r").arg(d),
+            DataEdit::Merge(p) => cmd.arg("m").arg(p),
         };
-        invocation.arg(edit.metadata.unwrap_or(""));
+        cmd.arg(edit.metadata.unwrap_or(""));
         let holes: String = edit
             .holes
             .iter()
@@ -247,11 +234,11 @@ impl RedisStore {
                 Hole::UpdatedAt => 'u',
             })
             .collect();
-        invocation.arg(holes);
+        cmd.arg(holes);
         for text in edit.texts {
-            invocation.arg(text);
+            cmd.arg(text);
         }
-        invocation
+        cmd
     }
 
     /// Reads the edit script's reply.
@@ -292,8 +279,8 @@ impl StateBackend for RedisStore {
 
     fn edit(&self, edit: &StateEdit<'_>) -> Result<Edited> {
         let topic = state_topic(edit.kind)?;
-        let invocation = self.edit_script(edit, topic.as_str());
-        let reply: Value = self.shared.run(|con, _| invocation.invoke(con))?;
+        let cmd = self.edit_command(edit, topic.as_str());
+        let reply = self.shared.run(|con, _| evalsha(con, &scripts::EDIT_STATE, &cmd))?;
         self.edit_reply(&topic, reply)
     }
 
