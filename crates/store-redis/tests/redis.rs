@@ -881,3 +881,40 @@ fn a_group_member_goes_on_after_a_server_restart() {
     member.ack(&[got[0].token.clone()]).unwrap();
     assert!(member.fetch(1, Duration::ZERO).unwrap().is_empty(), "event 1 stayed acked");
 }
+
+/// Deliveries a member hands back come out again in stream order, also past
+/// ten entries of one millisecond (`<ms>-10` sorts before `<ms>-9` as text),
+/// and leave no mark in the group's `released` hash.
+#[test]
+fn released_deliveries_come_back_in_stream_order() {
+    use seed_event::{ConsumerName, GroupBackend, GroupConfig, Start, TopicPattern};
+    let server = RedisServer::start();
+    let store = store(&server.url(), "seed:");
+    let t = topic("release.order");
+    let events: Vec<_> = (0..12).map(|n| event(&t, n)).collect();
+    store.append_batch(&t, &events).unwrap();
+    let config = GroupConfig::new(
+        ConsumerName::new("orderly").unwrap(),
+        TopicPattern::new("release.order").unwrap(),
+    )
+    .unwrap()
+    .start(Start::Beginning);
+    let mut a = GroupBackend::join(&store, &config, "a").unwrap();
+    let mut b = GroupBackend::join(&store, &config, "b").unwrap();
+    let got = a.fetch(12, Duration::from_secs(5)).unwrap();
+    assert_eq!(got.len(), 12);
+    let rest: Vec<_> = got[1..].iter().map(|d| d.token.clone()).collect();
+    assert!(a.release(&rest).unwrap());
+    let deadline = Instant::now() + DEADLINE;
+    let mut taken = Vec::new();
+    while taken.len() < 11 && Instant::now() < deadline {
+        taken.extend(b.fetch(11 - taken.len(), Duration::from_millis(200)).unwrap());
+    }
+    let taken: Vec<_> = taken.iter().map(|d| d.event.clone()).collect();
+    assert_eq!(numbers(&taken), (1..12).collect::<Vec<_>>());
+    // Their marks went with them: nothing is left in the released hash.
+    let mut con = redis::Client::open(server.url()).unwrap().get_connection().unwrap();
+    let marks: usize =
+        redis::cmd("HLEN").arg("seed:group:{orderly}:released").query(&mut con).unwrap();
+    assert_eq!(marks, 0);
+}
